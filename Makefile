@@ -1,0 +1,54 @@
+# slotkeeper: `make run` shows the quickstart on the embedded ledger, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SK := $(BIN)/slotkeeper
+QUICKSTART := examples/quickstart
+QS_STATE := .slotkeeper/quickstart
+QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
+
+.PHONY: install dev run test lint typecheck unit clean
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(VENV)/.runtime $@
+
+install: $(VENV)/.runtime
+dev: $(VENV)/.dev
+
+run: $(VENV)/.runtime
+	rm -rf $(QS_STATE)
+	@echo "== revision 1: a first set of environments =="
+	$(SK) validate -m $(QUICKSTART)/1-initial
+	$(SK) apply --yes -m $(QUICKSTART)/1-initial $(QS_FLAGS) --secrets-dir $(QS_STATE)/secrets
+	@echo
+	@echo "== revision 2: a new api version (supersede) and a removed chart (decommission) =="
+	$(SK) apply --yes -m $(QUICKSTART)/2-next $(QS_FLAGS) --secrets-dir $(QS_STATE)/secrets
+	@echo
+	$(SK) status $(QS_FLAGS)
+	@echo
+	$(SK) history production $(QS_FLAGS)
+	@echo
+	$(SK) keys list $(QS_FLAGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage

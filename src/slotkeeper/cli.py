@@ -1,0 +1,514 @@
+"""The ``slotkeeper`` command line: a thin shell over load, plan, execute and the ledger.
+
+Exit codes: 0 success (``plan --detailed-exitcode``: no changes); 1 any error, invalid manifests,
+a stale plan, a locked ledger, a failed action or a refused confirmation; 2 only with
+``plan --detailed-exitcode``, when the plan has changes. Usage errors exit 1 too, so that 2 keeps
+its one meaning.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from slotkeeper import render
+from slotkeeper.errors import ConfigError, ManifestErrors, SlotkeeperError
+from slotkeeper.execute import ActionResult, ApplyResult
+from slotkeeper.keys import SecretSink
+from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger
+from slotkeeper.manifests import json_schema, load_manifests
+from slotkeeper.model import parse_duration
+from slotkeeper.observability import configure_logging, get_logger
+from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
+from slotkeeper.planfile import load_plan, save_plan
+from slotkeeper.reconcile import apply_saved, make_plan, reconcile
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+DEFAULT_SECRETS_DIR = ".slotkeeper/secrets"
+DEFAULT_LOCK_TIMEOUT = 10.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stdout() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped output is read by programs and people alike: never wrap or truncate a row.
+        console = Console(highlight=False, width=max(console.width, 200))
+    return console
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _print_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=False))
+
+
+def _actor() -> str:
+    explicit = os.environ.get("SLOTKEEPER_ACTOR") or os.environ.get("GITHUB_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _parse_at(value: str | None) -> datetime | None:
+    """``--at``: an ISO-8601 time (UTC when no zone is given) or an offset from now like +30d."""
+    if value is None:
+        return None
+    if re.fullmatch(r"\+[0-9]+[mhdw]", value):
+        return utcnow() + parse_duration(value[1:])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            "expected an ISO-8601 time such as 2026-12-24T00:00:00Z or an offset such as +30d",
+            param_hint="--at",
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def manifest_options(func: F) -> F:
+    """``-m/--manifests`` and ``--state``, shared by every command that reads them."""
+    func = click.option(
+        "--state",
+        envvar="SLOTKEEPER_STATE",
+        default=DEFAULT_STATE,
+        show_default=True,
+        help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
+    )(func)
+    return click.option(
+        "-m",
+        "--manifests",
+        type=click.Path(path_type=Path),
+        default=Path(),
+        show_default=True,
+        help="Manifest directory or file.",
+    )(func)
+
+
+def guard_options(func: F) -> F:
+    func = click.option(
+        "--allow-mass-decommission",
+        is_flag=True,
+        help="Allow a plan that decommissions more than half of the deployed slots.",
+    )(func)
+    return click.option(
+        "--allow-decommission",
+        is_flag=True,
+        help="Allow decommissions and key revocations in protected environments.",
+    )(func)
+
+
+def apply_options(func: F) -> F:
+    func = click.option(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT,
+        show_default=True,
+        help="Seconds to wait for another writer before failing.",
+    )(func)
+    return click.option(
+        "--secrets-dir",
+        type=click.Path(path_type=Path),
+        default=Path(DEFAULT_SECRETS_DIR),
+        show_default=True,
+        envvar="SLOTKEEPER_SECRETS_DIR",
+        help="Where private deploy keys are written (mode 0600).",
+    )(func)
+
+
+@contextmanager
+def _ledger(state: str) -> Iterator[Ledger]:
+    ledger = open_ledger(state, now=utcnow())
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="slotkeeper")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Log format on stderr (auto: console on a terminal, json otherwise).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def cli(log_format: str, log_level: str) -> None:
+    """slotkeeper keeps deployment records and deploy keys in line with committed manifests."""
+    configure_logging(fmt=log_format, level=log_level)  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.option("-m", "--manifests", type=click.Path(path_type=Path), default=Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(manifests: Path, as_json: bool) -> int:
+    """Check the manifests; exit 0 when valid, 1 when not."""
+    try:
+        desired = load_manifests(manifests)
+    except ManifestErrors as exc:
+        if as_json:
+            _print_json(
+                {
+                    "valid": False,
+                    "errors": [
+                        {
+                            "file": str(e.file),
+                            "line": e.line,
+                            "field": e.field,
+                            "message": e.message,
+                        }
+                        for e in exc.errors
+                    ],
+                }
+            )
+            return EXIT_ERROR
+        raise
+    slots = sum(len(spec.slots) for spec in desired.environments.values())
+    keys = sum(len(spec.deploy_keys) for spec in desired.environments.values())
+    if as_json:
+        _print_json(
+            {
+                "valid": True,
+                "environments": len(desired.environments),
+                "slots": slots,
+                "deploy_keys": keys,
+                "targets": len(desired.targets),
+            }
+        )
+    else:
+        _stdout().print(
+            f"[green]Valid:[/] {len(desired.environments)} environments, {slots} slots, "
+            f"{keys} deploy keys, {len(desired.targets)} targets."
+        )
+    _warn_unimplemented_targets(desired.targets)
+    return EXIT_OK
+
+
+def _warn_unimplemented_targets(targets: dict[str, Any]) -> None:
+    if targets:
+        get_logger().warning(
+            "target.not_implemented",
+            targets=sorted(targets),
+            message="target adapters are not available in this version; only the ledger is kept",
+        )
+
+
+def _options(
+    allow_decommission: bool, allow_mass_decommission: bool, rotate: frozenset[str] = frozenset()
+) -> PlanOptions:
+    return PlanOptions(
+        allow_decommission=allow_decommission,
+        allow_mass_decommission=allow_mass_decommission,
+        rotate=rotate,
+    )
+
+
+@cli.command("plan")
+@manifest_options
+@guard_options
+@click.option("--out", type=click.Path(path_type=Path), help="Save the plan for `apply PLANFILE`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 0 without changes, 2 with changes, 1 on error."
+)
+@click.option("--at", "at", help="Plan as if at this time (ISO-8601, or +30d from now).")
+def plan_command(
+    manifests: Path,
+    state: str,
+    allow_decommission: bool,
+    allow_mass_decommission: bool,
+    out: Path | None,
+    as_json: bool,
+    detailed_exitcode: bool,
+    at: str | None,
+) -> int:
+    """Show what apply would change."""
+    moment = _parse_at(at)
+    clock = (lambda: moment) if moment else utcnow
+    with _ledger(state) as ledger:
+        the_plan = make_plan(
+            manifests,
+            ledger,
+            options=_options(allow_decommission, allow_mass_decommission),
+            clock=clock,
+        )
+    if out is not None:
+        save_plan(the_plan, out)
+    if as_json:
+        _print_json(render.plan_document(the_plan))
+    else:
+        console = _stdout()
+        render.render_plan(the_plan, console)
+        if out is not None:
+            console.print(f"\nSaved the plan to {out}. Apply it with: slotkeeper apply {out}")
+    if detailed_exitcode and the_plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _confirm_on_tty(yes: bool, console: Console) -> Callable[[Plan], bool]:
+    def confirm(the_plan: Plan) -> bool:
+        render.render_plan(the_plan, console)
+        if not the_plan.applicable or yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                "refusing to apply without confirmation: stdin is not a terminal; "
+                "pass --yes to apply non-interactively"
+            )
+        console.print(
+            "\n[bold]Do you want to perform these actions?[/]\n"
+            "  Only 'yes' will be accepted to approve."
+        )
+        answer = console.input("\n  Enter a value: ")
+        if answer.strip() != "yes":
+            console.print("\n[red]Apply cancelled.[/]")
+            return False
+        return True
+
+    return confirm
+
+
+@contextmanager
+def _progress(console: Console, total: int) -> Iterator[Callable[[ActionResult], None] | None]:
+    """A progress bar on a terminal for applies long enough to want one."""
+    if not console.is_terminal or total < 10:
+        yield None
+        return
+    with Progress(
+        TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as progress:
+        task = progress.add_task("apply", total=total)
+        yield lambda _result: progress.advance(task)
+
+
+def _finish(result: ApplyResult, console: Console) -> int:
+    render.render_apply(result, console)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+@cli.command()
+@click.argument("planfile", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@manifest_options
+@guard_options
+@apply_options
+@click.option("-y", "--yes", is_flag=True, help="Apply without asking (required without a TTY).")
+def apply(
+    planfile: Path | None,
+    manifests: Path,
+    state: str,
+    allow_decommission: bool,
+    allow_mass_decommission: bool,
+    secrets_dir: Path,
+    lock_timeout: float,
+    yes: bool,
+) -> int:
+    """Converge the ledger on the manifests, or apply exactly a saved PLANFILE."""
+    console = _stdout()
+    sink = SecretSink(secrets_dir)
+    with _ledger(state) as ledger:
+        if planfile is not None:
+            the_plan = load_plan(planfile)
+            with _progress(console, len(the_plan.applicable)) as hook:
+                result = apply_saved(
+                    the_plan,
+                    ledger,
+                    clock=utcnow,
+                    actor=_actor(),
+                    sink=sink,
+                    lock_timeout=lock_timeout,
+                    on_result=hook,
+                )
+            return _finish(result, console)
+        done = reconcile(
+            manifests,
+            ledger,
+            options=_options(allow_decommission, allow_mass_decommission),
+            clock=utcnow,
+            actor=_actor(),
+            sink=sink,
+            lock_timeout=lock_timeout,
+            confirm=_confirm_on_tty(yes, console),
+        )
+    if done.result is None:
+        return EXIT_ERROR
+    return _finish(done.result, console)
+
+
+@cli.command()
+@manifest_options
+@click.option("--json", "as_json", is_flag=True)
+def status(manifests: Path, state: str, as_json: bool) -> int:
+    """What is recorded in every environment/slot ever seen, and what is held back."""
+    del manifests  # accepted for symmetry with the other commands; status reads only the ledger
+    with _ledger(state) as ledger:
+        records = ledger.latest_records()
+        pending = ledger.pending()
+    if as_json:
+        _print_json(render.status_document(records, pending))
+    else:
+        render.render_status(records, pending, _stdout())
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("target", metavar="ENV[/SLOT]")
+@manifest_options
+@click.option("--json", "as_json", is_flag=True)
+def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
+    """Records of an environment or one slot, newest first."""
+    del manifests
+    environment, _, slot = target.partition("/")
+    with _ledger(state) as ledger:
+        records = ledger.history(environment, slot or None)
+    if as_json:
+        _print_json(render.history_document(records))
+        return EXIT_OK
+    if not records:
+        raise ConfigError(f"no records for {target!r} in the ledger")
+    render.render_history(records, _stdout())
+    return EXIT_OK
+
+
+@cli.group()
+def keys() -> None:
+    """Deploy keys slotkeeper manages."""
+
+
+@keys.command("list")
+@manifest_options
+@click.option("--all", "include_retired", is_flag=True, help="Include rotated and revoked keys.")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool) -> int:
+    """List deploy keys with fingerprints and next rotation dates."""
+    del manifests
+    with _ledger(state) as ledger:
+        found = ledger.keys(include_retired=include_retired)
+    if as_json:
+        _print_json(render.keys_document(found))
+    else:
+        render.render_keys(found, _stdout())
+    return EXIT_OK
+
+
+@keys.command("rotate")
+@click.argument("names", nargs=-1, required=True, metavar="REPOSITORY/TITLE...")
+@manifest_options
+@apply_options
+@click.option("-y", "--yes", is_flag=True, help="Rotate without asking (required without a TTY).")
+def keys_rotate(
+    names: tuple[str, ...],
+    manifests: Path,
+    state: str,
+    secrets_dir: Path,
+    lock_timeout: float,
+    yes: bool,
+) -> int:
+    """Rotate the named deploy keys now; nothing else in the plan is applied."""
+    wanted = frozenset(names)
+
+    def only_rotations(the_plan: Plan) -> Plan:
+        chosen = tuple(
+            a
+            for a in the_plan.actions
+            if a.type is ActionType.ROTATE_KEY and a.key is not None and a.key.name in wanted
+        )
+        found = {a.key.name for a in chosen if a.key is not None}
+        missing = sorted(wanted - found)
+        if missing:
+            raise ConfigError(
+                f"no managed deploy key named {', '.join(missing)} "
+                "(see `slotkeeper keys list`; use REPOSITORY/TITLE)"
+            )
+        return the_plan.model_copy(
+            update={
+                "actions": chosen,
+                "unchanged": (),
+                "environments": (),
+                "summary": summarize(chosen),
+            }
+        )
+
+    console = _stdout()
+    with _ledger(state) as ledger:
+        done = reconcile(
+            manifests,
+            ledger,
+            options=_options(False, False, rotate=wanted),
+            clock=utcnow,
+            actor=_actor(),
+            sink=SecretSink(secrets_dir),
+            lock_timeout=lock_timeout,
+            confirm=_confirm_on_tty(yes, console),
+            select=only_rotations,
+        )
+    if done.result is None:
+        return EXIT_ERROR
+    return _finish(done.result, console)
+
+
+@cli.command()
+def schema() -> int:
+    """Print the JSON Schema of a manifest document."""
+    _print_json(json_schema())
+    return EXIT_OK
+
+
+def _error(message: str) -> None:
+    console = _stderr()
+    console.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every known failure into a message and exit code 1."""
+    try:
+        code = cli.main(args=argv, prog_name="slotkeeper", standalone_mode=False)
+    except click.exceptions.Abort:
+        _stderr().print("Aborted.")
+        code = EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_ERROR
+    except SlotkeeperError as exc:
+        _error(str(exc).replace("[", "\\["))
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,334 @@
+"""The executor: carry out a :class:`Plan` against the ledger (and, later, the targets).
+
+The caller holds the ledger's writer lock. The apply proceeds in three steps:
+
+1. *begin*: one transaction checks the plan is not stale (same lineage and serial), moves the
+   serial once when anything will change, stores the revision, environment metadata and the
+   blocked actions (``status`` shows them as pending), and moves ``last_seen_at`` of the
+   unchanged slots;
+2. *actions*: each applicable action in plan order is one transaction (its ledger change and its
+   audit event together). A failing action is recorded as failed and the others go on;
+3. *finish*: an ``apply.finished`` event with the counts.
+
+Because the serial moves in step 1, a plan file can never be applied twice, even if the apply
+died half-way: the rest is re-derived by the next plan (level-triggered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from slotkeeper import observability as obs
+from slotkeeper.errors import SlotkeeperError
+from slotkeeper.keys import SecretSink, generate_key
+from slotkeeper.ledger import Ledger, LedgerTransaction, PendingAction
+from slotkeeper.model import KeyStatus, RecordStatus
+from slotkeeper.plan import Action, ActionType, Plan
+
+Clock = Callable[[], datetime]
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class ActionResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action_id: str
+    type: ActionType
+    target: str
+    outcome: Outcome
+    message: str
+    record_id: int | None = None
+    key_id: int | None = None
+    duration_ms: float = 0.0
+
+
+class ApplyResult(BaseModel):
+    """What an apply did, action by action; the CLI and the daemon render this value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    serial: int
+    results: tuple[ActionResult, ...]
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for result in self.results if result.outcome is outcome)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(Outcome.FAILED) == 0
+
+
+ProgressHook = Callable[[ActionResult], None]
+
+
+class _Context:
+    def __init__(self, *, plan: Plan, serial: int, clock: Clock, actor: str, sink: SecretSink):
+        self.plan = plan
+        self.serial = serial
+        self.clock = clock
+        self.actor = actor
+        self.sink = sink
+        self.revision = plan.revision.sha if plan.revision else None
+
+    def event(
+        self, tx: LedgerTransaction, action: Action, type: str, at: datetime, **fields: Any
+    ) -> None:
+        detail: dict[str, Any] = {"reason": action.reason}
+        if action.artifact is not None:
+            detail["artifact"] = action.artifact.model_dump(mode="json")
+        if self.plan.revision is not None and self.plan.revision.dirty:
+            detail["dirty"] = True
+        detail.update(fields.pop("detail", {}))
+        tx.append_event(
+            serial=self.serial,
+            at=at,
+            type=type,
+            actor=self.actor,
+            detail=detail,
+            environment=action.environment,
+            slot=action.slot,
+            action_id=action.id,
+            revision=self.revision,
+            **fields,
+        )
+
+
+def execute(
+    plan: Plan,
+    ledger: Ledger,
+    *,
+    clock: Clock,
+    actor: str,
+    sink: SecretSink,
+    on_result: ProgressHook | None = None,
+) -> ApplyResult:
+    """Apply ``plan`` to ``ledger``; the caller holds the writer lock. Never raises for one
+    action's failure; raises ``StalePlanError`` before touching anything if the plan is stale."""
+    log = obs.get_logger()
+    started = clock()
+    applicable = plan.applicable
+    with ledger.transaction() as tx:
+        if applicable:
+            serial = tx.bump_serial(lineage=plan.lineage, expected=plan.base_serial)
+        else:
+            tx.check_serial(lineage=plan.lineage, expected=plan.base_serial)
+            serial = plan.base_serial
+        context = _Context(plan=plan, serial=serial, clock=clock, actor=actor, sink=sink)
+        if plan.revision is not None:
+            tx.save_revision(plan.revision)
+        for environment in plan.environments:
+            tx.upsert_environment(environment, at=started)
+        tx.replace_pending(
+            PendingAction(
+                action_id=action.id,
+                type=action.type.value,
+                environment=action.environment,
+                slot=action.slot,
+                key=action.key.name if action.key else None,
+                reason=action.reason,
+                blocked=action.blocked or "",
+                serial=serial,
+                at=started,
+            )
+            for action in plan.blocked
+        )
+        tx.touch(plan.unchanged, at=started)
+        if applicable:
+            tx.append_event(
+                serial=serial,
+                at=started,
+                type=obs.APPLY_STARTED,
+                actor=actor,
+                revision=context.revision,
+                detail={"summary": plan.summary, "base_serial": plan.base_serial},
+            )
+    log.info(obs.APPLY_STARTED, serial=serial, actions=len(applicable), blocked=len(plan.blocked))
+
+    results: list[ActionResult] = []
+    for action in plan.actions:
+        if action.blocked is not None:
+            result = ActionResult(
+                action_id=action.id,
+                type=action.type,
+                target=action.target,
+                outcome=Outcome.BLOCKED,
+                message=action.blocked,
+            )
+            log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
+        else:
+            result = _run(action, ledger, context)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    outcome = ApplyResult(serial=serial, results=tuple(results))
+    if applicable:
+        with ledger.transaction() as tx:
+            tx.append_event(
+                serial=serial,
+                at=clock(),
+                type=obs.APPLY_FINISHED,
+                actor=actor,
+                revision=context.revision,
+                detail={o.value: outcome.count(o) for o in Outcome},
+            )
+    log.info(obs.APPLY_FINISHED, serial=serial, **{o.value: outcome.count(o) for o in Outcome})
+    return outcome
+
+
+def _log_fields(action: Action) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "action_id": action.id,
+        "action": action.type.value,
+        "environment": action.environment,
+    }
+    if action.slot is not None:
+        fields["slot"] = action.slot
+    if action.key is not None:
+        fields["key"] = action.key.name
+    return fields
+
+
+def _run(action: Action, ledger: Ledger, context: _Context) -> ActionResult:
+    log = obs.get_logger()
+    started = time.perf_counter()
+    try:
+        record_id, key_id, message = _APPLIERS[action.type](action, ledger, context)
+    except (SlotkeeperError, OSError, ValueError) as exc:
+        # One action's failure is a result, not the end of the apply.
+        duration = (time.perf_counter() - started) * 1000
+        log.error(obs.ACTION_FAILED, **_log_fields(action), error=str(exc), duration_ms=duration)
+        return ActionResult(
+            action_id=action.id,
+            type=action.type,
+            target=action.target,
+            outcome=Outcome.FAILED,
+            message=str(exc),
+            duration_ms=duration,
+        )
+    duration = (time.perf_counter() - started) * 1000
+    log.info(obs.ACTION_APPLIED, **_log_fields(action), duration_ms=round(duration, 3))
+    return ActionResult(
+        action_id=action.id,
+        type=action.type,
+        target=action.target,
+        outcome=Outcome.APPLIED,
+        message=message,
+        record_id=record_id,
+        key_id=key_id,
+        duration_ms=duration,
+    )
+
+
+_Applied = tuple[int | None, int | None, str]
+
+
+def _deploy(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+    assert action.slot is not None and action.artifact is not None
+    at = context.clock()
+    with ledger.transaction() as tx:
+        # Retire the old record first: the ledger allows one DEPLOYED record per slot.
+        if action.supersedes is not None:
+            tx.set_record_status(action.supersedes, RecordStatus.SUPERSEDED, at=at)
+        record_id = tx.insert_record(
+            environment=action.environment,
+            slot=action.slot,
+            artifact=action.artifact,
+            ref=action.ref,
+            at=at,
+            revision=context.revision,
+            action_id=action.id,
+        )
+        if action.supersedes is not None:
+            tx.set_superseded_by(action.supersedes, record_id)
+            context.event(
+                tx,
+                action,
+                "record.superseded",
+                at,
+                record_id=action.supersedes,
+                detail={"superseded_by": record_id},
+            )
+        context.event(tx, action, "record.deployed", at, record_id=record_id)
+    verb = f"superseded #{action.supersedes} with" if action.supersedes else "deployed"
+    return record_id, None, f"{verb} #{record_id}"
+
+
+def _decommission(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+    assert action.record is not None
+    at = context.clock()
+    with ledger.transaction() as tx:
+        tx.set_record_status(action.record, RecordStatus.DECOMMISSIONED, at=at)
+        context.event(tx, action, "record.decommissioned", at, record_id=action.record)
+    return action.record, None, f"decommissioned #{action.record}"
+
+
+def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+    key = action.key
+    assert key is not None
+    at = context.clock()
+    pair = generate_key(comment=f"slotkeeper:{key.title}")
+    # The private half is stored before the ledger points at it; if the commit fails, the next
+    # plan sees no new key and makes another (the file is simply overwritten).
+    context.sink.write(key.secret_file, pair.private_key)
+    with ledger.transaction() as tx:
+        key_id = tx.insert_key(
+            environment=action.environment,
+            repository=key.repository,
+            title=key.title,
+            fingerprint=pair.fingerprint,
+            public_key=pair.public_key,
+            read_only=key.read_only,
+            secret_file=key.secret_file,
+            rotate_after=key.rotate_after,
+            at=at,
+            revision=context.revision,
+            action_id=action.id,
+        )
+        detail = {"fingerprint": pair.fingerprint}
+        if key.previous_id is not None:
+            tx.set_key_status(key.previous_id, KeyStatus.ROTATED, at=at, replaced_by=key_id)
+            detail["previous_fingerprint"] = key.previous_fingerprint or ""
+        kind = "key.rotated" if key.previous_id is not None else "key.created"
+        context.event(tx, action, kind, at, key_id=key_id, detail=detail)
+    if key.previous_secret_file is not None and key.previous_secret_file != key.secret_file:
+        context.sink.remove(key.previous_secret_file)
+    return None, key_id, f"{pair.fingerprint} (#{key_id})"
+
+
+def _revoke_key(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+    key = action.key
+    assert key is not None and key.previous_id is not None
+    at = context.clock()
+    with ledger.transaction() as tx:
+        tx.set_key_status(key.previous_id, KeyStatus.REVOKED, at=at)
+        context.event(
+            tx,
+            action,
+            "key.revoked",
+            at,
+            key_id=key.previous_id,
+            detail={"fingerprint": key.previous_fingerprint or ""},
+        )
+    context.sink.remove(key.secret_file)
+    return None, key.previous_id, f"revoked {key.previous_fingerprint}"
+
+
+_APPLIERS: dict[ActionType, Callable[[Action, Ledger, _Context], _Applied]] = {
+    ActionType.DEPLOY: _deploy,
+    ActionType.DECOMMISSION: _decommission,
+    ActionType.CREATE_KEY: _create_or_rotate_key,
+    ActionType.ROTATE_KEY: _create_or_rotate_key,
+    ActionType.REVOKE_KEY: _revoke_key,
+}

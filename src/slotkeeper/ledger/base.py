@@ -1,0 +1,152 @@
+"""What the rest of slotkeeper needs from a ledger, whatever stores it.
+
+The executor and the CLI use these Protocols only; ``open_ledger`` picks the implementation from
+the state URL (SQLite now, PostgreSQL as a second implementation of the same schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from slotkeeper.model import (
+    Artifact,
+    EnvironmentRecord,
+    KeyRecord,
+    KeyStatus,
+    Record,
+    RecordedState,
+    RecordStatus,
+    Revision,
+)
+
+
+class PendingAction(BaseModel):
+    """An action a guard held back at the last apply, shown by ``status``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action_id: str
+    type: str
+    environment: str
+    slot: str | None
+    key: str | None
+    reason: str
+    blocked: str
+    serial: int
+    at: datetime
+
+
+class Event(BaseModel):
+    """One entry of the append-only audit log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    serial: int
+    at: datetime
+    type: str
+    environment: str | None
+    slot: str | None
+    record_id: int | None
+    key_id: int | None
+    action_id: str | None
+    revision: str | None
+    actor: str
+    detail: dict[str, Any]
+
+
+class LedgerTransaction(Protocol):
+    """Writes that commit together or not at all."""
+
+    def bump_serial(self, *, lineage: str, expected: int) -> int: ...
+
+    def check_serial(self, *, lineage: str, expected: int) -> None: ...
+
+    def save_revision(self, revision: Revision) -> None: ...
+
+    def upsert_environment(self, environment: EnvironmentRecord, *, at: datetime) -> None: ...
+
+    def replace_pending(self, pending: Iterable[PendingAction]) -> None: ...
+
+    def touch(self, record_ids: Sequence[int], *, at: datetime) -> None: ...
+
+    def insert_record(
+        self,
+        *,
+        environment: str,
+        slot: str,
+        artifact: Artifact,
+        ref: str | None,
+        at: datetime,
+        revision: str | None,
+        action_id: str,
+    ) -> int: ...
+
+    def set_record_status(self, record_id: int, status: RecordStatus, *, at: datetime) -> None: ...
+
+    def set_superseded_by(self, record_id: int, successor: int) -> None: ...
+
+    def insert_key(
+        self,
+        *,
+        environment: str,
+        repository: str,
+        title: str,
+        fingerprint: str,
+        public_key: str,
+        read_only: bool,
+        secret_file: str,
+        rotate_after: str | None,
+        at: datetime,
+        revision: str | None,
+        action_id: str,
+    ) -> int: ...
+
+    def set_key_status(
+        self, key_id: int, status: KeyStatus, *, at: datetime, replaced_by: int | None = None
+    ) -> None: ...
+
+    def append_event(
+        self,
+        *,
+        serial: int,
+        at: datetime,
+        type: str,
+        actor: str,
+        detail: dict[str, Any],
+        environment: str | None = None,
+        slot: str | None = None,
+        record_id: int | None = None,
+        key_id: int | None = None,
+        action_id: str | None = None,
+        revision: str | None = None,
+    ) -> None: ...
+
+
+class Ledger(Protocol):
+    """The recorded state: read it, write it in transactions, one writer at a time."""
+
+    url: str
+
+    def writer(self, *, timeout: float) -> AbstractContextManager[None]: ...
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]: ...
+
+    def read_state(self) -> RecordedState: ...
+
+    def latest_records(self) -> list[Record]: ...
+
+    def history(self, environment: str, slot: str | None = None) -> list[Record]: ...
+
+    def keys(self, *, include_retired: bool = False) -> list[KeyRecord]: ...
+
+    def pending(self) -> list[PendingAction]: ...
+
+    def events(self, *, since: int = 0) -> list[Event]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,116 @@
+"""The ledger's schema as numbered migrations, shared by every SQL backend.
+
+Each migration is a list of statements in the SQL both SQLite and PostgreSQL accept; the only
+dialect difference, the auto-numbered primary key, is the ``{id}`` placeholder. A migration is
+never edited once released: a change is a new, higher-numbered migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="records, deploy keys, environments, events, pending actions",
+        statements=(
+            """CREATE TABLE ledger (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                lineage TEXT NOT NULL,
+                serial INTEGER NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE environments (
+                name TEXT PRIMARY KEY,
+                protected INTEGER NOT NULL,
+                production INTEGER NOT NULL,
+                repository TEXT,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE revisions (
+                sha TEXT PRIMARY KEY,
+                message TEXT NOT NULL,
+                author TEXT NOT NULL,
+                timestamp TEXT NOT NULL,
+                branch TEXT
+            )""",
+            """CREATE TABLE records (
+                id {id},
+                environment TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                artifact_kind TEXT NOT NULL,
+                artifact_name TEXT NOT NULL,
+                artifact_version TEXT,
+                artifact_digest TEXT,
+                ref TEXT,
+                status TEXT NOT NULL
+                    CHECK (status IN ('DEPLOYED', 'SUPERSEDED', 'DECOMMISSIONED')),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                last_seen_at TEXT NOT NULL,
+                superseded_by INTEGER REFERENCES records (id),
+                revision TEXT,
+                action_id TEXT NOT NULL
+            )""",
+            # The ledger's first invariant, enforced by the database itself.
+            """CREATE UNIQUE INDEX records_one_deployed_per_slot
+                ON records (environment, slot) WHERE status = 'DEPLOYED'""",
+            "CREATE INDEX records_by_slot ON records (environment, slot, id)",
+            """CREATE TABLE deploy_keys (
+                id {id},
+                environment TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                title TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                public_key TEXT NOT NULL,
+                read_only INTEGER NOT NULL,
+                secret_file TEXT NOT NULL,
+                rotate_after TEXT,
+                status TEXT NOT NULL CHECK (status IN ('ACTIVE', 'ROTATED', 'REVOKED')),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                replaced_by INTEGER REFERENCES deploy_keys (id),
+                revision TEXT,
+                action_id TEXT NOT NULL
+            )""",
+            """CREATE UNIQUE INDEX deploy_keys_one_active
+                ON deploy_keys (repository, title) WHERE status = 'ACTIVE'""",
+            """CREATE TABLE events (
+                seq {id},
+                serial INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                type TEXT NOT NULL,
+                environment TEXT,
+                slot TEXT,
+                record_id INTEGER,
+                key_id INTEGER,
+                action_id TEXT,
+                revision TEXT,
+                actor TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX events_by_slot ON events (environment, slot, seq)",
+            """CREATE TABLE pending (
+                action_id TEXT PRIMARY KEY,
+                type TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                slot TEXT,
+                key TEXT,
+                reason TEXT NOT NULL,
+                blocked TEXT NOT NULL,
+                serial INTEGER NOT NULL,
+                at TEXT NOT NULL
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

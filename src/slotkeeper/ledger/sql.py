@@ -1,0 +1,486 @@
+"""The ledger over any DB-API connection; backends supply the connection, dialect and lock.
+
+SQL is written once with ``?`` placeholders and the ``{id}`` column type; :class:`Dialect`
+adapts both. Timestamps are stored as fixed-width ISO-8601 UTC text so they sort as they read.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from slotkeeper.errors import LedgerError, SchemaVersionError, StalePlanError
+from slotkeeper.ledger.base import Event, PendingAction
+from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
+from slotkeeper.model import (
+    Artifact,
+    ArtifactKind,
+    EnvironmentRecord,
+    KeyRecord,
+    KeyStatus,
+    Record,
+    RecordedState,
+    RecordStatus,
+    Revision,
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    placeholder: str
+    id_column: str
+    begin: str
+    error: type[Exception]
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+
+def to_text(moment: datetime) -> str:
+    """A timestamp as stored: UTC, microseconds, ``Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are not stored")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_text(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+_RECORD_COLUMNS = (
+    "id, environment, slot, artifact_kind, artifact_name, artifact_version, artifact_digest, "
+    "ref, status, created_at, updated_at, last_seen_at, superseded_by, revision, action_id"
+)
+_KEY_COLUMNS = (
+    "id, environment, repository, title, fingerprint, public_key, read_only, secret_file, "
+    "rotate_after, status, created_at, updated_at, replaced_by"
+)
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(
+        id=row[0],
+        environment=row[1],
+        slot=row[2],
+        artifact=Artifact(kind=ArtifactKind(row[3]), name=row[4], version=row[5], digest=row[6]),
+        ref=row[7],
+        status=RecordStatus(row[8]),
+        created_at=from_text(row[9]),
+        updated_at=from_text(row[10]),
+        last_seen_at=from_text(row[11]),
+        superseded_by=row[12],
+        revision=row[13],
+        action_id=row[14],
+    )
+
+
+def _key(row: Sequence[Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row[0],
+        environment=row[1],
+        repository=row[2],
+        title=row[3],
+        fingerprint=row[4],
+        public_key=row[5],
+        read_only=bool(row[6]),
+        secret_file=row[7],
+        rotate_after=row[8],
+        status=KeyStatus(row[9]),
+        created_at=from_text(row[10]),
+        updated_at=from_text(row[11]),
+        replaced_by=row[12],
+    )
+
+
+class SqlTransaction:
+    """The write operations of one open transaction (see ``LedgerTransaction``)."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cursor.execute(self._dialect.sql(sql), tuple(params))
+        return self._cursor
+
+    def _current(self) -> tuple[str, int]:
+        row = self._run("SELECT lineage, serial FROM ledger WHERE id = 1").fetchone()
+        return str(row[0]), int(row[1])
+
+    def check_serial(self, *, lineage: str, expected: int) -> None:
+        current_lineage, serial = self._current()
+        if current_lineage != lineage:
+            raise StalePlanError(
+                f"plan is stale: it was made for ledger lineage {lineage}, "
+                f"this ledger is {current_lineage}"
+            )
+        if serial != expected:
+            raise StalePlanError(
+                f"plan is stale: it was made at serial {expected}, the ledger is at {serial}; "
+                "make a new plan"
+            )
+
+    def bump_serial(self, *, lineage: str, expected: int) -> int:
+        self.check_serial(lineage=lineage, expected=expected)
+        self._run("UPDATE ledger SET serial = serial + 1 WHERE id = 1")
+        return expected + 1
+
+    def save_revision(self, revision: Revision) -> None:
+        exists = self._run("SELECT 1 FROM revisions WHERE sha = ?", (revision.sha,)).fetchone()
+        if exists is None:
+            self._run(
+                "INSERT INTO revisions (sha, message, author, timestamp, branch) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    revision.sha,
+                    revision.message,
+                    revision.author,
+                    to_text(revision.timestamp),
+                    revision.branch,
+                ),
+            )
+
+    def upsert_environment(self, environment: EnvironmentRecord, *, at: datetime) -> None:
+        self._run(
+            "INSERT INTO environments (name, protected, production, repository, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "protected = excluded.protected, production = excluded.production, "
+            "repository = excluded.repository, updated_at = excluded.updated_at",
+            (
+                environment.name,
+                int(environment.protected),
+                int(environment.production),
+                environment.repository,
+                to_text(at),
+            ),
+        )
+
+    def replace_pending(self, pending: Iterable[PendingAction]) -> None:
+        self._run("DELETE FROM pending")
+        for item in pending:
+            self._run(
+                "INSERT INTO pending (action_id, type, environment, slot, key, reason, blocked, "
+                "serial, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.action_id,
+                    item.type,
+                    item.environment,
+                    item.slot,
+                    item.key,
+                    item.reason,
+                    item.blocked,
+                    item.serial,
+                    to_text(item.at),
+                ),
+            )
+
+    def touch(self, record_ids: Sequence[int], *, at: datetime) -> None:
+        stamp = to_text(at)
+        self._cursor.executemany(
+            self._dialect.sql(
+                "UPDATE records SET last_seen_at = ? WHERE id = ? AND status = 'DEPLOYED'"
+            ),
+            [(stamp, record_id) for record_id in record_ids],
+        )
+
+    def insert_record(
+        self,
+        *,
+        environment: str,
+        slot: str,
+        artifact: Artifact,
+        ref: str | None,
+        at: datetime,
+        revision: str | None,
+        action_id: str,
+    ) -> int:
+        stamp = to_text(at)
+        row = self._run(
+            "INSERT INTO records (environment, slot, artifact_kind, artifact_name, "
+            "artifact_version, artifact_digest, ref, status, created_at, updated_at, "
+            "last_seen_at, revision, action_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'DEPLOYED', ?, ?, ?, ?, ?) RETURNING id",
+            (
+                environment,
+                slot,
+                artifact.kind.value,
+                artifact.name,
+                artifact.version,
+                artifact.digest,
+                ref,
+                stamp,
+                stamp,
+                stamp,
+                revision,
+                action_id,
+            ),
+        ).fetchone()
+        return int(row[0])
+
+    def set_record_status(self, record_id: int, status: RecordStatus, *, at: datetime) -> None:
+        changed = self._run(
+            "UPDATE records SET status = ?, updated_at = ? WHERE id = ? AND status = 'DEPLOYED'",
+            (status.value, to_text(at), record_id),
+        ).rowcount
+        if changed != 1:
+            raise StalePlanError(f"record {record_id} is no longer DEPLOYED; make a new plan")
+
+    def set_superseded_by(self, record_id: int, successor: int) -> None:
+        self._run("UPDATE records SET superseded_by = ? WHERE id = ?", (successor, record_id))
+
+    def insert_key(
+        self,
+        *,
+        environment: str,
+        repository: str,
+        title: str,
+        fingerprint: str,
+        public_key: str,
+        read_only: bool,
+        secret_file: str,
+        rotate_after: str | None,
+        at: datetime,
+        revision: str | None,
+        action_id: str,
+    ) -> int:
+        stamp = to_text(at)
+        row = self._run(
+            "INSERT INTO deploy_keys (environment, repository, title, fingerprint, public_key, "
+            "read_only, secret_file, rotate_after, status, created_at, updated_at, revision, "
+            "action_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?) RETURNING id",
+            (
+                environment,
+                repository,
+                title,
+                fingerprint,
+                public_key,
+                int(read_only),
+                secret_file,
+                rotate_after,
+                stamp,
+                stamp,
+                revision,
+                action_id,
+            ),
+        ).fetchone()
+        return int(row[0])
+
+    def set_key_status(
+        self, key_id: int, status: KeyStatus, *, at: datetime, replaced_by: int | None = None
+    ) -> None:
+        changed = self._run(
+            "UPDATE deploy_keys SET status = ?, updated_at = ?, replaced_by = ? "
+            "WHERE id = ? AND status = 'ACTIVE'",
+            (status.value, to_text(at), replaced_by, key_id),
+        ).rowcount
+        if changed != 1:
+            raise StalePlanError(f"deploy key {key_id} is no longer ACTIVE; make a new plan")
+
+    def append_event(
+        self,
+        *,
+        serial: int,
+        at: datetime,
+        type: str,
+        actor: str,
+        detail: dict[str, Any],
+        environment: str | None = None,
+        slot: str | None = None,
+        record_id: int | None = None,
+        key_id: int | None = None,
+        action_id: str | None = None,
+        revision: str | None = None,
+    ) -> None:
+        self._run(
+            "INSERT INTO events (serial, at, type, environment, slot, record_id, key_id, "
+            "action_id, revision, actor, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                serial,
+                to_text(at),
+                type,
+                environment,
+                slot,
+                record_id,
+                key_id,
+                action_id,
+                revision,
+                actor,
+                json.dumps(detail, sort_keys=True),
+            ),
+        )
+
+
+class SqlLedger:
+    """Reads and transactions shared by the SQL backends; subclasses add ``writer``."""
+
+    url: str
+
+    def __init__(self, connection: Any, dialect: Dialect, *, url: str) -> None:
+        self._connection = connection
+        self._dialect = dialect
+        self.url = url
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(self._dialect.sql(sql), tuple(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        cursor = self._connection.cursor()
+        cursor.execute(self._dialect.begin)
+        try:
+            yield SqlTransaction(cursor, self._dialect)
+        except self._dialect.error as exc:
+            cursor.execute("ROLLBACK")
+            raise LedgerError(f"ledger write failed: {exc}") from exc
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        else:
+            cursor.execute("COMMIT")
+        finally:
+            cursor.close()
+
+    def migrate(self, *, now: datetime) -> None:
+        """Bring the schema to the latest version; create the ledger row on first use."""
+        with self.transaction() as tx:
+            cursor = tx._run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            row = tx._run("SELECT MAX(version) FROM schema_migrations").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            if current > LATEST_VERSION:
+                raise SchemaVersionError(
+                    f"the ledger at {self.url} has schema version {current}; this slotkeeper "
+                    f"knows up to {LATEST_VERSION}: upgrade slotkeeper"
+                )
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                for statement in migration.statements:
+                    cursor.execute(statement.format(id=self._dialect.id_column))
+                tx._run(
+                    "INSERT INTO schema_migrations (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, to_text(now)),
+                )
+            if tx._run("SELECT 1 FROM ledger WHERE id = 1").fetchone() is None:
+                tx._run(
+                    "INSERT INTO ledger (id, lineage, serial, created_at) VALUES (1, ?, 0, ?)",
+                    (str(uuid.uuid4()), to_text(now)),
+                )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read_state(self) -> RecordedState:
+        lineage, serial = self._query("SELECT lineage, serial FROM ledger WHERE id = 1")[0]
+        deployed = [
+            _record(row)
+            for row in self._query(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE status = 'DEPLOYED'"
+            )
+        ]
+        keys = [
+            _key(row)
+            for row in self._query(
+                f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status = 'ACTIVE'"
+            )
+        ]
+        environments = [
+            EnvironmentRecord(
+                name=row[0], protected=bool(row[1]), production=bool(row[2]), repository=row[3]
+            )
+            for row in self._query(
+                "SELECT name, protected, production, repository FROM environments"
+            )
+        ]
+        return RecordedState(
+            lineage=lineage,
+            serial=int(serial),
+            deployed={(r.environment, r.slot): r for r in deployed},
+            keys={(k.repository, k.title): k for k in keys},
+            environments={e.name: e for e in environments},
+        )
+
+    def latest_records(self) -> list[Record]:
+        """The newest record of every environment/slot ever seen."""
+        rows = self._query(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE id IN "
+            "(SELECT MAX(id) FROM records GROUP BY environment, slot) "
+            "ORDER BY environment, slot"
+        )
+        return [_record(row) for row in rows]
+
+    def history(self, environment: str, slot: str | None = None) -> list[Record]:
+        sql = f"SELECT {_RECORD_COLUMNS} FROM records WHERE environment = ?"
+        params: list[Any] = [environment]
+        if slot is not None:
+            sql += " AND slot = ?"
+            params.append(slot)
+        return [_record(row) for row in self._query(sql + " ORDER BY id DESC", params)]
+
+    def keys(self, *, include_retired: bool = False) -> list[KeyRecord]:
+        where = "" if include_retired else " WHERE status = 'ACTIVE'"
+        rows = self._query(
+            f"SELECT {_KEY_COLUMNS} FROM deploy_keys{where} ORDER BY repository, title, id DESC"
+        )
+        return [_key(row) for row in rows]
+
+    def pending(self) -> list[PendingAction]:
+        rows = self._query(
+            "SELECT action_id, type, environment, slot, key, reason, blocked, serial, at "
+            "FROM pending ORDER BY environment, slot, key"
+        )
+        return [
+            PendingAction(
+                action_id=row[0],
+                type=row[1],
+                environment=row[2],
+                slot=row[3],
+                key=row[4],
+                reason=row[5],
+                blocked=row[6],
+                serial=row[7],
+                at=from_text(row[8]),
+            )
+            for row in rows
+        ]
+
+    def events(self, *, since: int = 0) -> list[Event]:
+        rows = self._query(
+            "SELECT seq, serial, at, type, environment, slot, record_id, key_id, action_id, "
+            "revision, actor, detail FROM events WHERE seq > ? ORDER BY seq",
+            (since,),
+        )
+        return [
+            Event(
+                seq=row[0],
+                serial=row[1],
+                at=from_text(row[2]),
+                type=row[3],
+                environment=row[4],
+                slot=row[5],
+                record_id=row[6],
+                key_id=row[7],
+                action_id=row[8],
+                revision=row[9],
+                actor=row[10],
+                detail=json.loads(row[11]),
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        self._connection.close()

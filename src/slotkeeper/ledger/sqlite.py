@@ -1,0 +1,64 @@
+"""The embedded default ledger: one SQLite file in WAL mode, one writer at a time.
+
+The writer lock is a lock file beside the database (``state.db.lock``), held for a whole apply
+(read, plan, execute), so a second ``apply`` waits a bounded time and then fails clearly instead
+of interleaving. Readers never wait for it: WAL lets them read the last committed state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import filelock
+
+from slotkeeper.errors import LedgerError, LedgerLockedError
+from slotkeeper.ledger.sql import Dialect, SqlLedger
+
+SQLITE = Dialect(
+    placeholder="?",
+    id_column="INTEGER PRIMARY KEY AUTOINCREMENT",
+    begin="BEGIN IMMEDIATE",
+    error=sqlite3.Error,
+)
+
+#: How long one SQLite statement waits for another connection's write to finish.
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteLedger(SqlLedger):
+    def __init__(self, path: Path, *, now: datetime) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+        super().__init__(connection, SQLITE, url=f"sqlite:///{path}")
+        self._lock = filelock.FileLock(f"{path}.lock")
+        try:
+            self.migrate(now=now)
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
+
+    @contextmanager
+    def writer(self, *, timeout: float) -> Iterator[None]:
+        try:
+            self._lock.acquire(timeout=timeout)
+        except filelock.Timeout as exc:
+            raise LedgerLockedError(
+                f"ledger is locked: another slotkeeper is writing to {self.path} "
+                f"(waited {timeout:g}s; see --lock-timeout)"
+            ) from exc
+        try:
+            yield
+        finally:
+            self._lock.release()

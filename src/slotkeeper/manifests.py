@@ -1,0 +1,308 @@
+"""Find, parse and validate manifest files into a :class:`DesiredState`.
+
+Every YAML file under the manifest path (hidden directories and files skipped) must hold
+slotkeeper documents: a stray or misspelt file is an error, never ignored, because an ignored
+environment would look removed and be decommissioned. All problems of one load are collected and
+raised together as :class:`ManifestErrors`, each naming file, line and field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from slotkeeper.errors import ManifestError, ManifestErrors
+from slotkeeper.model import (
+    API_VERSION,
+    DIGEST_PATTERN,
+    DURATION_PATTERN,
+    ENV_VAR_PATTERN,
+    KEY_TITLE_PATTERN,
+    REPOSITORY_PATTERN,
+    SLUG_PATTERN,
+    DesiredState,
+    Document,
+    EnvironmentDocument,
+    EnvironmentSpec,
+    Location,
+    TargetDocument,
+    TargetSpec,
+)
+from slotkeeper.yamlsource import LineDict, line_of, parse_documents
+
+YAML_SUFFIXES = (".yaml", ".yml")
+DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
+
+_KINDS: dict[str, type[EnvironmentDocument] | type[TargetDocument]] = {
+    "Environment": EnvironmentDocument,
+    "Target": TargetDocument,
+}
+
+_TARGET_TYPES = frozenset({"github", "chainloop", "unkey", "iftrue"})
+
+_PATTERN_MESSAGES = {
+    SLUG_PATTERN: "must be a lowercase name of a-z, 0-9 and '-', 1 to 63 characters, "
+    "starting and ending with a letter or digit",
+    DIGEST_PATTERN: "must be 'sha256:' followed by 64 lowercase hex digits",
+    REPOSITORY_PATTERN: "must be 'owner/repo'",
+    DURATION_PATTERN: "must be a duration such as 90m, 12h, 30d or 2w",
+    KEY_TITLE_PATTERN: "must be 1 to 80 characters of letters, digits, '.', '_' and '-'",
+    ENV_VAR_PATTERN: "must be an environment variable name",
+}
+
+_TYPE_MESSAGES = {
+    "string_type": "must be a string (quote it in YAML)",
+    "bool_type": "must be true or false",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+    "union_tag_not_found": "is required",
+    "enum": "must be one of CONTAINER_IMAGE, HELM_CHART",
+}
+
+
+@dataclass
+class _Collector:
+    """Accumulates documents and errors across files."""
+
+    errors: list[ManifestError] = field(default_factory=list)
+    environments: dict[str, tuple[EnvironmentSpec, Location]] = field(default_factory=dict)
+    targets: dict[str, tuple[TargetSpec, Location]] = field(default_factory=dict)
+    target_refs: list[tuple[str, Location, str]] = field(default_factory=list)
+
+
+def find_manifest_files(root: Path) -> list[Path]:
+    """Every YAML file under ``root`` (or ``root`` itself), hidden paths skipped, sorted."""
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ManifestErrors([ManifestError(root, None, None, "no such file or directory")])
+    found: list[Path] = []
+    for path in _walk(root):
+        if path.suffix in YAML_SUFFIXES:
+            found.append(path)
+    return sorted(found)
+
+
+def _walk(directory: Path) -> Iterator[Path]:
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            yield from _walk(entry)
+        elif entry.is_file():
+            yield entry
+
+
+def load_manifests(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> DesiredState:
+    """Load and validate every manifest under ``root``; raise ``ManifestErrors`` on any problem."""
+    collector = _Collector()
+    for path in find_manifest_files(root):
+        _load_file(path, collector, max_file_bytes=max_file_bytes)
+    _check_references(collector)
+    if collector.errors:
+        raise ManifestErrors(collector.errors)
+    return DesiredState(
+        environments={name: spec for name, (spec, _) in collector.environments.items()},
+        targets={name: spec for name, (spec, _) in collector.targets.items()},
+        locations={
+            **{name: loc for name, (_, loc) in collector.environments.items()},
+            **{f"target/{name}": loc for name, (_, loc) in collector.targets.items()},
+        },
+    )
+
+
+def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> None:
+    def error(line: int | None, field_path: str | None, message: str) -> None:
+        collector.errors.append(ManifestError(path, line, field_path, message))
+
+    size = path.stat().st_size
+    if size > max_file_bytes:
+        error(None, None, f"file is {size} bytes, over the limit of {max_file_bytes}")
+        return
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        error(None, None, f"not valid UTF-8 (byte {exc.start})")
+        return
+    try:
+        documents, problems = parse_documents(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        error(line, None, f"invalid YAML: {exc.problem or exc.context}")
+        return
+    except yaml.YAMLError as exc:
+        error(None, None, f"invalid YAML: {exc}")
+        return
+    for problem in problems:
+        error(problem.line, problem.path, problem.message)
+    if not documents:
+        error(None, None, "holds no slotkeeper document (an empty manifest file is not allowed)")
+    for document in documents:
+        _load_document(path, document.data, document.line, collector)
+
+
+def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> None:
+    def error(at: int, field_path: str | None, message: str) -> None:
+        collector.errors.append(ManifestError(path, at, field_path, message))
+
+    if not isinstance(data, LineDict):
+        error(line, None, f"a document must be a mapping with apiVersion: {API_VERSION}")
+        return
+    api_version = data.get("apiVersion")
+    if api_version != API_VERSION:
+        at = line_of(data, ("apiVersion",), line)
+        what = "is missing" if api_version is None else "is not supported"
+        error(at, "apiVersion", f"{what}: a slotkeeper manifest needs apiVersion: {API_VERSION}")
+        return
+    kind = data.get("kind")
+    model = _KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        error(line_of(data, ("kind",), line), "kind", f"must be one of {', '.join(_KINDS)}")
+        return
+    try:
+        document = model.model_validate(data)
+    except ValidationError as exc:
+        for detail in exc.errors(include_input=False, include_url=False):
+            loc = _without_union_tag(tuple(detail["loc"]), detail)
+            at = line_of(data, loc, line)
+            field_path, message = _describe(loc, detail)
+            error(at, field_path, message)
+        return
+    location = Location(file=str(path), line=line)
+    if isinstance(document, EnvironmentDocument):
+        _add_environment(document, data, location, collector, error)
+    else:
+        _add_target(document, location, collector, error)
+
+
+def _add_environment(
+    document: EnvironmentDocument,
+    data: LineDict,
+    location: Location,
+    collector: _Collector,
+    error: Any,
+) -> None:
+    name = document.metadata.name
+    if name in collector.environments:
+        first = collector.environments[name][1]
+        error(
+            location.line, "metadata.name", f"environment {name!r} is already declared at {first}"
+        )
+        return
+    collector.environments[name] = (document.spec, location)
+    for index, target in enumerate(document.spec.targets):
+        at = line_of(data, ("spec", "targets", index), location.line)
+        collector.target_refs.append((target, Location(file=location.file, line=at), name))
+
+
+def _add_target(
+    document: TargetDocument, location: Location, collector: _Collector, error: Any
+) -> None:
+    name = document.metadata.name
+    if name in collector.targets:
+        first = collector.targets[name][1]
+        error(location.line, "metadata.name", f"target {name!r} is already declared at {first}")
+        return
+    collector.targets[name] = (document.spec, location)
+
+
+def _check_references(collector: _Collector) -> None:
+    """Cross-document rules: target references resolve, keys and secret files are unique."""
+    for target, location, environment in collector.target_refs:
+        if target not in collector.targets:
+            collector.errors.append(
+                ManifestError(
+                    Path(location.file),
+                    location.line,
+                    "spec.targets",
+                    f"environment {environment!r} names target {target!r}, "
+                    "which no Target document declares",
+                )
+            )
+    keys: dict[tuple[str, str], str] = {}
+    secret_files: dict[str, str] = {}
+    for name, (spec, location) in collector.environments.items():
+        for index, key in enumerate(spec.deploy_keys):
+            field_path = f"spec.deployKeys[{index}]"
+            identity = (key.repository, key.title)
+            if identity in keys:
+                collector.errors.append(
+                    ManifestError(
+                        Path(location.file),
+                        location.line,
+                        field_path,
+                        f"deploy key {key.repository}/{key.title} is already declared "
+                        f"in environment {keys[identity]!r}",
+                    )
+                )
+            keys.setdefault(identity, name)
+            if key.secret.file in secret_files:
+                collector.errors.append(
+                    ManifestError(
+                        Path(location.file),
+                        location.line,
+                        f"{field_path}.secret.file",
+                        f"secret file {key.secret.file!r} is already used by deploy key "
+                        f"{secret_files[key.secret.file]}",
+                    )
+                )
+            secret_files.setdefault(key.secret.file, f"{key.repository}/{key.title}")
+
+
+def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tuple[int | str, ...]:
+    """Pydantic puts a discriminated union's tag into the location; YAML has no such level."""
+    if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return (*loc, "type")
+    if len(loc) >= 2 and loc[0] == "spec" and loc[1] in _TARGET_TYPES:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _describe(loc_in: tuple[int | str, ...], detail: ErrorDetails) -> tuple[str, str]:
+    """A field path in YAML notation and a message a person can act on, from a pydantic error."""
+    loc = list(loc_in)
+    is_key = bool(loc) and loc[-1] == "[key]"
+    if is_key:
+        loc.pop()
+    field_path = ""
+    for step in loc:
+        if isinstance(step, int):
+            field_path += f"[{step}]"
+        else:
+            field_path += f".{step}" if field_path else str(step)
+    kind = detail["type"]
+    message = detail["msg"]
+    if kind == "string_pattern_mismatch":
+        pattern = str(detail.get("ctx", {}).get("pattern", ""))
+        message = _PATTERN_MESSAGES.get(pattern, message)
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "union_tag_invalid":
+        expected = str(detail.get("ctx", {}).get("expected_tags", ""))
+        message = f"must be one of {expected}"
+    elif kind in _TYPE_MESSAGES:
+        message = _TYPE_MESSAGES[kind]
+    if is_key:
+        message = f"name {message}"
+    return field_path or "(document)", message
+
+
+DOCUMENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Document)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of one manifest document, for editors and other tools."""
+    schema = DOCUMENT_ADAPTER.json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "slotkeeper manifest document"
+    return schema

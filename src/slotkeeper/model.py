@@ -1,0 +1,326 @@
+"""The domain's types: what manifests declare and what the ledger records.
+
+Manifest documents (``EnvironmentDocument``, ``TargetDocument``) are validated strictly: unknown
+fields, wrong types and malformed names are errors. Their field names on the wire are camelCase
+(``deployKeys``, ``rotateAfter``) as in the YAML. Everything here is an immutable value; nothing
+here does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "slotkeeper/v1"
+
+SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}[mhdw]$"
+KEY_TITLE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
+Repository = Annotated[str, StringConstraints(pattern=REPOSITORY_PATTERN)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Turn ``30d``, ``12h``, ``2w`` or ``90m`` into a timedelta (the format is validated)."""
+    match = re.fullmatch(r"([0-9]+)([mhdw])", text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 2w, 90m)")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Strict(BaseModel):
+    """Manifest parts: unknown fields are errors, types are not coerced, values are frozen."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class ArtifactKind(StrEnum):
+    CONTAINER_IMAGE = "CONTAINER_IMAGE"
+    HELM_CHART = "HELM_CHART"
+
+
+class Artifact(_Strict):
+    """What sits in a slot: identified by name plus version and/or digest."""
+
+    kind: ArtifactKind = Field(strict=False)
+    name: NonEmpty
+    version: NonEmpty | None = None
+    digest: Digest | None = None
+
+    @model_validator(mode="after")
+    def _version_or_digest(self) -> Artifact:
+        if self.version is None and self.digest is None:
+            raise ValueError("an artifact needs a version, a digest or both")
+        return self
+
+    def describe(self) -> str:
+        """A short human form: ``name version@sha256:abcdef123456``."""
+        parts = [self.name]
+        if self.version:
+            parts.append(self.version)
+        text = " ".join(parts)
+        if self.digest:
+            text += f"@{self.digest[:19]}"
+        return text
+
+
+class SecretRef(_Strict):
+    """Where a target's credential comes from: an environment variable or a file, never inline."""
+
+    env: Annotated[str, StringConstraints(pattern=ENV_VAR_PATTERN)] | None = None
+    file: NonEmpty | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_inline(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float):
+            # Never echo the value: it is likely the secret itself.
+            raise ValueError(
+                "inline secrets are not allowed: reference it as {env: NAME} or {file: PATH}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env or file")
+        return self
+
+
+class KeySecret(_Strict):
+    """Where a deploy key's private half is written: a path relative to the secrets directory."""
+
+    file: NonEmpty
+
+    @field_validator("file")
+    @classmethod
+    def _inside_secrets_dir(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or value.startswith("~") or "\\" in value:
+            raise ValueError("must be a relative path inside the secrets directory")
+        if any(part in ("..", "") for part in value.split("/")) or value in (".", "./"):
+            raise ValueError(
+                "must not contain '..' or empty parts: it would leave the secrets directory"
+            )
+        return value
+
+
+class SlotSpec(_Strict):
+    artifact: Artifact
+    ref: NonEmpty | None = None
+
+
+class DeployKeySpec(_Strict):
+    repository: Repository
+    title: Annotated[str, StringConstraints(pattern=KEY_TITLE_PATTERN)]
+    read_only: bool = True
+    rotate_after: Duration | None = None
+    secret: KeySecret
+
+
+class EnvironmentSpec(_Strict):
+    repository: Repository | None = None
+    production: bool = False
+    transient: bool = False
+    protected: bool = False
+    targets: list[Slug] = Field(default_factory=list)
+    slots: dict[Slug, SlotSpec] = Field(default_factory=dict)
+    deploy_keys: list[DeployKeySpec] = Field(default_factory=list)
+
+
+class Metadata(_Strict):
+    name: Slug
+    labels: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+
+
+class EnvironmentDocument(_Strict):
+    api_version: Literal["slotkeeper/v1"]
+    kind: Literal["Environment"]
+    metadata: Metadata
+    spec: EnvironmentSpec
+
+
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+
+
+class GithubTargetSpec(_Strict):
+    type: Literal["github"]
+    base_url: HttpUrl = "https://api.github.com"
+    token: SecretRef
+
+
+class ChainloopTargetSpec(_Strict):
+    type: Literal["chainloop"]
+    base_url: HttpUrl
+    token: SecretRef
+    heartbeat_interval: Duration = "1h"
+
+
+class UnkeyTargetSpec(_Strict):
+    type: Literal["unkey"]
+    base_url: HttpUrl = "https://api.unkey.com"
+    root_key: SecretRef
+    project: Slug
+    app: Slug
+    keyspace_id: NonEmpty | None = None
+
+
+class IftrueTargetSpec(_Strict):
+    type: Literal["iftrue"]
+    base_url: HttpUrl
+    token: SecretRef
+    member_id: NonEmpty
+    repository_url: HttpUrl
+
+
+TargetSpec = Annotated[
+    GithubTargetSpec | ChainloopTargetSpec | UnkeyTargetSpec | IftrueTargetSpec,
+    Field(discriminator="type"),
+]
+
+
+class TargetDocument(_Strict):
+    api_version: Literal["slotkeeper/v1"]
+    kind: Literal["Target"]
+    metadata: Metadata
+    spec: TargetSpec
+
+
+Document = Annotated[EnvironmentDocument | TargetDocument, Field(discriminator="kind")]
+
+
+class Location(BaseModel):
+    """Where a document was declared, for messages."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class Revision(BaseModel):
+    """The git commit the manifests were read at (``dirty`` when the work tree had changes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha: str
+    message: str
+    author: str
+    timestamp: datetime
+    branch: str | None
+    dirty: bool = False
+
+
+class DesiredState(BaseModel):
+    """Everything the manifests declare, validated and cross-checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    environments: dict[str, EnvironmentSpec]
+    targets: dict[str, TargetSpec]
+    locations: dict[str, Location] = Field(default_factory=dict)
+
+
+class RecordStatus(StrEnum):
+    DEPLOYED = "DEPLOYED"
+    SUPERSEDED = "SUPERSEDED"
+    DECOMMISSIONED = "DECOMMISSIONED"
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    ROTATED = "ROTATED"
+    REVOKED = "REVOKED"
+
+
+class Record(BaseModel):
+    """One row of the ledger: an artifact deployed into a slot."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    environment: str
+    slot: str
+    artifact: Artifact
+    ref: str | None = None
+    status: RecordStatus
+    created_at: datetime
+    updated_at: datetime
+    last_seen_at: datetime
+    superseded_by: int | None = None
+    revision: str | None = None
+    action_id: str
+
+
+class KeyRecord(BaseModel):
+    """One deploy key slotkeeper created; the private half lives only in the secret sink."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    environment: str
+    repository: str
+    title: str
+    fingerprint: str
+    public_key: str
+    read_only: bool
+    secret_file: str
+    rotate_after: str | None
+    status: KeyStatus
+    created_at: datetime
+    updated_at: datetime
+    replaced_by: int | None = None
+
+
+class EnvironmentRecord(BaseModel):
+    """What the ledger remembers of an environment, so guards hold after it leaves the manifests."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    protected: bool
+    production: bool
+    repository: str | None
+
+
+class RecordedState(BaseModel):
+    """What the ledger says is deployed right now: the planner's second input."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lineage: str
+    serial: int
+    deployed: dict[tuple[str, str], Record] = Field(default_factory=dict)
+    keys: dict[tuple[str, str], KeyRecord] = Field(default_factory=dict)
+    environments: dict[str, EnvironmentRecord] = Field(default_factory=dict)

@@ -1,0 +1,255 @@
+"""Human and machine renderings of plans, apply results, status, history and keys.
+
+Human output is aligned and coloured like ``terraform plan`` (rich honours ``NO_COLOR``); the JSON
+documents are the contract for machines and are built here, in one place, from the same values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from slotkeeper.execute import ApplyResult, Outcome
+from slotkeeper.ledger import PendingAction
+from slotkeeper.model import Artifact, KeyRecord, Record, RecordStatus, parse_duration
+from slotkeeper.plan import Action, ActionType, Plan
+
+_SYMBOLS: dict[ActionType, tuple[str, str]] = {
+    ActionType.CREATE_KEY: ("+", "green"),
+    ActionType.ROTATE_KEY: ("~", "yellow"),
+    ActionType.DEPLOY: ("+", "green"),
+    ActionType.DECOMMISSION: ("-", "red"),
+    ActionType.REVOKE_KEY: ("-", "red"),
+}
+
+_STATUS_STYLES = {
+    RecordStatus.DEPLOYED: "green",
+    RecordStatus.SUPERSEDED: "dim",
+    RecordStatus.DECOMMISSIONED: "red",
+}
+
+
+def _grid() -> Table:
+    return Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _artifact(artifact: Artifact | None) -> str:
+    return artifact.describe() if artifact is not None else ""
+
+
+def _symbol(action: Action) -> tuple[str, str]:
+    if action.blocked is not None:
+        return ("!", "magenta")
+    if action.type is ActionType.DEPLOY and action.supersedes is not None:
+        return ("~", "yellow")
+    return _SYMBOLS[action.type]
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    """Print a plan the way ``terraform plan`` does: one aligned line per action, then a summary."""
+    if not plan.actions:
+        console.print(
+            f"[green]No changes.[/] The ledger matches the manifests "
+            f"({len(plan.unchanged)} slot{'s' if len(plan.unchanged) != 1 else ''} unchanged)."
+        )
+        return
+    console.print("slotkeeper will perform the following actions:\n")
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
+    for action in plan.actions:
+        symbol, style = _symbol(action)
+        what = _artifact(action.artifact)
+        if action.key is not None:
+            what = f"key {action.key.name}"
+        detail = action.reason
+        if action.type is ActionType.DEPLOY and action.supersedes is not None:
+            detail = f"{action.reason} (supersedes #{action.supersedes})"
+        if action.blocked is not None:
+            detail = f"BLOCKED: {action.blocked}"
+        table.add_row(
+            Text(f"  {symbol}", style=style),
+            Text(action.type.value, style=style),
+            Text(
+                f"{action.environment}/{action.slot}" if action.slot else action.environment,
+                style="bold",
+            ),
+            what,
+            Text(detail, style="magenta" if action.blocked else "dim"),
+        )
+    console.print(table)
+    console.print()
+    console.print(summary_line(plan))
+
+
+def summary_line(plan: Plan) -> Text:
+    s = plan.summary
+    supersedes = sum(1 for a in plan.actions if a.type is ActionType.DEPLOY and a.supersedes)
+    keys = s["create_key"] + s["rotate_key"] + s["revoke_key"]
+    text = Text("Plan: ", style="bold")
+    text.append(f"{s['deploy']} to deploy ({supersedes} superseding), ")
+    text.append(f"{s['decommission']} to decommission, ")
+    text.append(
+        f"{keys} key change{'s' if keys != 1 else ''} "
+        f"({s['create_key']} create, {s['rotate_key']} rotate, {s['revoke_key']} revoke)."
+    )
+    if s["blocked"]:
+        text.append(f" {s['blocked']} blocked.", style="bold magenta")
+    return text
+
+
+def render_apply(result: ApplyResult, console: Console) -> None:
+    for item in result.results:
+        if item.outcome is Outcome.FAILED:
+            console.print(f"[red]  failed[/]  {item.type.value} {item.target}: {item.message}")
+    applied = result.count(Outcome.APPLIED)
+    failed = result.count(Outcome.FAILED)
+    blocked = result.count(Outcome.BLOCKED)
+    style = "red" if failed else "green"
+    console.print(
+        f"[bold {style}]Apply complete![/] {applied} applied, {failed} failed, "
+        f"{blocked} blocked. Ledger serial {result.serial}."
+    )
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as JSON (``plan --json`` and plan files are this same document)."""
+    return plan.model_dump(mode="json")
+
+
+def status_document(records: list[Record], pending: list[PendingAction]) -> list[dict[str, Any]]:
+    """One row per environment/slot ever seen, with the pending blocked action if any."""
+    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    rows = []
+    for record in records:
+        held = by_slot.get((record.environment, record.slot))
+        rows.append(
+            {
+                "environment": record.environment,
+                "slot": record.slot,
+                "status": record.status.value,
+                "artifact": record.artifact.model_dump(mode="json"),
+                "record_id": record.id,
+                "created_at": record.created_at.isoformat(),
+                "updated_at": record.updated_at.isoformat(),
+                "last_seen_at": record.last_seen_at.isoformat(),
+                "pending": (
+                    {"action": held.type, "reason": held.reason, "blocked": held.blocked}
+                    if held
+                    else None
+                ),
+            }
+        )
+    return rows
+
+
+def render_status(records: list[Record], pending: list[PendingAction], console: Console) -> None:
+    if not records and not pending:
+        console.print("The ledger is empty: nothing has been applied yet.")
+        return
+    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    table = _grid()
+    for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", ""):
+        table.add_column(column)
+    for record in records:
+        held = by_slot.get((record.environment, record.slot))
+        since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
+        table.add_row(
+            record.environment,
+            record.slot,
+            Text(record.status.value, style=_STATUS_STYLES[record.status]),
+            record.artifact.describe(),
+            _when(since),
+            Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+        )
+    console.print(table)
+    for item in pending:
+        if item.slot is None:
+            console.print(
+                Text(
+                    f"pending {item.type} {item.key} in {item.environment}: {item.blocked}",
+                    style="magenta",
+                )
+            )
+
+
+def history_document(records: list[Record]) -> list[dict[str, Any]]:
+    return [record.model_dump(mode="json") for record in records]
+
+
+def render_history(records: list[Record], console: Console) -> None:
+    table = _grid()
+    for column in (
+        "RECORD",
+        "SLOT",
+        "STATUS",
+        "ARTIFACT",
+        "SUPERSEDED BY",
+        "REVISION",
+        "CREATED",
+        "UPDATED",
+    ):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            f"#{record.id}",
+            record.slot,
+            Text(record.status.value, style=_STATUS_STYLES[record.status]),
+            record.artifact.describe(),
+            f"#{record.superseded_by}" if record.superseded_by else "",
+            (record.revision or "")[:12],
+            _when(record.created_at),
+            _when(record.updated_at),
+        )
+    console.print(table)
+
+
+def next_rotation(key: KeyRecord) -> datetime | None:
+    return key.created_at + parse_duration(key.rotate_after) if key.rotate_after else None
+
+
+def keys_document(keys: list[KeyRecord]) -> list[dict[str, Any]]:
+    rows = []
+    for key in keys:
+        row = key.model_dump(mode="json")
+        due = next_rotation(key)
+        row["next_rotation"] = due.isoformat() if due and key.status.value == "ACTIVE" else None
+        rows.append(row)
+    return rows
+
+
+def render_keys(keys: list[KeyRecord], console: Console) -> None:
+    if not keys:
+        console.print("No deploy keys recorded.")
+        return
+    table = _grid()
+    for column in (
+        "REPOSITORY",
+        "TITLE",
+        "ENVIRONMENT",
+        "STATUS",
+        "FINGERPRINT",
+        "ACCESS",
+        "CREATED",
+        "NEXT ROTATION",
+    ):
+        table.add_column(column)
+    for key in keys:
+        due = next_rotation(key)
+        table.add_row(
+            key.repository,
+            key.title,
+            key.environment,
+            key.status.value,
+            key.fingerprint,
+            "read-only" if key.read_only else "read-write",
+            _when(key.created_at),
+            _when(due) if due and key.status.value == "ACTIVE" else "",
+        )
+    console.print(table)
