@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
 from slotkeeper.errors import ConfigError, ManifestErrors, SlotkeeperError
@@ -50,16 +50,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _color_system() -> Literal["auto"] | None:
+    """No escape codes at all under NO_COLOR or --no-color (not even bold), like terraform."""
+    context = click.get_current_context(silent=True)
+    no_color = bool(context and context.find_root().params.get("no_color"))
+    return None if no_color or os.environ.get("NO_COLOR") else "auto"
+
+
 def _stdout() -> Console:
-    console = Console(highlight=False)
+    console = Console(highlight=False, color_system=_color_system())
     if not console.is_terminal:
         # Piped output is read by programs and people alike: never wrap or truncate a row.
-        console = Console(highlight=False, width=max(console.width, 200))
+        console = Console(highlight=False, color_system=None, width=max(console.width, 200))
     return console
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, color_system=_color_system())
 
 
 def _print_json(document: Any) -> None:
@@ -167,8 +174,10 @@ def _ledger(state: str) -> Iterator[Ledger]:
     default="warning",
     show_default=True,
 )
-def cli(log_format: str, log_level: str) -> None:
+@click.option("--no-color", is_flag=True, help="No colours or styles (also: NO_COLOR=1).")
+def cli(log_format: str, log_level: str, no_color: bool) -> None:
     """slotkeeper keeps deployment records and deploy keys in line with committed manifests."""
+    del no_color  # read by _color_system() from the root context
     configure_logging(fmt=log_format, level=log_level)  # type: ignore[arg-type]
 
 
@@ -280,10 +289,11 @@ def plan_command(
     return EXIT_OK
 
 
-def _confirm_on_tty(yes: bool, console: Console) -> Callable[[Plan], bool]:
+def _confirm_on_tty(yes: bool, console: Console, progress: _ProgressBar) -> Callable[[Plan], bool]:
     def confirm(the_plan: Plan) -> bool:
         render.render_plan(the_plan, console)
         if not the_plan.applicable or yes:
+            progress.start(len(the_plan.applicable))
             return True
         if not sys.stdin.isatty():
             raise ConfigError(
@@ -298,22 +308,42 @@ def _confirm_on_tty(yes: bool, console: Console) -> Callable[[Plan], bool]:
         if answer.strip() != "yes":
             console.print("\n[red]Apply cancelled.[/]")
             return False
+        progress.start(len(the_plan.applicable))
         return True
 
     return confirm
 
 
-@contextmanager
-def _progress(console: Console, total: int) -> Iterator[Callable[[ActionResult], None] | None]:
-    """A progress bar on a terminal for applies long enough to want one."""
-    if not console.is_terminal or total < 10:
-        yield None
-        return
-    with Progress(
-        TextColumn("Applying"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("apply", total=total)
-        yield lambda _result: progress.advance(task)
+class _ProgressBar:
+    """A progress bar on a terminal, for applies long enough to want one (10+ actions)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        if self._console.is_terminal and total >= 10:
+            self._progress = Progress(
+                TextColumn("Applying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._task = self._progress.add_task("apply", total=total)
+            self._progress.start()
+
+    def advance(self, _result: ActionResult) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def _finish(result: ApplyResult, console: Console) -> int:
@@ -340,19 +370,19 @@ def apply(
     """Converge the ledger on the manifests, or apply exactly a saved PLANFILE."""
     console = _stdout()
     sink = SecretSink(secrets_dir)
-    with _ledger(state) as ledger:
+    with _ledger(state) as ledger, _ProgressBar(console) as progress:
         if planfile is not None:
             the_plan = load_plan(planfile)
-            with _progress(console, len(the_plan.applicable)) as hook:
-                result = apply_saved(
-                    the_plan,
-                    ledger,
-                    clock=utcnow,
-                    actor=_actor(),
-                    sink=sink,
-                    lock_timeout=lock_timeout,
-                    on_result=hook,
-                )
+            progress.start(len(the_plan.applicable))
+            result = apply_saved(
+                the_plan,
+                ledger,
+                clock=utcnow,
+                actor=_actor(),
+                sink=sink,
+                lock_timeout=lock_timeout,
+                on_result=progress.advance,
+            )
             return _finish(result, console)
         done = reconcile(
             manifests,
@@ -362,7 +392,8 @@ def apply(
             actor=_actor(),
             sink=sink,
             lock_timeout=lock_timeout,
-            confirm=_confirm_on_tty(yes, console),
+            confirm=_confirm_on_tty(yes, console, progress),
+            on_result=progress.advance,
         )
     if done.result is None:
         return EXIT_ERROR
@@ -464,7 +495,7 @@ def keys_rotate(
         )
 
     console = _stdout()
-    with _ledger(state) as ledger:
+    with _ledger(state) as ledger, _ProgressBar(console) as progress:
         done = reconcile(
             manifests,
             ledger,
@@ -473,8 +504,9 @@ def keys_rotate(
             actor=_actor(),
             sink=SecretSink(secrets_dir),
             lock_timeout=lock_timeout,
-            confirm=_confirm_on_tty(yes, console),
+            confirm=_confirm_on_tty(yes, console, progress),
             select=only_rotations,
+            on_result=progress.advance,
         )
     if done.result is None:
         return EXIT_ERROR

@@ -279,10 +279,12 @@ def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> 
     assert key is not None
     at = context.clock()
     pair = generate_key(comment=f"slotkeeper:{key.title}")
-    # The private half is stored before the ledger points at it; if the commit fails, the next
-    # plan sees no new key and makes another (the file is simply overwritten).
-    context.sink.write(key.secret_file, pair.private_key)
-    with ledger.transaction() as tx:
+    # The new private half is moved into place as the last step before the ledger commits the
+    # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.
+    with ledger.transaction() as tx, context.sink.staged(key.secret_file, pair.private_key):
+        if key.previous_id is not None:
+            # Retire the old key first: the ledger allows one ACTIVE key per repository/title.
+            tx.set_key_status(key.previous_id, KeyStatus.ROTATED, at=at)
         key_id = tx.insert_key(
             environment=action.environment,
             repository=key.repository,
@@ -298,7 +300,7 @@ def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> 
         )
         detail = {"fingerprint": pair.fingerprint}
         if key.previous_id is not None:
-            tx.set_key_status(key.previous_id, KeyStatus.ROTATED, at=at, replaced_by=key_id)
+            tx.set_replaced_by(key.previous_id, key_id)
             detail["previous_fingerprint"] = key.previous_fingerprint or ""
         kind = "key.rotated" if key.previous_id is not None else "key.created"
         context.event(tx, action, kind, at, key_id=key_id, detail=detail)

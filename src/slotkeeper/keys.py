@@ -11,6 +11,8 @@ import base64
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +70,11 @@ class SecretSink:
             raise SecretError(f"secret path {name!r} would leave the secrets directory {self.root}")
         return candidate
 
-    def write(self, name: str, content: bytes) -> Path:
+    @contextmanager
+    def staged(self, name: str, content: bytes) -> Iterator[Path]:
+        """Write ``content`` beside ``name`` now; move it into place when the block succeeds,
+        discard it when the block raises. The ledger commit goes inside the block, so a failed
+        commit never leaves an unrecorded key where the recorded one was."""
         target = self.path_of(name)
         try:
             self._make_dirs(target.parent)
@@ -79,12 +85,28 @@ class SecretSink:
                 os.fsync(handle)
             finally:
                 os.close(handle)
-            Path(temp_name).replace(target)
         except OSError as exc:
             raise SecretError(
                 f"cannot write secret {name!r} under {self.root}: {exc.strerror}"
             ) from exc
-        return target
+        temp = Path(temp_name)
+        try:
+            yield target
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        try:
+            temp.replace(target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise SecretError(
+                f"cannot write secret {name!r} under {self.root}: {exc.strerror}"
+            ) from exc
+
+    def write(self, name: str, content: bytes) -> Path:
+        """Write one secret atomically (temp file, fsync, rename)."""
+        with self.staged(name, content) as target:
+            return target
 
     def remove(self, name: str) -> None:
         target = self.path_of(name)

@@ -270,16 +270,16 @@ class SqlTransaction:
         ).fetchone()
         return int(row[0])
 
-    def set_key_status(
-        self, key_id: int, status: KeyStatus, *, at: datetime, replaced_by: int | None = None
-    ) -> None:
+    def set_key_status(self, key_id: int, status: KeyStatus, *, at: datetime) -> None:
         changed = self._run(
-            "UPDATE deploy_keys SET status = ?, updated_at = ?, replaced_by = ? "
-            "WHERE id = ? AND status = 'ACTIVE'",
-            (status.value, to_text(at), replaced_by, key_id),
+            "UPDATE deploy_keys SET status = ?, updated_at = ? WHERE id = ? AND status = 'ACTIVE'",
+            (status.value, to_text(at), key_id),
         ).rowcount
         if changed != 1:
             raise StalePlanError(f"deploy key {key_id} is no longer ACTIVE; make a new plan")
+
+    def set_replaced_by(self, key_id: int, successor: int) -> None:
+        self._run("UPDATE deploy_keys SET replaced_by = ? WHERE id = ?", (successor, key_id))
 
     def append_event(
         self,

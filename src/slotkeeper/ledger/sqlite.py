@@ -35,19 +35,19 @@ class SqliteLedger(SqlLedger):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
+        try:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
-        super().__init__(connection, SQLITE, url=f"sqlite:///{path}")
-        self._lock = filelock.FileLock(f"{path}.lock")
-        try:
+            super().__init__(connection, SQLITE, url=f"sqlite:///{path}")
             self.migrate(now=now)
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
+        self._lock = filelock.FileLock(f"{path}.lock")
 
     @contextmanager
     def writer(self, *, timeout: float) -> Iterator[None]:

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from slotkeeper.cli import main
+from tests.helpers import Run
+
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.load_profile("dev")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch current directory: the default ledger and secrets land under it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("SLOTKEEPER_STATE", raising=False)
+    monkeypatch.delenv("SLOTKEEPER_SECRETS_DIR", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def sk(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+    """Run the real CLI entry point in-process and capture its exit code and output."""
+
+    def run(*args: str) -> Run:
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        return Run(code=code, out=captured.out, err=captured.err)
+
+    return run
+
+
+@pytest.fixture
+def state(workdir: Path) -> Path:
+    """Where the CLI's default ledger lives for tests that use ``workdir``."""
+    return workdir / ".slotkeeper" / "state.db"

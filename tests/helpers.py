@@ -1,0 +1,78 @@
+"""Builders for manifest trees and small readers of the ledger, shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slotkeeper.ledger import open_ledger
+from slotkeeper.model import RecordedState
+
+DIGEST_A = "sha256:" + "a" * 64
+DIGEST_B = "sha256:" + "b" * 64
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one CLI invocation did."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def image(name: str = "ghcr.io/acme/api", version: str | None = "v1", digest: str | None = None):
+    artifact: dict[str, Any] = {"kind": "CONTAINER_IMAGE", "name": name}
+    if version is not None:
+        artifact["version"] = version
+    if digest is not None:
+        artifact["digest"] = digest
+    return artifact
+
+
+def environment(
+    name: str,
+    slots: dict[str, dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """An Environment document; ``slots`` maps slot name to artifact."""
+    body: dict[str, Any] = dict(spec)
+    body["slots"] = {slot: {"artifact": artifact} for slot, artifact in (slots or {}).items()}
+    return {
+        "apiVersion": "slotkeeper/v1",
+        "kind": "Environment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def deploy_key(title: str, *, repository: str = "acme/web", **extra: Any) -> dict[str, Any]:
+    key: dict[str, Any] = {"repository": repository, "title": title, "secret": {"file": title}}
+    key.update(extra)
+    return key
+
+
+def write_manifests(directory: Path, *documents: dict[str, Any], name: str = "envs.yaml") -> Path:
+    """Replace the manifest tree under ``directory`` with one file holding ``documents``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.rglob("*.yaml"):
+        old.unlink()
+    path = directory / name
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return path
+
+
+def recorded_state(state: Path) -> RecordedState:
+    ledger = open_ledger(f"sqlite:///{state}", now=datetime.now(UTC))
+    try:
+        return ledger.read_state()
+    finally:
+        ledger.close()

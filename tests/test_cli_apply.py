@@ -1,0 +1,288 @@
+"""plan / apply / status / history through the real CLI, on the embedded SQLite ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DIGEST_A, Run, environment, image, recorded_state, write_manifests
+
+Sk = Callable[..., Run]
+
+
+@pytest.fixture
+def manifests(workdir: Path) -> Path:
+    return workdir / "manifests"
+
+
+def apply(sk: Sk, *args: str) -> Run:
+    result = sk("apply", "--yes", "-m", "manifests", *args)
+    assert result.code == 0, result.err + result.out
+    return result
+
+
+def status_rows(sk: Sk) -> dict[tuple[str, str], dict]:
+    result = sk("status", "--json")
+    assert result.code == 0, result.err
+    return {(row["environment"], row["slot"]): row for row in result.json()}
+
+
+def test_first_apply_creates_one_deployed_record_per_slot(sk: Sk, manifests: Path) -> None:
+    """Every declared slot gets one DEPLOYED record carrying its artifact."""
+    write_manifests(
+        manifests,
+        environment("production", {"api": image(digest=DIGEST_A), "worker": image("w", "v3")}),
+        environment("staging", {"api": image(version="v2")}),
+    )
+    out = apply(sk).out
+    assert "Apply complete! 3 applied, 0 failed, 0 blocked. Ledger serial 1." in out
+    rows = status_rows(sk)
+    assert set(rows) == {("production", "api"), ("production", "worker"), ("staging", "api")}
+    api = rows[("production", "api")]
+    assert api["status"] == "DEPLOYED"
+    assert api["artifact"] == {
+        "kind": "CONTAINER_IMAGE",
+        "name": "ghcr.io/acme/api",
+        "version": "v1",
+        "digest": DIGEST_A,
+    }
+    assert api["created_at"] == api["updated_at"] == api["last_seen_at"]
+    assert api["pending"] is None
+    assert isinstance(api["record_id"], int)
+
+
+def test_new_version_supersedes_and_history_links_them(sk: Sk, manifests: Path) -> None:
+    """A new artifact makes a new DEPLOYED record; the old one turns SUPERSEDED pointing at it."""
+    write_manifests(manifests, environment("production", {"api": image(version="v1")}))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
+    out = apply(sk).out
+    assert "~" in out and "v1 -> v2" in out
+    history = sk("history", "production/api", "--json").json()
+    assert [(r["artifact"]["version"], r["status"]) for r in history] == [
+        ("v2", "DEPLOYED"),
+        ("v1", "SUPERSEDED"),
+    ]
+    assert history[1]["superseded_by"] == history[0]["id"]
+    assert history[0]["superseded_by"] is None
+    assert status_rows(sk)[("production", "api")]["record_id"] == history[0]["id"]
+
+
+def test_removed_slot_is_decommissioned_and_kept_in_history(sk: Sk, manifests: Path) -> None:
+    """A slot that leaves the manifests turns DECOMMISSIONED; the record stays in the ledger."""
+    write_manifests(manifests, environment("staging", {"api": image(), "web": image("web")}))
+    apply(sk)
+    write_manifests(manifests, environment("staging", {"api": image()}))
+    apply(sk)
+    rows = status_rows(sk)
+    assert rows[("staging", "web")]["status"] == "DECOMMISSIONED"
+    assert rows[("staging", "api")]["status"] == "DEPLOYED"
+    assert [r["status"] for r in sk("history", "staging/web", "--json").json()] == [
+        "DECOMMISSIONED"
+    ]
+
+
+def test_unchanged_apply_only_moves_last_seen(sk: Sk, manifests: Path, state: Path) -> None:
+    """Re-applying unchanged manifests writes no record and no serial, only last_seen_at."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    apply(sk)
+    before = status_rows(sk)[("production", "api")]
+    serial = recorded_state(state).serial
+    out = apply(sk).out
+    assert "No changes." in out
+    after = status_rows(sk)[("production", "api")]
+    assert after["record_id"] == before["record_id"]
+    assert after["created_at"] == before["created_at"]
+    assert after["last_seen_at"] > before["last_seen_at"]
+    assert recorded_state(state).serial == serial
+    assert len(sk("history", "production", "--json").json()) == 1
+
+
+def test_plan_json_document(sk: Sk, manifests: Path) -> None:
+    """`plan --json` prints the plan document with the documented fields."""
+    write_manifests(manifests, environment("production", {"api": image(version="v1")}))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
+    document = sk("plan", "-m", "manifests", "--json").json()
+    assert document["format_version"] == 1
+    assert document["base_serial"] == 1
+    assert isinstance(document["lineage"], str) and len(document["lineage"]) == 36
+    assert document["revision"] is None
+    [action] = document["actions"]
+    assert set(action) >= {
+        "id",
+        "type",
+        "environment",
+        "slot",
+        "key",
+        "artifact",
+        "previous",
+        "supersedes",
+        "reason",
+        "blocked",
+    }
+    assert action["type"] == "deploy"
+    assert action["artifact"]["version"] == "v2"
+    assert action["previous"]["version"] == "v1"
+    assert isinstance(action["supersedes"], int)
+    assert action["blocked"] is None
+    assert document["summary"]["deploy"] == 1 and document["summary"]["blocked"] == 0
+
+
+def test_detailed_exitcode(sk: Sk, manifests: Path) -> None:
+    """--detailed-exitcode: 2 with changes, 0 without, 1 on invalid manifests."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("plan", "-m", "manifests", "--detailed-exitcode").code == 2
+    assert sk("plan", "-m", "manifests").code == 0
+    apply(sk)
+    assert sk("plan", "-m", "manifests", "--detailed-exitcode").code == 0
+    (manifests / "envs.yaml").write_text("apiVersion: slotkeeper/v1\nkind: Environment\n")
+    broken = sk("plan", "-m", "manifests", "--detailed-exitcode")
+    assert broken.code == 1
+    assert "envs.yaml" in broken.err and "Traceback" not in broken.err
+
+
+def test_usage_errors_exit_1(sk: Sk) -> None:
+    """A mistyped flag exits 1, keeping 2 for 'changes present'."""
+    result = sk("plan", "--no-such-flag")
+    assert result.code == 1
+    assert "No such option" in result.err
+
+
+def test_protected_decommission_is_blocked_and_pending_in_status(
+    sk: Sk, manifests: Path, state: Path
+) -> None:
+    """A decommission in a protected environment is held back, shown as pending with the reason,
+    and goes through with --allow-decommission."""
+    slots = {"api": image(), "web": image("web"), "db": image("db")}
+    write_manifests(manifests, environment("production", slots, protected=True))
+    apply(sk)
+    del slots["web"]
+    write_manifests(manifests, environment("production", slots, protected=True))
+    planned = sk("plan", "-m", "manifests", "--detailed-exitcode")
+    assert planned.code == 2
+    assert "BLOCKED: environment 'production' is protected" in planned.out
+    out = apply(sk).out
+    assert "0 applied, 0 failed, 1 blocked" in out
+    row = status_rows(sk)[("production", "web")]
+    assert row["status"] == "DEPLOYED"
+    assert row["pending"]["action"] == "decommission"
+    assert "protected" in row["pending"]["blocked"]
+    assert "pending decommission" in sk("status").out
+    assert recorded_state(state).serial == 1
+
+    out = apply(sk, "--allow-decommission").out
+    assert "1 applied" in out
+    row = status_rows(sk)[("production", "web")]
+    assert row["status"] == "DECOMMISSIONED"
+    assert row["pending"] is None
+
+
+def test_mass_decommission_guard_saves_an_empty_checkout(sk: Sk, manifests: Path) -> None:
+    """An empty manifest tree would decommission everything: blocked until explicitly allowed."""
+    write_manifests(manifests, environment("production", {"api": image(), "web": image("w")}))
+    apply(sk)
+    (manifests / "envs.yaml").unlink()
+    out = apply(sk).out
+    assert "would decommission 2 of 2 deployed slots" in out
+    assert {row["status"] for row in status_rows(sk).values()} == {"DEPLOYED"}
+    apply(sk, "--allow-mass-decommission")
+    assert {row["status"] for row in status_rows(sk).values()} == {"DECOMMISSIONED"}
+
+
+def test_saved_plan_applies_exactly_and_only_once(sk: Sk, manifests: Path) -> None:
+    """`apply PLANFILE` applies that plan; applying it a second time is refused as stale."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("plan", "-m", "manifests", "--out", "tfplan").code == 0
+    saved = json.loads(Path("tfplan").read_text())
+    # The manifests change after the plan was saved: the plan, not the manifests, is applied.
+    write_manifests(manifests, environment("production", {"api": image(version="v9")}))
+    assert sk("apply", "tfplan").code == 0
+    row = status_rows(sk)[("production", "api")]
+    assert row["artifact"]["version"] == saved["actions"][0]["artifact"]["version"] == "v1"
+    again = sk("apply", "tfplan")
+    assert again.code == 1
+    assert "stale" in again.err
+
+
+def test_stale_plan_is_refused_when_the_ledger_moved(sk: Sk, manifests: Path, state: Path) -> None:
+    """A plan made before another apply is refused with 'stale' and changes nothing."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("plan", "-m", "manifests", "--out", "old.plan").code == 0
+    apply(sk)
+    serial = recorded_state(state).serial
+    result = sk("apply", "old.plan")
+    assert result.code == 1
+    assert "stale" in result.err
+    assert recorded_state(state).serial == serial
+
+
+def test_plan_from_another_ledger_is_refused(sk: Sk, manifests: Path) -> None:
+    """A plan made against another ledger (another lineage) is refused as stale."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("plan", "-m", "manifests", "--state", "sqlite:///other.db", "--out", "p").code == 0
+    result = sk("apply", "p")
+    assert result.code == 1
+    assert "stale" in result.err and "lineage" in result.err
+
+
+def test_corrupt_plan_file_is_a_clear_error(sk: Sk) -> None:
+    """A plan file that is not one of ours is refused without a traceback."""
+    Path("bad.plan").write_text("{not json")
+    result = sk("apply", "bad.plan")
+    assert result.code == 1
+    assert "not a slotkeeper plan file" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_apply_without_tty_needs_yes(sk: Sk, manifests: Path, state: Path) -> None:
+    """Without a terminal and without --yes, apply refuses and writes nothing."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    result = sk("apply", "-m", "manifests")
+    assert result.code == 1
+    assert "--yes" in result.err
+    assert recorded_state(state).serial == 0
+    assert sk("status", "--json").json() == []
+
+
+def test_status_and_history_human_output(sk: Sk, manifests: Path) -> None:
+    """The human tables list environment, slot, status and artifact, aligned in columns."""
+    write_manifests(manifests, environment("production", {"api": image(version="v1")}))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
+    apply(sk)
+    status = sk("status").out.splitlines()
+    assert status[0].split()[:4] == ["ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT"]
+    assert status[1].split()[:5] == ["production", "api", "DEPLOYED", "ghcr.io/acme/api", "v2"]
+    history = sk("history", "production").out.splitlines()
+    assert "SUPERSEDED" in history[2] and "#2" in history[2]
+    assert sk("history", "nowhere").code == 1
+
+
+def test_no_color_is_respected(sk: Sk, manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With NO_COLOR set, human output carries no ANSI escape codes even when forced to a TTY."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert "\x1b[" not in sk("plan", "-m", "manifests").out
+    monkeypatch.delenv("NO_COLOR")
+    assert "\x1b[" in sk("plan", "-m", "manifests").out
+
+
+def test_state_url_and_environment_variable(
+    sk: Sk, manifests: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--state and SLOTKEEPER_STATE choose the ledger file; unknown schemes are refused."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    apply(sk, "--state", f"sqlite:///{workdir}/a.db")
+    monkeypatch.setenv("SLOTKEEPER_STATE", "b.db")
+    apply(sk)
+    for name in ("a.db", "b.db"):
+        with sqlite3.connect(workdir / name) as db:
+            assert db.execute("SELECT COUNT(*) FROM records").fetchone() == (1,)
+    assert not (workdir / ".slotkeeper" / "state.db").exists()
+    bad = sk("status", "--state", "mysql://x")
+    assert bad.code == 1 and "unsupported state URL scheme 'mysql'" in bad.err

@@ -1,0 +1,384 @@
+"""The planner as a pure function: diffs, guards, key schedules, ids and ordering."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from slotkeeper.model import (
+    Artifact,
+    DesiredState,
+    EnvironmentRecord,
+    EnvironmentSpec,
+    KeyRecord,
+    KeyStatus,
+    Record,
+    RecordedState,
+    RecordStatus,
+)
+from slotkeeper.plan import Action, ActionType, PlanOptions, action_order, plan
+from tests.helpers import DIGEST_A, deploy_key, image
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+LINEAGE = "00000000-0000-0000-0000-000000000001"
+
+
+def desired(**environments: dict[str, Any]) -> DesiredState:
+    """Desired state from ``name=spec`` pairs, with slots given as slot -> artifact."""
+    specs = {}
+    for name, spec in environments.items():
+        body = dict(spec)
+        body["slots"] = {s: {"artifact": a} for s, a in body.get("slots", {}).items()}
+        specs[name.replace("_", "-")] = EnvironmentSpec.model_validate(body)
+    return DesiredState(environments=specs, targets={})
+
+
+def record(
+    record_id: int, environment: str, slot: str, artifact: dict[str, Any], **extra: Any
+) -> Record:
+    return Record(
+        id=record_id,
+        environment=environment,
+        slot=slot,
+        artifact=Artifact.model_validate(artifact),
+        status=RecordStatus.DEPLOYED,
+        created_at=NOW - timedelta(days=1),
+        updated_at=NOW - timedelta(days=1),
+        last_seen_at=NOW - timedelta(days=1),
+        action_id="x",
+        **extra,
+    )
+
+
+def key_record(key_id: int, title: str, *, age: timedelta, **extra: Any) -> KeyRecord:
+    values: dict[str, Any] = {
+        "id": key_id,
+        "environment": "production",
+        "repository": "acme/web",
+        "title": title,
+        "fingerprint": f"SHA256:fp{key_id}",
+        "public_key": "ssh-ed25519 AAAA",
+        "read_only": True,
+        "secret_file": title,
+        "rotate_after": "30d",
+        "status": KeyStatus.ACTIVE,
+        "created_at": NOW - age,
+        "updated_at": NOW - age,
+    }
+    values.update(extra)
+    return KeyRecord(**values)
+
+
+def recorded(
+    *records: Record,
+    keys: tuple[KeyRecord, ...] = (),
+    environments: tuple[EnvironmentRecord, ...] = (),
+    serial: int = 3,
+) -> RecordedState:
+    return RecordedState(
+        lineage=LINEAGE,
+        serial=serial,
+        deployed={(r.environment, r.slot): r for r in records},
+        keys={(k.repository, k.title): k for k in keys},
+        environments={e.name: e for e in environments},
+    )
+
+
+def only(actions: tuple[Action, ...]) -> Action:
+    assert len(actions) == 1, actions
+    return actions[0]
+
+
+def test_new_slot_is_deployed_without_supersedes() -> None:
+    """A slot the ledger has never seen becomes one deploy action superseding nothing."""
+    result = plan(
+        desired(production={"slots": {"api": image()}}), recorded(), now=NOW, options=PlanOptions()
+    )
+    action = only(result.actions)
+    assert (action.type, action.environment, action.slot) == (
+        ActionType.DEPLOY,
+        "production",
+        "api",
+    )
+    assert action.supersedes is None and action.previous is None
+    assert action.artifact == Artifact.model_validate(image())
+    assert action.reason == "new slot"
+
+
+def test_changed_artifact_supersedes_the_deployed_record() -> None:
+    """A new version in a slot deploys it and names the record it supersedes."""
+    result = plan(
+        desired(production={"slots": {"api": image(version="v2")}}),
+        recorded(record(7, "production", "api", image(version="v1"))),
+        now=NOW,
+        options=PlanOptions(),
+    )
+    action = only(result.actions)
+    assert action.type is ActionType.DEPLOY
+    assert action.supersedes == 7
+    assert action.previous == Artifact.model_validate(image(version="v1"))
+    assert action.reason == "v1 -> v2"
+
+
+def test_digest_change_alone_is_a_new_deployment() -> None:
+    """Same version, different digest: the artifact changed, so it is redeployed."""
+    result = plan(
+        desired(production={"slots": {"api": image(digest=DIGEST_A)}}),
+        recorded(record(1, "production", "api", image())),
+        now=NOW,
+        options=PlanOptions(),
+    )
+    assert only(result.actions).supersedes == 1
+
+
+def test_unchanged_slot_has_no_action_and_is_touched() -> None:
+    """An unchanged slot produces no action; its record is listed to move last_seen_at."""
+    result = plan(
+        desired(production={"slots": {"api": image()}}),
+        recorded(record(4, "production", "api", image())),
+        now=NOW,
+        options=PlanOptions(),
+    )
+    assert result.actions == ()
+    assert result.unchanged == (4,)
+    assert not result.has_changes
+
+
+@pytest.mark.parametrize(
+    ("manifests", "reason"),
+    [
+        ({"production": {"slots": {"web": image(name="web")}}}, "slot removed from manifests"),
+        ({}, "environment removed from manifests"),
+    ],
+)
+def test_removed_slot_or_environment_is_decommissioned(
+    manifests: dict[str, Any], reason: str
+) -> None:
+    """A slot or environment that left the manifests decommissions its DEPLOYED record."""
+    staging = {"slots": {s: image() for s in ("x", "y", "z")}}
+    result = plan(
+        desired(**manifests, staging=staging),
+        recorded(
+            record(9, "production", "api", image()),
+            *(record(10 + i, "staging", s, image()) for i, s in enumerate(("x", "y", "z"))),
+        ),
+        now=NOW,
+        options=PlanOptions(),
+    )
+    decommission = only(tuple(a for a in result.actions if a.type is ActionType.DECOMMISSION))
+    assert (decommission.environment, decommission.slot, decommission.record) == (
+        "production",
+        "api",
+        9,
+    )
+    assert decommission.reason == reason
+    assert decommission.blocked is None
+
+
+def test_protected_environment_blocks_decommission_unless_allowed() -> None:
+    """Decommissioning in a protected environment is blocked, with a reason, until allowed."""
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "web", image(name="web")),
+        record(3, "staging", "a", image()),
+        record(4, "staging", "b", image()),
+    )
+    manifests = desired(
+        production={"protected": True, "slots": {"api": image()}},
+        staging={"slots": {"a": image(), "b": image()}},
+    )
+    blocked = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    assert blocked.type is ActionType.DECOMMISSION
+    assert blocked.blocked is not None and "protected" in blocked.blocked
+    assert "--allow-decommission" in blocked.blocked
+    allowed = only(
+        plan(manifests, state, now=NOW, options=PlanOptions(allow_decommission=True)).actions
+    )
+    assert allowed.blocked is None
+
+
+def test_protection_of_a_removed_environment_comes_from_the_ledger() -> None:
+    """A protected environment deleted from the manifests stays protected by what was recorded."""
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "staging", "a", image()),
+        record(3, "staging", "b", image()),
+        environments=(
+            EnvironmentRecord(name="production", protected=True, production=True, repository=None),
+        ),
+    )
+    manifests = desired(staging={"slots": {"a": image(), "b": image()}})
+    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    assert action.blocked is not None and "protected" in action.blocked
+
+
+def test_mass_decommission_is_blocked_unless_allowed() -> None:
+    """Removing more than half of all deployed slots (and more than one) blocks every removal."""
+    state = recorded(*(record(i, "staging", f"s{i}", image()) for i in range(1, 5)))
+    manifests = desired(staging={"slots": {"s1": image()}})
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    assert result.summary["decommission"] == 3
+    assert result.summary["blocked"] == 3
+    assert all(a.blocked and "3 of 4" in a.blocked for a in result.actions)
+    allowed = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    assert allowed.blocked == ()
+
+
+@pytest.mark.parametrize(
+    ("deployed", "kept", "blocked"),
+    [
+        (4, 2, False),  # exactly half: allowed
+        (1, 0, False),  # a single decommission is never "mass"
+        (2, 0, True),  # both of two
+        (3, 1, True),  # two of three
+    ],
+)
+def test_mass_decommission_threshold(deployed: int, kept: int, blocked: bool) -> None:
+    """The mass guard trips above half of the deployed slots, and only for more than one."""
+    state = recorded(*(record(i, "staging", f"s{i}", image()) for i in range(deployed)))
+    manifests = desired(staging={"slots": {f"s{i}": image() for i in range(kept)}})
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    assert bool(result.blocked) is blocked
+
+
+def test_empty_manifests_block_everything_destructive() -> None:
+    """An empty checkout plans decommissions and revocations, and all of them are blocked."""
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "staging", "api", image()),
+        keys=(key_record(1, "deployer", age=timedelta(days=1)),),
+    )
+    result = plan(desired(), state, now=NOW, options=PlanOptions())
+    assert {a.type for a in result.actions} == {ActionType.DECOMMISSION, ActionType.REVOKE_KEY}
+    assert result.applicable == ()
+
+
+def test_key_is_created_when_declared_and_missing() -> None:
+    """A declared deploy key with no active ledger key is created."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
+    action = only(plan(manifests, recorded(), now=NOW, options=PlanOptions()).actions)
+    assert action.type is ActionType.CREATE_KEY
+    assert action.key is not None and action.key.name == "acme/web/deployer"
+    assert action.key.secret_file == "deployer"
+
+
+@pytest.mark.parametrize(
+    ("age", "rotates"),
+    [(timedelta(days=29, hours=23), False), (timedelta(days=30), True), (timedelta(days=90), True)],
+)
+def test_key_rotates_when_older_than_rotate_after(age: timedelta, rotates: bool) -> None:
+    """A key is rotated once its age reaches rotateAfter, not before."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
+    state = recorded(keys=(key_record(5, "deployer", age=age),))
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    if rotates:
+        action = only(result.actions)
+        assert action.type is ActionType.ROTATE_KEY
+        assert action.key is not None and action.key.previous_id == 5
+        assert "older than rotateAfter 30d" in action.reason
+    else:
+        assert result.actions == ()
+
+
+def test_planning_at_a_later_time_shows_what_rotates_then() -> None:
+    """`now` is an argument: the same state planned a month later shows the due rotation."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
+    state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
+    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+    later = plan(manifests, state, now=NOW + timedelta(days=30), options=PlanOptions())
+    assert only(later.actions).type is ActionType.ROTATE_KEY
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"readOnly": False}, "readOnly changed"), ({"secret": {"file": "other"}}, "secret file")],
+)
+def test_key_rotates_when_what_it_is_changes(change: dict[str, Any], reason: str) -> None:
+    """Keys are immutable remotely: a new read-only flag or secret location means a new key."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer", **change)]})
+    state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1), rotate_after=None),))
+    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    assert action.type is ActionType.ROTATE_KEY
+    assert reason in action.reason
+
+
+def test_rotation_on_demand() -> None:
+    """A key named in the rotate option is rotated whatever its age."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer")]})
+    state = recorded(keys=(key_record(5, "deployer", age=timedelta(0), rotate_after=None),))
+    options = PlanOptions(rotate=frozenset({"acme/web/deployer"}))
+    assert only(plan(manifests, state, now=NOW, options=options).actions).reason == (
+        "rotation requested"
+    )
+
+
+def test_removed_key_is_revoked() -> None:
+    """A ledger key that left the manifests is revoked."""
+    manifests = desired(production={"slots": {"api": image()}, "deployKeys": []})
+    state = recorded(
+        record(1, "production", "api", image()),
+        keys=(key_record(5, "deployer", age=timedelta(days=1)),),
+    )
+    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    assert action.type is ActionType.REVOKE_KEY
+    assert action.key is not None and action.key.previous_id == 5
+
+
+def test_plan_is_deterministic_and_ids_are_stable() -> None:
+    """The same inputs give the same plan, ids included; a new serial gives new ids."""
+    manifests = desired(
+        production={"slots": {"api": image(), "web": image(name="web")}},
+        staging={"slots": {"api": image()}, "deployKeys": [deploy_key("k")]},
+    )
+    first = plan(manifests, recorded(), now=NOW, options=PlanOptions())
+    second = plan(manifests, recorded(), now=NOW, options=PlanOptions())
+    assert first.model_dump_json() == second.model_dump_json()
+    assert len({a.id for a in first.actions}) == len(first.actions)
+    moved = plan(manifests, recorded(serial=4), now=NOW, options=PlanOptions())
+    assert {a.id for a in moved.actions}.isdisjoint({a.id for a in first.actions})
+
+
+def test_actions_are_ordered_by_type_then_environment_then_slot() -> None:
+    """Keys are created before deploys, deploys before decommissions, revocations last."""
+    manifests = desired(
+        b_env={"slots": {"z": image(), "a": image()}, "deployKeys": [deploy_key("new")]},
+        a_env={"slots": {"m": image()}},
+    )
+    state = recorded(
+        record(1, "gone", "x", image()),
+        keys=(key_record(9, "old", age=timedelta(0)),),
+    )
+    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    order = [(a.type.value, a.environment, a.slot) for a in result.actions]
+    assert order == [
+        ("create_key", "b-env", None),
+        ("deploy", "a-env", "m"),
+        ("deploy", "b-env", "a"),
+        ("deploy", "b-env", "z"),
+        ("decommission", "gone", "x"),
+        ("revoke_key", "production", None),
+    ]
+    assert list(result.actions) == sorted(result.actions, key=action_order)
+
+
+def test_summary_counts_every_type_and_the_blocked() -> None:
+    """The summary has a count per action type and a count of blocked actions."""
+    manifests = desired(production={"protected": True, "slots": {"api": image(version="v2")}})
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "old", image()),
+        record(3, "production", "c", image()),
+        record(4, "production", "d", image()),
+        record(5, "production", "e", image()),
+    )
+    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    assert result.summary == {
+        "create_key": 0,
+        "rotate_key": 0,
+        "deploy": 1,
+        "decommission": 4,
+        "revoke_key": 0,
+        "blocked": 4,
+    }
