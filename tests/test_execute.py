@@ -13,6 +13,7 @@ from slotkeeper.execute import Outcome, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.model import DesiredState, EnvironmentSpec
+from slotkeeper.observability import configure_logging
 from slotkeeper.plan import PlanOptions, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -40,6 +41,7 @@ def desired(slots: dict[str, str]) -> DesiredState:
 def test_log_events_are_named_and_flat(ledger: Ledger, tmp_path: Path) -> None:
     """Each applied action logs `action.applied` with flat keys; the apply is bracketed."""
     the_plan = plan(desired({"api": "1.0.0"}), ledger.read_state(), now=NOW, options=PlanOptions())
+    configure_logging(fmt="json", level="debug")
     with capture_logs() as logs:
         execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path / "s"))
     applied = [e for e in logs if e["event"] == "action.applied"]

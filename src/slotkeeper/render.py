@@ -37,6 +37,14 @@ def _grid() -> Table:
     return Table(box=None, show_header=True, header_style="bold", pad_edge=False)
 
 
+def _print_table(console: Console, table: Table) -> None:
+    """Print a table without the padding rich leaves at the end of each line."""
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        console.out(line.rstrip(), highlight=False)
+
+
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -83,7 +91,7 @@ def render_plan(plan: Plan, console: Console) -> None:
             what,
             Text(detail, style="magenta" if action.blocked else "dim"),
         )
-    console.print(table)
+    _print_table(console, table)
     console.print()
     console.print(summary_line(plan))
 
@@ -168,7 +176,7 @@ def render_status(records: list[Record], pending: list[PendingAction], console: 
             _when(since),
             Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
         )
-    console.print(table)
+    _print_table(console, table)
     for item in pending:
         if item.slot is None:
             console.print(
@@ -207,7 +215,7 @@ def render_history(records: list[Record], console: Console) -> None:
             _when(record.created_at),
             _when(record.updated_at),
         )
-    console.print(table)
+    _print_table(console, table)
 
 
 def next_rotation(key: KeyRecord) -> datetime | None:
@@ -252,4 +260,4 @@ def render_keys(keys: list[KeyRecord], console: Console) -> None:
             _when(key.created_at),
             _when(due) if due and key.status.value == "ACTIVE" else "",
         )
-    console.print(table)
+    _print_table(console, table)
