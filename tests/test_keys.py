@@ -110,25 +110,37 @@ def test_plan_at_accepts_iso_times_and_rejects_garbage(sk: Sk, manifests: Path) 
 
 
 def test_keys_rotate_on_demand_touches_nothing_else(sk: Sk, manifests: Path) -> None:
-    """`keys rotate REPO/TITLE` rotates that key now and applies no other pending change."""
-    declare(manifests, deploy_key("deployer"), deploy_key("other"))
+    """`keys rotate REPO/TITLE` rotates that key now, applies no other change, and keeps what
+    a guard holds back pending."""
+
+    def declare_with(slots: dict) -> None:
+        write_manifests(
+            manifests,
+            environment(
+                "production",
+                slots,
+                deployKeys=[deploy_key("deployer"), deploy_key("other")],
+                protected=True,
+            ),
+        )
+
+    declare_with({"api": image(), "web": image("web"), "db": image("db")})
+    assert sk("apply", "--yes", "-m", "manifests").code == 0
+    declare_with({"api": image(version="v2"), "db": image("db")})  # web's removal is blocked
     assert sk("apply", "--yes", "-m", "manifests").code == 0
     before = {k["title"]: k for k in keys_json(sk)}
-    write_manifests(
-        manifests,
-        environment(
-            "production",
-            {"api": image(version="v2")},
-            deployKeys=[deploy_key("deployer"), deploy_key("other")],
-        ),
-    )
+
+    declare_with({"api": image(version="v3"), "db": image("db")})
     result = sk("keys", "rotate", "acme/web/deployer", "--yes", "-m", "manifests")
     assert result.code == 0, result.err
     after = {k["title"]: k for k in keys_json(sk)}
     assert after["deployer"]["fingerprint"] != before["deployer"]["fingerprint"]
     assert after["other"] == before["other"]
     history = sk("history", "production/api", "--json").json()
-    assert [r["artifact"]["version"] for r in history] == ["v1"]
+    assert [r["artifact"]["version"] for r in history] == ["v2", "v1"]
+    web = {row["slot"]: row for row in sk("status", "--json").json()}["web"]
+    assert web["status"] == "DEPLOYED"
+    assert web["pending"] is not None and "protected" in web["pending"]["blocked"]
     missing = sk("keys", "rotate", "acme/web/nope", "--yes", "-m", "manifests")
     assert missing.code == 1 and "no managed deploy key named acme/web/nope" in missing.err
 

@@ -485,12 +485,14 @@ def keys_rotate(
                 f"no managed deploy key named {', '.join(missing)} "
                 "(see `slotkeeper keys list`; use REPOSITORY/TITLE)"
             )
+        # Blocked actions stay in: they are still held back, and `status` keeps showing them.
+        kept = tuple(a for a in the_plan.actions if a in chosen or a.blocked is not None)
         return the_plan.model_copy(
             update={
-                "actions": chosen,
+                "actions": kept,
                 "unchanged": (),
                 "environments": (),
-                "summary": summarize(chosen),
+                "summary": summarize(kept),
             }
         )
 
