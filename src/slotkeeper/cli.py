@@ -66,7 +66,8 @@ def _stdout() -> Console:
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, color_system=_color_system())
+    # soft_wrap: one error stays one line (for grep and CI annotations); terminals wrap it.
+    return Console(stderr=True, highlight=False, color_system=_color_system(), soft_wrap=True)
 
 
 def _print_json(document: Any) -> None:

@@ -76,7 +76,8 @@ class _Collector:
     errors: list[ManifestError] = field(default_factory=list)
     environments: dict[str, tuple[EnvironmentSpec, Location]] = field(default_factory=dict)
     targets: dict[str, tuple[TargetSpec, Location]] = field(default_factory=dict)
-    target_refs: list[tuple[str, Location, str]] = field(default_factory=list)
+    target_refs: list[tuple[str, Location, str, int]] = field(default_factory=list)
+    environment_data: dict[str, LineDict] = field(default_factory=dict)
 
 
 def find_manifest_files(root: Path) -> list[Path]:
@@ -86,18 +87,22 @@ def find_manifest_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise ManifestErrors([ManifestError(root, None, None, "no such file or directory")])
     found: list[Path] = []
-    for path in _walk(root):
+    for path in _walk(root, set()):
         if path.suffix in YAML_SUFFIXES:
             found.append(path)
     return sorted(found)
 
 
-def _walk(directory: Path) -> Iterator[Path]:
+def _walk(directory: Path, seen: set[Path]) -> Iterator[Path]:
+    real = directory.resolve()
+    if real in seen:  # a symlink back into the tree: read every file once, never loop
+        return
+    seen.add(real)
     for entry in sorted(directory.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            yield from _walk(entry)
+            yield from _walk(entry, seen)
         elif entry.is_file():
             yield entry
 
@@ -128,10 +133,11 @@ def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> Non
     if size > max_file_bytes:
         error(None, None, f"file is {size} bytes, over the limit of {max_file_bytes}")
         return
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        error(None, None, f"not valid UTF-8 (byte {exc.start})")
+        error(raw.count(b"\n", 0, exc.start) + 1, None, f"not valid UTF-8 (byte {exc.start})")
         return
     try:
         documents, problems = parse_documents(text)
@@ -170,7 +176,8 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
         error(line_of(data, ("kind",), line), "kind", f"must be one of {', '.join(_KINDS)}")
         return
     try:
-        document = model.model_validate(data)
+        # By alias only: the wire names are camelCase (deployKeys), as the JSON Schema says.
+        document = model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         for detail in exc.errors(include_input=False, include_url=False):
             loc = _without_union_tag(tuple(detail["loc"]), detail)
@@ -179,84 +186,95 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
             error(at, field_path, message)
         return
     location = Location(file=str(path), line=line)
+    name_line = line_of(data, ("metadata", "name"), line)
     if isinstance(document, EnvironmentDocument):
-        _add_environment(document, data, location, collector, error)
+        _add_environment(document, data, location, name_line, collector, error)
     else:
-        _add_target(document, location, collector, error)
+        _add_target(document, location, name_line, collector, error)
 
 
 def _add_environment(
     document: EnvironmentDocument,
     data: LineDict,
     location: Location,
+    name_line: int,
     collector: _Collector,
     error: Any,
 ) -> None:
     name = document.metadata.name
     if name in collector.environments:
         first = collector.environments[name][1]
-        error(
-            location.line, "metadata.name", f"environment {name!r} is already declared at {first}"
-        )
+        error(name_line, "metadata.name", f"environment {name!r} is already declared at {first}")
         return
     collector.environments[name] = (document.spec, location)
     for index, target in enumerate(document.spec.targets):
         at = line_of(data, ("spec", "targets", index), location.line)
-        collector.target_refs.append((target, Location(file=location.file, line=at), name))
+        collector.target_refs.append((target, Location(file=location.file, line=at), name, index))
+    collector.environment_data[name] = data
 
 
 def _add_target(
-    document: TargetDocument, location: Location, collector: _Collector, error: Any
+    document: TargetDocument,
+    location: Location,
+    name_line: int,
+    collector: _Collector,
+    error: Any,
 ) -> None:
     name = document.metadata.name
     if name in collector.targets:
         first = collector.targets[name][1]
-        error(location.line, "metadata.name", f"target {name!r} is already declared at {first}")
+        error(name_line, "metadata.name", f"target {name!r} is already declared at {first}")
         return
     collector.targets[name] = (document.spec, location)
 
 
 def _check_references(collector: _Collector) -> None:
     """Cross-document rules: target references resolve, keys and secret files are unique."""
-    for target, location, environment in collector.target_refs:
+    for target, location, environment, index in collector.target_refs:
         if target not in collector.targets:
             collector.errors.append(
                 ManifestError(
                     Path(location.file),
                     location.line,
-                    "spec.targets",
+                    f"spec.targets[{index}]",
                     f"environment {environment!r} names target {target!r}, "
                     "which no Target document declares",
                 )
             )
-    keys: dict[tuple[str, str], str] = {}
-    secret_files: dict[str, str] = {}
-    for name, (spec, location) in collector.environments.items():
+    keys: dict[tuple[str, str], tuple[str, Location]] = {}
+    secret_files: dict[str, tuple[str, Location]] = {}
+    for name, (spec, declared) in collector.environments.items():
+        data = collector.environment_data[name]
         for index, key in enumerate(spec.deploy_keys):
             field_path = f"spec.deployKeys[{index}]"
+            at = line_of(data, ("spec", "deployKeys", index), declared.line)
+            location = Location(file=declared.file, line=at)
             identity = (key.repository, key.title)
             if identity in keys:
+                first_env, first = keys[identity]
                 collector.errors.append(
                     ManifestError(
                         Path(location.file),
                         location.line,
                         field_path,
                         f"deploy key {key.repository}/{key.title} is already declared "
-                        f"in environment {keys[identity]!r}",
+                        f"in environment {first_env!r} at {first}",
                     )
                 )
-            keys.setdefault(identity, name)
+            keys.setdefault(identity, (name, location))
             if key.secret.file in secret_files:
+                owner, first = secret_files[key.secret.file]
+                file_at = line_of(data, ("spec", "deployKeys", index, "secret", "file"), at)
                 collector.errors.append(
                     ManifestError(
                         Path(location.file),
-                        location.line,
+                        file_at,
                         f"{field_path}.secret.file",
                         f"secret file {key.secret.file!r} is already used by deploy key "
-                        f"{secret_files[key.secret.file]}",
+                        f"{owner} at {first}",
                     )
                 )
-            secret_files.setdefault(key.secret.file, f"{key.repository}/{key.title}")
+            secret_files.setdefault(key.secret.file, (f"{key.repository}/{key.title}", location))
 
 
 def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tuple[int | str, ...]:
@@ -303,6 +321,24 @@ DOCUMENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Document)
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of one manifest document, for editors and other tools."""
     schema = DOCUMENT_ADAPTER.json_schema(by_alias=True)
+    _keys_by_pattern(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "slotkeeper manifest document"
     return schema
+
+
+def _keys_by_pattern(node: Any) -> None:
+    """pydantic writes ``dict[Slug, X]`` as ``patternProperties``, which lets any other key pass;
+    say what the validator means instead: every key matches the pattern, every value is an X."""
+    if isinstance(node, dict):
+        patterns = node.get("patternProperties")
+        if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+            ((pattern, value),) = patterns.items()
+            del node["patternProperties"]
+            node["propertyNames"] = {"pattern": pattern}
+            node["additionalProperties"] = value
+        for child in node.values():
+            _keys_by_pattern(child)
+    elif isinstance(node, list):
+        for child in node:
+            _keys_by_pattern(child)

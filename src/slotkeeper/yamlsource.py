@@ -8,6 +8,7 @@ keeping the last one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,44 +46,77 @@ class Problem:
 
 class _Loader(_BaseLoader):
     problems: list[Problem]
+    path: list[Any]  # keys and indexes from the document root to the node being built
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.problems = []
+        self.path = []
+
+    def construct_at(self, step: Any, node: yaml.Node) -> Any:
+        self.path.append(step)
+        try:
+            return self.construct_object(node, deep=True)
+        finally:
+            self.path.pop()
+
+
+def _field_path(steps: list[Any]) -> str:
+    text = ""
+    for step in steps:
+        if isinstance(step, int) and not isinstance(step, bool):
+            text += f"[{step}]"
+        else:
+            text += f".{step}" if text else str(step)
+    return text
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
-    loader.flatten_mapping(node)
+    own_keys = {id(key_node) for key_node, _ in node.value}
+    loader.flatten_mapping(node)  # merged (<<) entries come first; own keys may override them
     data = LineDict()
     data.line = node.start_mark.line + 1
     data.key_lines = {}
+    own_lines: dict[Any, int] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         key_line = key_node.start_mark.line + 1
         if not isinstance(key, Hashable):
             loader.problems.append(Problem(key_line, None, "a mapping key must be a plain value"))
             continue
-        if key in data:
-            loader.problems.append(
-                Problem(
-                    key_line,
-                    str(key),
-                    f"duplicate key {key!r} (first at line {data.key_lines[key]})",
+        if id(key_node) in own_keys:
+            if key in own_lines:
+                loader.problems.append(
+                    Problem(
+                        key_line,
+                        _field_path([*loader.path, key]),
+                        f"duplicate key {key!r} (first at line {own_lines[key]})",
+                    )
                 )
-            )
-            continue
-        data[key] = loader.construct_object(value_node, deep=True)
+                continue
+            own_lines[key] = key_line
+        data[key] = loader.construct_at(key, value_node)
         data.key_lines[key] = key_line
     return data
 
 
 def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
-    data = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    data = LineList(loader.construct_at(index, child) for index, child in enumerate(node.value))
     data.line = node.start_mark.line + 1
     data.item_lines = [child.start_mark.line + 1 for child in node.value]
     return data
 
 
+# YAML 1.1 reads yes/no/on/off as booleans (the "Norway problem": a slot named `no` would turn
+# into False). Manifests follow YAML 1.2 here: only true and false are booleans.
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
@@ -109,6 +143,8 @@ def parse_documents(text: str) -> tuple[list[ParsedDocument], list[Problem]]:
             if node is None:
                 continue
             data = loader.construct_document(node)
+            if data is None:  # an empty document, e.g. after a trailing `---`
+                continue
             documents.append(ParsedDocument(data=data, line=node.start_mark.line + 1))
     finally:
         loader.dispose()
