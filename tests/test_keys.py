@@ -237,3 +237,23 @@ def test_fingerprint_agrees_with_ssh_keygen(tmp_path: Path) -> None:
         ["ssh-keygen", "-lf", str(public)], capture_output=True, text=True, check=True
     ).stdout
     assert printed.split()[1] == pair.fingerprint
+
+
+def test_keys_list_human_table(sk: Sk, manifests: Path) -> None:
+    """`keys list` prints one aligned row per key with fingerprint, access and next rotation."""
+    assert sk("keys", "list").out.strip() == "No deploy keys recorded."
+    declare(manifests, deploy_key("deployer", rotateAfter="2w", readOnly=False))
+    assert sk("apply", "--yes", "-m", "manifests").code == 0
+    [key] = keys_json(sk)
+    header, row = sk("keys", "list").out.splitlines()
+    assert header.split()[:5] == ["REPOSITORY", "TITLE", "ENVIRONMENT", "STATUS", "FINGERPRINT"]
+    cells = row.split()
+    assert cells[:6] == [
+        "acme/web",
+        "deployer",
+        "production",
+        "ACTIVE",
+        key["fingerprint"],
+        "read-write",
+    ]
+    assert key["next_rotation"][:10] in row
