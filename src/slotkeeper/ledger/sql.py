@@ -108,6 +108,15 @@ class SqlTransaction:
         self._cursor.execute(self._dialect.sql(sql), tuple(params))
         return self._cursor
 
+    def _insert(self, table: str, **values: Any) -> int:
+        """Insert one row and return its generated id."""
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        row = self._run(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id", tuple(values.values())
+        ).fetchone()
+        return int(row[0])
+
     def _current(self) -> tuple[str, int]:
         row = self._run("SELECT lineage, serial FROM ledger WHERE id = 1").fetchone()
         return str(row[0]), int(row[1])
@@ -200,27 +209,22 @@ class SqlTransaction:
         action_id: str,
     ) -> int:
         stamp = to_text(at)
-        row = self._run(
-            "INSERT INTO records (environment, slot, artifact_kind, artifact_name, "
-            "artifact_version, artifact_digest, ref, status, created_at, updated_at, "
-            "last_seen_at, revision, action_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'DEPLOYED', ?, ?, ?, ?, ?) RETURNING id",
-            (
-                environment,
-                slot,
-                artifact.kind.value,
-                artifact.name,
-                artifact.version,
-                artifact.digest,
-                ref,
-                stamp,
-                stamp,
-                stamp,
-                revision,
-                action_id,
-            ),
-        ).fetchone()
-        return int(row[0])
+        return self._insert(
+            "records",
+            environment=environment,
+            slot=slot,
+            artifact_kind=artifact.kind.value,
+            artifact_name=artifact.name,
+            artifact_version=artifact.version,
+            artifact_digest=artifact.digest,
+            ref=ref,
+            status=RecordStatus.DEPLOYED.value,
+            created_at=stamp,
+            updated_at=stamp,
+            last_seen_at=stamp,
+            revision=revision,
+            action_id=action_id,
+        )
 
     def set_record_status(self, record_id: int, status: RecordStatus, *, at: datetime) -> None:
         changed = self._run(
@@ -249,26 +253,22 @@ class SqlTransaction:
         action_id: str,
     ) -> int:
         stamp = to_text(at)
-        row = self._run(
-            "INSERT INTO deploy_keys (environment, repository, title, fingerprint, public_key, "
-            "read_only, secret_file, rotate_after, status, created_at, updated_at, revision, "
-            "action_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?) RETURNING id",
-            (
-                environment,
-                repository,
-                title,
-                fingerprint,
-                public_key,
-                int(read_only),
-                secret_file,
-                rotate_after,
-                stamp,
-                stamp,
-                revision,
-                action_id,
-            ),
-        ).fetchone()
-        return int(row[0])
+        return self._insert(
+            "deploy_keys",
+            environment=environment,
+            repository=repository,
+            title=title,
+            fingerprint=fingerprint,
+            public_key=public_key,
+            read_only=int(read_only),
+            secret_file=secret_file,
+            rotate_after=rotate_after,
+            status=KeyStatus.ACTIVE.value,
+            created_at=stamp,
+            updated_at=stamp,
+            revision=revision,
+            action_id=action_id,
+        )
 
     def set_key_status(self, key_id: int, status: KeyStatus, *, at: datetime) -> None:
         changed = self._run(
