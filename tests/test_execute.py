@@ -63,6 +63,7 @@ def test_log_events_are_named_and_flat(ledger: Ledger, tmp_path: Path) -> None:
         "applied": 1,
         "failed": 0,
         "blocked": 0,
+        "deferred": 0,
     }
 
 

@@ -67,6 +67,9 @@ VALID = y("""\
       token: {env: GITHUB_TOKEN}
     """)
 
+# VALID without its target: applying it touches only the ledger (no credentials, no network).
+LEDGER_ONLY = VALID.split("---\n")[0].replace("  targets: [github]\n", "")
+
 VALID_SUMMARY = {"environments": 1, "slots": 2, "deploy_keys": 1, "targets": 1}
 
 
@@ -379,7 +382,7 @@ def test_apply_with_invalid_manifests_leaves_ledger_untouched(
     sk: Sk, workdir: Path, state: Path, c: Case
 ) -> None:
     """`apply --yes` on invalid manifests exits 1, reports the error and writes nothing."""
-    write_tree(workdir / "m", {"envs.yaml": VALID})
+    write_tree(workdir / "m", {"envs.yaml": LEDGER_ONLY})
     first = sk("apply", "--yes", "-m", "m")
     assert first.code == 0, first.err
     before = recorded_state(state)

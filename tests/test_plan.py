@@ -380,5 +380,6 @@ def test_summary_counts_every_type_and_the_blocked() -> None:
         "deploy": 1,
         "decommission": 4,
         "revoke_key": 0,
+        "sync": 0,
         "blocked": 4,
     }

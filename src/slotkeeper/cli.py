@@ -34,13 +34,14 @@ from slotkeeper.model import parse_duration
 from slotkeeper.observability import configure_logging, get_logger
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
-from slotkeeper.reconcile import apply_saved, make_plan, reconcile
+from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
 DEFAULT_SECRETS_DIR = ".slotkeeper/secrets"
+SUPPORTED_TARGETS = frozenset({"github"})
 DEFAULT_LOCK_TIMEOUT = 10.0
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,7 +134,23 @@ def guard_options(func: F) -> F:
     )(func)
 
 
+def refresh_option(func: F) -> F:
+    return click.option(
+        "--refresh/--no-refresh",
+        default=True,
+        show_default=True,
+        help="Ask the targets what they hold before planning (drift); --no-refresh plans offline.",
+    )(func)
+
+
 def apply_options(func: F) -> F:
+    func = click.option(
+        "--concurrency",
+        type=click.IntRange(1, 64),
+        default=4,
+        show_default=True,
+        help="Slots whose targets are updated at the same time.",
+    )(func)
     func = click.option(
         "--lock-timeout",
         type=float,
@@ -229,11 +246,12 @@ def validate(manifests: Path, as_json: bool) -> int:
 
 
 def _warn_unimplemented_targets(targets: dict[str, Any]) -> None:
-    if targets:
+    waiting = sorted(name for name, spec in targets.items() if spec.type not in SUPPORTED_TARGETS)
+    if waiting:
         get_logger().warning(
             "target.not_implemented",
-            targets=sorted(targets),
-            message="target adapters are not available in this version; only the ledger is kept",
+            targets=waiting,
+            message="these target types are not available yet; only the ledger is kept",
         )
 
 
@@ -256,6 +274,7 @@ def _options(
     "--detailed-exitcode", is_flag=True, help="Exit 0 without changes, 2 with changes, 1 on error."
 )
 @click.option("--at", "at", help="Plan as if at this time (ISO-8601, or +30d from now).")
+@refresh_option
 def plan_command(
     manifests: Path,
     state: str,
@@ -265,6 +284,7 @@ def plan_command(
     as_json: bool,
     detailed_exitcode: bool,
     at: str | None,
+    refresh: bool,
 ) -> int:
     """Show what apply would change."""
     moment = _parse_at(at)
@@ -275,6 +295,7 @@ def plan_command(
             ledger,
             options=_options(allow_decommission, allow_mass_decommission),
             clock=clock,
+            run=RunOptions(refresh=refresh),
         )
     if out is not None:
         save_plan(the_plan, out)
@@ -357,6 +378,7 @@ def _finish(result: ApplyResult, console: Console) -> int:
 @manifest_options
 @guard_options
 @apply_options
+@refresh_option
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (required without a TTY).")
 def apply(
     planfile: Path | None,
@@ -366,22 +388,26 @@ def apply(
     allow_mass_decommission: bool,
     secrets_dir: Path,
     lock_timeout: float,
+    concurrency: int,
+    refresh: bool,
     yes: bool,
 ) -> int:
     """Converge the ledger on the manifests, or apply exactly a saved PLANFILE."""
     console = _stdout()
     sink = SecretSink(secrets_dir)
+    run = RunOptions(refresh=refresh, concurrency=concurrency, lock_timeout=lock_timeout)
     with _ledger(state) as ledger, _ProgressBar(console) as progress:
         if planfile is not None:
             the_plan = load_plan(planfile)
             progress.start(len(the_plan.applicable))
             result = apply_saved(
                 the_plan,
+                manifests,
                 ledger,
                 clock=utcnow,
                 actor=_actor(),
                 sink=sink,
-                lock_timeout=lock_timeout,
+                run=run,
                 on_result=progress.advance,
             )
             return _finish(result, console)
@@ -392,7 +418,7 @@ def apply(
             clock=utcnow,
             actor=_actor(),
             sink=sink,
-            lock_timeout=lock_timeout,
+            run=run,
             confirm=_confirm_on_tty(yes, console, progress),
             on_result=progress.advance,
         )
@@ -468,6 +494,7 @@ def keys_rotate(
     state: str,
     secrets_dir: Path,
     lock_timeout: float,
+    concurrency: int,
     yes: bool,
 ) -> int:
     """Rotate the named deploy keys now; nothing else in the plan is applied."""
@@ -506,7 +533,7 @@ def keys_rotate(
             clock=utcnow,
             actor=_actor(),
             sink=SecretSink(secrets_dir),
-            lock_timeout=lock_timeout,
+            run=RunOptions(refresh=False, concurrency=concurrency, lock_timeout=lock_timeout),
             confirm=_confirm_on_tty(yes, console, progress),
             select=only_rotations,
             on_result=progress.advance,

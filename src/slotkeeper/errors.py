@@ -11,6 +11,11 @@ those as one clear message and exits 1, never with a traceback. Anything else is
     ├── ConfigError              a bad command-line or environment setting (--state URL, ...)
     ├── PlanFileError            a saved plan that cannot be read or is not ours
     ├── SecretError              a secret sink refused a write (e.g. a path escaping its root)
+    ├── TargetError              a target (GitHub, ...) did not do what was asked
+    │   ├── PermanentTargetError it will not work by retrying: permission, validation, 4xx
+    │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits
+    │       ├── UnknownOutcome   a write was sent but its answer was lost: look before retrying
+    │       └── BudgetDeferred   the write budget is spent: left pending for the next reconcile
     └── LedgerError              the recorded state cannot be read or written
         ├── LedgerLockedError    another writer holds the ledger past the wait bound
         ├── StalePlanError       a saved plan's lineage or serial no longer matches the ledger
@@ -71,6 +76,30 @@ class PlanFileError(SlotkeeperError):
 
 class SecretError(SlotkeeperError):
     """A secret could not be stored where it was asked to go."""
+
+
+class TargetError(SlotkeeperError):
+    """A target call failed; the message names the target and what failed, never a credential."""
+
+
+class PermanentTargetError(TargetError):
+    """Retrying will not help (permission denied, validation failed, not found)."""
+
+
+class TemporaryTargetError(TargetError):
+    """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownOutcome(TemporaryTargetError):
+    """A write may or may not have happened (timeout or dropped connection after sending)."""
+
+
+class BudgetDeferred(TemporaryTargetError):
+    """The write budget does not allow this write now; it stays pending for the next run."""
 
 
 class LedgerError(SlotkeeperError):

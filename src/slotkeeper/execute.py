@@ -1,23 +1,27 @@
-"""The executor: carry out a :class:`Plan` against the ledger (and, later, the targets).
+"""The executor: carry out a :class:`Plan` against the ledger and the targets.
 
-The caller holds the ledger's writer lock. The apply proceeds in three steps:
+The caller holds the ledger's writer lock. An apply proceeds in four steps:
 
 1. *begin*: one transaction checks the plan is not stale (same lineage and serial), moves the
    serial once when anything will change, stores the revision, environment metadata and the
    blocked actions (``status`` shows them as pending), and moves ``last_seen_at`` of the
    unchanged slots;
-2. *actions*: each applicable action in plan order is one transaction (its ledger change and its
-   audit event together). A failing action is recorded as failed and the others go on;
-3. *finish*: an ``apply.finished`` event with the counts.
+2. *ledger actions*, in plan order, each one transaction with its audit event. Deploy keys go
+   remote-first: a new key is registered and confirmed on its targets before the ledger (and the
+   secret file) switch to it, and the key it replaces is deleted only after;
+3. *target syncs*: the deployments of new and retired records and the planned ``sync`` actions,
+   journaled and run per slot under a concurrency bound (see ``targetsync``);
+4. *finish*: an ``apply.finished`` event with the counts.
 
-Because the serial moves in step 1, a plan file can never be applied twice, even if the apply
-died half-way: the rest is re-derived by the next plan (level-triggered).
+One failing action or target call is a result, never the end of the apply. Because the serial
+moves in step 1, a plan file can never be applied twice, even if the apply died half-way: the
+rest is re-derived by the next plan (level-triggered).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -28,8 +32,18 @@ from slotkeeper import observability as obs
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.keys import SecretSink, generate_key
 from slotkeeper.ledger import Ledger, LedgerTransaction, PendingAction
-from slotkeeper.model import KeyStatus, RecordStatus
+from slotkeeper.model import (
+    KeyRecord,
+    KeyStatus,
+    RecordStatus,
+    RemoteState,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
+)
 from slotkeeper.plan import Action, ActionType, Plan
+from slotkeeper.targets.base import KeySubject, Target
+from slotkeeper.targetsync import SyncOutcome, SyncWork, TargetSyncer
 
 Clock = Callable[[], datetime]
 
@@ -38,6 +52,7 @@ class Outcome(StrEnum):
     APPLIED = "applied"
     FAILED = "failed"
     BLOCKED = "blocked"
+    DEFERRED = "deferred"
 
 
 class ActionResult(BaseModel):
@@ -45,16 +60,18 @@ class ActionResult(BaseModel):
 
     action_id: str
     type: ActionType
-    target: str
+    label: str
     outcome: Outcome
     message: str
+    target: str | None = None
     record_id: int | None = None
     key_id: int | None = None
     duration_ms: float = 0.0
 
 
 class ApplyResult(BaseModel):
-    """What an apply did, action by action; the CLI and the daemon render this value."""
+    """What an apply did, action by action and target by target; the CLI and the daemon
+    render this value."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -73,13 +90,27 @@ ProgressHook = Callable[[ActionResult], None]
 
 
 class _Context:
-    def __init__(self, *, plan: Plan, serial: int, clock: Clock, actor: str, sink: SecretSink):
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        serial: int,
+        clock: Clock,
+        actor: str,
+        sink: SecretSink,
+        targets: Mapping[str, Target],
+        ledger: Ledger,
+    ) -> None:
         self.plan = plan
         self.serial = serial
         self.clock = clock
         self.actor = actor
         self.sink = sink
+        self.targets = targets
+        self.ledger = ledger
         self.revision = plan.revision.sha if plan.revision else None
+        #: target work produced by the ledger actions, one group per slot or key
+        self.groups: dict[str, list[SyncWork]] = {}
 
     def event(
         self, tx: LedgerTransaction, action: Action, type: str, at: datetime, **fields: Any
@@ -103,6 +134,10 @@ class _Context:
             **fields,
         )
 
+    def enqueue(self, group: str, work: SyncWork) -> None:
+        if work.target in self.targets:
+            self.groups.setdefault(group, []).append(work)
+
 
 def execute(
     plan: Plan,
@@ -111,10 +146,12 @@ def execute(
     clock: Clock,
     actor: str,
     sink: SecretSink,
+    targets: Mapping[str, Target] | None = None,
+    concurrency: int = 4,
     on_result: ProgressHook | None = None,
 ) -> ApplyResult:
-    """Apply ``plan`` to ``ledger``; the caller holds the writer lock. Never raises for one
-    action's failure; raises ``StalePlanError`` before touching anything if the plan is stale."""
+    """Apply ``plan``; the caller holds the writer lock. Never raises for one action's failure;
+    raises ``StalePlanError`` before touching anything if the plan is stale."""
     log = obs.get_logger()
     started = clock()
     applicable = plan.applicable
@@ -124,7 +161,6 @@ def execute(
         else:
             tx.check_serial(lineage=plan.lineage, expected=plan.base_serial)
             serial = plan.base_serial
-        context = _Context(plan=plan, serial=serial, clock=clock, actor=actor, sink=sink)
         if plan.revision is not None:
             tx.save_revision(plan.revision)
         for environment in plan.environments:
@@ -150,27 +186,48 @@ def execute(
                 at=started,
                 type=obs.APPLY_STARTED,
                 actor=actor,
-                revision=context.revision,
+                revision=plan.revision.sha if plan.revision else None,
                 detail={"summary": plan.summary, "base_serial": plan.base_serial},
             )
     log.info(obs.APPLY_STARTED, serial=serial, actions=len(applicable), blocked=len(plan.blocked))
+    context = _Context(
+        plan=plan,
+        serial=serial,
+        clock=clock,
+        actor=actor,
+        sink=sink,
+        targets=targets or {},
+        ledger=ledger,
+    )
 
     results: list[ActionResult] = []
-    for action in plan.actions:
-        if action.blocked is not None:
-            result = ActionResult(
-                action_id=action.id,
-                type=action.type,
-                target=action.target,
-                outcome=Outcome.BLOCKED,
-                message=action.blocked,
-            )
-            log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
-        else:
-            result = _run(action, ledger, context)
+
+    def report(result: ActionResult) -> None:
         results.append(result)
         if on_result is not None:
             on_result(result)
+
+    for action in plan.actions:
+        if action.blocked is not None:
+            log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
+            report(_result(action, Outcome.BLOCKED, action.blocked))
+        elif action.type is ActionType.SYNC:
+            _enqueue_sync(action, context)
+        else:
+            report(_run(action, context))
+
+    if context.groups:
+        known = {e.name: e for e in ledger.read_state().environments.values()}
+        known.update({e.name: e for e in plan.environments})
+        syncer = TargetSyncer(
+            ledger=ledger,
+            targets=context.targets,
+            environments=known,
+            lineage=plan.lineage,
+            clock=clock,
+            concurrency=concurrency,
+        )
+        syncer.run(list(context.groups.values()), on_outcome=lambda o: report(_sync_result(o)))
 
     outcome = ApplyResult(serial=serial, results=tuple(results))
     if applicable:
@@ -200,31 +257,53 @@ def _log_fields(action: Action) -> dict[str, Any]:
     return fields
 
 
-def _run(action: Action, ledger: Ledger, context: _Context) -> ActionResult:
+def _result(action: Action, outcome: Outcome, message: str, **fields: Any) -> ActionResult:
+    return ActionResult(
+        action_id=action.id,
+        type=action.type,
+        label=action.label,
+        outcome=outcome,
+        message=message,
+        **fields,
+    )
+
+
+def _sync_result(outcome: SyncOutcome) -> ActionResult:
+    work = outcome.work
+    kind = {
+        SyncStatus.SYNCED: Outcome.APPLIED,
+        SyncStatus.FAILED: Outcome.FAILED,
+        SyncStatus.PENDING: Outcome.DEFERRED,
+    }[outcome.status]
+    return ActionResult(
+        action_id=work.action_id,
+        type=ActionType.SYNC,
+        label=work.label,
+        outcome=kind,
+        message=outcome.message,
+        target=work.target,
+        record_id=work.subject_id if work.subject is SyncSubject.RECORD else None,
+        key_id=work.subject_id if work.subject is SyncSubject.KEY else None,
+        duration_ms=outcome.duration_ms,
+    )
+
+
+def _run(action: Action, context: _Context) -> ActionResult:
     log = obs.get_logger()
     started = time.perf_counter()
     try:
-        record_id, key_id, message = _APPLIERS[action.type](action, ledger, context)
+        record_id, key_id, message = _APPLIERS[action.type](action, context)
     except (SlotkeeperError, OSError, ValueError) as exc:
         # One action's failure is a result, not the end of the apply.
         duration = (time.perf_counter() - started) * 1000
         log.error(obs.ACTION_FAILED, **_log_fields(action), error=str(exc), duration_ms=duration)
-        return ActionResult(
-            action_id=action.id,
-            type=action.type,
-            target=action.target,
-            outcome=Outcome.FAILED,
-            message=str(exc),
-            duration_ms=duration,
-        )
+        return _result(action, Outcome.FAILED, str(exc), duration_ms=duration)
     duration = (time.perf_counter() - started) * 1000
     log.info(obs.ACTION_APPLIED, **_log_fields(action), duration_ms=round(duration, 3))
-    return ActionResult(
-        action_id=action.id,
-        type=action.type,
-        target=action.target,
-        outcome=Outcome.APPLIED,
-        message=message,
+    return _result(
+        action,
+        Outcome.APPLIED,
+        message,
         record_id=record_id,
         key_id=key_id,
         duration_ms=duration,
@@ -234,10 +313,46 @@ def _run(action: Action, ledger: Ledger, context: _Context) -> ActionResult:
 _Applied = tuple[int | None, int | None, str]
 
 
-def _deploy(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+def _enqueue_sync(action: Action, context: _Context) -> None:
+    assert action.target is not None and action.subject is not None and action.want is not None
+    group = f"{action.environment}/{action.slot}" if action.slot else f"key:{action.label}"
+    context.enqueue(
+        group,
+        SyncWork(
+            target=action.target,
+            subject=action.subject,
+            subject_id=action.subject_id,
+            want=action.want,
+            label=action.label,
+            action_id=action.id,
+            remote_id=action.remote_id if action.subject_id is None else None,
+            recreate=action.recreate,
+            repository=action.repository,
+        ),
+    )
+
+
+def _retire_remotely(context: _Context, action: Action, group: str, record_id: int) -> None:
+    """Queue an ``inactive`` for every target that holds a deployment of ``record_id``."""
+    for sync in context.ledger.syncs_for(SyncSubject.RECORD, record_id):
+        if sync.remote_id is not None:
+            context.enqueue(
+                group,
+                SyncWork(
+                    target=sync.target,
+                    subject=SyncSubject.RECORD,
+                    subject_id=record_id,
+                    want=RemoteState.INACTIVE,
+                    label=action.label,
+                    action_id=action.id,
+                ),
+            )
+
+
+def _deploy(action: Action, context: _Context) -> _Applied:
     assert action.slot is not None and action.artifact is not None
     at = context.clock()
-    with ledger.transaction() as tx:
+    with context.ledger.transaction() as tx:
         # Retire the old record first: the ledger allows one DEPLOYED record per slot.
         if action.supersedes is not None:
             tx.set_record_status(action.supersedes, RecordStatus.SUPERSEDED, at=at)
@@ -261,27 +376,64 @@ def _deploy(action: Action, ledger: Ledger, context: _Context) -> _Applied:
                 detail={"superseded_by": record_id},
             )
         context.event(tx, action, "record.deployed", at, record_id=record_id)
+    group = action.label
+    for target in action.targets:
+        context.enqueue(
+            group,
+            SyncWork(
+                target=target,
+                subject=SyncSubject.RECORD,
+                subject_id=record_id,
+                want=RemoteState.ACTIVE,
+                label=action.label,
+                action_id=action.id,
+            ),
+        )
+    if action.supersedes is not None:
+        _retire_remotely(context, action, group, action.supersedes)
     verb = f"superseded #{action.supersedes} with" if action.supersedes else "deployed"
     return record_id, None, f"{verb} #{record_id}"
 
 
-def _decommission(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+def _decommission(action: Action, context: _Context) -> _Applied:
     assert action.record is not None
     at = context.clock()
-    with ledger.transaction() as tx:
+    with context.ledger.transaction() as tx:
         tx.set_record_status(action.record, RecordStatus.DECOMMISSIONED, at=at)
         context.event(tx, action, "record.decommissioned", at, record_id=action.record)
+    _retire_remotely(context, action, action.label, action.record)
     return action.record, None, f"decommissioned #{action.record}"
 
 
-def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
     key = action.key
     assert key is not None
     at = context.clock()
     pair = generate_key(comment=f"slotkeeper:{key.title}")
+    provisional = KeyRecord(
+        id=0,
+        environment=action.environment,
+        repository=key.repository,
+        title=key.title,
+        fingerprint=pair.fingerprint,
+        public_key=pair.public_key,
+        read_only=key.read_only,
+        secret_file=key.secret_file,
+        rotate_after=key.rotate_after,
+        status=KeyStatus.ACTIVE,
+        created_at=at,
+        updated_at=at,
+    )
+    # Remote first: the new key is registered and confirmed listed on every target before the
+    # ledger and the secret file switch to it. A failure here changes nothing locally.
+    registered: dict[str, str | None] = {}
+    for name in action.targets:
+        target = context.targets.get(name)
+        if target is not None and target.supports_keys:
+            registered[name] = target.add_key(KeySubject(key=provisional)).remote_id
     # The new private half is moved into place as the last step before the ledger commits the
     # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.
-    with ledger.transaction() as tx, context.sink.staged(key.secret_file, pair.private_key):
+    with context.ledger.transaction() as tx, context.sink.staged(key.secret_file, pair.private_key):
         if key.previous_id is not None:
             # Retire the old key first: the ledger allows one ACTIVE key per repository/title.
             tx.set_key_status(key.previous_id, KeyStatus.ROTATED, at=at)
@@ -298,6 +450,20 @@ def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> 
             revision=context.revision,
             action_id=action.id,
         )
+        for name, remote_id in registered.items():
+            tx.upsert_sync(
+                TargetSync(
+                    target=name,
+                    subject=SyncSubject.KEY,
+                    subject_id=key_id,
+                    wanted=RemoteState.PRESENT,
+                    remote_id=remote_id,
+                    remote_state=RemoteState.PRESENT,
+                    status=SyncStatus.SYNCED,
+                    attempts=1,
+                    updated_at=at,
+                )
+            )
         detail = {"fingerprint": pair.fingerprint}
         if key.previous_id is not None:
             tx.set_replaced_by(key.previous_id, key_id)
@@ -306,14 +472,33 @@ def _create_or_rotate_key(action: Action, ledger: Ledger, context: _Context) -> 
         context.event(tx, action, kind, at, key_id=key_id, detail=detail)
     if key.previous_secret_file is not None and key.previous_secret_file != key.secret_file:
         context.sink.remove(key.previous_secret_file)
+    if key.previous_id is not None:
+        _delete_remotely(context, action, key.previous_id)
     return None, key_id, f"{pair.fingerprint} (#{key_id})"
 
 
-def _revoke_key(action: Action, ledger: Ledger, context: _Context) -> _Applied:
+def _delete_remotely(context: _Context, action: Action, key_id: int) -> None:
+    """Queue the deletion of a retired key wherever it is registered."""
+    for sync in context.ledger.syncs_for(SyncSubject.KEY, key_id):
+        if sync.remote_id is not None and sync.target in context.targets:
+            context.enqueue(
+                f"key:{action.label}",
+                SyncWork(
+                    target=sync.target,
+                    subject=SyncSubject.KEY,
+                    subject_id=key_id,
+                    want=RemoteState.ABSENT,
+                    label=action.label,
+                    action_id=action.id,
+                ),
+            )
+
+
+def _revoke_key(action: Action, context: _Context) -> _Applied:
     key = action.key
     assert key is not None and key.previous_id is not None
     at = context.clock()
-    with ledger.transaction() as tx:
+    with context.ledger.transaction() as tx:
         tx.set_key_status(key.previous_id, KeyStatus.REVOKED, at=at)
         context.event(
             tx,
@@ -324,10 +509,11 @@ def _revoke_key(action: Action, ledger: Ledger, context: _Context) -> _Applied:
             detail={"fingerprint": key.previous_fingerprint or ""},
         )
     context.sink.remove(key.secret_file)
+    _delete_remotely(context, action, key.previous_id)
     return None, key.previous_id, f"revoked {key.previous_fingerprint}"
 
 
-_APPLIERS: dict[ActionType, Callable[[Action, Ledger, _Context], _Applied]] = {
+_APPLIERS: dict[ActionType, Callable[[Action, _Context], _Applied]] = {
     ActionType.DEPLOY: _deploy,
     ActionType.DECOMMISSION: _decommission,
     ActionType.CREATE_KEY: _create_or_rotate_key,

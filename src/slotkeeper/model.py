@@ -175,6 +175,12 @@ class GithubTargetSpec(_Strict):
     type: Literal["github"]
     base_url: HttpUrl = "https://api.github.com"
     token: SecretRef
+    #: GitHub's documented secondary limits for content-creating requests
+    writes_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 80
+    writes_per_hour: Annotated[int, Field(ge=1, le=100_000)] = 500
+    #: the longest slotkeeper waits for the budget or a retry-after before leaving work pending
+    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
 
 
 class ChainloopTargetSpec(_Strict):
@@ -304,7 +310,8 @@ class KeyRecord(BaseModel):
 
 
 class EnvironmentRecord(BaseModel):
-    """What the ledger remembers of an environment, so guards hold after it leaves the manifests."""
+    """What the ledger remembers of an environment, so guards hold and targets can still be
+    told about its records after it leaves the manifests."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -312,6 +319,69 @@ class EnvironmentRecord(BaseModel):
     protected: bool
     production: bool
     repository: str | None
+    transient: bool = False
+    targets: tuple[str, ...] = ()
+
+
+class SyncSubject(StrEnum):
+    RECORD = "record"
+    KEY = "key"
+
+
+class SyncStatus(StrEnum):
+    SYNCED = "synced"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+class RemoteState(StrEnum):
+    """What a target should hold for a subject: a record's deployment active or inactive, a
+    key present or absent."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    PRESENT = "present"
+    ABSENT = "absent"
+
+
+class TargetSync(BaseModel):
+    """What one target holds for one record or key, as last confirmed (or attempted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str
+    subject: SyncSubject
+    subject_id: int
+    wanted: RemoteState
+    remote_id: str | None = None
+    remote_state: RemoteState | None = None
+    remote_updated_at: str | None = None
+    status: SyncStatus
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: datetime
+
+    @property
+    def settled(self) -> bool:
+        return self.status is SyncStatus.SYNCED and self.remote_state is self.wanted
+
+
+class Drift(BaseModel):
+    """A difference a target reported between what it holds and what the ledger says.
+
+    ``observed`` is ``missing`` (deleted remotely), ``orphan`` (a managed key the ledger does not
+    know, left by an interrupted rotation) or the remote state seen (e.g. ``inactive``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str
+    subject: SyncSubject
+    subject_id: int | None
+    observed: str
+    remote_id: str | None = None
+    repository: str | None = None
+    detail: str = ""
 
 
 class RecordedState(BaseModel):
@@ -324,3 +394,8 @@ class RecordedState(BaseModel):
     deployed: dict[tuple[str, str], Record] = Field(default_factory=dict)
     keys: dict[tuple[str, str], KeyRecord] = Field(default_factory=dict)
     environments: dict[str, EnvironmentRecord] = Field(default_factory=dict)
+    #: target syncs by (target, subject, subject id)
+    syncs: dict[tuple[str, SyncSubject, int], TargetSync] = Field(default_factory=dict)
+    #: retired records and keys some target still has to be told about, by id
+    retired_records: dict[int, Record] = Field(default_factory=dict)
+    retired_keys: dict[int, KeyRecord] = Field(default_factory=dict)

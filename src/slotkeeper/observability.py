@@ -20,7 +20,10 @@ APPLY_FINISHED = "apply.finished"
 ACTION_APPLIED = "action.applied"
 ACTION_FAILED = "action.failed"
 ACTION_BLOCKED = "action.blocked"
-TARGET_NOT_IMPLEMENTED = "target.not_implemented"
+TARGET_REQUEST = "target.request"
+TARGET_REQUEST_FAILED = "target.request_failed"
+TARGET_SYNCED = "target.synced"
+TARGET_SYNC_FAILED = "target.sync_failed"
 
 
 def configure_logging(*, fmt: LogFormat = "auto", level: str = "warning") -> None:

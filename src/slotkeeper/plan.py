@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,12 +24,19 @@ from slotkeeper.model import (
     Artifact,
     DeployKeySpec,
     DesiredState,
+    Drift,
     EnvironmentRecord,
     KeyRecord,
     RecordedState,
+    RemoteState,
     Revision,
+    SyncSubject,
+    TargetSync,
     parse_duration,
 )
+
+#: Target types that manage repository deploy keys.
+KEY_TARGET_TYPES = frozenset({"github"})
 
 PLAN_FORMAT_VERSION = 1
 
@@ -39,16 +47,19 @@ class ActionType(StrEnum):
     DEPLOY = "deploy"
     DECOMMISSION = "decommission"
     REVOKE_KEY = "revoke_key"
+    SYNC = "sync"
 
 
 #: Execution order of action types: a key exists before anything might use it, new artifacts
-#: land before old ones are retired, and access is revoked last.
+#: land before old ones are retired, access is revoked last among ledger changes, and target
+#: syncs of records the ledger already holds come after.
 TYPE_ORDER: dict[ActionType, int] = {
     ActionType.CREATE_KEY: 0,
     ActionType.ROTATE_KEY: 1,
     ActionType.DEPLOY: 2,
     ActionType.DECOMMISSION: 3,
     ActionType.REVOKE_KEY: 4,
+    ActionType.SYNC: 5,
 }
 
 
@@ -86,15 +97,27 @@ class Action(_Value):
     previous: Artifact | None = None
     supersedes: int | None = None
     record: int | None = None
+    #: targets told about a deploy; for a sync, the one target it is for
+    targets: tuple[str, ...] = ()
+    target: str | None = None
+    subject: SyncSubject | None = None
+    subject_id: int | None = None
+    want: RemoteState | None = None
+    remote_id: str | None = None
+    #: the remote copy was deleted: make a new one rather than update the old
+    recreate: bool = False
+    repository: str | None = None
     reason: str
     blocked: str | None = None
 
     @property
-    def target(self) -> str:
-        """``environment/slot`` or ``environment/key:repo/title``, for display and sorting."""
+    def label(self) -> str:
+        """``environment/slot`` or ``environment/key:repo/title``, for display."""
         if self.key is not None:
             return f"{self.environment}/key:{self.key.name}"
-        return f"{self.environment}/{self.slot}"
+        if self.slot is not None:
+            return f"{self.environment}/{self.slot}"
+        return f"{self.environment}/key:{self.repository}#{self.remote_id}"
 
 
 class PlanOptions(_Value):
@@ -130,10 +153,11 @@ class Plan(_Value):
         return bool(self.actions)
 
 
-def action_order(action: Action) -> tuple[int, str, str, str]:
-    """The one sort key of plan actions: type (see TYPE_ORDER), environment, slot or key."""
+def action_order(action: Action) -> tuple[int, str, str, str, str]:
+    """The one sort key of plan actions: type (see TYPE_ORDER), environment, slot or key,
+    then target."""
     name = action.slot if action.slot is not None else f"~{action.key.name if action.key else ''}"
-    return (TYPE_ORDER[action.type], action.environment, name, action.id)
+    return (TYPE_ORDER[action.type], action.environment, name, action.target or "", action.id)
 
 
 def plan(
@@ -143,8 +167,10 @@ def plan(
     now: datetime,
     options: PlanOptions,
     revision: Revision | None = None,
+    drift: Sequence[Drift] = (),
 ) -> Plan:
-    """Diff ``desired`` against ``recorded`` and return the plan that converges them.
+    """Diff ``desired`` against ``recorded`` (and what targets reported in ``drift``) and return
+    the plan that converges them.
 
     Pure: no I/O, no clock (``now`` is an argument), no randomness.
     """
@@ -170,6 +196,7 @@ def plan(
                     ref=slot.ref,
                     previous=current.artifact if current else None,
                     supersedes=current.id if current else None,
+                    targets=tuple(spec.targets),
                     reason=(
                         f"{_version(current.artifact)} -> {_version(slot.artifact)}"
                         if current
@@ -199,8 +226,10 @@ def plan(
             )
         )
 
-    drafts.extend(_key_actions(desired, recorded, now=now, options=options, ids=ids))
-    actions = sorted(_guard(drafts, desired, recorded, options), key=action_order)
+    drafts.extend(_key_actions(desired, recorded, now=now, options=options, ids=ids, drift=drift))
+    guarded = _guard(drafts, desired, recorded, options)
+    guarded.extend(_sync_actions(desired, recorded, guarded, drift, ids))
+    actions = sorted(guarded, key=action_order)
     return Plan(
         lineage=recorded.lineage,
         base_serial=recorded.serial,
@@ -214,7 +243,9 @@ def plan(
                 name=name,
                 protected=spec.protected,
                 production=spec.production,
+                transient=spec.transient,
                 repository=spec.repository,
+                targets=tuple(spec.targets),
             )
             for name, spec in sorted(desired.environments.items())
         ),
@@ -238,9 +269,15 @@ def _key_actions(
     now: datetime,
     options: PlanOptions,
     ids: _ActionIds,
+    drift: Sequence[Drift],
 ) -> list[Action]:
     actions: list[Action] = []
     declared: set[tuple[str, str]] = set()
+    deleted_remotely = {
+        d.subject_id: d
+        for d in drift
+        if d.subject is SyncSubject.KEY and d.observed == "missing" and d.subject_id is not None
+    }
     for env_name in sorted(desired.environments):
         for spec in desired.environments[env_name].deploy_keys:
             identity = (spec.repository, spec.title)
@@ -253,11 +290,14 @@ def _key_actions(
                         type=ActionType.CREATE_KEY,
                         environment=env_name,
                         key=_key_action(spec),
+                        targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason="declared, not yet created",
                     )
                 )
                 continue
             why = _rotation_reason(spec, current, now=now, options=options)
+            if why is None and current.id in deleted_remotely:
+                why = f"deleted on {deleted_remotely[current.id].target}"
             if why is not None:
                 actions.append(
                     Action(
@@ -265,6 +305,7 @@ def _key_actions(
                         type=ActionType.ROTATE_KEY,
                         environment=env_name,
                         key=_key_action(spec, current),
+                        targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason=why,
                     )
                 )
@@ -349,6 +390,190 @@ def _guard(
             action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
         )
     return guarded
+
+
+def _sync_actions(
+    desired: DesiredState,
+    recorded: RecordedState,
+    planned: list[Action],
+    drift: Sequence[Drift],
+    ids: _ActionIds,
+) -> list[Action]:
+    """A ``sync`` for every record or key some target does not hold as the ledger wants.
+
+    Records and keys changed by this plan are left out: their deploy, decommission or key action
+    tells the targets itself. Level-triggered: whatever failed before is simply planned again.
+    """
+    applied = [a for a in planned if a.blocked is None]
+    changing = {a.supersedes for a in applied if a.supersedes is not None}
+    changing |= {a.record for a in applied if a.record is not None}
+    keys_changing = {a.key.previous_id for a in applied if a.key and a.key.previous_id}
+    seen: dict[tuple[str, SyncSubject, int], Drift] = {
+        (d.target, d.subject, d.subject_id): d for d in drift if d.subject_id is not None
+    }
+    actions: list[Action] = []
+
+    def sync(
+        target: str, subject: SyncSubject, subject_id: int | None, want: RemoteState, **fields: Any
+    ) -> None:
+        current = recorded.syncs.get((target, subject, subject_id)) if subject_id else None
+        observed = seen.get((target, subject, subject_id)) if subject_id else None
+        recreate = False
+        if observed is not None:
+            reason = observed.detail or f"{observed.observed} on {target}"
+            recreate = observed.observed == "missing"
+            remote_id = None if recreate else current and current.remote_id
+        elif current is None:
+            reason, remote_id = f"not yet on {target}", None
+        elif not current.settled:
+            reason = f"{current.status.value} on {target}"
+            if current.last_error:
+                reason += f": {current.last_error}"
+            remote_id = current.remote_id
+        else:
+            return
+        actions.append(
+            Action(
+                id=ids.make(ActionType.SYNC, target, subject.value, subject_id, want.value),
+                type=ActionType.SYNC,
+                target=target,
+                subject=subject,
+                subject_id=subject_id,
+                want=want,
+                remote_id=fields.pop("remote_id", remote_id),
+                recreate=recreate,
+                reason=reason,
+                **fields,
+            )
+        )
+
+    for record in sorted(recorded.deployed.values(), key=lambda r: r.id):
+        if record.id in changing:
+            continue
+        for target in _record_targets(record.environment, desired, recorded):
+            sync(
+                target,
+                SyncSubject.RECORD,
+                record.id,
+                RemoteState.ACTIVE,
+                environment=record.environment,
+                slot=record.slot,
+                artifact=record.artifact,
+            )
+    for record in sorted(recorded.retired_records.values(), key=lambda r: r.id):
+        for target in _synced_targets(recorded, SyncSubject.RECORD, record.id, desired):
+            sync(
+                target,
+                SyncSubject.RECORD,
+                record.id,
+                RemoteState.INACTIVE,
+                environment=record.environment,
+                slot=record.slot,
+                artifact=record.artifact,
+            )
+    for key in sorted(recorded.keys.values(), key=lambda k: k.id):
+        if key.id in keys_changing:
+            continue
+        for target in _key_targets(key.environment, desired, recorded):
+            if (target, SyncSubject.KEY, key.id) in seen:
+                continue  # deleted remotely: the key is rotated instead (see _key_actions)
+            sync(
+                target,
+                SyncSubject.KEY,
+                key.id,
+                RemoteState.PRESENT,
+                environment=key.environment,
+                key=_key_of(key),
+            )
+    for key in sorted(recorded.retired_keys.values(), key=lambda k: k.id):
+        for target in _synced_targets(recorded, SyncSubject.KEY, key.id, desired):
+            successor = recorded.syncs.get((target, SyncSubject.KEY, key.replaced_by or 0))
+            if key.replaced_by is not None and (successor is None or not successor.settled):
+                continue  # never leave a repository without a working key
+            sync(
+                target,
+                SyncSubject.KEY,
+                key.id,
+                RemoteState.ABSENT,
+                environment=key.environment,
+                key=_key_of(key),
+            )
+    for observed in drift:
+        if observed.observed == "orphan" and observed.target in desired.targets:
+            actions.append(
+                Action(
+                    id=ids.make(ActionType.SYNC, observed.target, "orphan", observed.remote_id),
+                    type=ActionType.SYNC,
+                    environment=_environment_of_repository(observed.repository, desired),
+                    target=observed.target,
+                    subject=SyncSubject.KEY,
+                    want=RemoteState.ABSENT,
+                    remote_id=observed.remote_id,
+                    repository=observed.repository,
+                    reason=observed.detail or "managed key not in the ledger",
+                )
+            )
+    return actions
+
+
+def _record_targets(
+    environment: str, desired: DesiredState, recorded: RecordedState
+) -> Iterator[str]:
+    """Targets (that are still configured) of an environment, declared or last recorded."""
+    spec = desired.environments.get(environment)
+    if spec is not None:
+        names: Iterable[str] = spec.targets
+    else:
+        known = recorded.environments.get(environment)
+        names = known.targets if known else ()
+    return (name for name in names if name in desired.targets)
+
+
+def _key_targets(environment: str, desired: DesiredState, recorded: RecordedState) -> Iterator[str]:
+    return (
+        name
+        for name in _record_targets(environment, desired, recorded)
+        if desired.targets[name].type in KEY_TARGET_TYPES
+    )
+
+
+def _synced_targets(
+    recorded: RecordedState, subject: SyncSubject, subject_id: int, desired: DesiredState
+) -> list[str]:
+    """Targets that hold something for a retired record or key and have not been told."""
+    return sorted(
+        sync.target
+        for (_, kind, sid), sync in recorded.syncs.items()
+        if kind is subject
+        and sid == subject_id
+        and sync.target in desired.targets
+        and not _retired_settled(sync)
+    )
+
+
+def _retired_settled(sync: TargetSync) -> bool:
+    return sync.remote_id is None or (
+        sync.settled and sync.wanted in (RemoteState.INACTIVE, RemoteState.ABSENT)
+    )
+
+
+def _key_of(key: KeyRecord) -> KeyAction:
+    return KeyAction(
+        repository=key.repository,
+        title=key.title,
+        read_only=key.read_only,
+        rotate_after=key.rotate_after,
+        secret_file=key.secret_file,
+        previous_id=key.id,
+        previous_fingerprint=key.fingerprint,
+    )
+
+
+def _environment_of_repository(repository: str | None, desired: DesiredState) -> str:
+    for name, spec in sorted(desired.environments.items()):
+        if any(key.repository == repository for key in spec.deploy_keys):
+            return name
+    return ""
 
 
 def _protected(environment: str, desired: DesiredState, recorded: RecordedState) -> bool:

@@ -1,22 +1,37 @@
-"""The whole pipeline in one place: load -> read -> plan -> execute -> record.
+"""The whole pipeline in one place: load -> read -> refresh -> plan -> execute -> record.
 
 The CLI's ``apply`` and (later) the daemon call :func:`reconcile`; ``confirm`` lets the CLI show
 the plan and ask before anything is written, while the ledger's writer lock is held so the plan
-it shows is the plan it applies.
+it shows is the plan it applies. This module also wires targets to the ledger: their HTTP cache,
+their write budget and their credentials.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+from slotkeeper import observability as obs
+from slotkeeper.credentials import resolve_secret
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import load_manifests
+from slotkeeper.model import (
+    DesiredState,
+    Drift,
+    GithubTargetSpec,
+    RecordedState,
+    SyncSubject,
+)
 from slotkeeper.plan import Plan, PlanOptions, plan
 from slotkeeper.sources import git_revision
+from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Target
+from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
+from slotkeeper.targets.pacing import Window, WriteBudget
 
 
 @dataclass(frozen=True)
@@ -25,16 +40,170 @@ class Reconciliation:
     result: ApplyResult | None
 
 
-def make_plan(manifests: Path, ledger: Ledger, *, options: PlanOptions, clock: Clock) -> Plan:
-    """Load the manifests and the recorded state, and plan (no writes, no lock)."""
-    desired = load_manifests(manifests)
+@dataclass(frozen=True)
+class RunOptions:
+    """How to reconcile, beyond what to plan."""
+
+    refresh: bool = True
+    concurrency: int = 4
+    lock_timeout: float = 10.0
+
+
+class LedgerHttpCache:
+    """Conditional-request cache of one target, kept in the ledger."""
+
+    def __init__(self, ledger: Ledger, target: str, credential: str, clock: Clock) -> None:
+        self._ledger = ledger
+        self._target = target
+        self._credential = credential
+        self._clock = clock
+
+    def get(self, url: str) -> tuple[str, str] | None:
+        return self._ledger.cache_get(self._target, self._credential, url)
+
+    def put(self, url: str, etag: str, body: str) -> None:
+        with self._ledger.transaction() as tx:
+            tx.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
+
+
+@contextmanager
+def open_targets(
+    desired: DesiredState, ledger: Ledger, *, clock: Clock
+) -> Iterator[dict[str, Target]]:
+    """Adapters for every Target document this version can talk to, closed afterwards."""
+    opened: dict[str, Target] = {}
+    try:
+        for name, spec in sorted(desired.targets.items()):
+            if isinstance(spec, GithubTargetSpec):
+                opened[name] = _github(name, spec, ledger, clock)
+            else:
+                obs.get_logger().warning(
+                    "target.not_implemented",
+                    target=name,
+                    type=spec.type,
+                    message="this target type is not available yet; only the ledger is kept",
+                )
+        yield opened
+    finally:
+        for target in opened.values():
+            target.close()
+
+
+def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> GitHubTarget:
+    token = resolve_secret(spec.token, owner=f"target {name!r} token")
+
+    def note_write(at: object) -> None:
+        with ledger.transaction() as tx:
+            tx.record_write(name, at=clock())
+
+    now = clock()
+    budget = WriteBudget(
+        target=name,
+        windows=[
+            Window(spec.writes_per_minute, timedelta(minutes=1)),
+            Window(spec.writes_per_hour, timedelta(hours=1)),
+        ],
+        max_wait=spec.max_wait_seconds,
+        clock=clock,
+        history=ledger.recent_writes(name, since=now - timedelta(hours=1)),
+        on_write=note_write,
+    )
+    return GitHubTarget(
+        name=name,
+        settings=GitHubSettings(
+            base_url=spec.base_url,
+            token=token,
+            timeout=spec.timeout_seconds,
+            max_rate_wait=spec.max_wait_seconds,
+        ),
+        budget=budget,
+        cache=LedgerHttpCache(ledger, name, credential_digest(token), clock),
+    )
+
+
+def refresh(
+    desired: DesiredState, recorded: RecordedState, targets: Mapping[str, Target]
+) -> list[Drift]:
+    """Ask every target what it holds for the records and keys it was told about."""
+    drift: list[Drift] = []
+    for name, target in sorted(targets.items()):
+        records = []
+        for record in recorded.deployed.values():
+            sync = recorded.syncs.get((name, SyncSubject.RECORD, record.id))
+            if sync is None or sync.remote_id is None:
+                continue
+            known = recorded.environments.get(record.environment)
+            spec = desired.environments.get(record.environment)
+            environment = EnvironmentInfo(
+                name=record.environment,
+                repository=spec.repository if spec else known.repository if known else None,
+                production=spec.production if spec else bool(known and known.production),
+                transient=spec.transient if spec else bool(known and known.transient),
+            )
+            records.append(
+                (
+                    RecordSubject(record=record, environment=environment, lineage=recorded.lineage),
+                    sync,
+                )
+            )
+        keys = []
+        titles: dict[str, set[str]] = {}
+        if target.supports_keys:
+            for key in recorded.keys.values():
+                titles.setdefault(key.repository, set()).add(key.title)
+                sync = recorded.syncs.get((name, SyncSubject.KEY, key.id))
+                if sync is not None and sync.remote_id is not None:
+                    keys.append((KeySubject(key=key), sync))
+            for spec in desired.environments.values():
+                if name in spec.targets:
+                    for declared in spec.deploy_keys:
+                        titles.setdefault(declared.repository, set()).add(declared.title)
+        drift.extend(target.refresh(records=records, keys=keys, managed_titles=titles))
+    return drift
+
+
+def _plan(
+    desired: DesiredState,
+    manifests: Path,
+    ledger: Ledger,
+    targets: Mapping[str, Target],
+    *,
+    options: PlanOptions,
+    clock: Clock,
+    refreshing: bool,
+) -> Plan:
+    recorded = ledger.read_state()
+    drift = refresh(desired, recorded, targets) if refreshing and targets else []
     return plan(
         desired,
-        ledger.read_state(),
+        recorded,
         now=clock(),
         options=options,
         revision=git_revision(manifests),
+        drift=drift,
     )
+
+
+def make_plan(
+    manifests: Path,
+    ledger: Ledger,
+    *,
+    options: PlanOptions,
+    clock: Clock,
+    run: RunOptions = RunOptions(),
+) -> Plan:
+    """Load the manifests and the recorded state (and refresh), and plan: no lock, no change."""
+    desired = load_manifests(manifests)
+    with open_targets(desired, ledger, clock=clock) as targets:
+        return _plan(
+            desired,
+            manifests,
+            ledger,
+            targets,
+            options=options,
+            clock=clock,
+            refreshing=run.refresh,
+        )
 
 
 def reconcile(
@@ -45,37 +214,72 @@ def reconcile(
     clock: Clock,
     actor: str,
     sink: SecretSink,
-    lock_timeout: float,
+    run: RunOptions = RunOptions(),
     confirm: Callable[[Plan], bool] = lambda _: True,
     select: Callable[[Plan], Plan] = lambda p: p,
     on_result: ProgressHook | None = None,
 ) -> Reconciliation:
-    """Converge the ledger on the manifests; ``select`` may narrow the plan (``keys rotate``)."""
+    """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan."""
     desired = load_manifests(manifests)  # load: a bad manifest stops here, nothing written
-    revision = git_revision(manifests)
-    with ledger.writer(timeout=lock_timeout):
-        recorded = ledger.read_state()  # read
-        the_plan = select(
-            plan(desired, recorded, now=clock(), options=options, revision=revision)  # plan
+    with (
+        ledger.writer(timeout=run.lock_timeout),
+        open_targets(desired, ledger, clock=clock) as targets,
+    ):
+        the_plan = select(  # read, refresh, plan
+            _plan(
+                desired,
+                manifests,
+                ledger,
+                targets,
+                options=options,
+                clock=clock,
+                refreshing=run.refresh,
+            )
         )
         if not confirm(the_plan):
             return Reconciliation(the_plan, None)
         result = execute(  # execute and record
-            the_plan, ledger, clock=clock, actor=actor, sink=sink, on_result=on_result
+            the_plan,
+            ledger,
+            clock=clock,
+            actor=actor,
+            sink=sink,
+            targets=targets,
+            concurrency=run.concurrency,
+            on_result=on_result,
         )
     return Reconciliation(the_plan, result)
 
 
 def apply_saved(
     the_plan: Plan,
+    manifests: Path,
     ledger: Ledger,
     *,
     clock: Clock,
     actor: str,
     sink: SecretSink,
-    lock_timeout: float,
+    run: RunOptions = RunOptions(),
     on_result: ProgressHook | None = None,
 ) -> ApplyResult:
-    """Apply a saved plan exactly; refused as stale when the ledger moved since it was made."""
-    with ledger.writer(timeout=lock_timeout):
-        return execute(the_plan, ledger, clock=clock, actor=actor, sink=sink, on_result=on_result)
+    """Apply a saved plan exactly; refused as stale when the ledger moved since it was made.
+
+    The manifests are read only for the Target documents (where and how to reach targets)."""
+    with ledger.writer(timeout=run.lock_timeout):
+        targets_needed = any(a.targets or a.target for a in the_plan.applicable)
+        desired = (
+            load_manifests(manifests)
+            if targets_needed
+            else DesiredState(environments={}, targets={})
+        )
+        with open_targets(desired, ledger, clock=clock) as targets:
+            return execute(
+                the_plan,
+                ledger,
+                clock=clock,
+                actor=actor,
+                sink=sink,
+                targets=targets,
+                concurrency=run.concurrency,
+                on_result=on_result,
+            )

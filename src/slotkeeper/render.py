@@ -115,7 +115,7 @@ def summary_line(plan: Plan) -> Text:
 def render_apply(result: ApplyResult, console: Console) -> None:
     for item in result.results:
         if item.outcome is Outcome.FAILED:
-            console.print(f"[red]  failed[/]  {item.type.value} {item.target}: {item.message}")
+            console.print(f"[red]  failed[/]  {item.type.value} {item.label}: {item.message}")
     applied = result.count(Outcome.APPLIED)
     failed = result.count(Outcome.FAILED)
     blocked = result.count(Outcome.BLOCKED)

@@ -111,6 +111,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=2,
+        description="target sync state, HTTP cache, write budget log",
+        statements=(
+            "ALTER TABLE environments ADD COLUMN transient INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE environments ADD COLUMN targets TEXT NOT NULL DEFAULT '[]'",
+            # One row per (target, record or key): what the target holds for it, and whether
+            # that is what the ledger wants. Written before each remote write (the journal).
+            """CREATE TABLE target_syncs (
+                target TEXT NOT NULL,
+                subject TEXT NOT NULL CHECK (subject IN ('record', 'key')),
+                subject_id INTEGER NOT NULL,
+                wanted TEXT NOT NULL,
+                remote_id TEXT,
+                remote_state TEXT,
+                remote_updated_at TEXT,
+                status TEXT NOT NULL CHECK (status IN ('synced', 'pending', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (target, subject, subject_id)
+            )""",
+            "CREATE INDEX target_syncs_unsettled ON target_syncs (status, subject)",
+            # Conditional-request cache: a 304 costs no rate limit. ETags are per credential,
+            # so the row is keyed by a one-way digest of it (never the credential itself).
+            """CREATE TABLE http_cache (
+                target TEXT NOT NULL,
+                credential TEXT NOT NULL,
+                url TEXT NOT NULL,
+                etag TEXT NOT NULL,
+                body TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (target, credential, url)
+            )""",
+            "CREATE TABLE target_writes (target TEXT NOT NULL, at TEXT NOT NULL)",
+            "CREATE INDEX target_writes_by_time ON target_writes (target, at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -7,11 +7,12 @@ adapts both. Timestamps are stored as fixed-width ISO-8601 UTC text so they sort
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slotkeeper.errors import LedgerError, SchemaVersionError, StalePlanError
@@ -26,7 +27,11 @@ from slotkeeper.model import (
     Record,
     RecordedState,
     RecordStatus,
+    RemoteState,
     Revision,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
 )
 
 
@@ -76,6 +81,28 @@ def _record(row: Sequence[Any]) -> Record:
         superseded_by=row[12],
         revision=row[13],
         action_id=row[14],
+    )
+
+
+_SYNC_COLUMNS = (
+    "target, subject, subject_id, wanted, remote_id, remote_state, remote_updated_at, status, "
+    "attempts, last_error, updated_at"
+)
+
+
+def _sync(row: Sequence[Any]) -> TargetSync:
+    return TargetSync(
+        target=row[0],
+        subject=SyncSubject(row[1]),
+        subject_id=row[2],
+        wanted=RemoteState(row[3]),
+        remote_id=row[4],
+        remote_state=RemoteState(row[5]) if row[5] else None,
+        remote_updated_at=row[6],
+        status=SyncStatus(row[7]),
+        attempts=row[8],
+        last_error=row[9],
+        updated_at=from_text(row[10]),
     )
 
 
@@ -156,17 +183,64 @@ class SqlTransaction:
 
     def upsert_environment(self, environment: EnvironmentRecord, *, at: datetime) -> None:
         self._run(
-            "INSERT INTO environments (name, protected, production, repository, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "INSERT INTO environments (name, protected, production, transient, repository, "
+            "targets, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
             "protected = excluded.protected, production = excluded.production, "
-            "repository = excluded.repository, updated_at = excluded.updated_at",
+            "transient = excluded.transient, repository = excluded.repository, "
+            "targets = excluded.targets, updated_at = excluded.updated_at",
             (
                 environment.name,
                 int(environment.protected),
                 int(environment.production),
+                int(environment.transient),
                 environment.repository,
+                json.dumps(list(environment.targets)),
                 to_text(at),
             ),
+        )
+
+    def upsert_sync(self, sync: TargetSync) -> None:
+        self._run(
+            "INSERT INTO target_syncs (target, subject, subject_id, wanted, remote_id, "
+            "remote_state, remote_updated_at, status, attempts, last_error, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (target, subject, subject_id) DO UPDATE SET "
+            "wanted = excluded.wanted, remote_id = excluded.remote_id, "
+            "remote_state = excluded.remote_state, "
+            "remote_updated_at = excluded.remote_updated_at, status = excluded.status, "
+            "attempts = excluded.attempts, last_error = excluded.last_error, "
+            "updated_at = excluded.updated_at",
+            (
+                sync.target,
+                sync.subject.value,
+                sync.subject_id,
+                sync.wanted.value,
+                sync.remote_id,
+                sync.remote_state.value if sync.remote_state else None,
+                sync.remote_updated_at,
+                sync.status.value,
+                sync.attempts,
+                sync.last_error,
+                to_text(sync.updated_at),
+            ),
+        )
+
+    def record_write(self, target: str, *, at: datetime) -> None:
+        """Log one content-creating request for the write budget; drop entries over a day old."""
+        self._run("INSERT INTO target_writes (target, at) VALUES (?, ?)", (target, to_text(at)))
+        self._run(
+            "DELETE FROM target_writes WHERE target = ? AND at < ?",
+            (target, to_text(at - timedelta(days=1))),
+        )
+
+    def cache_put(
+        self, target: str, credential: str, url: str, etag: str, body: str, *, at: datetime
+    ) -> None:
+        self._run(
+            "INSERT INTO http_cache (target, credential, url, etag, body, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, credential, url) DO UPDATE SET "
+            "etag = excluded.etag, body = excluded.body, updated_at = excluded.updated_at",
+            (target, credential, url, etag, body, to_text(at)),
         )
 
     def replace_pending(self, pending: Iterable[PendingAction]) -> None:
@@ -324,33 +398,37 @@ class SqlLedger:
         self._connection = connection
         self._dialect = dialect
         self.url = url
+        # Target syncs run on worker threads; they share this connection one call at a time.
+        self._mutex = threading.RLock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(self._dialect.sql(sql), tuple(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        with self._mutex:
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute(self._dialect.sql(sql), tuple(params))
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        cursor = self._connection.cursor()
-        cursor.execute(self._dialect.begin)
-        try:
-            yield SqlTransaction(cursor, self._dialect)
-        except self._dialect.error as exc:
-            cursor.execute("ROLLBACK")
-            raise LedgerError(f"ledger write failed: {exc}") from exc
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        else:
-            cursor.execute("COMMIT")
-        finally:
-            cursor.close()
+        with self._mutex:
+            cursor = self._connection.cursor()
+            cursor.execute(self._dialect.begin)
+            try:
+                yield SqlTransaction(cursor, self._dialect)
+            except self._dialect.error as exc:
+                cursor.execute("ROLLBACK")
+                raise LedgerError(f"ledger write failed: {exc}") from exc
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            else:
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
 
     def migrate(self, *, now: datetime) -> None:
         """Bring the schema to the latest version; create the ledger row on first use."""
@@ -400,10 +478,37 @@ class SqlLedger:
         ]
         environments = [
             EnvironmentRecord(
-                name=row[0], protected=bool(row[1]), production=bool(row[2]), repository=row[3]
+                name=row[0],
+                protected=bool(row[1]),
+                production=bool(row[2]),
+                repository=row[3],
+                transient=bool(row[4]),
+                targets=tuple(json.loads(row[5])),
             )
             for row in self._query(
-                "SELECT name, protected, production, repository FROM environments"
+                "SELECT name, protected, production, repository, transient, targets "
+                "FROM environments"
+            )
+        ]
+        syncs = [_sync(row) for row in self._query(f"SELECT {_SYNC_COLUMNS} FROM target_syncs")]
+        unsettled = (
+            "SELECT subject_id FROM target_syncs WHERE subject = ? "
+            "AND (status != 'synced' OR remote_state IS NULL OR remote_state != wanted)"
+        )
+        retired_records = [
+            _record(row)
+            for row in self._query(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE status != 'DEPLOYED' "
+                f"AND id IN ({unsettled})",
+                ("record",),
+            )
+        ]
+        retired_keys = [
+            _key(row)
+            for row in self._query(
+                f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status != 'ACTIVE' "
+                f"AND id IN ({unsettled})",
+                ("key",),
             )
         ]
         return RecordedState(
@@ -412,7 +517,54 @@ class SqlLedger:
             deployed={(r.environment, r.slot): r for r in deployed},
             keys={(k.repository, k.title): k for k in keys},
             environments={e.name: e for e in environments},
+            syncs={(s.target, s.subject, s.subject_id): s for s in syncs},
+            retired_records={r.id: r for r in retired_records},
+            retired_keys={k.id: k for k in retired_keys},
         )
+
+    def record(self, record_id: int) -> Record:
+        rows = self._query(f"SELECT {_RECORD_COLUMNS} FROM records WHERE id = ?", (record_id,))
+        if not rows:
+            raise LedgerError(f"no record #{record_id} in the ledger")
+        return _record(rows[0])
+
+    def key(self, key_id: int) -> KeyRecord:
+        rows = self._query(f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE id = ?", (key_id,))
+        if not rows:
+            raise LedgerError(f"no deploy key #{key_id} in the ledger")
+        return _key(rows[0])
+
+    def syncs_for(self, subject: SyncSubject, subject_id: int) -> list[TargetSync]:
+        return [
+            _sync(row)
+            for row in self._query(
+                f"SELECT {_SYNC_COLUMNS} FROM target_syncs WHERE subject = ? AND subject_id = ? "
+                "ORDER BY target",
+                (subject.value, subject_id),
+            )
+        ]
+
+    def all_syncs(self) -> list[TargetSync]:
+        return [
+            _sync(row)
+            for row in self._query(
+                f"SELECT {_SYNC_COLUMNS} FROM target_syncs ORDER BY subject, subject_id, target"
+            )
+        ]
+
+    def recent_writes(self, target: str, *, since: datetime) -> list[datetime]:
+        rows = self._query(
+            "SELECT at FROM target_writes WHERE target = ? AND at >= ? ORDER BY at",
+            (target, to_text(since)),
+        )
+        return [from_text(row[0]) for row in rows]
+
+    def cache_get(self, target: str, credential: str, url: str) -> tuple[str, str] | None:
+        rows = self._query(
+            "SELECT etag, body FROM http_cache WHERE target = ? AND credential = ? AND url = ?",
+            (target, credential, url),
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     def latest_records(self) -> list[Record]:
         """The newest record of every environment/slot ever seen."""

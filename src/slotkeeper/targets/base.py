@@ -1,0 +1,69 @@
+"""What the executor needs from any target, and the values that cross that boundary.
+
+A target makes the remote system hold what the ledger wants for one subject (a record's
+deployment active or inactive, a deploy key present or absent) and reports drift on refresh. The
+executor journals every attempt in the ledger before calling, so after a crash an adapter is told
+that an earlier attempt may have succeeded (``current.attempts > 0``) and looks before it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from slotkeeper.model import Drift, KeyRecord, Record, RemoteState, Revision, TargetSync
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    name: str
+    repository: str | None
+    production: bool
+    transient: bool
+
+
+@dataclass(frozen=True)
+class RecordSubject:
+    record: Record
+    environment: EnvironmentInfo
+    lineage: str
+    revision: Revision | None = None
+
+
+@dataclass(frozen=True)
+class KeySubject:
+    key: KeyRecord
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What the target holds after a call."""
+
+    remote_id: str | None
+    state: RemoteState
+    updated_at: str | None = None
+
+
+class Target(Protocol):
+    name: str
+    type: str
+    supports_keys: bool
+
+    def sync_record(
+        self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
+    ) -> Remote: ...
+
+    def add_key(self, subject: KeySubject) -> Remote: ...
+
+    def delete_key(self, repository: str, remote_id: str) -> Remote: ...
+
+    def refresh(
+        self,
+        *,
+        records: Sequence[tuple[RecordSubject, TargetSync]],
+        keys: Sequence[tuple[KeySubject, TargetSync]],
+        managed_titles: dict[str, set[str]],
+    ) -> list[Drift]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,558 @@
+"""GitHub: deployments and their statuses mirror the ledger's records; deploy keys are managed.
+
+Mapping (see ../shared/specs/API-REFERENCE.md, section 1):
+
+- a DEPLOYED record is one deployment (``ref`` = the slot's ref or the revision that declared it,
+  ``environment`` = the environment name, ``auto_merge: false``, ``required_contexts: []``,
+  the record's identity in ``payload``) whose latest status is ``success`` (posted with
+  ``auto_inactive: false``: slotkeeper retires old deployments itself, production ones included);
+- a SUPERSEDED or DECOMMISSIONED record's deployment gets an ``inactive`` status;
+- a deploy key is added with the title ``slotkeeper:<title>:<date>`` and confirmed listed; keys
+  whose title lacks that prefix are never touched.
+
+Economy: a new record costs one create and one status; retiring one costs one status; nothing
+else writes. Reads are conditional (ETag / If-None-Match, cached in the ledger), so a steady
+state is answered with 304s, which cost no rate limit. Writes go through the write budget.
+Retries: idempotent calls are retried with exponential backoff and jitter on 5xx, timeouts and
+connection errors, and after a short ``retry-after``; a deployment or key creation whose answer
+was lost is never blindly repeated: the adapter looks for what it may have created first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+import stamina
+
+from slotkeeper import observability as obs
+from slotkeeper.errors import PermanentTargetError, TemporaryTargetError, UnknownOutcome
+from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
+from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
+from slotkeeper.targets.pacing import WriteBudget
+
+API_VERSION = "2022-11-28"
+USER_AGENT = "slotkeeper"
+KEY_TITLE_PREFIX = "slotkeeper:"
+PER_PAGE = 100
+
+
+class HttpCache(Protocol):
+    """Where conditional-request bodies and ETags are kept between runs."""
+
+    def get(self, url: str) -> tuple[str, str] | None: ...
+
+    def put(self, url: str, etag: str, body: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    base_url: str
+    token: str
+    timeout: float = 10.0
+    #: Longest wait for a rate limit's retry-after before leaving the work pending.
+    max_rate_wait: float = 60.0
+    attempts: int = 5
+
+
+class _Retry(Exception):
+    """Internal: a retryable answer, with the server's delay hint."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def credential_digest(token: str) -> str:
+    """A one-way digest naming a credential for cache keys (ETags are per credential)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def key_body(public_key: str) -> str:
+    """The part of an OpenSSH public key GitHub compares: type and base64, no comment."""
+    return " ".join(public_key.split()[:2])
+
+
+class GitHubTarget:
+    """The ``github`` target: one client per configured Target document."""
+
+    type = "github"
+    supports_keys = True
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: GitHubSettings,
+        budget: WriteBudget,
+        cache: HttpCache,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._budget = budget
+        self._cache = cache
+        self._clock = clock
+        self._log = obs.get_logger().bind(target=name)
+        base = settings.base_url.rstrip("/") + "/"
+        self._client = httpx.Client(
+            base_url=base,
+            timeout=httpx.Timeout(settings.timeout),
+            headers={
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": USER_AGENT,
+                "Authorization": f"Bearer {settings.token}",
+            },
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- records ----------------------------------------------------------------------------
+
+    def sync_record(
+        self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
+    ) -> Remote:
+        repository = self._repository(subject)
+        remote_id = current.remote_id if current else None
+        if want is RemoteState.INACTIVE:
+            if remote_id is None:
+                return Remote(None, RemoteState.INACTIVE)
+            status = self._post_status(repository, remote_id, "inactive", _retired(subject))
+            return Remote(remote_id, RemoteState.INACTIVE, status.get("created_at"))
+        if remote_id is None and current is not None and current.attempts > 0:
+            # An earlier attempt may have created it before its answer was lost.
+            remote_id = self._find_deployment(repository, subject)
+        if remote_id is None:
+            remote_id = self._create_deployment(repository, subject)
+        status = self._post_status(
+            repository, remote_id, "success", f"{subject.record.artifact.describe()}"[:139]
+        )
+        return Remote(remote_id, RemoteState.ACTIVE, status.get("created_at"))
+
+    def _repository(self, subject: RecordSubject) -> str:
+        if not subject.environment.repository:
+            raise PermanentTargetError(
+                f"{self.name}: environment {subject.environment.name!r} declares no repository"
+            )
+        return subject.environment.repository
+
+    def _payload(self, subject: RecordSubject) -> dict[str, Any]:
+        record = subject.record
+        return {
+            "slotkeeper": {
+                "lineage": subject.lineage,
+                "record_id": record.id,
+                "action_id": record.action_id,
+            },
+            "slot": record.slot,
+            "artifact": record.artifact.model_dump(mode="json"),
+            "revision": record.revision,
+        }
+
+    def _create_deployment(self, repository: str, subject: RecordSubject) -> str:
+        record = subject.record
+        ref = record.ref or record.revision
+        if not ref:
+            raise PermanentTargetError(
+                f"{self.name}: {record.environment}/{record.slot} has no ref: declare `ref` on "
+                "the slot or apply manifests from a git work tree"
+            )
+        body = {
+            "ref": ref,
+            "task": "deploy",
+            "auto_merge": False,
+            "required_contexts": [],
+            "payload": self._payload(subject),
+            "environment": record.environment,
+            "description": f"{record.slot}: {record.artifact.describe()}"[:139],
+            "production_environment": subject.environment.production,
+            "transient_environment": subject.environment.transient,
+        }
+        path = f"repos/{repository}/deployments"
+        try:
+            response = self._send("POST", path, json=body, write=True, idempotent=False)
+        except UnknownOutcome:
+            found = self._find_deployment(repository, subject)
+            if found is not None:
+                return found
+            raise
+        if response.status_code == 202:
+            raise PermanentTargetError(
+                f"{self.name}: GitHub answered 202 ({_message(response)}): no deployment was "
+                f"created for {record.environment}/{record.slot}"
+            )
+        return str(response.json()["id"])
+
+    def _find_deployment(self, repository: str, subject: RecordSubject) -> str | None:
+        """The deployment an earlier attempt created for this record, found by its payload."""
+        for deployment in self._list(
+            f"repos/{repository}/deployments", {"environment": subject.record.environment}
+        ):
+            payload = deployment.get("payload")
+            if isinstance(payload, str):
+                try:
+                    payload = json.loads(payload)
+                except ValueError:
+                    continue
+            mark = payload.get("slotkeeper") if isinstance(payload, dict) else None
+            if (
+                isinstance(mark, dict)
+                and mark.get("record_id") == subject.record.id
+                and mark.get("lineage") == subject.lineage
+            ):
+                return str(deployment["id"])
+        return None
+
+    def _post_status(
+        self, repository: str, deployment_id: str, state: str, description: str
+    ) -> dict[str, Any]:
+        response = self._send(
+            "POST",
+            f"repos/{repository}/deployments/{deployment_id}/statuses",
+            json={"state": state, "description": description[:139], "auto_inactive": False},
+            write=True,
+            idempotent=True,  # a repeated status changes nothing that matters
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    # -- deploy keys ------------------------------------------------------------------------
+
+    def add_key(self, subject: KeySubject) -> Remote:
+        key = subject.key
+        title = f"{KEY_TITLE_PREFIX}{key.title}:{self._clock().strftime('%Y-%m-%d')}"
+        path = f"repos/{key.repository}/keys"
+        try:
+            response = self._send(
+                "POST",
+                path,
+                json={"title": title, "key": key_body(key.public_key), "read_only": key.read_only},
+                write=True,
+                idempotent=False,
+                accept=(201, 422),
+            )
+        except UnknownOutcome:
+            adopted = self._find_key(key.repository, key.public_key)
+            if adopted is None:
+                raise
+            remote_id = adopted
+        else:
+            if response.status_code == 422:
+                adopted = self._find_key(key.repository, key.public_key)
+                if adopted is None:
+                    raise PermanentTargetError(
+                        f"{self.name}: GitHub refused key {key.repository}/{key.title}: "
+                        f"{_message(response)} (a key may be registered only once on GitHub)"
+                    )
+                remote_id = adopted
+            else:
+                remote_id = str(response.json()["id"])
+        # Confirm it is listed before anyone deletes the key it replaces.
+        self._send("GET", f"{path}/{remote_id}")
+        return Remote(remote_id, RemoteState.PRESENT)
+
+    def _find_key(self, repository: str, public_key: str) -> str | None:
+        wanted = key_body(public_key)
+        for item in self._list(f"repos/{repository}/keys", {}, cached=False):
+            if key_body(str(item.get("key", ""))) == wanted:
+                return str(item["id"])
+        return None
+
+    def delete_key(self, repository: str, remote_id: str) -> Remote:
+        self._send(
+            "DELETE",
+            f"repos/{repository}/keys/{remote_id}",
+            write=True,
+            idempotent=True,
+            accept=(204, 404),  # already gone is gone
+        )
+        return Remote(remote_id, RemoteState.ABSENT)
+
+    # -- refresh ----------------------------------------------------------------------------
+
+    def refresh(
+        self,
+        *,
+        records: Sequence[tuple[RecordSubject, TargetSync]],
+        keys: Sequence[tuple[KeySubject, TargetSync]],
+        managed_titles: dict[str, set[str]],
+    ) -> list[Drift]:
+        """Compare what GitHub holds with what the ledger recorded, with conditional reads."""
+        drift: list[Drift] = []
+        by_environment: dict[tuple[str, str], list[tuple[RecordSubject, TargetSync]]] = defaultdict(
+            list
+        )
+        for subject, sync in records:
+            if sync.remote_id is not None and subject.environment.repository:
+                key = (subject.environment.repository, subject.record.environment)
+                by_environment[key].append((subject, sync))
+        for (repository, environment), items in sorted(by_environment.items()):
+            listed = {
+                str(d["id"]): d
+                for d in self._list(f"repos/{repository}/deployments", {"environment": environment})
+            }
+            for subject, sync in items:
+                drift.extend(self._record_drift(repository, listed, subject, sync))
+
+        key_rows: dict[str, list[tuple[KeySubject, TargetSync]]] = defaultdict(list)
+        for key_subject, sync in keys:
+            key_rows[key_subject.key.repository].append((key_subject, sync))
+        for repository in sorted(set(key_rows) | set(managed_titles)):
+            remote = {str(k["id"]): k for k in self._list(f"repos/{repository}/keys", {})}
+            known = {sync.remote_id for _, sync in key_rows.get(repository, [])}
+            for key_subject, sync in key_rows.get(repository, []):
+                gone = sync.remote_id is not None and sync.remote_id not in remote
+                if gone and sync.wanted is RemoteState.PRESENT:
+                    drift.append(
+                        Drift(
+                            target=self.name,
+                            subject=SyncSubject.KEY,
+                            subject_id=key_subject.key.id,
+                            observed="missing",
+                            remote_id=sync.remote_id,
+                            repository=repository,
+                            detail="deploy key deleted on GitHub",
+                        )
+                    )
+            titles = managed_titles.get(repository, set())
+            for remote_id, item in sorted(remote.items()):
+                title = str(item.get("title") or "")
+                if remote_id in known or not title.startswith(KEY_TITLE_PREFIX):
+                    continue
+                if title.removeprefix(KEY_TITLE_PREFIX).rsplit(":", 1)[0] in titles:
+                    drift.append(
+                        Drift(
+                            target=self.name,
+                            subject=SyncSubject.KEY,
+                            subject_id=None,
+                            observed="orphan",
+                            remote_id=remote_id,
+                            repository=repository,
+                            detail=f"managed key {title!r} is not in the ledger",
+                        )
+                    )
+        return drift
+
+    def _record_drift(
+        self,
+        repository: str,
+        listed: dict[str, dict[str, Any]],
+        subject: RecordSubject,
+        sync: TargetSync,
+    ) -> Iterator[Drift]:
+        assert sync.remote_id is not None
+        deployment = listed.get(sync.remote_id)
+        record_id = subject.record.id
+        if deployment is None:
+            if sync.wanted is RemoteState.ACTIVE:
+                yield Drift(
+                    target=self.name,
+                    subject=SyncSubject.RECORD,
+                    subject_id=record_id,
+                    observed="missing",
+                    remote_id=sync.remote_id,
+                    detail="deployment deleted on GitHub",
+                )
+            return
+        updated = str(deployment.get("updated_at") or "")
+        if sync.remote_updated_at is not None and updated <= sync.remote_updated_at:
+            return  # nothing happened to it since our last status
+        statuses = self._list(
+            f"repos/{repository}/deployments/{sync.remote_id}/statuses", {}, pages=1
+        )
+        latest = str(statuses[0]["state"]) if statuses else "none"
+        seen = {"success": RemoteState.ACTIVE, "inactive": RemoteState.INACTIVE}.get(latest)
+        if seen is not sync.wanted:
+            yield Drift(
+                target=self.name,
+                subject=SyncSubject.RECORD,
+                subject_id=record_id,
+                observed=latest,
+                remote_id=sync.remote_id,
+                detail=f"deployment is {latest} on GitHub",
+            )
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _list(
+        self, path: str, params: dict[str, str], *, cached: bool = True, pages: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of a paginated list, following ``Link: rel="next"``."""
+        items: list[dict[str, Any]] = []
+        url: str | None = str(
+            self._client.build_request(
+                "GET", path, params={**params, "per_page": str(PER_PAGE)}
+            ).url
+        )
+        fetched = 0
+        while url is not None and (pages is None or fetched < pages):
+            data, url = self._get_page(url, cached=cached)
+            items.extend(data)
+            fetched += 1
+        return items
+
+    def _get_page(self, url: str, *, cached: bool) -> tuple[list[dict[str, Any]], str | None]:
+        hit = self._cache.get(url) if cached else None
+        headers = {"If-None-Match": hit[0]} if hit else {}
+        response = self._send("GET", url, headers=headers, accept=(200, 304))
+        if response.status_code == 304 and hit is not None:
+            page = json.loads(hit[1])
+            return page["data"], page["next"]
+        data = response.json()
+        following = response.links.get("next", {}).get("url")
+        etag = response.headers.get("etag")
+        if cached and etag:
+            self._cache.put(url, etag, json.dumps({"data": data, "next": following}))
+        return data, following
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        write: bool = False,
+        idempotent: bool = True,
+        accept: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> httpx.Response:
+        """One logical call: paced if a write, retried when safe, errors translated."""
+        attempts = self._settings.attempts if idempotent else 1
+        try:
+            for attempt in stamina.retry_context(
+                on=_backoff_hook, attempts=attempts, timeout=120, wait_initial=0.5, wait_max=10
+            ):
+                with attempt:
+                    if write:
+                        self._budget.acquire()
+                    return self._send_once(
+                        method,
+                        url,
+                        json=json,
+                        headers=headers,
+                        accept=accept,
+                        idempotent=idempotent,
+                    )
+        except _Retry as exc:
+            raise TemporaryTargetError(
+                f"{exc} (gave up after retries)", retry_after=exc.delay
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        accept: tuple[int, ...],
+        idempotent: bool,
+    ) -> httpx.Response:
+        started = self._clock()
+        try:
+            response = self._client.request(method, url, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            self._log.warning(
+                obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
+            )
+            if method != "GET" and not idempotent:
+                raise UnknownOutcome(
+                    f"{self.name}: {method} {_path(url)}: no answer ({type(exc).__name__}); "
+                    "the write may have happened"
+                ) from exc
+            raise _Retry(f"{self.name}: {method} {_path(url)}: {type(exc).__name__}") from exc
+        elapsed = (self._clock() - started).total_seconds() * 1000
+        self._log.debug(
+            obs.TARGET_REQUEST,
+            method=method,
+            path=_path(url),
+            status=response.status_code,
+            duration_ms=round(elapsed, 1),
+        )
+        code = response.status_code
+        if code in accept:
+            return response
+        if code in (403, 429) and _rate_limited(response):
+            delay = _rate_limit_delay(response, self._clock())
+            message = f"{self.name}: rate limited on {method} {_path(url)}"
+            if delay <= self._settings.max_rate_wait:
+                raise _Retry(message, delay)
+            raise TemporaryTargetError(
+                f"{message}; retry in {delay:.0f}s, left pending", retry_after=delay
+            )
+        if code >= 500:
+            if method != "GET" and not idempotent:
+                raise UnknownOutcome(
+                    f"{self.name}: {method} {_path(url)}: {code} {_message(response)}"
+                )
+            raise _Retry(f"{self.name}: {method} {_path(url)}: {code} {_message(response)}")
+        if code == 403:
+            raise PermanentTargetError(
+                f"{self.name}: permission denied on {method} {_path(url)}: {_message(response)}"
+            )
+        raise PermanentTargetError(
+            f"{self.name}: {method} {_path(url)}: {code} {_message(response)}"
+        )
+
+
+def _backoff_hook(exc: Exception) -> bool | float:
+    if isinstance(exc, _Retry):
+        return exc.delay if exc.delay is not None else True
+    return False
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    headers = response.headers
+    return (
+        "retry-after" in headers
+        or headers.get("x-ratelimit-remaining") == "0"
+        or ("rate limit" in _message(response).lower())
+    )
+
+
+def _rate_limit_delay(response: httpx.Response, now: datetime) -> float:
+    headers = response.headers
+    if "retry-after" in headers:
+        try:
+            return max(0.0, float(headers["retry-after"]))
+        except ValueError:
+            return 60.0
+    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+        try:
+            return max(0.0, float(headers["x-ratelimit-reset"]) - now.timestamp())
+        except ValueError:
+            return 60.0
+    return 60.0  # GitHub: "wait at least one minute" without other signals
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:200]
+    return response.reason_phrase
+
+
+def _path(url: str) -> str:
+    """A URL without scheme, host or query, for messages and logs."""
+    return httpx.URL(url).path if "://" in url else url.split("?")[0]
+
+
+def _retired(subject: RecordSubject) -> str:
+    record = subject.record
+    if record.status is RecordStatus.SUPERSEDED and record.superseded_by:
+        return f"superseded by record #{record.superseded_by}"
+    return "decommissioned"

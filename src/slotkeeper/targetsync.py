@@ -1,0 +1,217 @@
+"""Telling targets what the ledger holds: journaled, bounded-concurrent, one slot at a time.
+
+Every remote write is journaled first: the (target, subject) sync row is written ``pending`` with
+its attempt count *before* the call, and ``synced`` or ``failed`` with the remote id after. After
+a crash the next plan sees the row unsettled and plans a ``sync``; the adapter, seeing earlier
+attempts, looks for what it may already have created before creating anything. Work for
+different slots runs concurrently under a bound; the calls for one slot stay in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from slotkeeper import observability as obs
+from slotkeeper.errors import BudgetDeferred, TargetError
+from slotkeeper.ledger import Ledger
+from slotkeeper.model import (
+    EnvironmentRecord,
+    RemoteState,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
+)
+from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Remote, Target
+
+
+@dataclass(frozen=True)
+class SyncWork:
+    """One remote change: make ``target`` hold ``want`` for a record or key."""
+
+    target: str
+    subject: SyncSubject
+    subject_id: int | None
+    want: RemoteState
+    label: str
+    action_id: str
+    #: a known remote id to act on (orphan keys), or None to use the journaled one
+    remote_id: str | None = None
+    #: forget the journaled remote id (it was deleted remotely) and make a new one
+    recreate: bool = False
+    repository: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    work: SyncWork
+    status: SyncStatus
+    message: str
+    remote_id: str | None
+    duration_ms: float
+
+
+class TargetSyncer:
+    """Runs groups of :class:`SyncWork` (one group per slot or key) against the targets."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        targets: Mapping[str, Target],
+        environments: Mapping[str, EnvironmentRecord],
+        lineage: str,
+        clock: Callable[[], datetime],
+        concurrency: int,
+    ) -> None:
+        self._ledger = ledger
+        self._targets = targets
+        self._environments = environments
+        self._lineage = lineage
+        self._clock = clock
+        self._concurrency = max(1, concurrency)
+
+    def run(
+        self,
+        groups: Sequence[Sequence[SyncWork]],
+        on_outcome: Callable[[SyncOutcome], None] | None = None,
+    ) -> list[SyncOutcome]:
+        outcomes: list[SyncOutcome] = []
+
+        def run_group(group: Sequence[SyncWork]) -> list[SyncOutcome]:
+            done = []
+            for work in group:
+                outcome = self.apply(work)
+                done.append(outcome)
+                if outcome.status is not SyncStatus.SYNCED and work.want is RemoteState.ACTIVE:
+                    break  # do not retire the old deployment if the new one is not there
+            return done
+
+        if self._concurrency == 1 or len(groups) <= 1:
+            results = [run_group(group) for group in groups]
+        else:
+            with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+                results = list(pool.map(run_group, groups))
+        for group_outcomes in results:
+            for outcome in group_outcomes:
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        return outcomes
+
+    def apply(self, work: SyncWork) -> SyncOutcome:
+        """Journal, call the target, record what it holds now. Never raises for a target error."""
+        log = obs.get_logger().bind(target=work.target, action_id=work.action_id)
+        started = time.perf_counter()
+        target = self._targets.get(work.target)
+        if target is None:
+            return self._outcome(work, SyncStatus.FAILED, "target is not configured", None, started)
+        previous = self._current(work)
+        journal = self._journal(work, previous)
+        try:
+            remote = self._call(target, work, previous)
+        except TargetError as exc:
+            status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
+            self._save(journal.model_copy(update={"status": status, "last_error": str(exc)}))
+            log.warning(obs.TARGET_SYNC_FAILED, subject=work.label, error=str(exc))
+            return self._outcome(work, status, str(exc), journal.remote_id, started)
+        self._save(
+            journal.model_copy(
+                update={
+                    "remote_id": remote.remote_id,
+                    "remote_state": remote.state,
+                    "remote_updated_at": remote.updated_at,
+                    "status": SyncStatus.SYNCED,
+                    "last_error": None,
+                    "updated_at": self._clock(),
+                }
+            )
+        )
+        log.info(obs.TARGET_SYNCED, subject=work.label, want=work.want.value)
+        return self._outcome(
+            work, SyncStatus.SYNCED, f"{work.target}: {work.want.value}", remote.remote_id, started
+        )
+
+    def _current(self, work: SyncWork) -> TargetSync | None:
+        if work.subject_id is None:
+            return None
+        for sync in self._ledger.syncs_for(work.subject, work.subject_id):
+            if sync.target == work.target:
+                return sync
+        return None
+
+    def _journal(self, work: SyncWork, previous: TargetSync | None) -> TargetSync:
+        """Write the intent (attempt count up) before any remote call."""
+        remote_id = work.remote_id or (
+            None if work.recreate or previous is None else previous.remote_id
+        )
+        journal = TargetSync(
+            target=work.target,
+            subject=work.subject,
+            subject_id=work.subject_id or 0,
+            wanted=work.want,
+            remote_id=remote_id,
+            remote_state=None if work.recreate or previous is None else previous.remote_state,
+            remote_updated_at=previous.remote_updated_at if previous else None,
+            status=SyncStatus.PENDING,
+            attempts=(previous.attempts if previous else 0) + 1,
+            last_error=previous.last_error if previous else None,
+            updated_at=self._clock(),
+        )
+        self._save(journal)
+        return journal
+
+    def _save(self, sync: TargetSync) -> None:
+        if sync.subject_id == 0:
+            return  # orphans (remote keys unknown to the ledger) have no row of their own
+        with self._ledger.transaction() as tx:
+            tx.upsert_sync(sync)
+
+    def _call(self, target: Target, work: SyncWork, previous: TargetSync | None) -> Remote:
+        if work.subject is SyncSubject.RECORD:
+            assert work.subject_id is not None
+            record = self._ledger.record(work.subject_id)
+            known = self._environments.get(record.environment)
+            environment = EnvironmentInfo(
+                name=record.environment,
+                repository=known.repository if known else None,
+                production=known.production if known else False,
+                transient=known.transient if known else False,
+            )
+            current = previous
+            if work.recreate and previous is not None:
+                current = previous.model_copy(update={"remote_id": None, "attempts": 0})
+            return target.sync_record(
+                RecordSubject(record=record, environment=environment, lineage=self._lineage),
+                want=work.want,
+                current=current,
+            )
+        if work.want is RemoteState.ABSENT:
+            remote_id = work.remote_id or (previous.remote_id if previous else None)
+            repository = work.repository
+            if repository is None and work.subject_id is not None:
+                repository = self._ledger.key(work.subject_id).repository
+            if remote_id is None or repository is None:
+                return Remote(remote_id, RemoteState.ABSENT)
+            return target.delete_key(repository, remote_id)
+        assert work.subject_id is not None
+        return target.add_key(KeySubject(key=self._ledger.key(work.subject_id)))
+
+    def _outcome(
+        self,
+        work: SyncWork,
+        status: SyncStatus,
+        message: str,
+        remote_id: str | None,
+        started: float,
+    ) -> SyncOutcome:
+        return SyncOutcome(
+            work=work,
+            status=status,
+            message=message,
+            remote_id=remote_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
