@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
 from slotkeeper.cli import main
+from tests.fakes.github import FakeGitHub
 from tests.helpers import Run
+
+if TYPE_CHECKING:
+    from tests.fakes.spec import OpenApiChecker
 
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=30, deadline=None)
@@ -46,3 +51,18 @@ def sk(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
 def state(workdir: Path) -> Path:
     """Where the CLI's default ledger lives for tests that use ``workdir``."""
     return workdir / ".slotkeeper" / "state.db"
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """A running fake of GitHub's deployment APIs that accepts ``ghp_testtoken0123456789``."""
+    with FakeGitHub(token="ghp_testtoken0123456789") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def github_spec() -> OpenApiChecker:
+    """GitHub's OpenAPI description (parsed once per session) as a request/response checker."""
+    from tests.fakes.spec import GITHUB_SPEC, OpenApiChecker  # openapi-core is slow to import
+
+    return OpenApiChecker(GITHUB_SPEC)

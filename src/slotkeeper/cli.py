@@ -30,7 +30,7 @@ from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger
 from slotkeeper.manifests import json_schema, load_manifests
-from slotkeeper.model import parse_duration
+from slotkeeper.model import SyncSubject, TargetSync, parse_duration
 from slotkeeper.observability import configure_logging, get_logger
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
@@ -436,10 +436,14 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
     with _ledger(state) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
+        syncs: dict[int, list[TargetSync]] = {}
+        for sync in ledger.all_syncs():
+            if sync.subject is SyncSubject.RECORD:
+                syncs.setdefault(sync.subject_id, []).append(sync)
     if as_json:
-        _print_json(render.status_document(records, pending))
+        _print_json(render.status_document(records, pending, syncs))
     else:
-        render.render_status(records, pending, _stdout())
+        render.render_status(records, pending, _stdout(), syncs)
     return EXIT_OK
 
 

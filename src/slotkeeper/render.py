@@ -15,7 +15,15 @@ from rich.text import Text
 
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import PendingAction
-from slotkeeper.model import Artifact, KeyRecord, Record, RecordStatus, parse_duration
+from slotkeeper.model import (
+    Artifact,
+    KeyRecord,
+    Record,
+    RecordStatus,
+    SyncStatus,
+    TargetSync,
+    parse_duration,
+)
 from slotkeeper.plan import Action, ActionType, Plan
 
 _SYMBOLS: dict[ActionType, tuple[str, str]] = {
@@ -131,8 +139,30 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
 
 
-def status_document(records: list[Record], pending: list[PendingAction]) -> list[dict[str, Any]]:
-    """One row per environment/slot ever seen, with the pending blocked action if any."""
+def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
+    return {
+        sync.target: {
+            "status": sync.status.value
+            if sync.settled or sync.status is not SyncStatus.SYNCED
+            else SyncStatus.PENDING.value,
+            "wanted": sync.wanted.value,
+            "remote_id": sync.remote_id,
+            "remote_state": sync.remote_state.value if sync.remote_state else None,
+            "attempts": sync.attempts,
+            "last_error": sync.last_error,
+            "updated_at": sync.updated_at.isoformat(),
+        }
+        for sync in syncs
+    }
+
+
+def status_document(
+    records: list[Record],
+    pending: list[PendingAction],
+    syncs: dict[int, list[TargetSync]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per environment/slot ever seen, with the pending blocked action if any and each
+    target's sync state of the record."""
     by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     rows = []
     for record in records:
@@ -152,31 +182,60 @@ def status_document(records: list[Record], pending: list[PendingAction]) -> list
                     if held
                     else None
                 ),
+                "targets": _target_states((syncs or {}).get(record.id, [])),
             }
         )
     return rows
 
 
-def render_status(records: list[Record], pending: list[PendingAction], console: Console) -> None:
+def _targets_cell(syncs: list[TargetSync]) -> Text:
+    text = Text()
+    for sync in syncs:
+        if text:
+            text.append(" ")
+        if sync.settled:
+            text.append(f"{sync.target}:synced", style="green")
+        else:
+            state = sync.status.value if sync.status is not SyncStatus.SYNCED else "pending"
+            text.append(f"{sync.target}:{state}", style="red" if state == "failed" else "yellow")
+    return text
+
+
+def render_status(
+    records: list[Record],
+    pending: list[PendingAction],
+    console: Console,
+    syncs: dict[int, list[TargetSync]] | None = None,
+) -> None:
     if not records and not pending:
         console.print("The ledger is empty: nothing has been applied yet.")
         return
     by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     table = _grid()
-    for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", ""):
+    for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", "TARGETS", ""):
         table.add_column(column)
+    failures: list[str] = []
     for record in records:
         held = by_slot.get((record.environment, record.slot))
         since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
+        record_syncs = (syncs or {}).get(record.id, [])
+        failures.extend(
+            f"{record.environment}/{record.slot} on {s.target}: {s.last_error}"
+            for s in record_syncs
+            if s.status is SyncStatus.FAILED and s.last_error
+        )
         table.add_row(
             record.environment,
             record.slot,
             Text(record.status.value, style=_STATUS_STYLES[record.status]),
             record.artifact.describe(),
             _when(since),
+            _targets_cell(record_syncs),
             Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
         )
     _print_table(console, table)
+    for failure in failures:
+        console.print(Text(f"failed: {failure}", style="red"))
     for item in pending:
         if item.slot is None:
             console.print(

@@ -1,0 +1,1 @@
+"""Stateful fakes of the external APIs slotkeeper talks to, served over real HTTP on loopback."""

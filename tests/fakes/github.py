@@ -1,0 +1,1155 @@
+"""A stateful fake of GitHub's deployments, deployment statuses, deploy keys and environments.
+
+``FakeGitHub`` serves real HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread, so the
+adapter under test goes through httpx, sockets, timeouts and connection pools exactly as in
+production. It models the semantics a schema cannot say, from ``shared/specs/API-REFERENCE.md``
+section 1: 202 auto-merge and 409 status-check answers on create, ``auto_inactive``, the delete
+rule, deploy-key uniqueness across all repositories, pagination with ``Link``, ``ETag`` / 304,
+and the primary and secondary rate limits. Every response is meant to match
+``shared/specs/github-deployments.openapi.json``; ``tests/test_fake_github.py`` checks that.
+
+Faults are knobs, public attributes that may be changed while the server runs: ``latency``,
+``error_rate`` (5xx instead of processing), ``drop_rate`` (process, then close the connection
+without answering), ``stall_rate``/``stall_seconds`` (process, then answer late),
+``rate_limit_remaining``, ``secondary_limit`` and ``forbidden``. Randomness comes from
+``random.Random(seed)``.
+
+Simplifications: every ``owner/repo`` exists (names are case-insensitive); every ref exists
+(a ref that is not a 40-hex SHA gets a deterministic fake SHA); one token, one user (octocat,
+ID 1); write timestamps advance by at least one second per write so ``updated_at`` (and thus
+every ETag) changes on each write, even within the same wall-clock second.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+JsonObject = dict[str, Any]
+
+DOCS = "https://docs.github.com/rest"
+STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+KEY_TYPES = frozenset(
+    {
+        "ssh-rsa",
+        "ssh-dss",
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+_FIRST_IDS = {
+    "deployment": 1001,
+    "status": 50001,
+    "key": 700001,
+    "environment": 8000001,
+    "rule": 90000001,
+}
+_HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+_REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+_DEPLOYMENT = rf"{_REPO}/deployments/(?P<deployment_id>\d+)"
+# (method, path pattern, name of the FakeGitHub method that answers)
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    (method, re.compile(pattern), name)
+    for method, pattern, name in (
+        ("GET", rf"{_REPO}/deployments", "_list_deployments"),
+        ("POST", rf"{_REPO}/deployments", "_post_deployment"),
+        ("GET", _DEPLOYMENT, "_get_deployment"),
+        ("DELETE", _DEPLOYMENT, "_delete_deployment"),
+        ("GET", rf"{_DEPLOYMENT}/statuses", "_list_statuses"),
+        ("POST", rf"{_DEPLOYMENT}/statuses", "_post_status"),
+        ("GET", rf"{_DEPLOYMENT}/statuses/(?P<status_id>\d+)", "_get_status"),
+        ("GET", rf"{_REPO}/keys", "_list_keys"),
+        ("POST", rf"{_REPO}/keys", "_post_key"),
+        ("GET", rf"{_REPO}/keys/(?P<key_id>\d+)", "_get_key"),
+        ("DELETE", rf"{_REPO}/keys/(?P<key_id>\d+)", "_delete_key"),
+        ("GET", rf"{_REPO}/environments", "_list_environments"),
+        ("GET", rf"{_REPO}/environments/(?P<name>[^/]+)", "_get_environment"),
+        ("PUT", rf"{_REPO}/environments/(?P<name>[^/]+)", "_put_environment"),
+    )
+]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received and what it answered (``status`` is None when dropped)."""
+
+    method: str
+    path: str
+    url: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any
+    body: bytes
+    status: int | None
+    response_headers: dict[str, str]
+    response_body: bytes
+    dropped: bool
+    processed: bool
+
+    def response_json(self) -> Any:
+        """The parsed response body (None when empty)."""
+        return json.loads(self.response_body) if self.response_body else None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any = None  # JSON-serialisable; None means an empty body
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A routed request: path parameters (URL-decoded), query, parsed JSON body."""
+
+    path: str
+    args: dict[str, str]
+    query: dict[str, str]
+    body: Any
+
+    @property
+    def owner(self) -> str:
+        return self.args["owner"]
+
+    @property
+    def repo(self) -> str:
+        return self.args["repo"]
+
+    def number(self, name: str) -> int:
+        return int(self.args[name])
+
+
+class _Refusal(Exception):
+    """Raised inside a route to answer with an error instead of a result."""
+
+    def __init__(self, reply: _Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+@dataclass
+class _Deployment:
+    repo: tuple[str, str]  # lower-cased (owner, repo)
+    body: JsonObject
+    statuses: list[JsonObject] = field(default_factory=list)  # oldest first
+
+    @property
+    def state(self) -> str | None:
+        return self.statuses[-1]["state"] if self.statuses else None
+
+
+@dataclass
+class _Key:
+    repo: tuple[str, str]
+    blob: str  # "type base64": what makes a key unique across GitHub
+    body: JsonObject
+
+
+def _error(status: int, message: str, **extra: Any) -> _Reply:
+    """GitHub's error body: message, details, documentation_url and the status as a string."""
+    body = {"message": message, **extra, "documentation_url": DOCS, "status": str(status)}
+    return _Reply(status, body)
+
+
+def _not_found() -> _Refusal:
+    return _Refusal(_error(404, "Not Found"))
+
+
+def _invalid(message: str) -> _Refusal:
+    return _Refusal(_error(422, f"Invalid request.\n\n{message}"))
+
+
+def _validation_failed(resource: str, field_: str, message: str, code: str = "custom") -> _Refusal:
+    error = {"resource": resource, "code": code, "field": field_, "message": message}
+    return _Refusal(_error(422, "Validation Failed", errors=[error]))
+
+
+def _check_types(body: JsonObject, types: dict[str, tuple[type, ...]], required: str = "") -> None:
+    """GitHub's JSON-schema style 422 for a missing or mistyped body field."""
+    if required and required not in body:
+        raise _invalid(f'"{required}" wasn\'t supplied.')
+    for name, value in body.items():
+        expected = types.get(name)
+        if expected is not None and not isinstance(value, expected):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+            raise _invalid(f"For 'properties/{name}', {json.dumps(value)} is not a {kinds}.")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _node_id(prefix: str, number: int) -> str:
+    return prefix + base64.urlsafe_b64encode(struct.pack(">Q", number)).decode().rstrip("=")
+
+
+def _user(login: str = "octocat", user_id: int = 1) -> JsonObject:
+    api = f"https://api.github.com/users/{login}"
+    return {
+        "login": login,
+        "id": user_id,
+        "node_id": _node_id("U_kgDO", user_id),
+        "avatar_url": f"https://avatars.githubusercontent.com/u/{user_id}?v=4",
+        "gravatar_id": "",
+        "url": api,
+        "html_url": f"https://github.com/{login}",
+        "followers_url": f"{api}/followers",
+        "following_url": f"{api}/following{{/other_user}}",
+        "gists_url": f"{api}/gists{{/gist_id}}",
+        "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+        "subscriptions_url": f"{api}/subscriptions",
+        "organizations_url": f"{api}/orgs",
+        "repos_url": f"{api}/repos",
+        "events_url": f"{api}/events{{/privacy}}",
+        "received_events_url": f"{api}/received_events",
+        "type": "User",
+        "site_admin": False,
+        "user_view_type": "public",
+    }
+
+
+def _team(team_id: int) -> JsonObject:
+    api = f"https://api.github.com/teams/{team_id}"
+    return {
+        "id": team_id,
+        "node_id": _node_id("T_kwDO", team_id),
+        "url": api,
+        "html_url": f"https://github.com/orgs/acme/teams/team-{team_id}",
+        "name": f"team-{team_id}",
+        "slug": f"team-{team_id}",
+        "description": None,
+        "privacy": "closed",
+        "notification_setting": "notifications_enabled",
+        "permission": "pull",
+        "members_url": f"{api}/members{{/member}}",
+        "repositories_url": f"{api}/repos",
+        "parent": None,
+        "type": "organization",
+    }
+
+
+def key_blob(key: str) -> str:
+    """The identity of an OpenSSH public key: ``type base64`` without the comment.
+
+    Raises ``ValueError`` when the text is not an OpenSSH public key.
+    """
+    parts = key.strip().split()
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise ValueError("not an OpenSSH public key")
+    try:
+        raw = base64.b64decode(parts[1], validate=True)
+    except binascii.Error as exc:
+        raise ValueError("key body is not base64") from exc
+    # The blob starts with the length-prefixed key type again.
+    if len(raw) < 4:
+        raise ValueError("key body is too short")
+    (length,) = struct.unpack(">I", raw[:4])
+    if raw[4 : 4 + length] != parts[0].encode():
+        raise ValueError("key body does not match its type")
+    return f"{parts[0]} {parts[1]}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, fake: FakeGitHub) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "GitHub.com"
+    sys_version = ""
+    timeout = 30  # idle keep-alive connections close eventually
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's algorithm and
+        # delayed ACKs add ~40 ms to every exchange.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def _dispatch(self) -> None:
+        try:
+            self.server.fake._serve(self)
+        except Exception as exc:  # a bug in the fake: hang up, fail the test at exit
+            self.server.fake.internal_errors.append(exc)
+            self.close_connection = True
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+
+class FakeGitHub:
+    """GitHub's deployment APIs for one token, in memory, over HTTP on loopback."""
+
+    def __init__(
+        self,
+        token: str = "ghp_testtoken0123456789",
+        *,
+        seed: int = 0,
+        rate_limit: int = 5000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.token = token
+        self.clock = clock
+        # Knobs: read on every request, so tests may change them while the server runs.
+        self.latency: float = 0.0
+        self.error_rate: float = 0.0
+        self.drop_rate: float = 0.0
+        self.stall_rate: float = 0.0
+        self.stall_seconds: float = 0.0
+        self.knob_methods: set[str] = set(ALL_METHODS)
+        self.rate_limit: int = rate_limit
+        self.rate_limit_remaining: int = rate_limit
+        self.rate_limit_reset: int = int(clock()) + 3600
+        self.secondary_limit: tuple[int, float] | None = None
+        self.forbidden: bool = False
+        # Commit-status contexts that pass on every ref; others named in required_contexts fail.
+        self.passing_contexts: set[str] = set()
+
+        self.internal_errors: list[BaseException] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._log: list[RecordedRequest] = []
+        self._writes_window: deque[float] = deque()
+        self._deployments: dict[int, _Deployment] = {}
+        self._keys: dict[int, _Key] = {}
+        self._environments: dict[tuple[str, str, str], JsonObject] = {}
+        self._repo_names: dict[tuple[str, str], tuple[str, str]] = {}
+        self._ids: dict[str, int] = {}
+        self._last_tick = 0
+        self._served = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind 127.0.0.1 on a free port and serve from a daemon thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="FakeGitHub",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with server.connections_lock:
+            connections = list(server.connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if exc is None and self.internal_errors:
+            raise AssertionError("the fake itself failed") from self.internal_errors[0]
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, the fake's stand-in for ``https://api.github.com``."""
+        if self._server is None:
+            raise RuntimeError("FakeGitHub is not running; call start() or use `with`")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- observation -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def writes(self) -> list[RecordedRequest]:
+        """Non-GET requests that were processed (dropped ones included, refused ones not)."""
+        return [r for r in self.requests if r.processed and r.method not in ("GET", "HEAD")]
+
+    def reset_log(self) -> None:
+        """Forget the recorded requests (state is kept)."""
+        with self._lock:
+            self._log.clear()
+
+    def deployments(
+        self, owner: str, repo: str, environment: str | None = None
+    ) -> list[JsonObject]:
+        """The deployments of a repository, newest first, as the API would render them."""
+        with self._lock:
+            return [
+                copy.deepcopy(d.body)
+                for d in self._repo_deployments(owner, repo)
+                if environment is None or d.body["environment"] == environment
+            ]
+
+    def statuses(self, deployment_id: int) -> list[JsonObject]:
+        """The statuses of a deployment, newest first."""
+        with self._lock:
+            deployment = self._deployments[deployment_id]
+            return copy.deepcopy(deployment.statuses[::-1])
+
+    def latest_state(self, deployment_id: int) -> str | None:
+        """The state of a deployment's newest status (None when it has none)."""
+        with self._lock:
+            return self._deployments[deployment_id].state
+
+    def keys(self, owner: str, repo: str) -> list[JsonObject]:
+        """The deploy keys of a repository, oldest first."""
+        with self._lock:
+            repo_key = (owner.lower(), repo.lower())
+            return [copy.deepcopy(k.body) for k in self._keys.values() if k.repo == repo_key]
+
+    def environments(self, owner: str, repo: str) -> list[JsonObject]:
+        """The environments of a repository, by name."""
+        with self._lock:
+            return copy.deepcopy(self._repo_environments(owner, repo))
+
+    # -- drift: change state as someone else would, without a request --------------------------
+
+    def delete_deployment(self, owner: str, repo: str, deployment_id: int) -> None:
+        """Remove a deployment whatever its state (``KeyError`` if it is not there)."""
+        with self._lock:
+            self._deployment(owner, repo, deployment_id, missing=KeyError)
+            del self._deployments[deployment_id]
+
+    def add_status(
+        self,
+        owner: str,
+        repo: str,
+        deployment_id: int,
+        state: str,
+        *,
+        description: str = "",
+        auto_inactive: bool = False,
+    ) -> JsonObject:
+        """Append a status to a deployment; no auto-inactivation unless asked."""
+        if state not in STATES:
+            raise ValueError(f"unknown deployment state {state!r}")
+        with self._lock:
+            deployment = self._deployment(owner, repo, deployment_id, missing=KeyError)
+            status = self._append_status(
+                deployment, {"state": state, "description": description}, self._tick()
+            )
+            if auto_inactive and state == "success":
+                self._auto_inactivate(deployment, status["created_at"])
+            return copy.deepcopy(status)
+
+    def delete_key(self, owner: str, repo: str, key_id: int) -> None:
+        """Remove a deploy key (``KeyError`` if it is not there)."""
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None or key.repo != (owner.lower(), repo.lower()):
+                raise KeyError(key_id)
+            del self._keys[key_id]
+
+    def add_key(
+        self, owner: str, repo: str, key: str, title: str, read_only: bool = True
+    ) -> JsonObject:
+        """Register a deploy key (``ValueError`` if malformed or already in use anywhere)."""
+        with self._lock:
+            try:
+                created = self._create_key(
+                    owner, repo, {"key": key, "title": title, "read_only": read_only}
+                )
+            except _Refusal as refusal:
+                raise ValueError(refusal.reply.body) from None
+            return copy.deepcopy(created)
+
+    # -- the request pipeline ----------------------------------------------------------------
+
+    def _serve(self, handler: _Handler) -> None:
+        method = handler.command
+        parts = urlsplit(handler.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        headers = {name.lower(): value for name, value in handler.headers.items()}
+        raw = self._read_body(handler, headers)
+        if self.latency > 0:
+            time.sleep(self.latency)
+
+        with self._lock:  # so the rate-limit headers describe this very request
+            reply, processed, drop, stall = self._decide(method, parts.path, query, headers, raw)
+            reply_bytes = b"" if reply.body is None else json.dumps(reply.body).encode()
+            reply_headers = self._headers(reply, reply_bytes, headers)
+        try:
+            parsed: Any = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        with self._lock:
+            self._log.append(
+                RecordedRequest(
+                    method=method,
+                    path=parts.path,
+                    url=f"{self.base_url}{handler.path}",
+                    query=query,
+                    headers=headers,
+                    json=parsed,
+                    body=raw,
+                    status=None if drop else reply.status,
+                    response_headers={} if drop else reply_headers,
+                    response_body=b"" if drop else reply_bytes,
+                    dropped=drop,
+                    processed=processed,
+                )
+            )
+        if drop:
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if stall:
+            time.sleep(self.stall_seconds)
+        try:
+            handler.send_response(reply.status)
+            for name, value in reply_headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            if reply_bytes and method != "HEAD":
+                handler.wfile.write(reply_bytes)
+        except OSError:  # the client gave up (e.g. its timeout fired during a stall)
+            handler.close_connection = True
+
+    @staticmethod
+    def _read_body(handler: _Handler, headers: dict[str, str]) -> bytes:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(handler.rfile.read(size))
+                handler.rfile.readline()
+        length = int(headers.get("content-length") or 0)
+        return handler.rfile.read(length) if length > 0 else b""
+
+    def _decide(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> tuple[_Reply, bool, bool, bool]:
+        """Apply auth, limits and knobs, then the route: (reply, processed, drop, stall)."""
+        if not self._authorized(headers.get("authorization", "")):
+            return _error(401, "Bad credentials"), False, False, False
+        with self._lock:
+            self._refill()
+            if self.rate_limit_remaining <= 0:
+                message = "API rate limit exceeded for user ID 1."
+                return _error(403, message), False, False, False
+            self.rate_limit_remaining -= 1  # given back below if the answer is a 304
+            if self.forbidden:
+                message = "Resource not accessible by personal access token"
+                return _error(403, message), False, False, False
+            if method in WRITE_METHODS and (refusal := self._secondary_refusal()) is not None:
+                return refusal, False, False, False
+            knobbed = method in {m.upper() for m in self.knob_methods}
+            if knobbed and self._rng.random() < self.error_rate:
+                status = self._rng.choice((502, 503))
+                message = "Server Error" if status == 502 else "Service Unavailable"
+                return _error(status, message), False, False, False
+            drop = knobbed and self._rng.random() < self.drop_rate
+            stall = not drop and knobbed and self._rng.random() < self.stall_rate
+            try:
+                reply = self._route(method, path, query, headers, raw)
+            except _Refusal as refusal:
+                reply = refusal.reply
+            except Exception as exc:  # a bug in the fake: answer 500, fail the test at exit
+                self.internal_errors.append(exc)
+                reply = _error(500, f"fake internal error: {exc!r}")
+            if reply.status == 304:
+                self.rate_limit_remaining += 1
+            return reply, True, drop, stall
+
+    def _authorized(self, authorization: str) -> bool:
+        scheme, _, credential = authorization.partition(" ")
+        return scheme.lower() in ("bearer", "token") and credential.strip() == self.token
+
+    def _refill(self) -> None:
+        now = self.clock()
+        if now >= self.rate_limit_reset:
+            self.rate_limit_remaining = self.rate_limit
+            self.rate_limit_reset = int(now) + 3600
+
+    def _secondary_refusal(self) -> _Reply | None:
+        if self.secondary_limit is None:
+            return None
+        most, window = self.secondary_limit
+        now = time.monotonic()
+        while self._writes_window and self._writes_window[0] <= now - window:
+            self._writes_window.popleft()
+        if len(self._writes_window) >= most:
+            wait = max(1, math.ceil(self._writes_window[0] + window - now))
+            reply = _error(
+                403,
+                "You have exceeded a secondary rate limit. "
+                "Please wait a few minutes before you try again.",
+            )
+            reply.headers["retry-after"] = str(wait)
+            return reply
+        self._writes_window.append(now)
+        return None
+
+    def _headers(self, reply: _Reply, body: bytes, request: dict[str, str]) -> dict[str, str]:
+        with self._lock:
+            self._served += 1
+            remaining = max(self.rate_limit_remaining, 0)
+            headers = {
+                "x-ratelimit-limit": str(self.rate_limit),
+                "x-ratelimit-remaining": str(remaining),
+                "x-ratelimit-used": str(max(self.rate_limit - remaining, 0)),
+                "x-ratelimit-reset": str(self.rate_limit_reset),
+                "x-ratelimit-resource": "core",
+                "x-github-request-id": f"FA4E:{self._served:06X}:{id(self) & 0xFFFFFF:06X}",
+                "x-github-api-version-selected": request.get("x-github-api-version", "2022-11-28"),
+                "x-github-media-type": "github.v3; format=json",
+            }
+        if reply.status not in (204, 304):
+            headers["content-type"] = "application/json; charset=utf-8"
+            headers["content-length"] = str(len(body))
+        headers.update(reply.headers)
+        return headers
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> _Reply:
+        for route_method, pattern, handler_name in _ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None or route_method != method:
+                continue
+            handler: Callable[[_Call], _Reply] = getattr(self, handler_name)
+            args = {name: unquote(value) for name, value in match.groupdict().items()}
+            body: Any = None
+            if method in WRITE_METHODS and raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise _Refusal(_error(400, "Problems parsing JSON")) from None
+            reply = handler(_Call(path, args, query, body))
+            if method == "GET" and reply.status == 200:
+                return self._conditional(reply, headers)
+            return reply
+        raise _not_found()
+
+    def _conditional(self, reply: _Reply, headers: dict[str, str]) -> _Reply:
+        # GitHub's ETags depend on the token as well as the body.
+        digest = hashlib.sha256(self.token.encode() + json.dumps(reply.body).encode())
+        etag = f'W/"{digest.hexdigest()}"'
+        reply.headers["etag"] = etag
+        reply.headers["cache-control"] = "private, max-age=60, s-maxage=60"
+        reply.headers["vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
+        wanted = {
+            tag.strip().removeprefix("W/") for tag in headers.get("if-none-match", "").split(",")
+        }
+        if etag.removeprefix("W/") in wanted or "*" in wanted:
+            return _Reply(
+                304,
+                None,
+                {
+                    "etag": etag,
+                    "cache-control": reply.headers["cache-control"],
+                    "vary": reply.headers["vary"],
+                },
+            )
+        return reply
+
+    def _paginate(self, items: list[Any], call: _Call) -> tuple[list[Any], dict[str, str]]:
+        """One page of ``items`` and, when there are several pages, GitHub's ``Link`` header."""
+        per_page = _positive(call.query.get("per_page"), 30, most=100)
+        page = _positive(call.query.get("page"), 1)
+        last = max(1, math.ceil(len(items) / per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        if last == 1:
+            return chunk, {}
+
+        def link(number: int, rel: str) -> str:
+            params = {**call.query, "page": str(number)}
+            return f'<{self.base_url}{call.path}?{urlencode(params)}>; rel="{rel}"'
+
+        rels: list[str] = []
+        if page > 1:
+            rels.append(link(min(page - 1, last), "prev"))
+        if page < last:
+            rels.append(link(page + 1, "next"))
+            rels.append(link(last, "last"))
+        if page > 1:
+            rels.append(link(1, "first"))
+        return chunk, {"link": ", ".join(rels)}
+
+    # deployments
+
+    def _list_deployments(self, call: _Call) -> _Reply:
+        found = [
+            d.body
+            for d in self._repo_deployments(call.owner, call.repo)
+            if all(
+                not call.query.get(name) or d.body[name] == call.query[name]
+                for name in ("sha", "ref", "task", "environment")
+            )
+        ]
+        page, headers = self._paginate(found, call)
+        return _Reply(200, copy.deepcopy(page), headers)
+
+    def _post_deployment(self, call: _Call) -> _Reply:
+        body = call.body
+        if not isinstance(body, dict):
+            raise _invalid("Body must be a JSON object.")
+        _check_types(
+            body,
+            {
+                "ref": (str,),
+                "task": (str,),
+                "auto_merge": (bool,),
+                "required_contexts": (list,),
+                "payload": (dict, str),
+                "environment": (str,),
+                "description": (str, type(None)),
+                "transient_environment": (bool,),
+                "production_environment": (bool,),
+            },
+            required="ref",
+        )
+        ref: str = body["ref"]
+        if not ref:
+            raise _Refusal(_error(422, "No ref found for: "))
+        contexts = body.get("required_contexts")
+        if contexts is not None and not all(isinstance(c, str) for c in contexts):
+            raise _invalid("For 'items', required_contexts must hold strings.")
+        if body.get("auto_merge", True) is not False:
+            return _Reply(202, {"message": f"Auto-merged main into {ref} on deployment."})
+        if contexts is None or any(c not in self.passing_contexts for c in contexts):
+            message = f"Conflict: Commit status checks failed for {ref}."
+            raise _Refusal(_error(409, message))
+        created = self._create_deployment(call.owner, call.repo, body)
+        return _Reply(201, copy.deepcopy(created), {"location": created["url"]})
+
+    def _create_deployment(self, owner: str, repo: str, body: JsonObject) -> JsonObject:
+        repo_key = self._remember_repo(owner, repo)
+        owner, repo = self._repo_names[repo_key]
+        number = self._next_id("deployment")
+        stamp = self._tick()
+        ref: str = body["ref"]
+        environment: str = body.get("environment", "production")
+        repo_url = f"{self.base_url}/repos/{owner}/{repo}"
+        sha = (
+            ref.lower()
+            if _HEX40.fullmatch(ref)
+            else hashlib.sha1(f"{owner}/{repo}@{ref}".lower().encode()).hexdigest()
+        )
+        deployment = {
+            "url": f"{repo_url}/deployments/{number}",
+            "id": number,
+            "node_id": _node_id("DE_kwDO", number),
+            "sha": sha,
+            "ref": ref,
+            "task": body.get("task", "deploy"),
+            "payload": body.get("payload", {}),
+            "original_environment": environment,
+            "environment": environment,
+            "description": body.get("description", ""),
+            "creator": _user(),
+            "created_at": stamp,
+            "updated_at": stamp,
+            "statuses_url": f"{repo_url}/deployments/{number}/statuses",
+            "repository_url": repo_url,
+            "transient_environment": body.get("transient_environment", False),
+            "production_environment": body.get(
+                "production_environment", environment == "production"
+            ),
+            "performed_via_github_app": None,
+        }
+        self._deployments[number] = _Deployment(repo_key, deployment)
+        return deployment
+
+    def _get_deployment(self, call: _Call) -> _Reply:
+        deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
+        return _Reply(200, copy.deepcopy(deployment.body))
+
+    def _delete_deployment(self, call: _Call) -> _Reply:
+        number = call.number("deployment_id")
+        deployment = self._deployment(call.owner, call.repo, number)
+        alone = len(self._repo_deployments(call.owner, call.repo)) == 1
+        if deployment.state != "inactive" and not alone:
+            message = (
+                "We cannot delete an active deployment unless it is the only deployment "
+                "in a given repository. Mark the deployment as inactive before deleting it."
+            )
+            raise _Refusal(_error(422, message))
+        del self._deployments[number]
+        return _Reply(204)
+
+    # statuses
+
+    def _list_statuses(self, call: _Call) -> _Reply:
+        deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
+        page, headers = self._paginate(deployment.statuses[::-1], call)
+        return _Reply(200, copy.deepcopy(page), headers)
+
+    def _get_status(self, call: _Call) -> _Reply:
+        deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
+        for status in deployment.statuses:
+            if status["id"] == call.number("status_id"):
+                return _Reply(200, copy.deepcopy(status))
+        raise _not_found()
+
+    def _post_status(self, call: _Call) -> _Reply:
+        body = call.body
+        deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
+        if not isinstance(body, dict):
+            raise _invalid("Body must be a JSON object.")
+        text = (str,)
+        _check_types(
+            body,
+            {
+                "state": text,
+                "target_url": text,
+                "log_url": text,
+                "description": text,
+                "environment": text,
+                "environment_url": text,
+                "auto_inactive": (bool,),
+            },
+            required="state",
+        )
+        if body["state"] not in STATES:
+            raise _invalid(
+                f"For 'properties/state', {json.dumps(body['state'])} is not one of "
+                f"{', '.join(STATES)}."
+            )
+        if len(body.get("description", "")) > 140:
+            raise _validation_failed(
+                "DeploymentStatus",
+                "description",
+                "description is too long (maximum is 140 characters)",
+            )
+        status = self._append_status(deployment, body, self._tick())
+        if body["state"] == "success" and body.get("auto_inactive", True):
+            self._auto_inactivate(deployment, status["created_at"])
+        return _Reply(201, copy.deepcopy(status), {"location": status["url"]})
+
+    def _append_status(self, deployment: _Deployment, body: JsonObject, stamp: str) -> JsonObject:
+        number = self._next_id("status")
+        previous = deployment.statuses[-1]["environment"] if deployment.statuses else None
+        environment = body.get("environment") or previous or deployment.body["environment"]
+        log_url = body.get("log_url") or body.get("target_url") or ""
+        status = {
+            "url": f"{deployment.body['url']}/statuses/{number}",
+            "id": number,
+            "node_id": _node_id("DES_kwDO", number),
+            "state": body["state"],
+            "creator": _user(),
+            "description": body.get("description", ""),
+            "environment": environment,
+            "target_url": log_url,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "deployment_url": deployment.body["url"],
+            "repository_url": deployment.body["repository_url"],
+            "environment_url": body.get("environment_url", ""),
+            "log_url": log_url,
+            "performed_via_github_app": None,
+        }
+        deployment.statuses.append(status)
+        deployment.body["environment"] = environment
+        deployment.body["updated_at"] = stamp
+        return status
+
+    def _auto_inactivate(self, current: _Deployment, stamp: str) -> None:
+        """Mark other successful non-transient, non-production deployments of the env inactive."""
+        environment = current.body["environment"]
+        for other in list(self._deployments.values()):
+            if (
+                other is not current
+                and other.repo == current.repo
+                and other.body["environment"] == environment
+                and not other.body["transient_environment"]
+                and not other.body["production_environment"]
+                and other.state == "success"
+            ):
+                self._append_status(other, {"state": "inactive"}, stamp)
+
+    # deploy keys
+
+    def _list_keys(self, call: _Call) -> _Reply:
+        repo_key = (call.owner.lower(), call.repo.lower())
+        found = [k.body for k in self._keys.values() if k.repo == repo_key]
+        page, headers = self._paginate(found, call)
+        return _Reply(200, copy.deepcopy(page), headers)
+
+    def _get_key(self, call: _Call) -> _Reply:
+        key = self._keys.get(call.number("key_id"))
+        if key is None or key.repo != (call.owner.lower(), call.repo.lower()):
+            raise _not_found()
+        return _Reply(200, copy.deepcopy(key.body))
+
+    def _post_key(self, call: _Call) -> _Reply:
+        if not isinstance(call.body, dict):
+            raise _invalid("Body must be a JSON object.")
+        created = self._create_key(call.owner, call.repo, call.body)
+        return _Reply(201, copy.deepcopy(created), {"location": created["url"]})
+
+    def _create_key(self, owner: str, repo: str, body: JsonObject) -> JsonObject:
+        _check_types(body, {"key": (str,), "title": (str,), "read_only": (bool,)})
+        if "key" not in body:
+            raise _validation_failed("PublicKey", "key", "key can't be blank", "missing_field")
+        try:
+            blob = key_blob(body["key"])
+        except ValueError:
+            raise _validation_failed(
+                "PublicKey",
+                "key",
+                "key is invalid. You must supply a key in OpenSSH public key format",
+            ) from None
+        if any(k.blob == blob for k in self._keys.values()):
+            raise _validation_failed("PublicKey", "key", "key is already in use")
+        repo_key = self._remember_repo(owner, repo)
+        owner, repo = self._repo_names[repo_key]
+        number = self._next_id("key")
+        comment = body["key"].split(maxsplit=2)[2:]
+        key = {
+            "id": number,
+            "key": blob,
+            "url": f"{self.base_url}/repos/{owner}/{repo}/keys/{number}",
+            "title": body.get("title") or (comment[0].strip() if comment else ""),
+            "verified": True,
+            "created_at": self._tick(),
+            "read_only": body.get("read_only", False),
+            "added_by": "octocat",
+            "last_used": None,
+            "enabled": True,
+        }
+        self._keys[number] = _Key(repo_key, blob, key)
+        return key
+
+    def _delete_key(self, call: _Call) -> _Reply:
+        key = self._keys.get(call.number("key_id"))
+        if key is None or key.repo != (call.owner.lower(), call.repo.lower()):
+            raise _not_found()
+        del self._keys[call.number("key_id")]
+        return _Reply(204)
+
+    # environments
+
+    def _list_environments(self, call: _Call) -> _Reply:
+        found = self._repo_environments(call.owner, call.repo)
+        page, headers = self._paginate(found, call)
+        body = {"total_count": len(found), "environments": copy.deepcopy(page)}
+        return _Reply(200, body, headers)
+
+    def _get_environment(self, call: _Call) -> _Reply:
+        key = (call.owner.lower(), call.repo.lower(), call.args["name"].lower())
+        environment = self._environments.get(key)
+        if environment is None:
+            raise _not_found()
+        return _Reply(200, copy.deepcopy(environment))
+
+    def _put_environment(self, call: _Call) -> _Reply:
+        body = call.body
+        name = call.args["name"]
+        settings: JsonObject = body if isinstance(body, dict) else {}
+        if body is not None and not isinstance(body, dict):
+            raise _invalid("Body must be a JSON object or null.")
+        if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
+            raise _Refusal(_error(422, "Invalid environment name."))
+        _check_types(
+            settings,
+            {
+                "wait_timer": (int,),
+                "prevent_self_review": (bool,),
+                "reviewers": (list, type(None)),
+                "deployment_branch_policy": (dict, type(None)),
+            },
+        )
+        unknown = sorted(
+            set(settings)
+            - {"wait_timer", "prevent_self_review", "reviewers", "deployment_branch_policy"}
+        )
+        if unknown:
+            raise _invalid(f"{unknown[0]!r} is not a permitted key.")
+        wait_timer = settings.get("wait_timer", 0)
+        if isinstance(wait_timer, bool) or not 0 <= wait_timer <= 43200:
+            raise _Refusal(_error(422, "Wait timer must be between 0 and 43200."))
+        policy = settings.get("deployment_branch_policy")
+        if policy is not None and (
+            set(policy) != {"protected_branches", "custom_branch_policies"}
+            or policy["protected_branches"] == policy["custom_branch_policies"]
+        ):
+            message = "Exactly one of protected_branches and custom_branch_policies must be true."
+            raise _Refusal(_error(422, message))
+        reviewers = settings.get("reviewers") or []
+        for reviewer in reviewers:
+            if (
+                not isinstance(reviewer, dict)
+                or reviewer.get("type") not in ("User", "Team")
+                or not isinstance(reviewer.get("id"), int)
+            ):
+                raise _invalid("Each reviewer needs a type (User or Team) and an integer id.")
+
+        repo_key = self._remember_repo(call.owner, call.repo)
+        owner, repo = self._repo_names[repo_key]
+        stamp = self._tick()
+        existing = self._environments.get((*repo_key, name.lower()))
+        if existing is None:
+            number = self._next_id("environment")
+            name_in_url = quote(name, safe="")
+            existing = {
+                "id": number,
+                "node_id": _node_id("EN_kwDO", number),
+                "name": name,
+                "url": f"{self.base_url}/repos/{owner}/{repo}/environments/{name_in_url}",
+                "html_url": (
+                    f"https://github.com/{owner}/{repo}/deployments/activity_log"
+                    f"?environments_filter={name_in_url}"
+                ),
+                "created_at": stamp,
+            }
+        rules: list[JsonObject] = []
+        if wait_timer:
+            rules.append(self._rule("wait_timer", wait_timer=wait_timer))
+        if reviewers:
+            rules.append(
+                self._rule(
+                    "required_reviewers",
+                    prevent_self_review=settings.get("prevent_self_review", False),
+                    reviewers=[
+                        {
+                            "type": r["type"],
+                            "reviewer": _user(f"user{r['id']}", r["id"])
+                            if r["type"] == "User"
+                            else _team(r["id"]),
+                        }
+                        for r in reviewers
+                    ],
+                )
+            )
+        if policy is not None:
+            rules.append(self._rule("branch_policy"))
+        existing.update(
+            updated_at=stamp,
+            protection_rules=rules,
+            deployment_branch_policy=copy.deepcopy(policy),
+        )
+        self._environments[(*repo_key, name.lower())] = existing
+        return _Reply(200, copy.deepcopy(existing))
+
+    def _rule(self, kind: str, **fields: Any) -> JsonObject:
+        number = self._next_id("rule")
+        return {"id": number, "node_id": _node_id("GA_kwDO", number), "type": kind, **fields}
+
+    # -- state helpers (callers hold the lock) ------------------------------------------------
+
+    def _remember_repo(self, owner: str, repo: str) -> tuple[str, str]:
+        repo_key = (owner.lower(), repo.lower())
+        self._repo_names.setdefault(repo_key, (owner, repo))
+        return repo_key
+
+    def _repo_deployments(self, owner: str, repo: str) -> list[_Deployment]:
+        repo_key = (owner.lower(), repo.lower())
+        found = [d for d in self._deployments.values() if d.repo == repo_key]
+        return sorted(found, key=lambda d: d.body["id"], reverse=True)
+
+    def _repo_environments(self, owner: str, repo: str) -> list[JsonObject]:
+        repo_key = (owner.lower(), repo.lower())
+        found = [env for key, env in self._environments.items() if key[:2] == repo_key]
+        return sorted(found, key=lambda env: str(env["name"]).lower())
+
+    def _deployment(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        missing: Callable[[int], Exception] | None = None,
+    ) -> _Deployment:
+        deployment = self._deployments.get(number)
+        if deployment is None or deployment.repo != (owner.lower(), repo.lower()):
+            raise missing(number) if missing is not None else _not_found()
+        return deployment
+
+    def _next_id(self, kind: str) -> int:
+        # Disjoint ranges per kind, so a client that mixes up kinds of ids gets a 404.
+        self._ids[kind] = self._ids.get(kind, _FIRST_IDS[kind] - 1) + 1
+        return self._ids[kind]
+
+    def _tick(self) -> str:
+        """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
+        self._last_tick = max(int(self.clock()), self._last_tick + 1)
+        return _iso(self._last_tick)
+
+
+def _positive(value: str | None, default: int, most: int | None = None) -> int:
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        number = default
+    if number < 1:
+        number = default
+    return min(number, most) if most is not None else number
