@@ -333,9 +333,10 @@ def _enqueue_sync(action: Action, context: _Context) -> None:
 
 
 def _retire_remotely(context: _Context, action: Action, group: str, record_id: int) -> None:
-    """Queue an ``inactive`` for every target that holds a deployment of ``record_id``."""
+    """Queue an ``inactive`` for every target that holds (or may hold, after an attempt whose
+    answer was lost) a deployment of ``record_id``."""
     for sync in context.ledger.syncs_for(SyncSubject.RECORD, record_id):
-        if sync.remote_id is not None:
+        if sync.remote_id is not None or (sync.attempts > 0 and not sync.settled):
             context.enqueue(
                 group,
                 SyncWork(

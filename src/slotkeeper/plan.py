@@ -30,6 +30,7 @@ from slotkeeper.model import (
     RecordedState,
     RemoteState,
     Revision,
+    SyncStatus,
     SyncSubject,
     TargetSync,
     parse_duration,
@@ -218,6 +219,7 @@ def plan(
                 artifact=record.artifact,
                 previous=record.artifact,
                 record=record.id,
+                targets=_holding(recorded, SyncSubject.RECORD, record.id),
                 reason=(
                     "environment removed from manifests"
                     if env_spec is None
@@ -326,6 +328,7 @@ def _key_actions(
                     previous_id=current.id,
                     previous_fingerprint=current.fingerprint,
                 ),
+                targets=_holding(recorded, SyncSubject.KEY, current.id),
                 reason="removed from manifests",
             )
         )
@@ -425,9 +428,14 @@ def _sync_actions(
             remote_id = None if recreate else current and current.remote_id
         elif current is None:
             reason, remote_id = f"not yet on {target}", None
-        elif not current.settled:
-            reason = f"{current.status.value} on {target}"
-            if current.last_error:
+        elif current.status is not SyncStatus.SYNCED or current.remote_state is not want:
+            shown = (
+                current.status.value
+                if current.status is not SyncStatus.SYNCED
+                else (current.remote_state.value if current.remote_state else "unknown")
+            )
+            reason = f"{shown} on {target}, should be {want.value}"
+            if current.last_error and current.status is not SyncStatus.SYNCED:
                 reason += f": {current.last_error}"
             remote_id = current.remote_id
         else:
@@ -551,8 +559,22 @@ def _synced_targets(
     )
 
 
+def _holding(recorded: RecordedState, subject: SyncSubject, subject_id: int) -> tuple[str, ...]:
+    """Targets that hold a remote copy of a record or key."""
+    return tuple(
+        sorted(
+            sync.target
+            for (_, kind, sid), sync in recorded.syncs.items()
+            if kind is subject and sid == subject_id and sync.remote_id is not None
+        )
+    )
+
+
 def _retired_settled(sync: TargetSync) -> bool:
-    return sync.remote_id is None or (
+    """Nothing left to tell a target about a retired record or key: it never held a copy (no
+    remote id and no attempt that might have made one), or it was told."""
+    never_sent = sync.remote_id is None and (sync.attempts == 0 or sync.settled)
+    return never_sent or (
         sync.settled and sync.wanted in (RemoteState.INACTIVE, RemoteState.ABSENT)
     )
 

@@ -248,7 +248,30 @@ def reconcile(
             concurrency=run.concurrency,
             on_result=on_result,
         )
+        _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
     return Reconciliation(the_plan, result)
+
+
+def _read_back(
+    desired: DesiredState,
+    ledger: Ledger,
+    targets: Mapping[str, Target],
+    applied: Plan,
+    *,
+    refreshing: bool,
+) -> None:
+    """After writing to targets, read back what they hold: it confirms the writes, and the
+    ETags it caches let the next reconcile's refresh be answered with 304s (no rate limit)."""
+    if not refreshing or not any(a.targets or a.target for a in applied.applicable):
+        return
+    for drift in refresh(desired, ledger.read_state(), targets):
+        obs.get_logger().warning(
+            "target.drift_after_apply",
+            target=drift.target,
+            subject=drift.subject.value,
+            subject_id=drift.subject_id,
+            observed=drift.observed,
+        )
 
 
 def apply_saved(
@@ -273,7 +296,7 @@ def apply_saved(
             else DesiredState(environments={}, targets={})
         )
         with open_targets(desired, ledger, clock=clock) as targets:
-            return execute(
+            result = execute(
                 the_plan,
                 ledger,
                 clock=clock,
@@ -283,3 +306,5 @@ def apply_saved(
                 concurrency=run.concurrency,
                 on_result=on_result,
             )
+            _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
+            return result

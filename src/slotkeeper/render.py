@@ -32,6 +32,7 @@ _SYMBOLS: dict[ActionType, tuple[str, str]] = {
     ActionType.DEPLOY: ("+", "green"),
     ActionType.DECOMMISSION: ("-", "red"),
     ActionType.REVOKE_KEY: ("-", "red"),
+    ActionType.SYNC: ("~", "cyan"),
 }
 
 _STATUS_STYLES = {
@@ -87,6 +88,14 @@ def render_plan(plan: Plan, console: Console) -> None:
         detail = action.reason
         if action.type is ActionType.DEPLOY and action.supersedes is not None:
             detail = f"{action.reason} (supersedes #{action.supersedes})"
+        if action.type is ActionType.SYNC:
+            detail = (
+                f"{action.target} -> {action.want.value if action.want else ''}: {action.reason}"
+            )
+            if action.key is None and action.slot is None:
+                what = f"key {action.repository}#{action.remote_id}"
+        elif action.targets:
+            detail = f"{detail} [{', '.join(action.targets)}]"
         if action.blocked is not None:
             detail = f"BLOCKED: {action.blocked}"
         table.add_row(
@@ -115,6 +124,8 @@ def summary_line(plan: Plan) -> Text:
         f"{keys} key change{'s' if keys != 1 else ''} "
         f"({s['create_key']} create, {s['rotate_key']} rotate, {s['revoke_key']} revoke)."
     )
+    if s["sync"]:
+        text.append(f" {s['sync']} target sync{'s' if s['sync'] != 1 else ''}.")
     if s["blocked"]:
         text.append(f" {s['blocked']} blocked.", style="bold magenta")
     return text
@@ -122,6 +133,8 @@ def summary_line(plan: Plan) -> Text:
 
 def render_apply(result: ApplyResult, console: Console) -> None:
     for item in result.results:
+        if item.outcome is Outcome.DEFERRED:
+            console.print(f"[yellow]  deferred[/]  {item.type.value} {item.label}: {item.message}")
         if item.outcome is Outcome.FAILED:
             console.print(f"[red]  failed[/]  {item.type.value} {item.label}: {item.message}")
     applied = result.count(Outcome.APPLIED)
@@ -132,6 +145,12 @@ def render_apply(result: ApplyResult, console: Console) -> None:
         f"[bold {style}]Apply complete![/] {applied} applied, {failed} failed, "
         f"{blocked} blocked. Ledger serial {result.serial}."
     )
+    deferred = result.count(Outcome.DEFERRED)
+    if deferred:
+        console.print(
+            f"[yellow]{deferred} target call{'s' if deferred != 1 else ''} deferred[/] to the next "
+            "reconcile (write budget)."
+        )
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

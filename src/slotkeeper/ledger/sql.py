@@ -491,16 +491,19 @@ class SqlLedger:
             )
         ]
         syncs = [_sync(row) for row in self._query(f"SELECT {_SYNC_COLUMNS} FROM target_syncs")]
+        # Retired records and keys some target may still hold as live: a copy was made (or an
+        # attempt whose answer was lost may have made one) and it was not yet retired there.
         unsettled = (
             "SELECT subject_id FROM target_syncs WHERE subject = ? "
-            "AND (status != 'synced' OR remote_state IS NULL OR remote_state != wanted)"
+            "AND (remote_id IS NOT NULL OR attempts > 0) "
+            "AND NOT (status = 'synced' AND remote_state = ?)"
         )
         retired_records = [
             _record(row)
             for row in self._query(
                 f"SELECT {_RECORD_COLUMNS} FROM records WHERE status != 'DEPLOYED' "
                 f"AND id IN ({unsettled})",
-                ("record",),
+                ("record", RemoteState.INACTIVE.value),
             )
         ]
         retired_keys = [
@@ -508,7 +511,7 @@ class SqlLedger:
             for row in self._query(
                 f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status != 'ACTIVE' "
                 f"AND id IN ({unsettled})",
-                ("key",),
+                ("key", RemoteState.ABSENT.value),
             )
         ]
         return RecordedState(

@@ -124,14 +124,14 @@ class GitHubTarget:
     ) -> Remote:
         repository = self._repository(subject)
         remote_id = current.remote_id if current else None
+        if remote_id is None and current is not None and current.attempts > 0:
+            # An earlier attempt may have created it before its answer was lost.
+            remote_id = self._find_deployment(repository, subject)
         if want is RemoteState.INACTIVE:
             if remote_id is None:
                 return Remote(None, RemoteState.INACTIVE)
             status = self._post_status(repository, remote_id, "inactive", _retired(subject))
             return Remote(remote_id, RemoteState.INACTIVE, status.get("created_at"))
-        if remote_id is None and current is not None and current.attempts > 0:
-            # An earlier attempt may have created it before its answer was lost.
-            remote_id = self._find_deployment(repository, subject)
         if remote_id is None:
             remote_id = self._create_deployment(repository, subject)
         status = self._post_status(
@@ -427,7 +427,9 @@ class GitHubTarget:
         accept: tuple[int, ...] = (200, 201, 202, 204),
     ) -> httpx.Response:
         """One logical call: paced if a write, retried when safe, errors translated."""
-        attempts = self._settings.attempts if idempotent else 1
+        # Only answers that prove nothing happened (5xx on idempotent calls, rate-limit refusals,
+        # transport errors before a non-idempotent write) are retried; see _send_once.
+        attempts = self._settings.attempts
         try:
             for attempt in stamina.retry_context(
                 on=_backoff_hook, attempts=attempts, timeout=120, wait_initial=0.5, wait_max=10
