@@ -219,8 +219,11 @@ def test_key_rotation_adds_confirms_then_deletes(
     [created] = [k for k in gh.keys("acme", "web") if k["title"].startswith("slotkeeper:")]
     assert created["title"].startswith("slotkeeper:deployer:")
     assert created["read_only"] is True
-    public = sk("keys", "list", "--json").json()[0]["public_key"]
-    assert created["key"] == " ".join(public.split()[:2])
+    [listed] = sk("keys", "list", "--json").json()
+    assert created["key"] == " ".join(listed["public_key"].split()[:2])
+    assert listed["targets"]["github"]["status"] == "synced"
+    assert listed["targets"]["github"]["remote_id"] == str(created["id"])
+    assert "github:synced" in sk("keys", "list").out
 
     assert sk("plan", "-m", "m", "--at", "+31d", "--out", "rotate.plan").code == 0
     gh.reset_log()

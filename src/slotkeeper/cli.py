@@ -427,6 +427,14 @@ def apply(
     return _finish(done.result, console)
 
 
+def _syncs_by_subject(ledger: Ledger, subject: SyncSubject) -> dict[int, list[TargetSync]]:
+    syncs: dict[int, list[TargetSync]] = {}
+    for sync in ledger.all_syncs():
+        if sync.subject is subject:
+            syncs.setdefault(sync.subject_id, []).append(sync)
+    return syncs
+
+
 @cli.command()
 @manifest_options
 @click.option("--json", "as_json", is_flag=True)
@@ -436,10 +444,7 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
     with _ledger(state) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
-        syncs: dict[int, list[TargetSync]] = {}
-        for sync in ledger.all_syncs():
-            if sync.subject is SyncSubject.RECORD:
-                syncs.setdefault(sync.subject_id, []).append(sync)
+        syncs = _syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
         _print_json(render.status_document(records, pending, syncs))
     else:
@@ -480,10 +485,11 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
     del manifests
     with _ledger(state) as ledger:
         found = ledger.keys(include_retired=include_retired)
+        syncs = _syncs_by_subject(ledger, SyncSubject.KEY)
     if as_json:
-        _print_json(render.keys_document(found))
+        _print_json(render.keys_document(found, syncs))
     else:
-        render.render_keys(found, _stdout())
+        render.render_keys(found, _stdout(), syncs)
     return EXIT_OK
 
 

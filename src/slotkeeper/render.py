@@ -300,17 +300,22 @@ def next_rotation(key: KeyRecord) -> datetime | None:
     return key.created_at + parse_duration(key.rotate_after) if key.rotate_after else None
 
 
-def keys_document(keys: list[KeyRecord]) -> list[dict[str, Any]]:
+def keys_document(
+    keys: list[KeyRecord], syncs: dict[int, list[TargetSync]] | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for key in keys:
         row = key.model_dump(mode="json")
         due = next_rotation(key)
         row["next_rotation"] = due.isoformat() if due and key.status.value == "ACTIVE" else None
+        row["targets"] = _target_states((syncs or {}).get(key.id, []))
         rows.append(row)
     return rows
 
 
-def render_keys(keys: list[KeyRecord], console: Console) -> None:
+def render_keys(
+    keys: list[KeyRecord], console: Console, syncs: dict[int, list[TargetSync]] | None = None
+) -> None:
     if not keys:
         console.print("No deploy keys recorded.")
         return
@@ -324,6 +329,7 @@ def render_keys(keys: list[KeyRecord], console: Console) -> None:
         "ACCESS",
         "CREATED",
         "NEXT ROTATION",
+        "TARGETS",
     ):
         table.add_column(column)
     for key in keys:
@@ -337,5 +343,6 @@ def render_keys(keys: list[KeyRecord], console: Console) -> None:
             "read-only" if key.read_only else "read-write",
             _when(key.created_at),
             _when(due) if due and key.status.value == "ACTIVE" else "",
+            _targets_cell((syncs or {}).get(key.id, [])),
         )
     _print_table(console, table)

@@ -544,7 +544,15 @@ def _message(response: httpx.Response) -> str:
     except ValueError:
         return response.reason_phrase
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:200]
+        message = str(body["message"])
+        details = [
+            str(error["message"])
+            for error in body.get("errors") or []
+            if isinstance(error, dict) and isinstance(error.get("message"), str)
+        ]
+        if details:
+            message += ": " + "; ".join(details)
+        return message[:300]
     return response.reason_phrase
 
 
