@@ -437,3 +437,17 @@ def _foreign_key() -> str:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
+
+
+def test_token_from_a_file(sk: Sk, workdir: Path, gh: FakeGitHub, repo: str, state: Path) -> None:
+    """A token referenced as {file: PATH} is read from that file; a missing or empty file is a
+    clear error naming the path."""
+    declare(workdir, gh, {"api": image()}, target_extra={"token": {"file": "token.txt"}})
+    missing = sk("apply", "--yes", "-m", "m")
+    assert missing.code == 1 and "cannot read credential file token.txt" in missing.err
+    Path("token.txt").write_text("\n")
+    empty = sk("apply", "--yes", "-m", "m")
+    assert empty.code == 1 and "credential file token.txt is empty" in empty.err
+    Path("token.txt").write_text(TOKEN + "\n")
+    apply(sk)
+    assert_converged(gh, state)
