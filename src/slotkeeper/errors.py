@@ -79,7 +79,18 @@ class SecretError(SlotkeeperError):
 
 
 class TargetError(SlotkeeperError):
-    """A target call failed; the message names the target and what failed, never a credential."""
+    """A target call failed; the message names the target and what failed, never a credential.
+
+    ``remote_id`` and ``detail`` carry what the target did make, if anything (e.g. an Unkey
+    deployment that then failed), so the ledger can keep it.
+    """
+
+    def __init__(
+        self, message: str, *, remote_id: str | None = None, detail: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.remote_id = remote_id
+        self.detail = detail or {}
 
 
 class PermanentTargetError(TargetError):
@@ -89,8 +100,15 @@ class PermanentTargetError(TargetError):
 class TemporaryTargetError(TargetError):
     """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        remote_id: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, remote_id=remote_id, detail=detail)
         self.retry_after = retry_after
 
 

@@ -43,7 +43,7 @@ from slotkeeper.model import (
 )
 from slotkeeper.plan import Action, ActionType, Plan
 from slotkeeper.targets.base import KeySubject, Target
-from slotkeeper.targetsync import SyncOutcome, SyncWork, TargetSyncer
+from slotkeeper.targetsync import History, SyncOutcome, SyncWork, TargetSyncer
 
 Clock = Callable[[], datetime]
 
@@ -148,6 +148,7 @@ def execute(
     sink: SecretSink,
     targets: Mapping[str, Target] | None = None,
     concurrency: int = 4,
+    history: History | None = None,
     on_result: ProgressHook | None = None,
 ) -> ApplyResult:
     """Apply ``plan``; the caller holds the writer lock. Never raises for one action's failure;
@@ -226,6 +227,7 @@ def execute(
             lineage=plan.lineage,
             clock=clock,
             concurrency=concurrency,
+            history=history,
         )
         syncer.run(list(context.groups.values()), on_outcome=lambda o: report(_sync_result(o)))
 
@@ -365,6 +367,7 @@ def _deploy(action: Action, context: _Context) -> _Applied:
             at=at,
             revision=context.revision,
             action_id=action.id,
+            annotations=action.annotations,
         )
         if action.supersedes is not None:
             tx.set_superseded_by(action.supersedes, record_id)

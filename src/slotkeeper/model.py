@@ -136,6 +136,9 @@ class KeySecret(_Strict):
 class SlotSpec(_Strict):
     artifact: Artifact
     ref: NonEmpty | None = None
+    #: free-form notes carried on the record; ``fix: "true"`` / ``hotfix: "true"`` mark a
+    #: deployment as a fix for DORA tracking
+    annotations: dict[NonEmpty, str] = Field(default_factory=dict)
 
 
 class DeployKeySpec(_Strict):
@@ -171,37 +174,43 @@ class EnvironmentDocument(_Strict):
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")]
 
 
-class GithubTargetSpec(_Strict):
+class _TargetBase(_Strict):
+    #: the longest slotkeeper waits for a rate limit's retry-after before leaving work pending
+    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+
+
+class GithubTargetSpec(_TargetBase):
     type: Literal["github"]
     base_url: HttpUrl = "https://api.github.com"
     token: SecretRef
     #: GitHub's documented secondary limits for content-creating requests
     writes_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 80
     writes_per_hour: Annotated[int, Field(ge=1, le=100_000)] = 500
-    #: the longest slotkeeper waits for the budget or a retry-after before leaving work pending
-    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
-    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
 
 
-class ChainloopTargetSpec(_Strict):
+class ChainloopTargetSpec(_TargetBase):
     type: Literal["chainloop"]
-    base_url: HttpUrl
+    base_url: HttpUrl = "https://api.app.chainloop.dev"
     token: SecretRef
+    #: DEPLOYED records are re-recorded this often so Chainloop's last_seen_at stays true
     heartbeat_interval: Duration = "1h"
 
 
-class UnkeyTargetSpec(_Strict):
+class UnkeyTargetSpec(_TargetBase):
     type: Literal["unkey"]
     base_url: HttpUrl = "https://api.unkey.com"
     root_key: SecretRef
     project: Slug
     app: Slug
     keyspace_id: NonEmpty | None = None
+    #: how long one apply waits for a deployment to reach a final status
+    poll_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
 
 
-class IftrueTargetSpec(_Strict):
+class IftrueTargetSpec(_TargetBase):
     type: Literal["iftrue"]
-    base_url: HttpUrl
+    base_url: HttpUrl = "https://api.iftrue.co"
     token: SecretRef
     member_id: NonEmpty
     repository_url: HttpUrl
@@ -287,6 +296,7 @@ class Record(BaseModel):
     superseded_by: int | None = None
     revision: str | None = None
     action_id: str
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class KeyRecord(BaseModel):
@@ -360,6 +370,9 @@ class TargetSync(BaseModel):
     attempts: int = 0
     last_error: str | None = None
     updated_at: datetime
+    #: what the target said about it beyond an id (e.g. Unkey's status and steps, GitHub's
+    #: node id), shown by ``history``
+    remote_detail: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def settled(self) -> bool:

@@ -22,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slotkeeper.model import (
     Artifact,
+    ArtifactKind,
     DeployKeySpec,
     DesiredState,
     Drift,
     EnvironmentRecord,
+    EnvironmentSpec,
     KeyRecord,
     RecordedState,
     RemoteState,
@@ -107,6 +109,9 @@ class Action(_Value):
     remote_id: str | None = None
     #: the remote copy was deleted: make a new one rather than update the old
     recreate: bool = False
+    #: what a deploy carries onto its record, and what the plan has to say about targets
+    annotations: dict[str, str] = Field(default_factory=dict)
+    notes: tuple[str, ...] = ()
     repository: str | None = None
     reason: str
     blocked: str | None = None
@@ -187,6 +192,7 @@ def plan(
             if current is not None and current.artifact == slot.artifact:
                 unchanged.append(current.id)
                 continue
+            targets, notes = _deploy_targets(spec, desired, slot.artifact.kind)
             drafts.append(
                 Action(
                     id=ids.make(ActionType.DEPLOY, env_name, slot_name, slot.artifact),
@@ -197,7 +203,9 @@ def plan(
                     ref=slot.ref,
                     previous=current.artifact if current else None,
                     supersedes=current.id if current else None,
-                    targets=tuple(spec.targets),
+                    targets=targets,
+                    notes=notes,
+                    annotations=dict(slot.annotations),
                     reason=(
                         f"{_version(current.artifact)} -> {_version(slot.artifact)}"
                         if current
@@ -230,7 +238,7 @@ def plan(
 
     drafts.extend(_key_actions(desired, recorded, now=now, options=options, ids=ids, drift=drift))
     guarded = _guard(drafts, desired, recorded, options)
-    guarded.extend(_sync_actions(desired, recorded, guarded, drift, ids))
+    guarded.extend(_sync_actions(desired, recorded, guarded, drift, ids, now=now))
     actions = sorted(guarded, key=action_order)
     return Plan(
         lineage=recorded.lineage,
@@ -401,8 +409,11 @@ def _sync_actions(
     planned: list[Action],
     drift: Sequence[Drift],
     ids: _ActionIds,
+    *,
+    now: datetime,
 ) -> list[Action]:
-    """A ``sync`` for every record or key some target does not hold as the ledger wants.
+    """A ``sync`` for every record or key some target does not hold as the ledger wants, and a
+    heartbeat for records on targets that want one (Chainloop's last_seen_at).
 
     Records and keys changed by this plan are left out: their deploy, decommission or key action
     tells the targets itself. Level-triggered: whatever failed before is simply planned again.
@@ -438,6 +449,8 @@ def _sync_actions(
             if current.last_error and current.status is not SyncStatus.SYNCED:
                 reason += f": {current.last_error}"
             remote_id = current.remote_id
+        elif (beat := _heartbeat_due(desired, target, current, want, now)) is not None:
+            reason, remote_id = beat, current.remote_id
         else:
             return
         actions.append(
@@ -459,6 +472,8 @@ def _sync_actions(
         if record.id in changing:
             continue
         for target in _record_targets(record.environment, desired, recorded):
+            if not accepts(desired.targets[target].type, record.artifact.kind):
+                continue
             sync(
                 target,
                 SyncSubject.RECORD,
@@ -522,6 +537,40 @@ def _sync_actions(
                 )
             )
     return actions
+
+
+def accepts(target_type: str, kind: ArtifactKind) -> bool:
+    """Whether a target type can hold artifacts of this kind (Unkey deploys images only)."""
+    return not (target_type == "unkey" and kind is not ArtifactKind.CONTAINER_IMAGE)
+
+
+def _heartbeat_due(
+    desired: DesiredState, target: str, current: TargetSync, want: RemoteState, now: datetime
+) -> str | None:
+    spec = desired.targets.get(target)
+    interval = getattr(spec, "heartbeat_interval", None)
+    if want is not RemoteState.ACTIVE or interval is None:
+        return None
+    age = now - current.updated_at
+    if age < parse_duration(interval):
+        return None
+    return f"heartbeat: last recorded on {target} {int(age.total_seconds() // 60)}m ago"
+
+
+def _deploy_targets(
+    spec: EnvironmentSpec, desired: DesiredState, kind: ArtifactKind
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The targets a new record goes to, in call order (GitHub first: others may refer to its
+    deployment), and notes for the ones that cannot take it."""
+    order = {"github": 0, "chainloop": 1, "unkey": 2, "iftrue": 3}
+    names = sorted(spec.targets, key=lambda n: (order.get(desired.targets[n].type, 9), n))
+    taken = tuple(n for n in names if accepts(desired.targets[n].type, kind))
+    notes = tuple(
+        f"{n}: a {kind.value} is not deployable on {desired.targets[n].type}, not sent"
+        for n in names
+        if n not in taken
+    )
+    return taken, notes
 
 
 def _record_targets(

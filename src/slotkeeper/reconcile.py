@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from slotkeeper import observability as obs
@@ -28,7 +29,7 @@ from slotkeeper.model import (
     SyncSubject,
 )
 from slotkeeper.plan import Plan, PlanOptions, plan
-from slotkeeper.sources import git_revision
+from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Target
 from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
 from slotkeeper.targets.pacing import Window, WriteBudget
@@ -246,6 +247,7 @@ def reconcile(
             sink=sink,
             targets=targets,
             concurrency=run.concurrency,
+            history=partial(commits_between, manifests),
             on_result=on_result,
         )
         _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
@@ -304,6 +306,7 @@ def apply_saved(
                 sink=sink,
                 targets=targets,
                 concurrency=run.concurrency,
+                history=partial(commits_between, manifests),
                 on_result=on_result,
             )
             _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)

@@ -96,6 +96,8 @@ def render_plan(plan: Plan, console: Console) -> None:
                 what = f"key {action.repository}#{action.remote_id}"
         elif action.targets:
             detail = f"{detail} [{', '.join(action.targets)}]"
+        if action.notes:
+            detail = f"{detail} ({'; '.join(action.notes)})"
         if action.blocked is not None:
             detail = f"BLOCKED: {action.blocked}"
         table.add_row(

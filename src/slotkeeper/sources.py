@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from slotkeeper.model import Revision
+from slotkeeper.targets.base import Commit
 
 _FIELD = "%x1f"
 
@@ -47,3 +48,19 @@ def git_revision(manifests: Path) -> Revision | None:
         branch=branch.strip() if branch else None,
         dirty=bool(status and status.strip()),
     )
+
+
+def commits_between(manifests: Path, since: str | None, until: str) -> tuple[Commit, ...] | None:
+    """Commits after ``since`` up to ``until`` (newest first), or just ``until`` when there is
+    no ``since``; None when git cannot tell (not a work tree, unknown or shallow history)."""
+    directory = (manifests if manifests.is_dir() else manifests.parent).resolve()
+    selection = f"{since}..{until}" if since else f"-1 {until}"
+    log = _git(directory, "log", f"--format=%H{_FIELD}%an <%ae>{_FIELD}%s", *selection.split())
+    if log is None:
+        return None
+    commits = []
+    for line in log.splitlines():
+        if line.strip():
+            sha, author, subject = line.split("\x1f", 2)
+            commits.append(Commit(sha=sha, subject=subject, author=author))
+    return tuple(commits)

@@ -20,12 +20,23 @@ from slotkeeper.errors import BudgetDeferred, TargetError
 from slotkeeper.ledger import Ledger
 from slotkeeper.model import (
     EnvironmentRecord,
+    Record,
     RemoteState,
     SyncStatus,
     SyncSubject,
     TargetSync,
 )
-from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Remote, Target
+from slotkeeper.targets.base import (
+    Commit,
+    EnvironmentInfo,
+    KeySubject,
+    RecordSubject,
+    Remote,
+    Target,
+)
+
+#: commits between two revisions (since, until), newest first; None when git cannot tell
+History = Callable[[str | None, str], tuple[Commit, ...] | None]
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,9 @@ class TargetSyncer:
         lineage: str,
         clock: Callable[[], datetime],
         concurrency: int,
+        history: History | None = None,
     ) -> None:
+        self._history = history
         self._ledger = ledger
         self._targets = targets
         self._environments = environments
@@ -115,7 +128,12 @@ class TargetSyncer:
             remote = self._call(target, work, previous)
         except TargetError as exc:
             status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
-            self._save(journal.model_copy(update={"status": status, "last_error": str(exc)}))
+            update: dict[str, object] = {"status": status, "last_error": str(exc)}
+            if exc.remote_id is not None:
+                update["remote_id"] = exc.remote_id
+            if exc.detail:
+                update["remote_detail"] = exc.detail
+            self._save(journal.model_copy(update=update))
             log.warning(obs.TARGET_SYNC_FAILED, subject=work.label, error=str(exc))
             return self._outcome(work, status, str(exc), journal.remote_id, started)
         self._save(
@@ -124,6 +142,7 @@ class TargetSyncer:
                     "remote_id": remote.remote_id,
                     "remote_state": remote.state,
                     "remote_updated_at": remote.updated_at,
+                    "remote_detail": remote.detail or journal.remote_detail,
                     "status": SyncStatus.SYNCED,
                     "last_error": None,
                     "updated_at": self._clock(),
@@ -160,6 +179,7 @@ class TargetSyncer:
             attempts=(previous.attempts if previous else 0) + 1,
             last_error=previous.last_error if previous else None,
             updated_at=self._clock(),
+            remote_detail=previous.remote_detail if previous and not work.recreate else {},
         )
         self._save(journal)
         return journal
@@ -184,11 +204,19 @@ class TargetSyncer:
             current = previous
             if work.recreate and previous is not None:
                 current = previous.model_copy(update={"remote_id": None, "attempts": 0})
-            return target.sync_record(
-                RecordSubject(record=record, environment=environment, lineage=self._lineage),
-                want=work.want,
-                current=current,
+            subject = RecordSubject(
+                record=record,
+                environment=environment,
+                lineage=self._lineage,
+                revision=self._ledger.revision(record.revision) if record.revision else None,
+                others=tuple(
+                    s
+                    for s in self._ledger.syncs_for(SyncSubject.RECORD, record.id)
+                    if s.target != work.target
+                ),
+                changes=lambda: self._changes(record),
             )
+            return target.sync_record(subject, want=work.want, current=current)
         if work.want is RemoteState.ABSENT:
             remote_id = work.remote_id or (previous.remote_id if previous else None)
             repository = work.repository
@@ -199,6 +227,12 @@ class TargetSyncer:
             return target.delete_key(repository, remote_id)
         assert work.subject_id is not None
         return target.add_key(KeySubject(key=self._ledger.key(work.subject_id)))
+
+    def _changes(self, record: Record) -> tuple[Commit, ...] | None:
+        if self._history is None or record.revision is None:
+            return None
+        previous = self._ledger.predecessor(record.id)
+        return self._history(previous.revision if previous else None, record.revision)
 
     def _outcome(
         self,

@@ -149,6 +149,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX target_writes_by_time ON target_writes (target, at)",
         ),
     ),
+    Migration(
+        version=3,
+        description="record annotations, remote detail of target syncs",
+        statements=(
+            "ALTER TABLE records ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE target_syncs ADD COLUMN remote_detail TEXT NOT NULL DEFAULT '{}'",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -59,7 +59,8 @@ def from_text(text: str) -> datetime:
 
 _RECORD_COLUMNS = (
     "id, environment, slot, artifact_kind, artifact_name, artifact_version, artifact_digest, "
-    "ref, status, created_at, updated_at, last_seen_at, superseded_by, revision, action_id"
+    "ref, status, created_at, updated_at, last_seen_at, superseded_by, revision, action_id, "
+    "annotations"
 )
 _KEY_COLUMNS = (
     "id, environment, repository, title, fingerprint, public_key, read_only, secret_file, "
@@ -81,12 +82,13 @@ def _record(row: Sequence[Any]) -> Record:
         superseded_by=row[12],
         revision=row[13],
         action_id=row[14],
+        annotations=json.loads(row[15]),
     )
 
 
 _SYNC_COLUMNS = (
     "target, subject, subject_id, wanted, remote_id, remote_state, remote_updated_at, status, "
-    "attempts, last_error, updated_at"
+    "attempts, last_error, updated_at, remote_detail"
 )
 
 
@@ -103,6 +105,7 @@ def _sync(row: Sequence[Any]) -> TargetSync:
         attempts=row[8],
         last_error=row[9],
         updated_at=from_text(row[10]),
+        remote_detail=json.loads(row[11]),
     )
 
 
@@ -202,14 +205,14 @@ class SqlTransaction:
     def upsert_sync(self, sync: TargetSync) -> None:
         self._run(
             "INSERT INTO target_syncs (target, subject, subject_id, wanted, remote_id, "
-            "remote_state, remote_updated_at, status, attempts, last_error, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "remote_state, remote_updated_at, status, attempts, last_error, updated_at, "
+            "remote_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, subject, subject_id) DO UPDATE SET "
             "wanted = excluded.wanted, remote_id = excluded.remote_id, "
             "remote_state = excluded.remote_state, "
             "remote_updated_at = excluded.remote_updated_at, status = excluded.status, "
             "attempts = excluded.attempts, last_error = excluded.last_error, "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at, remote_detail = excluded.remote_detail",
             (
                 sync.target,
                 sync.subject.value,
@@ -222,6 +225,7 @@ class SqlTransaction:
                 sync.attempts,
                 sync.last_error,
                 to_text(sync.updated_at),
+                json.dumps(sync.remote_detail, sort_keys=True),
             ),
         )
 
@@ -281,10 +285,12 @@ class SqlTransaction:
         at: datetime,
         revision: str | None,
         action_id: str,
+        annotations: dict[str, str] | None = None,
     ) -> int:
         stamp = to_text(at)
         return self._insert(
             "records",
+            annotations=json.dumps(annotations or {}, sort_keys=True),
             environment=environment,
             slot=slot,
             artifact_kind=artifact.kind.value,
@@ -448,7 +454,7 @@ class SqlLedger:
                 if migration.version <= current:
                     continue
                 for statement in migration.statements:
-                    cursor.execute(statement.format(id=self._dialect.id_column))
+                    cursor.execute(statement.replace("{id}", self._dialect.id_column))
                 tx._run(
                     "INSERT INTO schema_migrations (version, description, applied_at) "
                     "VALUES (?, ?, ?)",
@@ -524,6 +530,24 @@ class SqlLedger:
             retired_records={r.id: r for r in retired_records},
             retired_keys={k.id: k for k in retired_keys},
         )
+
+    def revision(self, sha: str) -> Revision | None:
+        rows = self._query(
+            "SELECT sha, message, author, timestamp, branch FROM revisions WHERE sha = ?", (sha,)
+        )
+        if not rows:
+            return None
+        sha_, message, author, timestamp, branch = rows[0]
+        return Revision(
+            sha=sha_, message=message, author=author, timestamp=from_text(timestamp), branch=branch
+        )
+
+    def predecessor(self, record_id: int) -> Record | None:
+        """The record that ``record_id`` superseded, if any."""
+        rows = self._query(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE superseded_by = ?", (record_id,)
+        )
+        return _record(rows[0]) if rows else None
 
     def record(self, record_id: int) -> Record:
         rows = self._query(f"SELECT {_RECORD_COLUMNS} FROM records WHERE id = ?", (record_id,))

@@ -8,9 +8,9 @@ that an earlier attempt may have succeeded (``current.attempts > 0``) and looks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from slotkeeper.model import Drift, KeyRecord, Record, RemoteState, Revision, TargetSync
 
@@ -24,11 +24,24 @@ class EnvironmentInfo:
 
 
 @dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str
+
+
+@dataclass(frozen=True)
 class RecordSubject:
     record: Record
     environment: EnvironmentInfo
     lineage: str
+    #: the commit that declared the record, when the ledger knows it
     revision: Revision | None = None
+    #: what the other targets hold for the same record (e.g. GitHub's deployment node id)
+    others: tuple[TargetSync, ...] = ()
+    #: commits since the record this one supersedes was declared (newest first), or None when
+    #: git cannot tell; a call, because only some targets need it and it costs a git run
+    changes: Callable[[], tuple[Commit, ...] | None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class Remote:
     remote_id: str | None
     state: RemoteState
     updated_at: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class Target(Protocol):
