@@ -29,12 +29,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-import stamina
 
-from slotkeeper import observability as obs
-from slotkeeper.errors import PermanentTargetError, TemporaryTargetError, UnknownOutcome
+from slotkeeper.errors import PermanentTargetError, UnknownOutcome
 from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
 from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
+from slotkeeper.targets.http import ApiClient, HttpSettings, default_message
 from slotkeeper.targets.pacing import WriteBudget
 
 API_VERSION = "2022-11-28"
@@ -59,14 +58,6 @@ class GitHubSettings:
     #: Longest wait for a rate limit's retry-after before leaving the work pending.
     max_rate_wait: float = 60.0
     attempts: int = 5
-
-
-class _Retry(Exception):
-    """Internal: a retryable answer, with the server's delay hint."""
-
-    def __init__(self, message: str, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.delay = delay
 
 
 def credential_digest(token: str) -> str:
@@ -96,26 +87,30 @@ class GitHubTarget:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.name = name
-        self._settings = settings
         self._budget = budget
         self._cache = cache
         self._clock = clock
-        self._log = obs.get_logger().bind(target=name)
-        base = settings.base_url.rstrip("/") + "/"
-        self._client = httpx.Client(
-            base_url=base,
-            timeout=httpx.Timeout(settings.timeout),
-            headers={
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": USER_AGENT,
-                "Authorization": f"Bearer {settings.token}",
-            },
+        self._api = ApiClient(
+            name=name,
+            settings=HttpSettings(
+                base_url=settings.base_url,
+                headers={
+                    "Accept": "application/vnd.github+json",
+                    "X-GitHub-Api-Version": API_VERSION,
+                    "User-Agent": USER_AGENT,
+                    "Authorization": f"Bearer {settings.token}",
+                },
+                timeout=settings.timeout,
+                attempts=settings.attempts,
+                max_rate_wait=settings.max_rate_wait,
+            ),
+            budget=budget,
+            clock=clock,
             transport=transport,
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._api.close()
 
     # -- records ----------------------------------------------------------------------------
 
@@ -180,7 +175,7 @@ class GitHubTarget:
         }
         path = f"repos/{repository}/deployments"
         try:
-            response = self._send("POST", path, json=body, write=True, idempotent=False)
+            response = self._api.send("POST", path, json=body, write=True, idempotent=False)
         except UnknownOutcome:
             found = self._find_deployment(repository, subject)
             if found is not None:
@@ -188,8 +183,8 @@ class GitHubTarget:
             raise
         if response.status_code == 202:
             raise PermanentTargetError(
-                f"{self.name}: GitHub answered 202 ({_message(response)}): no deployment was "
-                f"created for {record.environment}/{record.slot}"
+                f"{self.name}: GitHub answered 202 ({default_message(response)}): no "
+                f"deployment was created for {record.environment}/{record.slot}"
             )
         return str(response.json()["id"])
 
@@ -216,7 +211,7 @@ class GitHubTarget:
     def _post_status(
         self, repository: str, deployment_id: str, state: str, description: str
     ) -> dict[str, Any]:
-        response = self._send(
+        response = self._api.send(
             "POST",
             f"repos/{repository}/deployments/{deployment_id}/statuses",
             json={"state": state, "description": description[:139], "auto_inactive": False},
@@ -233,7 +228,7 @@ class GitHubTarget:
         title = f"{KEY_TITLE_PREFIX}{key.title}:{self._clock().strftime('%Y-%m-%d')}"
         path = f"repos/{key.repository}/keys"
         try:
-            response = self._send(
+            response = self._api.send(
                 "POST",
                 path,
                 json={"title": title, "key": key_body(key.public_key), "read_only": key.read_only},
@@ -252,13 +247,13 @@ class GitHubTarget:
                 if adopted is None:
                     raise PermanentTargetError(
                         f"{self.name}: GitHub refused key {key.repository}/{key.title}: "
-                        f"{_message(response)} (a key may be registered only once on GitHub)"
+                        f"{default_message(response)} (a key may be registered only once on GitHub)"
                     )
                 remote_id = adopted
             else:
                 remote_id = str(response.json()["id"])
         # Confirm it is listed before anyone deletes the key it replaces.
-        self._send("GET", f"{path}/{remote_id}")
+        self._api.send("GET", f"{path}/{remote_id}")
         return Remote(remote_id, RemoteState.PRESENT)
 
     def _find_key(self, repository: str, public_key: str) -> str | None:
@@ -269,7 +264,7 @@ class GitHubTarget:
         return None
 
     def delete_key(self, repository: str, remote_id: str) -> Remote:
-        self._send(
+        self._api.send(
             "DELETE",
             f"repos/{repository}/keys/{remote_id}",
             write=True,
@@ -389,11 +384,7 @@ class GitHubTarget:
     ) -> list[dict[str, Any]]:
         """Every item of a paginated list, following ``Link: rel="next"``."""
         items: list[dict[str, Any]] = []
-        url: str | None = str(
-            self._client.build_request(
-                "GET", path, params={**params, "per_page": str(PER_PAGE)}
-            ).url
-        )
+        url: str | None = self._api.url(path, {**params, "per_page": str(PER_PAGE)})
         fetched = 0
         while url is not None and (pages is None or fetched < pages):
             data, url = self._get_page(url, cached=cached)
@@ -404,7 +395,7 @@ class GitHubTarget:
     def _get_page(self, url: str, *, cached: bool) -> tuple[list[dict[str, Any]], str | None]:
         hit = self._cache.get(url) if cached else None
         headers = {"If-None-Match": hit[0]} if hit else {}
-        response = self._send("GET", url, headers=headers, accept=(200, 304))
+        response = self._api.send("GET", url, headers=headers, accept=(200, 304))
         if response.status_code == 304 and hit is not None:
             page = json.loads(hit[1])
             return page["data"], page["next"]
@@ -414,151 +405,6 @@ class GitHubTarget:
         if cached and etag:
             self._cache.put(url, etag, json.dumps({"data": data, "next": following}))
         return data, following
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        write: bool = False,
-        idempotent: bool = True,
-        accept: tuple[int, ...] = (200, 201, 202, 204),
-    ) -> httpx.Response:
-        """One logical call: paced if a write, retried when safe, errors translated."""
-        # Only answers that prove nothing happened (5xx on idempotent calls, rate-limit refusals,
-        # transport errors before a non-idempotent write) are retried; see _send_once.
-        attempts = self._settings.attempts
-        try:
-            for attempt in stamina.retry_context(
-                on=_backoff_hook, attempts=attempts, timeout=120, wait_initial=0.5, wait_max=10
-            ):
-                with attempt:
-                    if write:
-                        self._budget.acquire()
-                    return self._send_once(
-                        method,
-                        url,
-                        json=json,
-                        headers=headers,
-                        accept=accept,
-                        idempotent=idempotent,
-                    )
-        except _Retry as exc:
-            raise TemporaryTargetError(
-                f"{exc} (gave up after retries)", retry_after=exc.delay
-            ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: dict[str, Any] | None,
-        headers: dict[str, str] | None,
-        accept: tuple[int, ...],
-        idempotent: bool,
-    ) -> httpx.Response:
-        started = self._clock()
-        try:
-            response = self._client.request(method, url, json=json, headers=headers)
-        except httpx.TransportError as exc:
-            self._log.warning(
-                obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
-            )
-            if method != "GET" and not idempotent:
-                raise UnknownOutcome(
-                    f"{self.name}: {method} {_path(url)}: no answer ({type(exc).__name__}); "
-                    "the write may have happened"
-                ) from exc
-            raise _Retry(f"{self.name}: {method} {_path(url)}: {type(exc).__name__}") from exc
-        elapsed = (self._clock() - started).total_seconds() * 1000
-        self._log.debug(
-            obs.TARGET_REQUEST,
-            method=method,
-            path=_path(url),
-            status=response.status_code,
-            duration_ms=round(elapsed, 1),
-        )
-        code = response.status_code
-        if code in accept:
-            return response
-        if code in (403, 429) and _rate_limited(response):
-            delay = _rate_limit_delay(response, self._clock())
-            message = f"{self.name}: rate limited on {method} {_path(url)}"
-            if delay <= self._settings.max_rate_wait:
-                raise _Retry(message, delay)
-            raise TemporaryTargetError(
-                f"{message}; retry in {delay:.0f}s, left pending", retry_after=delay
-            )
-        if code >= 500:
-            if method != "GET" and not idempotent:
-                raise UnknownOutcome(
-                    f"{self.name}: {method} {_path(url)}: {code} {_message(response)}"
-                )
-            raise _Retry(f"{self.name}: {method} {_path(url)}: {code} {_message(response)}")
-        if code == 403:
-            raise PermanentTargetError(
-                f"{self.name}: permission denied on {method} {_path(url)}: {_message(response)}"
-            )
-        raise PermanentTargetError(
-            f"{self.name}: {method} {_path(url)}: {code} {_message(response)}"
-        )
-
-
-def _backoff_hook(exc: Exception) -> bool | float:
-    if isinstance(exc, _Retry):
-        return exc.delay if exc.delay is not None else True
-    return False
-
-
-def _rate_limited(response: httpx.Response) -> bool:
-    headers = response.headers
-    return (
-        "retry-after" in headers
-        or headers.get("x-ratelimit-remaining") == "0"
-        or ("rate limit" in _message(response).lower())
-    )
-
-
-def _rate_limit_delay(response: httpx.Response, now: datetime) -> float:
-    headers = response.headers
-    if "retry-after" in headers:
-        try:
-            return max(0.0, float(headers["retry-after"]))
-        except ValueError:
-            return 60.0
-    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
-        try:
-            return max(0.0, float(headers["x-ratelimit-reset"]) - now.timestamp())
-        except ValueError:
-            return 60.0
-    return 60.0  # GitHub: "wait at least one minute" without other signals
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        message = str(body["message"])
-        details = [
-            str(error["message"])
-            for error in body.get("errors") or []
-            if isinstance(error, dict) and isinstance(error.get("message"), str)
-        ]
-        if details:
-            message += ": " + "; ".join(details)
-        return message[:300]
-    return response.reason_phrase
-
-
-def _path(url: str) -> str:
-    """A URL without scheme, host or query, for messages and logs."""
-    return httpx.URL(url).path if "://" in url else url.split("?")[0]
 
 
 def _retired(subject: RecordSubject) -> str:

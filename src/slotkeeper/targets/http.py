@@ -1,0 +1,240 @@
+"""The HTTP client every target adapter shares: timeouts, retries, rate limits, error types.
+
+One logical call goes through :meth:`ApiClient.send`:
+
+- writes first take a slot from the target's write budget (when it has one);
+- answers that prove nothing happened are retried with exponential backoff and jitter
+  (stamina): 5xx on idempotent calls, transport errors on idempotent calls, and rate-limit
+  refusals whose ``retry-after`` (or reset time) is at most ``max_rate_wait`` seconds;
+- a non-idempotent write whose answer was lost (timeout or dropped connection after sending,
+  and — unless the API says a 5xx means "not done" — a 5xx) raises :class:`UnknownOutcome`, so
+  the adapter can look for what it may have created before creating again;
+- a longer rate limit raises :class:`TemporaryTargetError` (the work stays pending), a 401/403
+  without rate-limit signals :class:`PermanentTargetError` (permission), other 4xx likewise.
+
+Messages name the target, method and path, never a credential or a query string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import stamina
+
+from slotkeeper import observability as obs
+from slotkeeper.errors import PermanentTargetError, TemporaryTargetError, UnknownOutcome
+from slotkeeper.targets.pacing import WriteBudget
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    base_url: str
+    headers: dict[str, str]
+    timeout: float = 10.0
+    attempts: int = 5
+    #: longest wait for a rate limit's retry-after before leaving the work pending
+    max_rate_wait: float = 60.0
+    #: whether a 5xx answer to a write means the write did not happen (API-specific)
+    five_hundred_means_not_done: bool = False
+
+
+class _Retry(Exception):
+    """Internal: a retryable answer, with the server's delay hint."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def _backoff_hook(exc: Exception) -> bool | float:
+    if isinstance(exc, _Retry):
+        return exc.delay if exc.delay is not None else True
+    return False
+
+
+def default_message(response: httpx.Response) -> str:
+    """The human part of a JSON error body, whatever envelope the API uses."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    if not isinstance(body, dict):
+        return response.reason_phrase
+    error = body.get("error")
+    if isinstance(error, dict):  # RFC 7807 style envelopes (Unkey)
+        parts = [str(error.get(k)) for k in ("title", "detail") if error.get(k)]
+        details = [
+            str(e["message"])
+            for e in error.get("errors") or []
+            if isinstance(e, dict) and "message" in e
+        ]
+        return "; ".join(parts + details)[:300] or response.reason_phrase
+    if isinstance(body.get("message"), str):  # GitHub, grpc-gateway rpcStatus, iftrue
+        message = str(body["message"])
+        details = [
+            str(e["message"])
+            for e in body.get("errors") or []
+            if isinstance(e, dict) and isinstance(e.get("message"), str)
+        ]
+        if details:
+            message += ": " + "; ".join(details)
+        return message[:300]
+    return response.reason_phrase
+
+
+def _path(url: str) -> str:
+    """A URL without scheme, host or query, for messages and logs."""
+    return httpx.URL(url).path if "://" in url else url.split("?")[0]
+
+
+class ApiClient:
+    """An httpx client with the retry, rate-limit and error rules above."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: HttpSettings,
+        budget: WriteBudget | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        message: Callable[[httpx.Response], str] = default_message,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._budget = budget
+        self._clock = clock
+        self._message = message
+        self._log = obs.get_logger().bind(target=name)
+        self.client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + "/",
+            timeout=httpx.Timeout(settings.timeout),
+            headers=settings.headers,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def url(self, path: str, params: dict[str, str] | None = None) -> str:
+        return str(self.client.build_request("GET", path, params=params or {}).url)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        write: bool = False,
+        idempotent: bool = True,
+        accept: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> httpx.Response:
+        """One logical call: paced if a write, retried when safe, errors translated."""
+        try:
+            for attempt in stamina.retry_context(
+                on=_backoff_hook,
+                attempts=self._settings.attempts,
+                timeout=120,
+                wait_initial=0.5,
+                wait_max=10,
+            ):
+                with attempt:
+                    if write and self._budget is not None:
+                        self._budget.acquire()
+                    return self._send_once(
+                        method,
+                        url,
+                        json=json,
+                        headers=headers,
+                        accept=accept,
+                        idempotent=idempotent,
+                    )
+        except _Retry as exc:
+            raise TemporaryTargetError(
+                f"{exc} (gave up after retries)", retry_after=exc.delay
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+        accept: tuple[int, ...],
+        idempotent: bool,
+    ) -> httpx.Response:
+        where = f"{self.name}: {method} {_path(url)}"
+        started = self._clock()
+        try:
+            response = self.client.request(method, url, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            self._log.warning(
+                obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
+            )
+            if not idempotent:
+                raise UnknownOutcome(
+                    f"{where}: no answer ({type(exc).__name__}); the write may have happened"
+                ) from exc
+            raise _Retry(f"{where}: {type(exc).__name__}") from exc
+        elapsed = (self._clock() - started).total_seconds() * 1000
+        self._log.debug(
+            obs.TARGET_REQUEST,
+            method=method,
+            path=_path(url),
+            status=response.status_code,
+            duration_ms=round(elapsed, 1),
+            request_id=_request_id(response),
+        )
+        code = response.status_code
+        if code in accept:
+            return response
+        if code == 429 or (code == 403 and _rate_limited(response, self._message(response))):
+            delay = _rate_limit_delay(response, self._clock())
+            if delay <= self._settings.max_rate_wait:
+                raise _Retry(f"{where}: rate limited", delay)
+            raise TemporaryTargetError(
+                f"{where}: rate limited; retry in {delay:.0f}s, left pending", retry_after=delay
+            )
+        if code >= 500:
+            if not idempotent and not self._settings.five_hundred_means_not_done:
+                raise UnknownOutcome(f"{where}: {code} {self._message(response)}")
+            raise _Retry(f"{where}: {code} {self._message(response)}")
+        if code in (401, 403):
+            raise PermanentTargetError(f"{where}: permission denied: {self._message(response)}")
+        raise PermanentTargetError(f"{where}: {code} {self._message(response)}")
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    found = response.headers.get("x-github-request-id") or response.headers.get("x-request-id")
+    return str(found) if found else None
+
+
+def _rate_limited(response: httpx.Response, message: str) -> bool:
+    headers = response.headers
+    return (
+        "retry-after" in headers
+        or headers.get("x-ratelimit-remaining") == "0"
+        or headers.get("ratelimit-remaining") == "0"
+        or "rate limit" in message.lower()
+    )
+
+
+def _rate_limit_delay(response: httpx.Response, now: datetime) -> float:
+    headers = response.headers
+    try:
+        if "retry-after" in headers:
+            return max(0.0, float(headers["retry-after"]))
+        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            return max(0.0, float(headers["x-ratelimit-reset"]) - now.timestamp())  # epoch
+        if headers.get("ratelimit-remaining") == "0" and "ratelimit-reset" in headers:
+            return max(0.0, float(headers["ratelimit-reset"]))  # seconds from now
+    except ValueError:
+        return 60.0
+    return 60.0  # GitHub: "wait at least one minute" without other signals
