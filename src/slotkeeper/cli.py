@@ -31,7 +31,7 @@ from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger
 from slotkeeper.manifests import json_schema, load_manifests
 from slotkeeper.model import SyncSubject, TargetSync, parse_duration
-from slotkeeper.observability import configure_logging, get_logger
+from slotkeeper.observability import configure_logging
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile
@@ -41,7 +41,6 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
 DEFAULT_SECRETS_DIR = ".slotkeeper/secrets"
-SUPPORTED_TARGETS = frozenset({"github"})
 DEFAULT_LOCK_TIMEOUT = 10.0
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -241,18 +240,7 @@ def validate(manifests: Path, as_json: bool) -> int:
             f"[green]Valid:[/] {len(desired.environments)} environments, {slots} slots, "
             f"{keys} deploy keys, {len(desired.targets)} targets."
         )
-    _warn_unimplemented_targets(desired.targets)
     return EXIT_OK
-
-
-def _warn_unimplemented_targets(targets: dict[str, Any]) -> None:
-    waiting = sorted(name for name, spec in targets.items() if spec.type not in SUPPORTED_TARGETS)
-    if waiting:
-        get_logger().warning(
-            "target.not_implemented",
-            targets=waiting,
-            message="these target types are not available yet; only the ledger is kept",
-        )
 
 
 def _options(

@@ -22,17 +22,23 @@ from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import load_manifests
 from slotkeeper.model import (
+    ChainloopTargetSpec,
     DesiredState,
     Drift,
     GithubTargetSpec,
     RecordedState,
     SyncSubject,
+    TargetSpec,
+    UnkeyTargetSpec,
 )
 from slotkeeper.plan import Plan, PlanOptions, plan
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Target
+from slotkeeper.targets.chainloop import ChainloopTarget
 from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
+from slotkeeper.targets.iftrue import IftrueTarget
 from slotkeeper.targets.pacing import Window, WriteBudget
+from slotkeeper.targets.unkey import UnkeyTarget
 
 
 @dataclass(frozen=True)
@@ -75,19 +81,49 @@ def open_targets(
     opened: dict[str, Target] = {}
     try:
         for name, spec in sorted(desired.targets.items()):
-            if isinstance(spec, GithubTargetSpec):
-                opened[name] = _github(name, spec, ledger, clock)
-            else:
-                obs.get_logger().warning(
-                    "target.not_implemented",
-                    target=name,
-                    type=spec.type,
-                    message="this target type is not available yet; only the ledger is kept",
-                )
+            opened[name] = _open_target(name, spec, ledger, clock)
         yield opened
     finally:
         for target in opened.values():
             target.close()
+
+
+def _open_target(name: str, spec: TargetSpec, ledger: Ledger, clock: Clock) -> Target:
+    owner = f"target {name!r}"
+    if isinstance(spec, GithubTargetSpec):
+        return _github(name, spec, ledger, clock)
+    if isinstance(spec, ChainloopTargetSpec):
+        return ChainloopTarget(
+            name=name,
+            base_url=spec.base_url,
+            token=resolve_secret(spec.token, owner=f"{owner} token"),
+            timeout=spec.timeout_seconds,
+            max_rate_wait=spec.max_wait_seconds,
+            clock=clock,
+        )
+    if isinstance(spec, UnkeyTargetSpec):
+        return UnkeyTarget(
+            name=name,
+            base_url=spec.base_url,
+            root_key=resolve_secret(spec.root_key, owner=f"{owner} rootKey"),
+            project=spec.project,
+            app=spec.app,
+            keyspace_id=spec.keyspace_id,
+            poll_timeout=spec.poll_timeout_seconds,
+            timeout=spec.timeout_seconds,
+            max_rate_wait=spec.max_wait_seconds,
+            clock=clock,
+        )
+    return IftrueTarget(
+        name=name,
+        base_url=spec.base_url,
+        token=resolve_secret(spec.token, owner=f"{owner} token"),
+        member_id=spec.member_id,
+        repository_url=spec.repository_url,
+        timeout=spec.timeout_seconds,
+        max_rate_wait=spec.max_wait_seconds,
+        clock=clock,
+    )
 
 
 def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> GitHubTarget:

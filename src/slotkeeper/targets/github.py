@@ -119,20 +119,25 @@ class GitHubTarget:
     ) -> Remote:
         repository = self._repository(subject)
         remote_id = current.remote_id if current else None
+        node_id = current.remote_detail.get("node_id") if current else None
         if remote_id is None and current is not None and current.attempts > 0:
             # An earlier attempt may have created it before its answer was lost.
-            remote_id = self._find_deployment(repository, subject)
+            found = self._find_deployment(repository, subject)
+            if found is not None:
+                remote_id, node_id = str(found["id"]), found.get("node_id")
+        detail = {"node_id": node_id} if node_id else {}
         if want is RemoteState.INACTIVE:
             if remote_id is None:
                 return Remote(None, RemoteState.INACTIVE)
             status = self._post_status(repository, remote_id, "inactive", _retired(subject))
-            return Remote(remote_id, RemoteState.INACTIVE, status.get("created_at"))
+            return Remote(remote_id, RemoteState.INACTIVE, status.get("created_at"), detail)
         if remote_id is None:
-            remote_id = self._create_deployment(repository, subject)
+            created = self._create_deployment(repository, subject)
+            remote_id, detail = str(created["id"]), {"node_id": created.get("node_id")}
         status = self._post_status(
             repository, remote_id, "success", f"{subject.record.artifact.describe()}"[:139]
         )
-        return Remote(remote_id, RemoteState.ACTIVE, status.get("created_at"))
+        return Remote(remote_id, RemoteState.ACTIVE, status.get("created_at"), detail)
 
     def _repository(self, subject: RecordSubject) -> str:
         if not subject.environment.repository:
@@ -154,7 +159,7 @@ class GitHubTarget:
             "revision": record.revision,
         }
 
-    def _create_deployment(self, repository: str, subject: RecordSubject) -> str:
+    def _create_deployment(self, repository: str, subject: RecordSubject) -> dict[str, Any]:
         record = subject.record
         ref = record.ref or record.revision
         if not ref:
@@ -186,9 +191,10 @@ class GitHubTarget:
                 f"{self.name}: GitHub answered 202 ({default_message(response)}): no "
                 f"deployment was created for {record.environment}/{record.slot}"
             )
-        return str(response.json()["id"])
+        created: dict[str, Any] = response.json()
+        return created
 
-    def _find_deployment(self, repository: str, subject: RecordSubject) -> str | None:
+    def _find_deployment(self, repository: str, subject: RecordSubject) -> dict[str, Any] | None:
         """The deployment an earlier attempt created for this record, found by its payload."""
         for deployment in self._list(
             f"repos/{repository}/deployments", {"environment": subject.record.environment}
@@ -205,7 +211,7 @@ class GitHubTarget:
                 and mark.get("record_id") == subject.record.id
                 and mark.get("lineage") == subject.lineage
             ):
-                return str(deployment["id"])
+                return deployment
         return None
 
     def _post_status(

@@ -178,7 +178,8 @@ class ApiClient:
             self._log.warning(
                 obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
             )
-            if not idempotent:
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            if not idempotent and not never_sent:
                 raise UnknownOutcome(
                     f"{where}: no answer ({type(exc).__name__}); the write may have happened"
                 ) from exc
