@@ -450,12 +450,13 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
     environment, _, slot = target.partition("/")
     with _ledger(state) as ledger:
         records = ledger.history(environment, slot or None)
+        syncs = _syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
-        _print_json(render.history_document(records))
+        _print_json(render.history_document(records, syncs))
         return EXIT_OK
     if not records:
         raise ConfigError(f"no records for {target!r} in the ledger")
-    render.render_history(records, _stdout())
+    render.render_history(records, _stdout(), syncs)
     return EXIT_OK
 
 

@@ -267,11 +267,26 @@ def render_status(
             )
 
 
-def history_document(records: list[Record]) -> list[dict[str, Any]]:
-    return [record.model_dump(mode="json") for record in records]
+def history_document(
+    records: list[Record], syncs: dict[int, list[TargetSync]] | None = None
+) -> list[dict[str, Any]]:
+    """Records newest first, each with what every target holds for it (status, remote id,
+    what the target reported: e.g. Unkey's status, steps and error message)."""
+    rows = []
+    for record in records:
+        row = record.model_dump(mode="json")
+        row["targets"] = {
+            name: {**state, "detail": sync.remote_detail}
+            for sync in (syncs or {}).get(record.id, [])
+            for name, state in _target_states([sync]).items()
+        }
+        rows.append(row)
+    return rows
 
 
-def render_history(records: list[Record], console: Console) -> None:
+def render_history(
+    records: list[Record], console: Console, syncs: dict[int, list[TargetSync]] | None = None
+) -> None:
     table = _grid()
     for column in (
         "RECORD",
@@ -282,9 +297,18 @@ def render_history(records: list[Record], console: Console) -> None:
         "REVISION",
         "CREATED",
         "UPDATED",
+        "TARGETS",
     ):
         table.add_column(column)
+    notes: list[str] = []
     for record in records:
+        record_syncs = (syncs or {}).get(record.id, [])
+        for sync in record_syncs:
+            remote = sync.remote_detail.get("status") or sync.remote_state
+            error = sync.last_error or sync.remote_detail.get("error")
+            if remote or error:
+                line = f"#{record.id} on {sync.target}: {remote or ''}"
+                notes.append(f"{line} ({error})" if error else line)
         table.add_row(
             f"#{record.id}",
             record.slot,
@@ -294,8 +318,11 @@ def render_history(records: list[Record], console: Console) -> None:
             (record.revision or "")[:12],
             _when(record.created_at),
             _when(record.updated_at),
+            _targets_cell(record_syncs),
         )
     _print_table(console, table)
+    for note in notes:
+        console.print(Text(note, style="dim"))
 
 
 def next_rotation(key: KeyRecord) -> datetime | None:
