@@ -383,3 +383,72 @@ def test_summary_counts_every_type_and_the_blocked() -> None:
         "sync": 0,
         "blocked": 4,
     }
+
+
+def with_targets(state: DesiredState, **specs: dict[str, Any]) -> DesiredState:
+    """``state`` with Target specs added by name."""
+    from pydantic import TypeAdapter
+
+    from slotkeeper.model import TargetSpec
+
+    adapter: TypeAdapter[Any] = TypeAdapter(TargetSpec)
+    return state.model_copy(
+        update={"targets": {name: adapter.validate_python(spec) for name, spec in specs.items()}}
+    )
+
+
+CHAINLOOP = {"type": "chainloop", "baseUrl": "https://c", "token": {"env": "T"}}
+UNKEY = {"type": "unkey", "rootKey": {"env": "T"}, "project": "acme", "app": "default"}
+
+
+def test_unkey_never_gets_helm_charts_and_the_plan_says_so() -> None:
+    """A Helm chart is deployed to the ledger and other targets; the plan notes Unkey's refusal."""
+    chart = {"kind": "HELM_CHART", "name": "oci://c/web", "version": "1.0.0"}
+    manifests = with_targets(
+        desired(
+            production={"targets": ["unkey", "chainloop"], "slots": {"web": chart, "api": image()}}
+        ),
+        unkey=UNKEY,
+        chainloop=CHAINLOOP,
+    )
+    result = plan(manifests, recorded(), now=NOW, options=PlanOptions())
+    by_slot = {a.slot: a for a in result.actions}
+    assert by_slot["web"].targets == ("chainloop",)
+    assert by_slot["web"].notes == ("unkey: a HELM_CHART is not deployable on unkey, not sent",)
+    assert by_slot["api"].targets == ("chainloop", "unkey")
+    assert by_slot["api"].notes == ()
+
+
+def test_chainloop_records_get_a_heartbeat_when_due() -> None:
+    """A DEPLOYED record last recorded on Chainloop longer ago than heartbeatInterval is
+    re-recorded; a fresh one is not."""
+    from slotkeeper.model import RemoteState, SyncStatus, SyncSubject, TargetSync
+
+    manifests = with_targets(
+        desired(production={"targets": ["chainloop"], "slots": {"api": image()}}),
+        chainloop={**CHAINLOOP, "heartbeatInterval": "1h"},
+    )
+
+    def synced(age: timedelta) -> RecordedState:
+        sync = TargetSync(
+            target="chainloop",
+            subject=SyncSubject.RECORD,
+            subject_id=1,
+            wanted=RemoteState.ACTIVE,
+            remote_id="r1",
+            remote_state=RemoteState.ACTIVE,
+            status=SyncStatus.SYNCED,
+            attempts=1,
+            updated_at=NOW - age,
+        )
+        state = recorded(record(1, "production", "api", image()))
+        return state.model_copy(update={"syncs": {("chainloop", SyncSubject.RECORD, 1): sync}})
+
+    assert (
+        plan(manifests, synced(timedelta(minutes=59)), now=NOW, options=PlanOptions()).actions == ()
+    )
+    beat = only(
+        plan(manifests, synced(timedelta(minutes=61)), now=NOW, options=PlanOptions()).actions
+    )
+    assert beat.type is ActionType.SYNC and beat.target == "chainloop"
+    assert beat.reason.startswith("heartbeat")
