@@ -9,7 +9,10 @@ import pytest
 from hypothesis import settings
 
 from slotkeeper.cli import main
+from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
+from tests.fakes.iftrue import FakeIftrue
+from tests.fakes.unkey import FakeUnkey
 from tests.helpers import Run
 
 if TYPE_CHECKING:
@@ -66,3 +69,40 @@ def github_spec() -> OpenApiChecker:
     from tests.fakes.spec import GITHUB_SPEC, OpenApiChecker  # openapi-core is slow to import
 
     return OpenApiChecker(GITHUB_SPEC)
+
+
+@pytest.fixture
+def chainloop() -> Iterator[FakeChainloop]:
+    """A running fake of Chainloop's deployment-records API that accepts its default token."""
+    with FakeChainloop() as fake:
+        yield fake
+
+
+@pytest.fixture
+def unkey() -> Iterator[FakeUnkey]:
+    """A running fake of Unkey's deploy API (project acme, apps default and api)."""
+    with FakeUnkey() as fake:
+        yield fake
+
+
+@pytest.fixture
+def iftrue() -> Iterator[FakeIftrue]:
+    """A running fake of iftrue's deployment tracking that accepts its default JWT."""
+    with FakeIftrue() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def chainloop_spec() -> OpenApiChecker:
+    """Chainloop's OpenAPI description (parsed once per session) as a request/response checker."""
+    from tests.fakes.spec import CHAINLOOP_SPEC, OpenApiChecker  # openapi-core is slow to import
+
+    return OpenApiChecker(CHAINLOOP_SPEC)
+
+
+@pytest.fixture(scope="session")
+def unkey_spec() -> OpenApiChecker:
+    """Unkey's OpenAPI description (parsed once per session) as a request/response checker."""
+    from tests.fakes.spec import UNKEY_SPEC, OpenApiChecker  # openapi-core is slow to import
+
+    return OpenApiChecker(UNKEY_SPEC)

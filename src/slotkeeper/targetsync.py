@@ -96,11 +96,16 @@ class TargetSyncer:
 
         def run_group(group: Sequence[SyncWork]) -> list[SyncOutcome]:
             done = []
-            for work in group:
+            not_there: set[str] = set()
+            # New copies first, then retirements: a target whose new deployment did not land
+            # keeps the old one live (the next reconcile retries both, in this order).
+            for work in sorted(group, key=lambda w: w.want is not RemoteState.ACTIVE):
+                if work.want is RemoteState.INACTIVE and work.target in not_there:
+                    continue
                 outcome = self.apply(work)
                 done.append(outcome)
                 if outcome.status is not SyncStatus.SYNCED and work.want is RemoteState.ACTIVE:
-                    break  # do not retire the old deployment if the new one is not there
+                    not_there.add(work.target)
             return done
 
         if self._concurrency == 1 or len(groups) <= 1:

@@ -1,12 +1,13 @@
 """A stateful fake of GitHub's deployments, deployment statuses, deploy keys and environments.
 
-``FakeGitHub`` serves real HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread, so the
-adapter under test goes through httpx, sockets, timeouts and connection pools exactly as in
-production. It models the semantics a schema cannot say, from ``shared/specs/API-REFERENCE.md``
-section 1: 202 auto-merge and 409 status-check answers on create, ``auto_inactive``, the delete
-rule, deploy-key uniqueness across all repositories, pagination with ``Link``, ``ETag`` / 304,
-and the primary and secondary rate limits. Every response is meant to match
-``shared/specs/github-deployments.openapi.json``; ``tests/test_fake_github.py`` checks that.
+``FakeGitHub`` serves real HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread (the
+plumbing is ``server.py``'s), so the adapter under test goes through httpx, sockets, timeouts
+and connection pools exactly as in production. It models the semantics a schema cannot say,
+from ``shared/specs/API-REFERENCE.md`` section 1: 202 auto-merge and 409 status-check answers
+on create, ``auto_inactive``, the delete rule, deploy-key uniqueness across all repositories,
+pagination with ``Link``, ``ETag`` / 304, and the primary and secondary rate limits. Every
+response is meant to match ``shared/specs/github-deployments.openapi.json``;
+``tests/test_fake_github.py`` checks that.
 
 Faults are knobs, public attributes that may be changed while the server runs: ``latency``,
 ``error_rate`` (5xx instead of processing), ``drop_rate`` (process, then close the connection
@@ -24,32 +25,47 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
 import hashlib
 import json
 import math
-import random
 import re
-import socket
 import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote, urlencode
 
-JsonObject = dict[str, Any]
+from tests.fakes.server import (
+    ALL_METHODS,
+    WRITE_METHODS,
+    Decision,
+    FakeServer,
+    Incoming,
+    JsonObject,
+    RecordedRequest,
+    Refusal,
+    Reply,
+)
+
+# ALL_METHODS and RecordedRequest lived here before server.py; tests import them from here.
+__all__ = [
+    "ALL_METHODS",
+    "DOCS",
+    "KEY_TYPES",
+    "STATES",
+    "WRITE_METHODS",
+    "FakeGitHub",
+    "JsonObject",
+    "RecordedRequest",
+    "key_blob",
+]
 
 DOCS = "https://docs.github.com/rest"
 STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
-ALL_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_TYPES = frozenset(
     {
         "ssh-rsa",
@@ -95,35 +111,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
-    """One request the fake received and what it answered (``status`` is None when dropped)."""
-
-    method: str
-    path: str
-    url: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    json: Any
-    body: bytes
-    status: int | None
-    response_headers: dict[str, str]
-    response_body: bytes
-    dropped: bool
-    processed: bool
-
-    def response_json(self) -> Any:
-        """The parsed response body (None when empty)."""
-        return json.loads(self.response_body) if self.response_body else None
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: Any = None  # JSON-serialisable; None means an empty body
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class _Call:
     """A routed request: path parameters (URL-decoded), query, parsed JSON body."""
 
@@ -144,14 +131,6 @@ class _Call:
         return int(self.args[name])
 
 
-class _Refusal(Exception):
-    """Raised inside a route to answer with an error instead of a result."""
-
-    def __init__(self, reply: _Reply) -> None:
-        super().__init__(reply.status)
-        self.reply = reply
-
-
 @dataclass
 class _Deployment:
     repo: tuple[str, str]  # lower-cased (owner, repo)
@@ -170,23 +149,23 @@ class _Key:
     body: JsonObject
 
 
-def _error(status: int, message: str, **extra: Any) -> _Reply:
+def _error(status: int, message: str, **extra: Any) -> Reply:
     """GitHub's error body: message, details, documentation_url and the status as a string."""
     body = {"message": message, **extra, "documentation_url": DOCS, "status": str(status)}
-    return _Reply(status, body)
+    return Reply(status, body)
 
 
-def _not_found() -> _Refusal:
-    return _Refusal(_error(404, "Not Found"))
+def _not_found() -> Refusal:
+    return Refusal(_error(404, "Not Found"))
 
 
-def _invalid(message: str) -> _Refusal:
-    return _Refusal(_error(422, f"Invalid request.\n\n{message}"))
+def _invalid(message: str) -> Refusal:
+    return Refusal(_error(422, f"Invalid request.\n\n{message}"))
 
 
-def _validation_failed(resource: str, field_: str, message: str, code: str = "custom") -> _Refusal:
+def _validation_failed(resource: str, field_: str, message: str, code: str = "custom") -> Refusal:
     error = {"resource": resource, "code": code, "field": field_, "message": message}
-    return _Refusal(_error(422, "Validation Failed", errors=[error]))
+    return Refusal(_error(422, "Validation Failed", errors=[error]))
 
 
 def _check_types(body: JsonObject, types: dict[str, tuple[type, ...]], required: str = "") -> None:
@@ -274,53 +253,11 @@ def key_blob(key: str) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeGitHub) -> None:
-        self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "GitHub.com"
-    sys_version = ""
-    timeout = 30  # idle keep-alive connections close eventually
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this, Nagle's algorithm and
-        # delayed ACKs add ~40 ms to every exchange.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-    def _dispatch(self) -> None:
-        try:
-            self.server.fake._serve(self)
-        except Exception as exc:  # a bug in the fake: hang up, fail the test at exit
-            self.server.fake.internal_errors.append(exc)
-            self.close_connection = True
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
-
-
-class FakeGitHub:
+class FakeGitHub(FakeServer):
     """GitHub's deployment APIs for one token, in memory, over HTTP on loopback."""
+
+    server_software: ClassVar[str] = "GitHub.com"
+    content_type: ClassVar[str] = "application/json; charset=utf-8"
 
     def __init__(
         self,
@@ -330,15 +267,9 @@ class FakeGitHub:
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.token = token
+        super().__init__(token, seed=seed)
         self.clock = clock
-        # Knobs: read on every request, so tests may change them while the server runs.
-        self.latency: float = 0.0
-        self.error_rate: float = 0.0
-        self.drop_rate: float = 0.0
-        self.stall_rate: float = 0.0
-        self.stall_seconds: float = 0.0
-        self.knob_methods: set[str] = set(ALL_METHODS)
+        # Knobs beyond server.py's (latency, error/drop/stall rates, knob_methods).
         self.rate_limit: int = rate_limit
         self.rate_limit_remaining: int = rate_limit
         self.rate_limit_reset: int = int(clock()) + 3600
@@ -347,10 +278,6 @@ class FakeGitHub:
         # Commit-status contexts that pass on every ref; others named in required_contexts fail.
         self.passing_contexts: set[str] = set()
 
-        self.internal_errors: list[BaseException] = []
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
-        self._log: list[RecordedRequest] = []
         self._writes_window: deque[float] = deque()
         self._deployments: dict[int, _Deployment] = {}
         self._keys: dict[int, _Key] = {}
@@ -359,77 +286,8 @@ class FakeGitHub:
         self._ids: dict[str, int] = {}
         self._last_tick = 0
         self._served = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Bind 127.0.0.1 on a free port and serve from a daemon thread."""
-        if self._server is not None:
-            return self
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="FakeGitHub",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with server.connections_lock:
-            connections = list(server.connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if exc is None and self.internal_errors:
-            raise AssertionError("the fake itself failed") from self.internal_errors[0]
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, the fake's stand-in for ``https://api.github.com``."""
-        if self._server is None:
-            raise RuntimeError("FakeGitHub is not running; call start() or use `with`")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- observation -------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, oldest first."""
-        with self._lock:
-            return list(self._log)
-
-    def writes(self) -> list[RecordedRequest]:
-        """Non-GET requests that were processed (dropped ones included, refused ones not)."""
-        return [r for r in self.requests if r.processed and r.method not in ("GET", "HEAD")]
-
-    def reset_log(self) -> None:
-        """Forget the recorded requests (state is kept)."""
-        with self._lock:
-            self._log.clear()
 
     def deployments(
         self, owner: str, repo: str, environment: str | None = None
@@ -511,117 +369,42 @@ class FakeGitHub:
                 created = self._create_key(
                     owner, repo, {"key": key, "title": title, "read_only": read_only}
                 )
-            except _Refusal as refusal:
+            except Refusal as refusal:
                 raise ValueError(refusal.reply.body) from None
             return copy.deepcopy(created)
 
     # -- the request pipeline ----------------------------------------------------------------
 
-    def _serve(self, handler: _Handler) -> None:
-        method = handler.command
-        parts = urlsplit(handler.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        headers = {name.lower(): value for name, value in handler.headers.items()}
-        raw = self._read_body(handler, headers)
-        if self.latency > 0:
-            time.sleep(self.latency)
+    def _admit(self, incoming: Incoming) -> Reply | None:
+        """Credentials, then the primary limit, ``forbidden`` and the secondary limit."""
+        refusal = super()._admit(incoming)
+        if refusal is not None:
+            return refusal
+        self._refill()
+        if self.rate_limit_remaining <= 0:
+            return _error(403, "API rate limit exceeded for user ID 1.")
+        self.rate_limit_remaining -= 1  # given back in _decide if the answer is a 304
+        if self.forbidden:
+            return _error(403, "Resource not accessible by personal access token")
+        if incoming.method in WRITE_METHODS:
+            return self._secondary_refusal()
+        return None
 
-        with self._lock:  # so the rate-limit headers describe this very request
-            reply, processed, drop, stall = self._decide(method, parts.path, query, headers, raw)
-            reply_bytes = b"" if reply.body is None else json.dumps(reply.body).encode()
-            reply_headers = self._headers(reply, reply_bytes, headers)
-        try:
-            parsed: Any = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        with self._lock:
-            self._log.append(
-                RecordedRequest(
-                    method=method,
-                    path=parts.path,
-                    url=f"{self.base_url}{handler.path}",
-                    query=query,
-                    headers=headers,
-                    json=parsed,
-                    body=raw,
-                    status=None if drop else reply.status,
-                    response_headers={} if drop else reply_headers,
-                    response_body=b"" if drop else reply_bytes,
-                    dropped=drop,
-                    processed=processed,
-                )
-            )
-        if drop:
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if stall:
-            time.sleep(self.stall_seconds)
-        try:
-            handler.send_response(reply.status)
-            for name, value in reply_headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            if reply_bytes and method != "HEAD":
-                handler.wfile.write(reply_bytes)
-        except OSError:  # the client gave up (e.g. its timeout fired during a stall)
-            handler.close_connection = True
+    def _decide(self, incoming: Incoming) -> Decision:
+        decision = super()._decide(incoming)
+        if decision.reply.status == 304:
+            self.rate_limit_remaining += 1
+        return decision
 
-    @staticmethod
-    def _read_body(handler: _Handler, headers: dict[str, str]) -> bytes:
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(handler.rfile.read(size))
-                handler.rfile.readline()
-        length = int(headers.get("content-length") or 0)
-        return handler.rfile.read(length) if length > 0 else b""
+    def _unauthorized(self, incoming: Incoming) -> Reply:
+        return _error(401, "Bad credentials")
 
-    def _decide(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        raw: bytes,
-    ) -> tuple[_Reply, bool, bool, bool]:
-        """Apply auth, limits and knobs, then the route: (reply, processed, drop, stall)."""
-        if not self._authorized(headers.get("authorization", "")):
-            return _error(401, "Bad credentials"), False, False, False
-        with self._lock:
-            self._refill()
-            if self.rate_limit_remaining <= 0:
-                message = "API rate limit exceeded for user ID 1."
-                return _error(403, message), False, False, False
-            self.rate_limit_remaining -= 1  # given back below if the answer is a 304
-            if self.forbidden:
-                message = "Resource not accessible by personal access token"
-                return _error(403, message), False, False, False
-            if method in WRITE_METHODS and (refusal := self._secondary_refusal()) is not None:
-                return refusal, False, False, False
-            knobbed = method in {m.upper() for m in self.knob_methods}
-            if knobbed and self._rng.random() < self.error_rate:
-                status = self._rng.choice((502, 503))
-                message = "Server Error" if status == 502 else "Service Unavailable"
-                return _error(status, message), False, False, False
-            drop = knobbed and self._rng.random() < self.drop_rate
-            stall = not drop and knobbed and self._rng.random() < self.stall_rate
-            try:
-                reply = self._route(method, path, query, headers, raw)
-            except _Refusal as refusal:
-                reply = refusal.reply
-            except Exception as exc:  # a bug in the fake: answer 500, fail the test at exit
-                self.internal_errors.append(exc)
-                reply = _error(500, f"fake internal error: {exc!r}")
-            if reply.status == 304:
-                self.rate_limit_remaining += 1
-            return reply, True, drop, stall
+    def _server_error(self) -> Reply:
+        status = self._rng.choice((502, 503))
+        return _error(status, "Server Error" if status == 502 else "Service Unavailable")
+
+    def _internal_error(self, exc: Exception) -> Reply:
+        return _error(500, f"fake internal error: {exc!r}")
 
     def _authorized(self, authorization: str) -> bool:
         scheme, _, credential = authorization.partition(" ")
@@ -633,7 +416,7 @@ class FakeGitHub:
             self.rate_limit_remaining = self.rate_limit
             self.rate_limit_reset = int(now) + 3600
 
-    def _secondary_refusal(self) -> _Reply | None:
+    def _secondary_refusal(self) -> Reply | None:
         if self.secondary_limit is None:
             return None
         most, window = self.secondary_limit
@@ -652,7 +435,8 @@ class FakeGitHub:
         self._writes_window.append(now)
         return None
 
-    def _headers(self, reply: _Reply, body: bytes, request: dict[str, str]) -> dict[str, str]:
+    def _headers(self, reply: Reply, body: bytes, incoming: Incoming) -> dict[str, str]:
+        request = incoming.headers
         with self._lock:
             self._served += 1
             remaining = max(self.rate_limit_remaining, 0)
@@ -674,33 +458,27 @@ class FakeGitHub:
 
     # -- routes ------------------------------------------------------------------------------
 
-    def _route(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: dict[str, str],
-        raw: bytes,
-    ) -> _Reply:
+    def _route(self, incoming: Incoming) -> Reply:
+        method, path, query, raw = incoming.method, incoming.path, incoming.query, incoming.body
         for route_method, pattern, handler_name in _ROUTES:
             match = pattern.fullmatch(path)
             if match is None or route_method != method:
                 continue
-            handler: Callable[[_Call], _Reply] = getattr(self, handler_name)
+            handler: Callable[[_Call], Reply] = getattr(self, handler_name)
             args = {name: unquote(value) for name, value in match.groupdict().items()}
             body: Any = None
             if method in WRITE_METHODS and raw:
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    raise _Refusal(_error(400, "Problems parsing JSON")) from None
+                    raise Refusal(_error(400, "Problems parsing JSON")) from None
             reply = handler(_Call(path, args, query, body))
             if method == "GET" and reply.status == 200:
-                return self._conditional(reply, headers)
+                return self._conditional(reply, incoming.headers)
             return reply
         raise _not_found()
 
-    def _conditional(self, reply: _Reply, headers: dict[str, str]) -> _Reply:
+    def _conditional(self, reply: Reply, headers: dict[str, str]) -> Reply:
         # GitHub's ETags depend on the token as well as the body.
         digest = hashlib.sha256(self.token.encode() + json.dumps(reply.body).encode())
         etag = f'W/"{digest.hexdigest()}"'
@@ -711,7 +489,7 @@ class FakeGitHub:
             tag.strip().removeprefix("W/") for tag in headers.get("if-none-match", "").split(",")
         }
         if etag.removeprefix("W/") in wanted or "*" in wanted:
-            return _Reply(
+            return Reply(
                 304,
                 None,
                 {
@@ -747,7 +525,7 @@ class FakeGitHub:
 
     # deployments
 
-    def _list_deployments(self, call: _Call) -> _Reply:
+    def _list_deployments(self, call: _Call) -> Reply:
         found = [
             d.body
             for d in self._repo_deployments(call.owner, call.repo)
@@ -757,9 +535,9 @@ class FakeGitHub:
             )
         ]
         page, headers = self._paginate(found, call)
-        return _Reply(200, copy.deepcopy(page), headers)
+        return Reply(200, copy.deepcopy(page), headers)
 
-    def _post_deployment(self, call: _Call) -> _Reply:
+    def _post_deployment(self, call: _Call) -> Reply:
         body = call.body
         if not isinstance(body, dict):
             raise _invalid("Body must be a JSON object.")
@@ -780,17 +558,17 @@ class FakeGitHub:
         )
         ref: str = body["ref"]
         if not ref:
-            raise _Refusal(_error(422, "No ref found for: "))
+            raise Refusal(_error(422, "No ref found for: "))
         contexts = body.get("required_contexts")
         if contexts is not None and not all(isinstance(c, str) for c in contexts):
             raise _invalid("For 'items', required_contexts must hold strings.")
         if body.get("auto_merge", True) is not False:
-            return _Reply(202, {"message": f"Auto-merged main into {ref} on deployment."})
+            return Reply(202, {"message": f"Auto-merged main into {ref} on deployment."})
         if contexts is None or any(c not in self.passing_contexts for c in contexts):
             message = f"Conflict: Commit status checks failed for {ref}."
-            raise _Refusal(_error(409, message))
+            raise Refusal(_error(409, message))
         created = self._create_deployment(call.owner, call.repo, body)
-        return _Reply(201, copy.deepcopy(created), {"location": created["url"]})
+        return Reply(201, copy.deepcopy(created), {"location": created["url"]})
 
     def _create_deployment(self, owner: str, repo: str, body: JsonObject) -> JsonObject:
         repo_key = self._remember_repo(owner, repo)
@@ -830,11 +608,11 @@ class FakeGitHub:
         self._deployments[number] = _Deployment(repo_key, deployment)
         return deployment
 
-    def _get_deployment(self, call: _Call) -> _Reply:
+    def _get_deployment(self, call: _Call) -> Reply:
         deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
-        return _Reply(200, copy.deepcopy(deployment.body))
+        return Reply(200, copy.deepcopy(deployment.body))
 
-    def _delete_deployment(self, call: _Call) -> _Reply:
+    def _delete_deployment(self, call: _Call) -> Reply:
         number = call.number("deployment_id")
         deployment = self._deployment(call.owner, call.repo, number)
         alone = len(self._repo_deployments(call.owner, call.repo)) == 1
@@ -843,25 +621,25 @@ class FakeGitHub:
                 "We cannot delete an active deployment unless it is the only deployment "
                 "in a given repository. Mark the deployment as inactive before deleting it."
             )
-            raise _Refusal(_error(422, message))
+            raise Refusal(_error(422, message))
         del self._deployments[number]
-        return _Reply(204)
+        return Reply(204)
 
     # statuses
 
-    def _list_statuses(self, call: _Call) -> _Reply:
+    def _list_statuses(self, call: _Call) -> Reply:
         deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
         page, headers = self._paginate(deployment.statuses[::-1], call)
-        return _Reply(200, copy.deepcopy(page), headers)
+        return Reply(200, copy.deepcopy(page), headers)
 
-    def _get_status(self, call: _Call) -> _Reply:
+    def _get_status(self, call: _Call) -> Reply:
         deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
         for status in deployment.statuses:
             if status["id"] == call.number("status_id"):
-                return _Reply(200, copy.deepcopy(status))
+                return Reply(200, copy.deepcopy(status))
         raise _not_found()
 
-    def _post_status(self, call: _Call) -> _Reply:
+    def _post_status(self, call: _Call) -> Reply:
         body = call.body
         deployment = self._deployment(call.owner, call.repo, call.number("deployment_id"))
         if not isinstance(body, dict):
@@ -894,7 +672,7 @@ class FakeGitHub:
         status = self._append_status(deployment, body, self._tick())
         if body["state"] == "success" and body.get("auto_inactive", True):
             self._auto_inactivate(deployment, status["created_at"])
-        return _Reply(201, copy.deepcopy(status), {"location": status["url"]})
+        return Reply(201, copy.deepcopy(status), {"location": status["url"]})
 
     def _append_status(self, deployment: _Deployment, body: JsonObject, stamp: str) -> JsonObject:
         number = self._next_id("status")
@@ -939,23 +717,23 @@ class FakeGitHub:
 
     # deploy keys
 
-    def _list_keys(self, call: _Call) -> _Reply:
+    def _list_keys(self, call: _Call) -> Reply:
         repo_key = (call.owner.lower(), call.repo.lower())
         found = [k.body for k in self._keys.values() if k.repo == repo_key]
         page, headers = self._paginate(found, call)
-        return _Reply(200, copy.deepcopy(page), headers)
+        return Reply(200, copy.deepcopy(page), headers)
 
-    def _get_key(self, call: _Call) -> _Reply:
+    def _get_key(self, call: _Call) -> Reply:
         key = self._keys.get(call.number("key_id"))
         if key is None or key.repo != (call.owner.lower(), call.repo.lower()):
             raise _not_found()
-        return _Reply(200, copy.deepcopy(key.body))
+        return Reply(200, copy.deepcopy(key.body))
 
-    def _post_key(self, call: _Call) -> _Reply:
+    def _post_key(self, call: _Call) -> Reply:
         if not isinstance(call.body, dict):
             raise _invalid("Body must be a JSON object.")
         created = self._create_key(call.owner, call.repo, call.body)
-        return _Reply(201, copy.deepcopy(created), {"location": created["url"]})
+        return Reply(201, copy.deepcopy(created), {"location": created["url"]})
 
     def _create_key(self, owner: str, repo: str, body: JsonObject) -> JsonObject:
         _check_types(body, {"key": (str,), "title": (str,), "read_only": (bool,)})
@@ -990,36 +768,36 @@ class FakeGitHub:
         self._keys[number] = _Key(repo_key, blob, key)
         return key
 
-    def _delete_key(self, call: _Call) -> _Reply:
+    def _delete_key(self, call: _Call) -> Reply:
         key = self._keys.get(call.number("key_id"))
         if key is None or key.repo != (call.owner.lower(), call.repo.lower()):
             raise _not_found()
         del self._keys[call.number("key_id")]
-        return _Reply(204)
+        return Reply(204)
 
     # environments
 
-    def _list_environments(self, call: _Call) -> _Reply:
+    def _list_environments(self, call: _Call) -> Reply:
         found = self._repo_environments(call.owner, call.repo)
         page, headers = self._paginate(found, call)
         body = {"total_count": len(found), "environments": copy.deepcopy(page)}
-        return _Reply(200, body, headers)
+        return Reply(200, body, headers)
 
-    def _get_environment(self, call: _Call) -> _Reply:
+    def _get_environment(self, call: _Call) -> Reply:
         key = (call.owner.lower(), call.repo.lower(), call.args["name"].lower())
         environment = self._environments.get(key)
         if environment is None:
             raise _not_found()
-        return _Reply(200, copy.deepcopy(environment))
+        return Reply(200, copy.deepcopy(environment))
 
-    def _put_environment(self, call: _Call) -> _Reply:
+    def _put_environment(self, call: _Call) -> Reply:
         body = call.body
         name = call.args["name"]
         settings: JsonObject = body if isinstance(body, dict) else {}
         if body is not None and not isinstance(body, dict):
             raise _invalid("Body must be a JSON object or null.")
         if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
-            raise _Refusal(_error(422, "Invalid environment name."))
+            raise Refusal(_error(422, "Invalid environment name."))
         _check_types(
             settings,
             {
@@ -1037,14 +815,14 @@ class FakeGitHub:
             raise _invalid(f"{unknown[0]!r} is not a permitted key.")
         wait_timer = settings.get("wait_timer", 0)
         if isinstance(wait_timer, bool) or not 0 <= wait_timer <= 43200:
-            raise _Refusal(_error(422, "Wait timer must be between 0 and 43200."))
+            raise Refusal(_error(422, "Wait timer must be between 0 and 43200."))
         policy = settings.get("deployment_branch_policy")
         if policy is not None and (
             set(policy) != {"protected_branches", "custom_branch_policies"}
             or policy["protected_branches"] == policy["custom_branch_policies"]
         ):
             message = "Exactly one of protected_branches and custom_branch_policies must be true."
-            raise _Refusal(_error(422, message))
+            raise Refusal(_error(422, message))
         reviewers = settings.get("reviewers") or []
         for reviewer in reviewers:
             if (
@@ -1099,7 +877,7 @@ class FakeGitHub:
             deployment_branch_policy=copy.deepcopy(policy),
         )
         self._environments[(*repo_key, name.lower())] = existing
-        return _Reply(200, copy.deepcopy(existing))
+        return Reply(200, copy.deepcopy(existing))
 
     def _rule(self, kind: str, **fields: Any) -> JsonObject:
         number = self._next_id("rule")

@@ -112,36 +112,40 @@ class Decision:
 class SlidingWindow:
     """A sliding-log limiter: at most ``most`` admitted events in any ``window`` seconds.
 
-    The limit is passed on each call, so a fake's ``rate_limit`` knob may change while it runs.
+    The limit is passed on each call, so a fake's ``rate_limit`` knob may change while it runs;
+    a new limit starts with an empty window.
     """
 
     def __init__(self) -> None:
         self._events: deque[float] = deque()
+        self._limit: tuple[int, float] | None = None
 
     def admit(self, limit: tuple[int, float], now: float) -> bool:
         """Record an event and return True, or return False when the window is full."""
-        most, window = limit
-        self._expire(window, now)
-        if len(self._events) >= most:
+        self._expire(limit, now)
+        if len(self._events) >= limit[0]:
             return False
         self._events.append(now)
         return True
 
     def remaining(self, limit: tuple[int, float], now: float) -> int:
-        most, window = limit
-        self._expire(window, now)
-        return max(most - len(self._events), 0)
+        self._expire(limit, now)
+        return max(limit[0] - len(self._events), 0)
 
     def reset_after(self, limit: tuple[int, float], now: float) -> int:
         """Whole seconds until the oldest event leaves the window (at least 1 when full)."""
         most, window = limit
-        self._expire(window, now)
+        self._expire(limit, now)
         if not self._events:
             return 0
         wait = math.ceil(self._events[0] + window - now)
         return max(wait, 1) if len(self._events) >= most else max(wait, 0)
 
-    def _expire(self, window: float, now: float) -> None:
+    def _expire(self, limit: tuple[int, float], now: float) -> None:
+        if limit != self._limit:
+            self._limit = limit
+            self._events.clear()
+        window = limit[1]
         while self._events and self._events[0] <= now - window:
             self._events.popleft()
 

@@ -4,49 +4,154 @@ The fakes in this package must not drift from the real APIs: every request a tes
 every response a fake serves can be checked against the published spec in ``../shared/specs``.
 ``openapi-core`` does the schema work; this module adapts plain recorded values (method, URL,
 headers, bytes) to its ``Request``/``Response`` protocols and turns its errors into
-``AssertionError`` with a readable message.
+``AssertionError`` with a readable message. Requests are matched on their path: the host is
+replaced by the spec's own ``servers[0].url``.
 
-Statuses GitHub may send on any endpoint whether or not the spec lists them (304 Not
-Modified, 400 for malformed JSON, 401, 403, 404, 429, 5xx) are allowed everywhere; for them
-only GitHub's error shape is required. Every other status must be documented for the operation
-and its body must match the schema. On top of the spec: any 4xx/5xx body must be GitHub's error
-shape (a JSON object with a string ``message``), and 204 and 304 must have no body.
+What an API does beyond its description is a ``Conventions`` value, chosen by the spec file:
+
+- GitHub (``GITHUB``): statuses GitHub may send on any endpoint whether or not the spec lists
+  them (304 Not Modified, 400 for malformed JSON, 401, 403, 404, 429, 5xx) are allowed
+  everywhere; for them only GitHub's error shape is required.
+- Chainloop (``CHAINLOOP``): every operation has a ``default`` response, so every status is
+  documented; any 4xx/5xx body must be a grpc-gateway ``rpcStatus`` with an integer ``code``
+  and a string ``message``.
+- Unkey (``UNKEY``): only the documented statuses; error bodies may be
+  ``application/problem+json`` (the spec's 429) and their ``error.status`` must equal the HTTP
+  status. Unkey's description contradicts itself on 400 bodies (see ``_repair_unkey``); the
+  checker repairs that in memory.
+
+Every other status must be documented for the operation and its body must match the schema. On
+top of the spec: any 4xx/5xx body must have the API's error shape, and 204 and 304 must have no
+body. ``check_recorded`` walks a fake's request log with the marker headers the fake tests use.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from openapi_core import OpenAPI
+import pytest
+from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.paths.exceptions import PathError
 from openapi_core.templating.responses.exceptions import ResponseNotFound
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from tests.fakes.server import RecordedRequest
+
 # The repository is checked out with ``shared/`` beside it, locally and in CI.
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
 GITHUB_SPEC = SPECS / "github-deployments.openapi.json"
+CHAINLOOP_SPEC = SPECS / "chainloop-deployments.openapi.json"
+UNKEY_SPEC = SPECS / "unkey-deploy.openapi.json"
 
-# Statuses GitHub may answer on any endpoint, documented or not.
-_ANYWHERE = frozenset({304, 400, 401, 403, 404, 429})
+# Request headers the fake tests put on exchanges that must fail the request check
+# (``INVALID``) or that leave the spec's operations entirely (``OFF_SPEC``).
+INVALID_MARKER = "x-test-invalid"
+OFF_SPEC_MARKER = "x-test-off-spec"
+
+JSON_TYPES = ("application/json",)
 
 
-def _sent_anywhere(status: int) -> bool:
-    return status in _ANYWHERE or 500 <= status <= 599
+def _github_error(status: int, body: Any) -> str | None:
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return f"error body has no string 'message': {body!r}"
+    return None
+
+
+def _rpc_status(status: int, body: Any) -> str | None:
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("code"), int)
+        or not isinstance(body.get("message"), str)
+    ):
+        return f"error body is not an rpcStatus (integer 'code', string 'message'): {body!r}"
+    return None
+
+
+def _unkey_error(status: int, body: Any) -> str | None:
+    meta = body.get("meta") if isinstance(body, dict) else None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("requestId"), str):
+        return f"error body has no meta.requestId: {body!r}"
+    if not isinstance(error, dict) or error.get("status") != status:
+        return f"error body's error.status is not {status}: {body!r}"
+    return None
+
+
+def _repair_unkey(raw: dict[str, Any]) -> None:
+    """Make Unkey's 400 body satisfiable without loosening any other schema.
+
+    ``BadRequestErrorDetails`` is ``allOf: [BaseError, {errors}]`` with ``errors`` required, but
+    ``BaseError`` says ``additionalProperties: false``, which in OpenAPI 3.1 (JSON Schema 2020-12)
+    forbids ``errors``: no body can match. The server sends ``errors`` (its Go types are
+    generated from the same file without that conflict), so the repair inlines ``BaseError``
+    into ``BadRequestErrorDetails`` with ``errors`` added to its properties.
+    """
+    schemas = raw["components"]["schemas"]
+    base = copy.deepcopy(schemas["BaseError"])
+    details = schemas["BadRequestErrorDetails"]
+    extra = next(part for part in details["allOf"] if "$ref" not in part)
+    base["properties"]["errors"] = extra["properties"]["errors"]
+    base["required"] = [*base["required"], *extra.get("required", [])]
+    base["description"] = details.get("description", "")
+    schemas["BadRequestErrorDetails"] = base
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """What an API does beyond what its description says, as the checker should accept it."""
+
+    name: str
+    # Statuses the API may answer on any operation even where the spec does not list them.
+    undocumented: frozenset[int] = frozenset()
+    any_5xx: bool = False
+    # A complaint about a parsed 4xx/5xx body (given the HTTP status), or None when it is fine.
+    error_body: Callable[[int, Any], str | None] = _github_error
+    error_media_types: tuple[str, ...] = JSON_TYPES
+    repair: Callable[[dict[str, Any]], None] | None = None
+
+    def sent_anywhere(self, status: int) -> bool:
+        return status in self.undocumented or (self.any_5xx and 500 <= status <= 599)
+
+
+GITHUB = Conventions("GitHub", undocumented=frozenset({304, 400, 401, 403, 404, 429}), any_5xx=True)
+CHAINLOOP = Conventions("Chainloop", error_body=_rpc_status)
+UNKEY = Conventions(
+    "Unkey",
+    error_body=_unkey_error,
+    error_media_types=("application/json", "application/problem+json"),
+    repair=_repair_unkey,
+)
+# Exactly what the spec says, with GitHub's error shape required of error bodies.
+STRICT = Conventions("strict")
+CONVENTIONS: dict[str, Conventions] = {
+    GITHUB_SPEC.name: GITHUB,
+    CHAINLOOP_SPEC.name: CHAINLOOP,
+    UNKEY_SPEC.name: UNKEY,
+}
+
+
+def _problem_json(data: bytes) -> Any:
+    return json.loads(data)
 
 
 @cache
-def _load(spec_path: Path) -> tuple[OpenAPI, str]:
+def _load(spec_path: Path, conventions: Conventions) -> tuple[OpenAPI, str]:
     """Parse (and validate) a spec once per process; returns it with its first server URL."""
     raw = json.loads(spec_path.read_text(encoding="utf-8"))
+    if conventions.repair is not None:
+        conventions.repair(raw)
     servers = raw.get("servers") or [{"url": "http://localhost"}]
-    return OpenAPI.from_dict(raw), str(servers[0]["url"]).rstrip("/")
+    # RFC 7807 bodies are JSON; openapi-core only knows the plain JSON media types.
+    config = Config(extra_media_type_deserializers={"application/problem+json": _problem_json})
+    return OpenAPI.from_dict(raw, config=config), str(servers[0]["url"]).rstrip("/")
 
 
 @dataclass
@@ -83,11 +188,16 @@ def _describe(errors: Iterable[BaseException]) -> str:
 
 
 class OpenApiChecker:
-    """Assert that requests and responses match one OpenAPI description."""
+    """Assert that requests and responses match one OpenAPI description.
 
-    def __init__(self, spec_path: Path) -> None:
+    ``conventions`` defaults to the ones registered for the spec's file name (``CONVENTIONS``),
+    else ``STRICT``.
+    """
+
+    def __init__(self, spec_path: Path, conventions: Conventions | None = None) -> None:
         self.spec_path = spec_path
-        self._app, self._server = _load(spec_path.resolve())
+        self.conventions = conventions or CONVENTIONS.get(spec_path.name, STRICT)
+        self._app, self._server = _load(spec_path.resolve(), self.conventions)
 
     def check_request(
         self,
@@ -125,7 +235,7 @@ class OpenApiChecker:
         if path_errors:
             raise AssertionError(f"{where}: no such operation{_describe(path_errors)}")
         undocumented = any(isinstance(error, ResponseNotFound) for error in errors)
-        if undocumented and not _sent_anywhere(status):
+        if undocumented and not self.conventions.sent_anywhere(status):
             raise AssertionError(f"{where}: status not documented{_describe(errors)}")
         if not undocumented and errors:
             raise AssertionError(f"{where}: response does not match the spec{_describe(errors)}")
@@ -133,19 +243,19 @@ class OpenApiChecker:
         if status in (204, 304) and body_bytes:
             raise AssertionError(f"{where}: a {status} response must have no body")
         if status >= 400 and body_bytes:
-            self._check_error_body(where, content_type, body_bytes)
+            self._check_error_body(where, status, content_type, body_bytes)
 
-    @staticmethod
-    def _check_error_body(where: str, content_type: str, body: bytes) -> None:
-        """GitHub's error shape: a JSON object with a string ``message``."""
-        if not content_type.startswith("application/json"):
+    def _check_error_body(self, where: str, status: int, content_type: str, body: bytes) -> None:
+        """The API's error shape (``Conventions.error_body``) in one of its media types."""
+        if not content_type.startswith(self.conventions.error_media_types):
             raise AssertionError(f"{where}: error body is {content_type!r}, not JSON")
         try:
             parsed: Any = json.loads(body)
         except ValueError as exc:
             raise AssertionError(f"{where}: error body is not JSON: {body[:200]!r}") from exc
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("message"), str):
-            raise AssertionError(f"{where}: error body has no string 'message': {parsed!r}")
+        complaint = self.conventions.error_body(status, parsed)
+        if complaint is not None:
+            raise AssertionError(f"{where}: {complaint}")
 
     def _request(
         self,
@@ -154,7 +264,7 @@ class OpenApiChecker:
         headers: Mapping[str, str],
         body: bytes | None,
     ) -> _Request:
-        # The fake listens on loopback; the spec names api.github.com. Match on path only.
+        # The fake listens on loopback; the spec names the real host. Match on path only.
         parts = urlsplit(url)
         header_values = Headers(list(headers.items()))
         content_type = (header_values.get("content-type") or "").lower()
@@ -171,3 +281,52 @@ class OpenApiChecker:
                 header=header_values,
             ),
         )
+
+
+class Checker(Protocol):
+    """What ``check_recorded`` needs: ``OpenApiChecker`` and iftrue's ``JsonSchemaChecker``."""
+
+    def check_request(
+        self, method: str, url: str, headers: Mapping[str, str], body_bytes: bytes | None
+    ) -> None: ...
+
+    def check_response(
+        self,
+        method: str,
+        url: str,
+        request_headers: Mapping[str, str],
+        status: int,
+        response_headers: Mapping[str, str],
+        body_bytes: bytes | None,
+    ) -> None: ...
+
+
+def check_recorded(recorded: Sequence[RecordedRequest], checker: Checker) -> None:
+    """Check every recorded request and every answered response.
+
+    A request marked ``x-test-invalid`` must fail the request check (its response must still
+    pass); one marked ``x-test-off-spec`` must fail both. Everything else must pass.
+    """
+    for exchange in recorded:
+        off_spec = OFF_SPEC_MARKER in exchange.headers
+        request_args = (exchange.method, exchange.url, exchange.headers, exchange.body)
+        if off_spec or INVALID_MARKER in exchange.headers:
+            with pytest.raises(AssertionError):
+                checker.check_request(*request_args)
+        else:
+            checker.check_request(*request_args)
+        if exchange.status is None:
+            continue
+        response_args = (
+            exchange.method,
+            exchange.url,
+            exchange.headers,
+            exchange.status,
+            exchange.response_headers,
+            exchange.response_body,
+        )
+        if off_spec:
+            with pytest.raises(AssertionError):
+                checker.check_response(*response_args)
+        else:
+            checker.check_response(*response_args)
