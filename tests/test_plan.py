@@ -30,7 +30,9 @@ def desired(**environments: dict[str, Any]) -> DesiredState:
     specs = {}
     for name, spec in environments.items():
         body = dict(spec)
-        body["slots"] = {s: {"artifact": a} for s, a in body.get("slots", {}).items()}
+        body["slots"] = {
+            s: a if "artifact" in a else {"artifact": a} for s, a in body.get("slots", {}).items()
+        }
         specs[name.replace("_", "-")] = EnvironmentSpec.model_validate(body)
     return DesiredState(environments=specs, targets={})
 
@@ -452,3 +454,68 @@ def test_chainloop_records_get_a_heartbeat_when_due() -> None:
     )
     assert beat.type is ActionType.SYNC and beat.target == "chainloop"
     assert beat.reason.startswith("heartbeat")
+
+
+def test_suspended_environment_or_slot_changes_nothing_but_says_so() -> None:
+    """Suspension blocks every change in that environment or slot, with the reason."""
+    state = recorded(
+        record(1, "production", "api", image()), record(2, "production", "web", image())
+    )
+    manifests = desired(
+        production={
+            "slots": {
+                "api": image(version="v2"),
+                "web": {"artifact": image(version="v9"), "suspend": True},
+            }
+        }
+    )
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    by_slot = {a.slot: a for a in result.actions}
+    assert by_slot["api"].blocked is None
+    assert by_slot["web"].blocked == "slot production/web is suspended"
+    env_suspended = desired(production={"suspend": True, "slots": {"api": image(version="v2")}})
+    [action] = plan(
+        env_suspended, state, now=NOW, options=PlanOptions(allow_mass_decommission=True)
+    ).actions[:1]
+    assert action.blocked == "environment 'production' is suspended"
+
+
+@pytest.mark.parametrize(
+    ("window", "now", "until"),
+    [
+        (
+            {"start": "2026-11-23T00:00:00Z", "end": "2026-11-24T00:00:00Z"},
+            NOW,
+            "2026-11-24 00:00:00Z",
+        ),
+        ({"start": "2026-11-24T00:00:00Z", "end": "2026-11-25T00:00:00Z"}, NOW, None),
+        # Fridays 18:00 UTC for 64h: 2026-11-20 (Fri) 18:00 + 64h = Mon 2026-11-23 10:00.
+        (
+            {"cron": "0 18 * * 5", "duration": "64h"},
+            NOW - timedelta(hours=3),
+            "2026-11-23 10:00:00Z",
+        ),
+        ({"cron": "0 18 * * 5", "duration": "64h"}, NOW, None),
+    ],
+)
+def test_freeze_windows_block_deploys_until_they_end(
+    window: dict[str, Any], now: datetime, until: str | None
+) -> None:
+    """Inside a fixed or recurring freeze window deploys are blocked 'frozen until …';
+    key rotations are not."""
+    manifests = desired(
+        production={
+            "freeze": [window],
+            "slots": {"api": image()},
+            "deployKeys": [deploy_key("k", rotateAfter="1d")],
+        }
+    )
+    state = recorded(keys=(key_record(9, "k", age=timedelta(days=2)),))
+    result = plan(manifests, state, now=now, options=PlanOptions())
+    deploy = next(a for a in result.actions if a.type is ActionType.DEPLOY)
+    rotate = next(a for a in result.actions if a.type is ActionType.ROTATE_KEY)
+    assert rotate.blocked is None
+    if until is None:
+        assert deploy.blocked is None
+    else:
+        assert deploy.blocked == f"frozen until {until}"

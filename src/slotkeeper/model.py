@@ -9,11 +9,12 @@ here does I/O or reads the clock.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -133,9 +134,59 @@ class KeySecret(_Strict):
         return value
 
 
+class FreezeWindow(_Strict):
+    """A time with no deploys or decommissions: fixed (``start``/``end``) or recurring (a cron
+    expression in UTC and a ``duration``)."""
+
+    start: datetime | None = Field(default=None, strict=False)
+    end: datetime | None = Field(default=None, strict=False)
+    cron: NonEmpty | None = None
+    duration: Duration | None = None
+    reason: NonEmpty | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FreezeWindow:
+        fixed = self.start is not None or self.end is not None
+        recurring = self.cron is not None or self.duration is not None
+        if fixed == recurring:
+            raise ValueError("give either start and end, or cron and duration")
+        if fixed:
+            if self.start is None or self.end is None:
+                raise ValueError("a fixed window needs both start and end")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+        else:
+            if self.cron is None or self.duration is None:
+                raise ValueError("a recurring window needs both cron and duration")
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=UTC))
+            except CronSimError as exc:
+                raise ValueError(f"not a cron expression: {exc}") from exc
+        return self
+
+    def frozen_until(self, now: datetime) -> datetime | None:
+        """When the window that contains ``now`` ends, or None outside every window."""
+        if self.start is not None and self.end is not None:
+            return self.end if self.start <= now < self.end else None
+        assert self.cron is not None and self.duration is not None
+        length = parse_duration(self.duration)
+        # The first firing after (now - length) is the only one whose window can hold now.
+        fired = next(iter(CronSim(self.cron, now - length - timedelta(seconds=1))))
+        return fired + length if fired <= now else None
+
+
 class SlotSpec(_Strict):
     artifact: Artifact
     ref: NonEmpty | None = None
+    #: no changes in this slot while set (still reported by plan and status)
+    suspend: bool = False
     #: free-form notes carried on the record; ``fix: "true"`` / ``hotfix: "true"`` mark a
     #: deployment as a fix for DORA tracking
     annotations: dict[NonEmpty, str] = Field(default_factory=dict)
@@ -154,6 +205,9 @@ class EnvironmentSpec(_Strict):
     production: bool = False
     transient: bool = False
     protected: bool = False
+    #: no changes in this environment while set (still reported by plan and status)
+    suspend: bool = False
+    freeze: list[FreezeWindow] = Field(default_factory=list)
     targets: list[Slug] = Field(default_factory=list)
     slots: dict[Slug, SlotSpec] = Field(default_factory=dict)
     deploy_keys: list[DeployKeySpec] = Field(default_factory=list)

@@ -237,8 +237,10 @@ def plan(
         )
 
     drafts.extend(_key_actions(desired, recorded, now=now, options=options, ids=ids, drift=drift))
-    guarded = _guard(drafts, desired, recorded, options)
-    guarded.extend(_sync_actions(desired, recorded, guarded, drift, ids, now=now))
+    guarded = _guard(drafts, desired, recorded, options, now)
+    for sync in _sync_actions(desired, recorded, guarded, drift, ids, now=now):
+        held = _held(sync, desired, now)
+        guarded.append(sync.model_copy(update={"blocked": "; ".join(held)}) if held else sync)
     actions = sorted(guarded, key=action_order)
     return Plan(
         lineage=recorded.lineage,
@@ -375,7 +377,11 @@ def _rotation_reason(
 
 
 def _guard(
-    actions: list[Action], desired: DesiredState, recorded: RecordedState, options: PlanOptions
+    actions: list[Action],
+    desired: DesiredState,
+    recorded: RecordedState,
+    options: PlanOptions,
+    now: datetime,
 ) -> list[Action]:
     """Mark the actions a safety guard refuses as blocked, with the reason."""
     removing = (ActionType.DECOMMISSION, ActionType.REVOKE_KEY)
@@ -397,6 +403,7 @@ def _guard(
                     f"would decommission {decommissions} of {deployed} deployed slots "
                     "(pass --allow-mass-decommission if that is intended)"
                 )
+        reasons.extend(_held(action, desired, now))
         guarded.append(
             action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
         )
@@ -645,6 +652,24 @@ def _environment_of_repository(repository: str | None, desired: DesiredState) ->
         if any(key.repository == repository for key in spec.deploy_keys):
             return name
     return ""
+
+
+def _held(action: Action, desired: DesiredState, now: datetime) -> list[str]:
+    """Operator holds: a suspended environment or slot changes nothing; a freeze window stops
+    deploys and decommissions (key rotations and target syncs of what is recorded go on)."""
+    spec = desired.environments.get(action.environment)
+    if spec is None:
+        return []
+    if spec.suspend:
+        return [f"environment {action.environment!r} is suspended"]
+    slot = spec.slots.get(action.slot) if action.slot else None
+    if slot is not None and slot.suspend:
+        return [f"slot {action.environment}/{action.slot} is suspended"]
+    if action.type in (ActionType.DEPLOY, ActionType.DECOMMISSION):
+        ends = [end for window in spec.freeze if (end := window.frozen_until(now)) is not None]
+        if ends:
+            return [f"frozen until {max(ends).strftime('%Y-%m-%d %H:%M:%SZ')}"]
+    return []
 
 
 def _protected(environment: str, desired: DesiredState, recorded: RecordedState) -> bool:
