@@ -286,3 +286,23 @@ def test_state_url_and_environment_variable(
     assert not (workdir / ".slotkeeper" / "state.db").exists()
     bad = sk("status", "--state", "mysql://x")
     assert bad.code == 1 and "unsupported state URL scheme 'mysql'" in bad.err
+
+
+def test_plan_as_markdown_for_a_pull_request(sk: Sk, manifests: Path) -> None:
+    """`plan --format markdown` prints a table of actions and the summary; no changes says so."""
+    write_manifests(
+        manifests, environment("production", {"api": image(), "web": image("w")}, protected=True)
+    )
+    apply(sk)
+    write_manifests(
+        manifests, environment("production", {"api": image(version="v2")}, protected=True)
+    )
+    markdown = sk("plan", "-m", "manifests", "--format", "markdown").out
+    lines = markdown.splitlines()
+    assert lines[0] == "### slotkeeper plan"
+    assert "| `~` | deploy | `production/api` | ghcr.io/acme/api v2 | v1 -> v2 |" in lines
+    assert any("**blocked**: environment 'production' is protected" in line for line in lines)
+    assert lines[-1].startswith("**Plan: 1 to deploy (1 superseding), 1 to decommission")
+    assert sk("plan", "-m", "manifests", "--format", "json").json()["summary"]["deploy"] == 1
+    apply(sk, "--allow-decommission")
+    assert "**No changes.**" in sk("plan", "-m", "manifests", "--format", "markdown").out

@@ -259,6 +259,14 @@ def _options(
 @click.option("--out", type=click.Path(path_type=Path), help="Save the plan for `apply PLANFILE`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
 @click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text (like terraform plan), json (the plan document) or markdown (a PR comment).",
+)
+@click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 0 without changes, 2 with changes, 1 on error."
 )
 @click.option("--at", "at", help="Plan as if at this time (ISO-8601, or +30d from now).")
@@ -270,6 +278,7 @@ def plan_command(
     allow_mass_decommission: bool,
     out: Path | None,
     as_json: bool,
+    output_format: str,
     detailed_exitcode: bool,
     at: str | None,
     refresh: bool,
@@ -287,8 +296,10 @@ def plan_command(
         )
     if out is not None:
         save_plan(the_plan, out)
-    if as_json:
+    if as_json or output_format == "json":
         _print_json(render.plan_document(the_plan))
+    elif output_format == "markdown":
+        click.echo(render.plan_markdown(the_plan), nl=False)
     else:
         console = _stdout()
         render.render_plan(the_plan, console)

@@ -375,3 +375,26 @@ def render_keys(
             _targets_cell((syncs or {}).get(key.id, [])),
         )
     _print_table(console, table)
+
+
+def plan_markdown(plan: Plan) -> str:
+    """The plan as Markdown, for a pull request comment."""
+    revision = f" at `{plan.revision.sha[:12]}`" if plan.revision else ""
+    lines = [f"### slotkeeper plan{revision}", ""]
+    if not plan.actions:
+        lines.append(f"**No changes.** {len(plan.unchanged)} slots unchanged.")
+        return "\n".join(lines) + "\n"
+    lines += ["| | action | where | what | why |", "|---|---|---|---|---|"]
+    for action in plan.actions:
+        symbol, _ = _symbol(action)
+        what = f"key {action.key.name}" if action.key else _artifact(action.artifact)
+        why = action.reason
+        if action.type is ActionType.SYNC:
+            why = f"{action.target}: {action.reason}"
+        if action.blocked:
+            why = f"**blocked**: {action.blocked}"
+        where = f"{action.environment}/{action.slot}" if action.slot else action.environment
+        cells = [f"`{symbol}`", action.type.value, f"`{where}`", what, why]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", f"**{summary_line(plan).plain}**"]
+    return "\n".join(lines) + "\n"
