@@ -150,6 +150,7 @@ def execute(
     concurrency: int = 4,
     history: History | None = None,
     on_result: ProgressHook | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ApplyResult:
     """Apply ``plan``; the caller holds the writer lock. Never raises for one action's failure;
     raises ``StalePlanError`` before touching anything if the plan is stale."""
@@ -208,7 +209,12 @@ def execute(
         if on_result is not None:
             on_result(result)
 
+    stopping = stop or (lambda: False)
     for action in plan.actions:
+        if stopping():
+            # Asked to stop (SIGTERM): what is left is re-planned by the next reconcile.
+            report(_result(action, Outcome.DEFERRED, "stopped before it ran"))
+            continue
         if action.blocked is not None:
             log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
             report(_result(action, Outcome.BLOCKED, action.blocked))
@@ -228,6 +234,7 @@ def execute(
             clock=clock,
             concurrency=concurrency,
             history=history,
+            stop=stopping,
         )
         syncer.run(list(context.groups.values()), on_outcome=lambda o: report(_sync_result(o)))
 

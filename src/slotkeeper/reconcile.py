@@ -27,6 +27,7 @@ from slotkeeper.model import (
     Drift,
     GithubTargetSpec,
     RecordedState,
+    Revision,
     SyncSubject,
     TargetSpec,
     UnkeyTargetSpec,
@@ -45,6 +46,21 @@ from slotkeeper.targets.unkey import UnkeyTarget
 class Reconciliation:
     plan: Plan
     result: ApplyResult | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One exact revision of the manifests, loaded: what to converge on."""
+
+    desired: DesiredState
+    revision: Revision | None
+    #: where git history is read for changelogs
+    git_dir: Path
+
+
+def snapshot(manifests: Path) -> Snapshot:
+    """Load and validate the manifests at ``manifests`` (raises ``ManifestErrors``)."""
+    return Snapshot(load_manifests(manifests), git_revision(manifests), manifests)
 
 
 @dataclass(frozen=True)
@@ -200,8 +216,7 @@ def refresh(
 
 
 def _plan(
-    desired: DesiredState,
-    manifests: Path,
+    shot: Snapshot,
     ledger: Ledger,
     targets: Mapping[str, Target],
     *,
@@ -210,13 +225,13 @@ def _plan(
     refreshing: bool,
 ) -> Plan:
     recorded = ledger.read_state()
-    drift = refresh(desired, recorded, targets) if refreshing and targets else []
+    drift = refresh(shot.desired, recorded, targets) if refreshing and targets else []
     return plan(
-        desired,
+        shot.desired,
         recorded,
         now=clock(),
         options=options,
-        revision=git_revision(manifests),
+        revision=shot.revision,
         drift=drift,
     )
 
@@ -230,21 +245,13 @@ def make_plan(
     run: RunOptions = RunOptions(),
 ) -> Plan:
     """Load the manifests and the recorded state (and refresh), and plan: no lock, no change."""
-    desired = load_manifests(manifests)
-    with open_targets(desired, ledger, clock=clock) as targets:
-        return _plan(
-            desired,
-            manifests,
-            ledger,
-            targets,
-            options=options,
-            clock=clock,
-            refreshing=run.refresh,
-        )
+    shot = snapshot(manifests)
+    with open_targets(shot.desired, ledger, clock=clock) as targets:
+        return _plan(shot, ledger, targets, options=options, clock=clock, refreshing=run.refresh)
 
 
 def reconcile(
-    manifests: Path,
+    source: Path | Snapshot,
     ledger: Ledger,
     *,
     options: PlanOptions,
@@ -255,23 +262,19 @@ def reconcile(
     confirm: Callable[[Plan], bool] = lambda _: True,
     select: Callable[[Plan], Plan] = lambda p: p,
     on_result: ProgressHook | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Reconciliation:
-    """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan."""
-    desired = load_manifests(manifests)  # load: a bad manifest stops here, nothing written
+    """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan,
+    ``stop`` ends the apply early (between actions) when it turns true."""
+    # load: a bad manifest stops here, nothing written
+    shot = source if isinstance(source, Snapshot) else snapshot(source)
+    desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
         open_targets(desired, ledger, clock=clock) as targets,
     ):
         the_plan = select(  # read, refresh, plan
-            _plan(
-                desired,
-                manifests,
-                ledger,
-                targets,
-                options=options,
-                clock=clock,
-                refreshing=run.refresh,
-            )
+            _plan(shot, ledger, targets, options=options, clock=clock, refreshing=run.refresh)
         )
         if not confirm(the_plan):
             return Reconciliation(the_plan, None)
@@ -283,8 +286,9 @@ def reconcile(
             sink=sink,
             targets=targets,
             concurrency=run.concurrency,
-            history=partial(commits_between, manifests),
+            history=partial(commits_between, shot.git_dir),
             on_result=on_result,
+            stop=stop,
         )
         _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
     return Reconciliation(the_plan, result)

@@ -78,8 +78,10 @@ class TargetSyncer:
         clock: Callable[[], datetime],
         concurrency: int,
         history: History | None = None,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._history = history
+        self._stop = stop
         self._ledger = ledger
         self._targets = targets
         self._environments = environments
@@ -100,6 +102,8 @@ class TargetSyncer:
             # New copies first, then retirements: a target whose new deployment did not land
             # keeps the old one live (the next reconcile retries both, in this order).
             for work in sorted(group, key=lambda w: w.want is not RemoteState.ACTIVE):
+                if self._stop():
+                    break  # asked to stop: the rest is planned again next time
                 if work.want is RemoteState.INACTIVE and work.target in not_there:
                     continue
                 outcome = self.apply(work)
