@@ -553,6 +553,137 @@ def keys_rotate(
     return _finish(done.result, console)
 
 
+def _seconds(value: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1h`` as seconds."""
+    text = value.strip()
+    if text.endswith("s"):
+        text = text[:-1]
+    try:
+        return float(text)
+    except ValueError:
+        try:
+            return parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise click.BadParameter(f"not a duration: {value!r} (e.g. 30s, 5m, 1h)") from exc
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    try:
+        return (host or "0.0.0.0", int(port))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"expected HOST:PORT, got {value!r}", param_hint="--listen"
+        ) from exc
+
+
+@cli.command()
+@click.option(
+    "--source",
+    help="A manifest directory, or a git remote: git+https://…, "
+    "git+ssh://…, file://… (default: -m).",
+)
+@click.option(
+    "-m",
+    "--manifests",
+    type=click.Path(path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Manifest directory, used when --source is not given.",
+)
+@click.option("--branch", default="main", show_default=True, help="Git branch to follow.")
+@click.option(
+    "--path",
+    "subpath",
+    default=".",
+    show_default=True,
+    help="Manifests sub-directory inside the git repository.",
+)
+@click.option("--poll-interval", default="60s", show_default=True, help="Git polling interval.")
+@click.option(
+    "--resync-interval",
+    default="5m",
+    show_default=True,
+    help="Reconcile at least this often, even without changes.",
+)
+@click.option(
+    "--listen",
+    default="0.0.0.0:8080",
+    show_default=True,
+    help="HOST:PORT for /healthz, /readyz, /metrics, /status and /hooks/github.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File with the GitHub webhook secret (or SLOTKEEPER_WEBHOOK_SECRET).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".slotkeeper/cache"),
+    show_default=True,
+    help="Where git checkouts are kept.",
+)
+@click.option("--once", is_flag=True, help="Reconcile once with these settings and exit.")
+@click.option(
+    "--state",
+    envvar="SLOTKEEPER_STATE",
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Ledger URL. Env: SLOTKEEPER_STATE.",
+)
+@guard_options
+@apply_options
+def run(
+    source: str | None,
+    manifests: Path,
+    branch: str,
+    subpath: str,
+    poll_interval: str,
+    resync_interval: str,
+    listen: str,
+    webhook_secret_file: Path | None,
+    cache_dir: Path,
+    once: bool,
+    state: str,
+    allow_decommission: bool,
+    allow_mass_decommission: bool,
+    secrets_dir: Path,
+    lock_timeout: float,
+    concurrency: int,
+) -> int:
+    """Run as a daemon: reconcile on every change, webhook and resync interval."""
+    from slotkeeper.daemon import Daemon, DaemonSettings, install_signal_handlers
+    from slotkeeper.sources import open_source
+
+    secret: bytes | None = None
+    if webhook_secret_file is not None:
+        try:
+            secret = webhook_secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --webhook-secret-file: {exc.strerror}") from exc
+    elif os.environ.get("SLOTKEEPER_WEBHOOK_SECRET"):
+        secret = os.environ["SLOTKEEPER_WEBHOOK_SECRET"].encode()
+    settings = DaemonSettings(
+        source=open_source(
+            source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir
+        ),
+        options=_options(allow_decommission, allow_mass_decommission),
+        run=RunOptions(refresh=True, concurrency=concurrency, lock_timeout=lock_timeout),
+        sink=SecretSink(secrets_dir),
+        actor=_actor(),
+        poll_interval=_seconds(poll_interval),
+        resync_interval=_seconds(resync_interval),
+        listen=_listen(listen),
+        webhook_secret=secret,
+    )
+    with _ledger(state) as ledger:
+        daemon = Daemon(settings, ledger)
+        if not once:
+            install_signal_handlers(daemon)
+        return daemon.run(once=once)
+
+
 @cli.command()
 def schema() -> int:
     """Print the JSON Schema of a manifest document."""

@@ -12,9 +12,13 @@ import sys
 from typing import Literal
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LogFormat = Literal["auto", "console", "json"]
 
+RECONCILE_STARTED = "reconcile.started"
+RECONCILE_FINISHED = "reconcile.finished"
+RECONCILE_FAILED = "reconcile.failed"
 APPLY_STARTED = "apply.started"
 APPLY_FINISHED = "apply.finished"
 ACTION_APPLIED = "action.applied"
@@ -53,3 +57,46 @@ def configure_logging(*, fmt: LogFormat = "auto", level: str = "warning") -> Non
 def get_logger() -> structlog.typing.FilteringBoundLogger:
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("slotkeeper")
     return logger
+
+
+#: The metrics slotkeeper exports on ``/metrics`` (its own registry, no process defaults).
+REGISTRY = CollectorRegistry(auto_describe=True)
+RECONCILES = Counter(
+    "slotkeeper_reconciles", "Reconciles run, by result.", ["result"], registry=REGISTRY
+)
+RECONCILE_SECONDS = Histogram(
+    "slotkeeper_reconcile_duration_seconds",
+    "How long a reconcile took, by result.",
+    ["result"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+ACTIONS = Counter(
+    "slotkeeper_actions",
+    "Plan actions and target calls carried out, by type, target and result.",
+    ["type", "target", "result"],
+    registry=REGISTRY,
+)
+TARGET_REQUESTS = Counter(
+    "slotkeeper_target_requests",
+    "HTTP requests sent to targets, by target and status code (0: no answer).",
+    ["target", "code"],
+    registry=REGISTRY,
+)
+SLOTS = Gauge(
+    "slotkeeper_slots", "Environment slots by latest status.", ["status"], registry=REGISTRY
+)
+KEY_AGE = Gauge(
+    "slotkeeper_deploy_key_age_seconds",
+    "Age of each active deploy key.",
+    ["repository", "title"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "slotkeeper_last_successful_reconcile_timestamp_seconds",
+    "When the last reconcile without failures finished (Unix time).",
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "slotkeeper_leader", "1 when this replica is the one that writes.", registry=REGISTRY
+)

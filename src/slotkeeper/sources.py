@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import re
 import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import watchfiles
+
+from slotkeeper.errors import SlotkeeperError
 from slotkeeper.model import Revision
 from slotkeeper.targets.base import Commit
 
@@ -64,3 +74,133 @@ def commits_between(manifests: Path, since: str | None, until: str) -> tuple[Com
             sha, author, subject = line.split("\x1f", 2)
             commits.append(Commit(sha=sha, subject=subject, author=author))
     return tuple(commits)
+
+
+class SourceError(SlotkeeperError):
+    """The manifest source cannot be read (a git fetch failed, a directory is gone)."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """Manifests at one exact revision: where they are and which revision it is."""
+
+    manifests: Path
+    #: a stable identity of this revision (git sha, or a digest of the files for a directory)
+    version: str
+
+
+class DirectorySource:
+    """A local directory; watched with watchfiles by the daemon."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def fetch(self) -> Checkout:
+        if not self.path.exists():
+            raise SourceError(f"manifest directory {self.path} does not exist")
+        revision = git_revision(self.path)
+        return Checkout(self.path, revision.sha if revision else _digest_tree(self.path))
+
+    def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
+        """Call ``changed`` after each burst of file changes (debounced) until ``stop``."""
+        for _ in watchfiles.watch(
+            self.path, stop_event=stop, debounce=400, step=100, raise_interrupt=False
+        ):
+            changed()
+
+
+class GitSource:
+    """A git remote (https, ssh or file), fetched shallowly into a cache directory and polled.
+
+    HTTPS credentials come from ``SLOTKEEPER_GIT_TOKEN`` and reach git through its environment
+    (GIT_CONFIG_*), never its command line, so they show up in no process listing or log.
+    """
+
+    def __init__(
+        self, url: str, *, branch: str, path: str, cache_dir: Path, depth: int = 50
+    ) -> None:
+        self.url = url.removeprefix("git+")
+        self.branch = branch
+        self.subpath = path
+        self.cache = cache_dir / hashlib.sha256(f"{self.url}#{branch}".encode()).hexdigest()[:16]
+        self.depth = depth
+
+    def describe(self) -> str:
+        return f"{_redact(self.url)}#{self.branch}:{self.subpath}"
+
+    def fetch(self) -> Checkout:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        if not (self.cache / ".git").exists():
+            self._run("init", "-q")
+        self._run(
+            "fetch",
+            "-q",
+            "--depth",
+            str(self.depth),
+            "--force",
+            self.url,
+            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
+        )
+        self._run("checkout", "-q", "--force", "-B", self.branch, f"origin/{self.branch}")
+        sha = self._run("rev-parse", "HEAD").strip()
+        manifests = (self.cache / self.subpath).resolve()
+        if not manifests.is_relative_to(self.cache.resolve()):
+            raise SourceError(f"--path {self.subpath!r} leaves the repository")
+        if not manifests.exists():
+            raise SourceError(f"{self.describe()}: no such path in the repository at {sha[:12]}")
+        return Checkout(manifests, sha)
+
+    def _run(self, *args: str) -> str:
+        env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+        token = os.environ.get("SLOTKEEPER_GIT_TOKEN")
+        if token and self.url.startswith("https://"):
+            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="http.extraHeader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
+        try:
+            result = subprocess.run(
+                ["git", "-C", str(self.cache), *args],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SourceError(f"git {args[0]} of {self.describe()} failed: {exc}") from exc
+        if result.returncode != 0:
+            message = _redact(result.stderr.strip().splitlines()[-1] if result.stderr else "")
+            raise SourceError(f"git {args[0]} of {self.describe()} failed: {message}")
+        return result.stdout
+
+
+def open_source(
+    spec: str, *, branch: str, path: str, cache_dir: Path
+) -> DirectorySource | GitSource:
+    """``git+https://…``, ``git+ssh://…``, ``ssh://…`` or ``file://…`` are git remotes; anything
+    else is a local directory."""
+    if spec.startswith(("git+", "file://", "ssh://")):
+        return GitSource(spec, branch=branch, path=path, cache_dir=cache_dir)
+    return DirectorySource(Path(spec))
+
+
+def _redact(text: str) -> str:
+    """Drop user:password@ from URLs in a message."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+
+
+def _digest_tree(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not any(
+            part.startswith(".") for part in path.relative_to(root).parts
+        ):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -175,6 +175,7 @@ class ApiClient:
         try:
             response = self.client.request(method, url, json=json, headers=headers)
         except httpx.TransportError as exc:
+            obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             self._log.warning(
                 obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
             )
@@ -185,6 +186,7 @@ class ApiClient:
                 ) from exc
             raise _Retry(f"{where}: {type(exc).__name__}") from exc
         elapsed = (self._clock() - started).total_seconds() * 1000
+        obs.TARGET_REQUESTS.labels(target=self.name, code=str(response.status_code)).inc()
         self._log.debug(
             obs.TARGET_REQUEST,
             method=method,

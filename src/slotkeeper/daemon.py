@@ -1,0 +1,453 @@
+"""``slotkeeper run``: keep the environments converged, on its own, for as long as it runs.
+
+One loop thread reconciles on a source change (a watched directory, or a polled git remote),
+on a signed GitHub webhook, and every resync interval even when nothing changed (to heal drift
+and retry failed target syncs). Errors back off exponentially per failing environment. A broken
+manifest file keeps its last good version for its environments, so the others still converge,
+and the daemon says so loudly. SIGTERM lets the action in flight finish, then exits 0; SIGHUP
+reconciles at once. One HTTP port serves ``ENDPOINTS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from slotkeeper import observability as obs
+from slotkeeper import render
+from slotkeeper.errors import ManifestErrors, SlotkeeperError
+from slotkeeper.execute import ApplyResult, Outcome
+from slotkeeper.keys import SecretSink
+from slotkeeper.ledger import Ledger
+from slotkeeper.manifests import find_manifest_files, load_manifests
+from slotkeeper.model import DesiredState, KeyStatus, SyncSubject
+from slotkeeper.plan import Plan, PlanOptions
+from slotkeeper.reconcile import RunOptions, Snapshot, reconcile
+from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revision
+
+ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics", "/status", "/hooks/github"})
+MAX_BODY = 1024 * 1024
+#: how long the loop may go without a tick before /healthz fails
+STALL_AFTER = 120.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    source: DirectorySource | GitSource
+    options: PlanOptions
+    run: RunOptions
+    sink: SecretSink
+    actor: str
+    poll_interval: float = 60.0
+    resync_interval: float = 300.0
+    listen: tuple[str, int] = ("0.0.0.0", 8080)
+    webhook_secret: bytes | None = None
+    backoff_base: float = 5.0
+    backoff_max: float = 600.0
+
+
+@dataclass
+class LastReconcile:
+    id: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    revision: str | None = None
+    result: str = "running"
+    duration_seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    blocked: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reason": self.reason,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "revision": self.revision,
+            "result": self.result,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "counts": self.counts,
+            "blocked": self.blocked,
+            "error": self.error,
+        }
+
+
+class Daemon:
+    """The reconcile loop and its HTTP endpoints."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.triggers: queue.Queue[str] = queue.Queue()
+        self.ready = threading.Event()
+        self.last: LastReconcile | None = None
+        self.last_tick = time.monotonic()
+        self._good_files: dict[str, bytes] = {}
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, datetime] = {}
+        self._deliveries: OrderedDict[str, None] = OrderedDict()
+        self._log = obs.get_logger()
+        self.bound_port: int | None = None
+        obs.LEADER.set(1)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Reconcile until stopped (or once); the exit code is 0 unless ``once`` failed."""
+        if once:
+            return 0 if self.reconcile("once") else 1
+        server = self._serve()
+        watcher = threading.Thread(target=self._watch, name="source-watch", daemon=True)
+        watcher.start()
+        self._log.info(
+            "daemon.started",
+            source=self.settings.source.describe(),
+            listen=f"{self.settings.listen[0]}:{self.settings.listen[1]}",
+        )
+        self.triggers.put("start")
+        next_resync = time.monotonic() + self.settings.resync_interval
+        try:
+            while not self.stopping.is_set():
+                self.last_tick = time.monotonic()
+                try:
+                    reason = self.triggers.get(timeout=min(1.0, self.settings.resync_interval))
+                except queue.Empty:
+                    if time.monotonic() < next_resync:
+                        continue
+                    reason = "resync"
+                if self.stopping.is_set():
+                    break
+                while not self.triggers.empty():  # coalesce a burst of triggers into one run
+                    self.triggers.get_nowait()
+                self.reconcile(reason)
+                next_resync = time.monotonic() + self.settings.resync_interval
+        finally:
+            self.stopping.set()
+            server.shutdown()
+            server.server_close()
+            self._log.info("daemon.stopped")
+        return 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.triggers.put("stop")
+
+    def reconcile(self, reason: str) -> bool:
+        """One reconcile; returns whether it ended without failures."""
+        reconcile_id = uuid.uuid4().hex[:12]
+        started = self.clock()
+        last = LastReconcile(id=reconcile_id, reason=reason, started_at=started)
+        self.last = last
+        structlog.contextvars.bind_contextvars(reconcile_id=reconcile_id)
+        timer = time.perf_counter()
+        result_label = "error"
+        try:
+            checkout = self.settings.source.fetch()
+            shot = self._snapshot(checkout)
+            last.revision = shot.revision.sha if shot.revision else checkout.version
+            self._log.info(obs.RECONCILE_STARTED, reason=reason, revision=last.revision)
+            done = reconcile(
+                shot,
+                self.ledger,
+                options=self.settings.options,
+                clock=self.clock,
+                actor=self.settings.actor,
+                sink=self.settings.sink,
+                run=self.settings.run,
+                select=self._back_off,
+                stop=self.stopping.is_set,
+            )
+            assert done.result is not None
+            self._record(done.plan, done.result, last)
+            result_label = "success" if done.result.ok else "failure"
+        except SlotkeeperError as exc:
+            last.error = str(exc)
+            self._log.error(obs.RECONCILE_FAILED, reason=reason, error=str(exc))
+        finally:
+            elapsed = time.perf_counter() - timer
+            last.result = result_label
+            last.finished_at = self.clock()
+            last.duration_seconds = elapsed
+            obs.RECONCILES.labels(result=result_label).inc()
+            obs.RECONCILE_SECONDS.labels(result=result_label).observe(elapsed)
+            if result_label == "success":
+                obs.LAST_SUCCESS.set(time.time())
+            self._update_gauges()
+            self._log.info(
+                obs.RECONCILE_FINISHED, result=result_label, duration_ms=round(elapsed * 1000, 1)
+            )
+            structlog.contextvars.unbind_contextvars("reconcile_id")
+            self.ready.set()
+        return result_label == "success"
+
+    # -- manifests: last good version per file ----------------------------------------------
+
+    def _snapshot(self, checkout: Checkout) -> Snapshot:
+        """Load the manifests; a broken file is replaced by its last good version."""
+        root = checkout.manifests
+        revision = git_revision(root)
+        try:
+            desired = load_manifests(root)
+        except ManifestErrors as exc:
+            broken = {str(Path(e.file).resolve()) for e in exc.errors}
+            desired = self._with_last_good(root, broken, exc)
+        else:
+            self._remember(root)
+        return Snapshot(desired, revision, root)
+
+    def _remember(self, root: Path) -> None:
+        self._good_files = {
+            str(path.relative_to(root)): path.read_bytes() for path in find_manifest_files(root)
+        }
+
+    def _with_last_good(self, root: Path, broken: set[str], errors: ManifestErrors) -> DesiredState:
+        held = []
+        with tempfile.TemporaryDirectory(prefix="slotkeeper-manifests-") as scratch:
+            for path in find_manifest_files(root):
+                relative = str(path.relative_to(root))
+                target = Path(scratch) / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if str(path.resolve()) in broken:
+                    if relative not in self._good_files:
+                        held.append(f"{relative} (no good version yet: left out)")
+                        continue
+                    target.write_bytes(self._good_files[relative])
+                    held.append(relative)
+                else:
+                    shutil.copyfile(path, target)
+            self._log.error(
+                "manifests.invalid",
+                errors=[str(e) for e in errors.errors],
+                held_at_last_good=held,
+                message="broken manifest files keep their last good version; fix them",
+            )
+            return load_manifests(Path(scratch))
+
+    # -- back-off per failing environment ---------------------------------------------------
+
+    def _back_off(self, the_plan: Plan) -> Plan:
+        now = self.clock()
+        waiting = {env for env, until in self._retry_at.items() if until > now}
+        if not waiting:
+            return the_plan
+        actions = tuple(
+            a.model_copy(
+                update={
+                    "blocked": f"backing off after failures until "
+                    f"{self._retry_at[a.environment].strftime('%H:%M:%SZ')}"
+                }
+            )
+            if a.environment in waiting and a.blocked is None
+            else a
+            for a in the_plan.actions
+        )
+        return the_plan.model_copy(update={"actions": actions})
+
+    def _record(self, the_plan: Plan, result: ApplyResult, last: LastReconcile) -> None:
+        by_id = {a.id: a for a in the_plan.actions}
+        failed_envs: set[str] = set()
+        for item in result.results:
+            obs.ACTIONS.labels(
+                type=item.type.value, target=item.target or "ledger", result=item.outcome.value
+            ).inc()
+            action = by_id.get(item.action_id)
+            if item.outcome is Outcome.FAILED and action is not None:
+                failed_envs.add(action.environment)
+        now = self.clock()
+        for env in {a.environment for a in the_plan.actions} | set(self._failures):
+            if env in failed_envs:
+                count = self._failures.get(env, 0) + 1
+                self._failures[env] = count
+                delay = min(
+                    self.settings.backoff_base * 2 ** (count - 1), self.settings.backoff_max
+                )
+                self._retry_at[env] = now + timedelta(seconds=delay)
+                self._log.warning(
+                    "environment.backing_off", environment=env, failures=count, retry_in_s=delay
+                )
+            elif env in self._failures and not self._retry_at.get(env, now) > now:
+                self._failures.pop(env, None)
+                self._retry_at.pop(env, None)
+        last.counts = {o.value: result.count(o) for o in Outcome}
+        last.blocked = [
+            {"action": a.type.value, "where": a.label, "reason": a.blocked or ""}
+            for a in the_plan.blocked
+        ]
+
+    def _update_gauges(self) -> None:
+        try:
+            records = self.ledger.latest_records()
+            keys = self.ledger.keys()
+        except SlotkeeperError:
+            return
+        counts: dict[str, int] = {"DEPLOYED": 0, "SUPERSEDED": 0, "DECOMMISSIONED": 0}
+        for record in records:
+            counts[record.status.value] = counts.get(record.status.value, 0) + 1
+        for status, count in counts.items():
+            obs.SLOTS.labels(status=status).set(count)
+        now = self.clock()
+        for key in keys:
+            if key.status is KeyStatus.ACTIVE:
+                obs.KEY_AGE.labels(repository=key.repository, title=key.title).set(
+                    (now - key.created_at).total_seconds()
+                )
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        source = self.settings.source
+        if isinstance(source, DirectorySource):
+            source.watch(self.stopping, lambda: self.triggers.put("change"))
+            return
+        seen: str | None = None
+        while not self.stopping.wait(self.settings.poll_interval):
+            try:
+                version = source.fetch().version
+            except SlotkeeperError as exc:
+                self._log.warning("source.poll_failed", error=str(exc))
+                continue
+            if seen is not None and version != seen:
+                self.triggers.put("change")
+            seen = version
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _serve(self) -> ThreadingHTTPServer:
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "slotkeeper"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # requests are not logged line by line
+
+            def do_GET(self) -> None:
+                daemon._get(self)
+
+            def do_POST(self) -> None:
+                daemon._post(self)
+
+        host, port = self.settings.listen
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        self.bound_port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+        return server
+
+    def _get(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path.split("?")[0]
+        if path == "/healthz":
+            alive = time.monotonic() - self.last_tick < STALL_AFTER and not self.stopping.is_set()
+            _reply(handler, 200 if alive else 503, {"alive": alive})
+        elif path == "/readyz":
+            ready = self.ready.is_set()
+            _reply(handler, 200 if ready else 503, {"ready": ready})
+        elif path == "/metrics":
+            body = generate_latest(obs.REGISTRY)
+            _reply_bytes(handler, 200, body, CONTENT_TYPE_LATEST)
+        elif path == "/status":
+            _reply(handler, 200, self.status_document())
+        else:
+            _reply(handler, 404, {"error": "not found"})
+
+    def status_document(self) -> dict[str, Any]:
+        syncs: dict[int, list[Any]] = {}
+        for sync in self.ledger.all_syncs():
+            if sync.subject is SyncSubject.RECORD:
+                syncs.setdefault(sync.subject_id, []).append(sync)
+        return {
+            "slots": render.status_document(
+                self.ledger.latest_records(), self.ledger.pending(), syncs
+            ),
+            "last_reconcile": self.last.document() if self.last else None,
+            "leader": True,
+            "source": self.settings.source.describe(),
+        }
+
+    def _post(self, handler: BaseHTTPRequestHandler) -> None:
+        if handler.path.split("?")[0] != "/hooks/github":
+            _reply(handler, 404, {"error": "not found"})
+            return
+        try:
+            length = int(handler.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            _reply(handler, 413 if length > MAX_BODY else 400, {"error": "bad body size"})
+            handler.close_connection = True
+            return
+        body = handler.rfile.read(length)
+        secret = self.settings.webhook_secret
+        signature = handler.headers.get("X-Hub-Signature-256") or ""
+        expected = "sha256=" + hmac.new(secret or b"", body, hashlib.sha256).hexdigest()
+        if secret is None or not hmac.compare_digest(signature, expected):
+            self._log.warning("webhook.refused", reason="bad or missing signature")
+            _reply(handler, 401, {"error": "bad signature"})
+            return
+        delivery = handler.headers.get("X-GitHub-Delivery") or ""
+        if delivery and delivery in self._deliveries:
+            _reply(handler, 200, {"accepted": False, "reason": "duplicate delivery"})
+            return
+        if delivery:
+            self._deliveries[delivery] = None
+            while len(self._deliveries) > 1000:
+                self._deliveries.popitem(last=False)
+        event = handler.headers.get("X-GitHub-Event") or ""
+        try:
+            json.loads(body or b"{}")
+        except ValueError:
+            _reply(handler, 400, {"error": "body is not JSON"})
+            return
+        if event == "ping":
+            _reply(handler, 200, {"accepted": True, "event": "ping"})
+            return
+        self.triggers.put("webhook")
+        self._log.info("webhook.accepted", github_event=event, delivery=delivery)
+        _reply(handler, 202, {"accepted": True, "event": event})
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:
+    _reply_bytes(handler, status, json.dumps(document).encode(), "application/json")
+
+
+def _reply_bytes(handler: BaseHTTPRequestHandler, status: int, body: bytes, kind: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", kind)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    """SIGTERM/SIGINT stop after the action in flight; SIGHUP reconciles now."""
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.triggers.put("reload"))
