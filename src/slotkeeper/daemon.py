@@ -116,6 +116,7 @@ class Daemon:
         self._deliveries: OrderedDict[str, None] = OrderedDict()
         self._log = obs.get_logger()
         self.bound_port: int | None = None
+        self._applied_version: str | None = None
         obs.LEADER.set(1)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -171,6 +172,7 @@ class Daemon:
         result_label = "error"
         try:
             checkout = self.settings.source.fetch()
+            self._applied_version = checkout.version
             shot = self._snapshot(checkout)
             last.revision = shot.revision.sha if shot.revision else checkout.version
             self._log.info(obs.RECONCILE_STARTED, reason=reason, revision=last.revision)
@@ -327,16 +329,14 @@ class Daemon:
         if isinstance(source, DirectorySource):
             source.watch(self.stopping, lambda: self.triggers.put("change"))
             return
-        seen: str | None = None
         while not self.stopping.wait(self.settings.poll_interval):
             try:
-                version = source.fetch().version
+                head = source.peek()
             except SlotkeeperError as exc:
                 self._log.warning("source.poll_failed", error=str(exc))
                 continue
-            if seen is not None and version != seen:
+            if self._applied_version is not None and head != self._applied_version:
                 self.triggers.put("change")
-            seen = version
 
     # -- HTTP -------------------------------------------------------------------------------
 

@@ -153,6 +153,14 @@ class GitSource:
             raise SourceError(f"{self.describe()}: no such path in the repository at {sha[:12]}")
         return Checkout(manifests, sha)
 
+    def peek(self) -> str:
+        """The sha the followed branch points at on the remote, without touching the checkout."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        out = self._run("ls-remote", self.url, f"refs/heads/{self.branch}")
+        if not out.strip():
+            raise SourceError(f"{self.describe()}: branch {self.branch!r} not found")
+        return out.split()[0]
+
     def _run(self, *args: str) -> str:
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
         token = os.environ.get("SLOTKEEPER_GIT_TOKEN")

@@ -1,0 +1,318 @@
+"""`slotkeeper run` as a real subprocess: sources, webhook, endpoints, metrics, signals."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.github import FakeGitHub
+from tests.helpers import environment, image, write_manifests
+from tests.test_github_target import TOKEN, target
+
+SECRET = "webhook-s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Running:
+    """A `slotkeeper run` subprocess and a client for its port."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.port = free_port()
+        env = dict(os.environ, GITHUB_TOKEN=TOKEN, SLOTKEEPER_WEBHOOK_SECRET=SECRET)
+        env.pop("NO_COLOR", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "slotkeeper",
+                "--log-level",
+                "info",
+                "run",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *args,
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self.ready, what="readyz")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(
+                f"daemon exited: {self.process.stderr.read() if self.process.stderr else ''}"
+            )
+        return self.get("/readyz").status_code == 200
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.get("/status").json())
+
+    def reconciles(self) -> float:
+        families = text_string_to_metric_families(self.get("/metrics").text)
+        return sum(
+            sample.value
+            for family in families
+            if family.name == "slotkeeper_reconciles"
+            for sample in family.samples
+            if sample.name == "slotkeeper_reconciles_total"
+        )
+
+    def hook(self, body: bytes, *, sign: bool = True, delivery: str = "d-1") -> httpx.Response:
+        headers = {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json",
+        }
+        if sign:
+            digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={digest}"
+        return httpx.post(self.url + "/hooks/github", content=body, headers=headers, timeout=5)
+
+    def terminate(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        _, err = self.process.communicate()
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def running(workdir: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        daemon = Running(list(args), workdir)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.communicate()
+
+
+def versions(daemon: Running) -> dict[str, str]:
+    return {
+        f"{row['environment']}/{row['slot']}": row["artifact"]["version"]
+        for row in daemon.status()["slots"]
+        if row["status"] == "DEPLOYED"
+    }
+
+
+def declare(root: Path, github: FakeGitHub, version: str, name: str = "envs.yaml") -> None:
+    write_manifests(
+        root,
+        environment(
+            "production",
+            {"api": {**image(version=version)}},
+            repository="acme/web",
+            targets=["github"],
+        ),
+        target(github),
+        name=name,
+    )
+
+
+def with_ref(root: Path) -> None:
+    """Slots need a ref for GitHub when the manifests are not a git work tree."""
+    path = root / "envs.yaml"
+    path.write_text(path.read_text().replace("    api:\n", "    api:\n      ref: main\n"))
+
+
+def test_watched_directory_webhook_metrics_and_sigterm(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """An edited manifest is applied within seconds; a signed webhook reconciles at once and an
+    unsigned one is refused; /metrics parses and moves; SIGTERM exits 0."""
+    declare(workdir / "m", github, "v1")
+    with_ref(workdir / "m")
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    assert versions(daemon) == {"production/api": "v1"}
+    assert len(github.deployments("acme", "web")) == 1
+    assert daemon.get("/healthz").status_code == 200
+
+    declare(workdir / "m", github, "v2")
+    with_ref(workdir / "m")
+    wait_for(lambda: versions(daemon) == {"production/api": "v2"}, what="the edit applied")
+    wait_for(lambda: len(github.deployments("acme", "web")) == 2, what="the new deployment")
+
+    before = daemon.reconciles()
+    refused = daemon.hook(b'{"ref": "refs/heads/main"}', sign=False)
+    assert refused.status_code == 401
+    assert daemon.hook(b"x" * (1024 * 1024 + 1)).status_code == 413
+    time.sleep(0.5)
+    assert daemon.reconciles() == before
+    accepted = daemon.hook(b'{"ref": "refs/heads/main"}', delivery="d-2")
+    assert accepted.status_code == 202
+    wait_for(lambda: daemon.reconciles() >= before + 1, what="the webhook's reconcile")
+    duplicate = daemon.hook(b'{"ref": "refs/heads/main"}', delivery="d-2")
+    assert duplicate.json()["accepted"] is False
+
+    status = daemon.status()
+    assert status["last_reconcile"]["result"] == "success"
+    assert status["leader"] is True
+    assert daemon.get("/nope").status_code == 404
+
+    code, err = daemon.terminate()
+    assert code == 0
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "reconcile.finished" in events and events[-1] == "daemon.stopped"
+    assert TOKEN not in err
+
+
+def test_git_remote_is_polled_and_each_reconcile_runs_on_one_revision(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """A new commit on the followed branch of a file:// remote is applied within seconds, and
+    the record carries that commit."""
+    origin = workdir / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    work = workdir / "work"
+    subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True, capture_output=True)
+
+    def push(version: str) -> str:
+        declare(work / "envs", github, version)
+        for args in (
+            ["add", "-A"],
+            [
+                "-c",
+                "user.name=a",
+                "-c",
+                "user.email=a@b",
+                "commit",
+                "-q",
+                "-m",
+                f"release {version}",
+            ],
+            ["push", "-q", "origin", "HEAD:main"],
+        ):
+            subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+        return subprocess.run(
+            ["git", "-C", str(work), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    first = push("v1")
+    daemon = running(
+        "--source",
+        f"file://{origin}",
+        "--branch",
+        "main",
+        "--path",
+        "envs",
+        "--poll-interval",
+        "1s",
+        "--resync-interval",
+        "10m",
+    )
+    assert versions(daemon) == {"production/api": "v1"}
+    assert daemon.status()["last_reconcile"]["revision"] == first
+    second = push("v2")
+    wait_for(lambda: versions(daemon) == {"production/api": "v2"}, what="the new commit applied")
+    assert daemon.status()["last_reconcile"]["revision"] == second
+    refs = {d["ref"] for d in github.deployments("acme", "web")}
+    assert refs == {first, second}
+    assert daemon.terminate()[0] == 0
+
+
+def test_a_broken_file_keeps_its_last_good_version(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """A manifest file that breaks keeps its environments at their last good version (nothing
+    is decommissioned) while other files still converge; the daemon says so loudly."""
+    declare(workdir / "m", github, "v1")
+    with_ref(workdir / "m")
+    staging = workdir / "m" / "staging.yaml"
+    staging.write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: staging}\n"
+        "spec:\n  slots:\n    web: {artifact: {kind: HELM_CHART, name: c, version: '1'}}\n"
+    )
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    assert versions(daemon) == {"production/api": "v1", "staging/web": "1"}
+    staging.write_text("apiVersion: slotkeeper/v1\nkind: Environment\n")
+    production = workdir / "m" / "envs.yaml"
+    production.write_text(production.read_text().replace("version: v1", "version: v2"))
+    wait_for(lambda: versions(daemon).get("production/api") == "v2", what="the good file applied")
+    assert versions(daemon)["staging/web"] == "1"
+    _, err = daemon.terminate()
+    assert "manifests.invalid" in err and "staging.yaml" in err
+
+
+def test_suspended_slot_and_freeze_are_honoured_by_the_daemon(
+    sk: Callable[..., Any], workdir: Path, running: Callable[..., Running]
+) -> None:
+    """A suspended slot and a frozen environment keep their records; /status and plan say why."""
+    write_manifests(workdir / "m", environment("staging", {"api": image(), "web": image("web")}))
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    manifest = environment(
+        "staging",
+        {"api": image(version="v2"), "web": image("web", "v2")},
+        freeze=[{"start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}],
+    )
+    manifest["spec"]["slots"]["api"]["suspend"] = True
+    write_manifests(workdir / "m", manifest)
+    wait_for(lambda: bool(daemon.status()["last_reconcile"]["blocked"]), what="blocked actions")
+    blocked = {b["where"]: b["reason"] for b in daemon.status()["last_reconcile"]["blocked"]}
+    assert blocked == {
+        "staging/api": "slot staging/api is suspended",
+        "staging/web": "frozen until 2099-01-01 00:00:00Z",
+    }
+    rows = {row["slot"]: row for row in daemon.status()["slots"]}
+    assert rows["web"]["pending"]["blocked"] == "frozen until 2099-01-01 00:00:00Z"
+    assert versions(daemon) == {"staging/api": "v1", "staging/web": "v1"}
+    assert daemon.terminate()[0] == 0
+    planned = sk("plan", "-m", "m").out
+    assert "BLOCKED: slot staging/api is suspended" in planned
+    assert "BLOCKED: frozen until 2099-01-01 00:00:00Z" in planned
+
+
+def test_run_once_reconciles_and_exits(sk: Callable[..., Any], workdir: Path) -> None:
+    """`run --once` reconciles a single time with daemon settings and exits 0."""
+    write_manifests(workdir / "m", environment("staging", {"api": image()}))
+    result = sk("--log-format", "json", "run", "--once", "-m", "m")
+    assert result.code == 0, result.err
+    assert [row["slot"] for row in sk("status", "--json").json()] == ["api"]
