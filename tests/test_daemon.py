@@ -316,3 +316,58 @@ def test_run_once_reconciles_and_exits(sk: Callable[..., Any], workdir: Path) ->
     result = sk("--log-format", "json", "run", "--once", "-m", "m")
     assert result.code == 0, result.err
     assert [row["slot"] for row in sk("status", "--json").json()] == ["api"]
+
+
+def test_a_failing_environment_backs_off_exponentially(
+    workdir: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed target call, that environment's actions wait (blocked 'backing off')
+    for a delay that doubles with each failure, while other environments go on."""
+    from datetime import UTC, datetime, timedelta
+
+    import stamina
+
+    from slotkeeper.daemon import Daemon, DaemonSettings
+    from slotkeeper.keys import SecretSink
+    from slotkeeper.ledger import open_ledger
+    from slotkeeper.plan import PlanOptions
+    from slotkeeper.reconcile import RunOptions
+    from slotkeeper.sources import DirectorySource
+
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    now = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC)]
+    declare(workdir / "m", github, "v1")
+    with_ref(workdir / "m")
+    (workdir / "m" / "staging.yaml").write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: staging}\n"
+        "spec:\n  slots:\n    web: {artifact: {kind: HELM_CHART, name: c, version: '1'}}\n"
+    )
+    ledger = open_ledger(f"sqlite:///{workdir}/state.db", now=now[0])
+    settings = DaemonSettings(
+        source=DirectorySource(workdir / "m"),
+        options=PlanOptions(),
+        run=RunOptions(),
+        sink=SecretSink(workdir / "secrets"),
+        actor="test",
+        backoff_base=10,
+    )
+    daemon = Daemon(settings, ledger, clock=lambda: now[0])
+    github.forbidden = True
+    with stamina.set_testing(True):
+        assert daemon.reconcile("start") is False
+        assert daemon.last is not None and daemon.last.blocked == []
+        now[0] += timedelta(seconds=5)
+        assert daemon.reconcile("resync") is True  # production waits; nothing else failed
+        assert [b["where"] for b in daemon.last.blocked] == ["production/api"]
+        assert daemon.last.blocked[0]["reason"] == "backing off after failures until 12:00:10Z"
+        now[0] += timedelta(seconds=6)
+        assert daemon.reconcile("resync") is False  # retried, failed again: 20s now
+        now[0] += timedelta(seconds=15)
+        daemon.reconcile("resync")
+        assert daemon.last.blocked[0]["reason"] == "backing off after failures until 12:00:31Z"
+        github.forbidden = False
+        now[0] += timedelta(seconds=10)
+        assert daemon.reconcile("resync") is True
+        assert daemon.last.blocked == []
+    assert {r.environment for r in ledger.latest_records()} == {"production", "staging"}
+    ledger.close()

@@ -175,6 +175,7 @@ class Daemon:
             self._applied_version = checkout.version
             shot = self._snapshot(checkout)
             last.revision = shot.revision.sha if shot.revision else checkout.version
+            structlog.contextvars.bind_contextvars(revision=last.revision)
             self._log.info(obs.RECONCILE_STARTED, reason=reason, revision=last.revision)
             done = reconcile(
                 shot,
@@ -206,7 +207,7 @@ class Daemon:
             self._log.info(
                 obs.RECONCILE_FINISHED, result=result_label, duration_ms=round(elapsed * 1000, 1)
             )
-            structlog.contextvars.unbind_contextvars("reconcile_id")
+            structlog.contextvars.unbind_contextvars("reconcile_id", "revision")
             self.ready.set()
         return result_label == "success"
 

@@ -115,8 +115,10 @@ class DirectorySource:
 class GitSource:
     """A git remote (https, ssh or file), fetched shallowly into a cache directory and polled.
 
-    HTTPS credentials come from ``SLOTKEEPER_GIT_TOKEN`` and reach git through its environment
-    (GIT_CONFIG_*), never its command line, so they show up in no process listing or log.
+    HTTPS credentials come from ``SLOTKEEPER_GIT_TOKEN`` (or the file named by
+    ``SLOTKEEPER_GIT_TOKEN_FILE``) and reach git through its environment (GIT_CONFIG_*), never
+    its command line, so they show up in no process listing or log. SSH remotes use the usual
+    ssh configuration (e.g. ``GIT_SSH_COMMAND`` with a deploy key).
     """
 
     def __init__(
@@ -163,7 +165,7 @@ class GitSource:
 
     def _run(self, *args: str) -> str:
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
-        token = os.environ.get("SLOTKEEPER_GIT_TOKEN")
+        token = _git_token()
         if token and self.url.startswith("https://"):
             basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
             env.update(
@@ -196,6 +198,21 @@ def open_source(
     if spec.startswith(("git+", "file://", "ssh://")):
         return GitSource(spec, branch=branch, path=path, cache_dir=cache_dir)
     return DirectorySource(Path(spec))
+
+
+def _git_token() -> str | None:
+    """``SLOTKEEPER_GIT_TOKEN``, or the content of the file ``SLOTKEEPER_GIT_TOKEN_FILE`` names."""
+    if os.environ.get("SLOTKEEPER_GIT_TOKEN"):
+        return os.environ["SLOTKEEPER_GIT_TOKEN"]
+    path = os.environ.get("SLOTKEEPER_GIT_TOKEN_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read SLOTKEEPER_GIT_TOKEN_FILE {path}: {exc.strerror}"
+            ) from exc
+    return None
 
 
 def _redact(text: str) -> str:
