@@ -371,3 +371,38 @@ def test_a_failing_environment_backs_off_exponentially(
         assert daemon.last.blocked == []
     assert {r.environment for r in ledger.latest_records()} == {"production", "staging"}
     ledger.close()
+
+
+def test_a_target_without_credentials_fails_alone_in_the_daemon(
+    workdir: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the daemon a target whose token is missing fails its own syncs (clearly), while the
+    ledger still converges; the CLI instead refuses the whole run (see test_github_target)."""
+    from datetime import UTC, datetime
+
+    from slotkeeper.daemon import Daemon, DaemonSettings
+    from slotkeeper.keys import SecretSink
+    from slotkeeper.ledger import open_ledger
+    from slotkeeper.plan import PlanOptions
+    from slotkeeper.reconcile import RunOptions
+    from slotkeeper.sources import DirectorySource
+
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    declare(workdir / "m", github, "v1")
+    with_ref(workdir / "m")
+    ledger = open_ledger(f"sqlite:///{workdir}/state.db", now=datetime.now(UTC))
+    settings = DaemonSettings(
+        source=DirectorySource(workdir / "m"),
+        options=PlanOptions(),
+        run=RunOptions(strict_targets=False),
+        sink=SecretSink(workdir / "secrets"),
+        actor="test",
+    )
+    daemon = Daemon(settings, ledger)
+    assert daemon.reconcile("start") is False
+    [row] = daemon.status_document()["slots"]
+    assert row["status"] == "DEPLOYED"
+    assert row["targets"]["github"]["status"] == "failed"
+    assert "environment variable GITHUB_TOKEN is not set" in row["targets"]["github"]["last_error"]
+    assert github.requests == []
+    ledger.close()

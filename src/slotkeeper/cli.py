@@ -669,7 +669,12 @@ def run(
             source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir
         ),
         options=_options(allow_decommission, allow_mass_decommission),
-        run=RunOptions(refresh=True, concurrency=concurrency, lock_timeout=lock_timeout),
+        run=RunOptions(
+            refresh=True,
+            concurrency=concurrency,
+            lock_timeout=lock_timeout,
+            strict_targets=False,
+        ),
         sink=SecretSink(secrets_dir),
         actor=_actor(),
         poll_interval=_seconds(poll_interval),

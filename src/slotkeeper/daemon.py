@@ -45,8 +45,10 @@ from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revisio
 
 ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics", "/status", "/hooks/github"})
 MAX_BODY = 1024 * 1024
-#: how long the loop may go without a tick before /healthz fails
+#: how long the loop may go without a tick (between reconciles) before /healthz fails
 STALL_AFTER = 120.0
+#: how long one reconcile may run before /healthz calls the loop stuck
+RECONCILE_STUCK_AFTER = 3600.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Daemon:
         self.ready = threading.Event()
         self.last: LastReconcile | None = None
         self.last_tick = time.monotonic()
+        self.busy_since: float | None = None
         self._good_files: dict[str, bytes] = {}
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, datetime] = {}
@@ -169,6 +172,7 @@ class Daemon:
         self.last = last
         structlog.contextvars.bind_contextvars(reconcile_id=reconcile_id)
         timer = time.perf_counter()
+        self.busy_since = time.monotonic()
         result_label = "error"
         try:
             checkout = self.settings.source.fetch()
@@ -208,6 +212,8 @@ class Daemon:
                 obs.RECONCILE_FINISHED, result=result_label, duration_ms=round(elapsed * 1000, 1)
             )
             structlog.contextvars.unbind_contextvars("reconcile_id", "revision")
+            self.busy_since = None
+            self.last_tick = time.monotonic()
             self.ready.set()
         return result_label == "success"
 
@@ -366,8 +372,7 @@ class Daemon:
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?")[0]
         if path == "/healthz":
-            alive = time.monotonic() - self.last_tick < STALL_AFTER and not self.stopping.is_set()
-            _reply(handler, 200 if alive else 503, {"alive": alive})
+            _reply(handler, 200 if self.alive() else 503, {"alive": self.alive()})
         elif path == "/readyz":
             ready = self.ready.is_set()
             _reply(handler, 200 if ready else 503, {"ready": ready})
@@ -378,6 +383,17 @@ class Daemon:
             _reply(handler, 200, self.status_document())
         else:
             _reply(handler, 404, {"error": "not found"})
+
+    def alive(self) -> bool:
+        """The loop is waiting and ticking, or in a reconcile that has not run for too long
+        (a long apply — rate-limit waits, Unkey polling — is not a dead loop)."""
+        if self.stopping.is_set():
+            return False
+        now = time.monotonic()
+        busy = self.busy_since
+        if busy is not None:
+            return now - busy < RECONCILE_STUCK_AFTER
+        return now - self.last_tick < STALL_AFTER
 
     def status_document(self) -> dict[str, Any]:
         syncs: dict[int, list[Any]] = {}

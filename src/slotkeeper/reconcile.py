@@ -17,6 +17,7 @@ from pathlib import Path
 
 from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
+from slotkeeper.errors import ConfigError, PermanentTargetError
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
@@ -27,14 +28,16 @@ from slotkeeper.model import (
     Drift,
     GithubTargetSpec,
     RecordedState,
+    RemoteState,
     Revision,
     SyncSubject,
     TargetSpec,
+    TargetSync,
     UnkeyTargetSpec,
 )
 from slotkeeper.plan import Plan, PlanOptions, plan
 from slotkeeper.sources import commits_between, git_revision
-from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Target
+from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Remote, Target
 from slotkeeper.targets.chainloop import ChainloopTarget
 from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
 from slotkeeper.targets.iftrue import IftrueTarget
@@ -70,6 +73,8 @@ class RunOptions:
     refresh: bool = True
     concurrency: int = 4
     lock_timeout: float = 10.0
+    #: fail the whole run when a target cannot be set up (CLI), or only that target (daemon)
+    strict_targets: bool = True
 
 
 class LedgerHttpCache:
@@ -89,15 +94,54 @@ class LedgerHttpCache:
             tx.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
 
 
+class UnusableTarget:
+    """A target that could not be set up (e.g. its credential is missing): every call fails with
+    why, so its syncs fail and stay pending while the ledger and other targets go on."""
+
+    supports_keys = True
+
+    def __init__(self, name: str, type: str, reason: str) -> None:
+        self.name = name
+        self.type = type
+        self._reason = reason
+
+    def _fail(self) -> PermanentTargetError:
+        return PermanentTargetError(f"{self.name}: not usable: {self._reason}")
+
+    def sync_record(
+        self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
+    ) -> Remote:
+        raise self._fail()
+
+    def add_key(self, subject: KeySubject) -> Remote:
+        raise self._fail()
+
+    def delete_key(self, repository: str, remote_id: str) -> Remote:
+        raise self._fail()
+
+    def refresh(self, **_: object) -> list[Drift]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
 @contextmanager
 def open_targets(
-    desired: DesiredState, ledger: Ledger, *, clock: Clock
+    desired: DesiredState, ledger: Ledger, *, clock: Clock, strict: bool = True
 ) -> Iterator[dict[str, Target]]:
-    """Adapters for every Target document this version can talk to, closed afterwards."""
+    """Adapters for every Target document, closed afterwards. ``strict`` (the CLI) fails on a
+    target that cannot be set up; otherwise (the daemon) that target alone fails its calls."""
     opened: dict[str, Target] = {}
     try:
         for name, spec in sorted(desired.targets.items()):
-            opened[name] = _open_target(name, spec, ledger, clock)
+            try:
+                opened[name] = _open_target(name, spec, ledger, clock)
+            except ConfigError as exc:
+                if strict:
+                    raise
+                obs.get_logger().error("target.unusable", target=name, error=str(exc))
+                opened[name] = UnusableTarget(name, spec.type, str(exc))
         yield opened
     finally:
         for target in opened.values():
@@ -271,7 +315,7 @@ def reconcile(
     desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
-        open_targets(desired, ledger, clock=clock) as targets,
+        open_targets(desired, ledger, clock=clock, strict=run.strict_targets) as targets,
     ):
         the_plan = select(  # read, refresh, plan
             _plan(shot, ledger, targets, options=options, clock=clock, refreshing=run.refresh)
