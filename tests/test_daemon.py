@@ -165,7 +165,7 @@ def test_watched_directory_webhook_metrics_and_sigterm(
     workdir: Path, github: FakeGitHub, running: Callable[..., Running]
 ) -> None:
     """An edited manifest is applied within seconds; a signed webhook reconciles at once and an
-    unsigned one is refused; /metrics parses and moves; SIGTERM exits 0."""
+    unsigned one is refused; SIGHUP reconciles; /metrics parses and moves; SIGTERM exits 0."""
     declare(workdir / "m", github, "v1")
     with_ref(workdir / "m")
     daemon = running("-m", "m", "--resync-interval", "10m")
@@ -189,6 +189,10 @@ def test_watched_directory_webhook_metrics_and_sigterm(
     wait_for(lambda: daemon.reconciles() >= before + 1, what="the webhook's reconcile")
     duplicate = daemon.hook(b'{"ref": "refs/heads/main"}', delivery="d-2")
     assert duplicate.json()["accepted"] is False
+    after_hook = daemon.reconciles()
+    daemon.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.reconciles() >= after_hook + 1, what="SIGHUP's reconcile")
+    assert daemon.process.poll() is None
 
     status = daemon.status()
     assert status["last_reconcile"]["result"] == "success"
