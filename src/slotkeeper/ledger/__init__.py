@@ -1,7 +1,8 @@
 """The ledger: the recorded state, its history and its audit log.
 
 ``open_ledger`` turns a state URL into a ledger: ``sqlite:///relative/path``,
-``sqlite:////absolute/path`` or a plain file path select the embedded SQLite backend.
+``sqlite:////absolute/path`` or a plain file path select the embedded SQLite backend;
+``postgresql://…`` (optionally ``?schema=NAME``) selects PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ __all__ = [
 
 def open_ledger(url: str, *, now: datetime) -> Ledger:
     """Open (creating and migrating if needed) the ledger that ``url`` names."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from slotkeeper.ledger.postgres import PostgresLedger  # the driver loads only if used
+
+        return PostgresLedger(url, now=now)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path:
@@ -35,6 +40,7 @@ def open_ledger(url: str, *, now: datetime) -> Ledger:
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
-            f"unsupported state URL scheme {scheme!r}: use sqlite:///PATH or a file path"
+            f"unsupported state URL scheme {scheme!r}: use sqlite:///PATH, a file path or "
+            "postgresql://…"
         )
     return SqliteLedger(Path(url), now=now)

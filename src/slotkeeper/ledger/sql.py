@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from slotkeeper.errors import LedgerError, SchemaVersionError, StalePlanError
+from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
 from slotkeeper.ledger.base import Event, PendingAction
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
@@ -396,7 +397,8 @@ class SqlTransaction:
 
 
 class SqlLedger:
-    """Reads and transactions shared by the SQL backends; subclasses add ``writer``."""
+    """Reads, transactions and the writer-lock protocol shared by the SQL backends; subclasses
+    supply the lock itself (``_try_lock``, ``_unlock``, ``_lock_alive``)."""
 
     url: str
 
@@ -406,6 +408,52 @@ class SqlLedger:
         self.url = url
         # Target syncs run on worker threads; they share this connection one call at a time.
         self._mutex = threading.RLock()
+
+    # -- one writer at a time ---------------------------------------------------------------
+
+    _holds = 0
+
+    def _try_lock(self) -> bool:
+        raise NotImplementedError
+
+    def _unlock(self) -> None:
+        raise NotImplementedError
+
+    def _lock_alive(self) -> bool:
+        raise NotImplementedError
+
+    def try_lead(self) -> bool:
+        """Take the writer lock if it is free (re-entrant); True while this process holds it."""
+        if self._holds or self._try_lock():
+            self._holds += 1
+            return True
+        return False
+
+    def resign(self) -> None:
+        if self._holds:
+            self._holds -= 1
+            if not self._holds:
+                self._unlock()
+
+    def leading(self) -> bool:
+        """Whether this process still holds the writer lock (a lost connection loses it)."""
+        return bool(self._holds) and self._lock_alive()
+
+    @contextmanager
+    def writer(self, *, timeout: float) -> Iterator[None]:
+        """Hold the writer lock for the block, waiting at most ``timeout`` seconds for it."""
+        deadline = time.monotonic() + timeout
+        while not self.try_lead():
+            if time.monotonic() >= deadline:
+                raise LedgerLockedError(
+                    f"ledger is locked: another slotkeeper is writing to {self.url} "
+                    f"(waited {timeout:g}s; see --lock-timeout)"
+                )
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        try:
+            yield
+        finally:
+            self.resign()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -436,9 +484,14 @@ class SqlLedger:
             finally:
                 cursor.close()
 
-    def migrate(self, *, now: datetime) -> None:
-        """Bring the schema to the latest version; create the ledger row on first use."""
+    def migrate(self, *, now: datetime, lock: str | None = None) -> None:
+        """Bring the schema to the latest version; create the ledger row on first use.
+
+        ``lock`` is a statement that serialises concurrent migrations where the transaction
+        alone does not (SQLite's BEGIN IMMEDIATE does)."""
         with self.transaction() as tx:
+            if lock is not None:
+                tx._run(lock)
             cursor = tx._run(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"

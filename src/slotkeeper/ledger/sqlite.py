@@ -8,14 +8,12 @@ of interleaving. Readers never wait for it: WAL lets them read the last committe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import filelock
 
-from slotkeeper.errors import LedgerError, LedgerLockedError
+from slotkeeper.errors import LedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
 
 SQLITE = Dialect(
@@ -49,16 +47,15 @@ class SqliteLedger(SqlLedger):
             raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
         self._lock = filelock.FileLock(f"{path}.lock")
 
-    @contextmanager
-    def writer(self, *, timeout: float) -> Iterator[None]:
+    def _try_lock(self) -> bool:
         try:
-            self._lock.acquire(timeout=timeout)
-        except filelock.Timeout as exc:
-            raise LedgerLockedError(
-                f"ledger is locked: another slotkeeper is writing to {self.path} "
-                f"(waited {timeout:g}s; see --lock-timeout)"
-            ) from exc
-        try:
-            yield
-        finally:
-            self._lock.release()
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False
+        return True
+
+    def _unlock(self) -> None:
+        self._lock.release()
+
+    def _lock_alive(self) -> bool:
+        return self._lock.is_locked
