@@ -106,3 +106,34 @@ def unkey_spec() -> OpenApiChecker:
     from tests.fakes.spec import UNKEY_SPEC, OpenApiChecker  # openapi-core is slow to import
 
     return OpenApiChecker(UNKEY_SPEC)
+
+
+POSTGRES = os.environ.get("SLOTKEEPER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_schema_url() -> Iterator[str]:
+    """A ledger URL in a fresh PostgreSQL schema, dropped afterwards. PostgreSQL not answering
+    is a failure, never a skip: CI starts it (see .ci/run)."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
+    try:
+        yield f"{POSTGRES}?schema={schema}"
+    finally:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger URL on each backend: an SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        yield from postgres_schema_url()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,8 +21,9 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    opened = open_ledger(f"sqlite:///{tmp_path}/state.db", now=NOW)
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    """A fresh ledger on each backend."""
+    opened = open_ledger(ledger_url, now=NOW)
     yield opened
     opened.close()
 

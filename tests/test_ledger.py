@@ -1,4 +1,5 @@
-"""The SQLite ledger: migrations, invariants enforced by the schema, failures and locking."""
+"""The ledger on both backends (SQLite file, PostgreSQL schema): migrations, invariants the
+schema enforces, failures, the writer lock and concurrent writers."""
 
 from __future__ import annotations
 
@@ -9,43 +10,65 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import filelock
 import pytest
 
 from slotkeeper.errors import LedgerError
 from slotkeeper.ledger import open_ledger
+from slotkeeper.ledger.postgres import split_url
 from slotkeeper.ledger.schema import LATEST_VERSION
-from slotkeeper.model import Artifact
-from tests.helpers import Run, deploy_key, environment, image, recorded_state, write_manifests
+from slotkeeper.model import Artifact, RecordedState
+from tests.helpers import Run, deploy_key, environment, image, write_manifests
 
 Sk = Callable[..., Run]
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-def test_migrations_run_once_and_lineage_is_stable(tmp_path: Path) -> None:
+def recorded(url: str) -> RecordedState:
+    ledger = open_ledger(url, now=NOW)
+    try:
+        return ledger.read_state()
+    finally:
+        ledger.close()
+
+
+def run_sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Run SQL on the ledger's own database (and schema), outside slotkeeper."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            return list(db.execute(sql).fetchall())
+    import psycopg
+
+    libpq, schema = split_url(url)
+    with psycopg.connect(libpq, autocommit=True) as db:
+        db.execute(f'SET search_path TO "{schema}"')
+        cursor = db.execute(sql)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def test_migrations_run_once_and_lineage_is_stable(ledger_url: str) -> None:
     """Opening a ledger twice migrates once and keeps its lineage and serial."""
-    url = f"sqlite:///{tmp_path}/state.db"
-    first = open_ledger(url, now=NOW)
+    first = open_ledger(ledger_url, now=NOW)
     lineage = first.read_state().lineage
     first.close()
-    second = open_ledger(url, now=NOW)
+    second = open_ledger(ledger_url, now=NOW)
     assert second.read_state().lineage == lineage
     assert second.read_state().serial == 0
     second.close()
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        versions = db.execute("SELECT version FROM schema_migrations").fetchall()
-        journal = db.execute("PRAGMA journal_mode").fetchone()
+    versions = run_sql(ledger_url, "SELECT version FROM schema_migrations ORDER BY version")
     assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
-    assert journal == ("wal",)
 
 
-def test_a_newer_schema_is_refused(sk: Sk, workdir: Path) -> None:
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    """The SQLite backend uses WAL, so readers never wait for the writer."""
+    open_ledger(f"sqlite:///{tmp_path}/state.db", now=NOW).close()
+    assert run_sql(f"sqlite:///{tmp_path}/state.db", "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_a_newer_schema_is_refused(sk: Sk, ledger_url: str) -> None:
     """A ledger written by a newer slotkeeper is refused with a clear message, untouched."""
-    ledger = open_ledger("sqlite:///new.db", now=NOW)
-    ledger.close()
-    with sqlite3.connect(workdir / "new.db") as db:
-        db.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x')")
-    result = sk("status", "--state", "sqlite:///new.db")
+    open_ledger(ledger_url, now=NOW).close()
+    run_sql(ledger_url, "INSERT INTO schema_migrations VALUES (99, 'future', 'x')")
+    result = sk("status", "--state", ledger_url)
     assert result.code == 1
     assert "schema version 99" in result.err and "upgrade slotkeeper" in result.err
 
@@ -59,9 +82,18 @@ def test_a_file_that_is_not_a_ledger_is_refused(sk: Sk, workdir: Path) -> None:
     assert (workdir / "notes.db").read_text().startswith("these are not the droids")
 
 
-def test_schema_allows_one_deployed_record_per_slot(tmp_path: Path) -> None:
+def test_an_unreachable_database_is_a_clear_error_without_the_password(sk: Sk) -> None:
+    """A PostgreSQL URL that cannot be reached fails clearly, and never prints its password."""
+    url = "postgresql://postgres:hunter2secret@127.0.0.1:1/nothing"
+    result = sk("status", "--state", url)
+    assert result.code == 1
+    assert "cannot connect to the ledger at postgresql://postgres:***@127.0.0.1:1" in result.err
+    assert "hunter2secret" not in result.err + result.out
+
+
+def test_schema_allows_one_deployed_record_per_slot(ledger_url: str) -> None:
     """The database itself refuses a second DEPLOYED record in a slot."""
-    ledger = open_ledger(f"sqlite:///{tmp_path}/state.db", now=NOW)
+    ledger = open_ledger(ledger_url, now=NOW)
     artifact = Artifact.model_validate(image())
     fields = {
         "environment": "p",
@@ -80,7 +112,7 @@ def test_schema_allows_one_deployed_record_per_slot(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_serial_moves_once_per_apply(sk: Sk, workdir: Path, state: Path) -> None:
+def test_serial_moves_once_per_apply(sk: Sk, workdir: Path, ledger_url: str) -> None:
     """An apply of many actions moves the serial by exactly one."""
     write_manifests(
         workdir / "m",
@@ -88,64 +120,87 @@ def test_serial_moves_once_per_apply(sk: Sk, workdir: Path, state: Path) -> None
             "production", {f"s{i}": image() for i in range(5)}, deployKeys=[deploy_key("k")]
         ),
     )
-    assert sk("apply", "--yes", "-m", "m").code == 0
-    assert recorded_state(state).serial == 1
+    assert sk("apply", "--yes", "-m", "m", "--state", ledger_url).code == 0
+    assert recorded(ledger_url).serial == 1
 
 
-def test_one_failing_action_does_not_stop_the_others(sk: Sk, workdir: Path, state: Path) -> None:
+def test_one_failing_action_does_not_stop_the_others(
+    sk: Sk, workdir: Path, ledger_url: str
+) -> None:
     """A key whose secret cannot be written fails alone: the deploys land, exit code is 1,
     and the next apply converges once the obstacle is gone."""
     write_manifests(
         workdir / "m",
         environment(
-            "production", {"api": image(), "web": image("web")}, deployKeys=[deploy_key("deployer")]
+            "production",
+            {"api": image(), "web": image("web")},
+            deployKeys=[deploy_key("deployer")],
         ),
     )
     obstacle = workdir / ".slotkeeper" / "secrets" / "deployer"
     obstacle.mkdir(parents=True)
     (obstacle / "file").write_text("x")
-    result = sk("apply", "--yes", "-m", "m")
+    result = sk("apply", "--yes", "-m", "m", "--state", ledger_url)
     assert result.code == 1
     assert "failed  create_key" in result.out
     assert "2 applied, 1 failed" in result.out
     assert "Traceback" not in result.err
-    recorded = recorded_state(state)
-    assert set(recorded.deployed) == {("production", "api"), ("production", "web")}
-    assert recorded.keys == {}
+    state = recorded(ledger_url)
+    assert set(state.deployed) == {("production", "api"), ("production", "web")}
+    assert state.keys == {}
     assert not any(p.name.startswith(".tmp-") for p in obstacle.parent.iterdir())
     (obstacle / "file").unlink()
     obstacle.rmdir()
-    again = sk("apply", "--yes", "-m", "m")
+    again = sk("apply", "--yes", "-m", "m", "--state", ledger_url)
     assert again.code == 0 and "1 applied, 0 failed" in again.out
-    assert set(recorded_state(state).keys) == {("acme/web", "deployer")}
+    assert set(recorded(ledger_url).keys) == {("acme/web", "deployer")}
 
 
 def test_a_held_lock_makes_apply_fail_clearly_after_the_timeout(
-    sk: Sk, workdir: Path, state: Path
+    sk: Sk, workdir: Path, ledger_url: str
 ) -> None:
-    """While another writer holds the ledger, apply waits the bound, then says it is locked."""
+    """While another writer holds the ledger, apply waits the bound, then says it is locked;
+    reads are not blocked."""
     write_manifests(workdir / "m", environment("production", {"api": image()}))
-    assert sk("status").code == 0  # creates the ledger
-    with filelock.FileLock(f"{state}.lock"):
-        result = sk("apply", "--yes", "-m", "m", "--lock-timeout", "0.2")
-        assert result.code == 1
-        assert "ledger is locked" in result.err
-        assert sk("status", "--json").json() == []  # reads are not blocked
-    assert recorded_state(state).serial == 0
-    assert sk("apply", "--yes", "-m", "m").code == 0
+    other = open_ledger(ledger_url, now=NOW)
+    try:
+        with other.writer(timeout=1):
+            assert other.leading()
+            result = sk("apply", "--yes", "-m", "m", "--lock-timeout", "0.3", "--state", ledger_url)
+            assert result.code == 1
+            assert "ledger is locked" in result.err
+            assert sk("status", "--json", "--state", ledger_url).json() == []
+        assert not other.leading()
+    finally:
+        other.close()
+    assert recorded(ledger_url).serial == 0
+    assert sk("apply", "--yes", "-m", "m", "--state", ledger_url).code == 0
 
 
-def test_concurrent_applies_serialise_without_corruption(workdir: Path, state: Path) -> None:
+def test_concurrent_applies_serialise_without_corruption(workdir: Path, ledger_url: str) -> None:
     """Several applies started at once (separate processes) each plan and apply under the lock:
-    the ledger stays consistent and every change lands exactly once."""
+    their writes never interleave and every change lands exactly once."""
     for index in range(4):
         write_manifests(
             workdir / f"m{index}",
             environment("production", {"api": image(version=f"v{index}")}),
         )
+    open_ledger(ledger_url, now=NOW).close()  # create it once, so all four race on the lock
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "slotkeeper", "apply", "--yes", "-m", f"m{index}"],
+            [
+                sys.executable,
+                "-m",
+                "slotkeeper",
+                "apply",
+                "--yes",
+                "-m",
+                f"m{index}",
+                "--state",
+                ledger_url,
+                "--lock-timeout",
+                "60",
+            ],
             cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -153,19 +208,17 @@ def test_concurrent_applies_serialise_without_corruption(workdir: Path, state: P
         )
         for index in range(4)
     ]
-    outputs = [p.communicate(timeout=60) for p in processes]
+    outputs = [p.communicate(timeout=90) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
-    with sqlite3.connect(state) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        statuses = db.execute(
-            "SELECT status, COUNT(*) FROM records GROUP BY status ORDER BY status"
-        ).fetchall()
-        serials = [
-            row[0]
-            for row in db.execute(
-                "SELECT serial FROM events WHERE type = 'apply.started' ORDER BY seq"
-            )
-        ]
+    statuses = run_sql(
+        ledger_url, "SELECT status, COUNT(*) FROM records GROUP BY status ORDER BY status"
+    )
     assert statuses == [("DEPLOYED", 1), ("SUPERSEDED", 3)]
-    assert serials == [1, 2, 3, 4]
-    assert recorded_state(state).serial == 4
+    # Each apply's events sit together: started, its changes, finished; never interleaved.
+    events = run_sql(ledger_url, "SELECT serial, type FROM events ORDER BY seq")
+    serials = [serial for serial, _ in events]
+    assert serials == sorted(serials)
+    assert [t for s, t in events if t == "apply.started"] == ["apply.started"] * 4
+    assert recorded(ledger_url).serial == 4
+    if ledger_url.startswith("sqlite:///"):
+        assert run_sql(ledger_url, "PRAGMA integrity_check") == [("ok",)]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +17,7 @@ from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.model import DesiredState, EnvironmentSpec, RecordStatus
 from slotkeeper.plan import PlanOptions, plan
+from tests.conftest import postgres_schema_url
 
 ENVIRONMENTS = ("production", "staging", "pr-1")
 SLOTS = ("api", "worker", "web")
@@ -60,17 +64,35 @@ def all_records(ledger: Ledger) -> dict[int, tuple[str, str, str]]:
     }
 
 
-@settings(max_examples=100, deadline=None)
-@given(history=revisions)
-def test_random_histories_converge_and_keep_history(
-    history: list[dict[str, dict[str, str] | None]],
-) -> None:
+@contextmanager
+def fresh_ledger_url(backend: str) -> Iterator[str]:
+    if backend == "postgres":
+        urls = postgres_schema_url()
+        try:
+            yield next(urls)
+        finally:
+            urls.close()
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield f"sqlite:///{scratch}/state.db"
+
+
+@pytest.mark.parametrize(
+    ("backend", "examples"), [("sqlite", 100), ("postgres", 25)], ids=["sqlite", "postgres"]
+)
+def test_random_histories_converge_and_keep_history(backend: str, examples: int) -> None:
     """After every apply: one DEPLOYED per declared slot, exactly what is declared; every
     SUPERSEDED points at its successor; re-plan is empty; no record ever disappears."""
+    settings(max_examples=examples, deadline=None)(given(history=revisions)(check_history))(
+        backend=backend
+    )
+
+
+def check_history(history: list[dict[str, dict[str, str] | None]], backend: str) -> None:
     clock_start = datetime(2026, 1, 1, tzinfo=UTC)
-    with tempfile.TemporaryDirectory() as scratch:
-        ledger = open_ledger(f"sqlite:///{scratch}/state.db", now=clock_start)
-        sink = SecretSink(Path(scratch) / "secrets")
+    with fresh_ledger_url(backend) as url:
+        ledger = open_ledger(url, now=clock_start)
+        sink = SecretSink(Path(tempfile.gettempdir()) / "slotkeeper-property-secrets")
         seen: dict[int, tuple[str, str, str]] = {}
         try:
             for step, revision in enumerate(history):

@@ -73,6 +73,9 @@ class PostgresLedger(SqlLedger):
         except psycopg.Error as exc:
             connection.close()
             raise LedgerError(f"{shown} is not a usable slotkeeper ledger: {_why(exc)}") from exc
+        except BaseException:
+            connection.close()
+            raise
         lineage = self.read_state().lineage
         self._lock_key = int.from_bytes(
             hashlib.sha256(lineage.encode()).digest()[:8], "big", signed=True

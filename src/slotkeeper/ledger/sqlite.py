@@ -45,6 +45,9 @@ class SqliteLedger(SqlLedger):
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
         self._lock = filelock.FileLock(f"{path}.lock")
 
     def _try_lock(self) -> bool:
