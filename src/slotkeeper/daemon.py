@@ -64,6 +64,8 @@ class DaemonSettings:
     webhook_secret: bytes | None = None
     backoff_base: float = 5.0
     backoff_max: float = 600.0
+    #: how often a follower tries to become the leader
+    election_interval: float = 1.0
 
 
 @dataclass
@@ -118,9 +120,11 @@ class Daemon:
         self._retry_at: dict[str, datetime] = {}
         self._deliveries: OrderedDict[str, None] = OrderedDict()
         self._log = obs.get_logger()
+        self.is_leader = False
+        self._stand_after = 0.0
         self.bound_port: int | None = None
         self._applied_version: str | None = None
-        obs.LEADER.set(1)
+        obs.LEADER.set(0)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -141,6 +145,9 @@ class Daemon:
         try:
             while not self.stopping.is_set():
                 self.last_tick = time.monotonic()
+                if not self._elect():
+                    self.stopping.wait(self.settings.election_interval)
+                    continue
                 try:
                     reason = self.triggers.get(timeout=min(1.0, self.settings.resync_interval))
                 except queue.Empty:
@@ -155,10 +162,48 @@ class Daemon:
                 next_resync = time.monotonic() + self.settings.resync_interval
         finally:
             self.stopping.set()
+            if self.is_leader:
+                self.ledger.resign()
             server.shutdown()
             server.server_close()
             self._log.info("daemon.stopped")
         return 0
+
+    def _elect(self) -> bool:
+        """Leader election through the ledger's writer lock: only its holder reconciles. A
+        follower stays ready and keeps trying; a leader that lost the lock (its database
+        session) stops at once and becomes a follower."""
+        if self.is_leader and not self.ledger.leading():
+            self.is_leader = False
+            obs.LEADER.set(0)
+            # Stand aside a while so a healthy replica can take over.
+            self._stand_after = time.monotonic() + 3 * self.settings.election_interval
+            self._log.error("leader.lost", message="lost the ledger's writer lock: not writing")
+        if not self.is_leader and time.monotonic() >= self._stand_after:
+            try:
+                won = self.ledger.try_lead()
+            except SlotkeeperError as exc:
+                self._log.warning("leader.election_failed", error=str(exc))
+                won = False
+            if won:
+                self.is_leader = True
+                obs.LEADER.set(1)
+                self._log.info("leader.elected")
+                self.triggers.put("elected")
+            else:
+                obs.LEADER.set(0)
+        if not self.is_leader:
+            self.ready.set()  # a follower is ready: it serves, and stands by
+        return self.is_leader
+
+    def _should_stop(self) -> bool:
+        """Between actions: stop on SIGTERM, or at once when leadership was lost."""
+        if self.stopping.is_set():
+            return True
+        if self.is_leader and not self.ledger.leading():
+            self._log.error("leader.lost", message="lost the ledger's writer lock mid-apply")
+            return True
+        return False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -190,7 +235,7 @@ class Daemon:
                 sink=self.settings.sink,
                 run=self.settings.run,
                 select=self._back_off,
-                stop=self.stopping.is_set,
+                stop=self._should_stop,
             )
             assert done.result is not None
             self._record(done.plan, done.result, last)
@@ -405,7 +450,7 @@ class Daemon:
                 self.ledger.latest_records(), self.ledger.pending(), syncs
             ),
             "last_reconcile": self.last.document() if self.last else None,
-            "leader": True,
+            "leader": self.is_leader,
             "source": self.settings.source.describe(),
         }
 

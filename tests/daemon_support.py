@@ -1,0 +1,130 @@
+"""Running `slotkeeper run` as a subprocess in tests: start, poke, wait, stop."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.test_github_target import TOKEN
+
+SECRET = "webhook-s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Running:
+    """A `slotkeeper run` subprocess and a client for its port."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.port = free_port()
+        env = dict(os.environ, GITHUB_TOKEN=TOKEN, SLOTKEEPER_WEBHOOK_SECRET=SECRET)
+        env.pop("NO_COLOR", None)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "slotkeeper",
+                "--log-level",
+                "info",
+                "run",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *args,
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self.ready, what="readyz")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(
+                f"daemon exited: {self.process.stderr.read() if self.process.stderr else ''}"
+            )
+        return self.get("/readyz").status_code == 200
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.get("/status").json())
+
+    def reconciles(self) -> float:
+        families = text_string_to_metric_families(self.get("/metrics").text)
+        return sum(
+            sample.value
+            for family in families
+            if family.name == "slotkeeper_reconciles"
+            for sample in family.samples
+            if sample.name == "slotkeeper_reconciles_total"
+        )
+
+    def hook(self, body: bytes, *, sign: bool = True, delivery: str = "d-1") -> httpx.Response:
+        headers = {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json",
+        }
+        if sign:
+            digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={digest}"
+        return httpx.post(self.url + "/hooks/github", content=body, headers=headers, timeout=5)
+
+    def terminate(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        _, err = self.process.communicate()
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def running(workdir: Path) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        daemon = Running(list(args), workdir)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+        daemon.process.communicate()  # reap it and close its pipes

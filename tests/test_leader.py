@@ -1,0 +1,137 @@
+"""Several `slotkeeper run` replicas on one PostgreSQL ledger: one leader writes, the others
+stand by and take over when it dies or loses its database session."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from slotkeeper.ledger.postgres import split_url
+from tests.conftest import postgres_schema_url
+from tests.daemon_support import Running, wait_for
+from tests.fakes.github import FakeGitHub
+from tests.helpers import environment, image, write_manifests
+from tests.test_github_target import target
+
+SLOTS = 12
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from postgres_schema_url()
+
+
+def leader_gauge(daemon: Running) -> float:
+    for family in text_string_to_metric_families(daemon.get("/metrics").text):
+        if family.name == "slotkeeper_leader":
+            return float(family.samples[0].value)
+    raise AssertionError("no slotkeeper_leader metric")
+
+
+def declare(workdir: Path, github: FakeGitHub, version: str) -> None:
+    manifest = environment(
+        "production",
+        {f"s{i}": image(f"img{i}", version) for i in range(SLOTS)},
+        repository="acme/web",
+        targets=["github"],
+    )
+    for slot in manifest["spec"]["slots"].values():
+        slot["ref"] = "main"
+    write_manifests(workdir / "m", manifest, target(github))
+
+
+def deployed_per_slot(url: str) -> list[tuple[object, ...]]:
+    libpq, schema = split_url(url)
+    with psycopg.connect(libpq, autocommit=True) as db:
+        db.execute(f'SET search_path TO "{schema}"')
+        return list(
+            db.execute(
+                "SELECT slot, COUNT(*) FROM records WHERE status = 'DEPLOYED' GROUP BY slot"
+            ).fetchall()
+        )
+
+
+def assert_no_duplicates(github: FakeGitHub) -> None:
+    seen: dict[int, int] = {}
+    for deployment in github.deployments("acme", "web"):
+        record = deployment["payload"]["slotkeeper"]["record_id"]
+        seen[record] = seen.get(record, 0) + 1
+    assert all(count == 1 for count in seen.values()), seen
+
+
+def test_one_leader_writes_and_a_follower_takes_over_after_sigkill(
+    workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
+) -> None:
+    """Exactly one replica reconciles; SIGKILL it mid-apply and the other takes over within a
+    few seconds and converges: no duplicate deployment, one DEPLOYED record per slot."""
+    declare(workdir, github, "v1")
+    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
+    first = running(*common)
+    wait_for(lambda: first.status()["leader"] is True, what="a leader")
+    second = running(*common)
+    assert second.status()["leader"] is False
+    assert second.get("/readyz").status_code == 200
+    assert (leader_gauge(first), leader_gauge(second)) == (1.0, 0.0)
+    wait_for(lambda: first.status()["last_reconcile"]["result"] == "success", what="v1 applied")
+    assert second.reconciles() == 0
+
+    github.latency = 0.05  # long enough an apply to kill it in the middle
+    declare(workdir, github, "v2")
+    writes = len(github.writes())
+    wait_for(lambda: len(github.writes()) >= writes + 5, what="the apply under way")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    killed_at = time.monotonic()
+    wait_for(lambda: second.status()["leader"] is True, what="the takeover")
+    assert time.monotonic() - killed_at < 10
+    assert leader_gauge(second) == 1.0
+    github.latency = 0.0
+
+    def converged() -> bool:
+        last = second.status()["last_reconcile"]
+        versions = {row["artifact"]["version"] for row in second.status()["slots"]}
+        return last is not None and last["result"] == "success" and versions == {"v2"}
+
+    wait_for(converged, timeout=60, what="convergence on the new leader")
+    assert sorted(count for _, count in deployed_per_slot(pg_url)) == [1] * SLOTS
+    assert_no_duplicates(github)
+    by_record = {
+        d["payload"]["slotkeeper"]["record_id"]: d for d in github.deployments("acme", "web")
+    }
+    assert len(by_record) == 2 * SLOTS
+    assert second.terminate()[0] == 0
+
+
+def test_a_leader_that_loses_its_session_stops_and_another_leads(
+    workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
+) -> None:
+    """When the leader's lock session is cut, it stops leading at once (leader 0) and the
+    standby replica becomes the leader."""
+    declare(workdir, github, "v1")
+    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
+    first = running(*common)
+    wait_for(lambda: first.status()["leader"] is True, what="a leader")
+    second = running(*common)
+    libpq, _ = split_url(pg_url)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        pids = [
+            row[0]
+            for row in admin.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND pid != pg_backend_pid()"
+            ).fetchall()
+        ]
+        assert len(pids) == 1
+        admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
+    wait_for(lambda: second.status()["leader"] is True, what="the standby to lead")
+    wait_for(lambda: first.status()["leader"] is False, what="the old leader to step down")
+    assert leader_gauge(first) == 0.0
+    _, err = first.terminate()
+    assert "leader.lost" in err
+    assert second.terminate()[0] == 0
