@@ -7,7 +7,7 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean
+.PHONY: install dev run test lint typecheck unit clean postgres
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,14 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
+unit: $(VENV)/.dev postgres
 	$(BIN)/pytest --cov --cov-report=term
+
+# The tests use the local PostgreSQL server (127.0.0.1:5432, trust auth, database test).
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+	  (pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n 1) main start && sleep 2) || \
+	  echo "PostgreSQL is not running at 127.0.0.1:5432: the PostgreSQL tests will fail"
 
 test: lint typecheck unit
 
