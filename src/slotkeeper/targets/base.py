@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from slotkeeper.errors import PermanentTargetError
 from slotkeeper.model import Drift, KeyRecord, Record, RemoteState, Revision, TargetSync
 
 
@@ -81,3 +82,27 @@ class Target(Protocol):
     ) -> list[Drift]: ...
 
     def close(self) -> None: ...
+
+
+class RecordsOnly:
+    """For targets that mirror records and know nothing of deploy keys or drift reads."""
+
+    name: str
+    type: str
+    supports_keys = False
+
+    def add_key(self, subject: KeySubject) -> Remote:
+        raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
+
+    def delete_key(self, repository: str, remote_id: str) -> Remote:
+        raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
+
+    def refresh(
+        self,
+        *,
+        records: Sequence[tuple[RecordSubject, TargetSync]],
+        keys: Sequence[tuple[KeySubject, TargetSync]],
+        managed_titles: dict[str, set[str]],
+    ) -> list[Drift]:
+        """No read endpoint to compare against: nothing to report."""
+        return []

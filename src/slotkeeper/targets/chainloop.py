@@ -17,18 +17,17 @@ from typing import Any
 
 from slotkeeper.errors import PermanentTargetError
 from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
-from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
-from slotkeeper.targets.http import ApiClient, HttpSettings
+from slotkeeper.targets.base import KeySubject, RecordsOnly, RecordSubject, Remote
+from slotkeeper.targets.http import bearer_api
 from slotkeeper.targets.pacing import WriteBudget
 
 PAGE_SIZE = 100
 
 
-class ChainloopTarget:
+class ChainloopTarget(RecordsOnly):
     """The ``chainloop`` target."""
 
     type = "chainloop"
-    supports_keys = False
 
     def __init__(
         self,
@@ -42,20 +41,14 @@ class ChainloopTarget:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = name
-        self._api = ApiClient(
-            name=name,
-            settings=HttpSettings(
-                base_url=base_url,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/json",
-                    "User-Agent": "slotkeeper",
-                },
-                timeout=timeout,
-                max_rate_wait=max_rate_wait,
-            ),
-            budget=budget,
+        self._api = bearer_api(
+            name,
+            base_url,
+            token,
+            timeout=timeout,
+            max_rate_wait=max_rate_wait,
             clock=clock,
+            budget=budget,
         )
 
     def close(self) -> None:
@@ -134,12 +127,6 @@ class ChainloopTarget:
             if page >= pages:
                 return items
             page += 1
-
-    def add_key(self, subject: KeySubject) -> Remote:
-        raise PermanentTargetError(f"{self.name}: Chainloop does not manage deploy keys")
-
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
-        raise PermanentTargetError(f"{self.name}: Chainloop does not manage deploy keys")
 
     def refresh(
         self,

@@ -241,3 +241,33 @@ def _rate_limit_delay(response: httpx.Response, now: datetime) -> float:
     except ValueError:
         return 60.0
     return 60.0  # GitHub: "wait at least one minute" without other signals
+
+
+def bearer_api(
+    name: str,
+    base_url: str,
+    token: str,
+    *,
+    timeout: float,
+    max_rate_wait: float,
+    clock: Callable[[], datetime],
+    five_hundred_means_not_done: bool = False,
+    budget: WriteBudget | None = None,
+) -> ApiClient:
+    """A JSON API client authenticated with ``Authorization: Bearer <token>``."""
+    return ApiClient(
+        name=name,
+        settings=HttpSettings(
+            base_url=base_url,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": "slotkeeper",
+            },
+            timeout=timeout,
+            max_rate_wait=max_rate_wait,
+            five_hundred_means_not_done=five_hundred_means_not_done,
+        ),
+        budget=budget,
+        clock=clock,
+    )

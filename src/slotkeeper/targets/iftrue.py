@@ -20,15 +20,15 @@ timeout after sending, a crash) it is reported and never sent again by itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
-from slotkeeper.model import Drift, RemoteState, SyncStatus, TargetSync
-from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
-from slotkeeper.targets.http import ApiClient, HttpSettings
+from slotkeeper.model import RemoteState, SyncStatus, TargetSync
+from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
+from slotkeeper.targets.http import bearer_api
 
 SUCCESS = "succes"  # sic: the API's own spelling
 _PR_MERGE = re.compile(r"^Merge pull request #(\d+)")
@@ -52,11 +52,10 @@ def fix_kind(subject: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-class IftrueTarget:
+class IftrueTarget(RecordsOnly):
     """The ``iftrue`` target."""
 
     type = "iftrue"
-    supports_keys = False
 
     def __init__(
         self,
@@ -73,20 +72,14 @@ class IftrueTarget:
         self.name = name
         self._member_id = member_id
         self._repository_url = repository_url
-        self._api = ApiClient(
-            name=name,
-            settings=HttpSettings(
-                base_url=base_url,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/json",
-                    "User-Agent": "slotkeeper",
-                },
-                timeout=timeout,
-                max_rate_wait=max_rate_wait,
-                five_hundred_means_not_done=True,
-            ),
+        self._api = bearer_api(
+            name,
+            base_url,
+            token,
+            timeout=timeout,
+            max_rate_wait=max_rate_wait,
             clock=clock,
+            five_hundred_means_not_done=True,
         )
 
     def close(self) -> None:
@@ -169,22 +162,6 @@ class IftrueTarget:
         if changes is None:
             notes.append("git history unavailable: commits_count 0, empty changelog")
         return body, notes
-
-    def add_key(self, subject: KeySubject) -> Remote:
-        raise PermanentTargetError(f"{self.name}: iftrue does not manage deploy keys")
-
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
-        raise PermanentTargetError(f"{self.name}: iftrue does not manage deploy keys")
-
-    def refresh(
-        self,
-        *,
-        records: Sequence[tuple[RecordSubject, TargetSync]],
-        keys: Sequence[tuple[KeySubject, TargetSync]],
-        managed_titles: dict[str, set[str]],
-    ) -> list[Drift]:
-        """iftrue has no read endpoint: nothing to compare."""
-        return []
 
 
 def _outcome_unknown(current: TargetSync) -> bool:

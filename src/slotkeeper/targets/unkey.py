@@ -15,14 +15,14 @@ a record there changes nothing remotely.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from slotkeeper.errors import PermanentTargetError, TemporaryTargetError
-from slotkeeper.model import Drift, RemoteState, TargetSync
-from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
-from slotkeeper.targets.http import ApiClient, HttpSettings
+from slotkeeper.model import RemoteState, TargetSync
+from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
+from slotkeeper.targets.http import bearer_api
 
 READY = "READY"
 FAILED = frozenset({"FAILED", "CANCELLED", "SKIPPED", "STOPPED", "SUPERSEDED"})
@@ -35,11 +35,10 @@ def docker_image(name: str, version: str | None, digest: str | None) -> str:
     return f"{image}@{digest}" if digest else image
 
 
-class UnkeyTarget:
+class UnkeyTarget(RecordsOnly):
     """The ``unkey`` target."""
 
     type = "unkey"
-    supports_keys = False
 
     def __init__(
         self,
@@ -62,21 +61,15 @@ class UnkeyTarget:
         self._keyspace_id = keyspace_id
         self._poll_timeout = poll_timeout
         self._sleep = sleep
-        self._api = ApiClient(
-            name=name,
-            settings=HttpSettings(
-                base_url=base_url,
-                headers={
-                    "Authorization": f"Bearer {root_key}",
-                    "Accept": "application/json",
-                    "User-Agent": "slotkeeper",
-                },
-                timeout=timeout,
-                max_rate_wait=max_rate_wait,
-                # Unkey's description tells clients to retry 5xx: such an answer creates nothing.
-                five_hundred_means_not_done=True,
-            ),
+        # Unkey's description tells clients to retry 5xx: such an answer creates nothing.
+        self._api = bearer_api(
+            name,
+            base_url,
+            root_key,
+            timeout=timeout,
+            max_rate_wait=max_rate_wait,
             clock=clock,
+            five_hundred_means_not_done=True,
         )
 
     def close(self) -> None:
@@ -171,19 +164,3 @@ class UnkeyTarget:
                 )
             self._sleep(delay)
             delay = min(delay * 1.5, 5.0)
-
-    def add_key(self, subject: KeySubject) -> Remote:
-        raise PermanentTargetError(f"{self.name}: Unkey does not manage deploy keys")
-
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
-        raise PermanentTargetError(f"{self.name}: Unkey does not manage deploy keys")
-
-    def refresh(
-        self,
-        *,
-        records: Sequence[tuple[RecordSubject, TargetSync]],
-        keys: Sequence[tuple[KeySubject, TargetSync]],
-        managed_titles: dict[str, set[str]],
-    ) -> list[Drift]:
-        """Unkey has no listing endpoint in its API description: nothing to compare."""
-        return []
