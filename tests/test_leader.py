@@ -135,3 +135,21 @@ def test_a_leader_that_loses_its_session_stops_and_another_leads(
     _, err = first.terminate()
     assert "leader.lost" in err
     assert second.terminate()[0] == 0
+
+
+def test_a_webhook_that_reaches_a_follower_reconciles_on_the_leader(
+    workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
+) -> None:
+    """Behind one Service either replica may get the webhook: a follower passes it to the
+    leader through the ledger, and the leader reconciles at once."""
+    declare(workdir, github, "v1")
+    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
+    leader = running(*common)
+    wait_for(lambda: leader.status()["leader"] is True, what="a leader")
+    follower = running(*common)
+    wait_for(lambda: leader.status()["last_reconcile"]["result"] == "success", what="v1 applied")
+    before = leader.reconciles()
+    assert follower.hook(b'{"ref": "refs/heads/main"}', delivery="f-1").status_code == 202
+    wait_for(lambda: leader.reconciles() >= before + 1, timeout=10, what="the leader's reconcile")
+    assert follower.reconciles() == 0
+    assert leader.terminate()[0] == 0 and follower.terminate()[0] == 0

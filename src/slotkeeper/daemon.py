@@ -122,6 +122,7 @@ class Daemon:
         self._log = obs.get_logger()
         self.is_leader = False
         self._stand_after = 0.0
+        self._seen_request: int | None = None
         self.bound_port: int | None = None
         self._applied_version: str | None = None
         obs.LEADER.set(0)
@@ -148,6 +149,7 @@ class Daemon:
                 if not self._elect():
                     self.stopping.wait(self.settings.election_interval)
                     continue
+                self._forwarded_requests()
                 try:
                     reason = self.triggers.get(timeout=min(1.0, self.settings.resync_interval))
                 except queue.Empty:
@@ -195,6 +197,19 @@ class Daemon:
         if not self.is_leader:
             self.ready.set()  # a follower is ready: it serves, and stands by
         return self.is_leader
+
+    def _forwarded_requests(self) -> None:
+        """Reconcile requests other replicas left in the ledger (webhooks that reached them)."""
+        try:
+            latest = self.ledger.latest_request()
+        except SlotkeeperError as exc:
+            self._log.warning("ledger.read_failed", error=str(exc))
+            return
+        if self._seen_request is None:
+            self._seen_request = latest
+        elif latest > self._seen_request:
+            self._seen_request = latest
+            self.triggers.put("forwarded")
 
     def _should_stop(self) -> bool:
         """Between actions: stop on SIGTERM, or at once when leadership was lost."""
@@ -491,8 +506,13 @@ class Daemon:
         if event == "ping":
             _reply(handler, 200, {"accepted": True, "event": "ping"})
             return
-        self.triggers.put("webhook")
-        self._log.info("webhook.accepted", github_event=event, delivery=delivery)
+        if self.is_leader:
+            self.triggers.put("webhook")
+        else:  # the leader picks it up from the ledger within a second
+            self.ledger.request_reconcile("webhook", at=self.clock())
+        self._log.info(
+            "webhook.accepted", github_event=event, delivery=delivery, leader=self.is_leader
+        )
         _reply(handler, 202, {"accepted": True, "event": event})
 
 

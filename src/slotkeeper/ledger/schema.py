@@ -157,6 +157,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE target_syncs ADD COLUMN remote_detail TEXT NOT NULL DEFAULT '{}'",
         ),
     ),
+    Migration(
+        version=4,
+        description="reconcile requests, passed from any replica to the leader",
+        statements=(
+            """CREATE TABLE reconcile_requests (
+                seq {id},
+                at TEXT NOT NULL,
+                reason TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

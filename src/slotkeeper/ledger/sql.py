@@ -639,6 +639,21 @@ class SqlLedger:
         )
         return [from_text(row[0]) for row in rows]
 
+    def request_reconcile(self, reason: str, *, at: datetime) -> None:
+        """Ask whichever replica leads to reconcile soon (e.g. a webhook reached a follower)."""
+        with self.transaction() as tx:
+            tx._run(
+                "INSERT INTO reconcile_requests (at, reason) VALUES (?, ?)", (to_text(at), reason)
+            )
+            tx._run(
+                "DELETE FROM reconcile_requests WHERE seq < "
+                "(SELECT MAX(seq) FROM reconcile_requests) - 100"
+            )
+
+    def latest_request(self) -> int:
+        rows = self._query("SELECT MAX(seq) FROM reconcile_requests")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
     def cache_get(self, target: str, credential: str, url: str) -> tuple[str, str] | None:
         rows = self._query(
             "SELECT etag, body FROM http_cache WHERE target = ? AND credential = ? AND url = ?",
