@@ -8,6 +8,7 @@ raised together as :class:`ManifestErrors`, each naming file, line and field pat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from slotkeeper.errors import ManifestError, ManifestErrors
+from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -34,10 +35,17 @@ from slotkeeper.model import (
     TargetDocument,
     TargetSpec,
 )
-from slotkeeper.yamlsource import LineDict, line_of, parse_documents
+from slotkeeper.yamlsource import (
+    LineDict,
+    YamlRefused,
+    describe_yaml_error,
+    line_of,
+    parse_documents,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_FILE_BYTES_ENV = "SLOTKEEPER_MAX_MANIFEST_BYTES"
 
 _KINDS: dict[str, type[EnvironmentDocument] | type[TargetDocument]] = {
     "Environment": EnvironmentDocument,
@@ -81,37 +89,101 @@ class _Collector:
 
 
 def find_manifest_files(root: Path) -> list[Path]:
-    """Every YAML file under ``root`` (or ``root`` itself), hidden paths skipped, sorted."""
+    """Every YAML file under ``root`` (or ``root`` itself), hidden paths skipped, sorted.
+
+    A symlink that leads out of the tree is listed when it looks like a YAML file (so that a
+    caller can tell it is broken) but never descended into; ``load_manifests`` refuses it."""
+    files, _ = _scan(root)
+    return files
+
+
+def _scan(root: Path) -> tuple[list[Path], list[ManifestError]]:
+    """The YAML files under ``root`` and the problems of the tree itself (escaping or broken
+    symlinks, unreadable directories)."""
+    errors: list[ManifestError] = []
     if root.is_file():
-        return [root]
+        return [root], errors
     if not root.is_dir():
         raise ManifestErrors([ManifestError(root, None, None, "no such file or directory")])
     found: list[Path] = []
-    for path in _walk(root, set()):
+    for path in _walk(root, root.resolve(), set(), errors):
         if path.suffix in YAML_SUFFIXES:
             found.append(path)
-    return sorted(found)
+    return sorted(found), errors
 
 
-def _walk(directory: Path, seen: set[Path]) -> Iterator[Path]:
+def _walk(
+    directory: Path, top: Path, seen: set[Path], errors: list[ManifestError]
+) -> Iterator[Path]:
     real = directory.resolve()
     if real in seen:  # a symlink back into the tree: read every file once, never loop
         return
     seen.add(real)
-    for entry in sorted(directory.iterdir()):
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        errors.append(ManifestError(directory, None, None, f"cannot list: {exc.strerror}"))
+        return
+    for entry in entries:
         if entry.name.startswith("."):
             continue
+        if entry.is_symlink():
+            problem = _symlink_problem(entry, top)
+            if problem is not None:
+                errors.append(ManifestError(entry, None, None, problem))
+                if entry.suffix in YAML_SUFFIXES and not entry.is_dir():
+                    yield entry  # listed, so that callers see it; never read
+                continue
         if entry.is_dir():
-            yield from _walk(entry, seen)
+            yield from _walk(entry, top, seen, errors)
         elif entry.is_file():
             yield entry
 
 
-def load_manifests(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> DesiredState:
-    """Load and validate every manifest under ``root``; raise ``ManifestErrors`` on any problem."""
+def _symlink_problem(link: Path, top: Path) -> str | None:
+    """Why the symlink ``link`` may not be followed, or None when it stays inside ``top``."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # dangling, or a loop (RuntimeError before 3.13)
+        if link.suffix not in YAML_SUFFIXES:
+            return None  # would not be read anyway
+        if isinstance(exc, FileNotFoundError):
+            return f"broken symlink: {link.readlink()} does not exist"
+        return "symlink loop: the link never reaches a file"
+    if target != top and not target.is_relative_to(top):
+        return f"symlink leads out of the manifest tree (to {target})"
+    return None
+
+
+def max_file_bytes_from_env() -> int:
+    """The file size limit: ``SLOTKEEPER_MAX_MANIFEST_BYTES`` when set, else 4 MiB."""
+    raw = os.environ.get(MAX_FILE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_FILE_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{MAX_FILE_BYTES_ENV} must be a positive whole number of bytes, not {raw[:40]!r}"
+        )
+    return value
+
+
+def load_manifests(root: Path, *, max_file_bytes: int | None = None) -> DesiredState:
+    """Load and validate every manifest under ``root``; raise ``ManifestErrors`` on any problem.
+
+    ``max_file_bytes`` defaults to ``SLOTKEEPER_MAX_MANIFEST_BYTES`` (4 MiB when unset; a bad
+    value raises ``ConfigError``)."""
+    limit = max_file_bytes_from_env() if max_file_bytes is None else max_file_bytes
     collector = _Collector()
-    for path in find_manifest_files(root):
-        _load_file(path, collector, max_file_bytes=max_file_bytes)
+    files, tree_errors = _scan(root)
+    collector.errors.extend(tree_errors)
+    refused = {error.file for error in tree_errors}
+    for path in files:
+        if path not in refused:
+            _load_file(path, collector, max_file_bytes=limit)
     _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
@@ -129,11 +201,21 @@ def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> Non
     def error(line: int | None, field_path: str | None, message: str) -> None:
         collector.errors.append(ManifestError(path, line, field_path, message))
 
-    size = path.stat().st_size
-    if size > max_file_bytes:
-        error(None, None, f"file is {size} bytes, over the limit of {max_file_bytes}")
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(max_file_bytes + 1)
+    except OSError as exc:
+        error(None, None, f"cannot read: {exc.strerror or exc}")
         return
-    raw = path.read_bytes()
+    if len(raw) > max_file_bytes:
+        size = max(len(raw), _size(path))
+        error(
+            None,
+            None,
+            f"file is {size} bytes, over the limit of {max_file_bytes} "
+            f"(set {MAX_FILE_BYTES_ENV} to change it)",
+        )
+        return
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -141,13 +223,12 @@ def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> Non
         return
     try:
         documents, problems = parse_documents(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        error(line, None, f"invalid YAML: {exc.problem or exc.context}")
-        return
     except yaml.YAMLError as exc:
-        error(None, None, f"invalid YAML: {exc}")
+        line, message = describe_yaml_error(exc, text)
+        error(line, None, message)
+        return
+    except YamlRefused as exc:
+        error(exc.line, exc.path, exc.message)
         return
     for problem in problems:
         error(problem.line, problem.path, problem.message)
@@ -155,6 +236,13 @@ def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> Non
         error(None, None, "holds no slotkeeper document (an empty manifest file is not allowed)")
     for document in documents:
         _load_document(path, document.data, document.line, collector)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> None:

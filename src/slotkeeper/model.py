@@ -8,11 +8,13 @@ here does I/O or reads the clock.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
@@ -20,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,7 +33,7 @@ API_VERSION = "slotkeeper/v1"
 SLUG_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
-DURATION_PATTERN = r"^[1-9][0-9]{0,5}[mhdw]$"
+DURATION_PATTERN = r"^[1-9][0-9]{0,4}[mhdw]$"
 KEY_TITLE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -109,6 +112,13 @@ class SecretRef(_Strict):
             )
         return value
 
+    @field_validator("file")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
         if (self.env is None) == (self.file is None):
@@ -124,6 +134,8 @@ class KeySecret(_Strict):
     @field_validator("file")
     @classmethod
     def _inside_secrets_dir(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character")
         path = PurePosixPath(value)
         if path.is_absolute() or value.startswith("~") or "\\" in value:
             raise ValueError("must be a relative path inside the secrets directory")
@@ -228,10 +240,49 @@ class EnvironmentDocument(_Strict):
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")]
 
 
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _check_url(value: str, allow_insecure_http: bool) -> str:
+    """A URL with a host; plain http:// only to a loopback host unless explicitly allowed."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from exc
+    if not host:
+        raise ValueError("is not a valid URL: it names no host")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        raise ValueError(
+            "plain http:// is only allowed to loopback hosts; use https:// or set "
+            "allowInsecureHttp: true"
+        )
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _TargetBase(_Strict):
+    #: plain http:// to a host other than loopback is refused unless this is set
+    allow_insecure_http: bool = False
     #: the longest slotkeeper waits for a rate limit's retry-after before leaving work pending
     max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
     timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+
+    @field_validator("base_url", "repository_url", mode="after", check_fields=False)
+    @classmethod
+    def _secure_url(cls, value: str, info: ValidationInfo) -> str:
+        if "allow_insecure_http" not in info.data:
+            return value  # itself invalid, and reported: judge the URL once it is fixed
+        return _check_url(value, bool(info.data["allow_insecure_http"]))
 
 
 class GithubTargetSpec(_TargetBase):

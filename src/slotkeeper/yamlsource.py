@@ -4,6 +4,13 @@ PyYAML's libyaml-backed loader (``CSafeLoader``) does the parsing when it is ava
 swap in constructors that build :class:`LineDict` / :class:`LineList` (plain dicts and lists that
 also know the line of each key and item) and that report duplicate keys instead of silently
 keeping the last one.
+
+Hostile input is refused before anything is built: an event pre-scan (libyaml's parser is a
+state machine, so this never recurses) bounds the nesting depth — libyaml's composer recurses in
+C and would crash the process on a few hundred thousand ``[`` — and the number and expansion of
+aliases ("billion laughs": a small text whose aliases expand to millions of nodes when validated
+as a tree). Anything a constructor raises (an impossible date, a huge integer) becomes a YAML
+error at the value's line.
 """
 
 from __future__ import annotations
@@ -44,6 +51,118 @@ class Problem:
     message: str
 
 
+#: the deepest nesting of mappings and sequences a document may have
+MAX_DEPTH = 64
+#: how many alias uses (``*name``) a document may have
+MAX_ALIASES = 100
+#: how many nodes the aliases of a document may expand to in total
+MAX_ALIAS_NODES = 10_000
+
+
+class YamlRefused(Exception):
+    """A YAML text refused (too deep, too many aliases, a value no constructor can build), at a
+    line and, when known, a field path."""
+
+    def __init__(self, line: int, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+        self.path = path
+
+
+class _Frame:
+    __slots__ = ("anchor", "height", "size")
+
+    def __init__(self, anchor: str | None) -> None:
+        self.anchor = anchor
+        self.size = 1
+        self.height = 1
+
+
+def check_limits(text: str) -> None:
+    """Refuse (``YamlRefused``) a text nested deeper than ``MAX_DEPTH`` or whose aliases are too
+    many or expand too far, looking only at parser events. Syntax errors are raised as
+    ``yaml.MarkedYAMLError``, as the real parse would."""
+    parser = _BaseLoader(text)
+    try:
+        stack: list[_Frame] = []
+        anchors: dict[str, tuple[int, int]] = {}  # completed anchor -> (size, height)
+        aliases = expansion = 0
+        while parser.check_event():
+            event = parser.get_event()  # type: ignore[no-untyped-call]
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.DocumentStartEvent):
+                anchors, aliases, expansion = {}, 0, 0
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    raise YamlRefused(line, f"nested deeper than {MAX_DEPTH} levels")
+                stack.append(_Frame(event.anchor))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                frame = stack.pop()
+                _close(stack, anchors, frame.anchor, frame.size, frame.height)
+            elif isinstance(event, yaml.ScalarEvent):
+                _close(stack, anchors, event.anchor, 1, 0)
+            elif isinstance(event, yaml.AliasEvent):
+                name = str(event.anchor)
+                if any(frame.anchor == name for frame in stack):
+                    raise YamlRefused(line, f"alias *{name} refers to a node that contains it")
+                size, height = anchors.get(name, (1, 0))  # undefined: the composer says so
+                aliases += 1
+                expansion += size
+                if aliases > MAX_ALIASES or expansion > MAX_ALIAS_NODES:
+                    raise YamlRefused(
+                        line,
+                        f"too many YAML aliases (alias bomb?): more than {MAX_ALIASES} uses or "
+                        f"{MAX_ALIAS_NODES} nodes expanded",
+                    )
+                if len(stack) + height > MAX_DEPTH:
+                    raise YamlRefused(line, f"nested deeper than {MAX_DEPTH} levels")
+                _close(stack, {}, None, size, height)
+    finally:
+        parser.dispose()
+
+
+def _close(
+    stack: list[_Frame],
+    anchors: dict[str, tuple[int, int]],
+    anchor: str | None,
+    size: int,
+    height: int,
+) -> None:
+    if anchor is not None:
+        anchors[anchor] = (size, height)
+    if stack:
+        stack[-1].size += size
+        stack[-1].height = max(stack[-1].height, height + 1)
+
+
+def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """The line and a message for a YAML error; a tab in the indentation is named as such."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        position = exc.position if isinstance(exc.position, int) else 0
+        return text.count("\n", 0, position) + 1, (
+            f"invalid YAML: character #x{exc.character:04x} is not allowed ({exc.reason})"
+            if isinstance(exc.character, int)
+            else f"invalid YAML: {exc.reason}"
+        )
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return None, f"invalid YAML: {exc}"
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = exc.problem or exc.context or "syntax error"
+    lines = text.split("\n")
+    for candidate in (exc.problem_mark, exc.context_mark):
+        if candidate is None or not 0 <= candidate.line < len(lines):
+            continue
+        source = lines[candidate.line]
+        indentation = source[: len(source) - len(source.lstrip(" \t"))]
+        if "\t" in indentation or source[candidate.column : candidate.column + 1] == "\t":
+            return candidate.line + 1, (
+                f"invalid YAML: tab characters are not allowed for indentation ({problem})"
+            )
+    return line, f"invalid YAML: {problem}"
+
+
 class _Loader(_BaseLoader):
     problems: list[Problem]
     path: list[Any]  # keys and indexes from the document root to the node being built
@@ -52,6 +171,20 @@ class _Loader(_BaseLoader):
         super().__init__(stream)
         self.problems = []
         self.path = []
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, YamlRefused):
+            raise
+        except Exception as exc:  # e.g. 2026-13-45, !!int abc, a 5000-digit number
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            detail = str(exc).split(";")[0] if isinstance(exc, ValueError) else ""
+            raise YamlRefused(
+                node.start_mark.line + 1,
+                f"cannot read this value as {kind}" + (f" ({detail})" if detail else ""),
+                _field_path(self.path) or None,
+            ) from exc
 
     def construct_at(self, step: Any, node: yaml.Node) -> Any:
         self.path.append(step)
@@ -82,7 +215,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
         key = loader.construct_object(key_node, deep=True)
         key_line = key_node.start_mark.line + 1
         if not isinstance(key, Hashable):
-            loader.problems.append(Problem(key_line, None, "a mapping key must be a plain value"))
+            loader.problems.append(
+                Problem(
+                    key_line,
+                    _field_path(loader.path) or None,
+                    "a mapping key must be a plain value",
+                )
+            )
             continue
         if id(key_node) in own_keys:
             if key in own_lines:
@@ -133,8 +272,10 @@ def parse_documents(text: str) -> tuple[list[ParsedDocument], list[Problem]]:
     """Parse every document of a multi-document YAML text.
 
     Returns the non-empty documents and every duplicate-key problem. A syntax error is raised as
-    ``yaml.MarkedYAMLError``; callers translate it.
+    ``yaml.MarkedYAMLError`` (``describe_yaml_error`` words it), a text too deep or with too many
+    aliases as ``YamlRefused``.
     """
+    check_limits(text)
     loader = _Loader(text)
     documents: list[ParsedDocument] = []
     try:

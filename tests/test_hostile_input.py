@@ -1,0 +1,566 @@
+"""Hostile and malformed manifests: each is refused fast, with exit code 1, a clear error naming
+file, line and field, no traceback, and the ledger untouched.
+
+``tests/corpus/`` holds one case per file (``NN-name.yaml``) or directory (``NN-name/``), with the
+errors it must produce in ``NN-name.expected``: one line per error, ``LINE FIELD-PATH FRAGMENT``,
+``-`` for no line or no field.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slotkeeper.errors import ManifestErrors
+from slotkeeper.manifests import DEFAULT_MAX_FILE_BYTES, load_manifests
+from slotkeeper.model import DesiredState
+from tests.helpers import Run, recorded_state
+
+Sk = Callable[..., Run]
+
+CORPUS = Path(__file__).parent / "corpus"
+#: a refusal that takes longer than this is a failure (a generous bound: most take milliseconds)
+FAST = 5.0
+
+
+@dataclass(frozen=True)
+class Expected:
+    line: int | None
+    field: str | None
+    fragment: str
+
+
+def _expected(path: Path) -> list[Expected]:
+    rows = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        if not text.strip():
+            continue
+        line, field, fragment = text.split(" ", 2)
+        rows.append(
+            Expected(None if line == "-" else int(line), None if field == "-" else field, fragment)
+        )
+    return rows
+
+
+def _cases() -> list[Path]:
+    return sorted(p for p in CORPUS.iterdir() if p.suffix != ".expected")
+
+
+CASES = [pytest.param(path, id=path.stem if path.is_file() else path.name) for path in _cases()]
+
+
+def test_corpus_is_complete() -> None:
+    """Every case has its expectations, every expectation its case; at least 40 cases."""
+    cases = {p.stem if p.is_file() else p.name for p in _cases()}
+    sidecars = {p.stem for p in CORPUS.glob("*.expected")}
+    assert cases == sidecars
+    assert len(cases) >= 40
+    for name in sidecars:
+        assert _expected(CORPUS / f"{name}.expected"), name
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.delenv("SLOTKEEPER_MAX_MANIFEST_BYTES", raising=False)
+
+
+def assert_clean(run: Run) -> None:
+    assert "Traceback" not in run.out + run.err
+    assert "Error" not in run.err or run.err.startswith("Error:"), run.err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_corpus_case_is_refused_with_every_expected_error(
+    sk: Sk, workdir: Path, case: Path
+) -> None:
+    expected = _expected(case.parent / f"{case.stem if case.is_file() else case.name}.expected")
+
+    started = time.perf_counter()
+    human = sk("validate", "-m", str(case))
+    assert time.perf_counter() - started < FAST
+    assert human.code == 1
+    assert_clean(human)
+    assert human.err.startswith("Error: ")
+    lines = human.err.splitlines()
+    for row in expected:
+        where = f":{row.line}: " if row.line is not None else ": "
+        field = f"{row.field}: " if row.field is not None else ""
+        assert any(where in line and field in line and row.fragment in line for line in lines), (
+            row,
+            human.err,
+        )
+
+    machine = sk("validate", "--json", "-m", str(case))
+    assert machine.code == 1
+    assert_clean(machine)
+    errors = machine.json()["errors"]
+    assert len(errors) == len(expected), errors
+    for row in expected:
+        assert any(
+            e["line"] == row.line and e["field"] == row.field and row.fragment in e["message"]
+            for e in errors
+        ), (row, errors)
+    for e in errors:
+        assert Path(e["file"]).is_relative_to(case) or Path(e["file"]) == case
+
+
+VALID = dedent("""\
+    apiVersion: slotkeeper/v1
+    kind: Environment
+    metadata:
+      name: production
+    spec:
+      repository: acme/web
+      slots:
+        api:
+          artifact: &api
+            kind: CONTAINER_IMAGE
+            name: ghcr.io/acme/api
+            version: v1.4.2
+        worker:
+          artifact:
+            <<: *api
+            name: ghcr.io/acme/worker
+        canary:
+          artifact: *api
+    """)
+
+APPLY_SUBSET = [
+    "02-unknown-field-deep",
+    "05-float-version",
+    "16-duplicate-yaml-key",
+    "17-duplicate-environment",
+    "22-inline-secret",
+    "23-secret-path-dotdot",
+    "33-empty-file",
+    "36-non-utf8",
+    "37-tab-indent",
+    "38-alias-bomb",
+    "39-deep-nesting",
+    "40-http-non-loopback",
+    "46-impossible-date",
+    "48-recursive-alias",
+    "50-python-tag",
+]
+
+
+@pytest.mark.parametrize("name", APPLY_SUBSET)
+def test_apply_refuses_and_leaves_the_ledger_untouched(sk: Sk, workdir: Path, name: str) -> None:
+    ledger = workdir / "ledger.db"
+    good = workdir / "good"
+    good.mkdir()
+    (good / "envs.yaml").write_text(VALID)
+    first = sk("apply", "--yes", "-m", str(good), "--state", f"sqlite:///{ledger}")
+    assert first.code == 0, first.err
+    before = recorded_state(ledger)
+    assert before.serial >= 1
+    assert ("production", "canary") in before.deployed
+
+    [case] = [p for p in _cases() if p.name.removesuffix(".yaml") == name]
+    run = sk("apply", "--yes", "-m", str(case), "--state", f"sqlite:///{ledger}")
+    assert run.code == 1
+    assert_clean(run)
+    assert "Apply complete" not in run.out
+    after = recorded_state(ledger)
+    assert after.serial == before.serial
+    assert after == before
+
+
+def load(root: Path) -> DesiredState:
+    return load_manifests(root)
+
+
+def messages(root: Path) -> list[str]:
+    with pytest.raises(ManifestErrors) as caught:
+        load_manifests(root)
+    return [str(error) for error in caught.value.errors]
+
+
+# -- aliases and nesting ----------------------------------------------------------------------
+
+
+def test_normal_anchors_and_aliases_keep_working(workdir: Path) -> None:
+    (workdir / "envs.yaml").write_text(VALID)
+    desired = load(workdir / "envs.yaml")
+    slots = desired.environments["production"].slots
+    assert slots["canary"].artifact == slots["api"].artifact
+    assert slots["worker"].artifact.name == "ghcr.io/acme/worker"
+
+
+def _labels(count: int) -> str:
+    labels = "".join(f"    k{i}: *v\n" for i in range(count))
+    return (
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata:\n  name: production\n"
+        f"  labels:\n    k: &v value\n{labels}spec: {{}}\n"
+    )
+
+
+def test_alias_count_bound(workdir: Path) -> None:
+    """100 alias uses are fine; the 101st is refused at its line."""
+    (workdir / "ok.yaml").write_text(_labels(100))
+    assert len(load(workdir / "ok.yaml").environments) == 1
+    (workdir / "ok.yaml").unlink()
+    (workdir / "bad.yaml").write_text(_labels(101))
+    assert messages(workdir) == [
+        f"{workdir / 'bad.yaml'}:107: too many YAML aliases (alias bomb?): "
+        "more than 100 uses or 10000 nodes expanded"
+    ]
+
+
+@pytest.mark.parametrize("levels", [9, 30])
+def test_billion_laughs_is_refused_fast(sk: Sk, workdir: Path, levels: int) -> None:
+    text = 'lol0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for i in range(1, levels + 1):
+        text += f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n"
+    (workdir / "bomb.yaml").write_text(text)
+    started = time.perf_counter()
+    run = sk("validate", "-m", "bomb.yaml")
+    assert time.perf_counter() - started < FAST
+    assert run.code == 1
+    assert_clean(run)
+    assert "too many YAML aliases (alias bomb?)" in run.err
+
+
+def test_nesting_bound(workdir: Path) -> None:
+    """64 levels are parsed (and judged on their merits); 65 are refused before building."""
+    head = "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: production}\nspec: {}\n"
+    (workdir / "a.yaml").write_text(head + "x: " + "[" * 63 + "]" * 63 + "\n")
+    assert [m.split(": ", 1)[1] for m in messages(workdir)] == ["x: unknown field"]
+    (workdir / "a.yaml").write_text(head + "x: " + "[" * 64 + "]" * 64 + "\n")
+    assert [m.split(": ", 1)[1] for m in messages(workdir)] == ["nested deeper than 64 levels"]
+
+
+def test_nesting_through_aliases_counts(workdir: Path) -> None:
+    deep = "[" * 40 + "]" * 40
+    (workdir / "a.yaml").write_text(f"a: &a {deep}\nb: {'[' * 30}*a{']' * 30}\n")
+    assert "nested deeper than 64 levels" in messages(workdir)[0]
+
+
+def test_very_deep_nesting_does_not_crash(sk: Sk, workdir: Path) -> None:
+    """libyaml's composer recurses in C: 200,000 levels would kill the process, not raise."""
+    (workdir / "deep.yaml").write_text("[" * 200_000 + "]" * 200_000 + "\n")
+    (workdir / "deep-map.yaml").write_text("{a: " * 100_000 + "1" + "}" * 100_000 + "\n")
+    started = time.perf_counter()
+    run = sk("validate", "-m", ".")
+    assert time.perf_counter() - started < FAST
+    assert run.code == 1
+    assert_clean(run)
+    assert run.err.count("nested deeper than 64 levels") == 2
+
+
+# -- file size --------------------------------------------------------------------------------
+
+
+def test_default_size_limit(sk: Sk, workdir: Path) -> None:
+    (workdir / "big.yaml").write_text(VALID + "#" * DEFAULT_MAX_FILE_BYTES + "\n")
+    started = time.perf_counter()
+    run = sk("validate", "-m", "big.yaml")
+    assert time.perf_counter() - started < FAST
+    assert run.code == 1
+    assert_clean(run)
+    assert f"over the limit of {DEFAULT_MAX_FILE_BYTES}" in run.err
+    assert "SLOTKEEPER_MAX_MANIFEST_BYTES" in run.err
+
+
+def test_size_limit_from_the_environment(
+    sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "envs.yaml").write_text(VALID)
+    monkeypatch.setenv("SLOTKEEPER_MAX_MANIFEST_BYTES", "100")
+    run = sk("validate", "--json", "-m", "envs.yaml")
+    assert run.code == 1
+    [error] = run.json()["errors"]
+    assert error["line"] is None
+    assert f"file is {len(VALID)} bytes, over the limit of 100" in error["message"]
+    assert "SLOTKEEPER_MAX_MANIFEST_BYTES" in error["message"]
+
+    monkeypatch.setenv("SLOTKEEPER_MAX_MANIFEST_BYTES", str(len(VALID)))
+    assert sk("validate", "-m", "envs.yaml").code == 0
+
+    # an explicit argument wins over the environment
+    assert load_manifests(workdir / "envs.yaml", max_file_bytes=10**6).environments
+
+
+@pytest.mark.parametrize("bad", ["lots", "0", "-5", "1.5", "4MiB"])
+def test_bad_size_limit_setting_is_a_clear_error(
+    sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    (workdir / "envs.yaml").write_text(VALID)
+    monkeypatch.setenv("SLOTKEEPER_MAX_MANIFEST_BYTES", bad)
+    for args in (("validate",), ("validate", "--json"), ("plan",), ("apply", "--yes")):
+        run = sk(*args, "-m", "envs.yaml")
+        assert run.code == 1
+        assert_clean(run)
+        assert "SLOTKEEPER_MAX_MANIFEST_BYTES must be a positive whole number of bytes" in run.err
+
+
+# -- symlinks ---------------------------------------------------------------------------------
+
+
+def test_symlinks_inside_the_tree_are_followed(workdir: Path) -> None:
+    root = workdir / "m"
+    (root / ".store").mkdir(parents=True)
+    (root / ".store" / "envs.yaml").write_text(VALID)
+    (root / "envs.yaml").symlink_to(".store/envs.yaml")
+    (root / ".releases" / "v1").mkdir(parents=True)
+    (root / ".releases" / "v1" / "staging.yaml").write_text(
+        VALID.replace("name: production", "name: staging")
+    )
+    (root / "current").symlink_to(".releases/v1", target_is_directory=True)
+    assert set(load(root).environments) == {"production", "staging"}
+    # the root itself may be a link
+    (workdir / "link-to-m").symlink_to("m", target_is_directory=True)
+    assert set(load(workdir / "link-to-m").environments) == {"production", "staging"}
+
+
+def test_file_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> None:
+    (workdir / "outside.yaml").write_text(VALID.replace("name: production", "name: staging"))
+    (workdir / "m").mkdir()
+    (workdir / "m" / "envs.yaml").write_text(VALID)
+    (workdir / "m" / "staging.yaml").symlink_to("../outside.yaml")
+    run = sk("validate", "--json", "-m", "m")
+    assert run.code == 1
+    [error] = run.json()["errors"]
+    assert error["file"] == "m/staging.yaml"
+    assert "symlink leads out of the manifest tree" in error["message"]
+    apply = sk("apply", "--yes", "-m", "m")
+    assert apply.code == 1
+    assert_clean(apply)
+
+
+def test_directory_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> None:
+    (workdir / "elsewhere").mkdir()
+    (workdir / "elsewhere" / "envs.yaml").write_text(VALID)
+    (workdir / "m").mkdir()
+    (workdir / "m" / "shared").symlink_to(workdir / "elsewhere", target_is_directory=True)
+    (workdir / "m" / "etc").symlink_to("/etc", target_is_directory=True)
+    run = sk("validate", "--json", "-m", "m")
+    assert run.code == 1
+    errors = run.json()["errors"]
+    assert [e["file"] for e in errors] == ["m/etc", "m/shared"]
+    assert all("symlink leads out of the manifest tree" in e["message"] for e in errors)
+
+
+def test_broken_and_looping_symlinks(sk: Sk, workdir: Path) -> None:
+    root = workdir / "m"
+    root.mkdir()
+    (root / "envs.yaml").write_text(VALID)
+    (root / "gone.yaml").symlink_to("nowhere.yaml")
+    (root / "a.yaml").symlink_to("b.yaml")
+    (root / "b.yaml").symlink_to("a.yaml")
+    (root / "notes.txt").symlink_to("nowhere.txt")  # not a manifest: never read, not an error
+    (root / "self").symlink_to(".", target_is_directory=True)  # inside: read once
+    run = sk("validate", "--json", "-m", "m")
+    assert run.code == 1
+    assert_clean(run)
+    errors = {e["file"]: e["message"] for e in run.json()["errors"]}
+    assert set(errors) == {"m/gone.yaml", "m/a.yaml", "m/b.yaml"}
+    assert "broken symlink" in errors["m/gone.yaml"]
+    assert "symlink loop" in errors["m/a.yaml"]
+
+
+# -- secret paths -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        ("../x", "would leave the secrets directory"),
+        ("a/../../x", "would leave the secrets directory"),
+        ("a//b", "empty parts"),
+        (".", "would leave the secrets directory"),
+        ("/etc/x", "must be a relative path"),
+        ("~/x", "must be a relative path"),
+        ("~root/x", "must be a relative path"),
+        ("a\\\\..\\\\..\\\\x", "must be a relative path"),
+        ("C:\\\\keys\\\\x", "must be a relative path"),
+        ("key\\0", "must not contain a NUL character"),
+        ("\\0", "must not contain a NUL character"),
+    ],
+)
+def test_escaping_secret_paths_are_refused(workdir: Path, path: str, fragment: str) -> None:
+    (workdir / "a.yaml").write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: production}\n"
+        "spec:\n  deployKeys:\n    - repository: acme/web\n      title: deployer\n"
+        f'      secret:\n        file: "{path}"\n'
+    )
+    [message] = messages(workdir)
+    assert "a.yaml:9: spec.deployKeys[0].secret.file: " in message
+    assert fragment in message
+
+
+# -- plain http -------------------------------------------------------------------------------
+
+
+def _target(url: str, extra: str = "", kind: str = "github") -> str:
+    if kind == "iftrue":
+        spec = (
+            f"type: iftrue, token: {{env: T}}, memberId: '1', baseUrl: 'https://api.iftrue.co', "
+            f"repositoryUrl: '{url}'"
+        )
+    else:
+        spec = f"type: {kind}, baseUrl: '{url}', token: {{env: T}}"
+        if kind == "unkey":
+            spec = spec.replace("token", "rootKey") + ", project: acme, app: api"
+    return (
+        f"apiVersion: slotkeeper/v1\nkind: Target\nmetadata: {{name: t}}\nspec: {{{spec}{extra}}}\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["github", "chainloop", "unkey", "iftrue"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.3.4.5/api",
+        "http://[::1]:9000/x",
+        "http://localhost:1234",
+        "http://LOCALHOST",
+        "https://api.example.com",
+        "https://10.0.0.1:8443/api/v3",
+    ],
+)
+def test_loopback_http_and_https_are_allowed(workdir: Path, kind: str, url: str) -> None:
+    (workdir / "t.yaml").write_text(_target(url, kind=kind))
+    assert set(load(workdir / "t.yaml").targets) == {"t"}
+
+
+@pytest.mark.parametrize("kind", ["github", "chainloop", "unkey", "iftrue"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.example.com",
+        "http://10.0.0.1:8080/api",
+        "http://[::2]/",
+        "http://localhost.evil.com",
+        "http://127.0.0.1.nip.io",
+        "http://0.0.0.0:80",
+    ],
+)
+def test_plain_http_elsewhere_needs_allow_insecure_http(workdir: Path, kind: str, url: str) -> None:
+    (workdir / "t.yaml").write_text(_target(url, kind=kind))
+    [message] = messages(workdir)
+    field = "spec.repositoryUrl" if kind == "iftrue" else "spec.baseUrl"
+    assert f"t.yaml:4: {field}: plain http:// is only allowed to loopback hosts" in message
+    assert "use https:// or set allowInsecureHttp: true" in message
+
+    (workdir / "t.yaml").write_text(_target(url, ", allowInsecureHttp: true", kind=kind))
+    target = load(workdir / "t.yaml").targets["t"]
+    assert target.allow_insecure_http is True
+
+
+def test_allow_insecure_http_defaults_to_false_and_is_in_the_schema(sk: Sk, workdir: Path) -> None:
+    (workdir / "t.yaml").write_text(_target("https://api.github.com"))
+    assert load(workdir / "t.yaml").targets["t"].allow_insecure_http is False
+    defs = sk("schema").json()["$defs"]
+    for spec in ("GithubTargetSpec", "ChainloopTargetSpec", "UnkeyTargetSpec", "IftrueTargetSpec"):
+        assert defs[spec]["properties"]["allowInsecureHttp"]["type"] == "boolean"
+
+
+# -- fuzz: the loader returns a DesiredState or raises ManifestErrors, nothing else ------------
+
+YAMLISH = st.lists(
+    st.sampled_from(
+        [
+            *"abcz019 -:[]{},&*!|>'\"#%@`?\n\t.\\/~<=",
+            *["apiVersion", "slotkeeper/v1", "kind", "Environment", "Target", "metadata"],
+            *["spec", "name", "slots", "artifact", "version", "digest", "---", "\n  ", "!!int"],
+            *["!!binary", "!!timestamp", "2026-13-45", "<<", "&a", "*a", "\x00", "\x07"],
+            *["\ufeff", "\u2028"],
+        ]
+    ),
+    max_size=120,
+).map("".join)
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["slotkeeper/v1", "Environment", "Target", "github", "CONTAINER_IMAGE"])
+)
+KEYS = st.sampled_from(
+    [
+        *["apiVersion", "kind", "metadata", "spec", "name", "slots", "artifact", "version"],
+        *["type", "token", "env", "file", "freeze", "start", "end", "cron", "duration"],
+        *["deployKeys", "secret", "targets", "baseUrl", "allowInsecureHttp", "labels", "api"],
+    ]
+) | st.text(max_size=8)
+STRUCTURES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
+    max_leaves=30,
+)
+
+
+def _document(spec: object, kind: str) -> object:
+    return {
+        "apiVersion": "slotkeeper/v1",
+        "kind": kind,
+        "metadata": {"name": "production"},
+        "spec": spec,
+    }
+
+
+def _only_manifest_errors(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "a.yaml"
+        path.write_bytes(content)
+        started = time.perf_counter()
+        try:
+            result = load_manifests(path, max_file_bytes=DEFAULT_MAX_FILE_BYTES)
+        except ManifestErrors as exc:
+            assert exc.errors
+            for error in exc.errors:
+                assert error.message
+                assert error.line is None or error.line >= 1
+        else:
+            assert isinstance(result, DesiredState)
+        assert time.perf_counter() - started < FAST
+
+
+FUZZ = settings(max_examples=200, deadline=None)
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_fuzz_random_bytes(content: bytes) -> None:
+    _only_manifest_errors(content)
+
+
+@FUZZ
+@given(YAMLISH)
+def test_fuzz_yamlish_text(text: str) -> None:
+    _only_manifest_errors(text.encode("utf-8", "surrogatepass"))
+
+
+@FUZZ
+@given(STRUCTURES, st.sampled_from(["", "Environment", "Target"]))
+def test_fuzz_random_structures(data: object, kind: str) -> None:
+    document = _document(data, kind) if kind else data
+    _only_manifest_errors(yaml.safe_dump(document, allow_unicode=True).encode())
+
+
+@FUZZ
+@given(st.integers(0, len(VALID)), st.integers(0, 40), YAMLISH)
+def test_fuzz_mutated_valid_manifest(at: int, cut: int, insert: str) -> None:
+    text = VALID[:at] + insert + VALID[at + cut :]
+    _only_manifest_errors(text.encode("utf-8", "surrogatepass"))
+
+
+def test_fuzz_corpus_through_the_loader() -> None:
+    """The corpus through the loader directly: ManifestErrors only (oversize aside)."""
+    for case in _cases():
+        with pytest.raises(ManifestErrors):
+            load_manifests(case, max_file_bytes=DEFAULT_MAX_FILE_BYTES)
