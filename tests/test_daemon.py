@@ -295,3 +295,32 @@ def test_a_target_without_credentials_fails_alone_in_the_daemon(
     assert "environment variable GITHUB_TOKEN is not set" in row["targets"]["github"]["last_error"]
     assert github.requests == []
     ledger.close()
+
+
+def test_a_directory_that_turns_into_a_symlink_out_of_the_tree_keeps_its_last_good_files(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """A sub-directory replaced by a symlink leading out of the tree is refused, and the
+    environments it held keep their last good version instead of looking removed."""
+    import shutil
+
+    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    sub = workdir / "m" / "sub"
+    sub.mkdir()
+    (sub / "staging.yaml").write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: staging}\n"
+        "spec:\n  slots:\n    web: {artifact: {kind: HELM_CHART, name: c, version: '1'}}\n"
+    )
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    assert versions(daemon) == {"production/api": "v1", "staging/web": "1"}
+    outside = workdir / "outside"
+    outside.mkdir()
+    (outside / "evil.yaml").write_text("apiVersion: slotkeeper/v1\n")
+    shutil.rmtree(sub)
+    sub.symlink_to(outside, target_is_directory=True)
+    production = workdir / "m" / "envs.yaml"
+    production.write_text(production.read_text().replace("version: v1", "version: v2"))
+    wait_for(lambda: versions(daemon).get("production/api") == "v2", what="the good file applied")
+    assert versions(daemon)["staging/web"] == "1"
+    _, err = daemon.terminate()
+    assert "symlink leads out of the manifest tree" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import queue
 import shutil
 import signal
@@ -286,7 +287,7 @@ class Daemon:
         try:
             desired = load_manifests(root)
         except ManifestErrors as exc:
-            broken = {str(Path(e.file).resolve()) for e in exc.errors}
+            broken = {os.path.relpath(e.file, root) for e in exc.errors}
             desired = self._with_last_good(root, broken, exc)
         else:
             self._remember(root)
@@ -299,19 +300,32 @@ class Daemon:
 
     def _with_last_good(self, root: Path, broken: set[str], errors: ManifestErrors) -> DesiredState:
         held = []
+
+        def is_broken(relative: str) -> bool:
+            # A broken entry may be a file, or a directory (e.g. a symlink out of the tree)
+            # whose files are then not listed at all.
+            return any(relative == b or relative.startswith(b + os.sep) for b in broken)
+
         with tempfile.TemporaryDirectory(prefix="slotkeeper-manifests-") as scratch:
+            listed = set()
             for path in find_manifest_files(root):
                 relative = str(path.relative_to(root))
+                listed.add(relative)
                 target = Path(scratch) / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if str(path.resolve()) in broken:
-                    if relative not in self._good_files:
-                        held.append(f"{relative} (no good version yet: left out)")
-                        continue
+                if not is_broken(relative):
+                    shutil.copyfile(path, target)
+                elif relative in self._good_files:
                     target.write_bytes(self._good_files[relative])
                     held.append(relative)
                 else:
-                    shutil.copyfile(path, target)
+                    held.append(f"{relative} (no good version yet: left out)")
+            for relative, content in self._good_files.items():
+                if relative not in listed and is_broken(relative):
+                    target = Path(scratch) / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
+                    held.append(relative)
             self._log.error(
                 "manifests.invalid",
                 errors=[str(e) for e in errors.errors],
