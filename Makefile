@@ -58,3 +58,10 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
+# then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
+# (A quick version of both runs inside `make unit`: tests/reliability/test_reliability.py.)
+.PHONY: reliability
+reliability: $(VENV)/.dev
+	$(BIN)/python -m tests.reliability

@@ -1,0 +1,70 @@
+"""``python -m tests.reliability`` (``make reliability``): the full reliability run.
+
+Runs the crash-consistency scenario (30+ SIGKILLs on a 300+ action change set) and the faults
+scenario, prints a table of figures, writes them as JSON to ``.slotkeeper/reliability.json``
+and exits 1 when any invariant failed. ``RELIABILITY_SEED`` and ``RELIABILITY_KILLS`` override
+the seed and the number of kills; the scratch directory is kept when something failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.reliability.harness import (
+    REPO_ROOT,
+    Figures,
+    Shape,
+    crash_scenario,
+    faults_scenario,
+    write_report,
+)
+
+#: 6 environments x 40 slots; each change set supersedes 180, decommissions 60 (or 108),
+#: deploys 108 (or 60) new slots and rotates 6 deploy keys: 354 actions either way.
+CRASH_SHAPE = Shape(environments=6, slots=40, changed=30, removed=10, added=18)
+FAULTS_SHAPE = Shape(environments=3, slots=20, changed=10, removed=5, added=5)
+REPORT = REPO_ROOT / ".slotkeeper" / "reliability.json"
+
+
+def main() -> int:
+    seed = int(os.environ.get("RELIABILITY_SEED", "20240601"))
+    kills = int(os.environ.get("RELIABILITY_KILLS", "30"))
+    figures = Figures()
+    scratch = Path(tempfile.mkdtemp(prefix="slotkeeper-reliability-"))
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    say(f"seed {seed}, {kills} kills, scratch {scratch}")
+    try:
+        crash_scenario(
+            scratch / "crash", CRASH_SHAPE, kills=kills, seed=seed, figures=figures, say=say
+        )
+        faults_scenario(scratch / "faults", FAULTS_SHAPE, seed=seed, figures=figures, say=say)
+    except Exception as exc:  # a broken harness is a failed run, with the figures so far
+        figures.fail(f"the run itself failed: {exc!r}")
+        raise
+    finally:
+        figures.seconds = time.monotonic() - started
+        if figures.first_kills < kills:
+            figures.fail(f"only {figures.first_kills} of {kills} kills hit an apply in progress")
+        if any(n < 300 for n in figures.change_set_actions[:2]):
+            figures.fail(f"the crash change sets are too small: {figures.change_set_actions}")
+        write_report(figures, REPORT)
+        print(figures.table())
+        print(f"figures written to {REPORT.relative_to(REPO_ROOT)}")
+        if figures.ok:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            print(f"scratch directory kept: {scratch}", file=sys.stderr)
+    return 0 if figures.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,806 @@
+"""The reliability scenarios and the invariants they check, shared by the quick pytest module
+and the full ``python -m tests.reliability`` run.
+
+Both scenarios drive the real CLI (``python -m slotkeeper``) as subprocesses against a
+``RecordingGitHub`` on loopback, the manifests living in a throw-away git work tree so every
+change set has a revision:
+
+- :func:`crash_scenario`: revision A (``environments`` x ``slots``), then alternately the
+  change set A -> B (``changed`` slots superseded, ``removed`` decommissioned, ``added`` new, and
+  every environment's deploy key rotated by flipping ``readOnly``) and back B -> A. Every
+  round's first apply is SIGKILLed after a seeded random number of writes reached the fake
+  (sometimes the first re-apply too), then applies run until converged.
+- :func:`faults_scenario`: the same shapes with 5xx, timeouts, dropped connections, a secondary
+  rate limit and a primary exhaustion switched on; it counts the reconciles until converged.
+
+After every run the ledger and the fake are checked (:meth:`Harness.check`); after every
+convergence the stricter converged invariants too. Problems go to ``Figures.failures``, counted
+identities (duplicated records, lost records, leaked secrets) to the sets behind the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.fakes.github import FakeGitHub, key_blob
+from tests.fakes.server import ALL_METHODS, WRITE_METHODS, Decision, Incoming
+from tests.helpers import deploy_key, environment, image, write_manifests
+
+TOKEN = "ghp_testtoken0123456789"
+TRACEBACK = "Traceback (most recent call last)"
+MAX_RECONCILES = 15
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CORPUS = REPO_ROOT / "tests" / "corpus"
+_KEYS_PATH = re.compile(r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/keys(?:/\d+)?")
+_MANAGED = "slotkeeper:"
+#: the kinds of faults a faults run must have injected at least once
+FAULT_KINDS = frozenset(
+    {
+        "5xx",
+        "timeout (stalled answer)",
+        "dropped connection",
+        "secondary limit 403",
+        "primary limit exhausted",
+    }
+)
+
+
+# -- the fake -------------------------------------------------------------------------------
+
+
+class RecordingGitHub(FakeGitHub):
+    """The fake GitHub with a cheap write counter (for the killer), a count of the faults it
+    injected by kind, a trace of the managed deploy keys per repository after every key write
+    it processed, and a one-shot primary rate-limit exhaustion after a given write."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        super().__init__(TOKEN, seed=seed, rate_limit=10**9)
+        self.write_count = 0
+        self.faults: Counter[str] = Counter()
+        #: (repository, method, status or None when dropped, managed keys held after the call)
+        self.key_trace: list[tuple[str, str, int | None, int]] = []
+        #: when set, the write with this number exhausts the primary limit for a few seconds
+        self.exhaust_at: int | None = None
+        self.exhaust_seconds = 3
+
+    def start(self) -> Self:
+        super().start()
+        server = self._server
+        if server is not None:
+            report = server.handle_error
+
+            def handle_error(request: Any, client_address: Any) -> None:
+                # A SIGKILLed client resets its connections: expected here, not worth a trace.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    report(request, client_address)
+
+            server.handle_error = handle_error  # type: ignore[method-assign]
+        return self
+
+    def managed_keys(self, repository: str) -> list[dict[str, Any]]:
+        owner, repo = repository.split("/")
+        return [k for k in self.keys(owner, repo) if str(k["title"]).startswith(_MANAGED)]
+
+    def _decide(self, incoming: Incoming) -> Decision:
+        decision = super()._decide(incoming)
+        reply = decision.reply
+        if decision.processed and incoming.method in WRITE_METHODS:
+            self.write_count += 1
+            match = _KEYS_PATH.fullmatch(incoming.path)
+            if match is not None:
+                repo_key = (match["owner"].lower(), match["repo"].lower())
+                held = sum(
+                    1
+                    for key in self._keys.values()
+                    if key.repo == repo_key and str(key.body["title"]).startswith(_MANAGED)
+                )
+                status = None if decision.drop else reply.status
+                self.key_trace.append(("/".join(repo_key), incoming.method, status, held))
+            if self.exhaust_at is not None and self.write_count >= self.exhaust_at:
+                self.exhaust_at = None
+                self.rate_limit_remaining = 0
+                self.rate_limit_reset = int(self.clock()) + self.exhaust_seconds
+                self.faults["primary limit exhausted"] += 1
+        elif not decision.processed:
+            message = str((reply.body or {}).get("message", "")) if reply.body else ""
+            if reply.status in (502, 503):
+                self.faults["5xx"] += 1
+            elif reply.status == 403 and "retry-after" in reply.headers:
+                self.faults["secondary limit 403"] += 1
+            elif reply.status == 403 and "rate limit exceeded" in message:
+                self.faults["primary limit 403"] += 1
+        if decision.drop:
+            self.faults["dropped connection"] += 1
+        if decision.stall:
+            self.faults["timeout (stalled answer)"] += 1
+        return decision
+
+
+# -- the manifests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Revision A: ``environments`` x ``slots`` (one repository and one deploy key each).
+    Revision B: the first ``changed`` slots get a new version, the last ``removed`` leave,
+    ``added`` new slots arrive, and each deploy key flips ``readOnly`` (a rotation)."""
+
+    environments: int
+    slots: int
+    changed: int
+    removed: int
+    added: int
+
+    def change_actions(self) -> int:
+        """Actions of the smaller of the two change sets (A -> B and B -> A)."""
+        per_env = self.changed + min(self.removed, self.added) * 2 + 1
+        return self.environments * per_env
+
+    def documents(self, side: str, base_url: str, **target: Any) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = []
+        for e in range(self.environments):
+            slots: dict[str, dict[str, Any]] = {}
+            for s in range(self.slots):
+                if side == "B" and s >= self.slots - self.removed:
+                    continue
+                version = "v2" if side == "B" and s < self.changed else "v1"
+                slots[f"s{s:03d}"] = image(f"ghcr.io/acme/svc{e}-s{s}", version)
+            if side == "B":
+                for s in range(self.added):
+                    slots[f"n{s:03d}"] = image(f"ghcr.io/acme/svc{e}-n{s}", "v1")
+            key = deploy_key(
+                "deployer",
+                repository=f"acme/svc{e}",
+                readOnly=side == "A",
+                secret={"file": f"env{e}/deployer"},
+            )
+            docs.append(
+                environment(
+                    f"env{e}",
+                    slots,
+                    repository=f"acme/svc{e}",
+                    targets=["github"],
+                    production=e == 0,
+                    deployKeys=[key],
+                )
+            )
+        spec = {
+            "type": "github",
+            "baseUrl": base_url,
+            "token": {"env": "GITHUB_TOKEN"},
+            "writesPerMinute": 10_000,
+            "writesPerHour": 100_000,
+            **target,
+        }
+        docs.append(
+            {
+                "apiVersion": "slotkeeper/v1",
+                "kind": "Target",
+                "metadata": {"name": "github"},
+                "spec": spec,
+            }
+        )
+        return docs
+
+    def declared(self, side: str) -> dict[tuple[str, str], str]:
+        """(environment, slot) -> the version revision ``side`` declares."""
+        found: dict[tuple[str, str], str] = {}
+        for e in range(self.environments):
+            for s in range(self.slots):
+                if side == "B" and s >= self.slots - self.removed:
+                    continue
+                found[(f"env{e}", f"s{s:03d}")] = "v2" if side == "B" and s < self.changed else "v1"
+            if side == "B":
+                for s in range(self.added):
+                    found[(f"env{e}", f"n{s:03d}")] = "v1"
+        return found
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What the runs did and found; ``ok`` when every invariant held."""
+
+    runs: int = 0
+    applies: int = 0
+    kills: int = 0
+    #: kills of a change set's first apply (the others hit the re-apply after a kill)
+    first_kills: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    change_set_actions: list[int] = field(default_factory=list)
+    reconciles: list[int] = field(default_factory=list)
+    checks: int = 0
+    duplicates: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)
+    leaks: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def bad_inputs_tried(self) -> int:
+        """The hostile-input corpus (tests/corpus/, exercised by tests/test_hostile_input.py)."""
+        if not CORPUS.is_dir():
+            return 0
+        return sum(1 for path in CORPUS.rglob("*") if path.is_file())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failures or self.duplicates or self.lost or self.leaks)
+
+    def fail(self, message: str) -> None:
+        if message not in self.failures:
+            self.failures.append(message)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "runs": self.runs,
+            "applies": self.applies,
+            "kills": self.kills,
+            "kills_of_a_change_set_first_apply": self.first_kills,
+            "faults_injected": dict(sorted(self.faults.items())),
+            "faults_injected_total": sum(self.faults.values()),
+            "bad_inputs_tried": self.bad_inputs_tried,
+            "duplicates_found": len(self.duplicates),
+            "records_lost": len(self.lost),
+            "secrets_leaked": len(self.leaks),
+            "change_set_actions": self.change_set_actions,
+            "reconciles_to_converge": self.reconciles,
+            "max_reconciles": max(self.reconciles, default=0),
+            "invariant_checks": self.checks,
+            "failures": self.failures,
+            "duplicates": sorted(self.duplicates),
+            "lost": sorted(self.lost),
+            "leaks": sorted(self.leaks),
+            "seconds": round(self.seconds, 1),
+        }
+
+    def table(self) -> str:
+        data = self.as_json()
+        rows: list[tuple[str, str]] = [
+            ("runs (slotkeeper processes)", str(data["runs"])),
+            ("  of which applies", str(data["applies"])),
+            ("kills (SIGKILL mid-apply)", str(data["kills"])),
+            ("  of a change set's first apply", str(data["kills_of_a_change_set_first_apply"])),
+            ("faults injected", str(data["faults_injected_total"])),
+        ]
+        rows += [(f"  {kind}", str(n)) for kind, n in data["faults_injected"].items()]
+        rows += [
+            ("bad inputs tried (tests/corpus)", str(data["bad_inputs_tried"])),
+            ("change set actions", ", ".join(map(str, data["change_set_actions"])) or "-"),
+            ("reconciles to converge (max)", str(data["max_reconciles"])),
+            ("invariant checks", str(data["invariant_checks"])),
+            ("duplicates found", str(data["duplicates_found"])),
+            ("records lost", str(data["records_lost"])),
+            ("secrets leaked", str(data["secrets_leaked"])),
+            ("invariant failures", str(len(data["failures"]))),
+            ("seconds", str(data["seconds"])),
+            ("result", "PASS" if data["ok"] else "FAIL"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{'figure'.ljust(width)}  value", f"{'-' * width}  -----"]
+        lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+        for message in data["failures"][:20]:
+            lines.append(f"FAILED: {message}")
+        return "\n".join(lines)
+
+
+def write_report(figures: Figures, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures.as_json(), indent=2) + "\n")
+
+
+# -- driving the CLI ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+class Harness:
+    """One scratch git work tree with manifests under ``m/`` and the default ledger."""
+
+    def __init__(
+        self,
+        root: Path,
+        gh: RecordingGitHub,
+        shape: Shape,
+        figures: Figures,
+        *,
+        target: dict[str, Any] | None = None,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.root = root
+        self.gh = gh
+        self.shape = shape
+        self.figures = figures
+        self.target = target or {}
+        self.say = say
+        self.db = root / ".slotkeeper" / "state.db"
+        self.secrets = root / ".slotkeeper" / "secrets"
+        self.logs = root / "logs"
+        self.side = ""
+        self.outputs: list[str] = []  # every run's stdout and stderr, scanned for secrets
+        self.private_markers: set[str] = set()
+        self.seen_records: set[int] = set()
+        self._serial = 0
+        root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        (root / ".gitignore").write_text(".slotkeeper/\nlogs/\n")
+        for args in (
+            ("init", "-q", "-b", "main"),
+            ("config", "user.name", "Reliability"),
+            ("config", "user.email", "reliability@example.com"),
+            ("config", "commit.gpgsign", "false"),
+        ):
+            self._git(*args)
+
+    def _git(self, *args: str) -> None:
+        subprocess.run(["git", *args], cwd=self.root, check=True, capture_output=True)
+
+    def declare(self, side: str) -> None:
+        """Write revision ``side`` and commit it."""
+        self.side = side
+        write_manifests(
+            self.root / "m", *self.shape.documents(side, self.gh.base_url, **self.target)
+        )
+        self._git("add", "-A")
+        self._git("commit", "-q", "--allow-empty", "-m", f"revision {side}")
+
+    def _env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SLOTKEEPER_STATE", "SLOTKEEPER_SECRETS_DIR", "PYTEST_CURRENT_TEST")
+        }
+        env.update(GITHUB_TOKEN=TOKEN, NO_COLOR="1", SLOTKEEPER_ACTOR="reliability")
+        return env
+
+    def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        self._serial += 1
+        out = self.logs / f"{self._serial:05d}.out"
+        err = self.logs / f"{self._serial:05d}.err"
+        command = [sys.executable, "-m", "slotkeeper", "--log-format", "json", *args]
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                command, cwd=self.root, env=self._env(), stdout=stdout, stderr=stderr
+            )
+        self.figures.runs += 1
+        if args and args[0] == "apply":
+            self.figures.applies += 1
+        return process, out, err
+
+    def _collect(self, code: int, out: Path, err: Path, args: tuple[str, ...]) -> Run:
+        run = Run(code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+        self.outputs.append(run.out + run.err)
+        for where, text in (("stdout", run.out), ("stderr", run.err)):
+            if TRACEBACK in text:
+                self.figures.fail(f"a Python traceback in the {where} of `{' '.join(args)}`")
+        for line in run.err.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                self.figures.fail(f"a non-JSON log line from `{' '.join(args)}`: {line[:120]}")
+                continue
+            if isinstance(entry, dict) and ("exception" in entry or "exc_info" in entry):
+                self.figures.fail(f"a logged exception from `{' '.join(args)}`: {line[:200]}")
+        out.unlink()
+        err.unlink()
+        return run
+
+    def run(self, *args: str, timeout: float = 600) -> Run:
+        process, out, err = self.start(*args)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+            self.figures.fail(f"`{' '.join(args)}` did not finish within {timeout:.0f}s")
+        return self._collect(code, out, err, args)
+
+    def apply_args(self) -> tuple[str, ...]:
+        return ("apply", "--yes", "-m", "m", "--allow-mass-decommission", "--lock-timeout", "30")
+
+    def kill_after(self, writes: int) -> bool:
+        """Start an apply and SIGKILL it once the fake processed ``writes`` more writes;
+        True when it was killed (False: it finished first)."""
+        args = self.apply_args()
+        start = self.gh.write_count
+        process, out, err = self.start(*args)
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if self.gh.write_count - start >= writes:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.001)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung apply
+            process.kill()
+            code = process.wait()
+        run = self._collect(code, out, err, args)
+        if code == -signal.SIGKILL:
+            self.figures.kills += 1
+            return True
+        if code != 0:
+            self.figures.fail(f"an apply meant to be killed exited {code}: {run.out[-300:]}")
+        return False
+
+    def plan_code(self) -> int:
+        return self.run("plan", "-m", "m", "--allow-mass-decommission", "--detailed-exitcode").code
+
+    def count_actions(self) -> int:
+        run = self.run("plan", "-m", "m", "--allow-mass-decommission", "--json")
+        if run.code != 0:
+            self.figures.fail(f"plan --json failed: {run.err[-300:]}")
+            return 0
+        plan = json.loads(run.out)
+        blocked = [a for a in plan["actions"] if a.get("blocked")]
+        if blocked:
+            self.figures.fail(f"{len(blocked)} actions blocked: {blocked[0].get('blocked')}")
+        return len(plan["actions"])
+
+    def converge(self, limit: int) -> int | None:
+        """Apply until an apply finds nothing to do; the number of applies, None past limit."""
+        for n in range(1, limit + 1):
+            run = self.run(*self.apply_args())
+            self.check()
+            if run.code == 0 and "No changes." in run.out:
+                return n
+        return None
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        # One short-lived connection per query, always closed: a connection left open in this
+        # process would lose its POSIX locks when another one closes, and could then read a
+        # WAL that slotkeeper checkpointed and removed meanwhile.
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            return db.execute(sql).fetchall()
+
+    def _deployments(self) -> dict[int, list[dict[str, Any]]]:
+        """Ledger record id -> the fake's deployments carrying it, over every repository."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for e in range(self.shape.environments):
+            for deployment in self.gh.deployments("acme", f"svc{e}"):
+                identity = (deployment.get("payload") or {}).get("slotkeeper") or {}
+                record_id = identity.get("record_id")
+                if not isinstance(record_id, int):
+                    self.figures.fail(f"deployment {deployment['id']} carries no record id")
+                    continue
+                found.setdefault(record_id, []).append(deployment)
+        return found
+
+    def check(self) -> None:
+        """What must hold after any run, killed or not."""
+        figures = self.figures
+        figures.checks += 1
+        if not self.db.exists():
+            return
+        [(integrity,)] = self._query("PRAGMA integrity_check")
+        if integrity != "ok":
+            figures.fail(f"PRAGMA integrity_check: {integrity}")
+        seqs = [seq for (seq,) in self._query("SELECT seq FROM events ORDER BY seq")]
+        if seqs != list(range(1, len(seqs) + 1)):
+            missing = sorted(set(range(1, (seqs[-1] if seqs else 0) + 1)) - set(seqs))
+            figures.fail(f"event log has a gap: missing seq {missing[:10]}")
+        records = self._query(
+            "SELECT id, environment, slot, status, superseded_by FROM records ORDER BY id"
+        )
+        ids = {row[0] for row in records}
+        for record_id in self.seen_records - ids:
+            figures.lost.add(f"record {record_id} disappeared from the ledger")
+        self.seen_records |= ids
+        by_slot: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for row in records:
+            by_slot.setdefault((row[1], row[2]), []).append(row)
+        for (env, slot), rows in by_slot.items():
+            deployed = [r for r in rows if r[3] == "DEPLOYED"]
+            if len(deployed) > 1:
+                figures.duplicates.add(f"{env}/{slot}: {len(deployed)} DEPLOYED records")
+            for index, row in enumerate(rows):
+                if row[3] != "SUPERSEDED":
+                    continue
+                successor = rows[index + 1][0] if index + 1 < len(rows) else None
+                if row[4] is None or row[4] != successor:
+                    figures.fail(
+                        f"record {row[0]} ({env}/{slot}) is SUPERSEDED by {row[4]}, "
+                        f"but its successor is {successor}"
+                    )
+        for record_id, items in self._deployments().items():
+            if len(items) > 1:
+                figures.duplicates.add(f"record {record_id}: {len(items)} GitHub deployments")
+            if record_id not in ids:
+                figures.lost.add(f"GitHub deployment of record {record_id} not in the ledger")
+        first_key: set[str] = set()
+        for repository, method, status, held in self.gh.key_trace:
+            if held > 0:
+                first_key.add(repository)
+            elif repository in first_key:
+                figures.fail(
+                    f"{repository} was left without a managed deploy key "
+                    f"(after {method} answered {status})"
+                )
+        self._collect_private_keys()
+
+    def check_converged(self) -> None:
+        """What must hold once an apply found nothing left to do."""
+        figures = self.figures
+        gh = self.gh
+        declared = self.shape.declared(self.side)
+        deployed = {
+            (env, slot): (record_id, version)
+            for record_id, env, slot, version in self._query(
+                "SELECT id, environment, slot, artifact_version FROM records "
+                "WHERE status = 'DEPLOYED'"
+            )
+        }
+        for where, version in declared.items():
+            if where not in deployed:
+                figures.lost.add(f"declared slot {'/'.join(where)} has no DEPLOYED record")
+            elif deployed[where][1] != version:
+                figures.fail(
+                    f"{'/'.join(where)} is DEPLOYED at {deployed[where][1]}, not {version}"
+                )
+        for where in set(deployed) - set(declared):
+            figures.fail(f"{'/'.join(where)} is DEPLOYED but no longer declared")
+        syncs = {
+            (subject, subject_id): (status, remote_id)
+            for subject, subject_id, status, remote_id in self._query(
+                "SELECT subject, subject_id, status, remote_id FROM target_syncs "
+                "WHERE target = 'github'"
+            )
+        }
+        [(lineage,)] = self._query("SELECT lineage FROM ledger")
+        remote = self._deployments()
+        for record_id, env, slot, status in self._query(
+            "SELECT id, environment, slot, status FROM records"
+        ):
+            sync = syncs.get(("record", record_id))
+            if sync is None or sync[0] != "synced":
+                figures.fail(f"record {record_id} ({env}/{slot}) is not synced: {sync}")
+                continue
+            items = remote.get(record_id, [])
+            if not items:
+                figures.lost.add(f"synced record {record_id} has no GitHub deployment")
+                continue
+            deployment = items[0]
+            if str(deployment["id"]) != str(sync[1]):
+                figures.fail(f"record {record_id}: remote id {sync[1]} != {deployment['id']}")
+            if deployment["payload"]["slotkeeper"].get("lineage") not in (None, lineage):
+                figures.fail(f"deployment {deployment['id']} carries another ledger lineage")
+            want = "success" if status == "DEPLOYED" else "inactive"
+            state = gh.latest_state(deployment["id"])
+            if state != want:
+                figures.fail(f"record {record_id} is {status} but its deployment is {state}")
+        keys = self._query(
+            "SELECT id, repository, title, status, public_key, read_only, secret_file "
+            "FROM deploy_keys"
+        )
+        active: dict[str, set[str]] = {}
+        for key_id, repository, title, status, public_key, read_only, secret_file in keys:
+            blob = key_blob(public_key)
+            held = {k["key"] for k in gh.managed_keys(repository)}
+            if status == "ACTIVE":
+                active.setdefault(repository, set()).add(blob)
+                if blob not in held:
+                    figures.fail(f"active key {repository}/{title} is not on GitHub")
+                if syncs.get(("key", key_id), ("missing",))[0] != "synced":
+                    figures.fail(f"active key {repository}/{title} is not synced")
+                self._check_secret(repository, title, public_key, secret_file)
+                wanted_read_only = self.side == "A"
+                if bool(read_only) != wanted_read_only:
+                    figures.fail(f"active key {repository}/{title} has read_only={read_only}")
+            elif blob in held:
+                figures.fail(f"{status} key {key_id} of {repository} is still on GitHub")
+        for e in range(self.shape.environments):
+            repository = f"acme/svc{e}"
+            for key in gh.managed_keys(repository):
+                if key["key"] not in active.get(repository, set()):
+                    figures.duplicates.add(f"{repository}: managed key {key['id']} not in ledger")
+        for record_id in remote.keys() - {r for (r,) in self._query("SELECT id FROM records")}:
+            figures.lost.add(f"GitHub deployment of record {record_id} not in the ledger")
+
+    def _check_secret(self, repository: str, title: str, public_key: str, name: str) -> None:
+        path = self.secrets / name
+        if not path.is_file():
+            self.figures.fail(f"secret file of {repository}/{title} is missing")
+            return
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != 0o600:
+            self.figures.fail(f"secret file of {repository}/{title} has mode {mode:o}")
+        private = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+        derived = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        if key_blob(derived.decode()) != key_blob(public_key):
+            self.figures.fail(f"secret file of {repository}/{title} holds another key")
+
+    def _collect_private_keys(self) -> None:
+        """Remember what identifies every private key written so far (for the leak scan)."""
+        if not self.secrets.exists():
+            return
+        for path in self.secrets.rglob("*"):
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            if b"PRIVATE KEY" not in data:
+                continue
+            lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
+            body = [line for line in lines if line and not line.startswith("-----")]
+            # Lines past the second hold the private half; the first two only the fixed
+            # header and the public key.
+            self.private_markers.update(line for line in body[2:] if len(line) >= 60)
+            try:
+                private = serialization.load_ssh_private_key(data, password=None)
+            except ValueError:
+                continue
+            if isinstance(private, Ed25519PrivateKey):
+                raw = private.private_bytes(
+                    serialization.Encoding.Raw,
+                    serialization.PrivateFormat.Raw,
+                    serialization.NoEncryption(),
+                )
+                self.private_markers.add(raw.hex())
+
+    def scan_for_leaks(self) -> None:
+        """The token and any private key in outputs, the ledger files or request bodies."""
+        self._collect_private_keys()
+        places: list[tuple[str, str]] = [
+            (f"output of run {i + 1}", text) for i, text in enumerate(self.outputs)
+        ]
+        for path in sorted(self.db.parent.glob("state.db*")):
+            places.append((path.name, path.read_bytes().decode("latin-1")))
+        bodies = "\n".join(r.body.decode("latin-1") for r in self.gh.requests)
+        places.append(("request bodies sent to GitHub", bodies))
+        for where, text in places:
+            if TOKEN in text:
+                self.figures.leaks.add(f"the token in {where}")
+            if "PRIVATE KEY" in text:
+                self.figures.leaks.add(f"a PEM private key header in {where}")
+            for marker in self.private_markers:
+                if marker in text:
+                    self.figures.leaks.add(f"private key material in {where}")
+                    break
+        self.outputs.clear()
+
+
+# -- the scenarios --------------------------------------------------------------------------
+
+
+def crash_scenario(
+    root: Path,
+    shape: Shape,
+    *,
+    kills: int,
+    seed: int,
+    figures: Figures,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Kill ``kills`` applies of a large change set at seeded random writes; re-apply each time
+    until converged; check every invariant after every run."""
+    rng = random.Random(seed)
+    with RecordingGitHub(seed=seed) as gh:
+        harness = Harness(root, gh, shape, figures, say=say)
+        harness.declare("A")
+        if harness.converge(limit=5) is None:
+            figures.fail("revision A did not converge")
+        harness.check_converged()
+        # One clean pass each way: how many writes each change set makes, and its size.
+        writes: dict[str, int] = {}
+        for side in ("B", "A"):
+            harness.declare(side)
+            figures.change_set_actions.append(harness.count_actions())
+            before = gh.write_count
+            if harness.converge(limit=5) is None:
+                figures.fail(f"the clean change set to {side} did not converge")
+            writes[side] = gh.write_count - before
+            harness.check_converged()
+            say(f"change set to {side}: {writes[side]} writes")
+        side = "B"
+        round_ = 0
+        while figures.first_kills < kills and round_ < kills * 2:
+            round_ += 1
+            harness.declare(side)
+            at = rng.randint(1, max(1, writes[side] - 3))
+            killed = harness.kill_after(at)
+            harness.check()
+            if killed:
+                figures.first_kills += 1
+            else:
+                figures.fail(f"round {round_}: the apply finished before write {at}")
+            if killed and harness.plan_code() != 2:
+                figures.fail(f"round {round_}: the plan after a kill at write {at} had no work")
+            if killed and rng.random() < 0.3:  # sometimes kill the first re-apply as well
+                harness.kill_after(rng.randint(1, 25))
+                harness.check()
+            applied = harness.converge(limit=5)
+            if applied is None:
+                figures.fail(f"round {round_}: no convergence within 5 applies after a kill")
+            harness.check_converged()
+            if harness.plan_code() != 0:
+                figures.fail(f"round {round_}: the plan is not empty after convergence")
+            harness.scan_for_leaks()
+            gh.reset_log()
+            say(
+                f"round {round_}: killed at write {at} of {writes[side]} -> {side}, "
+                f"converged in {applied} applies; kills so far {figures.kills}"
+            )
+            side = "A" if side == "B" else "B"
+        figures.faults.update(gh.faults)
+
+
+def faults_scenario(
+    root: Path,
+    shape: Shape,
+    *,
+    seed: int,
+    figures: Figures,
+    secondary_limit: tuple[int, float] = (20, 2.0),
+    required: frozenset[str] = FAULT_KINDS,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Revision A then the change set to B with every fault knob on; count the reconciles."""
+    with RecordingGitHub(seed=seed) as gh:
+        target = {"timeoutSeconds": 1, "maxWaitSeconds": 10}
+        harness = Harness(root, gh, shape, figures, target=target, say=say)
+
+        def knobs(on: bool) -> None:
+            gh.error_rate = 0.10 if on else 0.0
+            gh.stall_rate = 0.05 if on else 0.0
+            gh.stall_seconds = 1.5
+            gh.drop_rate = 0.02 if on else 0.0
+            gh.knob_methods = set(ALL_METHODS)
+            gh.secondary_limit = secondary_limit if on else None
+
+        for side in ("A", "B"):
+            harness.declare(side)
+            if side == "B":
+                figures.change_set_actions.append(harness.count_actions())
+            knobs(True)
+            gh.exhaust_at = gh.write_count + 5
+            started = time.monotonic()
+            reconciles = harness.converge(limit=MAX_RECONCILES)
+            knobs(False)
+            if reconciles is None:
+                figures.fail(f"revision {side} did not converge within {MAX_RECONCILES} reconciles")
+            else:
+                figures.reconciles.append(reconciles)
+            if harness.plan_code() != 0:
+                figures.fail(f"revision {side}: the plan is not empty once faults stopped")
+            harness.check()
+            harness.check_converged()
+            harness.scan_for_leaks()
+            say(
+                f"faults, revision {side}: {reconciles} reconciles in "
+                f"{time.monotonic() - started:.1f}s"
+            )
+        figures.faults.update(gh.faults)
+        missing = sorted(kind for kind in required if not gh.faults[kind])
+        if missing:
+            figures.fail(f"no fault of kind {', '.join(missing)} was injected: {dict(gh.faults)}")
