@@ -238,10 +238,11 @@ class Figures:
 
     @property
     def bad_inputs_tried(self) -> int:
-        """The hostile-input corpus (tests/corpus/, exercised by tests/test_hostile_input.py)."""
+        """Cases of the hostile-input corpus (tests/corpus/: one per ``.expected`` sidecar,
+        exercised by tests/test_hostile_input.py)."""
         if not CORPUS.is_dir():
             return 0
-        return sum(1 for path in CORPUS.rglob("*") if path.is_file())
+        return sum(1 for path in CORPUS.glob("*.expected"))
 
     @property
     def ok(self) -> bool:
