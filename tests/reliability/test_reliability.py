@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from tests.reliability.harness import (
-    FAULT_KINDS,
     Figures,
     Shape,
     crash_scenario,
@@ -48,8 +47,9 @@ def test_faults_converge_within_the_reconcile_bound(tmp_path: Path) -> None:
         seed=7,
         figures=figures,
         secondary_limit=(4, 2.0),
-        # 2% drops of the few requests of a small run may draw none; the full run requires them.
-        required=FAULT_KINDS - {"dropped connection"},
+        # The random kinds (5xx, stalls, drops) may draw none among the few requests of a small
+        # run, whose order depends on thread timing; the full run requires every kind.
+        required=frozenset({"secondary limit 403", "primary limit exhausted"}),
     )
     assert len(figures.reconciles) == 2
     assert max(figures.reconciles) <= 15
