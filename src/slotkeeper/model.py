@@ -12,6 +12,7 @@ import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -517,3 +518,11 @@ class RecordedState(BaseModel):
     #: retired records and keys some target still has to be told about, by id
     retired_records: dict[int, Record] = Field(default_factory=dict)
     retired_keys: dict[int, KeyRecord] = Field(default_factory=dict)
+
+    @cached_property
+    def syncs_by_subject(self) -> dict[tuple[SyncSubject, int], list[TargetSync]]:
+        """The sync rows of each record or key (an index over ``syncs``)."""
+        index: dict[tuple[SyncSubject, int], list[TargetSync]] = {}
+        for (_, subject, subject_id), sync in sorted(self.syncs.items()):
+            index.setdefault((subject, subject_id), []).append(sync)
+        return index

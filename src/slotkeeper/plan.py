@@ -607,11 +607,8 @@ def _synced_targets(
     """Targets that hold something for a retired record or key and have not been told."""
     return sorted(
         sync.target
-        for (_, kind, sid), sync in recorded.syncs.items()
-        if kind is subject
-        and sid == subject_id
-        and sync.target in desired.targets
-        and not _retired_settled(sync)
+        for sync in recorded.syncs_by_subject.get((subject, subject_id), [])
+        if sync.target in desired.targets and not _retired_settled(sync)
     )
 
 
@@ -620,8 +617,8 @@ def _holding(recorded: RecordedState, subject: SyncSubject, subject_id: int) -> 
     return tuple(
         sorted(
             sync.target
-            for (_, kind, sid), sync in recorded.syncs.items()
-            if kind is subject and sid == subject_id and sync.remote_id is not None
+            for sync in recorded.syncs_by_subject.get((subject, subject_id), [])
+            if sync.remote_id is not None
         )
     )
 
