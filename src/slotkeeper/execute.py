@@ -138,6 +138,29 @@ class _Context:
         if work.target in self.targets:
             self.groups.setdefault(group, []).append(work)
 
+    def tell(
+        self,
+        group: str,
+        action: Action,
+        *,
+        target: str,
+        subject: SyncSubject,
+        subject_id: int,
+        want: RemoteState,
+    ) -> None:
+        """Queue: make ``target`` hold ``want`` for a record or key changed by ``action``."""
+        self.enqueue(
+            group,
+            SyncWork(
+                target=target,
+                subject=subject,
+                subject_id=subject_id,
+                want=want,
+                label=action.label,
+                action_id=action.id,
+            ),
+        )
+
 
 def execute(
     plan: Plan,
@@ -346,16 +369,13 @@ def _retire_remotely(context: _Context, action: Action, group: str, record_id: i
     answer was lost) a deployment of ``record_id``."""
     for sync in context.ledger.syncs_for(SyncSubject.RECORD, record_id):
         if sync.remote_id is not None or (sync.attempts > 0 and not sync.settled):
-            context.enqueue(
+            context.tell(
                 group,
-                SyncWork(
-                    target=sync.target,
-                    subject=SyncSubject.RECORD,
-                    subject_id=record_id,
-                    want=RemoteState.INACTIVE,
-                    label=action.label,
-                    action_id=action.id,
-                ),
+                action,
+                target=sync.target,
+                subject=SyncSubject.RECORD,
+                subject_id=record_id,
+                want=RemoteState.INACTIVE,
             )
 
 
@@ -389,16 +409,13 @@ def _deploy(action: Action, context: _Context) -> _Applied:
         context.event(tx, action, "record.deployed", at, record_id=record_id)
     group = action.label
     for target in action.targets:
-        context.enqueue(
+        context.tell(
             group,
-            SyncWork(
-                target=target,
-                subject=SyncSubject.RECORD,
-                subject_id=record_id,
-                want=RemoteState.ACTIVE,
-                label=action.label,
-                action_id=action.id,
-            ),
+            action,
+            target=target,
+            subject=SyncSubject.RECORD,
+            subject_id=record_id,
+            want=RemoteState.ACTIVE,
         )
     if action.supersedes is not None:
         _retire_remotely(context, action, group, action.supersedes)
@@ -492,16 +509,13 @@ def _delete_remotely(context: _Context, action: Action, key_id: int) -> None:
     """Queue the deletion of a retired key wherever it is registered."""
     for sync in context.ledger.syncs_for(SyncSubject.KEY, key_id):
         if sync.remote_id is not None and sync.target in context.targets:
-            context.enqueue(
+            context.tell(
                 f"key:{action.label}",
-                SyncWork(
-                    target=sync.target,
-                    subject=SyncSubject.KEY,
-                    subject_id=key_id,
-                    want=RemoteState.ABSENT,
-                    label=action.label,
-                    action_id=action.id,
-                ),
+                action,
+                target=sync.target,
+                subject=SyncSubject.KEY,
+                subject_id=key_id,
+                want=RemoteState.ABSENT,
             )
 
 
