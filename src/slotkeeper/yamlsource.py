@@ -79,10 +79,35 @@ class _Frame:
         self.height = 1
 
 
+#: characters that make the cheap bound of ``_plainly_within_limits`` unsound: anchors (only
+#: they make aliases possible) and line breaks YAML knows besides ``\n`` and ``\r``
+_NEEDS_SCAN = re.compile("[&\x85\u2028\u2029]")
+#: what may stand before a block collection's first key or entry on its line
+_BLOCK_PREFIX = " -?:"
+
+
+def _plainly_within_limits(text: str) -> bool:
+    """True when ``text`` cannot break the limits, judged without parsing it.
+
+    A text without anchors has no aliases. In block style every second level of nesting starts
+    at least one column further right, and a block collection starts after the line's run of
+    spaces and indicators (``-``, ``?``, ``:``); each flow level needs a ``[`` or ``{``. So the
+    depth is at most twice the longest such run plus the brackets, plus one for the document.
+    """
+    if _NEEDS_SCAN.search(text):
+        return False
+    widest = max(len(line) - len(line.lstrip(_BLOCK_PREFIX)) for line in text.split("\n"))
+    depth_bound = 2 * (widest + 1) + text.count("[") + text.count("{") + 1
+    return depth_bound <= MAX_DEPTH
+
+
 def check_limits(text: str) -> None:
     """Refuse (``YamlRefused``) a text nested deeper than ``MAX_DEPTH`` or whose aliases are too
-    many or expand too far, looking only at parser events. Syntax errors are raised as
-    ``yaml.MarkedYAMLError``, as the real parse would."""
+    many or expand too far, looking only at parser events (or not at all when a cheap bound
+    shows the text is within them). Syntax errors are raised as ``yaml.MarkedYAMLError``, as the
+    real parse would."""
+    if _plainly_within_limits(text):
+        return
     parser = _BaseLoader(text)
     try:
         stack: list[_Frame] = []
@@ -118,6 +143,14 @@ def check_limits(text: str) -> None:
                 if len(stack) + height > MAX_DEPTH:
                     raise YamlRefused(line, f"nested deeper than {MAX_DEPTH} levels")
                 _close(stack, {}, None, size, height)
+    except yaml.scanner.ScannerError as exc:
+        # libyaml 0.2.5+ refuses flow nesting past 1000 levels itself, while it still scans
+        # ahead, before our count of events reaches the limit: the same refusal, in our words.
+        if "maximum nesting depth" not in str(exc.problem) or exc.problem_mark is None:
+            raise
+        raise YamlRefused(
+            exc.problem_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels"
+        ) from exc
     finally:
         parser.dispose()
 
@@ -163,14 +196,50 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str
     return line, f"invalid YAML: {problem}"
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+#: where a value sits: (the place of its parent, its key or index); None for a document's root.
+#: Built as one small tuple per value and only turned into a field path when there is an error.
+Place = tuple["Place", Any] | None
+
+
+def _field_path(place: Place) -> str:
+    steps: list[Any] = []
+    while place is not None:
+        place, step = place
+        steps.append(step)
+    text = ""
+    for step in reversed(steps):
+        if isinstance(step, int) and not isinstance(step, bool):
+            text += f"[{step}]"
+        else:
+            text += f".{step}" if text else str(step)
+    return text
+
+
 class _Loader(_BaseLoader):
+    """Builds documents from libyaml's nodes: plain strings, mappings and sequences directly,
+    every other value through PyYAML's own constructors."""
+
     problems: list[Problem]
-    path: list[Any]  # keys and indexes from the document root to the node being built
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.problems = []
-        self.path = []
+        self._place: Place = None  # of the value PyYAML's constructors are building
+
+    def build(self, node: yaml.Node, place: Place) -> Any:
+        tag = node.tag
+        if tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value
+        if tag == _MAP and isinstance(node, yaml.MappingNode):
+            return _construct_mapping(self, node, place)
+        if tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            return _construct_sequence(self, node, place)
+        self._place = place
+        return self.construct_object(node, deep=True)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -183,44 +252,30 @@ class _Loader(_BaseLoader):
             raise YamlRefused(
                 node.start_mark.line + 1,
                 f"cannot read this value as {kind}" + (f" ({detail})" if detail else ""),
-                _field_path(self.path) or None,
+                _field_path(self._place) or None,
             ) from exc
 
-    def construct_at(self, step: Any, node: yaml.Node) -> Any:
-        self.path.append(step)
+    def build_document(self, node: yaml.Node) -> Any:
         try:
-            return self.construct_object(node, deep=True)
+            return self.build(node, None)
         finally:
-            self.path.pop()
+            self.constructed_objects.clear()
+            self.recursive_objects.clear()
 
 
-def _field_path(steps: list[Any]) -> str:
-    text = ""
-    for step in steps:
-        if isinstance(step, int) and not isinstance(step, bool):
-            text += f"[{step}]"
-        else:
-            text += f".{step}" if text else str(step)
-    return text
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, place: Place) -> LineDict:
     own_keys = {id(key_node) for key_node, _ in node.value}
     loader.flatten_mapping(node)  # merged (<<) entries come first; own keys may override them
     data = LineDict()
     data.line = node.start_mark.line + 1
-    data.key_lines = {}
+    data.key_lines = key_lines = {}
     own_lines: dict[Any, int] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        key = loader.build(key_node, place)
         key_line = key_node.start_mark.line + 1
         if not isinstance(key, Hashable):
             loader.problems.append(
-                Problem(
-                    key_line,
-                    _field_path(loader.path) or None,
-                    "a mapping key must be a plain value",
-                )
+                Problem(key_line, _field_path(place) or None, "a mapping key must be a plain value")
             )
             continue
         if id(key_node) in own_keys:
@@ -228,19 +283,19 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
                 loader.problems.append(
                     Problem(
                         key_line,
-                        _field_path([*loader.path, key]),
+                        _field_path((place, key)),
                         f"duplicate key {key!r} (first at line {own_lines[key]})",
                     )
                 )
                 continue
             own_lines[key] = key_line
-        data[key] = loader.construct_at(key, value_node)
-        data.key_lines[key] = key_line
+        data[key] = loader.build(value_node, (place, key))
+        key_lines[key] = key_line
     return data
 
 
-def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
-    data = LineList(loader.construct_at(index, child) for index, child in enumerate(node.value))
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode, place: Place) -> LineList:
+    data = LineList(loader.build(child, (place, index)) for index, child in enumerate(node.value))
     data.line = node.start_mark.line + 1
     data.item_lines = [child.start_mark.line + 1 for child in node.value]
     return data
@@ -256,8 +311,19 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+# Mappings and sequences met inside values PyYAML builds itself (``!!set``, ``!!omap``...).
+def _nested_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    return _construct_mapping(loader, node, loader._place)
+
+
+def _nested_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    return _construct_sequence(loader, node, loader._place)
+
+
+_Loader.add_constructor(_MAP, _nested_mapping)
+_Loader.add_constructor(_SEQ, _nested_sequence)
 
 
 @dataclass(frozen=True)
@@ -283,7 +349,7 @@ def parse_documents(text: str) -> tuple[list[ParsedDocument], list[Problem]]:
             node = loader.get_node()
             if node is None:
                 continue
-            data = loader.construct_document(node)
+            data = loader.build_document(node)
             if data is None:  # an empty document, e.g. after a trailing `---`
                 continue
             documents.append(ParsedDocument(data=data, line=node.start_mark.line + 1))
