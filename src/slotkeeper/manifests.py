@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
+from slotkeeper.gctuning import fewer_collections
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -177,6 +178,11 @@ def load_manifests(root: Path, *, max_file_bytes: int | None = None) -> DesiredS
     ``max_file_bytes`` defaults to ``SLOTKEEPER_MAX_MANIFEST_BYTES`` (4 MiB when unset; a bad
     value raises ``ConfigError``)."""
     limit = max_file_bytes_from_env() if max_file_bytes is None else max_file_bytes
+    with fewer_collections():
+        return _load_all(root, limit)
+
+
+def _load_all(root: Path, limit: int) -> DesiredState:
     collector = _Collector()
     files, tree_errors = _scan(root)
     collector.errors.extend(tree_errors)

@@ -183,6 +183,7 @@ def plan(
     ids = _ActionIds(recorded.lineage, recorded.serial)
     drafts: list[Action] = []
     unchanged: list[int] = []
+    deploy_targets: dict[tuple[str, ArtifactKind], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     for env_name in sorted(desired.environments):
         spec = desired.environments[env_name]
@@ -192,7 +193,10 @@ def plan(
             if current is not None and current.artifact == slot.artifact:
                 unchanged.append(current.id)
                 continue
-            targets, notes = _deploy_targets(spec, desired, slot.artifact.kind)
+            kind = slot.artifact.kind
+            if (env_name, kind) not in deploy_targets:
+                deploy_targets[env_name, kind] = _deploy_targets(spec, desired, kind)
+            targets, notes = deploy_targets[env_name, kind]
             drafts.append(
                 Action(
                     id=ids.make(ActionType.DEPLOY, env_name, slot_name, slot.artifact),
