@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time as real_time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,12 +40,18 @@ def budget(time: FakeTime, *, per_minute: int, per_hour: int, max_wait: float, *
     )
 
 
+def one(pacer: WriteBudget) -> None:
+    """One write, answered at once."""
+    with pacer.write():
+        pass
+
+
 def test_writes_within_the_budget_do_not_wait() -> None:
     """Up to the per-minute limit, writes go out at once."""
     time = FakeTime()
     pacer = budget(time, per_minute=3, per_hour=100, max_wait=60)
     for _ in range(3):
-        pacer.acquire()
+        one(pacer)
     assert time.slept == []
 
 
@@ -52,9 +60,9 @@ def test_a_write_over_the_minute_waits_for_the_oldest_to_leave_the_window() -> N
     time = FakeTime()
     pacer = budget(time, per_minute=3, per_hour=100, max_wait=60)
     for step in range(3):
-        pacer.acquire()
+        one(pacer)
         time.now += timedelta(seconds=10 * step)
-    pacer.acquire()
+    one(pacer)
     assert time.slept == [pytest.approx(30.0)]
     assert time.now == START + timedelta(minutes=1)
 
@@ -63,10 +71,10 @@ def test_a_long_wait_is_deferred_not_slept() -> None:
     """When the hour's budget is spent, the write is deferred with the wait as a hint."""
     time = FakeTime()
     pacer = budget(time, per_minute=100, per_hour=2, max_wait=60)
-    pacer.acquire()
-    pacer.acquire()
+    one(pacer)
+    one(pacer)
     with pytest.raises(BudgetDeferred) as caught:
-        pacer.acquire()
+        one(pacer)
     assert caught.value.retry_after == pytest.approx(3600)
     assert time.slept == []
 
@@ -83,7 +91,51 @@ def test_history_from_earlier_runs_counts_and_writes_are_reported() -> None:
         history=[START - timedelta(minutes=m) for m in (5, 10)],
         on_write=noted.append,
     )
-    pacer.acquire()
+    one(pacer)
     assert noted == [START]
     with pytest.raises(BudgetDeferred):
-        pacer.acquire()
+        one(pacer)
+
+
+def test_writes_in_flight_count_until_answered_and_are_logged_when_answered() -> None:
+    """A write still waiting for its answer fills a place in every window; once answered it is
+    logged at the answer's time, so the window frees a place one span after the answer."""
+    time = FakeTime()
+    pacer = budget(time, per_minute=2, per_hour=100, max_wait=120)
+    pacer.acquire()  # in flight, not answered yet
+    time.now += timedelta(seconds=30)
+    one(pacer)  # answered at START+30s
+    time.now += timedelta(seconds=20)
+    pacer.release()  # the first write is answered at START+50s
+    one(pacer)
+    # The window frees its first place a minute after the first *answer* (START+30s).
+    assert time.slept == [pytest.approx(40.0)]
+    assert time.now == START + timedelta(seconds=90)
+
+
+def test_when_only_writes_in_flight_block_the_next_one_waits_for_an_answer() -> None:
+    """With the whole budget in flight, the next write goes out right after an answer lands
+    plus the window: it never counts on an answer that has not come."""
+    pacer = WriteBudget(
+        target="github",
+        windows=[Window(2, timedelta(seconds=0.3))],
+        max_wait=5,
+        clock=lambda: datetime.now(UTC),
+    )
+    pacer.acquire()
+    pacer.acquire()
+    let_through = threading.Event()
+
+    def third() -> None:
+        with pacer.write():
+            let_through.set()
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    assert not let_through.wait(0.5)  # both places are still in flight
+    answered = real_time.monotonic()
+    pacer.release()
+    assert let_through.wait(2)
+    assert real_time.monotonic() - answered >= 0.25  # the answered write left the window first
+    thread.join()
+    pacer.release()

@@ -286,13 +286,22 @@ class _TargetBase(_Strict):
         return _check_url(value, bool(info.data["allow_insecure_http"]))
 
 
+class WriteLimit(_Strict):
+    """At most ``writes`` content-creating requests in any ``perSeconds`` seconds."""
+
+    writes: Annotated[int, Field(ge=1, le=100_000)]
+    per_seconds: Annotated[int, Field(ge=1, le=86_400)]
+
+
 class GithubTargetSpec(_TargetBase):
     type: Literal["github"]
     base_url: HttpUrl = "https://api.github.com"
     token: SecretRef
     #: GitHub's documented secondary limits for content-creating requests
-    writes_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 80
-    writes_per_hour: Annotated[int, Field(ge=1, le=100_000)] = 500
+    writes_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = 80
+    writes_per_hour: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    #: further windows, all of which apply too (e.g. a GitHub Enterprise Server's own limits)
+    write_limits: Annotated[list[WriteLimit], Field(max_length=10)] = []
 
 
 class ChainloopTargetSpec(_TargetBase):

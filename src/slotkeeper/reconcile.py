@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
 from slotkeeper.errors import ConfigError, PermanentTargetError
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
+from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import load_manifests
@@ -189,20 +190,21 @@ def _open_target(name: str, spec: TargetSpec, ledger: Ledger, clock: Clock) -> T
 def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> GitHubTarget:
     token = resolve_secret(spec.token, owner=f"target {name!r} token")
 
-    def note_write(at: object) -> None:
+    def note_write(at: datetime) -> None:
         with ledger.transaction() as tx:
-            tx.record_write(name, at=clock())
+            tx.record_write(name, at=at)
 
-    now = clock()
+    windows = [
+        Window(spec.writes_per_minute, timedelta(minutes=1)),
+        Window(spec.writes_per_hour, timedelta(hours=1)),
+        *(Window(w.writes, timedelta(seconds=w.per_seconds)) for w in spec.write_limits),
+    ]
     budget = WriteBudget(
         target=name,
-        windows=[
-            Window(spec.writes_per_minute, timedelta(minutes=1)),
-            Window(spec.writes_per_hour, timedelta(hours=1)),
-        ],
+        windows=windows,
         max_wait=spec.max_wait_seconds,
         clock=clock,
-        history=ledger.recent_writes(name, since=now - timedelta(hours=1)),
+        history=ledger.recent_writes(name, since=clock() - max(w.span for w in windows)),
         on_write=note_write,
     )
     return GitHubTarget(
@@ -268,16 +270,18 @@ def _plan(
     clock: Clock,
     refreshing: bool,
 ) -> Plan:
-    recorded = ledger.read_state()
+    with fewer_collections():
+        recorded = ledger.read_state()
     drift = refresh(shot.desired, recorded, targets) if refreshing and targets else []
-    return plan(
-        shot.desired,
-        recorded,
-        now=clock(),
-        options=options,
-        revision=shot.revision,
-        drift=drift,
-    )
+    with fewer_collections():
+        return plan(
+            shot.desired,
+            recorded,
+            now=clock(),
+            options=options,
+            revision=shot.revision,
+            drift=drift,
+        )
 
 
 def make_plan(

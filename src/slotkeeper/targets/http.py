@@ -18,6 +18,7 @@ Messages name the target, method and path, never a credential or a query string.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,16 +145,16 @@ class ApiClient:
                 wait_max=10,
             ):
                 with attempt:
-                    if write and self._budget is not None:
-                        self._budget.acquire()
-                    return self._send_once(
-                        method,
-                        url,
-                        json=json,
-                        headers=headers,
-                        accept=accept,
-                        idempotent=idempotent,
-                    )
+                    budget = self._budget if write else None
+                    with budget.write() if budget is not None else nullcontext():
+                        return self._send_once(
+                            method,
+                            url,
+                            json=json,
+                            headers=headers,
+                            accept=accept,
+                            idempotent=idempotent,
+                        )
         except _Retry as exc:
             raise TemporaryTargetError(
                 f"{exc} (gave up after retries)", retry_after=exc.delay

@@ -5,6 +5,12 @@ hour. :class:`WriteBudget` keeps a sliding-window log of writes (seeded from the
 separate CLI runs share one budget) and, before each write, either waits the short time until it
 fits or, when the wait would be long, raises :class:`BudgetDeferred` so the write stays pending
 for the next reconcile instead of tripping the limit.
+
+Writes run concurrently, so a write is counted from the moment it is let through until it is
+answered (*in flight*: inside every window), and logged at the time of its answer, which is never
+earlier than the time the server counted it. Any span of a window's length then holds at most
+the window's limit of writes as the server sees them, however the requests overtake each other
+on the way.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from slotkeeper.errors import BudgetDeferred
+
+#: the longest one wait for in-flight writes to be answered (then the windows are looked at again)
+_IN_FLIGHT_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,36 +56,66 @@ class WriteBudget:
         self._sleep = sleep
         self._on_write = on_write
         self._log: deque[datetime] = deque(sorted(history))
-        self._lock = threading.Lock()
+        self._in_flight = 0
+        # Writers queue in order on _turn (sleeping while they hold it); _state guards the log.
+        self._turn = threading.Lock()
+        self._state = threading.Condition()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """Hold one write's place in the budget while the request is sent and answered."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     def acquire(self) -> None:
-        """Return when one more write fits every window; raise BudgetDeferred if that is far."""
-        with self._lock:
-            now = self._clock()
-            wait = self._wait_for(now)
-            if wait > self._max_wait:
-                raise BudgetDeferred(
-                    f"{self._target}: write budget spent; next write fits in {wait:.0f}s, "
-                    "left pending for the next reconcile",
-                    retry_after=wait,
-                )
-            if wait > 0:
-                # Sleeping under the lock is deliberate: writes queue up in order behind it.
+        """Return when one more write fits every window; raise BudgetDeferred if that is far.
+        Every acquire must be followed by one ``release`` when the request is answered."""
+        with self._turn:
+            while True:
+                with self._state:
+                    wait = self._wait_for(self._clock())
+                    if wait is None:  # only writes still in flight stand in the way
+                        self._state.wait(_IN_FLIGHT_POLL)
+                        continue
+                    if wait > self._max_wait:
+                        raise BudgetDeferred(
+                            f"{self._target}: write budget spent; next write fits in "
+                            f"{wait:.0f}s, left pending for the next reconcile",
+                            retry_after=wait,
+                        )
+                    if wait <= 0:
+                        self._in_flight += 1
+                        return
+                # Sleeping while holding the turn is deliberate: writes go out in order.
                 self._sleep(wait)
-                now = self._clock()
-            self._log.append(now)
-            if self._on_write is not None:
-                self._on_write(now)
 
-    def _wait_for(self, now: datetime) -> float:
+    def release(self) -> None:
+        """The write was answered (or failed): log it at this time and let waiters look again."""
+        with self._state:
+            now = self._clock()
+            self._in_flight -= 1
+            self._log.append(now)
+            self._state.notify_all()
+        if self._on_write is not None:
+            self._on_write(now)
+
+    def _wait_for(self, now: datetime) -> float | None:
+        """Seconds until one more write fits; None when only in-flight writes are in the way."""
         longest = max((w.span for w in self._windows), default=timedelta(0))
         while self._log and now - self._log[0] >= longest:
             self._log.popleft()
         wait = 0.0
         for window in self._windows:
             inside = [t for t in self._log if now - t < window.span]
-            if len(inside) >= window.limit:
-                # The oldest write that must leave the window for one more to fit.
-                oldest = inside[len(inside) - window.limit]
-                wait = max(wait, (oldest + window.span - now).total_seconds())
+            excess = len(inside) + self._in_flight - window.limit
+            if excess < 0:
+                continue
+            if excess >= len(inside):
+                return None
+            # The logged write that must leave the window for one more to fit.
+            oldest = inside[excess]
+            wait = max(wait, (oldest + window.span - now).total_seconds())
         return wait
