@@ -6,7 +6,9 @@ The caller holds the ledger's writer lock. An apply proceeds in four steps:
    serial once when anything will change, stores the revision, environment metadata and the
    blocked actions (``status`` shows them as pending), and moves ``last_seen_at`` of the
    unchanged slots;
-2. *ledger actions*, in plan order, each one transaction with its audit event. Deploy keys go
+2. *ledger actions*, in plan order, each with its audit event. Deploys and decommissions only
+   write the ledger here, so up to ``BATCH_SIZE`` of them share one transaction (if it fails,
+   they are retried one per transaction, so only the failing one fails). Deploy keys go
    remote-first: a new key is registered and confirmed on its targets before the ledger (and the
    secret file) switch to it, and the key it replaces is deleted only after;
 3. *target syncs*: the deployments of new and retired records and the planned ``sync`` actions,
@@ -233,18 +235,33 @@ def execute(
             on_result(result)
 
     stopping = stop or (lambda: False)
+    batch: list[Action] = []
+
+    def flush() -> None:
+        for result in _run_batch(batch, context) if batch else ():
+            report(result)
+        batch.clear()
+
     for action in plan.actions:
         if stopping():
             # Asked to stop (SIGTERM): what is left is re-planned by the next reconcile.
+            flush()
             report(_result(action, Outcome.DEFERRED, "stopped before it ran"))
             continue
-        if action.blocked is not None:
-            log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
-            report(_result(action, Outcome.BLOCKED, action.blocked))
-        elif action.type is ActionType.SYNC:
+        if action.type is ActionType.SYNC and action.blocked is None:
             _enqueue_sync(action, context)
+        elif action.type in _RECORD_STEPS and action.blocked is None:
+            batch.append(action)
+            if len(batch) >= BATCH_SIZE:
+                flush()
         else:
-            report(_run(action, context))
+            flush()  # results are reported in plan order
+            if action.blocked is not None:
+                log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
+                report(_result(action, Outcome.BLOCKED, action.blocked))
+            else:
+                report(_run(action, context))
+    flush()
 
     if context.groups:
         known = {e.name: e for e in ledger.read_state().environments.values()}
@@ -379,34 +396,38 @@ def _retire_remotely(context: _Context, action: Action, group: str, record_id: i
             )
 
 
-def _deploy(action: Action, context: _Context) -> _Applied:
+def _write_deploy(tx: LedgerTransaction, action: Action, context: _Context) -> int:
     assert action.slot is not None and action.artifact is not None
     at = context.clock()
-    with context.ledger.transaction() as tx:
-        # Retire the old record first: the ledger allows one DEPLOYED record per slot.
-        if action.supersedes is not None:
-            tx.set_record_status(action.supersedes, RecordStatus.SUPERSEDED, at=at)
-        record_id = tx.insert_record(
-            environment=action.environment,
-            slot=action.slot,
-            artifact=action.artifact,
-            ref=action.ref,
-            at=at,
-            revision=context.revision,
-            action_id=action.id,
-            annotations=action.annotations,
+    # Retire the old record first: the ledger allows one DEPLOYED record per slot.
+    if action.supersedes is not None:
+        tx.set_record_status(action.supersedes, RecordStatus.SUPERSEDED, at=at)
+    record_id = tx.insert_record(
+        environment=action.environment,
+        slot=action.slot,
+        artifact=action.artifact,
+        ref=action.ref,
+        at=at,
+        revision=context.revision,
+        action_id=action.id,
+        annotations=action.annotations,
+    )
+    if action.supersedes is not None:
+        tx.set_superseded_by(action.supersedes, record_id)
+        context.event(
+            tx,
+            action,
+            "record.superseded",
+            at,
+            record_id=action.supersedes,
+            detail={"superseded_by": record_id},
         )
-        if action.supersedes is not None:
-            tx.set_superseded_by(action.supersedes, record_id)
-            context.event(
-                tx,
-                action,
-                "record.superseded",
-                at,
-                record_id=action.supersedes,
-                detail={"superseded_by": record_id},
-            )
-        context.event(tx, action, "record.deployed", at, record_id=record_id)
+    context.event(tx, action, "record.deployed", at, record_id=record_id)
+    return record_id
+
+
+def _after_deploy(action: Action, context: _Context, record_id: int) -> _Applied:
+    """Once committed: queue the new record for its targets and the old one's retirement."""
     group = action.label
     for target in action.targets:
         context.tell(
@@ -423,14 +444,72 @@ def _deploy(action: Action, context: _Context) -> _Applied:
     return record_id, None, f"{verb} #{record_id}"
 
 
-def _decommission(action: Action, context: _Context) -> _Applied:
+def _write_decommission(tx: LedgerTransaction, action: Action, context: _Context) -> int:
     assert action.record is not None
     at = context.clock()
+    tx.set_record_status(action.record, RecordStatus.DECOMMISSIONED, at=at)
+    context.event(tx, action, "record.decommissioned", at, record_id=action.record)
+    return action.record
+
+
+def _after_decommission(action: Action, context: _Context, record_id: int) -> _Applied:
+    _retire_remotely(context, action, action.label, record_id)
+    return record_id, None, f"decommissioned #{record_id}"
+
+
+#: Actions that only write the ledger (their target work is queued after the commit): many of
+#: them can share one transaction. A crash loses the whole batch or none of it, and the next
+#: plan derives the same actions again; nothing remote has happened for any of them yet.
+_RECORD_STEPS: dict[
+    ActionType,
+    tuple[
+        Callable[[LedgerTransaction, Action, _Context], int],
+        Callable[[Action, _Context, int], _Applied],
+    ],
+] = {
+    ActionType.DEPLOY: (_write_deploy, _after_deploy),
+    ActionType.DECOMMISSION: (_write_decommission, _after_decommission),
+}
+#: the most actions one ledger transaction carries
+BATCH_SIZE = 500
+
+
+def _record_step(action: Action, context: _Context) -> _Applied:
+    """One record action in a transaction of its own."""
+    write, after = _RECORD_STEPS[action.type]
     with context.ledger.transaction() as tx:
-        tx.set_record_status(action.record, RecordStatus.DECOMMISSIONED, at=at)
-        context.event(tx, action, "record.decommissioned", at, record_id=action.record)
-    _retire_remotely(context, action, action.label, action.record)
-    return action.record, None, f"decommissioned #{action.record}"
+        record_id = write(tx, action, context)
+    return after(action, context, record_id)
+
+
+def _run_batch(actions: list[Action], context: _Context) -> list[ActionResult]:
+    """Record actions in one transaction; if it fails, each one alone, so that only the
+    failing action fails."""
+    if len(actions) == 1:
+        return [_run(actions[0], context)]
+    started = time.perf_counter()
+    try:
+        with context.ledger.transaction() as tx:
+            written = [_RECORD_STEPS[a.type][0](tx, a, context) for a in actions]
+    except (SlotkeeperError, OSError, ValueError):
+        return [_run(action, context) for action in actions]
+    each = (time.perf_counter() - started) * 1000 / len(actions)
+    log = obs.get_logger()
+    results = []
+    for action, record_id in zip(actions, written, strict=True):
+        record, key, message = _RECORD_STEPS[action.type][1](action, context, record_id)
+        log.info(obs.ACTION_APPLIED, **_log_fields(action), duration_ms=round(each, 3))
+        results.append(
+            _result(
+                action,
+                Outcome.APPLIED,
+                message,
+                record_id=record,
+                key_id=key,
+                duration_ms=each,
+            )
+        )
+    return results
 
 
 def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
@@ -539,8 +618,8 @@ def _revoke_key(action: Action, context: _Context) -> _Applied:
 
 
 _APPLIERS: dict[ActionType, Callable[[Action, _Context], _Applied]] = {
-    ActionType.DEPLOY: _deploy,
-    ActionType.DECOMMISSION: _decommission,
+    ActionType.DEPLOY: _record_step,
+    ActionType.DECOMMISSION: _record_step,
     ActionType.CREATE_KEY: _create_or_rotate_key,
     ActionType.ROTATE_KEY: _create_or_rotate_key,
     ActionType.REVOKE_KEY: _revoke_key,

@@ -101,3 +101,8 @@ LAST_SUCCESS = Gauge(
 LEADER = Gauge(
     "slotkeeper_leader", "1 when this replica is the one that writes.", registry=REGISTRY
 )
+LEDGER_COMMITS = Counter(
+    "slotkeeper_ledger_commits",
+    "Ledger transactions committed (batched where one transaction is safe).",
+    registry=REGISTRY,
+)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
 from slotkeeper.ledger.base import Event, PendingAction
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
@@ -481,6 +482,7 @@ class SqlLedger:
                 raise
             else:
                 cursor.execute("COMMIT")
+                obs.LEDGER_COMMITS.inc()
             finally:
                 cursor.close()
 
