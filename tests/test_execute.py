@@ -10,11 +10,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from slotkeeper.errors import StalePlanError
-from slotkeeper.execute import Outcome, execute
+from slotkeeper.execute import BATCH_SIZE, Outcome, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.model import DesiredState, EnvironmentSpec
-from slotkeeper.observability import configure_logging
+from slotkeeper.observability import REGISTRY, configure_logging
 from slotkeeper.plan import PlanOptions, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -113,3 +113,57 @@ def test_every_change_leaves_an_event_with_no_gaps(ledger: Ledger, tmp_path: Pat
     ]
     superseded = events[4]
     assert superseded.record_id == 1 and superseded.detail["superseded_by"] == 2
+
+
+def _commits() -> float:
+    return REGISTRY.get_sample_value("slotkeeper_ledger_commits_total") or 0.0
+
+
+def test_record_actions_share_transactions(ledger: Ledger, tmp_path: Path) -> None:
+    """1,200 deploys take a handful of commits (batches of BATCH_SIZE), not one each."""
+    slots = {f"s{n:04d}": "1" for n in range(1200)}
+    the_plan = plan(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
+    before = _commits()
+    result = execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path))
+    assert result.count(Outcome.APPLIED) == 1200
+    batches = -(-1200 // BATCH_SIZE)
+    assert _commits() - before == batches + 2  # plus the start and the finish
+    assert len(ledger.read_state().deployed) == 1200
+
+
+def test_a_failing_action_in_a_batch_fails_alone(ledger: Ledger, tmp_path: Path) -> None:
+    """When one write of a batch fails, the batch is retried one action per transaction: the
+    others are applied, the failing one is a failed result."""
+    the_plan = plan(
+        desired({"a": "1", "b": "1", "c": "1"}), ledger.read_state(), now=NOW, options=PlanOptions()
+    )
+    a, b, c = the_plan.actions
+    # A second DEPLOYED record for slot b breaks the ledger's one-deployed-record-per-slot rule.
+    clash = b.model_copy(update={"id": "clash0000000", "artifact": c.artifact})
+    broken = the_plan.model_copy(update={"actions": (a, b, clash, c)})
+    result = execute(broken, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path))
+    assert [r.outcome for r in result.results] == [
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+        Outcome.FAILED,
+        Outcome.APPLIED,
+    ]
+    assert sorted(slot for _, slot in ledger.read_state().deployed) == ["a", "b", "c"]
+
+
+def test_asked_to_stop_a_pending_batch_is_not_written(ledger: Ledger, tmp_path: Path) -> None:
+    """Once stop() is true (SIGTERM, or the writer lock was lost) nothing more is written:
+    the deploys gathered for the next batch are deferred, not flushed."""
+    slots = {f"s{n:03d}": "1" for n in range(200)}
+    the_plan = plan(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
+    asked = iter(range(10_000))
+    result = execute(
+        the_plan,
+        ledger,
+        clock=lambda: NOW,
+        actor="t",
+        sink=SecretSink(tmp_path),
+        stop=lambda: next(asked) >= 100,
+    )
+    assert result.count(Outcome.DEFERRED) == 200
+    assert ledger.read_state().deployed == {}

@@ -238,13 +238,18 @@ def execute(
     batch: list[Action] = []
 
     def flush() -> None:
-        for result in _run_batch(batch, context) if batch else ():
+        if batch and stopping():
+            # Asked to stop (SIGTERM, or the writer lock was lost): nothing more is written.
+            results = [_result(a, Outcome.DEFERRED, "stopped before it ran") for a in batch]
+        else:
+            results = _run_batch(batch, context) if batch else []
+        for result in results:
             report(result)
         batch.clear()
 
     for action in plan.actions:
         if stopping():
-            # Asked to stop (SIGTERM): what is left is re-planned by the next reconcile.
+            # What is left is re-planned by the next reconcile.
             flush()
             report(_result(action, Outcome.DEFERRED, "stopped before it ran"))
             continue
