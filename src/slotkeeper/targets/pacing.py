@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +55,7 @@ class WriteBudget:
         self._clock = clock
         self._sleep = sleep
         self._on_write = on_write
-        self._log: deque[datetime] = deque(sorted(history))
+        self._log: list[datetime] = sorted(history)  # answer times, oldest first
         self._in_flight = 0
         # Writers queue in order on _turn (sleeping while they hold it); _state guards the log.
         self._turn = threading.Lock()
@@ -97,7 +97,7 @@ class WriteBudget:
         with self._state:
             now = self._clock()
             self._in_flight -= 1
-            self._log.append(now)
+            insort(self._log, now)  # answers may come back out of order
             self._state.notify_all()
         if self._on_write is not None:
             self._on_write(now)
@@ -105,17 +105,17 @@ class WriteBudget:
     def _wait_for(self, now: datetime) -> float | None:
         """Seconds until one more write fits; None when only in-flight writes are in the way."""
         longest = max((w.span for w in self._windows), default=timedelta(0))
-        while self._log and now - self._log[0] >= longest:
-            self._log.popleft()
+        del self._log[: bisect_right(self._log, now - longest)]
         wait = 0.0
         for window in self._windows:
-            inside = [t for t in self._log if now - t < window.span]
-            excess = len(inside) + self._in_flight - window.limit
+            first = bisect_right(self._log, now - window.span)  # the first write inside
+            inside = len(self._log) - first
+            excess = inside + self._in_flight - window.limit
             if excess < 0:
                 continue
-            if excess >= len(inside):
+            if excess >= inside:
                 return None
             # The logged write that must leave the window for one more to fit.
-            oldest = inside[excess]
+            oldest = self._log[first + excess]
             wait = max(wait, (oldest + window.span - now).total_seconds())
         return wait
