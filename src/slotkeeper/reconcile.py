@@ -8,6 +8,7 @@ their write budget and their credentials.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,14 @@ from slotkeeper.model import (
 )
 from slotkeeper.plan import Plan, PlanOptions, plan
 from slotkeeper.sources import commits_between, git_revision
-from slotkeeper.targets.base import EnvironmentInfo, KeySubject, RecordSubject, Remote, Target
+from slotkeeper.targets.base import (
+    EnvironmentInfo,
+    KeySubject,
+    RecordSubject,
+    Remote,
+    Target,
+    read_all,
+)
 from slotkeeper.targets.chainloop import ChainloopTarget
 from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
 from slotkeeper.targets.iftrue import IftrueTarget
@@ -95,6 +103,41 @@ class LedgerHttpCache:
             tx.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
 
 
+class LedgerWriteLog:
+    """The write budget's log of one target, kept in the ledger so that separate runs share one
+    budget. Writes are noted in memory and stored at most a second later (and when the targets
+    are closed), in one transaction, rather than with a commit per request: a crash forgets at
+    most the last second of them."""
+
+    def __init__(self, ledger: Ledger, target: str, clock: Clock, every: float = 1.0) -> None:
+        self._ledger = ledger
+        self._target = target
+        self._clock = clock
+        self._every = timedelta(seconds=every)
+        self._pending: list[datetime] = []
+        self._stored_at = clock()
+        self._lock = threading.Lock()
+
+    def note(self, at: datetime) -> None:
+        with self._lock:
+            self._pending.append(at)
+            if at - self._stored_at < self._every:
+                return
+            self._store()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._store()
+
+    def _store(self) -> None:
+        if self._pending:
+            with self._ledger.transaction() as tx:
+                for at in self._pending:
+                    tx.record_write(self._target, at=at)
+            self._pending.clear()
+        self._stored_at = self._clock()
+
+
 class UnusableTarget:
     """A target that could not be set up (e.g. its credential is missing): every call fails with
     why, so its syncs fail and stay pending while the ledger and other targets go on."""
@@ -134,10 +177,11 @@ def open_targets(
     """Adapters for every Target document, closed afterwards. ``strict`` (the CLI) fails on a
     target that cannot be set up; otherwise (the daemon) that target alone fails its calls."""
     opened: dict[str, Target] = {}
+    logs: list[LedgerWriteLog] = []
     try:
         for name, spec in sorted(desired.targets.items()):
             try:
-                opened[name] = _open_target(name, spec, ledger, clock)
+                opened[name] = _open_target(name, spec, ledger, clock, logs)
             except ConfigError as exc:
                 if strict:
                     raise
@@ -145,14 +189,20 @@ def open_targets(
                 opened[name] = UnusableTarget(name, spec.type, str(exc))
         yield opened
     finally:
+        for log in logs:
+            log.flush()
         for target in opened.values():
             target.close()
 
 
-def _open_target(name: str, spec: TargetSpec, ledger: Ledger, clock: Clock) -> Target:
+def _open_target(
+    name: str, spec: TargetSpec, ledger: Ledger, clock: Clock, logs: list[LedgerWriteLog]
+) -> Target:
     owner = f"target {name!r}"
     if isinstance(spec, GithubTargetSpec):
-        return _github(name, spec, ledger, clock)
+        log = LedgerWriteLog(ledger, name, clock)
+        logs.append(log)
+        return _github(name, spec, ledger, clock, log)
     if isinstance(spec, ChainloopTargetSpec):
         return ChainloopTarget(
             name=name,
@@ -187,13 +237,10 @@ def _open_target(name: str, spec: TargetSpec, ledger: Ledger, clock: Clock) -> T
     )
 
 
-def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> GitHubTarget:
+def _github(
+    name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock, log: LedgerWriteLog
+) -> GitHubTarget:
     token = resolve_secret(spec.token, owner=f"target {name!r} token")
-
-    def note_write(at: datetime) -> None:
-        with ledger.transaction() as tx:
-            tx.record_write(name, at=at)
-
     windows = [
         Window(spec.writes_per_minute, timedelta(minutes=1)),
         Window(spec.writes_per_hour, timedelta(hours=1)),
@@ -205,7 +252,7 @@ def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> 
         max_wait=spec.max_wait_seconds,
         clock=clock,
         history=ledger.recent_writes(name, since=clock() - max(w.span for w in windows)),
-        on_write=note_write,
+        on_write=log.note,
     )
     return GitHubTarget(
         name=name,
@@ -223,9 +270,11 @@ def _github(name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock) -> 
 def refresh(
     desired: DesiredState, recorded: RecordedState, targets: Mapping[str, Target]
 ) -> list[Drift]:
-    """Ask every target what it holds for the records and keys it was told about."""
-    drift: list[Drift] = []
-    for name, target in sorted(targets.items()):
+    """Ask every target what it holds for the records and keys it was told about (the targets
+    at the same time)."""
+
+    def ask(name: str) -> list[Drift]:
+        target = targets[name]
         records = []
         for record in recorded.deployed.values():
             sync = recorded.syncs.get((name, SyncSubject.RECORD, record.id))
@@ -257,8 +306,9 @@ def refresh(
                 if name in spec.targets:
                     for declared in spec.deploy_keys:
                         titles.setdefault(declared.repository, set()).add(declared.title)
-        drift.extend(target.refresh(records=records, keys=keys, managed_titles=titles))
-    return drift
+        return target.refresh(records=records, keys=keys, managed_titles=titles)
+
+    return [drift for found in read_all(ask, sorted(targets)) for drift in found]
 
 
 def _plan(

@@ -9,8 +9,9 @@ that an earlier attempt may have succeeded (``current.attempts > 0``) and looks 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from slotkeeper.errors import PermanentTargetError
 from slotkeeper.model import Drift, KeyRecord, Record, RemoteState, Revision, TargetSync
@@ -106,3 +107,18 @@ class RecordsOnly:
     ) -> list[Drift]:
         """No read endpoint to compare against: nothing to report."""
         return []
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+#: how many list reads a refresh sends at once to one target (writes have their own bound)
+READ_CONCURRENCY = 4
+
+
+def read_all(fetch: Callable[[K], V], keys: Sequence[K]) -> list[V]:
+    """``[fetch(k) for k in keys]``, up to ``READ_CONCURRENCY`` at a time, results in order."""
+    if len(keys) <= 1:
+        return [fetch(key) for key in keys]
+    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(keys))) as pool:
+        return list(pool.map(fetch, keys))

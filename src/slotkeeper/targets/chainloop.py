@@ -17,7 +17,7 @@ from typing import Any
 
 from slotkeeper.errors import PermanentTargetError
 from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
-from slotkeeper.targets.base import KeySubject, RecordsOnly, RecordSubject, Remote
+from slotkeeper.targets.base import KeySubject, RecordsOnly, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import bearer_api
 from slotkeeper.targets.pacing import WriteBudget
 
@@ -137,15 +137,17 @@ class ChainloopTarget(RecordsOnly):
     ) -> list[Drift]:
         """A DEPLOYED record that Chainloop no longer shows as DEPLOYED is drift."""
         drift: list[Drift] = []
-        environments = sorted({subject.record.environment for subject, _ in records})
-        for environment in environments:
-            active = {
-                str(item.get("deployment_name")): item
-                for item in self._list({"environment_name": environment, "status": "DEPLOYED"})
-            }
-            for subject, sync in records:
-                if subject.record.environment != environment:
-                    continue
+        by_environment: dict[str, list[tuple[RecordSubject, TargetSync]]] = {}
+        for subject, sync in records:
+            by_environment.setdefault(subject.record.environment, []).append((subject, sync))
+        environments = sorted(by_environment)
+        lists = read_all(
+            lambda name: self._list({"environment_name": name, "status": "DEPLOYED"}),
+            environments,
+        )
+        for environment, listed in zip(environments, lists, strict=True):
+            active = {str(item.get("deployment_name")): item for item in listed}
+            for subject, sync in by_environment[environment]:
                 item = active.get(subject.record.slot)
                 if item is None or not _same_artifact(item, subject):
                     drift.append(

@@ -32,7 +32,7 @@ import httpx
 
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
 from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
-from slotkeeper.targets.base import KeySubject, RecordSubject, Remote
+from slotkeeper.targets.base import KeySubject, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import ApiClient, HttpSettings, default_message
 from slotkeeper.targets.pacing import WriteBudget
 
@@ -297,19 +297,23 @@ class GitHubTarget:
             if sync.remote_id is not None and subject.environment.repository:
                 key = (subject.environment.repository, subject.record.environment)
                 by_environment[key].append((subject, sync))
-        for (repository, environment), items in sorted(by_environment.items()):
-            listed = {
-                str(d["id"]): d
-                for d in self._list(f"repos/{repository}/deployments", {"environment": environment})
-            }
-            for subject, sync in items:
+        pairs = sorted(by_environment)
+        lists = read_all(
+            lambda pair: self._list(f"repos/{pair[0]}/deployments", {"environment": pair[1]}),
+            pairs,
+        )
+        for (repository, environment), deployments in zip(pairs, lists, strict=True):
+            listed = {str(d["id"]): d for d in deployments}
+            for subject, sync in by_environment[repository, environment]:
                 drift.extend(self._record_drift(repository, listed, subject, sync))
 
         key_rows: dict[str, list[tuple[KeySubject, TargetSync]]] = defaultdict(list)
         for key_subject, sync in keys:
             key_rows[key_subject.key.repository].append((key_subject, sync))
-        for repository in sorted(set(key_rows) | set(managed_titles)):
-            remote = {str(k["id"]): k for k in self._list(f"repos/{repository}/keys", {})}
+        repositories = sorted(set(key_rows) | set(managed_titles))
+        key_lists = read_all(lambda r: self._list(f"repos/{r}/keys", {}), repositories)
+        for repository, listed_keys in zip(repositories, key_lists, strict=True):
+            remote = {str(k["id"]): k for k in listed_keys}
             known = {sync.remote_id for _, sync in key_rows.get(repository, [])}
             for key_subject, sync in key_rows.get(repository, []):
                 gone = sync.remote_id is not None and sync.remote_id not in remote
