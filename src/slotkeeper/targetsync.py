@@ -22,6 +22,7 @@ from slotkeeper.model import (
     EnvironmentRecord,
     Record,
     RemoteState,
+    Revision,
     SyncStatus,
     SyncSubject,
     TargetSync,
@@ -88,6 +89,7 @@ class TargetSyncer:
         self._lineage = lineage
         self._clock = clock
         self._concurrency = max(1, concurrency)
+        self._revisions: dict[str, Revision | None] = {}
 
     def run(
         self,
@@ -131,10 +133,11 @@ class TargetSyncer:
         target = self._targets.get(work.target)
         if target is None:
             return self._outcome(work, SyncStatus.FAILED, "target is not configured", None, started)
-        previous = self._current(work)
+        syncs = self._syncs(work)
+        previous = next((sync for sync in syncs if sync.target == work.target), None)
         journal = self._journal(work, previous)
         try:
-            remote = self._call(target, work, previous)
+            remote = self._call(target, work, previous, syncs)
         except TargetError as exc:
             status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
             update: dict[str, object] = {"status": status, "last_error": str(exc)}
@@ -163,13 +166,16 @@ class TargetSyncer:
             work, SyncStatus.SYNCED, f"{work.target}: {work.want.value}", remote.remote_id, started
         )
 
-    def _current(self, work: SyncWork) -> TargetSync | None:
+    def _syncs(self, work: SyncWork) -> list[TargetSync]:
+        """What every target holds of the work's record or key, as recorded."""
         if work.subject_id is None:
-            return None
-        for sync in self._ledger.syncs_for(work.subject, work.subject_id):
-            if sync.target == work.target:
-                return sync
-        return None
+            return []
+        return self._ledger.syncs_for(work.subject, work.subject_id)
+
+    def _revision(self, sha: str) -> Revision | None:
+        if sha not in self._revisions:  # revisions never change once stored
+            self._revisions[sha] = self._ledger.revision(sha)
+        return self._revisions[sha]
 
     def _journal(self, work: SyncWork, previous: TargetSync | None) -> TargetSync:
         """Write the intent (attempt count up) before any remote call."""
@@ -199,7 +205,13 @@ class TargetSyncer:
         with self._ledger.transaction() as tx:
             tx.upsert_sync(sync)
 
-    def _call(self, target: Target, work: SyncWork, previous: TargetSync | None) -> Remote:
+    def _call(
+        self,
+        target: Target,
+        work: SyncWork,
+        previous: TargetSync | None,
+        syncs: Sequence[TargetSync],
+    ) -> Remote:
         if work.subject is SyncSubject.RECORD:
             assert work.subject_id is not None
             record = self._ledger.record(work.subject_id)
@@ -217,12 +229,8 @@ class TargetSyncer:
                 record=record,
                 environment=environment,
                 lineage=self._lineage,
-                revision=self._ledger.revision(record.revision) if record.revision else None,
-                others=tuple(
-                    s
-                    for s in self._ledger.syncs_for(SyncSubject.RECORD, record.id)
-                    if s.target != work.target
-                ),
+                revision=self._revision(record.revision) if record.revision else None,
+                others=tuple(s for s in syncs if s.target != work.target),
                 changes=lambda: self._changes(record),
             )
             return target.sync_record(subject, want=work.want, current=current)
