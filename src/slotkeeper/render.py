@@ -79,7 +79,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         )
         return
     console.print("slotkeeper will perform the following actions:\n")
-    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
+    rows: list[tuple[Text, ...]] = []
     for action in plan.actions:
         symbol, style = _symbol(action)
         what = _artifact(action.artifact)
@@ -100,19 +100,40 @@ def render_plan(plan: Plan, console: Console) -> None:
             detail = f"{detail} ({'; '.join(action.notes)})"
         if action.blocked is not None:
             detail = f"BLOCKED: {action.blocked}"
-        table.add_row(
-            Text(f"  {symbol}", style=style),
-            Text(action.type.value, style=style),
-            Text(
-                f"{action.environment}/{action.slot}" if action.slot else action.environment,
-                style="bold",
-            ),
-            what,
-            Text(detail, style="magenta" if action.blocked else "dim"),
+        rows.append(
+            (
+                Text(f"  {symbol}", style=style),
+                Text(action.type.value, style=style),
+                Text(
+                    f"{action.environment}/{action.slot}" if action.slot else action.environment,
+                    style="bold",
+                ),
+                Text(what),
+                Text(detail, style="magenta" if action.blocked else "dim"),
+            )
         )
-    _print_table(console, table)
+    console.print(_aligned(rows), soft_wrap=True)
     console.print()
     console.print(summary_line(plan))
+
+
+def _aligned(rows: list[tuple[Text, ...]]) -> Text:
+    """Rows as one text of aligned columns, two spaces apart, never wrapped (a plan of 10,000
+    actions prints in a blink; a rich Table would spend seconds laying it out)."""
+    widths = [max(cell.cell_len for cell in column) for column in zip(*rows, strict=True)]
+    out = Text()
+    for row in rows:
+        line = Text()
+        for index, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            if index:
+                line.append("  ")
+            line.append_text(cell)
+            line.append(" " * (width - cell.cell_len))
+        line.rstrip()
+        if out:
+            out.append("\n")
+        out.append_text(line)
+    return out
 
 
 def summary_line(plan: Plan) -> Text:
