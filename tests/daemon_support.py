@@ -92,6 +92,16 @@ class Running:
             if sample.name == "slotkeeper_reconciles_total"
         )
 
+    def slots(self) -> dict[str, float]:
+        """The ``slotkeeper_slots`` gauge: slots by the status of their newest record."""
+        families = text_string_to_metric_families(self.get("/metrics").text)
+        return {
+            sample.labels["status"]: sample.value
+            for family in families
+            if family.name == "slotkeeper_slots"
+            for sample in family.samples
+        }
+
     def hook(self, body: bytes, *, sign: bool = True, delivery: str = "d-1") -> httpx.Response:
         headers = {
             "X-GitHub-Event": "push",

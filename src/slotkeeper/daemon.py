@@ -39,7 +39,7 @@ from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import find_manifest_files, load_manifests
-from slotkeeper.model import DesiredState, KeyStatus, SyncSubject
+from slotkeeper.model import DesiredState, KeyStatus, RecordStatus, SyncSubject
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.reconcile import RunOptions, Snapshot, reconcile
 from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revision
@@ -387,15 +387,12 @@ class Daemon:
 
     def _update_gauges(self) -> None:
         try:
-            records = self.ledger.latest_records()
+            counts = self.ledger.slot_counts()
             keys = self.ledger.keys()
         except SlotkeeperError:
             return
-        counts: dict[str, int] = {"DEPLOYED": 0, "SUPERSEDED": 0, "DECOMMISSIONED": 0}
-        for record in records:
-            counts[record.status.value] = counts.get(record.status.value, 0) + 1
-        for status, count in counts.items():
-            obs.SLOTS.labels(status=status).set(count)
+        for status in RecordStatus:
+            obs.SLOTS.labels(status=status.value).set(counts.get(status, 0))
         now = self.clock()
         for key in keys:
             if key.status is KeyStatus.ACTIVE:

@@ -672,6 +672,14 @@ class SqlLedger:
         )
         return [_record(row) for row in rows]
 
+    def slot_counts(self) -> dict[RecordStatus, int]:
+        """How many slots have each status as their newest record (counted by the database)."""
+        rows = self._query(
+            "SELECT status, COUNT(*) FROM records WHERE id IN "
+            "(SELECT MAX(id) FROM records GROUP BY environment, slot) GROUP BY status"
+        )
+        return {RecordStatus(status): int(count) for status, count in rows}
+
     def history(self, environment: str, slot: str | None = None) -> list[Record]:
         sql = f"SELECT {_RECORD_COLUMNS} FROM records WHERE environment = ?"
         params: list[Any] = [environment]
