@@ -62,6 +62,13 @@ clean:
 # The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
 # then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
 # (A quick version of both runs inside `make unit`: tests/reliability/test_reliability.py.)
+.PHONY: bench
+# Every performance target of issue 8, both sides of each comparison in one run: prints one
+# table with PASS/FAIL and writes .slotkeeper/bench.json (`make bench BENCH=--quick`: small).
+# (A quick version of each benchmark runs inside `make unit`: tests/bench/test_*.py.)
+bench: $(VENV)/.dev postgres
+	$(BIN)/python -m tests.bench $(BENCH)
+
 .PHONY: reliability
 reliability: $(VENV)/.dev
 	$(BIN)/python -m tests.reliability

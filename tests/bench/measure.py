@@ -1,0 +1,57 @@
+"""Measuring helpers shared by the benchmarks: best-of timing, child processes and their RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def best_of(runs: int, *steps: Callable[[], object]) -> list[float]:
+    """The best wall time of each step over ``runs`` rounds, the steps interleaved in each
+    round so that both sides of a comparison see the same machine load."""
+    best = [float("inf")] * len(steps)
+    for _ in range(runs):
+        for index, step in enumerate(steps):
+            started = time.perf_counter()
+            step()
+            best[index] = min(best[index], time.perf_counter() - started)
+    return best
+
+
+@dataclass(frozen=True)
+class Child:
+    code: int
+    seconds: float
+    peak_rss_mb: float
+    out: str
+    err: str
+
+
+def run_child(command: list[str], *, env: Mapping[str, str] | None = None) -> Child:
+    """Run ``command``; its wall time and the peak RSS of that process alone (``wait4``)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=out, stderr=err, text=True
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Child(process.returncode, seconds, usage.ru_maxrss / 1024, out.read(), err.read())
+
+
+def slotkeeper(*args: str, env: Mapping[str, str] | None = None) -> Child:
+    """``slotkeeper ARGS`` in its own process: the real entry point, start-up included."""
+    return run_child([sys.executable, "-m", "slotkeeper", *args], env=env)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"

@@ -1,0 +1,66 @@
+"""The small, fast version of benchmarks 1-4, inside `make test` so they cannot rot. They
+assert counts (writes per change, limit errors, actions planned), never times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.bench import economy, pacing, scale, throughput
+from tests.bench.__main__ import main
+from tests.bench.generate import Tree
+
+
+def test_scale_plans_every_slot_and_key(tmp_path: Path) -> None:
+    run = scale.measure(tmp_path, Tree(4, 25, keys_per_environment=1), runs=1)
+    assert run.slots == 100
+    assert run.actions == 100 + 4  # a deploy per slot, a create_key per key
+    assert run.parse_seconds > 0 and run.plan_seconds > 0 and run.peak_rss_mb > 0
+
+
+def test_write_economy_counts(tmp_path: Path) -> None:
+    """Exactly 2 writes per new slot, 3 per replaced artifact, 1 per decommission, 2 per key
+    rotation; an unchanged apply writes nothing and every refresh read is a 304."""
+    found = economy.measure(tmp_path, environments=4, slots=5, changes=3, rotations=2)
+    new = found.new.kinds
+    assert new["deployment"] == new["status:success"] == 20
+    assert new["key+"] == 4 and found.new.writes == 44
+    assert found.unchanged.writes == 0
+    assert found.unchanged.reads > 0 and found.unchanged.statuses[304] == found.unchanged.reads
+    assert found.replace.writes == 3 * 3
+    assert found.replace.kinds["status:inactive"] == 3
+    assert found.decommission.writes == 3 and found.decommission.kinds["status:inactive"] == 3
+    assert found.rotation.writes == 2 * 2
+    assert found.rotation.kinds["key+"] == found.rotation.kinds["key-"] == 2
+
+
+def test_reads_grow_with_environments_not_slots(tmp_path: Path) -> None:
+    base = economy.reads_of_unchanged_apply(tmp_path / "a", 2, 3)
+    assert economy.reads_of_unchanged_apply(tmp_path / "b", 2, 12) == base
+    assert economy.reads_of_unchanged_apply(tmp_path / "c", 4, 3) > base
+
+
+def test_pacing_meets_no_limit_and_the_baseline_does(tmp_path: Path) -> None:
+    """At the fake's secondary limit, slotkeeper (budget set to the same figure) gets no
+    403/429; the unpaced PyGithub baseline on the same fake does."""
+    limit = pacing.Limit(10, 1)
+    ours = pacing.measure_slotkeeper(tmp_path / "ours", 15, limit)
+    assert ours.limited == 0
+    assert ours.writes == 30
+    baseline = pacing.measure_baseline(tmp_path / "baseline", 15, limit)
+    assert baseline.limited > 0
+
+
+def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
+    found = throughput.measure_slotkeeper(tmp_path, 20, latency=0.0, concurrency=4)
+    assert found.slots == 20
+    assert found.requests >= 4 * 20  # GitHub: deployment + status; Chainloop: record + read
+
+
+def test_the_runner_prints_a_table_and_writes_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--only", "1", "--json", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["machine"]["cores"]
+    assert {f["target"] for f in document["figures"]} == {"1 scale"}
+    assert "| 1 scale" in capsys.readouterr().out

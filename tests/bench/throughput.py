@@ -1,0 +1,105 @@
+"""Target 4, latency-bound throughput: every request to the fake GitHub and the fake Chainloop
+takes 20 ms, no rate limits; 1,000 new slots are applied to both. slotkeeper (a real
+``slotkeeper apply`` process, targets updated ``CONCURRENCY`` slots at a time) must be at least
+5x faster than the sequential PyGithub baseline (GitHub only: it does less work) and within
+1.5x of the floor: the requests slotkeeper sent x latency / the concurrency bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench.economy import TOKEN, UNLIMITED, Bench
+from tests.bench.generate import Tree
+from tests.bench.pacing import measure_baseline
+from tests.bench.report import Figure, at_least, at_most, exactly, reported
+from tests.fakes.chainloop import FakeChainloop
+from tests.fakes.github import FakeGitHub
+
+TARGET = "4 throughput"
+LATENCY = 0.020
+CONCURRENCY = 16
+CHAINLOOP_TOKEN = "cl_benchtoken0123456789"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    slots: int
+    requests: int
+    seconds: float
+
+    def floor(self, latency: float, concurrency: int) -> float:
+        return self.requests * latency / concurrency
+
+
+def measure_slotkeeper(work: Path, slots: int, latency: float, concurrency: int) -> Throughput:
+    work.mkdir(parents=True, exist_ok=True)
+    with (
+        FakeGitHub(TOKEN, rate_limit=10_000_000) as github,
+        FakeChainloop(CHAINLOOP_TOKEN) as chainloop,
+    ):
+        github.latency = latency
+        chainloop.latency = latency
+        tree = Tree(
+            max(1, slots // 50),
+            min(slots, 50),
+            repositories=10,
+            keys_per_environment=0,
+            targets=("github", "chainloop"),
+            target_specs={
+                "github": {
+                    "type": "github",
+                    "baseUrl": github.base_url,
+                    "token": {"env": "GITHUB_TOKEN"},
+                    **UNLIMITED,
+                },
+                "chainloop": {
+                    "type": "chainloop",
+                    "baseUrl": chainloop.base_url,
+                    "token": {"env": "CHAINLOOP_TOKEN"},
+                },
+            },
+            ref="main",
+        )
+        bench = Bench(work, github, env={"CHAINLOOP_TOKEN": CHAINLOOP_TOKEN})
+        chainloop.reset_log()
+        step = bench.apply(tree, concurrency=concurrency)
+        requests = len(github.requests) + len(chainloop.requests)
+        synced = sum(1 for r in chainloop.writes() if r.status in (200, 201))
+    if synced != tree.slots or step.kinds["deployment"] != tree.slots:
+        raise RuntimeError(f"not every slot reached both targets: {step.kinds}, {synced}")
+    return Throughput(tree.slots, requests, step.seconds)
+
+
+def run(work: Path, *, quick: bool) -> list[Figure]:
+    slots = 40 if quick else 1000
+    ours = measure_slotkeeper(work / "slotkeeper", slots, LATENCY, CONCURRENCY)
+    baseline = measure_baseline(work / "baseline", slots, None, latency=LATENCY)
+    floor = ours.floor(LATENCY, CONCURRENCY)
+    speedup = baseline.seconds / ours.seconds
+    figures = [
+        exactly(
+            TARGET, "PyGithub baseline: slots finished", baseline.finished_slots, "slots", slots
+        ),
+    ]
+    if quick:
+        figures += [
+            reported(TARGET, "speed-up over the sequential baseline", speedup, "x"),
+            reported(TARGET, "slotkeeper time / floor", ours.seconds / floor, "x"),
+        ]
+    else:
+        figures += [
+            at_least(TARGET, "speed-up over the sequential baseline", speedup, "x", 5),
+            at_most(TARGET, "slotkeeper time / floor", ours.seconds / floor, "x", 1.5),
+        ]
+    figures += [
+        reported(
+            TARGET, f"slotkeeper: {ours.slots:,} slots to GitHub + Chainloop", ours.seconds, "s"
+        ),
+        reported(TARGET, f"floor: {ours.requests:,} requests x 20 ms / {CONCURRENCY}", floor, "s"),
+        reported(
+            TARGET, f"PyGithub baseline: {baseline.slots:,} slots to GitHub", baseline.seconds, "s"
+        ),
+    ]
+    return figures
