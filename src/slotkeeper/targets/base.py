@@ -113,7 +113,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 #: how many list reads a refresh sends at once to one target (writes have their own bound)
-READ_CONCURRENCY = 4
+READ_CONCURRENCY = 8
 
 
 def read_all(fetch: Callable[[K], V], keys: Sequence[K]) -> list[V]:
