@@ -325,3 +325,27 @@ def test_a_directory_that_turns_into_a_symlink_out_of_the_tree_keeps_its_last_go
     assert versions(daemon)["staging/web"] == "1"
     _, err = daemon.terminate()
     assert "symlink leads out of the manifest tree" in err
+
+
+def test_target_syncs_of_many_slots_run_in_worker_threads_under_the_lock(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """Several slots' target calls run on worker threads, which ask whether the daemon still
+    holds the writer lock: they must see that it does (a thread-local lock said no, and the
+    daemon stopped every sync as "leadership lost")."""
+    slots = {f"svc{n}": {**image(f"ghcr.io/acme/svc{n}", "v1")} for n in range(6)}
+    write_manifests(
+        workdir / "m",
+        environment("production", slots, repository="acme/web", targets=["github"]),
+        target(github),
+    )
+    path = workdir / "m" / "envs.yaml"
+    text = path.read_text()
+    for n in range(6):
+        text = text.replace(f"    svc{n}:\n", f"    svc{n}:\n      ref: main\n")
+    path.write_text(text)
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    wait_for(lambda: len(github.deployments("acme", "web")) == 6, what="six deployments")
+    assert all(github.latest_state(d["id"]) == "success" for d in github.deployments("acme", "web"))
+    code, err = daemon.terminate()
+    assert code == 0 and "leader.lost" not in err

@@ -48,7 +48,8 @@ class SqliteLedger(SqlLedger):
         except BaseException:
             connection.close()
             raise
-        self._lock = filelock.FileLock(f"{path}.lock")
+        # Not thread-local: the daemon asks whether it still holds the lock from worker threads.
+        self._lock = filelock.FileLock(f"{path}.lock", thread_local=False)
 
     def _try_lock(self) -> bool:
         try:
