@@ -1,5 +1,6 @@
 # slotkeeper: `make run` shows the quickstart on the embedded ledger, `make test` runs every check.
 PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 SK := $(BIN)/slotkeeper
@@ -7,7 +8,7 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean postgres
+.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +46,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev postgres
+unit: $(VENV)/.dev postgres browser
 	$(BIN)/pytest --cov --cov-report=term
 
 # The tests use the local PostgreSQL server (127.0.0.1:5432, trust auth, database test).
@@ -53,6 +54,17 @@ postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 	  (pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n 1) main start && sleep 2) || \
 	  echo "PostgreSQL is not running at 127.0.0.1:5432: the PostgreSQL tests will fail"
+
+# The dashboard's browser test drives Debian's headless Chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the dashboard's browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# Regenerates docs/dashboard.png (the README's picture) from the browser test.
+screenshot: $(VENV)/.dev browser
+	SLOTKEEPER_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q --no-cov tests/test_dashboard_browser.py
 
 test: lint typecheck unit
 

@@ -12,8 +12,10 @@ import getpass
 import json
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from slotkeeper import render
 from slotkeeper.errors import ConfigError, ManifestErrors, SlotkeeperError
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
-from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger
+from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger, sqlite_path
 from slotkeeper.manifests import json_schema, load_manifests
 from slotkeeper.model import SyncSubject, TargetSync, parse_duration
 from slotkeeper.observability import configure_logging
@@ -687,6 +689,60 @@ def run(
         if not once:
             install_signal_handlers(daemon)
         return daemon.run(once=once)
+
+
+@cli.command()
+@click.option(
+    "--state",
+    envvar="SLOTKEEPER_STATE",
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
+)
+@click.option(
+    "-m",
+    "--manifests",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also read these manifests, to show suspended and frozen slots.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT to serve the dashboard on.",
+)
+def ui(state: str, manifests: Path | None, listen: str) -> int:
+    """Serve the read-only dashboard over a ledger (what is deployed where), until Ctrl-C."""
+    from slotkeeper.dashboard.pages import Dashboard  # templates load only for this command
+    from slotkeeper.dashboard.server import serve
+
+    host, port = _listen(listen)
+    path = sqlite_path(state)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"no ledger at {path}: nothing has been applied there yet")
+    desired = load_manifests(manifests) if manifests is not None else None
+    with _ledger(state) as ledger:
+        dashboard = Dashboard(
+            ledger,
+            clock=utcnow,
+            desired=lambda: desired,
+            source=str(manifests) if manifests is not None else None,
+        )
+        try:
+            server = serve(dashboard, host, port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+        shown = f"{host}:{server.server_address[1]}"
+        _stderr().print(f"Serving the dashboard of {ledger.url} at http://{shown}/ (Ctrl-C stops)")
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
 
 
 @cli.command()

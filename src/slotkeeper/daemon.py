@@ -5,7 +5,8 @@ on a signed GitHub webhook, and every resync interval even when nothing changed 
 and retry failed target syncs). Errors back off exponentially per failing environment. A broken
 manifest file keeps its last good version for its environments, so the others still converge,
 and the daemon says so loudly. SIGTERM lets the action in flight finish, then exits 0; SIGHUP
-reconciles at once. One HTTP port serves ``ENDPOINTS``.
+reconciles at once. One HTTP port serves ``ENDPOINTS`` and the read-only dashboard (``/``,
+``/keys``, ``/slots/ENV/SLOT`` and their JSON twins under ``/status``).
 """
 
 from __future__ import annotations
@@ -33,18 +34,19 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slotkeeper import observability as obs
-from slotkeeper import render
+from slotkeeper.dashboard.pages import Dashboard
+from slotkeeper.dashboard.server import answer
 from slotkeeper.errors import ManifestErrors, SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import find_manifest_files, load_manifests
-from slotkeeper.model import DesiredState, KeyStatus, RecordStatus, SyncSubject
+from slotkeeper.model import DesiredState, KeyStatus, RecordStatus
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.reconcile import RunOptions, Snapshot, reconcile
 from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revision
 
-ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics", "/status", "/hooks/github"})
+ENDPOINTS = frozenset({"/", "/keys", "/healthz", "/readyz", "/metrics", "/status", "/hooks/github"})
 MAX_BODY = 1024 * 1024
 #: how long the loop may go without a tick (between reconciles) before /healthz fails
 STALL_AFTER = 120.0
@@ -126,6 +128,16 @@ class Daemon:
         self._seen_request: int | None = None
         self.bound_port: int | None = None
         self._applied_version: str | None = None
+        #: the manifests of the last reconcile, for what only they say (suspend, freeze)
+        self.desired: DesiredState | None = None
+        self.dashboard = Dashboard(
+            ledger,
+            clock=clock,
+            desired=lambda: self.desired,
+            last_reconcile=lambda: self.last.document() if self.last else None,
+            extra=lambda: {"leader": self.is_leader, "source": settings.source.describe()},
+            source=settings.source.describe(),
+        )
         obs.LEADER.set(0)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -239,6 +251,7 @@ class Daemon:
             checkout = self.settings.source.fetch()
             self._applied_version = checkout.version
             shot = self._snapshot(checkout)
+            self.desired = shot.desired
             last.revision = shot.revision.sha if shot.revision else checkout.version
             structlog.contextvars.bind_contextvars(revision=last.revision)
             self._log.info(obs.RECONCILE_STARTED, reason=reason, revision=last.revision)
@@ -441,7 +454,7 @@ class Daemon:
         return server
 
     def _get(self, handler: BaseHTTPRequestHandler) -> None:
-        path = handler.path.split("?")[0]
+        path = handler.path.partition("?")[0]
         if path == "/healthz":
             _reply(handler, 200 if self.alive() else 503, {"alive": self.alive()})
         elif path == "/readyz":
@@ -450,10 +463,9 @@ class Daemon:
         elif path == "/metrics":
             body = generate_latest(obs.REGISTRY)
             _reply_bytes(handler, 200, body, CONTENT_TYPE_LATEST)
-        elif path == "/status":
-            _reply(handler, 200, self.status_document())
         else:
-            _reply(handler, 404, {"error": "not found"})
+            found = answer(self.dashboard, handler.path)
+            _reply_bytes(handler, found.status, found.body, found.content_type)
 
     def alive(self) -> bool:
         """The loop is waiting and ticking, or in a reconcile that has not run for too long
@@ -467,18 +479,8 @@ class Daemon:
         return now - self.last_tick < STALL_AFTER
 
     def status_document(self) -> dict[str, Any]:
-        syncs: dict[int, list[Any]] = {}
-        for sync in self.ledger.all_syncs():
-            if sync.subject is SyncSubject.RECORD:
-                syncs.setdefault(sync.subject_id, []).append(sync)
-        return {
-            "slots": render.status_document(
-                self.ledger.latest_records(), self.ledger.pending(), syncs
-            ),
-            "last_reconcile": self.last.document() if self.last else None,
-            "leader": self.is_leader,
-            "source": self.settings.source.describe(),
-        }
+        """What ``/status`` returns (and the dashboard shows)."""
+        return self.dashboard.status()
 
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path.split("?")[0] != "/hooks/github":

@@ -23,7 +23,17 @@ __all__ = [
     "LedgerTransaction",
     "PendingAction",
     "open_ledger",
+    "sqlite_path",
 ]
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file an SQLite state URL names (None for PostgreSQL)."""
+    if url.startswith(("postgresql://", "postgres://")) or (
+        "://" in url and not url.startswith("sqlite:///")
+    ):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
 
 
 def open_ledger(url: str, *, now: datetime) -> Ledger:

@@ -1,0 +1,153 @@
+"""The dashboard's routes: HTML pages and their JSON twins, and the stylesheet.
+
+``Dashboard.get(path, query)`` answers a GET or returns None for paths it does not serve, so the
+daemon can mount it beside its own endpoints and ``slotkeeper ui`` can serve it alone. Every
+page is rendered from the same document its JSON twin returns (``/`` and ``/keys`` from
+``/status``, a slot page from ``/status/slots/ENV/SLOT``). Templates escape everything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from slotkeeper.dashboard.view import overview, slot_history
+from slotkeeper.ledger import Ledger
+from slotkeeper.model import DesiredState
+
+#: how often an open page reloads itself unless ``?refresh=N`` says otherwise (seconds)
+DEFAULT_REFRESH = 10
+HTML = "text/html; charset=utf-8"
+JSON = "application/json"
+CSS = "text/css; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+def _ago(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _when(text: str | None) -> str:
+    if not text:
+        return "—"
+    return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _unconfirmed(targets: dict[str, str]) -> str:
+    return ", ".join(f"{name} ({state})" for name, state in targets.items() if state != "synced")
+
+
+def _templates() -> Environment:
+    environment = Environment(
+        loader=PackageLoader("slotkeeper.dashboard", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(ago=_ago, when=_when, seconds=_seconds, unconfirmed=_unconfirmed)
+    return environment
+
+
+class Dashboard:
+    """Read-only pages over a ledger (and, when known, the manifests)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime],
+        desired: Callable[[], DesiredState | None] = lambda: None,
+        last_reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
+        extra: Callable[[], dict[str, Any]] = dict,
+        source: str | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self._desired = desired
+        self._last_reconcile = last_reconcile
+        self._extra = extra
+        self._source = source
+        self._templates = _templates()
+        self._css = files("slotkeeper.dashboard").joinpath("static/dashboard.css").read_bytes()
+
+    def status(self) -> dict[str, Any]:
+        """The ``/status`` document: what the matrix, keys and reconcile panels show."""
+        return overview(
+            self._ledger,
+            now=self._clock(),
+            desired=self._desired(),
+            last_reconcile=self._last_reconcile(),
+            extra=self._extra(),
+        )
+
+    def get(self, path: str, query: str = "") -> Answer | None:
+        """The answer to ``GET path?query``, or None when the dashboard does not serve path."""
+        parts = [unquote(p) for p in path.strip("/").split("/")] if path != "/" else []
+        if path == "/static/dashboard.css":
+            return Answer(200, self._css, CSS)
+        if parts == ["status"]:
+            return _json(200, self.status())
+        if len(parts) == 4 and parts[:2] == ["status", "slots"]:
+            found = slot_history(self._ledger, parts[2], parts[3])
+            return _json(200, found) if found else _json(404, {"error": "no such slot"})
+        refresh = _refresh(query)
+        if not parts:
+            return self._page(200, "matrix.html", self.status(), refresh, page="matrix")
+        if parts == ["keys"]:
+            return self._page(200, "keys.html", self.status(), refresh, page="keys")
+        if len(parts) == 3 and parts[0] == "slots":
+            found = slot_history(self._ledger, parts[1], parts[2])
+            if found is None:
+                message = f"The ledger has no record of {parts[1]}/{parts[2]}."
+                return self._page(404, "missing.html", {}, 0, page="", message=message)
+            return self._page(200, "slot.html", found, refresh, page="slot")
+        return None
+
+    def _page(
+        self, status: int, template: str, doc: dict[str, Any], refresh: int, **context: Any
+    ) -> Answer:
+        html = self._templates.get_template(template).render(
+            doc=doc,
+            refresh=refresh,
+            generated_at=self._clock().isoformat(),
+            ledger=self._ledger.url.split("?")[0],
+            source=self._source,
+            **context,
+        )
+        return Answer(status, html.encode(), HTML)
+
+
+def _refresh(query: str) -> int:
+    """``?refresh=N``: reload every N seconds (1 to 3600); 0 turns reloading off."""
+    values = parse_qs(query).get("refresh")
+    try:
+        wanted = int(values[0]) if values else DEFAULT_REFRESH
+    except ValueError:
+        return DEFAULT_REFRESH
+    return 0 if wanted <= 0 else min(wanted, 3600)
+
+
+def _json(status: int, document: Any) -> Answer:
+    return Answer(status, json.dumps(document).encode(), JSON)

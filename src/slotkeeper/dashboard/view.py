@@ -1,0 +1,248 @@
+"""What the dashboard shows, as JSON-ready documents.
+
+``overview`` is the document ``/status`` returns and the matrix, keys and last-reconcile pages
+are rendered from, so the page and the API cannot disagree; ``slot_history`` is the same for a
+slot's page (``/status/slots/ENV/SLOT``). Everything comes from the ledger, plus the manifests
+when they are known (the daemon's last snapshot, or ``slotkeeper ui -m``) for what only they
+say: a suspended environment or slot, a freeze window open now. Nothing secret is in the ledger,
+and nothing else is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from slotkeeper import render
+from slotkeeper.ledger import Ledger, PendingAction
+from slotkeeper.ledger.base import Event
+from slotkeeper.model import (
+    DesiredState,
+    KeyRecord,
+    Record,
+    RecordStatus,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
+    parse_duration,
+)
+
+#: the states a matrix cell can show, most telling first
+STATES = ("suspended", "frozen", "blocked", "pending", "deployed", "decommissioned")
+
+
+def _short_digest(digest: str | None) -> str | None:
+    return digest.split(":", 1)[-1][:12] if digest else None
+
+
+def _holds(desired: DesiredState | None, now: datetime) -> dict[tuple[str, str | None], str]:
+    """(environment, slot or None) -> "suspended" or "frozen until ..." from the manifests."""
+    holds: dict[tuple[str, str | None], str] = {}
+    for name, spec in (desired.environments if desired else {}).items():
+        ends = [end for window in spec.freeze if (end := window.frozen_until(now)) is not None]
+        if spec.suspend:
+            holds[name, None] = "suspended"
+        elif ends:
+            holds[name, None] = f"frozen until {max(ends).isoformat()}"
+        for slot_name, slot in spec.slots.items():
+            if slot.suspend:
+                holds[name, slot_name] = "suspended"
+    return holds
+
+
+def _cell(
+    record: Record,
+    syncs: list[TargetSync],
+    held: PendingAction | None,
+    hold: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    confirmed = all(sync.settled for sync in syncs)
+    if hold == "suspended":
+        state = "suspended"
+    elif hold is not None:
+        state = "frozen"
+    elif held is not None:
+        state = "blocked"
+    elif record.status is RecordStatus.DECOMMISSIONED:
+        state = "decommissioned"
+    elif not confirmed:
+        state = "pending"
+    else:
+        state = "deployed"
+    since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
+    artifact = record.artifact
+    return {
+        "environment": record.environment,
+        "slot": record.slot,
+        "record_id": record.id,
+        "status": record.status.value,
+        "state": state,
+        "artifact": artifact.name,
+        "kind": artifact.kind.value,
+        "version": artifact.version,
+        "digest": _short_digest(artifact.digest),
+        "since": since.isoformat(),
+        "age_seconds": max(0, int((now - since).total_seconds())),
+        "confirmed": confirmed,
+        "targets": {
+            sync.target: (
+                sync.status.value
+                if sync.settled or sync.status is not SyncStatus.SYNCED
+                else SyncStatus.PENDING.value
+            )
+            for sync in syncs
+        },
+        "hold": hold,
+        "blocked": (
+            {"action": held.type, "reason": held.reason, "blocked": held.blocked} if held else None
+        ),
+    }
+
+
+def _key(key: KeyRecord, now: datetime) -> dict[str, Any]:
+    age = now - key.created_at
+    every = parse_duration(key.rotate_after) if key.rotate_after else None
+    due = key.created_at + every if every else None
+    return {
+        "environment": key.environment,
+        "repository": key.repository,
+        "title": key.title,
+        "fingerprint": key.fingerprint,
+        "read_only": key.read_only,
+        "created_at": key.created_at.isoformat(),
+        "age_days": round(age.total_seconds() / 86400, 1),
+        "rotate_after": key.rotate_after,
+        "next_rotation": due.isoformat() if due else None,
+        "overdue": bool(due and due <= now),
+        "used": round(age / every, 3) if every else None,
+    }
+
+
+def last_apply(events: Iterable[Event]) -> dict[str, Any] | None:
+    """The newest apply as the ledger tells it (for ``slotkeeper ui``, which has no daemon
+    memory): when it started and finished, by whom, at which revision, its counts."""
+    started: Event | None = None
+    finished: Event | None = None
+    for event in events:
+        if event.type == "apply.started":
+            started, finished = event, None
+        elif event.type == "apply.finished" and started and event.serial == started.serial:
+            finished = event
+    if started is None:
+        return None
+    return {
+        "reason": "apply",
+        "started_at": started.at.isoformat(),
+        "finished_at": finished.at.isoformat() if finished else None,
+        "revision": started.revision,
+        "result": (
+            "running"
+            if finished is None
+            else "failure"
+            if finished.detail.get("failed")
+            else "success"
+        ),
+        "duration_seconds": (
+            round((finished.at - started.at).total_seconds(), 3) if finished else None
+        ),
+        "counts": dict(finished.detail) if finished else {},
+        "actor": started.actor,
+        "serial": started.serial,
+    }
+
+
+def overview(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    desired: DesiredState | None = None,
+    last_reconcile: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the matrix page shows (and ``/status`` returns)."""
+    records = ledger.latest_records()
+    pending = ledger.pending()
+    syncs: dict[int, list[TargetSync]] = {}
+    for sync in ledger.all_syncs():
+        if sync.subject is SyncSubject.RECORD:
+            syncs.setdefault(sync.subject_id, []).append(sync)
+    managed = ledger.keys()
+    holds = _holds(desired, now)
+    blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    environments = sorted(
+        {r.environment for r in records} | (set(desired.environments) if desired else set())
+    )
+    cells: dict[str, dict[str, Any]] = {}
+    for record in records:
+        hold = holds.get((record.environment, record.slot)) or holds.get((record.environment, None))
+        cells.setdefault(record.slot, {})[record.environment] = _cell(
+            record,
+            syncs.get(record.id, []),
+            blocked_at.get((record.environment, record.slot)),
+            hold,
+            now,
+        )
+    document: dict[str, Any] = {
+        "generated_at": now.isoformat(),
+        "slots": render.status_document(records, pending, syncs),
+        "matrix": {
+            "environments": environments,
+            "rows": [
+                {"slot": slot, "cells": [cells[slot].get(env) for env in environments]}
+                for slot in sorted(cells)
+            ],
+        },
+        "states": dict.fromkeys(STATES, 0),
+        "keys": [_key(key, now) for key in managed],
+        "blocked": [
+            {
+                "action": p.type,
+                "environment": p.environment,
+                "slot": p.slot,
+                "key": p.key,
+                "reason": p.reason,
+                "blocked": p.blocked,
+                "at": p.at.isoformat(),
+            }
+            for p in pending
+        ],
+        "last_reconcile": last_reconcile,
+        "last_apply": last_apply(ledger.events()),
+    }
+    for row in cells.values():
+        for cell in row.values():
+            document["states"][cell["state"]] += 1
+    document.update(extra or {})
+    return document
+
+
+def slot_history(ledger: Ledger, environment: str, slot: str) -> dict[str, Any] | None:
+    """A slot's records newest first, each with who recorded it, at which revision, what it
+    superseded, and what every target holds of it; None when the ledger never saw the slot."""
+    records = ledger.history(environment, slot)
+    if not records:
+        return None
+    syncs = {record.id: ledger.syncs_for(SyncSubject.RECORD, record.id) for record in records}
+    deployed_by = {
+        event.record_id: event
+        for event in ledger.events()
+        if event.type == "record.deployed"
+        and event.environment == environment
+        and event.slot == slot
+    }
+    rows = render.history_document(records, syncs)
+    revisions: dict[str, Any] = {}
+    for row in rows:
+        event = deployed_by.get(row["id"])
+        row["actor"] = event.actor if event else None
+        sha = row.get("revision")
+        if sha and sha not in revisions:
+            found = ledger.revision(sha)
+            revisions[sha] = found.model_dump(mode="json") if found else {"sha": sha}
+        row["revision_detail"] = revisions.get(sha) if sha else None
+        row["supersedes"] = next(
+            (other["id"] for other in rows if other.get("superseded_by") == row["id"]), None
+        )
+    return {"environment": environment, "slot": slot, "records": rows}
