@@ -37,6 +37,8 @@ run: $(VENV)/.runtime
 	$(SK) history production $(QS_FLAGS)
 	@echo
 	$(SK) keys list $(QS_FLAGS)
+	@echo
+	@echo "The same in a browser: $(SK) ui $(QS_FLAGS) -m $(QUICKSTART)/2-next  (http://127.0.0.1:8080/)"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests
