@@ -222,3 +222,37 @@ def test_concurrent_applies_serialise_without_corruption(workdir: Path, ledger_u
     assert recorded(ledger_url).serial == 4
     if ledger_url.startswith("sqlite:///"):
         assert run_sql(ledger_url, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_events_can_be_filtered_and_the_newest_taken(ledger_url: str) -> None:
+    """The dashboard asks for the newest apply events and one slot's deploys, not the log."""
+    ledger = open_ledger(ledger_url, now=NOW)
+    try:
+        with ledger.transaction() as tx:
+            for n, (kind, slot) in enumerate(
+                [
+                    ("apply.started", None),
+                    ("record.deployed", "api"),
+                    ("record.deployed", "web"),
+                    ("apply.finished", None),
+                    ("apply.started", None),
+                    ("record.deployed", "api"),
+                    ("apply.finished", None),
+                ]
+            ):
+                tx.append_event(
+                    serial=1 + n // 4,
+                    at=NOW,
+                    type=kind,
+                    actor="t",
+                    detail={},
+                    environment="production" if slot else None,
+                    slot=slot,
+                )
+        newest = ledger.events(types=("apply.started", "apply.finished"), last=2)
+        assert [(e.type, e.serial) for e in newest] == [("apply.started", 2), ("apply.finished", 2)]
+        deploys = ledger.events(types=("record.deployed",), environment="production", slot="api")
+        assert [e.seq for e in deploys] == [2, 6]
+        assert len(ledger.events()) == 7 and [e.seq for e in ledger.events(since=5)] == [6, 7]
+    finally:
+        ledger.close()

@@ -28,6 +28,7 @@ from slotkeeper.model import (
     parse_duration,
 )
 
+_APPLY_EVENTS = ("apply.started", "apply.finished")
 #: the states a matrix cell can show, most telling first
 STATES = ("suspended", "frozen", "blocked", "pending", "deployed", "decommissioned")
 
@@ -209,7 +210,7 @@ def overview(
             for p in pending
         ],
         "last_reconcile": last_reconcile,
-        "last_apply": last_apply(ledger.events()),
+        "last_apply": last_apply(ledger.events(types=_APPLY_EVENTS, last=2)),
     }
     for row in cells.values():
         for cell in row.values():

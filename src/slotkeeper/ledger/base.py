@@ -168,7 +168,15 @@ class Ledger(Protocol):
 
     def pending(self) -> list[PendingAction]: ...
 
-    def events(self, *, since: int = 0) -> list[Event]: ...
+    def events(
+        self,
+        *,
+        since: int = 0,
+        types: Sequence[str] = (),
+        environment: str | None = None,
+        slot: str | None = None,
+        last: int | None = None,
+    ) -> list[Event]: ...
 
     def revision(self, sha: str) -> Revision | None: ...
 

@@ -715,12 +715,38 @@ class SqlLedger:
             for row in rows
         ]
 
-    def events(self, *, since: int = 0) -> list[Event]:
+    def events(
+        self,
+        *,
+        since: int = 0,
+        types: Sequence[str] = (),
+        environment: str | None = None,
+        slot: str | None = None,
+        last: int | None = None,
+    ) -> list[Event]:
+        """Events after ``since``, oldest first; only of ``types`` / that environment and slot
+        when given; only the newest ``last`` of them when given."""
+        where = ["seq > ?"]
+        params: list[Any] = [since]
+        if types:
+            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            params.extend(types)
+        if environment is not None:
+            where.append("environment = ?")
+            params.append(environment)
+        if slot is not None:
+            where.append("slot = ?")
+            params.append(slot)
+        order = "DESC" if last is not None else "ASC"
+        limit = f" LIMIT {int(last)}" if last is not None else ""
         rows = self._query(
             "SELECT seq, serial, at, type, environment, slot, record_id, key_id, action_id, "
-            "revision, actor, detail FROM events WHERE seq > ? ORDER BY seq",
-            (since,),
+            f"revision, actor, detail FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order}{limit}",
+            params,
         )
+        if last is not None:
+            rows = list(reversed(rows))
         return [
             Event(
                 seq=row[0],
