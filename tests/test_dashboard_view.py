@@ -129,3 +129,27 @@ def test_a_ledger_password_is_never_shown(sk: Sk, workdir: Path) -> None:
             assert "postgresql://postgres:***@" in answer(dashboard, "/").body.decode()
         finally:
             ledger.close()
+
+
+def test_a_hold_does_not_hide_a_slot_that_is_gone(sk: Sk, workdir: Path) -> None:
+    """In a frozen environment, a kept slot shows frozen; a decommissioned one shows gone."""
+    write_manifests(workdir / "g", environment("staging", {"a": image(), "b": image()}))
+    assert sk("apply", "--yes", "-m", "g").code == 0
+    write_manifests(workdir / "g", environment("staging", {"a": image()}))
+    assert sk("apply", "--yes", "-m", "g").code == 0
+    now = datetime.now(UTC)
+    window = {
+        "start": (now - timedelta(hours=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat(),
+    }
+    write_manifests(workdir / "g", environment("staging", {"a": image()}, freeze=[window]))
+    desired = load_manifests(workdir / "g")
+    ledger = open_ledger("sqlite:///.slotkeeper/state.db", now=now)
+    try:
+        dashboard = Dashboard(ledger, clock=lambda: now, desired=lambda: desired)
+        states = {
+            row["slot"]: row["cells"][0]["state"] for row in dashboard.status()["matrix"]["rows"]
+        }
+        assert states == {"a": "frozen", "b": "decommissioned"}
+    finally:
+        ledger.close()

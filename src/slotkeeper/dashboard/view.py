@@ -60,6 +60,8 @@ def _cell(
     now: datetime,
 ) -> dict[str, Any]:
     confirmed = all(sync.settled for sync in syncs)
+    if record.status is RecordStatus.DECOMMISSIONED and held is None:
+        hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
     if hold == "suspended":
         state = "suspended"
     elif hold is not None:
