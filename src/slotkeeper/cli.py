@@ -32,7 +32,7 @@ from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger, sqlite_path
 from slotkeeper.manifests import json_schema, load_manifests
-from slotkeeper.model import SyncSubject, TargetSync, parse_duration
+from slotkeeper.model import SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
@@ -103,15 +103,20 @@ def _parse_at(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def manifest_options(func: F) -> F:
-    """``-m/--manifests`` and ``--state``, shared by every command that reads them."""
-    func = click.option(
+def state_option(func: F) -> F:
+    """``--state``: the ledger URL."""
+    return click.option(
         "--state",
         envvar="SLOTKEEPER_STATE",
         default=DEFAULT_STATE,
         show_default=True,
         help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
     )(func)
+
+
+def manifest_options(func: F) -> F:
+    """``-m/--manifests`` and ``--state``, shared by every command that reads them."""
+    func = state_option(func)
     return click.option(
         "-m",
         "--manifests",
@@ -428,14 +433,6 @@ def apply(
     return _finish(done.result, console)
 
 
-def _syncs_by_subject(ledger: Ledger, subject: SyncSubject) -> dict[int, list[TargetSync]]:
-    syncs: dict[int, list[TargetSync]] = {}
-    for sync in ledger.all_syncs():
-        if sync.subject is subject:
-            syncs.setdefault(sync.subject_id, []).append(sync)
-    return syncs
-
-
 @cli.command()
 @manifest_options
 @click.option("--json", "as_json", is_flag=True)
@@ -445,7 +442,7 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
     with _ledger(state) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
-        syncs = _syncs_by_subject(ledger, SyncSubject.RECORD)
+        syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
         _print_json(render.status_document(records, pending, syncs))
     else:
@@ -463,7 +460,7 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
     environment, _, slot = target.partition("/")
     with _ledger(state) as ledger:
         records = ledger.history(environment, slot or None)
-        syncs = _syncs_by_subject(ledger, SyncSubject.RECORD)
+        syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
         _print_json(render.history_document(records, syncs))
         return EXIT_OK
@@ -487,7 +484,7 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
     del manifests
     with _ledger(state) as ledger:
         found = ledger.keys(include_retired=include_retired)
-        syncs = _syncs_by_subject(ledger, SyncSubject.KEY)
+        syncs = render.syncs_by_subject(ledger, SyncSubject.KEY)
     if as_json:
         _print_json(render.keys_document(found, syncs))
     else:
@@ -692,13 +689,7 @@ def run(
 
 
 @cli.command()
-@click.option(
-    "--state",
-    envvar="SLOTKEEPER_STATE",
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
-)
+@state_option
 @click.option(
     "-m",
     "--manifests",

@@ -225,6 +225,11 @@ class EnvironmentSpec(_Strict):
     slots: dict[Slug, SlotSpec] = Field(default_factory=dict)
     deploy_keys: list[DeployKeySpec] = Field(default_factory=list)
 
+    def frozen_until(self, now: datetime) -> datetime | None:
+        """When the freeze windows open at ``now`` end (the latest of them), or None."""
+        ends = [end for window in self.freeze if (end := window.frozen_until(now)) is not None]
+        return max(ends, default=None)
+
 
 class Metadata(_Strict):
     name: Slug
@@ -492,6 +497,15 @@ class TargetSync(BaseModel):
     @property
     def settled(self) -> bool:
         return self.status is SyncStatus.SYNCED and self.remote_state is self.wanted
+
+    @property
+    def shown_status(self) -> SyncStatus:
+        """The status as shown to people: synced only once the target holds what is wanted."""
+        return (
+            SyncStatus.PENDING
+            if self.status is SyncStatus.SYNCED and not self.settled
+            else (self.status)
+        )
 
 
 class Drift(BaseModel):

@@ -667,9 +667,9 @@ def _held(action: Action, desired: DesiredState, now: datetime) -> list[str]:
     if slot is not None and slot.suspend:
         return [f"slot {action.environment}/{action.slot} is suspended"]
     if action.type in (ActionType.DEPLOY, ActionType.DECOMMISSION):
-        ends = [end for window in spec.freeze if (end := window.frozen_until(now)) is not None]
-        if ends:
-            return [f"frozen until {max(ends).strftime('%Y-%m-%d %H:%M:%SZ')}"]
+        until = spec.frozen_until(now)
+        if until is not None:
+            return [f"frozen until {until.strftime('%Y-%m-%d %H:%M:%SZ')}"]
     return []
 
 

@@ -14,13 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from slotkeeper.execute import ApplyResult, Outcome
-from slotkeeper.ledger import PendingAction
+from slotkeeper.ledger import Ledger, PendingAction
 from slotkeeper.model import (
     Artifact,
     KeyRecord,
     Record,
     RecordStatus,
     SyncStatus,
+    SyncSubject,
     TargetSync,
     parse_duration,
 )
@@ -181,12 +182,19 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
 
 
+def syncs_by_subject(ledger: Ledger, subject: SyncSubject) -> dict[int, list[TargetSync]]:
+    """Every sync row of records (or keys), by record (or key) id."""
+    syncs: dict[int, list[TargetSync]] = {}
+    for sync in ledger.all_syncs():
+        if sync.subject is subject:
+            syncs.setdefault(sync.subject_id, []).append(sync)
+    return syncs
+
+
 def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
     return {
         sync.target: {
-            "status": sync.status.value
-            if sync.settled or sync.status is not SyncStatus.SYNCED
-            else SyncStatus.PENDING.value,
+            "status": sync.shown_status.value,
             "wanted": sync.wanted.value,
             "remote_id": sync.remote_id,
             "remote_state": sync.remote_state.value if sync.remote_state else None,
@@ -235,11 +243,9 @@ def _targets_cell(syncs: list[TargetSync]) -> Text:
     for sync in syncs:
         if text:
             text.append(" ")
-        if sync.settled:
-            text.append(f"{sync.target}:synced", style="green")
-        else:
-            state = sync.status.value if sync.status is not SyncStatus.SYNCED else "pending"
-            text.append(f"{sync.target}:{state}", style="red" if state == "failed" else "yellow")
+        state = sync.shown_status
+        style = {SyncStatus.SYNCED: "green", SyncStatus.FAILED: "red"}.get(state, "yellow")
+        text.append(f"{sync.target}:{state.value}", style=style)
     return text
 
 

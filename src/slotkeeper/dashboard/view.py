@@ -22,7 +22,6 @@ from slotkeeper.model import (
     KeyRecord,
     Record,
     RecordStatus,
-    SyncStatus,
     SyncSubject,
     TargetSync,
     parse_duration,
@@ -41,11 +40,11 @@ def _holds(desired: DesiredState | None, now: datetime) -> dict[tuple[str, str |
     """(environment, slot or None) -> "suspended" or "frozen until ..." from the manifests."""
     holds: dict[tuple[str, str | None], str] = {}
     for name, spec in (desired.environments if desired else {}).items():
-        ends = [end for window in spec.freeze if (end := window.frozen_until(now)) is not None]
+        until = spec.frozen_until(now)
         if spec.suspend:
             holds[name, None] = "suspended"
-        elif ends:
-            holds[name, None] = f"frozen until {max(ends).isoformat()}"
+        elif until is not None:
+            holds[name, None] = f"frozen until {until.isoformat()}"
         for slot_name, slot in spec.slots.items():
             if slot.suspend:
                 holds[name, slot_name] = "suspended"
@@ -89,14 +88,7 @@ def _cell(
         "since": since.isoformat(),
         "age_seconds": max(0, int((now - since).total_seconds())),
         "confirmed": confirmed,
-        "targets": {
-            sync.target: (
-                sync.status.value
-                if sync.settled or sync.status is not SyncStatus.SYNCED
-                else SyncStatus.PENDING.value
-            )
-            for sync in syncs
-        },
+        "targets": {sync.target: sync.shown_status.value for sync in syncs},
         "hold": hold,
         "blocked": (
             {"action": held.type, "reason": held.reason, "blocked": held.blocked} if held else None
@@ -167,10 +159,7 @@ def overview(
     """Everything the matrix page shows (and ``/status`` returns)."""
     records = ledger.latest_records()
     pending = ledger.pending()
-    syncs: dict[int, list[TargetSync]] = {}
-    for sync in ledger.all_syncs():
-        if sync.subject is SyncSubject.RECORD:
-            syncs.setdefault(sync.subject_id, []).append(sync)
+    syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     managed = ledger.keys()
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
