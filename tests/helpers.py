@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,20 @@ def recorded_state(state: Path) -> RecordedState:
         return ledger.read_state()
     finally:
         ledger.close()
+
+
+def age_ledger(state: Path, table: str, column: str, by: timedelta) -> None:
+    """Move every ``column`` timestamp of ``table`` back by ``by``: time passing, as far as the
+    ledger can tell (a saved plan must be made now, so tests age the ledger instead)."""
+    connection = sqlite3.connect(state)
+    try:
+        rows = connection.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
+        for rowid, stamp in rows:
+            moved = datetime.fromisoformat(stamp) - by
+            connection.execute(
+                f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
+                (moved.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), rowid),
+            )
+        connection.commit()
+    finally:
+        connection.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from tests.fakes.iftrue import FakeIftrue
 from tests.fakes.iftrue_schema import REQUEST_SCHEMA
 from tests.fakes.spec import OpenApiChecker
 from tests.fakes.unkey import FakeUnkey
-from tests.helpers import DIGEST_A, Run, environment, image, recorded_state, write_manifests
+from tests.helpers import (
+    DIGEST_A,
+    Run,
+    age_ledger,
+    environment,
+    image,
+    recorded_state,
+    write_manifests,
+)
 
 Sk = Callable[..., Run]
 SECRETS = {
@@ -152,6 +161,7 @@ def world(
     against its API's description (iftrue's: the JSON Schema of its documented body)."""
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
+    (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     git(workdir, "init", "-q", "-b", "main")
     yield World(github, chainloop, unkey, iftrue, workdir)
     for fake, spec in ((github, github_spec), (chainloop, chainloop_spec), (unkey, unkey_spec)):
@@ -212,7 +222,7 @@ def test_one_apply_records_everything_everywhere(sk: Sk, world: World, state: Pa
     )
     assert event["node_id"] == github_node
 
-    row = {r["slot"]: r for r in sk("status", "--json").json()}["api"]
+    row = {r["slot"]: r for r in sk("status", "--json").json()["slots"]}["api"]
     assert {name: t["status"] for name, t in row["targets"].items()} == {
         "github": "synced",
         "chainloop": "synced",
@@ -270,13 +280,17 @@ def test_decommission_reaches_chainloop_only(sk: Sk, world: World) -> None:
     assert world.chainloop.active("production", "worker") is None
 
 
-def test_chainloop_heartbeat_refreshes_last_seen_without_a_new_record(sk: Sk, world: World) -> None:
+def test_chainloop_heartbeat_refreshes_last_seen_without_a_new_record(
+    sk: Sk, world: World, state: Path
+) -> None:
     """Once heartbeatInterval has passed, DEPLOYED records are re-recorded on Chainloop: the
     record's last_seen_at moves and no new record appears."""
     world.declare({"api": image()}, "feat: first")
     apply(sk)
     before = world.chainloop.active("production", "api")
-    planned = sk("plan", "-m", "m", "--at", "+2h", "--out", "beat.plan")
+    assert "heartbeat" in sk("plan", "-m", "m", "--at", "+2h").out
+    age_ledger(state, "target_syncs", "updated_at", timedelta(hours=2))
+    planned = sk("plan", "-m", "m", "--out", "beat.plan")
     assert "heartbeat" in planned.out
     world.reset_logs()
     assert sk("apply", "beat.plan", "-m", "m").code == 0
@@ -294,7 +308,7 @@ def test_a_failing_target_does_not_hold_back_the_others(sk: Sk, world: World, st
     world.declare({"api": image()}, "feat: first")
     result = sk("apply", "--yes", "-m", "m")
     assert result.code == 1
-    row = sk("status", "--json").json()[0]
+    row = sk("status", "--json").json()["slots"][0]
     states = {name: t["status"] for name, t in row["targets"].items()}
     assert states == {
         "github": "synced",
@@ -363,6 +377,6 @@ def test_iftrue_answers_lost_are_reported_never_resent(sk: Sk, world: World) -> 
     assert second.code == 1
     assert "may have been recorded" in second.out
     assert len(world.iftrue.records()) == 1
-    row = sk("status", "--json").json()[0]
+    row = sk("status", "--json").json()["slots"][0]
     assert row["targets"]["iftrue"]["status"] == "failed"
     assert row["targets"]["github"]["status"] == "synced"

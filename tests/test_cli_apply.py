@@ -28,7 +28,7 @@ def apply(sk: Sk, *args: str) -> Run:
 def status_rows(sk: Sk) -> dict[tuple[str, str], dict]:
     result = sk("status", "--json")
     assert result.code == 0, result.err
-    return {(row["environment"], row["slot"]): row for row in result.json()}
+    return {(row["environment"], row["slot"]): row for row in result.json()["slots"]}
 
 
 def test_first_apply_creates_one_deployed_record_per_slot(sk: Sk, manifests: Path) -> None:
@@ -108,7 +108,7 @@ def test_plan_json_document(sk: Sk, manifests: Path) -> None:
     apply(sk)
     write_manifests(manifests, environment("production", {"api": image(version="v2")}))
     document = sk("plan", "-m", "manifests", "--json").json()
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     assert document["base_serial"] == 1
     assert isinstance(document["lineage"], str) and len(document["lineage"]) == 36
     assert document["revision"] is None
@@ -182,15 +182,29 @@ def test_protected_decommission_is_blocked_and_pending_in_status(
     assert row["pending"] is None
 
 
-def test_mass_decommission_guard_saves_an_empty_checkout(sk: Sk, manifests: Path) -> None:
-    """An empty manifest tree would decommission everything: blocked until explicitly allowed."""
+def test_mass_decommission_guard_counts_what_exists(sk: Sk, manifests: Path) -> None:
+    """Removing more than half of what exists is blocked until explicitly allowed."""
+    envs = {name: image(name) for name in ("api", "web", "db")}
+    write_manifests(manifests, environment("production", envs))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": image("api")}))
+    out = apply(sk).out
+    assert "would remove 2 of 3 deployed slots and active deploy keys" in out
+    assert {row["status"] for row in status_rows(sk).values()} == {"DEPLOYED"}
+    apply(sk, "--allow-mass-decommission")
+    statuses = {slot: row["status"] for (_, slot), row in status_rows(sk).items()}
+    assert statuses == {"api": "DEPLOYED", "web": "DECOMMISSIONED", "db": "DECOMMISSIONED"}
+
+
+def test_empty_checkout_removes_nothing_without_allow_empty(sk: Sk, manifests: Path) -> None:
+    """An empty manifest tree would decommission everything: blocked until --allow-empty."""
     write_manifests(manifests, environment("production", {"api": image(), "web": image("w")}))
     apply(sk)
     (manifests / "envs.yaml").unlink()
-    out = apply(sk).out
-    assert "would decommission 2 of 2 deployed slots" in out
+    out = apply(sk, "--allow-mass-decommission").out
+    assert "declare no environment" in out and "--allow-empty" in out
     assert {row["status"] for row in status_rows(sk).values()} == {"DEPLOYED"}
-    apply(sk, "--allow-mass-decommission")
+    apply(sk, "--allow-empty", "--allow-mass-decommission")
     assert {row["status"] for row in status_rows(sk).values()} == {"DECOMMISSIONED"}
 
 
@@ -246,7 +260,7 @@ def test_apply_without_tty_needs_yes(sk: Sk, manifests: Path, state: Path) -> No
     assert result.code == 1
     assert "--yes" in result.err
     assert recorded_state(state).serial == 0
-    assert sk("status", "--json").json() == []
+    assert sk("status", "--json").json()["slots"] == []
 
 
 def test_status_and_history_human_output(sk: Sk, manifests: Path) -> None:

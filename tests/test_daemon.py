@@ -205,7 +205,7 @@ def test_run_once_reconciles_and_exits(sk: Callable[..., Any], workdir: Path) ->
     write_manifests(workdir / "m", environment("staging", {"api": image()}))
     result = sk("--log-format", "json", "run", "--once", "-m", "m")
     assert result.code == 0, result.err
-    assert [row["slot"] for row in sk("status", "--json").json()] == ["api"]
+    assert [row["slot"] for row in sk("status", "--json").json()["slots"]] == ["api"]
 
 
 def test_a_failing_environment_backs_off_exponentially(

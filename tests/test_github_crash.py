@@ -78,6 +78,7 @@ def test_sigkill_mid_apply_then_reapply_converges_without_duplicates(
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     rng = random.Random(seed)
     github.latency = 0.01
+    (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
     subprocess.run(
         [

@@ -42,6 +42,7 @@ def gh(
 @pytest.fixture
 def repo(workdir: Path) -> str:
     """The work directory as a git work tree with one commit; returns the commit sha."""
+    (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     for args in (
         ("init", "-q", "-b", "main"),
         ("config", "user.name", "Ada"),
@@ -158,7 +159,7 @@ def test_new_slots_cost_one_create_and_one_success_each(
             assert request.json["state"] == "success"
             assert request.json["auto_inactive"] is False
     assert_converged(gh, state)
-    rows = sk("status", "--json").json()
+    rows = sk("status", "--json").json()["slots"]
     assert {row["targets"]["github"]["status"] for row in rows} == {"synced"}
 
 
@@ -225,9 +226,9 @@ def test_key_rotation_adds_confirms_then_deletes(
     assert listed["targets"]["github"]["remote_id"] == str(created["id"])
     assert "github:synced" in sk("keys", "list").out
 
-    assert sk("plan", "-m", "m", "--at", "+31d", "--out", "rotate.plan").code == 0
+    assert sk("keys", "rotate", "acme/web/deployer", "-m", "m", "--yes").code == 0
     gh.reset_log()
-    assert sk("apply", "rotate.plan", "-m", "m").code == 0
+    assert sk("keys", "rotate", "acme/web/deployer", "-m", "m", "--yes").code == 0
     calls = [
         (r.method, _shape(r.path)) for r in gh.requests if r.path.startswith("/repos/acme/web/keys")
     ]
@@ -326,7 +327,7 @@ def test_permission_error_fails_clearly_and_is_retried_by_the_next_apply(
     assert result.code == 1
     assert "permission denied" in result.out
     assert len([r for r in gh.requests if r.method == "POST"]) == 1  # not retried
-    row = sk("status", "--json").json()[0]
+    row = sk("status", "--json").json()["slots"][0]
     assert row["status"] == "DEPLOYED"
     assert row["targets"]["github"]["status"] == "failed"
     assert "permission denied" in row["targets"]["github"]["last_error"]
@@ -362,7 +363,8 @@ def test_write_budget_defers_what_does_not_fit(
     assert len(gh.writes()) == 3
     assert not any(r.status in (403, 429) for r in gh.requests)
     rows = {
-        row["slot"]: row["targets"]["github"]["status"] for row in sk("status", "--json").json()
+        row["slot"]: row["targets"]["github"]["status"]
+        for row in sk("status", "--json").json()["slots"]
     }
     assert sorted(rows.values()) == ["pending", "synced"]
     gh.reset_log()

@@ -6,6 +6,7 @@ import base64
 import stat
 import subprocess
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from slotkeeper.errors import SecretError
 from slotkeeper.keys import SecretSink, fingerprint, generate_key
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, age_ledger, deploy_key, environment, image, write_manifests
 
 Sk = Callable[..., Run]
 SECRETS = Path(".slotkeeper/secrets")
@@ -79,15 +80,18 @@ def test_nested_secret_paths_get_0700_directories(sk: Sk, manifests: Path) -> No
     assert mode(SECRETS / "prod" / "keys" / "deployer") == 0o600
 
 
-def test_key_rotates_when_due_via_a_plan_made_at_a_later_time(sk: Sk, manifests: Path) -> None:
-    """`plan --at` shows the rotation due next month; applying that plan rotates the key:
-    a new pair and file, the old key ROTATED and pointing at the new one."""
+def test_key_rotates_when_due(sk: Sk, manifests: Path, state: Path) -> None:
+    """`plan --at` shows the rotation due next month; once that time has come, applying a plan
+    rotates the key: a new pair and file, the old key ROTATED and pointing at the new one."""
     declare(manifests, deploy_key("deployer", rotateAfter="30d"))
     assert sk("apply", "--yes", "-m", "manifests").code == 0
     [old] = keys_json(sk)
     old_private = (SECRETS / "deployer").read_bytes()
     assert "rotate_key" not in sk("plan", "-m", "manifests", "--at", "+29d").out
-    planned = sk("plan", "-m", "manifests", "--at", "+31d", "--out", "rotate.plan")
+    assert "older than rotateAfter 30d" in sk("plan", "-m", "manifests", "--at", "+31d").out
+    assert "rotate_key" not in sk("plan", "-m", "manifests", "--out", "early.plan").out
+    age_ledger(state, "deploy_keys", "created_at", timedelta(days=31))
+    planned = sk("plan", "-m", "manifests", "--out", "rotate.plan")
     assert planned.code == 0
     assert "rotate_key" in planned.out and "older than rotateAfter 30d" in planned.out
     assert sk("apply", "rotate.plan").code == 0
@@ -138,7 +142,7 @@ def test_keys_rotate_on_demand_touches_nothing_else(sk: Sk, manifests: Path) -> 
     assert after["other"] == before["other"]
     history = sk("history", "production/api", "--json").json()
     assert [r["artifact"]["version"] for r in history] == ["v2", "v1"]
-    web = {row["slot"]: row for row in sk("status", "--json").json()}["web"]
+    web = {row["slot"]: row for row in sk("status", "--json").json()["slots"]}["web"]
     assert web["status"] == "DEPLOYED"
     assert web["pending"] is not None and "protected" in web["pending"]["blocked"]
     missing = sk("keys", "rotate", "acme/web/nope", "--yes", "-m", "manifests")

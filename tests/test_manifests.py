@@ -619,4 +619,4 @@ def test_yaml_1_2_booleans_only(sk: Sk, workdir: Path) -> None:
     assert run.code == 0, run.out
     assert run.json()["slots"] == 2
     assert sk("apply", "--yes", "-m", "m").code == 0
-    assert {row["slot"] for row in sk("status", "--json").json()} == {"no", "on"}
+    assert {row["slot"] for row in sk("status", "--json").json()["slots"]} == {"no", "on"}

@@ -9,6 +9,7 @@ import pytest
 
 from slotkeeper.model import (
     Artifact,
+    BrokenFile,
     DesiredState,
     EnvironmentRecord,
     EnvironmentSpec,
@@ -17,8 +18,12 @@ from slotkeeper.model import (
     Record,
     RecordedState,
     RecordStatus,
+    RemoteState,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
 )
-from slotkeeper.plan import Action, ActionType, PlanOptions, action_order, plan
+from slotkeeper.plan import Action, ActionType, PlanOptions, action_order, plan, recheck
 from tests.helpers import DIGEST_A, deploy_key, image
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -232,13 +237,16 @@ def test_mass_decommission_is_blocked_unless_allowed() -> None:
     ("deployed", "kept", "blocked"),
     [
         (4, 2, False),  # exactly half: allowed
-        (1, 0, False),  # a single decommission is never "mass"
+        (1, 0, True),  # the only slot: all of what exists, however small
         (2, 0, True),  # both of two
         (3, 1, True),  # two of three
+        (3, 2, False),  # one of three
+        (1000, 499, True),  # 501 of 1000
+        (1000, 500, False),  # 500 of 1000
     ],
 )
 def test_mass_decommission_threshold(deployed: int, kept: int, blocked: bool) -> None:
-    """The mass guard trips above half of the deployed slots, and only for more than one."""
+    """The mass guard trips above half of what exists, whatever its size."""
     state = recorded(*(record(i, "staging", f"s{i}", image()) for i in range(deployed)))
     manifests = desired(staging={"slots": {f"s{i}": image() for i in range(kept)}})
     result = plan(manifests, state, now=NOW, options=PlanOptions())
@@ -519,3 +527,166 @@ def test_freeze_windows_block_deploys_until_they_end(
         assert deploy.blocked is None
     else:
         assert deploy.blocked == f"frozen until {until}"
+
+
+@pytest.mark.parametrize(
+    ("slots", "keys", "kept_slots", "kept_keys", "blocked"),
+    [
+        (1, 2, 1, 0, True),  # two revocations of three things
+        (2, 1, 2, 0, False),  # one revocation of three
+        (0, 1, 0, 0, True),  # the only key
+        (1, 1, 0, 0, True),  # everything
+    ],
+)
+def test_revocations_count_in_the_mass_guard(
+    slots: int, keys: int, kept_slots: int, kept_keys: int, blocked: bool
+) -> None:
+    """Key revocations count as removals against slots plus active keys."""
+    state = recorded(
+        *(record(i, "production", f"s{i}", image()) for i in range(slots)),
+        keys=tuple(key_record(i + 1, f"k{i}", age=timedelta(days=1)) for i in range(keys)),
+    )
+    manifests = desired(
+        production={
+            "slots": {f"s{i}": image() for i in range(kept_slots)},
+            "deployKeys": [deploy_key(f"k{i}") for i in range(kept_keys)],
+        }
+    )
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    removals = [
+        a for a in result.actions if a.type in (ActionType.DECOMMISSION, ActionType.REVOKE_KEY)
+    ]
+    assert removals
+    assert all((a.blocked is not None) is blocked for a in removals)
+    allowed = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    assert allowed.blocked == ()
+
+
+def test_empty_manifests_need_allow_empty_even_with_the_mass_guard_off() -> None:
+    """No environment at all over a ledger that has some: removals are held until --allow-empty."""
+    state = recorded(record(1, "production", "api", image()), record(2, "dev", "api", image()))
+    options = PlanOptions(allow_mass_decommission=True)
+    held = plan(desired(), state, now=NOW, options=options)
+    assert len(held.blocked) == 2
+    assert all("--allow-empty" in (a.blocked or "") for a in held.actions)
+    allowed = plan(
+        desired(), state, now=NOW, options=options.model_copy(update={"allow_empty": True})
+    )
+    assert allowed.blocked == () and len(allowed.applicable) == 2
+
+
+def broken(desired_state: DesiredState, *stand_ins: str) -> DesiredState:
+    """``desired_state`` as a tolerant load leaves it: one file broken."""
+    return desired_state.model_copy(
+        update={
+            "broken": (BrokenFile(file="m/staging.yaml", errors=("m/staging.yaml:3: bad",)),),
+            "stand_ins": frozenset(stand_ins),
+        }
+    )
+
+
+def test_a_broken_file_holds_removals_outside_valid_environments() -> None:
+    """While a file is broken, environments no valid file declares are not decommissioned, and
+    no key is revoked; removals inside valid environments go on."""
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "old", image()),
+        record(3, "staging", "api", image()),
+        record(4, "staging", "web", image()),
+        keys=(key_record(1, "deployer", age=timedelta(days=1)),),
+    )
+    manifests = broken(desired(production={"slots": {"api": image()}}))
+    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    held = {(a.type, a.environment, a.slot): a.blocked for a in result.actions}
+    assert held[ActionType.DECOMMISSION, "production", "old"] is None
+    for where in (("staging", "api"), ("staging", "web")):
+        assert "m/staging.yaml is invalid" in (held[(ActionType.DECOMMISSION, *where)] or "")
+    assert "m/staging.yaml is invalid" in (held[ActionType.REVOKE_KEY, "production", None] or "")
+
+
+def test_a_stand_in_environment_is_not_trusted_for_removals() -> None:
+    """An environment declared only by a broken file's last good version removes nothing."""
+    state = recorded(record(1, "staging", "api", image()), record(2, "staging", "gone", image()))
+    manifests = broken(desired(staging={"slots": {"api": image()}}), "staging")
+    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    action = only(result.actions)
+    assert action.type is ActionType.DECOMMISSION and "is invalid" in (action.blocked or "")
+
+
+def test_a_missing_or_foreign_private_key_file_rotates_the_key() -> None:
+    """A key whose private half is missing or holds another key is rotated, with the reason."""
+    manifests = desired(production={"deployKeys": [deploy_key("deployer")]})
+    state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
+    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+    problem = "private key file 'deployer' is missing"
+    result = plan(manifests, state, now=NOW, options=PlanOptions(), key_files={5: problem})
+    action = only(result.actions)
+    assert (action.type, action.reason, action.blocked) == (ActionType.ROTATE_KEY, problem, None)
+
+
+def test_secret_paths_are_compared_normalised() -> None:
+    """`./deployer` names the same file as `deployer`: no rotation for a respelling."""
+    manifests = desired(
+        production={"deployKeys": [deploy_key("deployer", secret={"file": "./deployer"})]}
+    )
+    state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
+    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+
+
+def test_retirements_owed_to_an_unconfigured_target_are_blocked() -> None:
+    """A record or key held by a target whose Target document is gone is not retired silently:
+    the decommission and the revocation stay blocked, saying which target and what to do."""
+    sync = TargetSync(
+        target="github",
+        subject=SyncSubject.RECORD,
+        subject_id=1,
+        wanted=RemoteState.ACTIVE,
+        remote_id="100",
+        remote_state=RemoteState.ACTIVE,
+        status=SyncStatus.SYNCED,
+        attempts=1,
+        updated_at=NOW,
+    )
+    key_sync = sync.model_copy(update={"subject": SyncSubject.KEY, "remote_id": "7"})
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "web", image()),
+        record(3, "production", "db", image()),
+        keys=(key_record(1, "deployer", age=timedelta(days=1)),),
+    ).model_copy(
+        update={
+            "syncs": {
+                ("github", SyncSubject.RECORD, 1): sync,
+                ("github", SyncSubject.KEY, 1): key_sync,
+            }
+        }
+    )
+    manifests = desired(production={"slots": {"web": image(), "db": image()}})
+    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    blocked = {a.type: a.blocked for a in result.actions}
+    for kind in (ActionType.DECOMMISSION, ActionType.REVOKE_KEY):
+        assert "target 'github' holds a copy but is not configured" in (blocked[kind] or "")
+    assert result.targets == ()
+
+
+def test_recheck_turns_newly_held_actions_into_blocked_ones() -> None:
+    """A saved plan re-checked at apply time: a freeze or suspend committed since blocks it."""
+    state = recorded(record(1, "production", "api", image()))
+    saved = plan(
+        desired(production={"slots": {"api": image(version="v2")}}),
+        state,
+        now=NOW,
+        options=PlanOptions(),
+    )
+    assert saved.blocked == ()
+    frozen = desired(
+        production={
+            "slots": {"api": image(version="v2")},
+            "freeze": [{"start": "2026-11-23T00:00:00Z", "end": "2026-11-24T00:00:00Z"}],
+        }
+    )
+    assert "frozen until" in (only(recheck(saved, frozen, now=NOW).actions).blocked or "")
+    later = NOW + timedelta(days=2)
+    assert recheck(saved, frozen, now=later).blocked == ()
+    suspended = desired(production={"slots": {"api": image(version="v2")}, "suspend": True})
+    assert "suspended" in (only(recheck(saved, suspended, now=later).actions).blocked or "")

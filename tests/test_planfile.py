@@ -41,8 +41,9 @@ def test_plan_file_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"format_version": 99}', "format version 1"),
-        ('{"format_version": 1, "lineage": "x"}', "not a valid plan file"),
+        ('{"format_version": 99}', "format version 2"),
+        ('{"format_version": 1}', "format version 2"),
+        ('{"format_version": 2, "lineage": "x"}', "not a valid plan file"),
         ("[1, 2]", "not a slotkeeper plan file"),
     ],
 )

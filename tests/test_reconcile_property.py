@@ -22,7 +22,7 @@ from tests.conftest import postgres_schema_url
 ENVIRONMENTS = ("production", "staging", "pr-1")
 SLOTS = ("api", "worker", "web")
 VERSIONS = ("v1", "v2", "v3")
-ALLOW_ALL = PlanOptions(allow_decommission=True, allow_mass_decommission=True)
+ALLOW_ALL = PlanOptions(allow_decommission=True, allow_mass_decommission=True, allow_empty=True)
 
 # One manifest revision: for each environment, maybe absent, else slot -> version (or absent).
 revisions = st.lists(

@@ -116,6 +116,7 @@ def test_a_full_run_leaks_no_secret(
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SLOTKEEPER_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
     declare(workdir / "m", fakes)
     subprocess.run(

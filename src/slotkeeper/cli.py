@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
-from slotkeeper.errors import ConfigError, ManifestErrors, SlotkeeperError
+from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors, SlotkeeperError
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger, sqlite_path
@@ -129,9 +129,14 @@ def manifest_options(func: F) -> F:
 
 def guard_options(func: F) -> F:
     func = click.option(
+        "--allow-empty",
+        is_flag=True,
+        help="Allow manifests that declare no environment to remove everything recorded.",
+    )(func)
+    func = click.option(
         "--allow-mass-decommission",
         is_flag=True,
-        help="Allow a plan that decommissions more than half of the deployed slots.",
+        help="Allow a plan that removes more than half of the deployed slots and deploy keys.",
     )(func)
     return click.option(
         "--allow-decommission",
@@ -146,6 +151,17 @@ def refresh_option(func: F) -> F:
         default=True,
         show_default=True,
         help="Ask the targets what they hold before planning (drift); --no-refresh plans offline.",
+    )(func)
+
+
+def secrets_dir_option(func: F) -> F:
+    return click.option(
+        "--secrets-dir",
+        type=click.Path(path_type=Path),
+        default=Path(DEFAULT_SECRETS_DIR),
+        show_default=True,
+        envvar="SLOTKEEPER_SECRETS_DIR",
+        help="Where private deploy keys are written (mode 0600); plan checks they are there.",
     )(func)
 
 
@@ -164,14 +180,7 @@ def apply_options(func: F) -> F:
         show_default=True,
         help="Seconds to wait for another writer before failing.",
     )(func)
-    return click.option(
-        "--secrets-dir",
-        type=click.Path(path_type=Path),
-        default=Path(DEFAULT_SECRETS_DIR),
-        show_default=True,
-        envvar="SLOTKEEPER_SECRETS_DIR",
-        help="Where private deploy keys are written (mode 0600).",
-    )(func)
+    return secrets_dir_option(func)
 
 
 @contextmanager
@@ -208,10 +217,25 @@ def cli(log_format: str, log_level: str, no_color: bool) -> None:
 @cli.command()
 @click.option("-m", "--manifests", type=click.Path(path_type=Path), default=Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def validate(manifests: Path, as_json: bool) -> int:
-    """Check the manifests; exit 0 when valid, 1 when not."""
+@click.option(
+    "--allow-empty", is_flag=True, help="Accept manifests that declare no environment at all."
+)
+def validate(manifests: Path, as_json: bool, allow_empty: bool) -> int:
+    """Check the manifests; exit 0 when valid, 1 when not (or when they declare nothing)."""
     try:
         desired = load_manifests(manifests)
+        if not desired.environments and not allow_empty:
+            raise ManifestErrors(
+                [
+                    ManifestError(
+                        manifests,
+                        None,
+                        None,
+                        "declares no environment (an empty or wrong checkout?): applying it "
+                        "would remove everything recorded; pass --allow-empty if that is meant",
+                    )
+                ]
+            )
     except ManifestErrors as exc:
         if as_json:
             _print_json(
@@ -251,11 +275,15 @@ def validate(manifests: Path, as_json: bool) -> int:
 
 
 def _options(
-    allow_decommission: bool, allow_mass_decommission: bool, rotate: frozenset[str] = frozenset()
+    allow_decommission: bool,
+    allow_mass_decommission: bool,
+    allow_empty: bool = False,
+    rotate: frozenset[str] = frozenset(),
 ) -> PlanOptions:
     return PlanOptions(
         allow_decommission=allow_decommission,
         allow_mass_decommission=allow_mass_decommission,
+        allow_empty=allow_empty,
         rotate=rotate,
     )
 
@@ -276,31 +304,44 @@ def _options(
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 0 without changes, 2 with changes, 1 on error."
 )
-@click.option("--at", "at", help="Plan as if at this time (ISO-8601, or +30d from now).")
+@click.option(
+    "--at", "at", help="Plan as if at this time (ISO-8601, or +30d from now); not with --out."
+)
 @refresh_option
+@secrets_dir_option
 def plan_command(
     manifests: Path,
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
+    allow_empty: bool,
     out: Path | None,
     as_json: bool,
     output_format: str,
     detailed_exitcode: bool,
     at: str | None,
     refresh: bool,
+    secrets_dir: Path,
 ) -> int:
     """Show what apply would change."""
+    if at is not None and out is not None:
+        raise ConfigError(
+            "--at cannot be used with --out: a saved plan is applied now, so it must be planned "
+            "now (freeze windows and rotations depend on the time)"
+        )
     moment = _parse_at(at)
     clock = (lambda: moment) if moment else utcnow
     with _ledger(state) as ledger:
         the_plan = make_plan(
             manifests,
             ledger,
-            options=_options(allow_decommission, allow_mass_decommission),
+            options=_options(allow_decommission, allow_mass_decommission, allow_empty),
             clock=clock,
             run=RunOptions(refresh=refresh),
+            sink=SecretSink(secrets_dir),
         )
+    for warning in the_plan.warnings:
+        _stderr().print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
     if out is not None:
         save_plan(the_plan, out)
     if as_json or output_format == "json":
@@ -379,6 +420,19 @@ def _finish(result: ApplyResult, console: Console) -> int:
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
+def _planned_from(the_plan: Plan, manifests: Path) -> Path:
+    """The manifests a saved plan is applied with: ``-m`` when given, else those it was made
+    from (it re-reads their Target documents and holds)."""
+    context = click.get_current_context()
+    explicit = context.get_parameter_source("manifests") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    if explicit or the_plan.manifests is None:
+        return manifests
+    return Path(the_plan.manifests)
+
+
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @manifest_options
@@ -392,6 +446,7 @@ def apply(
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
+    allow_empty: bool,
     secrets_dir: Path,
     lock_timeout: float,
     concurrency: int,
@@ -408,7 +463,7 @@ def apply(
             progress.start(len(the_plan.applicable))
             result = apply_saved(
                 the_plan,
-                manifests,
+                _planned_from(the_plan, manifests),
                 ledger,
                 clock=utcnow,
                 actor=_actor(),
@@ -420,7 +475,7 @@ def apply(
         done = reconcile(
             manifests,
             ledger,
-            options=_options(allow_decommission, allow_mass_decommission),
+            options=_options(allow_decommission, allow_mass_decommission, allow_empty),
             clock=utcnow,
             actor=_actor(),
             sink=sink,
@@ -443,10 +498,18 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
         records = ledger.latest_records()
         pending = ledger.pending()
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
+        manifests_status = ledger.manifest_status()
     if as_json:
-        _print_json(render.status_document(records, pending, syncs))
+        _print_json(
+            {
+                "manifests": render.manifests_document(manifests_status),
+                "slots": render.status_document(records, pending, syncs),
+            }
+        )
     else:
-        render.render_status(records, pending, _stdout(), syncs)
+        console = _stdout()
+        render.render_manifests_status(manifests_status, console)
+        render.render_status(records, pending, console, syncs)
     return EXIT_OK
 
 
@@ -647,6 +710,7 @@ def run(
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
+    allow_empty: bool,
     secrets_dir: Path,
     lock_timeout: float,
     concurrency: int,
@@ -667,7 +731,7 @@ def run(
         source=open_source(
             source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir
         ),
-        options=_options(allow_decommission, allow_mass_decommission),
+        options=_options(allow_decommission, allow_mass_decommission, allow_empty),
         run=RunOptions(
             refresh=True,
             concurrency=concurrency,

@@ -3,10 +3,12 @@
 One loop thread reconciles on a source change (a watched directory, or a polled git remote),
 on a signed GitHub webhook, and every resync interval even when nothing changed (to heal drift
 and retry failed target syncs). Errors back off exponentially per failing environment. A broken
-manifest file keeps its last good version for its environments, so the others still converge,
-and the daemon says so loudly. SIGTERM lets the action in flight finish, then exits 0; SIGHUP
-reconciles at once. One HTTP port serves ``ENDPOINTS`` and the read-only dashboard (``/``,
-``/keys``, ``/slots/ENV/SLOT`` and their JSON twins under ``/status``).
+manifest file keeps its last good version (kept in the ledger) for its environments, so the
+others still converge, nothing outside the environments of valid files is removed, and the
+daemon says so loudly: a log event, ``/status``, the dashboard and a gauge. SIGTERM lets the
+action in flight finish, then exits 0; SIGHUP reconciles at once. One HTTP port serves
+``ENDPOINTS`` and the read-only dashboard (``/``, ``/keys``, ``/slots/ENV/SLOT`` and their JSON
+twins under ``/status``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import queue
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -27,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,15 +34,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import Dashboard
 from slotkeeper.dashboard.server import answer
-from slotkeeper.errors import ManifestErrors, SlotkeeperError
+from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
-from slotkeeper.manifests import find_manifest_files, load_manifests
 from slotkeeper.model import DesiredState, KeyStatus, RecordStatus
 from slotkeeper.plan import Plan, PlanOptions
-from slotkeeper.reconcile import RunOptions, Snapshot, reconcile
-from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revision
+from slotkeeper.reconcile import RunOptions, Snapshot, reconcile, tolerant_snapshot
+from slotkeeper.sources import Checkout, DirectorySource, GitSource
 
 ENDPOINTS = frozenset({"/", "/keys", "/healthz", "/readyz", "/metrics", "/status", "/hooks/github"})
 MAX_BODY = 1024 * 1024
@@ -118,7 +115,6 @@ class Daemon:
         self.last: LastReconcile | None = None
         self.last_tick = time.monotonic()
         self.busy_since: float | None = None
-        self._good_files: dict[str, bytes] = {}
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, datetime] = {}
         self._deliveries: OrderedDict[str, None] = OrderedDict()
@@ -268,7 +264,11 @@ class Daemon:
             )
             assert done.result is not None
             self._record(done.plan, done.result, last)
-            result_label = "success" if done.result.ok else "failure"
+            result_label = (
+                "degraded" if shot.desired.broken else "success" if done.result.ok else "failure"
+            )
+            if shot.desired.broken:
+                last.error = "; ".join(e for b in shot.desired.broken for e in b.errors)
         except SlotkeeperError as exc:
             last.error = str(exc)
             self._log.error(obs.RECONCILE_FAILED, reason=reason, error=str(exc))
@@ -291,61 +291,15 @@ class Daemon:
             self.ready.set()
         return result_label == "success"
 
-    # -- manifests: last good version per file ----------------------------------------------
+    # -- manifests: last good version per file, kept in the ledger ---------------------------
 
     def _snapshot(self, checkout: Checkout) -> Snapshot:
-        """Load the manifests; a broken file is replaced by its last good version."""
-        root = checkout.manifests
-        revision = git_revision(root)
-        try:
-            desired = load_manifests(root)
-        except ManifestErrors as exc:
-            broken = {os.path.relpath(e.file, root) for e in exc.errors}
-            desired = self._with_last_good(root, broken, exc)
-        else:
-            self._remember(root)
-        return Snapshot(desired, revision, root)
-
-    def _remember(self, root: Path) -> None:
-        self._good_files = {
-            str(path.relative_to(root)): path.read_bytes() for path in find_manifest_files(root)
-        }
-
-    def _with_last_good(self, root: Path, broken: set[str], errors: ManifestErrors) -> DesiredState:
-        held = []
-
-        def is_broken(relative: str) -> bool:
-            # A broken entry may be a file, or a directory (e.g. a symlink out of the tree)
-            # whose files are then not listed at all.
-            return any(relative == b or relative.startswith(b + os.sep) for b in broken)
-
-        with tempfile.TemporaryDirectory(prefix="slotkeeper-manifests-") as scratch:
-            listed = set()
-            for path in find_manifest_files(root):
-                relative = str(path.relative_to(root))
-                listed.add(relative)
-                target = Path(scratch) / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not is_broken(relative):
-                    shutil.copyfile(path, target)
-                elif relative in self._good_files:
-                    target.write_bytes(self._good_files[relative])
-                    held.append(relative)
-                else:
-                    held.append(f"{relative} (no good version yet: left out)")
-            for relative, content in self._good_files.items():
-                if relative not in listed and is_broken(relative):
-                    target = Path(scratch) / relative
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(content)
-                    held.append(relative)
-            self._log.error(
-                "manifests.invalid",
-                errors=[str(e) for e in errors.errors],
-                held_at_last_good=held,
-                message="broken manifest files keep their last good version; fix them",
-            )
-            return load_manifests(Path(scratch))
+        """Load the manifests; a broken file is replaced by its last good version (stored in
+        the ledger, so a restarted daemon or ``run --once`` has it too) and removals that
+        depend on it are held by the planner."""
+        shot = tolerant_snapshot(checkout.manifests, self.ledger)
+        obs.MANIFESTS_INVALID.set(len(shot.desired.broken))
+        return shot
 
     # -- back-off per failing environment ---------------------------------------------------
 

@@ -42,6 +42,7 @@ from slotkeeper.model import (
     SyncStatus,
     SyncSubject,
     TargetSync,
+    normalize_secret_path,
 )
 from slotkeeper.plan import Action, ActionType, Plan
 from slotkeeper.targets.base import KeySubject, Target
@@ -79,13 +80,15 @@ class ApplyResult(BaseModel):
 
     serial: int
     results: tuple[ActionResult, ...]
+    #: what failed outside any one action (e.g. a target that could not be refreshed)
+    problems: tuple[str, ...] = ()
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.results if result.outcome is outcome)
 
     @property
     def ok(self) -> bool:
-        return self.count(Outcome.FAILED) == 0
+        return self.count(Outcome.FAILED) == 0 and not self.problems
 
 
 ProgressHook = Callable[[ActionResult], None]
@@ -113,6 +116,8 @@ class _Context:
         self.revision = plan.revision.sha if plan.revision else None
         #: target work produced by the ledger actions, one group per slot or key
         self.groups: dict[str, list[SyncWork]] = {}
+        #: secret files written by this apply: never removed by it
+        self.written: set[str] = set()
 
     def event(
         self, tx: LedgerTransaction, action: Action, type: str, at: datetime, **fields: Any
@@ -137,8 +142,21 @@ class _Context:
         )
 
     def enqueue(self, group: str, work: SyncWork) -> None:
-        if work.target in self.targets:
-            self.groups.setdefault(group, []).append(work)
+        # Work for a target that is not configured is queued too: it fails, loudly, rather
+        # than being dropped (the planner holds such retirements; a stale saved plan may not).
+        self.groups.setdefault(group, []).append(work)
+
+    def remove_secret(self, name: str) -> str:
+        """Remove a retired key's private file, unless an ACTIVE key uses it or this apply
+        wrote it (e.g. a key renamed with the same file): a file in use is never deleted."""
+        normal = normalize_secret_path(name)
+        active = self.ledger.keys(include_retired=False)
+        in_use = {normalize_secret_path(key.secret_file) for key in active}
+        if normal in in_use or normal in self.written:
+            obs.get_logger().info("secret.kept", secret_file=normal, reason="in use")
+            return f"; kept {normal} (in use)"
+        self.sink.remove(normal)
+        return ""
 
     def tell(
         self,
@@ -182,8 +200,11 @@ def execute(
     log = obs.get_logger()
     started = clock()
     applicable = plan.applicable
+    # The serial counts changes of the recorded state: target syncs only mirror it, so an apply
+    # that only retries them (every daemon resync) leaves saved plans valid.
+    changes_ledger = any(a.type is not ActionType.SYNC for a in applicable)
     with ledger.transaction() as tx:
-        if applicable:
+        if changes_ledger:
             serial = tx.bump_serial(lineage=plan.lineage, expected=plan.base_serial)
         else:
             tx.check_serial(lineage=plan.lineage, expected=plan.base_serial)
@@ -536,6 +557,9 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
         created_at=at,
         updated_at=at,
     )
+    # The sink must be able to take the private half before anything is registered: a failing
+    # write after registration would leave an orphan key on the target at every try.
+    context.sink.check_writable(key.secret_file)
     # Remote first: the new key is registered and confirmed listed on every target before the
     # ledger and the secret file switch to it. A failure here changes nothing locally.
     registered: dict[str, str | None] = {}
@@ -582,17 +606,21 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
             detail["previous_fingerprint"] = key.previous_fingerprint or ""
         kind = "key.rotated" if key.previous_id is not None else "key.created"
         context.event(tx, action, kind, at, key_id=key_id, detail=detail)
-    if key.previous_secret_file is not None and key.previous_secret_file != key.secret_file:
-        context.sink.remove(key.previous_secret_file)
+    context.written.add(normalize_secret_path(key.secret_file))
+    kept = ""
+    if key.previous_secret_file is not None and normalize_secret_path(
+        key.previous_secret_file
+    ) != normalize_secret_path(key.secret_file):
+        kept = context.remove_secret(key.previous_secret_file)
     if key.previous_id is not None:
         _delete_remotely(context, action, key.previous_id)
-    return None, key_id, f"{pair.fingerprint} (#{key_id})"
+    return None, key_id, f"{pair.fingerprint} (#{key_id}){kept}"
 
 
 def _delete_remotely(context: _Context, action: Action, key_id: int) -> None:
     """Queue the deletion of a retired key wherever it is registered."""
     for sync in context.ledger.syncs_for(SyncSubject.KEY, key_id):
-        if sync.remote_id is not None and sync.target in context.targets:
+        if sync.remote_id is not None:
             context.tell(
                 f"key:{action.label}",
                 action,
@@ -617,9 +645,9 @@ def _revoke_key(action: Action, context: _Context) -> _Applied:
             key_id=key.previous_id,
             detail={"fingerprint": key.previous_fingerprint or ""},
         )
-    context.sink.remove(key.secret_file)
+    kept = context.remove_secret(key.secret_file)
     _delete_remotely(context, action, key.previous_id)
-    return None, key.previous_id, f"revoked {key.previous_fingerprint}"
+    return None, key.previous_id, f"revoked {key.previous_fingerprint}{kept}"
 
 
 _APPLIERS: dict[ActionType, Callable[[Action, _Context], _Applied]] = {

@@ -11,15 +11,18 @@ import base64
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from slotkeeper.errors import SecretError
+from slotkeeper.model import KeyRecord
+from slotkeeper.worktree import refuse_if_exposed
 
 
 @dataclass(frozen=True)
@@ -56,26 +59,63 @@ def fingerprint(public_key: str) -> str:
     return f"SHA256:{digest}"
 
 
+def private_key_fingerprint(content: bytes) -> str | None:
+    """The fingerprint of the OpenSSH private key in ``content``, or None if it holds none."""
+    try:
+        private = serialization.load_ssh_private_key(content, password=None)
+        public = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return fingerprint(public.decode())
+
+
+def key_file_problems(keys: Iterable[KeyRecord], sink: SecretSink) -> dict[int, str]:
+    """What is wrong with the private half of each key in ``sink``, by key id: missing,
+    unreadable, or holding another key. A key whose consumer has no working private half must
+    be rotated, never silently kept."""
+    problems: dict[int, str] = {}
+    for key in keys:
+        try:
+            content = sink.read(key.secret_file)
+        except SecretError as exc:
+            problems[key.id] = f"private key file unreadable: {exc}"
+            continue
+        if content is None:
+            problems[key.id] = f"private key file {key.secret_file!r} is missing"
+        elif private_key_fingerprint(content) != key.fingerprint:
+            problems[key.id] = f"private key file {key.secret_file!r} holds another key"
+    return problems
+
+
 class SecretSink:
     """Private keys as files under one root directory: mode 0600 in 0700 directories, written
-    atomically (temp file + rename), and no path may leave the root."""
+    atomically (temp file + rename), and no path may leave the root. A path inside a git work
+    tree that git does not ignore is refused (see ``worktree``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_of(self, name: str) -> Path:
-        root = self.root.resolve()
-        candidate = (root / name).resolve()
-        if candidate == root or not candidate.is_relative_to(root):
-            raise SecretError(f"secret path {name!r} would leave the secrets directory {self.root}")
-        return candidate
-
-    @contextmanager
-    def staged(self, name: str, content: bytes) -> Iterator[Path]:
-        """Write ``content`` beside ``name`` now; move it into place when the block succeeds,
-        discard it when the block raises. The ledger commit goes inside the block, so a failed
-        commit never leaves an unrecorded key where the recorded one was."""
+    def read(self, name: str) -> bytes | None:
+        """The content of a secret, or None when there is no such file."""
         target = self.path_of(name)
+        try:
+            return target.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SecretError(f"cannot read secret {name!r}: {exc.strerror}") from exc
+
+    def check_writable(self, name: str) -> None:
+        """Raise ``SecretError`` unless ``name`` can be written now (checked by creating and
+        removing a temporary file beside it)."""
+        Path(self._temp_file(name, b"")[1]).unlink(missing_ok=True)
+
+    def _temp_file(self, name: str, content: bytes) -> tuple[Path, str]:
+        """A new file holding ``content`` beside where ``name`` goes: (target, temp path)."""
+        target = self.path_of(name)
+        self._refuse_exposed(target)
         try:
             self._make_dirs(target.parent)
             handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -89,6 +129,28 @@ class SecretSink:
             raise SecretError(
                 f"cannot write secret {name!r} under {self.root}: {exc.strerror}"
             ) from exc
+        return target, temp_name
+
+    def _refuse_exposed(self, target: Path) -> None:
+        refuse_if_exposed(
+            target,
+            what="a private key",
+            fix="point --secrets-dir (SLOTKEEPER_SECRETS_DIR) outside the work tree",
+        )
+
+    def path_of(self, name: str) -> Path:
+        root = self.root.resolve()
+        candidate = (root / name).resolve()
+        if candidate == root or not candidate.is_relative_to(root):
+            raise SecretError(f"secret path {name!r} would leave the secrets directory {self.root}")
+        return candidate
+
+    @contextmanager
+    def staged(self, name: str, content: bytes) -> Iterator[Path]:
+        """Write ``content`` beside ``name`` now; move it into place when the block succeeds,
+        discard it when the block raises. The ledger commit goes inside the block, so a failed
+        commit never leaves an unrecorded key where the recorded one was."""
+        target, temp_name = self._temp_file(name, content)
         temp = Path(temp_name)
         try:
             yield target

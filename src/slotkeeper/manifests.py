@@ -9,7 +9,7 @@ raised together as :class:`ManifestErrors`, each naming file, line and field pat
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from slotkeeper.model import (
     KEY_TITLE_PATTERN,
     REPOSITORY_PATTERN,
     SLUG_PATTERN,
+    BrokenFile,
     DesiredState,
     Document,
     EnvironmentDocument,
@@ -177,20 +178,54 @@ def load_manifests(root: Path, *, max_file_bytes: int | None = None) -> DesiredS
 
     ``max_file_bytes`` defaults to ``SLOTKEEPER_MAX_MANIFEST_BYTES`` (4 MiB when unset; a bad
     value raises ``ConfigError``)."""
+    tree = read_tree(root, max_file_bytes=max_file_bytes)
+    return parse(tree.files, errors=tree.errors)
+
+
+@dataclass(frozen=True)
+class ManifestTree:
+    """The manifest files under one root, read into memory: what a load parses."""
+
+    root: Path
+    #: content of every readable YAML file, by its path (``root``/relative, as found)
+    files: dict[Path, bytes]
+    #: problems of the tree itself and of files that could not be read
+    errors: tuple[ManifestError, ...] = ()
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the root, in POSIX form: the key a file is remembered by."""
+        if path == self.root:
+            return path.name
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+
+def read_tree(root: Path, *, max_file_bytes: int | None = None) -> ManifestTree:
+    """Read every manifest file under ``root`` (see ``find_manifest_files``) into memory."""
     limit = max_file_bytes_from_env() if max_file_bytes is None else max_file_bytes
-    with fewer_collections():
-        return _load_all(root, limit)
+    paths, errors = _scan(root)
+    refused = {error.file for error in errors}
+    files: dict[Path, bytes] = {}
+    for path in paths:
+        if path in refused:
+            continue
+        raw = _read_file(path, limit, errors)
+        if raw is not None:
+            files[path] = raw
+    return ManifestTree(root=root, files=files, errors=tuple(errors))
 
 
-def _load_all(root: Path, limit: int) -> DesiredState:
+def parse(files: Mapping[Path, bytes], *, errors: Iterable[ManifestError] = ()) -> DesiredState:
+    """Validate manifest contents (by the path they are reported under) into a DesiredState;
+    raise ``ManifestErrors`` with every problem, ``errors`` (found while reading) included."""
     collector = _Collector()
-    files, tree_errors = _scan(root)
-    collector.errors.extend(tree_errors)
-    refused = {error.file for error in tree_errors}
-    for path in files:
-        if path not in refused:
-            _load_file(path, collector, max_file_bytes=limit)
-    _check_references(collector)
+    collector.errors.extend(errors)
+    with fewer_collections():
+        for path in sorted(files):
+            _parse_file(path, files[path], collector)
+        _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
     return DesiredState(
@@ -203,25 +238,117 @@ def _load_all(root: Path, limit: int) -> DesiredState:
     )
 
 
-def _load_file(path: Path, collector: _Collector, *, max_file_bytes: int) -> None:
-    def error(line: int | None, field_path: str | None, message: str) -> None:
-        collector.errors.append(ManifestError(path, line, field_path, message))
+def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes]]) -> DesiredState:
+    """Load ``tree`` even when some files are broken: each broken file is left out, or replaced
+    by its last good version (``last_good()``: content by relative path, read only when needed).
 
+    The result lists the broken files in ``DesiredState.broken`` and the environments that only
+    a last good version declares in ``stand_ins``: the planner holds every removal outside the
+    environments of valid files while anything is broken. A valid file that only fails because
+    of a broken one (it names a target the broken file declared) counts as broken too.
+    """
+    try:
+        return parse(tree.files, errors=tree.errors)
+    except ManifestErrors as first:
+        failed = first
+    problems: dict[Path, list[str]] = {}
+    broken: set[Path] = set()
+    valid = dict(tree.files)
+    desired = DesiredState(environments={}, targets={})
+    while True:  # every round drops at least one file, so this ends
+        for error in failed.errors:
+            broken.add(error.file)
+            problems.setdefault(error.file, []).append(str(error))
+        valid = {p: c for p, c in valid.items() if not _under_any(tree, p, broken)}
+        try:
+            desired = parse(valid)
+            break
+        except ManifestErrors as exc:
+            failed = exc
+    stand_ins = {
+        tree.root / relative: content
+        for relative, content in sorted(last_good().items())
+        if _under_any(tree, tree.root / relative, broken)
+    }
+    desired, held = _with_stand_ins(desired, valid, stand_ins)
+    return desired.model_copy(
+        update={
+            "broken": tuple(
+                BrokenFile(
+                    file=str(path),
+                    errors=tuple(problems[path]),
+                    last_good=path in held,
+                )
+                for path in sorted(problems)
+            ),
+            "stand_ins": frozenset(
+                name
+                for name, location in desired.locations.items()
+                if not name.startswith("target/") and Path(location.file) in held
+            ),
+        }
+    )
+
+
+def _under_any(tree: ManifestTree, path: Path, broken: set[Path]) -> bool:
+    """Whether ``path`` is a broken file or lies under a broken directory (one that could not
+    be listed, or a symlink out of the tree)."""
+    relative = tree.relative(path)
+    for entry in broken:
+        known = tree.relative(entry)
+        if relative == known or relative.startswith(known + "/"):
+            return True
+    return False
+
+
+def _with_stand_ins(
+    desired: DesiredState, valid: dict[Path, bytes], stand_ins: dict[Path, bytes]
+) -> tuple[DesiredState, set[Path]]:
+    """Add the last good versions of broken files to the valid ones: all together when they fit,
+    else one by one, leaving out any that no longer fits (e.g. its environment moved to a valid
+    file since)."""
+    if not stand_ins:
+        return desired, set()
+    try:
+        return parse({**valid, **stand_ins}), set(stand_ins)
+    except ManifestErrors:
+        pass
+    accepted: dict[Path, bytes] = {}
+    for path, content in stand_ins.items():
+        try:
+            desired = parse({**valid, **accepted, path: content})
+        except ManifestErrors:
+            continue
+        accepted[path] = content
+    return desired, set(accepted)
+
+
+def _read_file(path: Path, max_file_bytes: int, errors: list[ManifestError]) -> bytes | None:
     try:
         with path.open("rb") as stream:
             raw = stream.read(max_file_bytes + 1)
     except OSError as exc:
-        error(None, None, f"cannot read: {exc.strerror or exc}")
-        return
+        errors.append(ManifestError(path, None, None, f"cannot read: {exc.strerror or exc}"))
+        return None
     if len(raw) > max_file_bytes:
         size = max(len(raw), _size(path))
-        error(
-            None,
-            None,
-            f"file is {size} bytes, over the limit of {max_file_bytes} "
-            f"(set {MAX_FILE_BYTES_ENV} to change it)",
+        errors.append(
+            ManifestError(
+                path,
+                None,
+                None,
+                f"file is {size} bytes, over the limit of {max_file_bytes} "
+                f"(set {MAX_FILE_BYTES_ENV} to change it)",
+            )
         )
-        return
+        return None
+    return raw
+
+
+def _parse_file(path: Path, raw: bytes, collector: _Collector) -> None:
+    def error(line: int | None, field_path: str | None, message: str) -> None:
+        collector.errors.append(ManifestError(path, line, field_path, message))
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

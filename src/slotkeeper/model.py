@@ -144,7 +144,16 @@ class KeySecret(_Strict):
             raise ValueError(
                 "must not contain '..' or empty parts: it would leave the secrets directory"
             )
-        return value
+        normal = normalize_secret_path(value)
+        if not normal:
+            raise ValueError("must name a file inside the secrets directory")
+        return normal
+
+
+def normalize_secret_path(path: str) -> str:
+    """One spelling per secret file (``./a/./b`` is ``a/b``), so two names of the same file are
+    never taken for two files: one key's file must never be deleted as another's."""
+    return "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 class FreezeWindow(_Strict):
@@ -377,14 +386,44 @@ class Revision(BaseModel):
     dirty: bool = False
 
 
+class BrokenFile(BaseModel):
+    """A manifest file that does not validate, and whether its last good version stands in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    errors: tuple[str, ...]
+    last_good: bool = False
+
+
+class ManifestStatus(BaseModel):
+    """Broken manifest files as last seen by a reconcile: what is held back, and since when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    #: the revision whose broken files are not applied
+    revision: str | None
+    broken: tuple[BrokenFile, ...]
+
+
 class DesiredState(BaseModel):
-    """Everything the manifests declare, validated and cross-checked."""
+    """Everything the manifests declare, validated and cross-checked.
+
+    A tolerant load (the daemon, ``run --once``) may leave broken files out: they are listed in
+    ``broken``, and the environments only their last good versions declare in ``stand_ins``.
+    Nothing is removed outside the environments of valid files while anything is broken."""
 
     model_config = ConfigDict(frozen=True)
 
     environments: dict[str, EnvironmentSpec]
     targets: dict[str, TargetSpec]
     locations: dict[str, Location] = Field(default_factory=dict)
+    broken: tuple[BrokenFile, ...] = ()
+    stand_ins: frozenset[str] = frozenset()
+
+    def declared_by_valid_file(self, environment: str) -> bool:
+        return environment in self.environments and environment not in self.stand_ins
 
 
 class RecordStatus(StrEnum):

@@ -106,3 +106,9 @@ LEDGER_COMMITS = Counter(
     "Ledger transactions committed (batched where one transaction is safe).",
     registry=REGISTRY,
 )
+MANIFESTS_INVALID = Gauge(
+    "slotkeeper_manifests_invalid",
+    "Manifest files that do not validate at the last reconcile (their last good version is "
+    "used, and removals outside the environments of valid files are held): alert when > 0.",
+    registry=REGISTRY,
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -35,13 +35,14 @@ from slotkeeper.model import (
     SyncStatus,
     SyncSubject,
     TargetSync,
+    normalize_secret_path,
     parse_duration,
 )
 
 #: Target types that manage repository deploy keys.
 KEY_TARGET_TYPES = frozenset({"github"})
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2
 
 
 class ActionType(StrEnum):
@@ -129,6 +130,8 @@ class Action(_Value):
 class PlanOptions(_Value):
     allow_decommission: bool = False
     allow_mass_decommission: bool = False
+    #: allow a manifest set that declares no environment to remove what the ledger holds
+    allow_empty: bool = False
     rotate: frozenset[str] = Field(default_factory=frozenset)
 
 
@@ -145,6 +148,13 @@ class Plan(_Value):
     unchanged: tuple[int, ...] = ()
     environments: tuple[EnvironmentRecord, ...] = ()
     summary: dict[str, int]
+    #: the targets the applicable actions need (names only, never credentials): applying a
+    #: saved plan where one of them is not configured is refused
+    targets: tuple[str, ...] = ()
+    #: the manifests the plan was made from, where a saved plan re-reads holds and targets
+    manifests: str | None = None
+    #: what the plan could not take into account (e.g. a target that could not be refreshed)
+    warnings: tuple[str, ...] = ()
 
     @property
     def applicable(self) -> tuple[Action, ...]:
@@ -174,9 +184,11 @@ def plan(
     options: PlanOptions,
     revision: Revision | None = None,
     drift: Sequence[Drift] = (),
+    key_files: Mapping[int, str] | None = None,
 ) -> Plan:
     """Diff ``desired`` against ``recorded`` (and what targets reported in ``drift``) and return
-    the plan that converges them.
+    the plan that converges them. ``key_files`` says, by key id, what is wrong with the private
+    half of an ACTIVE key in its secret sink (missing, another key): such a key is rotated.
 
     Pure: no I/O, no clock (``now`` is an argument), no randomness.
     """
@@ -240,10 +252,20 @@ def plan(
             )
         )
 
-    drafts.extend(_key_actions(desired, recorded, now=now, options=options, ids=ids, drift=drift))
+    drafts.extend(
+        _key_actions(
+            desired,
+            recorded,
+            now=now,
+            options=options,
+            ids=ids,
+            drift=drift,
+            key_files=key_files or {},
+        )
+    )
     guarded = _guard(drafts, desired, recorded, options, now)
     for sync in _sync_actions(desired, recorded, guarded, drift, ids, now=now):
-        held = _held(sync, desired, now)
+        held = [*_held(sync, desired, now), *_sync_guard(sync, desired)]
         guarded.append(sync.model_copy(update={"blocked": "; ".join(held)}) if held else sync)
     actions = sorted(guarded, key=action_order)
     return Plan(
@@ -266,6 +288,49 @@ def plan(
             for name, spec in sorted(desired.environments.items())
         ),
         summary=summarize(actions),
+        targets=needed_targets(actions),
+    )
+
+
+def needed_targets(actions: Iterable[Action]) -> tuple[str, ...]:
+    """The targets the applicable ``actions`` call."""
+    names: set[str] = set()
+    for action in actions:
+        if action.blocked is None:
+            names.update(action.targets)
+            if action.target is not None:
+                names.add(action.target)
+    return tuple(sorted(names))
+
+
+def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
+    """A saved plan as it may be applied ``now``: the holds that only the manifests and the
+    clock decide (suspend, freeze windows, protection) are evaluated again, so a freeze that
+    started or a ``suspend`` committed since the plan was made turns its actions into blocked
+    ones. Pure, like :func:`plan`."""
+    actions = []
+    for action in saved.actions:
+        if action.blocked is not None:
+            actions.append(action)
+            continue
+        reasons = _held(action, desired, now)
+        spec = desired.environments.get(action.environment)
+        if (
+            action.type in REMOVALS
+            and spec is not None
+            and spec.protected
+            and not saved.options.allow_decommission
+        ):
+            reasons.append(_protected_reason(action.environment))
+        actions.append(
+            action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
+        )
+    return saved.model_copy(
+        update={
+            "actions": tuple(actions),
+            "summary": summarize(actions),
+            "targets": needed_targets(actions),
+        }
     )
 
 
@@ -286,6 +351,7 @@ def _key_actions(
     options: PlanOptions,
     ids: _ActionIds,
     drift: Sequence[Drift],
+    key_files: Mapping[int, str],
 ) -> list[Action]:
     actions: list[Action] = []
     declared: set[tuple[str, str]] = set()
@@ -312,6 +378,8 @@ def _key_actions(
                 )
                 continue
             why = _rotation_reason(spec, current, now=now, options=options)
+            if why is None and current.id in key_files:
+                why = key_files[current.id]
             if why is None and current.id in deleted_remotely:
                 why = f"deleted on {deleted_remotely[current.id].target}"
             if why is not None:
@@ -371,13 +439,17 @@ def _rotation_reason(
         return "rotation requested"
     if spec.read_only != current.read_only:
         return f"readOnly changed to {str(spec.read_only).lower()}"
-    if spec.secret.file != current.secret_file:
+    if spec.secret.file != normalize_secret_path(current.secret_file):
         return "secret file changed"
     if spec.rotate_after is not None:
         age = now - current.created_at
         if age >= parse_duration(spec.rotate_after):
             return f"older than rotateAfter {spec.rotate_after} (age {age.days}d)"
     return None
+
+
+#: actions that take something away: a record's deployment or a deploy key
+REMOVALS = (ActionType.DECOMMISSION, ActionType.REVOKE_KEY)
 
 
 def _guard(
@@ -387,24 +459,38 @@ def _guard(
     options: PlanOptions,
     now: datetime,
 ) -> list[Action]:
-    """Mark the actions a safety guard refuses as blocked, with the reason."""
-    removing = (ActionType.DECOMMISSION, ActionType.REVOKE_KEY)
-    decommissions = sum(1 for a in actions if a.type is ActionType.DECOMMISSION)
-    deployed = len(recorded.deployed)
-    mass = (
-        not options.allow_mass_decommission and decommissions > 1 and decommissions * 2 > deployed
-    )
+    """Mark the actions a safety guard refuses as blocked, with the reason.
+
+    Removals (decommissions and key revocations) are the dangerous path: they are held in a
+    protected environment, when the manifests declare nothing at all (an empty checkout), when
+    a broken manifest file leaves it unknown whether they are meant, when they would take away
+    more than half of what exists (whatever its size), and when a target that holds a copy of
+    what goes is no longer configured (it could not be told)."""
+    removals = sum(1 for a in actions if a.type in REMOVALS)
+    existing = len(recorded.deployed) + len(recorded.keys)
+    mass = not options.allow_mass_decommission and removals * 2 > existing
+    empty = not desired.environments and not desired.broken and not options.allow_empty
     guarded: list[Action] = []
     for action in actions:
         reasons: list[str] = []
-        if action.type in removing:
+        if action.type in REMOVALS or action.type is ActionType.ROTATE_KEY:
+            reasons.extend(_unconfigured(action, desired, recorded))
+        if action.type in REMOVALS:
             if not options.allow_decommission and _protected(action.environment, desired, recorded):
+                reasons.append(_protected_reason(action.environment))
+            if empty:
                 reasons.append(
-                    f"environment {action.environment!r} is protected (pass --allow-decommission)"
+                    "the manifests declare no environment (an empty or wrong checkout?): "
+                    "nothing is removed unless --allow-empty is passed"
                 )
-            if mass:
+            elif desired.broken and (
+                action.type is ActionType.REVOKE_KEY
+                or not desired.declared_by_valid_file(action.environment)
+            ):
+                reasons.append(_broken_reason(desired))
+            if mass and not empty:
                 reasons.append(
-                    f"would decommission {decommissions} of {deployed} deployed slots "
+                    f"would remove {removals} of {existing} deployed slots and active deploy keys "
                     "(pass --allow-mass-decommission if that is intended)"
                 )
         reasons.extend(_held(action, desired, now))
@@ -412,6 +498,49 @@ def _guard(
             action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
         )
     return guarded
+
+
+def _protected_reason(environment: str) -> str:
+    return f"environment {environment!r} is protected (pass --allow-decommission)"
+
+
+def _broken_reason(desired: DesiredState) -> str:
+    names = [broken.file for broken in desired.broken]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    verb = "is" if len(names) == 1 else "are"
+    return (
+        f"manifest file {shown} {verb} invalid: removals outside the environments of valid "
+        "files are held until it is fixed"
+    )
+
+
+def _unconfigured(action: Action, desired: DesiredState, recorded: RecordedState) -> list[str]:
+    """Targets that hold a copy of what ``action`` retires but are no longer configured."""
+    if action.type is ActionType.DECOMMISSION and action.record is not None:
+        holders = _holding(recorded, SyncSubject.RECORD, action.record)
+    elif action.key is not None and action.key.previous_id is not None:
+        holders = _holding(recorded, SyncSubject.KEY, action.key.previous_id)
+    else:
+        return []
+    return [_unconfigured_reason(name) for name in holders if name not in desired.targets]
+
+
+def _unconfigured_reason(target: str) -> str:
+    return (
+        f"target {target!r} holds a copy but is not configured (its Target document is gone): "
+        "restore it so the copy can be retired there"
+    )
+
+
+def _sync_guard(action: Action, desired: DesiredState) -> list[str]:
+    """Holds of a target sync: its target must be configured, and an orphan key (a deletion
+    the ledger did not decide) is not deleted while a broken file leaves the keys unknown."""
+    reasons = []
+    if action.target is not None and action.target not in desired.targets:
+        reasons.append(_unconfigured_reason(action.target))
+    if action.subject_id is None and action.want is RemoteState.ABSENT and desired.broken:
+        reasons.append(_broken_reason(desired))
+    return reasons
 
 
 def _sync_actions(
@@ -612,7 +741,7 @@ def _synced_targets(
     return sorted(
         sync.target
         for sync in recorded.syncs_by_subject.get((subject, subject_id), [])
-        if sync.target in desired.targets and not _retired_settled(sync)
+        if not _retired_settled(sync)
     )
 
 

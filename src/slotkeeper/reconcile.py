@@ -11,24 +11,31 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
-from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.errors import (
+    ConfigError,
+    PermanentTargetError,
+    PlanFileError,
+    TargetError,
+    TemporaryTargetError,
+)
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
-from slotkeeper.keys import SecretSink
+from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import Ledger
-from slotkeeper.manifests import load_manifests
+from slotkeeper.manifests import ManifestTree, load_tolerant, parse, read_tree
 from slotkeeper.model import (
     ChainloopTargetSpec,
     DesiredState,
     Drift,
     GithubTargetSpec,
+    ManifestStatus,
     RecordedState,
     RemoteState,
     Revision,
@@ -37,7 +44,7 @@ from slotkeeper.model import (
     TargetSync,
     UnkeyTargetSpec,
 )
-from slotkeeper.plan import Plan, PlanOptions, plan
+from slotkeeper.plan import Plan, PlanOptions, plan, recheck
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import (
     EnvironmentInfo,
@@ -68,11 +75,49 @@ class Snapshot:
     revision: Revision | None
     #: where git history is read for changelogs
     git_dir: Path
+    #: the manifest files by relative path: the last good set, once all of them are valid
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def snapshot(manifests: Path) -> Snapshot:
     """Load and validate the manifests at ``manifests`` (raises ``ManifestErrors``)."""
-    return Snapshot(load_manifests(manifests), git_revision(manifests), manifests)
+    tree = read_tree(manifests)
+    desired = parse(tree.files, errors=tree.errors)
+    return Snapshot(desired, git_revision(manifests), manifests, _by_name(tree))
+
+
+def tolerant_snapshot(manifests: Path, ledger: Ledger) -> Snapshot:
+    """Load the manifests even when some files are broken: a broken file is replaced by its
+    last good version from the ledger (or left out), and listed in ``desired.broken`` so the
+    planner holds removals it cannot be sure of (see ``manifests.load_tolerant``)."""
+    tree = read_tree(manifests)
+    desired = load_tolerant(tree, ledger.last_good_manifests)
+    if desired.broken:
+        obs.get_logger().error(
+            "manifests.invalid",
+            errors=[error for broken in desired.broken for error in broken.errors],
+            held_at_last_good=[b.file for b in desired.broken if b.last_good],
+            left_out=[b.file for b in desired.broken if not b.last_good],
+            message="broken manifest files keep their last good version and nothing outside "
+            "the environments of valid files is removed; fix them",
+        )
+    return Snapshot(desired, git_revision(manifests), manifests, _by_name(tree))
+
+
+def _by_name(tree: ManifestTree) -> dict[str, bytes]:
+    return {tree.relative(path): content for path, content in tree.files.items()}
+
+
+def remember_manifests(ledger: Ledger, shot: Snapshot, *, at: datetime) -> None:
+    """Keep a manifest set that loaded whole as the last good one, or record which files are
+    broken (``status``, ``/status`` and the dashboard show it)."""
+    sha = shot.revision.sha if shot.revision else None
+    with ledger.transaction() as tx:
+        if shot.desired.broken:
+            tx.set_manifest_status(ManifestStatus(at=at, revision=sha, broken=shot.desired.broken))
+        else:
+            tx.store_last_good(shot.files, revision=sha, at=at)
+            tx.set_manifest_status(None)
 
 
 @dataclass(frozen=True)
@@ -139,8 +184,9 @@ class LedgerWriteLog:
 
 
 class UnusableTarget:
-    """A target that could not be set up (e.g. its credential is missing): every call fails with
-    why, so its syncs fail and stay pending while the ledger and other targets go on."""
+    """A target that could not be set up (e.g. its credential is missing) or reached: every
+    call fails with why, so its syncs fail and stay pending while the ledger and the other
+    targets go on."""
 
     supports_keys = True
 
@@ -164,7 +210,7 @@ class UnusableTarget:
         raise self._fail()
 
     def refresh(self, **_: object) -> list[Drift]:
-        return []
+        raise self._fail()
 
     def close(self) -> None:
         return None
@@ -267,13 +313,34 @@ def _github(
     )
 
 
+@dataclass(frozen=True)
+class Refreshed:
+    """What the targets reported, and which of them could not be asked (and why)."""
+
+    drift: list[Drift]
+    failed: dict[str, TargetError]
+
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(
+            f"{name}: not refreshed, what it holds is unknown: {error}"
+            for name, error in sorted(self.failed.items())
+        )
+
+
 def refresh(
     desired: DesiredState, recorded: RecordedState, targets: Mapping[str, Target]
-) -> list[Drift]:
+) -> Refreshed:
     """Ask every target what it holds for the records and keys it was told about (the targets
-    at the same time)."""
+    at the same time). A target that cannot be asked is reported, never the end of the run."""
 
-    def ask(name: str) -> list[Drift]:
+    def ask(name: str) -> list[Drift] | TargetError:
+        try:
+            return _ask(name)
+        except TargetError as exc:
+            obs.get_logger().error("target.refresh_failed", target=name, error=str(exc))
+            return exc
+
+    def _ask(name: str) -> list[Drift]:
         target = targets[name]
         records = []
         for record in recorded.deployed.values():
@@ -298,9 +365,13 @@ def refresh(
         titles: dict[str, set[str]] = {}
         if target.supports_keys:
             for key in recorded.keys.values():
-                titles.setdefault(key.repository, set()).add(key.title)
+                # Only keys this target was told about: another target (a second GitHub
+                # Target document) manages its own, and they are no orphans of this one.
                 sync = recorded.syncs.get((name, SyncSubject.KEY, key.id))
-                if sync is not None and sync.remote_id is not None:
+                if sync is None:
+                    continue
+                titles.setdefault(key.repository, set()).add(key.title)
+                if sync.remote_id is not None:
                     keys.append((KeySubject(key=key), sync))
             for spec in desired.environments.values():
                 if name in spec.targets:
@@ -308,7 +379,15 @@ def refresh(
                         titles.setdefault(declared.repository, set()).add(declared.title)
         return target.refresh(records=records, keys=keys, managed_titles=titles)
 
-    return [drift for found in read_all(ask, sorted(targets)) for drift in found]
+    names = sorted(targets)
+    drift: list[Drift] = []
+    failed: dict[str, TargetError] = {}
+    for name, found in zip(names, read_all(ask, names), strict=True):
+        if isinstance(found, TargetError):
+            failed[name] = found
+        else:
+            drift.extend(found)
+    return Refreshed(drift, failed)
 
 
 def _plan(
@@ -319,19 +398,27 @@ def _plan(
     options: PlanOptions,
     clock: Clock,
     refreshing: bool,
-) -> Plan:
+    sink: SecretSink | None,
+) -> tuple[Plan, Refreshed]:
     with fewer_collections():
         recorded = ledger.read_state()
-    drift = refresh(shot.desired, recorded, targets) if refreshing and targets else []
+    refreshed = (
+        refresh(shot.desired, recorded, targets) if refreshing and targets else Refreshed([], {})
+    )
+    key_files = key_file_problems(recorded.keys.values(), sink) if sink is not None else {}
     with fewer_collections():
-        return plan(
+        the_plan = plan(
             shot.desired,
             recorded,
             now=clock(),
             options=options,
             revision=shot.revision,
-            drift=drift,
+            drift=refreshed.drift,
+            key_files=key_files,
         )
+    return the_plan.model_copy(
+        update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
+    ), refreshed
 
 
 def make_plan(
@@ -341,11 +428,25 @@ def make_plan(
     options: PlanOptions,
     clock: Clock,
     run: RunOptions = RunOptions(),
+    sink: SecretSink | None = None,
 ) -> Plan:
-    """Load the manifests and the recorded state (and refresh), and plan: no lock, no change."""
+    """Load the manifests and the recorded state (and refresh), and plan: no lock, no change.
+
+    Without refresh no target is set up, so no credential is needed (a pull request from a
+    fork gets none); a target that cannot be set up or asked is a warning on the plan."""
     shot = snapshot(manifests)
-    with open_targets(shot.desired, ledger, clock=clock) as targets:
-        return _plan(shot, ledger, targets, options=options, clock=clock, refreshing=run.refresh)
+    desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
+    with open_targets(desired, ledger, clock=clock, strict=False) as targets:
+        the_plan, _ = _plan(
+            shot,
+            ledger,
+            targets,
+            options=options,
+            clock=clock,
+            refreshing=run.refresh,
+            sink=sink,
+        )
+    return the_plan
 
 
 def reconcile(
@@ -364,18 +465,26 @@ def reconcile(
 ) -> Reconciliation:
     """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan,
     ``stop`` ends the apply early (between actions) when it turns true."""
-    # load: a bad manifest stops here, nothing written
+    # load: a bad manifest stops here, nothing written (the daemon loads tolerantly itself)
     shot = source if isinstance(source, Snapshot) else snapshot(source)
     desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
-        open_targets(desired, ledger, clock=clock, strict=run.strict_targets) as targets,
+        open_targets(desired, ledger, clock=clock, strict=run.strict_targets) as opened,
     ):
-        the_plan = select(  # read, refresh, plan
-            _plan(shot, ledger, targets, options=options, clock=clock, refreshing=run.refresh)
+        planned, refreshed = _plan(  # read, refresh, plan
+            shot,
+            ledger,
+            opened,
+            options=options,
+            clock=clock,
+            refreshing=run.refresh,
+            sink=sink,
         )
+        the_plan = select(planned)
         if not confirm(the_plan):
             return Reconciliation(the_plan, None)
+        targets = _without_unreachable(opened, refreshed)
         result = execute(  # execute and record
             the_plan,
             ledger,
@@ -388,8 +497,20 @@ def reconcile(
             on_result=on_result,
             stop=stop,
         )
+        remember_manifests(ledger, shot, at=clock())
         _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
-    return Reconciliation(the_plan, result)
+    problems = (*the_plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
+    return Reconciliation(the_plan, result.model_copy(update={"problems": problems}))
+
+
+def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) -> dict[str, Target]:
+    """The targets to write to: one that could not even be read this run (down, timing out)
+    fails its writes at once instead of retrying each of them; they stay pending."""
+    usable = dict(targets)
+    for name, error in refreshed.failed.items():
+        if isinstance(error, TemporaryTargetError):
+            usable[name] = UnusableTarget(name, targets[name].type, f"unreachable: {error}")
+    return usable
 
 
 def _read_back(
@@ -404,7 +525,7 @@ def _read_back(
     ETags it caches let the next reconcile's refresh be answered with 304s (no rate limit)."""
     if not refreshing or not any(a.targets or a.target for a in applied.applicable):
         return
-    for drift in refresh(desired, ledger.read_state(), targets):
+    for drift in refresh(desired, ledger.read_state(), targets).drift:
         obs.get_logger().warning(
             "target.drift_after_apply",
             target=drift.target,
@@ -427,17 +548,23 @@ def apply_saved(
 ) -> ApplyResult:
     """Apply a saved plan exactly; refused as stale when the ledger moved since it was made.
 
-    The manifests are read only for the Target documents (where and how to reach targets)."""
-    with ledger.writer(timeout=run.lock_timeout):
-        targets_needed = any(a.targets or a.target for a in the_plan.applicable)
-        desired = (
-            load_manifests(manifests)
-            if targets_needed
-            else DesiredState(environments={}, targets={})
+    The manifests are read again (they must be valid): for the Target documents (where and how
+    to reach the targets; a target the plan needs that they do not declare refuses the apply)
+    and for the holds decided at apply time (suspend, freeze windows, protection), which turn
+    actions of the saved plan into blocked ones."""
+    shot = snapshot(manifests)
+    missing = [name for name in the_plan.targets if name not in shot.desired.targets]
+    if missing:
+        raise PlanFileError(
+            f"the saved plan needs target{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}, which the manifests at {manifests} do not declare: apply "
+            "it with -m pointing at the manifests it was made from"
         )
-        with open_targets(desired, ledger, clock=clock) as targets:
+    with ledger.writer(timeout=run.lock_timeout):
+        checked = recheck(the_plan, shot.desired, now=clock())
+        with open_targets(shot.desired, ledger, clock=clock) as targets:
             result = execute(
-                the_plan,
+                checked,
                 ledger,
                 clock=clock,
                 actor=actor,
@@ -447,5 +574,5 @@ def apply_saved(
                 history=partial(commits_between, manifests),
                 on_result=on_result,
             )
-            _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
+            _read_back(shot.desired, ledger, targets, checked, refreshing=run.refresh)
             return result

@@ -18,6 +18,7 @@ from slotkeeper.ledger import Ledger, PendingAction
 from slotkeeper.model import (
     Artifact,
     KeyRecord,
+    ManifestStatus,
     Record,
     RecordStatus,
     SyncStatus,
@@ -169,12 +170,49 @@ def render_apply(result: ApplyResult, console: Console) -> None:
         f"[bold {style}]Apply complete![/] {applied} applied, {failed} failed, "
         f"{blocked} blocked. Ledger serial {result.serial}."
     )
+    for problem in result.problems:
+        console.print(Text(f"  problem: {problem}", style="red"))
     deferred = result.count(Outcome.DEFERRED)
     if deferred:
         console.print(
             f"[yellow]{deferred} target call{'s' if deferred != 1 else ''} deferred[/] to the next "
             "reconcile (write budget)."
         )
+
+
+def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
+    """Whether the manifests loaded whole at the last reconcile; if not, which files are
+    broken, why, and which revision is held back."""
+    if status is None:
+        return {"state": "ok", "invalid_files": []}
+    return {
+        "state": "degraded",
+        "since": status.at.isoformat(),
+        "revision_held_back": status.revision,
+        "invalid_files": [
+            {"file": broken.file, "errors": list(broken.errors), "last_good": broken.last_good}
+            for broken in status.broken
+        ],
+    }
+
+
+def render_manifests_status(status: ManifestStatus | None, console: Console) -> None:
+    if status is None:
+        return
+    held = f" (revision {status.revision[:12]} held back)" if status.revision else ""
+    console.print(
+        Text(
+            f"DEGRADED: {len(status.broken)} manifest file"
+            f"{'s' if len(status.broken) != 1 else ''} invalid since {_when(status.at)}{held}; "
+            "their last good version is used and nothing outside the environments of valid "
+            "files is removed:",
+            style="bold red",
+        )
+    )
+    for broken in status.broken:
+        for error in broken.errors:
+            console.print(Text(f"  {error}", style="red"))
+    console.print()
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

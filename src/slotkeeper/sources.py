@@ -105,11 +105,34 @@ class DirectorySource:
         return Checkout(self.path, revision.sha if revision else _digest_tree(self.path))
 
     def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        """Call ``changed`` after each burst of file changes (debounced) until ``stop``."""
+        """Call ``changed`` after each burst of changes to manifest files (debounced) until
+        ``stop``. Other files are not watched: a ledger or a secrets directory inside the tree
+        changes at every reconcile and would trigger the next one."""
+        root = self.path.absolute()
         for _ in watchfiles.watch(
-            self.path, stop_event=stop, debounce=400, step=100, raise_interrupt=False
+            self.path,
+            stop_event=stop,
+            debounce=400,
+            step=100,
+            raise_interrupt=False,
+            watch_filter=lambda _change, path: is_manifest_path(root, Path(path)),
         ):
             changed()
+
+
+def is_manifest_path(root: Path, path: Path) -> bool:
+    """Whether a change at ``path`` can change the manifests under ``root``: a YAML file (any
+    case of the suffix) outside hidden directories, or a directory."""
+    try:
+        parts = path.absolute().relative_to(root).parts
+    except ValueError:
+        return False
+    if any(part.startswith(".") for part in parts):
+        return False
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return True
+    # a directory, or a deleted one (a deleted path without a suffix): it may have held some
+    return path.is_dir() or (not path.suffix and not path.exists())
 
 
 class GitSource:
@@ -223,8 +246,10 @@ def _redact(text: str) -> str:
 def _digest_tree(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(
-            part.startswith(".") for part in path.relative_to(root).parts
+        if (
+            path.is_file()
+            and path.suffix.lower() in (".yaml", ".yml")
+            and not any(part.startswith(".") for part in path.relative_to(root).parts)
         ):
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())

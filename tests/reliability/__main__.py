@@ -1,9 +1,10 @@
 """``python -m tests.reliability`` (``make reliability``): the full reliability run.
 
 Runs the crash-consistency scenario (30+ SIGKILLs on a 300+ action change set) and the faults
-scenario, prints a table of figures, writes them as JSON to ``.slotkeeper/reliability.json``
-and exits 1 when any invariant failed. ``RELIABILITY_SEED`` and ``RELIABILITY_KILLS`` override
-the seed and the number of kills; the scratch directory is kept when something failed.
+scenario, then the operations corpus (see ``operations_scenario``), prints a table of figures,
+writes them as JSON to ``.slotkeeper/reliability.json`` and exits 1 when any invariant failed.
+``RELIABILITY_SEED`` and ``RELIABILITY_KILLS`` override the seed and the number of kills; the
+scratch directory is kept when something failed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.reliability.harness import (
     Shape,
     crash_scenario,
     faults_scenario,
+    operations_scenario,
     write_report,
 )
 
@@ -28,6 +30,9 @@ from tests.reliability.harness import (
 #: deploys 108 (or 60) new slots and rotates 6 deploy keys: 354 actions either way.
 CRASH_SHAPE = Shape(environments=6, slots=40, changed=30, removed=10, added=18)
 FAULTS_SHAPE = Shape(environments=3, slots=20, changed=10, removed=5, added=5)
+#: the operations corpus (broken file, key renames and swaps, empty checkout, target removed
+#: with its environment, saved plan across a freeze, target down) on 4 environments x 10 slots
+OPERATIONS_SHAPE = Shape(environments=4, slots=10, changed=0, removed=0, added=0)
 REPORT = REPO_ROOT / ".slotkeeper" / "reliability.json"
 
 
@@ -47,6 +52,9 @@ def main() -> int:
             scratch / "crash", CRASH_SHAPE, kills=kills, seed=seed, figures=figures, say=say
         )
         faults_scenario(scratch / "faults", FAULTS_SHAPE, seed=seed, figures=figures, say=say)
+        operations_scenario(
+            scratch / "operations", OPERATIONS_SHAPE, seed=seed, figures=figures, say=say
+        )
     except Exception as exc:  # a broken harness is a failed run, with the figures so far
         figures.fail(f"the run itself failed: {exc!r}")
         raise

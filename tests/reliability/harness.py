@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -347,6 +348,8 @@ class Harness:
         self.outputs: list[str] = []  # every run's stdout and stderr, scanned for secrets
         self.private_markers: set[str] = set()
         self.seen_records: set[int] = set()
+        #: repositories whose deploy key is meant to go (its environment was removed)
+        self.keyless_ok: set[str] = set()
         self._serial = 0
         root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
@@ -542,7 +545,7 @@ class Harness:
         for repository, method, status, held in self.gh.key_trace:
             if held > 0:
                 first_key.add(repository)
-            elif repository in first_key:
+            elif repository in first_key and repository not in self.keyless_ok:
                 figures.fail(
                     f"{repository} was left without a managed deploy key "
                     f"(after {method} answered {status})"
@@ -805,3 +808,197 @@ def faults_scenario(
         missing = sorted(kind for kind in required if not gh.faults[kind])
         if missing:
             figures.fail(f"no fault of kind {', '.join(missing)} was injected: {dict(gh.faults)}")
+
+
+# -- the operations corpus -------------------------------------------------------------------
+
+
+class Operations:
+    """Revision A of ``shape`` written one file per environment (plus ``targets.yaml``), so that
+    one file can break alone, and the operations operators actually do, each followed by the
+    invariants it must keep: nothing retired that is still wanted, every ACTIVE key's private
+    file present and holding its key, no repository without a managed key."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.h = harness
+        self.documents = harness.shape.documents("A", harness.gh.base_url)
+        self.extra: list[dict[str, Any]] = []
+
+    def write(self, *, skip: tuple[str, ...] = (), message: str = "operation") -> None:
+        root = self.h.root / "m"
+        for old in root.glob("*.yaml"):
+            old.unlink()
+        root.mkdir(exist_ok=True)
+        for document in [*self.documents, *self.extra]:
+            name = document["metadata"]["name"]
+            file = f"{name}.yaml" if document["kind"] == "Environment" else f"target-{name}.yaml"
+            if name not in skip:
+                (root / file).write_text(yaml.safe_dump(document, sort_keys=False))
+        self.h._git("add", "-A")
+        self.h._git("commit", "-q", "--allow-empty", "-m", message)
+
+    def environment(self, name: str) -> dict[str, Any]:
+        return next(d for d in self.documents if d["metadata"]["name"] == name)
+
+    def apply(self, *extra: str) -> Run:
+        run = self.h.run(*self.h.apply_args(), *extra)
+        self.h.check()
+        return run
+
+    def converge(self, what: str) -> None:
+        run = Run(1, "", "")
+        for _ in range(5):
+            run = self.apply()
+            if run.code == 0 and "No changes." in run.out:
+                self.keys_hold()
+                return
+        self.h.figures.fail(f"{what}: no convergence within 5 applies: {run.out[-1500:]!r}")
+
+    def deployed(self) -> dict[tuple[str, str], str]:
+        return {
+            (env, slot): version
+            for env, slot, version in self.h._query(
+                "SELECT environment, slot, artifact_version FROM records WHERE status = 'DEPLOYED'"
+            )
+        }
+
+    def active_keys(self) -> set[tuple[str, str]]:
+        return {
+            (repository, title)
+            for repository, title in self.h._query(
+                "SELECT repository, title FROM deploy_keys WHERE status = 'ACTIVE'"
+            )
+        }
+
+    def keys_hold(self) -> None:
+        """Every ACTIVE key has its private file, holding that key (a file in use is never
+        deleted; a lost one is repaired)."""
+        self.h.figures.checks += 1
+        for repository, title, public_key, secret_file in self.h._query(
+            "SELECT repository, title, public_key, secret_file FROM deploy_keys "
+            "WHERE status = 'ACTIVE'"
+        ):
+            self.h._check_secret(repository, title, public_key, secret_file)
+
+    def unchanged(self, what: str, deployed: dict[tuple[str, str], str], keys: set[Any]) -> None:
+        self.h.figures.checks += 1
+        if self.deployed() != deployed:
+            lost = sorted(set(deployed) - set(self.deployed()))
+            self.h.figures.fail(f"{what}: records changed (retired: {lost[:5]})")
+        if self.active_keys() != keys:
+            self.h.figures.fail(f"{what}: keys changed: {sorted(keys ^ self.active_keys())}")
+        self.keys_hold()
+
+
+def operations_scenario(
+    root: Path,
+    shape: Shape,
+    *,
+    seed: int,
+    figures: Figures,
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Restart with a broken file, key renames and swaps, an empty checkout, a target removed
+    with its environment, a saved plan across a freeze, a target down during an apply."""
+    with RecordingGitHub(seed=seed) as gh:
+        harness = Harness(root, gh, shape, figures, say=say)
+        ops = Operations(harness)
+        first, second, last = "env0", "env1", f"env{shape.environments - 1}"
+        # The last environment is mirrored through a Target document of its own.
+        ops.extra = [{**ops.documents[-1], "metadata": {"name": "spare"}}]
+        ops.environment(last)["spec"]["targets"] = ["spare"]
+        ops.write(message="revision A")
+        ops.converge("revision A")
+
+        # A fresh process (`run --once`) over a broken file retires nothing and exits 1.
+        before, keys = ops.deployed(), ops.active_keys()
+        broken = root / "m" / f"{second}.yaml"
+        broken.write_text(broken.read_text().replace("version:", "versoin:", 1))
+        (root / "m" / f"{first}.yaml").unlink()  # and a file deleted beside it
+        harness._git("add", "-A")
+        harness._git("commit", "-q", "-m", "a typo")
+        run = harness.run("run", "--once", "-m", "m", "--allow-mass-decommission")
+        harness.check()
+        if run.code != 1:
+            figures.fail(f"run --once over a broken file exited {run.code}")
+        ops.unchanged("restart with a broken file", before, keys)
+        ops.write(message="fixed")
+        ops.converge("after the broken file")
+        say("operations: broken file held")
+
+        # Key renamed, keeping its file; then two keys swap their files.
+        key = ops.environment(first)["spec"]["deployKeys"][0]
+        key["title"] = "deployer-renamed"
+        ops.write(message="rename a key")
+        ops.converge("key rename")
+        one = ops.environment(first)["spec"]["deployKeys"][0]["secret"]
+        two = ops.environment(second)["spec"]["deployKeys"][0]["secret"]
+        one["file"], two["file"] = two["file"], one["file"]
+        ops.write(message="swap key files")
+        ops.converge("key swap")
+        say("operations: key rename and swap")
+
+        # An empty checkout removes nothing without --allow-empty.
+        before, keys = ops.deployed(), ops.active_keys()
+        ops.write(skip=tuple(d["metadata"]["name"] for d in ops.documents), message="empty")
+        ops.apply()
+        ops.unchanged("empty checkout", before, keys)
+        ops.write(message="restored")
+        ops.converge("after the empty checkout")
+        say("operations: empty checkout held")
+
+        # An environment removed together with the only Target document it used.
+        before, keys = ops.deployed(), ops.active_keys()
+        ops.write(skip=(last, "spare"), message="environment and target removed")
+        ops.apply()
+        ops.unchanged("environment removed with its target", before, keys)
+        ops.write(skip=(last,), message="the target restored")
+        harness.keyless_ok.add(f"acme/svc{shape.environments - 1}")  # its key goes, as meant
+        ops.converge("target restored")
+        if any(env == last for env, _ in ops.deployed()):
+            figures.fail("the removed environment was not decommissioned once its target returned")
+        ops.write(message="environment back")
+        ops.converge("environment back")
+        # From here on its new key must never go missing again: forget the meant gap.
+        gone = f"acme/svc{shape.environments - 1}"
+        gh.key_trace = [entry for entry in gh.key_trace if entry[0] != gone]
+        harness.keyless_ok.discard(gone)
+        say("operations: target removed with its environment held")
+
+        # A plan saved before a freeze is not applied during it.
+        before = ops.deployed()
+        slots = ops.environment(first)["spec"]["slots"]
+        for slot in slots.values():
+            slot["artifact"]["version"] = "v9"
+        ops.write(message="v9")
+        harness.run("plan", "-m", "m", "--out", "saved.plan")
+        ops.environment(first)["spec"]["freeze"] = [
+            {"start": "2000-01-01T00:00:00Z", "end": "2999-01-01T00:00:00Z"}
+        ]
+        ops.write(message="freeze")
+        harness.run("apply", "saved.plan")
+        harness.check()
+        frozen = {w: v for w, v in ops.deployed().items() if w[0] == first}
+        if any(version == "v9" for version in frozen.values()):
+            figures.fail("a saved plan deployed into a frozen environment")
+        del ops.environment(first)["spec"]["freeze"]
+        ops.write(message="thaw")
+        ops.converge("after the freeze")
+        say("operations: saved plan across a freeze held")
+
+        # The target is down during an apply: the ledger still records every change.
+        for slot in ops.environment(second)["spec"]["slots"].values():
+            slot["artifact"]["version"] = "v7"
+        ops.write(message="v7 while GitHub is down")
+        gh.error_rate, gh.knob_methods = 1.0, set(ALL_METHODS)
+        run = ops.apply()
+        gh.error_rate = 0.0
+        if run.code != 1:
+            figures.fail(f"an apply with the target down exited {run.code}")
+        recorded = {w: v for w, v in ops.deployed().items() if w[0] == second}
+        if set(recorded.values()) != {"v7"}:
+            figures.fail(f"with the target down the ledger did not record: {recorded}")
+        ops.converge("target back")
+        harness.scan_for_leaks()
+        say("operations: target down contained")
+        figures.faults.update(gh.faults)

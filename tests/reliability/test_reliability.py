@@ -11,12 +11,14 @@ from tests.reliability.harness import (
     Shape,
     crash_scenario,
     faults_scenario,
+    operations_scenario,
     write_report,
 )
 
 # 2 environments x 12 slots: 8 superseded, 4 decommissioned, 6 new, 1 key rotated, each.
 SMALL_CRASH = Shape(environments=2, slots=12, changed=8, removed=4, added=6)
 SMALL_FAULTS = Shape(environments=1, slots=6, changed=3, removed=2, added=2)
+SMALL_OPERATIONS = Shape(environments=3, slots=2, changed=0, removed=0, added=0)
 
 
 def assert_clean(figures: Figures) -> None:
@@ -53,6 +55,17 @@ def test_faults_converge_within_the_reconcile_bound(tmp_path: Path) -> None:
     )
     assert len(figures.reconciles) == 2
     assert max(figures.reconciles) <= 15
+    assert_clean(figures)
+
+
+def test_operations_never_retire_by_accident(tmp_path: Path) -> None:
+    """A restart over a broken file, key renames and swaps, an empty checkout, an environment
+    removed with its target, a saved plan across a freeze and a target down during an apply:
+    nothing still wanted is retired, every ACTIVE key keeps its private file, and each
+    converges afterwards."""
+    figures = Figures()
+    operations_scenario(tmp_path, SMALL_OPERATIONS, seed=7, figures=figures)
+    assert figures.checks > 20
     assert_clean(figures)
 
 

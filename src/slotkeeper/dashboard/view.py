@@ -200,6 +200,7 @@ def overview(
             }
             for p in pending
         ],
+        "manifests": render.manifests_document(ledger.manifest_status()),
         "last_reconcile": last_reconcile,
         "last_apply": last_apply(ledger.events(types=_APPLY_EVENTS, last=2)),
     }

@@ -6,7 +6,7 @@ the state URL (SQLite now, PostgreSQL as a second implementation of the same sch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ from slotkeeper.model import (
     EnvironmentRecord,
     KeyRecord,
     KeyStatus,
+    ManifestStatus,
     Record,
     RecordedState,
     RecordStatus,
@@ -122,6 +123,17 @@ class LedgerTransaction(Protocol):
 
     def set_replaced_by(self, key_id: int, successor: int) -> None: ...
 
+    def store_last_good(
+        self, files: Mapping[str, bytes], *, revision: str | None, at: datetime
+    ) -> None:
+        """Remember ``files`` (content by relative path) as the last manifest set that loaded
+        whole, replacing the one before."""
+        ...
+
+    def set_manifest_status(self, status: ManifestStatus | None) -> None:
+        """Record the broken manifest files, or (None) that there are none."""
+        ...
+
     def append_event(
         self,
         *,
@@ -197,5 +209,9 @@ class Ledger(Protocol):
     def request_reconcile(self, reason: str, *, at: datetime) -> None: ...
 
     def latest_request(self) -> int: ...
+
+    def last_good_manifests(self) -> dict[str, bytes]: ...
+
+    def manifest_status(self) -> ManifestStatus | None: ...
 
     def close(self) -> None: ...

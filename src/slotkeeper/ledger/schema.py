@@ -168,6 +168,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=5,
+        description="last good manifest files, and the manifest files that are broken",
+        statements=(
+            # The last manifest set that loaded whole: a broken file is read from here instead
+            # (in any process, after any restart) so that its environments are never taken
+            # for removed ones.
+            """CREATE TABLE manifest_files (
+                path TEXT PRIMARY KEY,
+                digest TEXT NOT NULL,
+                content TEXT NOT NULL,
+                revision TEXT,
+                stored_at TEXT NOT NULL
+            )""",
+            # One row while some manifest file is broken: which, why, and the revision held
+            # back; `status`, /status and the dashboard read it.
+            """CREATE TABLE manifest_status (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                at TEXT NOT NULL,
+                revision TEXT,
+                broken TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

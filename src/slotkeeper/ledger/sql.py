@@ -6,11 +6,12 @@ adapts both. Timestamps are stored as fixed-width ISO-8601 UTC text so they sort
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +24,11 @@ from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
     Artifact,
     ArtifactKind,
+    BrokenFile,
     EnvironmentRecord,
     KeyRecord,
     KeyStatus,
+    ManifestStatus,
     Record,
     RecordedState,
     RecordStatus,
@@ -359,6 +362,36 @@ class SqlTransaction:
         ).rowcount
         if changed != 1:
             raise StalePlanError(f"deploy key {key_id} is no longer ACTIVE; make a new plan")
+
+    def store_last_good(
+        self, files: Mapping[str, bytes], *, revision: str | None, at: datetime
+    ) -> None:
+        stored = dict(self._run("SELECT path, digest FROM manifest_files").fetchall())
+        for path, content in files.items():
+            digest = hashlib.sha256(content).hexdigest()
+            if stored.get(path) == digest:
+                continue
+            self._run(
+                "INSERT INTO manifest_files (path, digest, content, revision, stored_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "digest = excluded.digest, content = excluded.content, "
+                "revision = excluded.revision, stored_at = excluded.stored_at",
+                (path, digest, content.decode("utf-8"), revision, to_text(at)),
+            )
+        for path in stored.keys() - files.keys():
+            self._run("DELETE FROM manifest_files WHERE path = ?", (path,))
+
+    def set_manifest_status(self, status: ManifestStatus | None) -> None:
+        self._run("DELETE FROM manifest_status")
+        if status is not None:
+            self._run(
+                "INSERT INTO manifest_status (id, at, revision, broken) VALUES (1, ?, ?, ?)",
+                (
+                    to_text(status.at),
+                    status.revision,
+                    json.dumps([broken.model_dump(mode="json") for broken in status.broken]),
+                ),
+            )
 
     def set_replaced_by(self, key_id: int, successor: int) -> None:
         self._run("UPDATE deploy_keys SET replaced_by = ? WHERE id = ?", (successor, key_id))
@@ -764,6 +797,21 @@ class SqlLedger:
             )
             for row in rows
         ]
+
+    def last_good_manifests(self) -> dict[str, bytes]:
+        rows = self._query("SELECT path, content FROM manifest_files")
+        return {path: content.encode("utf-8") for path, content in rows}
+
+    def manifest_status(self) -> ManifestStatus | None:
+        rows = self._query("SELECT at, revision, broken FROM manifest_status WHERE id = 1")
+        if not rows:
+            return None
+        at, revision, broken = rows[0]
+        return ManifestStatus(
+            at=from_text(at),
+            revision=revision,
+            broken=tuple(BrokenFile.model_validate(item) for item in json.loads(broken)),
+        )
 
     def close(self) -> None:
         self._connection.close()
