@@ -435,7 +435,7 @@ def test_set_status_pins_a_deployment(uk: httpx.Client, unkey: FakeUnkey) -> Non
         unkey.set_status("d_unknown", "READY")
 
 
-def test_the_fake_validates_against_the_shared_spec() -> None:
+def test_the_fake_validates_against_the_checkers_spec() -> None:
     """The fake reads its request schemas from the same file the checker uses."""
     assert SPEC_PATH.resolve() == UNKEY_SPEC.resolve()
 

@@ -2,7 +2,7 @@
 
 ``FakeChainloop`` serves ``POST /v1/deployments`` (record a deployment) and
 ``GET /v1/deployments`` (list records) over real HTTP on loopback (see ``server.py``). It models
-what ``shared/specs/API-REFERENCE.md`` section 2 says a schema cannot:
+what ``tests/fakes/specs/API-REFERENCE.md`` section 2 says a schema cannot:
 
 - A slot is ``(environment_name, deployment_name, kind)``. Recording DEPLOYED with the artifact
   the slot already runs (same digest when the request has one, else same name and version) is a

@@ -3,10 +3,10 @@
 ``FakeGitHub`` serves real HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread (the
 plumbing is ``server.py``'s), so the adapter under test goes through httpx, sockets, timeouts
 and connection pools exactly as in production. It models the semantics a schema cannot say,
-from ``shared/specs/API-REFERENCE.md`` section 1: 202 auto-merge and 409 status-check answers
+from ``tests/fakes/specs/API-REFERENCE.md`` section 1: 202 auto-merge and 409 status-check answers
 on create, ``auto_inactive``, the delete rule, deploy-key uniqueness across all repositories,
 pagination with ``Link``, ``ETag`` / 304, and the primary and secondary rate limits. Every
-response is meant to match ``shared/specs/github-deployments.openapi.json``;
+response is meant to match ``tests/fakes/specs/github-deployments.openapi.json``;
 ``tests/test_fake_github.py`` checks that.
 
 Faults are knobs, public attributes that may be changed while the server runs: ``latency``,

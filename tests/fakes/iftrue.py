@@ -1,7 +1,7 @@
 """A stateful fake of iftrue's deployment tracking endpoint, ``POST /v1/organization/deployment``.
 
 ``FakeIftrue`` serves the one operation over real HTTP on loopback (see ``server.py``), after
-``shared/specs/API-REFERENCE.md`` section 4. Requests are validated against the JSON Schema in
+``tests/fakes/specs/API-REFERENCE.md`` section 4. Requests are validated against the JSON Schema in
 ``iftrue_schema.py`` (400 ``{"message": ...}`` naming every fault); a missing or wrong Bearer
 JWT is 401. There is no idempotency, update or list: every valid POST creates a new record and
 answers 201 with it. Unknown paths are 404 and other methods on the path 405.

@@ -1,7 +1,7 @@
 """iftrue's deployment-tracking contract as JSON Schema, and a checker for recorded exchanges.
 
 iftrue publishes no machine-readable description. These schemas are derived only from
-``shared/specs/API-REFERENCE.md`` section 4 (itself a paraphrase of the docs page
+``tests/fakes/specs/API-REFERENCE.md`` section 4 (itself a paraphrase of the docs page
 docs.iftrue.co/.../deployment-tracking-with-http-request):
 
 - ``REQUEST_SCHEMA``: the body of ``POST /v1/organization/deployment``. Required strings

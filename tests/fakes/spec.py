@@ -1,7 +1,8 @@
 """Check recorded HTTP exchanges against an OpenAPI description with ``openapi-core``.
 
 The fakes in this package must not drift from the real APIs: every request a test sends and
-every response a fake serves can be checked against the published spec in ``../shared/specs``.
+every response a fake serves can be checked against the API descriptions vendored in
+``tests/fakes/specs/`` (their provenance and licences: ``tests/fakes/specs/README.md``).
 ``openapi-core`` does the schema work; this module adapts plain recorded values (method, URL,
 headers, bytes) to its ``Request``/``Response`` protocols and turns its errors into
 ``AssertionError`` with a readable message. Requests are matched on their path: the host is
@@ -17,8 +18,7 @@ What an API does beyond its description is a ``Conventions`` value, chosen by th
   and a string ``message``.
 - Unkey (``UNKEY``): only the documented statuses; error bodies may be
   ``application/problem+json`` (the spec's 429) and their ``error.status`` must equal the HTTP
-  status. Unkey's description contradicts itself on 400 bodies (see ``_repair_unkey``); the
-  checker repairs that in memory.
+  status.
 
 Every other status must be documented for the operation and its body must match the schema. On
 top of the spec: any 4xx/5xx body must have the API's error shape, and 204 and 304 must have no
@@ -27,7 +27,6 @@ body. ``check_recorded`` walks a fake's request log with the marker headers the 
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +44,8 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from tests.fakes.server import RecordedRequest
 
-# The repository is checked out with ``shared/`` beside it, locally and in CI.
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
+# Inside the repository: the tests of a fresh clone need nothing beside it.
+SPECS = Path(__file__).resolve().parent / "specs"
 GITHUB_SPEC = SPECS / "github-deployments.openapi.json"
 CHAINLOOP_SPEC = SPECS / "chainloop-deployments.openapi.json"
 UNKEY_SPEC = SPECS / "unkey-deploy.openapi.json"
@@ -85,25 +84,6 @@ def _unkey_error(status: int, body: Any) -> str | None:
     return None
 
 
-def _repair_unkey(raw: dict[str, Any]) -> None:
-    """Make Unkey's 400 body satisfiable without loosening any other schema.
-
-    ``BadRequestErrorDetails`` is ``allOf: [BaseError, {errors}]`` with ``errors`` required, but
-    ``BaseError`` says ``additionalProperties: false``, which in OpenAPI 3.1 (JSON Schema 2020-12)
-    forbids ``errors``: no body can match. The server sends ``errors`` (its Go types are
-    generated from the same file without that conflict), so the repair inlines ``BaseError``
-    into ``BadRequestErrorDetails`` with ``errors`` added to its properties.
-    """
-    schemas = raw["components"]["schemas"]
-    base = copy.deepcopy(schemas["BaseError"])
-    details = schemas["BadRequestErrorDetails"]
-    extra = next(part for part in details["allOf"] if "$ref" not in part)
-    base["properties"]["errors"] = extra["properties"]["errors"]
-    base["required"] = [*base["required"], *extra.get("required", [])]
-    base["description"] = details.get("description", "")
-    schemas["BadRequestErrorDetails"] = base
-
-
 @dataclass(frozen=True)
 class Conventions:
     """What an API does beyond what its description says, as the checker should accept it."""
@@ -115,7 +95,6 @@ class Conventions:
     # A complaint about a parsed 4xx/5xx body (given the HTTP status), or None when it is fine.
     error_body: Callable[[int, Any], str | None] = _github_error
     error_media_types: tuple[str, ...] = JSON_TYPES
-    repair: Callable[[dict[str, Any]], None] | None = None
 
     def sent_anywhere(self, status: int) -> bool:
         return status in self.undocumented or (self.any_5xx and 500 <= status <= 599)
@@ -127,7 +106,6 @@ UNKEY = Conventions(
     "Unkey",
     error_body=_unkey_error,
     error_media_types=("application/json", "application/problem+json"),
-    repair=_repair_unkey,
 )
 # Exactly what the spec says, with GitHub's error shape required of error bodies.
 STRICT = Conventions("strict")
@@ -143,11 +121,9 @@ def _problem_json(data: bytes) -> Any:
 
 
 @cache
-def _load(spec_path: Path, conventions: Conventions) -> tuple[OpenAPI, str]:
+def _load(spec_path: Path) -> tuple[OpenAPI, str]:
     """Parse (and validate) a spec once per process; returns it with its first server URL."""
     raw = json.loads(spec_path.read_text(encoding="utf-8"))
-    if conventions.repair is not None:
-        conventions.repair(raw)
     servers = raw.get("servers") or [{"url": "http://localhost"}]
     # RFC 7807 bodies are JSON; openapi-core only knows the plain JSON media types.
     config = Config(extra_media_type_deserializers={"application/problem+json": _problem_json})
@@ -197,7 +173,7 @@ class OpenApiChecker:
     def __init__(self, spec_path: Path, conventions: Conventions | None = None) -> None:
         self.spec_path = spec_path
         self.conventions = conventions or CONVENTIONS.get(spec_path.name, STRICT)
-        self._app, self._server = _load(spec_path.resolve(), self.conventions)
+        self._app, self._server = _load(spec_path.resolve())
 
     def check_request(
         self,

@@ -1,11 +1,12 @@
 """A stateful fake of Unkey's internal deploy API (``deploy.createDeployment``, ``getDeployment``).
 
 ``FakeUnkey`` serves both RPC-style operations (POST with JSON bodies, camelCase wire names)
-over real HTTP on loopback (see ``server.py``). It models ``shared/specs/API-REFERENCE.md``
+over real HTTP on loopback (see ``server.py``). It models ``tests/fakes/specs/API-REFERENCE.md``
 section 3 and the behaviour of Unkey's server (svc/api) where the description is silent:
 
 - Request bodies are validated, as the server does, against the request schemas of
-  ``shared/specs/unkey-deploy.openapi.json`` (JSON Schema 2020-12): 400 with
+  ``specs/unkey-deploy.openapi.json`` (JSON Schema 2020-12; our own description of the two
+  operations, see ``specs/README.md``): 400 with
   ``error.errors[] = {location: "body.<field>", message, fix}``.
 - A missing or non-Bearer ``Authorization`` header is a 400 (the server's security check), an
   unknown root key a 401. Unknown project, app, environment or keyspace and unknown
@@ -58,12 +59,12 @@ from tests.fakes.server import (
 )
 
 # The same file as ``spec.UNKEY_SPEC``; not imported from there to keep openapi-core out.
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "unkey-deploy.openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "unkey-deploy.openapi.json"
 CREATE = "/v2/deploy.createDeployment"
 GET = "/v2/deploy.getDeployment"
 _REQUEST_SCHEMAS = {
-    CREATE: "V2DeployCreateDeploymentRequestBody",
-    GET: "V2DeployGetDeploymentRequestBody",
+    CREATE: "CreateDeploymentRequest",
+    GET: "GetDeploymentRequest",
 }
 STATUSES = (
     "UNSPECIFIED",

@@ -1,6 +1,6 @@
 """Chainloop: deployment records mirrored into Chainloop's environments.
 
-Mapping (../shared/specs/API-REFERENCE.md, section 2): a DEPLOYED record is recorded as
+Mapping (tests/fakes/specs/API-REFERENCE.md, section 2): a DEPLOYED record is recorded as
 ``DEPLOYED`` with ``environment_name``, ``deployment_name`` = the slot and the artifact's kind,
 name, version and digest; a DECOMMISSIONED record as ``DECOMMISSIONED``. Chainloop supersedes the
 previous record of a slot by itself when a new artifact is recorded there, so slotkeeper never

@@ -1,6 +1,6 @@
 """GitHub: deployments and their statuses mirror the ledger's records; deploy keys are managed.
 
-Mapping (see ../shared/specs/API-REFERENCE.md, section 1):
+Mapping (see tests/fakes/specs/API-REFERENCE.md, section 1):
 
 - a DEPLOYED record is one deployment (``ref`` = the slot's ref or the revision that declared it,
   ``environment`` = the environment name, ``auto_merge: false``, ``required_contexts: []``,

@@ -1,6 +1,6 @@
 """iftrue (DORA tracking): one deployment event per new record, fed by git history.
 
-Mapping (../shared/specs/API-REFERENCE.md, section 4): ``POST /v1/organization/deployment`` with
+Mapping (tests/fakes/specs/API-REFERENCE.md, section 4): ``POST /v1/organization/deployment`` with
 ``title`` (environment/slot and version), ``branch`` and ``commit_id`` of the revision that
 declared the record, ``repository_url`` and ``member_id`` from the target, the pull request number
 (from a merge commit "Merge pull request #N" or a squash subject ending "(#N)"; 0 when there is

@@ -1,6 +1,6 @@
 """Unkey: container images deployed through Unkey's (internal) deploy API.
 
-Mapping (../shared/specs/API-REFERENCE.md, section 3): a new DEPLOYED record of a container
+Mapping (tests/fakes/specs/API-REFERENCE.md, section 3): a new DEPLOYED record of a container
 image is one ``deploy.createDeployment`` (wire names camelCase: ``project`` and ``app`` slugs
 from the target, ``branch`` and ``gitCommit`` from the revision that declared the record,
 ``environmentSlug`` = the environment, ``dockerImage`` = ``name:version@digest`` as available),
