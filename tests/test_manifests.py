@@ -438,7 +438,7 @@ def test_all_errors_of_a_run_are_reported_together(sk: Sk, workdir: Path) -> Non
     assert_clean(run)
     assert error_lines(run.err) == [
         "Error: 2 manifest errors:",
-        "  m/a.yaml:5: spec.region: unknown field",
+        "  m/a.yaml:5: spec.region: unknown field 'region'",
         "  m/b.yaml:4: spec.type: is required",
     ]
     errors = sk("validate", "--json", "-m", "m").json()["errors"]
