@@ -47,6 +47,7 @@ from slotkeeper.yamlsource import (
     parse_documents,
 )
 
+#: compared in lower case: ``prod.YAML`` is read like ``prod.yaml``, never silently skipped
 YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES_ENV = "SLOTKEEPER_MAX_MANIFEST_BYTES"
@@ -96,6 +97,12 @@ class _Collector:
     invalid_targets: set[str] = field(default_factory=set)
 
 
+def is_yaml_name(path: Path) -> bool:
+    """Whether ``path`` is named like a YAML file (``.yaml`` / ``.yml`` in any case): every such
+    file under the manifest path is read, since one skipped would look like a removal."""
+    return path.suffix.lower() in YAML_SUFFIXES
+
+
 def find_manifest_files(root: Path) -> list[Path]:
     """Every YAML file under ``root`` (or ``root`` itself), hidden paths skipped, sorted.
 
@@ -115,7 +122,7 @@ def _scan(root: Path) -> tuple[list[Path], list[ManifestError]]:
         raise ManifestErrors([ManifestError(root, None, None, "no such file or directory")])
     found: list[Path] = []
     for path in _walk(root, root.resolve(), set(), errors):
-        if path.suffix in YAML_SUFFIXES:
+        if is_yaml_name(path):
             found.append(path)
     return sorted(found), errors
 
@@ -139,7 +146,7 @@ def _walk(
             problem = _symlink_problem(entry, top)
             if problem is not None:
                 errors.append(ManifestError(entry, None, None, problem))
-                if entry.suffix in YAML_SUFFIXES and not entry.is_dir():
+                if is_yaml_name(entry) and not entry.is_dir():
                     yield entry  # listed, so that callers see it; never read
                 continue
         if entry.is_dir():
@@ -153,7 +160,7 @@ def _symlink_problem(link: Path, top: Path) -> str | None:
     try:
         target = link.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # dangling, or a loop (RuntimeError before 3.13)
-        if link.suffix not in YAML_SUFFIXES:
+        if not is_yaml_name(link):
             return None  # would not be read anyway
         if isinstance(exc, FileNotFoundError):
             return f"broken symlink: {link.readlink()} does not exist"
