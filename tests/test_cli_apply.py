@@ -320,3 +320,78 @@ def test_plan_as_markdown_for_a_pull_request(sk: Sk, manifests: Path) -> None:
     assert sk("plan", "-m", "manifests", "--format", "json").json()["summary"]["deploy"] == 1
     apply(sk, "--allow-decommission")
     assert "**No changes.**" in sk("plan", "-m", "manifests", "--format", "markdown").out
+
+
+def chart(name: str = "oci://ghcr.io/acme/charts/api", version: str = "v1") -> dict[str, str]:
+    return {"kind": "HELM_CHART", "name": name, "version": version}
+
+
+def plan_line(sk: Sk, where: str) -> str:
+    result = sk("plan", "-m", "manifests")
+    assert result.code == 0, result.err
+    [line] = [line for line in result.out.splitlines() if f" {where} " in line]
+    return line
+
+
+def test_kind_change_shows_the_kinds_in_plan_and_history(sk: Sk, manifests: Path) -> None:
+    """An image replaced by a same-version chart shows both kinds in plan and in history."""
+    write_manifests(manifests, environment("production", {"api": image(version="v1")}))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": chart()}))
+    assert (
+        "CONTAINER_IMAGE ghcr.io/acme/api v1 -> HELM_CHART oci://ghcr.io/acme/charts/api v1"
+        in plan_line(sk, "production/api")
+    )
+    apply(sk)
+    rows = [line.split() for line in sk("history", "production/api").out.splitlines()[1:]]
+    assert [row[2:5] for row in rows] == [
+        ["DEPLOYED", "HELM_CHART", "oci://ghcr.io/acme/charts/api"],
+        ["SUPERSEDED", "CONTAINER_IMAGE", "ghcr.io/acme/api"],
+    ]
+    # A slot that only ever held one kind keeps its rows as they were: no kind shown.
+    write_manifests(manifests, environment("production", {"api": chart(), "web": image()}))
+    apply(sk)
+    [web] = [line for line in sk("history", "production").out.splitlines() if " web " in line]
+    assert "CONTAINER_IMAGE" not in web and "ghcr.io/acme/api v1" in web
+
+
+def test_name_change_with_the_same_version_shows_the_names(sk: Sk, manifests: Path) -> None:
+    """A new artifact name with the same version is shown as a change of name, not v1 -> v1."""
+    write_manifests(manifests, environment("production", {"api": image(version="v1")}))
+    apply(sk)
+    write_manifests(manifests, environment("production", {"api": image("ghcr.io/acme/api2")}))
+    line = plan_line(sk, "production/api")
+    assert "ghcr.io/acme/api v1 -> ghcr.io/acme/api2 v1" in line
+    assert "CONTAINER_IMAGE" not in line
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "shown"),
+    [
+        ("a" * 64, "b" * 64, "v2.3.1@sha256:aaaaaaaaaaaa -> v2.3.1@sha256:bbbbbbbbbbbb"),
+        # alike over the first 12 digits: as many as tell them apart
+        ("0" * 20 + "a" * 44, "0" * 20 + "b" * 44, "@sha256:" + "0" * 20 + "a -> v2.3.1@"),
+    ],
+    ids=["re-pushed-tag", "digests-alike-at-first"],
+)
+def test_digest_only_change_shows_the_short_digests(
+    sk: Sk, manifests: Path, before: str, after: str, shown: str
+) -> None:
+    """A re-pushed tag (same version, new digest) is shown by its digests, not v2.3.1 -> v2.3.1."""
+    slot = {"api": image(version="v2.3.1", digest=f"sha256:{before}")}
+    write_manifests(manifests, environment("production", slot))
+    apply(sk)
+    slot = {"api": image(version="v2.3.1", digest=f"sha256:{after}")}
+    write_manifests(manifests, environment("production", slot))
+    line = plan_line(sk, "production/api")
+    assert shown in line
+    assert "v2.3.1 -> v2.3.1" not in line
+
+
+def test_digest_added_to_the_same_version_shows_it(sk: Sk, manifests: Path) -> None:
+    """Pinning a digest to a version already deployed shows the digest it gains."""
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
+    apply(sk)
+    slot = {"api": image(version="v2", digest=DIGEST_A)}
+    write_manifests(manifests, environment("production", slot))
+    assert "v2 -> v2@sha256:aaaaaaaaaaaa " in plan_line(sk, "production/api")

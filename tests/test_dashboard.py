@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -177,6 +178,28 @@ def test_ui_slot_page_keys_page_and_errors(sk: Sk, workdir: Path, ui: Callable[.
     assert httpx.post(server.url + "/", timeout=5).status_code == 405
     code, err = server.stop()
     assert code in (0, -15) and "Traceback" not in err
+
+
+def test_slot_page_tells_an_image_and_a_chart_apart(
+    sk: Sk, workdir: Path, ui: Callable[..., Ui]
+) -> None:
+    """The slot page shows each record's kind when the slot held an image and a chart."""
+    chart = {"kind": "HELM_CHART", "name": "ghcr.io/acme/api", "version": "v1"}
+    write_manifests(workdir / "m", environment("production", {"api": image(), "web": image()}))
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    write_manifests(workdir / "m", environment("production", {"api": chart, "web": image()}))
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    server = ui()
+    page = server.get("/slots/production/api").text
+    heads = [
+        " ".join(html.unescape(re.sub(r"<[^>]+>|#\d+", " ", head)).split())
+        for head in re.findall(r'<div class="record-head">(.*?)</div>', page, re.S)
+    ]
+    assert heads == [
+        "DEPLOYED HELM_CHART ghcr.io/acme/api v1",
+        "SUPERSEDED CONTAINER_IMAGE ghcr.io/acme/api v1",
+    ]
+    assert "CONTAINER_IMAGE" not in server.get("/slots/production/web").text
 
 
 def test_ui_without_a_ledger_is_a_clear_error(sk: Sk, workdir: Path) -> None:

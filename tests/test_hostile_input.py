@@ -235,7 +235,7 @@ def test_nesting_bound(workdir: Path) -> None:
     """64 levels are parsed (and judged on their merits); 65 are refused before building."""
     head = "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: production}\nspec: {}\n"
     (workdir / "a.yaml").write_text(head + "x: " + "[" * 63 + "]" * 63 + "\n")
-    assert [m.split(": ", 1)[1] for m in messages(workdir)] == ["x: unknown field"]
+    assert [m.split(": ", 1)[1] for m in messages(workdir)] == ["x: unknown field 'x'"]
     (workdir / "a.yaml").write_text(head + "x: " + "[" * 64 + "]" * 64 + "\n")
     assert [m.split(": ", 1)[1] for m in messages(workdir)] == ["nested deeper than 64 levels"]
 

@@ -438,7 +438,7 @@ def test_all_errors_of_a_run_are_reported_together(sk: Sk, workdir: Path) -> Non
     assert_clean(run)
     assert error_lines(run.err) == [
         "Error: 2 manifest errors:",
-        "  m/a.yaml:5: spec.region: unknown field",
+        "  m/a.yaml:5: spec.region: unknown field 'region'",
         "  m/b.yaml:4: spec.type: is required",
     ]
     errors = sk("validate", "--json", "-m", "m").json()["errors"]
@@ -490,6 +490,39 @@ def test_hidden_paths_and_non_yaml_files_are_skipped(sk: Sk, workdir: Path) -> N
     run = sk("validate", "--json", "-m", "m")
     assert run.code == 0, run.out
     assert run.json() == {"valid": True, **VALID_SUMMARY}
+
+
+def test_yaml_suffixes_are_read_in_any_case(sk: Sk, workdir: Path) -> None:
+    """YAML suffixes in any case (`prod.YAML`, `dev.Yml`) are read, and refused when broken."""
+
+    def env(name: str) -> str:
+        return (
+            f"apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {{name: {name}}}\n"
+            "spec:\n  slots:\n    api: {artifact: {kind: CONTAINER_IMAGE, name: a, version: v1}}\n"
+        )
+
+    write_tree(workdir / "m", {"prod.YAML": env("production"), "dev/dev.Yml": env("dev")})
+    run = sk("validate", "--json", "-m", "m")
+    assert run.code == 0, run.out
+    assert run.json() == {
+        "valid": True,
+        "environments": 2,
+        "slots": 2,
+        "deploy_keys": 0,
+        "targets": 0,
+    }
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    assert {(r["environment"], r["status"]) for r in sk("status", "--json").json()} == {
+        ("production", "DEPLOYED"),
+        ("dev", "DEPLOYED"),
+    }
+    (workdir / "m" / "staging.YmL").write_text("kind: nope\n")
+    (workdir / "m" / "gone.YML").symlink_to(workdir / "nowhere.yaml")
+    errors = sk("validate", "--json", "-m", "m").json()["errors"]
+    assert {(Path(e["file"]).name, e["field"], e["message"].split(":")[0]) for e in errors} == {
+        ("staging.YmL", "apiVersion", "is missing"),
+        ("gone.YML", None, "broken symlink"),
+    }
 
 
 def test_single_file_can_be_given(sk: Sk, workdir: Path) -> None:

@@ -1,14 +1,21 @@
-"""Git history for changelogs, and the commit-subject rules iftrue events are built from."""
+"""Git history for changelogs, the commit-subject rules iftrue events are built from, and what a
+failing git remote is reported as."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.iftrue import fix_kind, pull_request_number
+from tests.helpers import Run
+
+Sk = Callable[..., Run]
 
 
 def git(repo: Path, *args: str) -> str:
@@ -96,3 +103,61 @@ def test_pull_request_number_from_merge_or_squash_subjects(
 def test_fix_and_hotfix_from_conventional_commit_prefixes(subject: str, kind: str | None) -> None:
     """Conventional-commit prefixes fix: and hotfix: (with scope or !) mark fixes."""
     assert fix_kind(subject) == kind
+
+
+def _failure(run: Run) -> str:
+    """The error of the one failed reconcile a ``run --once`` logged."""
+    assert run.code == 1, run
+    [event] = [json.loads(line) for line in run.err.splitlines() if "reconcile.failed" in line]
+    return str(event["error"])
+
+
+def test_git_fetch_error_keeps_every_line_that_says_what_failed(sk: Sk, workdir: Path) -> None:
+    """A failed git fetch is reported with git's fatal lines and its hint, not its last line."""
+    missing = workdir / "nowhere" / "deployments.git"
+    error = _failure(sk("run", "--once", "--source", f"file://{missing}"))
+    assert error.startswith(f"git fetch of file://{missing}#main:. failed: fatal: ")
+    assert f"'{missing}' does not appear to be a git repository" in error
+    assert (
+        "fatal: Could not read from remote repository. Please make sure you have the correct "
+        "access rights and the repository exists." in error
+    )
+    assert "\n" not in error
+
+
+def test_git_fetch_error_is_bounded_in_length(sk: Sk, workdir: Path) -> None:
+    """However long git's own message, the part kept of it stays within 500 characters."""
+    missing = workdir.joinpath(*["x" * 200] * 6)
+    error = _failure(sk("run", "--once", "--source", f"file://{missing}"))
+    said = error.split(" failed: ", 1)[1]
+    assert said.startswith("fatal: '") and said.endswith("…")
+    assert 400 < len(said) <= 500
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "secrets"),
+    [
+        ("deployer:ghp_inthe0url0token", ("ghp_inthe0url0token", "deployer")),
+        ("deployer:p@ss0word-1", ("p@ss0word-1", "ss0word-1", "deployer")),
+        ("ghp_onlyatoken0123", ("ghp_onlyatoken0123",)),
+    ],
+    ids=["user-and-token", "password-with-at", "token-only"],
+)
+def test_git_fetch_error_never_shows_a_credential(
+    sk: Sk,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    userinfo: str,
+    secrets: tuple[str, ...],
+) -> None:
+    """An unreachable https remote's error says why, with no part of any git credential."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SLOTKEEPER_GIT_TOKEN", "ghp_fromtheenvironment0123")
+    run = sk("run", "--once", "--source", f"git+https://{userinfo}@127.0.0.1:{port}/acme/d.git")
+    error = _failure(run)
+    assert error.startswith(f"git fetch of https://***@127.0.0.1:{port}/acme/d.git#main:. failed: ")
+    assert "fatal: unable to access" in error
+    for secret in (*secrets, "ghp_fromtheenvironment0123"):
+        assert secret not in run.out + run.err

@@ -8,9 +8,11 @@ raised together as :class:`ManifestErrors`, each naming file, line and field pat
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,14 @@ from slotkeeper.model import (
 )
 from slotkeeper.yamlsource import (
     LineDict,
+    LineList,
     YamlRefused,
     describe_yaml_error,
     line_of,
     parse_documents,
 )
 
+#: compared in lower case: ``prod.YAML`` is read like ``prod.yaml``, never silently skipped
 YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES_ENV = "SLOTKEEPER_MAX_MANIFEST_BYTES"
@@ -86,8 +90,18 @@ class _Collector:
     errors: list[ManifestError] = field(default_factory=list)
     environments: dict[str, tuple[EnvironmentSpec, Location]] = field(default_factory=dict)
     targets: dict[str, tuple[TargetSpec, Location]] = field(default_factory=dict)
-    target_refs: list[tuple[str, Location, str, int]] = field(default_factory=list)
+    #: (target name, where, environment name when known, index in spec.targets)
+    target_refs: list[tuple[str, Location, str | None, int]] = field(default_factory=list)
     environment_data: dict[str, LineDict] = field(default_factory=dict)
+    #: names of Target documents that failed validation: declared all the same, so a reference
+    #: to one is not reported a second time as naming no Target
+    invalid_targets: set[str] = field(default_factory=set)
+
+
+def is_yaml_name(path: Path) -> bool:
+    """Whether ``path`` is named like a YAML file (``.yaml`` / ``.yml`` in any case): every such
+    file under the manifest path is read, since one skipped would look like a removal."""
+    return path.suffix.lower() in YAML_SUFFIXES
 
 
 def find_manifest_files(root: Path) -> list[Path]:
@@ -109,7 +123,7 @@ def _scan(root: Path) -> tuple[list[Path], list[ManifestError]]:
         raise ManifestErrors([ManifestError(root, None, None, "no such file or directory")])
     found: list[Path] = []
     for path in _walk(root, root.resolve(), set(), errors):
-        if path.suffix in YAML_SUFFIXES:
+        if is_yaml_name(path):
             found.append(path)
     return sorted(found), errors
 
@@ -133,7 +147,7 @@ def _walk(
             problem = _symlink_problem(entry, top)
             if problem is not None:
                 errors.append(ManifestError(entry, None, None, problem))
-                if entry.suffix in YAML_SUFFIXES and not entry.is_dir():
+                if is_yaml_name(entry) and not entry.is_dir():
                     yield entry  # listed, so that callers see it; never read
                 continue
         if entry.is_dir():
@@ -147,7 +161,7 @@ def _symlink_problem(link: Path, top: Path) -> str | None:
     try:
         target = link.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # dangling, or a loop (RuntimeError before 3.13)
-        if link.suffix not in YAML_SUFFIXES:
+        if not is_yaml_name(link):
             return None  # would not be read anyway
         if isinstance(exc, FileNotFoundError):
             return f"broken symlink: {link.readlink()} does not exist"
@@ -400,11 +414,15 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
         # By alias only: the wire names are camelCase (deployKeys), as the JSON Schema says.
         document = model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
-        for detail in exc.errors(include_input=False, include_url=False):
+        details = exc.errors(include_input=False, include_url=False)
+        for detail in details:
             loc = _without_union_tag(tuple(detail["loc"]), detail)
             at = line_of(data, loc, line)
             field_path, message = _describe(loc, detail)
+            if detail["type"] == "extra_forbidden":
+                message = _unknown_field(model, tuple(detail["loc"]))
             error(at, field_path, message)
+        _salvage_references(model, data, details, Location(file=str(path), line=line), collector)
         return
     location = Location(file=str(path), line=line)
     name_line = line_of(data, ("metadata", "name"), line)
@@ -449,17 +467,54 @@ def _add_target(
     collector.targets[name] = (document.spec, location)
 
 
+def _salvage_references(
+    model: type[EnvironmentDocument] | type[TargetDocument],
+    data: LineDict,
+    details: list[ErrorDetails],
+    location: Location,
+    collector: _Collector,
+) -> None:
+    """What the references check needs from a document that failed validation, read from its
+    raw data, so that one run reports every error: an Environment's target names (those that
+    are themselves valid names), a Target's name."""
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, LineDict) else None
+    name = name if isinstance(name, str) else None
+    if model is TargetDocument:
+        if name is not None:
+            collector.invalid_targets.add(name)
+        return
+    spec = data.get("spec")
+    targets = spec.get("targets") if isinstance(spec, LineDict) else None
+    if not isinstance(targets, LineList):
+        return
+    # A name that is itself refused (not a valid name) is reported once, as that.
+    refused = {
+        detail["loc"][2]
+        for detail in details
+        if detail["loc"][:2] == ("spec", "targets") and len(detail["loc"]) > 2
+    }
+    for index, target in enumerate(targets):
+        if isinstance(target, str) and index not in refused:
+            at = line_of(data, ("spec", "targets", index), location.line)
+            collector.target_refs.append(
+                (target, Location(file=location.file, line=at), name, index)
+            )
+
+
 def _check_references(collector: _Collector) -> None:
     """Cross-document rules: target references resolve, keys and secret files are unique."""
+    target_names = collector.targets.keys() | collector.invalid_targets
     for target, location, environment, index in collector.target_refs:
-        if target not in collector.targets:
+        if target not in target_names:
+            who = f"environment {environment!r}" if environment else "this environment"
             collector.errors.append(
                 ManifestError(
                     Path(location.file),
                     location.line,
                     f"spec.targets[{index}]",
-                    f"environment {environment!r} names target {target!r}, "
-                    "which no Target document declares",
+                    f"{who} names target {target!r}, which no Target document declares"
+                    + _did_you_mean(target, sorted(target_names)),
                 )
             )
     keys: dict[tuple[str, str], tuple[str, Location]] = {}
@@ -496,6 +551,77 @@ def _check_references(collector: _Collector) -> None:
                     )
                 )
             secret_files.setdefault(key.secret.file, (f"{key.repository}/{key.title}", location))
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``name``, else nothing."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_field(
+    model: type[EnvironmentDocument] | type[TargetDocument], loc: tuple[int | str, ...]
+) -> str:
+    """The message for a field the model does not have at ``loc`` (pydantic's location, with a
+    union's tag): its name, and the wire name it is probably a misspelling of."""
+    name = str(loc[-1])
+    root = _document_schema(model)
+    allowed = _field_names(_schema_at(root, loc[:-1]), root)
+    return f"unknown field {name!r}" + _did_you_mean(name, sorted(allowed))
+
+
+@cache
+def _document_schema(model: type[EnvironmentDocument] | type[TargetDocument]) -> dict[str, Any]:
+    return model.model_json_schema(by_alias=True)
+
+
+def _schema_at(root: dict[str, Any], loc: tuple[int | str, ...]) -> dict[str, Any]:
+    """The JSON Schema of what sits at ``loc`` in a document ({} when the schema cannot say)."""
+    node = root
+    for step in loc:
+        found = _schema_child(node, step, root)
+        if found is None:
+            return {}
+        node = _deref(found, root)
+    return node
+
+
+def _schema_child(node: dict[str, Any], step: int | str, root: dict[str, Any]) -> Any:
+    node = _deref(node, root)
+    tags = node.get("discriminator", {}).get("mapping", {})
+    if step in tags:  # pydantic names a tagged union's member by its tag
+        return _deref({"$ref": tags[step]}, root)
+    if isinstance(step, int) and "items" in node:
+        return node["items"]
+    if isinstance(step, str):
+        if step in node.get("properties", {}):
+            return node["properties"][step]
+        # a mapping of names to values (slots): every key leads to the same schema
+        patterns = node.get("patternProperties")
+        if patterns:
+            return next(iter(patterns.values()))
+        if isinstance(node.get("additionalProperties"), dict):
+            return node["additionalProperties"]
+    for branch in (*node.get("anyOf", ()), *node.get("oneOf", ())):
+        found = _schema_child(branch, step, root)
+        if found is not None:
+            return found
+    return None
+
+
+def _deref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = root["$defs"][str(node["$ref"]).rsplit("/", 1)[-1]]
+    return node
+
+
+def _field_names(node: dict[str, Any], root: dict[str, Any]) -> set[str]:
+    """The field names a schema node allows (those of every branch of a union)."""
+    node = _deref(node, root)
+    names = set(node.get("properties", {}))
+    for branch in (*node.get("anyOf", ()), *node.get("oneOf", ())):
+        names |= _field_names(branch, root)
+    return names
 
 
 def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tuple[int | str, ...]:

@@ -222,11 +222,7 @@ def plan(
                     targets=targets,
                     notes=notes,
                     annotations=dict(slot.annotations),
-                    reason=(
-                        f"{_version(current.artifact)} -> {_version(slot.artifact)}"
-                        if current
-                        else "new slot"
-                    ),
+                    reason=_change(current.artifact, slot.artifact) if current else "new slot",
                 )
             )
 
@@ -811,8 +807,47 @@ def _protected(environment: str, desired: DesiredState, recorded: RecordedState)
     return known.protected if known is not None else False
 
 
-def _version(artifact: Artifact) -> str:
-    return artifact.version or (artifact.digest or "")[:19]
+def _change(before: Artifact, after: Artifact) -> str:
+    """A deploy's reason: the two artifacts in as few words as tell them apart. The versions
+    (``v1 -> v2``); with the digests when the version stays (a re-pushed tag:
+    ``v2.3.1@sha256:aaaaaaaaaaaa -> v2.3.1@sha256:bbbbbbbbbbbb``); with the names when the name
+    changes, and the kinds too when the kind changes
+    (``CONTAINER_IMAGE ghcr.io/acme/api v1 -> HELM_CHART oci://ghcr.io/acme/api v1``)."""
+    kind = before.kind != after.kind
+    name = kind or before.name != after.name
+    digest = 0
+    if before.version == after.version and before.digest != after.digest:
+        digest = _digest_width(before.digest, after.digest)
+    return (
+        f"{_version(before, kind=kind, name=name, digest=digest)} -> "
+        f"{_version(after, kind=kind, name=name, digest=digest)}"
+    )
+
+
+#: hex digits of a digest shown by default (``sha256:`` + 12, as ``Artifact.describe`` shows)
+_SHORT_DIGEST = 12
+
+
+def _digest_width(first: str | None, second: str | None) -> int:
+    """Hex digits enough to tell two digests apart: 12, more when those are alike."""
+    if first is None or second is None:
+        return _SHORT_DIGEST
+    a, b = first.removeprefix("sha256:"), second.removeprefix("sha256:")
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    return max(_SHORT_DIGEST, same + 1)
+
+
+def _version(artifact: Artifact, *, kind: bool = False, name: bool = False, digest: int = 0) -> str:
+    """An artifact's version (its short digest when it has none), with its ``digest`` hex
+    digits, its name and its kind when asked."""
+    text = artifact.version or ""
+    if artifact.digest and (digest or not text):
+        short = artifact.digest[: len("sha256:") + (digest or _SHORT_DIGEST)]
+        text = f"{text}@{short}" if text else short
+    parts = [artifact.kind.value] if kind else []
+    if name:
+        parts.append(artifact.name)
+    return " ".join([*parts, text])
 
 
 class _ActionIds:

@@ -366,6 +366,9 @@ def render_history(
     ):
         table.add_column(column)
     notes: list[str] = []
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        kinds.setdefault((record.environment, record.slot), set()).add(record.artifact.kind)
     for record in records:
         record_syncs = (syncs or {}).get(record.id, [])
         for sync in record_syncs:
@@ -378,7 +381,10 @@ def render_history(
             f"#{record.id}",
             record.slot,
             Text(record.status.value, style=_STATUS_STYLES[record.status]),
-            record.artifact.describe(),
+            # A slot that held an image and a chart: say which row is which.
+            f"{record.artifact.kind.value} {record.artifact.describe()}"
+            if len(kinds[record.environment, record.slot]) > 1
+            else record.artifact.describe(),
             f"#{record.superseded_by}" if record.superseded_by else "",
             (record.revision or "")[:12],
             _when(record.created_at),

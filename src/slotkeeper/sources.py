@@ -205,10 +205,18 @@ class GitSource:
                 env=env,
                 check=False,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SourceError(f"git {args[0]} of {self.describe()} failed: {exc}") from exc
+        except subprocess.TimeoutExpired as exc:
+            # Never str(exc): it quotes the command line, and with it a URL's credentials.
+            raise SourceError(
+                f"git {args[0]} of {self.describe()} failed: timed out after {exc.timeout:g} s"
+            ) from exc
+        except OSError as exc:
+            raise SourceError(
+                f"git {args[0]} of {self.describe()} failed: {exc.strerror or type(exc).__name__}"
+            ) from exc
         if result.returncode != 0:
-            message = _redact(result.stderr.strip().splitlines()[-1] if result.stderr else "")
+            message = _git_failure(result.stderr, secrets=(token, _password(self.url)))
+            message = message or f"exit code {result.returncode}"
             raise SourceError(f"git {args[0]} of {self.describe()} failed: {message}")
         return result.stdout
 
@@ -238,9 +246,52 @@ def _git_token() -> str | None:
     return None
 
 
-def _redact(text: str) -> str:
-    """Drop user:password@ from URLs in a message."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+#: the longest git failure kept in a message (git's own lines rarely pass 200 characters)
+MAX_GIT_MESSAGE = 500
+#: messages git (or ssh) prints that do not say what failed
+_GIT_NOISE = ("hint:", "warning:")
+
+
+def _git_failure(stderr: str, *, secrets: tuple[str | None, ...]) -> str:
+    """What a failed git command said, on one line: each message (``fatal: …``, ``error: …``,
+    the server's ``remote: …``, ssh's ``git@host: Permission denied …``) with the lines that
+    continue it (git's "Please make sure you have the correct access rights / and the
+    repository exists."), joined by "; ", hints and warnings left out, repeated messages once,
+    credentials redacted (before it is cut, so no cut leaves part of one), at most
+    ``MAX_GIT_MESSAGE`` characters."""
+    messages: list[str] = []
+    for raw in stderr.splitlines():
+        line = " ".join(raw.split())
+        if not line:
+            continue
+        if messages and not re.match(r"\S+: ", line):
+            messages[-1] += f" {line}"  # no "prefix: " of its own: it continues the last one
+        else:
+            messages.append(line)
+    problems = [m for m in messages if not m.lower().startswith(_GIT_NOISE)] or messages
+    text = _redact("; ".join(dict.fromkeys(problems)), secrets=secrets)
+    if len(text) > MAX_GIT_MESSAGE:
+        text = text[: MAX_GIT_MESSAGE - 1].rstrip() + "…"
+    return text
+
+
+def _password(url: str) -> str | None:
+    """The credential in a URL's ``user:password@`` (or ``token@``), if any."""
+    match = re.match(r"[a-z][a-z0-9+.-]*://([^/?#\s]*)@", url, re.IGNORECASE)
+    if match is None:
+        return None
+    user, _, password = match.group(1).partition(":")
+    return password or user
+
+
+def _redact(text: str, *, secrets: tuple[str | None, ...] = ()) -> str:
+    """Drop ``user:password@`` from URLs in a message (up to the last ``@`` of the authority,
+    so a password holding an ``@`` goes too), and any of ``secrets`` wherever it appears."""
+    text = re.sub(r"(://)[^/?#\s]*@", r"\1***@", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # shorter would blank ordinary words, e.g. "git"
+            text = text.replace(secret, "***")
+    return text
 
 
 def _digest_tree(root: Path) -> str:

@@ -169,8 +169,23 @@ def _close(
         stack[-1].height = max(stack[-1].height, height + 1)
 
 
+#: libyaml contexts of a construct that runs on past its line when it is not closed: what to
+#: call it, and the problems that mean it was not closed. Such an error is found where the text
+#: ends (or a later line starts), but the fix is where the construct starts: it is reported there.
+_UNCLOSED = {
+    "while scanning a quoted scalar": (
+        "unterminated quoted string starting here",
+        ("end of stream", "document indicator", "document separator"),
+    ),
+    "while parsing a flow sequence": ("unclosed flow sequence '[' starting here", ("or ']'",)),
+    "while parsing a flow mapping": ("unclosed flow mapping '{' starting here", ("or '}'",)),
+    "while scanning a simple key": ("a key without ':' here", ("expected ':'",)),
+}
+
+
 def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
-    """The line and a message for a YAML error; a tab in the indentation is named as such."""
+    """The line and a message for a YAML error; a tab in the indentation is named as such, and
+    a construct left open (a quote, a bracket, a key) is reported where it starts."""
     if isinstance(exc, yaml.reader.ReaderError):
         position = exc.position if isinstance(exc.position, int) else 0
         return text.count("\n", 0, position) + 1, (
@@ -193,6 +208,13 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str
             return candidate.line + 1, (
                 f"invalid YAML: tab characters are not allowed for indentation ({problem})"
             )
+    opened, found = exc.context_mark, exc.problem_mark
+    if exc.context in _UNCLOSED and opened is not None and found is not None:
+        what, signs = _UNCLOSED[exc.context]
+        if any(sign in problem for sign in signs) and (
+            found.line > opened.line or "end of stream" in problem
+        ):
+            return opened.line + 1, f"invalid YAML: {what} ({problem} at line {found.line + 1})"
     return line, f"invalid YAML: {problem}"
 
 
