@@ -370,8 +370,7 @@ def test_iftrue_answers_lost_are_reported_never_resent(sk: Sk, world: World) -> 
 
 
 def test_every_target_keeps_where_it_holds_a_record(sk: Sk, world: World, state: Path) -> None:
-    """Each target's sync of a new record stores where the remote copy lives: the base URL, plus
-    GitHub's repository and Unkey's project and app."""
+    """Every target's sync stores where its copy lives (base URL, repository, project, app)."""
     world.declare({"api": image()}, "feat: first")
     apply(sk)
     recorded = recorded_state(state)

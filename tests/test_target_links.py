@@ -93,8 +93,7 @@ def test_a_next_link_that_leaves_the_base_path_is_refused_at_the_seam() -> None:
 def test_a_next_link_to_another_origin_is_never_followed(
     sk: Sk, workdir: Path, gh: FakeGitHub, elsewhere: FakeGitHub, repo: str, ledger_url: str
 ) -> None:
-    """A list answer whose ``Link: rel="next"`` leads to another host is refused: nothing (and no
-    token) is sent there, and the error names both origins."""
+    """A next link to another origin is refused, naming it, and nothing reaches that origin."""
     write_manifests(
         workdir / "m",
         environment(
