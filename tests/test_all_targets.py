@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import stamina
 
+from slotkeeper.model import SyncSubject
 from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
 from tests.fakes.iftrue import FakeIftrue
@@ -380,3 +381,21 @@ def test_iftrue_answers_lost_are_reported_never_resent(sk: Sk, world: World) -> 
     row = sk("status", "--json").json()["slots"][0]
     assert row["targets"]["iftrue"]["status"] == "failed"
     assert row["targets"]["github"]["status"] == "synced"
+
+
+def test_every_target_keeps_where_it_holds_a_record(sk: Sk, world: World, state: Path) -> None:
+    """Every target's sync stores where its copy lives (base URL, repository, project, app)."""
+    world.declare({"api": image()}, "feat: first")
+    apply(sk)
+    recorded = recorded_state(state)
+    record = recorded.deployed["production", "api"]
+    locations = {
+        name: recorded.syncs[name, SyncSubject.RECORD, record.id].location
+        for name in ("github", "chainloop", "unkey", "iftrue")
+    }
+    assert locations == {
+        "github": {"base_url": world.github.base_url, "repository": "acme/web"},
+        "chainloop": {"base_url": world.chainloop.base_url},
+        "unkey": {"base_url": world.unkey.base_url, "project": "acme", "app": "api"},
+        "iftrue": {"base_url": world.iftrue.base_url},
+    }

@@ -14,9 +14,18 @@ import pytest
 
 from slotkeeper.errors import LedgerError
 from slotkeeper.ledger import open_ledger
+from slotkeeper.ledger import sql as ledger_sql
 from slotkeeper.ledger.postgres import split_url
-from slotkeeper.ledger.schema import LATEST_VERSION
-from slotkeeper.model import Artifact, RecordedState
+from slotkeeper.ledger.schema import MIGRATIONS, Migration
+from slotkeeper.model import (
+    Artifact,
+    EnvironmentRecord,
+    RecordedState,
+    RemoteState,
+    SyncStatus,
+    SyncSubject,
+    TargetSync,
+)
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
 
 Sk = Callable[..., Run]
@@ -55,7 +64,7 @@ def test_migrations_run_once_and_lineage_is_stable(ledger_url: str) -> None:
     assert second.read_state().serial == 0
     second.close()
     versions = run_sql(ledger_url, "SELECT version FROM schema_migrations ORDER BY version")
-    assert versions == [(v,) for v in range(1, LATEST_VERSION + 1)]
+    assert versions == [(m.version,) for m in sorted(MIGRATIONS, key=lambda m: m.version)]
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
@@ -256,3 +265,82 @@ def test_events_can_be_filtered_and_the_newest_taken(ledger_url: str) -> None:
         assert len(ledger.events()) == 7 and [e.seq for e in ledger.events(since=5)] == [6, 7]
     finally:
         ledger.close()
+
+
+def _sync(location: dict[str, str]) -> TargetSync:
+    return TargetSync(
+        target="github",
+        subject=SyncSubject.RECORD,
+        subject_id=1,
+        wanted=RemoteState.ACTIVE,
+        remote_id="1001",
+        remote_state=RemoteState.ACTIVE,
+        status=SyncStatus.SYNCED,
+        updated_at=NOW,
+        location=location,
+    )
+
+
+def test_a_sync_keeps_where_its_remote_copy_lives(ledger_url: str) -> None:
+    """The location a target reported is stored with the sync row and read back as written."""
+    ledger = open_ledger(ledger_url, now=NOW)
+    where = {"base_url": "https://api.github.com", "repository": "acme/web"}
+    with ledger.transaction() as tx:
+        tx.upsert_sync(_sync(where))
+    assert ledger.syncs_for(SyncSubject.RECORD, 1)[0].location == where
+    with ledger.transaction() as tx:
+        tx.upsert_sync(_sync({"base_url": "https://ghe.example.com/api/v3", "repository": "a/b"}))
+    stored = ledger.read_state().syncs["github", SyncSubject.RECORD, 1]
+    assert stored.location["repository"] == "a/b"
+    ledger.close()
+
+
+def test_syncs_written_before_locations_were_kept_get_their_environment_repository(
+    ledger_url: str,
+) -> None:
+    """Upgrading a ledger fills each existing sync's repository from what it was mirrored to."""
+    ledger = open_ledger(ledger_url, now=NOW)
+    with ledger.transaction() as tx:
+        tx.upsert_environment(
+            EnvironmentRecord(name="p", protected=False, production=True, repository="acme/web"),
+            at=NOW,
+        )
+        record = tx.insert_record(
+            environment="p",
+            slot="api",
+            artifact=Artifact.model_validate(image()),
+            ref=None,
+            at=NOW,
+            revision=None,
+            action_id="a",
+        )
+    ledger.close()
+    # Back to the schema before version 6 (the location column), with a sync written then.
+    run_sql(ledger_url, "ALTER TABLE target_syncs DROP COLUMN location")
+    run_sql(ledger_url, "DELETE FROM schema_migrations WHERE version = 6")
+    run_sql(
+        ledger_url,
+        "INSERT INTO target_syncs (target, subject, subject_id, wanted, status, updated_at) "
+        f"VALUES ('github', 'record', {record}, 'active', 'synced', '2026-11-23T00:00:00Z')",
+    )
+    upgraded = open_ledger(ledger_url, now=NOW)
+    assert upgraded.syncs_for(SyncSubject.RECORD, record)[0].location == {"repository": "acme/web"}
+    upgraded.close()
+
+
+def test_a_migration_numbered_below_the_applied_ones_still_runs(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration numbers may have gaps: one that arrives later with a lower number is applied."""
+    open_ledger(ledger_url, now=NOW).close()
+    applied = {v for (v,) in run_sql(ledger_url, "SELECT version FROM schema_migrations")}
+    missing = min(set(range(1, max(applied) + 1)) - applied, default=None)
+    if missing is None:  # no gap in this build: make one by forgetting the highest but one
+        missing = sorted(applied)[-2]
+    late = Migration(missing, "late", ("CREATE TABLE late_arrival (x INTEGER)",))
+    patched = (*(m for m in MIGRATIONS if m.version != missing), late)
+    run_sql(ledger_url, f"DELETE FROM schema_migrations WHERE version = {missing}")
+    monkeypatch.setattr(ledger_sql, "MIGRATIONS", patched)
+    open_ledger(ledger_url, now=NOW).close()
+    assert run_sql(ledger_url, "SELECT COUNT(*) FROM late_arrival") == [(0,)]
+    assert (missing,) in run_sql(ledger_url, "SELECT version FROM schema_migrations")

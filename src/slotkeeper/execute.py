@@ -45,7 +45,7 @@ from slotkeeper.model import (
     normalize_secret_path,
 )
 from slotkeeper.plan import Action, ActionType, Plan
-from slotkeeper.targets.base import KeySubject, Target
+from slotkeeper.targets.base import KeySubject, Remote, Target
 from slotkeeper.targetsync import History, SyncOutcome, SyncWork, TargetSyncer
 
 Clock = Callable[[], datetime]
@@ -562,11 +562,11 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
     context.sink.check_writable(key.secret_file)
     # Remote first: the new key is registered and confirmed listed on every target before the
     # ledger and the secret file switch to it. A failure here changes nothing locally.
-    registered: dict[str, str | None] = {}
+    registered: dict[str, Remote] = {}
     for name in action.targets:
         target = context.targets.get(name)
         if target is not None and target.supports_keys:
-            registered[name] = target.add_key(KeySubject(key=provisional)).remote_id
+            registered[name] = target.add_key(KeySubject(key=provisional))
     # The new private half is moved into place as the last step before the ledger commits the
     # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.
     with context.ledger.transaction() as tx, context.sink.staged(key.secret_file, pair.private_key):
@@ -586,18 +586,19 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
             revision=context.revision,
             action_id=action.id,
         )
-        for name, remote_id in registered.items():
+        for name, remote in registered.items():
             tx.upsert_sync(
                 TargetSync(
                     target=name,
                     subject=SyncSubject.KEY,
                     subject_id=key_id,
                     wanted=RemoteState.PRESENT,
-                    remote_id=remote_id,
+                    remote_id=remote.remote_id,
                     remote_state=RemoteState.PRESENT,
                     status=SyncStatus.SYNCED,
                     attempts=1,
                     updated_at=at,
+                    location=remote.location,
                 )
             )
         detail = {"fingerprint": pair.fingerprint}

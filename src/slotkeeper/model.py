@@ -532,6 +532,9 @@ class TargetSync(BaseModel):
     #: what the target said about it beyond an id (e.g. Unkey's status and steps, GitHub's
     #: node id), shown by ``history``
     remote_detail: dict[str, Any] = Field(default_factory=dict)
+    #: where the remote copy lives (e.g. GitHub's base URL and repository), as the target said
+    #: when it created or last changed it: retirements go there, wherever the target points now
+    location: dict[str, str] = Field(default_factory=dict)
 
     @property
     def settled(self) -> bool:

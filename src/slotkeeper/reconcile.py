@@ -206,7 +206,9 @@ class UnusableTarget:
     def add_key(self, subject: KeySubject) -> Remote:
         raise self._fail()
 
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
+    def delete_key(
+        self, repository: str, remote_id: str, location: dict[str, str] | None = None
+    ) -> Remote:
         raise self._fail()
 
     def refresh(self, **_: object) -> list[Drift]:

@@ -5,6 +5,10 @@ its attempt count *before* the call, and ``synced`` or ``failed`` with the remot
 a crash the next plan sees the row unsettled and plans a ``sync``; the adapter, seeing earlier
 attempts, looks for what it may already have created before creating anything. Work for
 different slots runs concurrently under a bound; the calls for one slot stay in order.
+
+The row also keeps where the remote copy lives, as the target reported it (the stored one is
+kept when a call reports none), and the adapter is handed it back: a record is retired where it
+was created, even when its environment or the target points elsewhere now.
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ class TargetSyncer:
                     "remote_state": remote.state,
                     "remote_updated_at": remote.updated_at,
                     "remote_detail": remote.detail or journal.remote_detail,
+                    "location": remote.location or journal.location,
                     "status": SyncStatus.SYNCED,
                     "last_error": None,
                     "updated_at": self._clock(),
@@ -197,6 +202,7 @@ class TargetSyncer:
             last_error=previous.last_error if previous else None,
             updated_at=self._clock(),
             remote_detail=previous.remote_detail if previous and not work.recreate else {},
+            location=previous.location if previous and not work.recreate else {},
         )
         self._save(journal)
         return journal
@@ -243,7 +249,7 @@ class TargetSyncer:
                 repository = self._ledger.key(work.subject_id).repository
             if remote_id is None or repository is None:
                 return Remote(remote_id, RemoteState.ABSENT)
-            return target.delete_key(repository, remote_id)
+            return target.delete_key(repository, remote_id, previous.location if previous else None)
         assert work.subject_id is not None
         return target.add_key(KeySubject(key=self._ledger.key(work.subject_id)))
 

@@ -12,7 +12,8 @@ response is meant to match ``tests/fakes/specs/github-deployments.openapi.json``
 Faults are knobs, public attributes that may be changed while the server runs: ``latency``,
 ``error_rate`` (5xx instead of processing), ``drop_rate`` (process, then close the connection
 without answering), ``stall_rate``/``stall_seconds`` (process, then answer late),
-``rate_limit_remaining``, ``secondary_limit`` and ``forbidden``. Randomness comes from
+``rate_limit_remaining``, ``secondary_limit``, ``forbidden`` and ``next_link`` (every list
+answer's ``Link: rel="next"``, as a hostile server would send). Randomness comes from
 ``random.Random(seed)``.
 
 Simplifications: every ``owner/repo`` exists (names are case-insensitive); every ref exists
@@ -275,6 +276,7 @@ class FakeGitHub(FakeServer):
         self.rate_limit_reset: int = int(clock()) + 3600
         self.secondary_limit: tuple[int, float] | None = None
         self.forbidden: bool = False
+        self.next_link: str | None = None
         # Commit-status contexts that pass on every ref; others named in required_contexts fail.
         self.passing_contexts: set[str] = set()
 
@@ -506,6 +508,8 @@ class FakeGitHub(FakeServer):
         page = _positive(call.query.get("page"), 1)
         last = max(1, math.ceil(len(items) / per_page))
         chunk = items[(page - 1) * per_page : page * per_page]
+        if self.next_link is not None:
+            return chunk, {"link": f'<{self.next_link}>; rel="next"'}
         if last == 1:
             return chunk, {}
 

@@ -2,7 +2,9 @@
 
 Each migration is a list of statements in the SQL both SQLite and PostgreSQL accept; the only
 dialect difference, the auto-numbered primary key, is the ``{id}`` placeholder. A migration is
-never edited once released: a change is a new, higher-numbered migration.
+never edited once released: a change is a new, higher-numbered migration. Versions need not
+be contiguous (branches may take numbers in parallel): the runner applies, in version order,
+every migration a ledger has not recorded.
 """
 
 from __future__ import annotations
@@ -192,6 +194,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=6,
+        description="where each target sync's remote copy lives",
+        statements=(
+            "ALTER TABLE target_syncs ADD COLUMN location TEXT NOT NULL DEFAULT '{}'",
+            # Record syncs written before this knew only the environment's repository, which is
+            # where their GitHub deployments were made unless it changed since: the best guess
+            # there is (keys carry their own repository). Repositories match
+            # ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$: nothing to escape in the JSON.
+            """UPDATE target_syncs SET location = (
+                SELECT '{"repository": "' || e.repository || '"}'
+                FROM records r JOIN environments e ON e.name = r.environment
+                WHERE r.id = target_syncs.subject_id
+            )
+            WHERE subject = 'record' AND EXISTS (
+                SELECT 1 FROM records r JOIN environments e ON e.name = r.environment
+                WHERE r.id = target_syncs.subject_id AND e.repository IS NOT NULL
+            )""",
+        ),
+    ),
 )
 
-LATEST_VERSION = MIGRATIONS[-1].version
+LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

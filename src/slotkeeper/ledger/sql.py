@@ -93,7 +93,7 @@ def _record(row: Sequence[Any]) -> Record:
 
 _SYNC_COLUMNS = (
     "target, subject, subject_id, wanted, remote_id, remote_state, remote_updated_at, status, "
-    "attempts, last_error, updated_at, remote_detail"
+    "attempts, last_error, updated_at, remote_detail, location"
 )
 
 
@@ -111,6 +111,7 @@ def _sync(row: Sequence[Any]) -> TargetSync:
         last_error=row[9],
         updated_at=from_text(row[10]),
         remote_detail=json.loads(row[11]),
+        location=json.loads(row[12]),
     )
 
 
@@ -211,13 +212,14 @@ class SqlTransaction:
         self._run(
             "INSERT INTO target_syncs (target, subject, subject_id, wanted, remote_id, "
             "remote_state, remote_updated_at, status, attempts, last_error, updated_at, "
-            "remote_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "remote_detail, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, subject, subject_id) DO UPDATE SET "
             "wanted = excluded.wanted, remote_id = excluded.remote_id, "
             "remote_state = excluded.remote_state, "
             "remote_updated_at = excluded.remote_updated_at, status = excluded.status, "
             "attempts = excluded.attempts, last_error = excluded.last_error, "
-            "updated_at = excluded.updated_at, remote_detail = excluded.remote_detail",
+            "updated_at = excluded.updated_at, remote_detail = excluded.remote_detail, "
+            "location = excluded.location",
             (
                 sync.target,
                 sync.subject.value,
@@ -231,6 +233,7 @@ class SqlTransaction:
                 sync.last_error,
                 to_text(sync.updated_at),
                 json.dumps(sync.remote_detail, sort_keys=True),
+                json.dumps(sync.location, sort_keys=True),
             ),
         )
 
@@ -531,15 +534,18 @@ class SqlLedger:
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            row = tx._run("SELECT MAX(version) FROM schema_migrations").fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            if current > LATEST_VERSION:
+            rows = tx._run("SELECT version FROM schema_migrations").fetchall()
+            applied = {int(row[0]) for row in rows}
+            unknown = applied - {migration.version for migration in MIGRATIONS}
+            if unknown:
                 raise SchemaVersionError(
-                    f"the ledger at {self.url} has schema version {current}; this slotkeeper "
-                    f"knows up to {LATEST_VERSION}: upgrade slotkeeper"
+                    f"the ledger at {self.url} has schema version {max(unknown)}, which this "
+                    f"slotkeeper (schema {LATEST_VERSION}) does not know: upgrade slotkeeper"
                 )
-            for migration in MIGRATIONS:
-                if migration.version <= current:
+            # Every migration not yet recorded, in version order: numbers may have gaps, and a
+            # lower number may arrive after a higher one was applied.
+            for migration in sorted(MIGRATIONS, key=lambda m: m.version):
+                if migration.version in applied:
                     continue
                 for statement in migration.statements:
                     cursor.execute(statement.replace("{id}", self._dialect.id_column))

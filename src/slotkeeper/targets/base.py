@@ -59,6 +59,9 @@ class Remote:
     state: RemoteState
     updated_at: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: where the remote copy lives (base URL, repository, project...), for the calls that
+    #: created or changed it; empty when the call touched nothing (the stored one is kept)
+    location: dict[str, str] = field(default_factory=dict)
 
 
 class Target(Protocol):
@@ -72,7 +75,11 @@ class Target(Protocol):
 
     def add_key(self, subject: KeySubject) -> Remote: ...
 
-    def delete_key(self, repository: str, remote_id: str) -> Remote: ...
+    def delete_key(
+        self, repository: str, remote_id: str, location: dict[str, str] | None = None
+    ) -> Remote:
+        """Delete a deploy key; ``location`` is where it was registered, when the ledger knows."""
+        ...
 
     def refresh(
         self,
@@ -95,7 +102,9 @@ class RecordsOnly:
     def add_key(self, subject: KeySubject) -> Remote:
         raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
 
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
+    def delete_key(
+        self, repository: str, remote_id: str, location: dict[str, str] | None = None
+    ) -> Remote:
         raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
 
     def refresh(

@@ -6,7 +6,9 @@ name, version and digest; a DECOMMISSIONED record as ``DECOMMISSIONED``. Chainlo
 previous record of a slot by itself when a new artifact is recorded there, so slotkeeper never
 posts ``SUPERSEDED``. The POST is an upsert: recording the same artifact again only refreshes
 ``last_seen_at``, which is how the heartbeat works and why retrying it is safe. After each write
-the adapter reads the slot back with the list endpoint to confirm, and keeps the remote id.
+the adapter reads the slot back with the list endpoint to confirm, and keeps the remote id and
+the base URL it was recorded through. Chainloop's records have no delete and documents no 404
+for a record: a DECOMMISSIONED is an upsert like any other, so there is no "already gone".
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class ChainloopTarget(RecordsOnly):
                 "status": confirmed.get("status"),
                 "last_seen_at": confirmed.get("last_seen_at"),
             },
+            location={"base_url": self._api.base_url},
         )
 
     def _confirm(

@@ -10,6 +10,19 @@ Mapping (see tests/fakes/specs/API-REFERENCE.md, section 1):
 - a deploy key is added with the title ``slotkeeper:<title>:<date>`` and confirmed listed; keys
   whose title lacks that prefix are never touched.
 
+Location: every call that creates or changes something reports where it lives (this target's base
+URL and the repository), and the ledger keeps it with the sync. A deployment is afterwards only
+ever touched there: its retirement, a status repair and the refresh read go to the repository it
+was created in, even when the environment's ``repository`` has changed since. A record whose
+artifact did not change is not redone when the repository changes: its deployment stays where it
+is until the record is superseded or decommissioned, and is retired there; the new repository
+gets the deployments of records created after the change. A deployment created on another base
+URL (the target was repointed) is not read, and is never retired through this one: its id means
+nothing there, so such a sync fails, saying where it was made and where the target points now;
+the same holds for deleting a deploy key registered through another base URL.
+Retiring a deployment (or deleting a key) that is already gone settles it: a 404 on the
+``inactive`` status, once the repository itself answers, means there is nothing left to retire.
+
 Economy: a new record costs one create and one status; retiring one costs one status; nothing
 else writes. Reads are conditional (ETag / If-None-Match, cached in the ledger), so a steady
 state is answered with 304s, which cost no rate limit. Writes go through the write budget.
@@ -117,27 +130,53 @@ class GitHubTarget:
     def sync_record(
         self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
     ) -> Remote:
-        repository = self._repository(subject)
         remote_id = current.remote_id if current else None
         node_id = current.remote_detail.get("node_id") if current else None
-        if remote_id is None and current is not None and current.attempts > 0:
-            # An earlier attempt may have created it before its answer was lost.
-            found = self._find_deployment(repository, subject)
-            if found is not None:
-                remote_id, node_id = str(found["id"]), found.get("node_id")
+        if remote_id is not None:
+            assert current is not None
+            repository = self._created_in(subject, current)
+        else:
+            repository = self._repository(subject)
+            if current is not None and current.attempts > 0:
+                # An earlier attempt may have created it before its answer was lost.
+                found = self._find_deployment(repository, subject)
+                if found is not None:
+                    remote_id, node_id = str(found["id"]), found.get("node_id")
         detail = {"node_id": node_id} if node_id else {}
+        here = {"base_url": self._api.base_url, "repository": repository}
         if want is RemoteState.INACTIVE:
             if remote_id is None:
                 return Remote(None, RemoteState.INACTIVE)
-            status = self._post_status(repository, remote_id, "inactive", _retired(subject))
-            return Remote(remote_id, RemoteState.INACTIVE, status.get("created_at"), detail)
+            status = self._retire(repository, remote_id, _retired(subject))
+            if status is None:
+                gone = {**detail, "status": "already gone"}
+                return Remote(remote_id, RemoteState.INACTIVE, None, gone, location=here)
+            stamp = status.get("created_at")
+            return Remote(remote_id, RemoteState.INACTIVE, stamp, detail, location=here)
         if remote_id is None:
             created = self._create_deployment(repository, subject)
             remote_id, detail = str(created["id"]), {"node_id": created.get("node_id")}
         status = self._post_status(
             repository, remote_id, "success", f"{subject.record.artifact.describe()}"[:139]
+        ).json()
+        return Remote(
+            remote_id, RemoteState.ACTIVE, status.get("created_at"), detail, location=here
         )
-        return Remote(remote_id, RemoteState.ACTIVE, status.get("created_at"), detail)
+
+    def _created_in(self, subject: RecordSubject, current: TargetSync) -> str:
+        """The repository a record's deployment was created in; refused when it was created
+        through another base URL (its id means nothing here, and the credential stays here)."""
+        created_at = current.location.get("base_url")
+        if created_at and created_at != self._api.base_url:
+            record = subject.record
+            repository = current.location.get("repository") or "its repository"
+            raise PermanentTargetError(
+                f"{self.name}: deployment {current.remote_id} of {record.environment}/"
+                f"{record.slot} was created at {created_at} ({repository}), but this target now "
+                f"points at {self._api.base_url}: its ids mean nothing there, so nothing is sent. "
+                f"Point the target back at {created_at} until it is retired"
+            )
+        return current.location.get("repository") or self._repository(subject)
 
     def _repository(self, subject: RecordSubject) -> str:
         if not subject.environment.repository:
@@ -215,17 +254,42 @@ class GitHubTarget:
         return None
 
     def _post_status(
-        self, repository: str, deployment_id: str, state: str, description: str
-    ) -> dict[str, Any]:
-        response = self._api.send(
+        self,
+        repository: str,
+        deployment_id: str,
+        state: str,
+        description: str,
+        *,
+        accept: tuple[int, ...] = (201,),
+    ) -> httpx.Response:
+        return self._api.send(
             "POST",
             f"repos/{repository}/deployments/{deployment_id}/statuses",
             json={"state": state, "description": description[:139], "auto_inactive": False},
             write=True,
             idempotent=True,  # a repeated status changes nothing that matters
+            accept=accept,
         )
-        result: dict[str, Any] = response.json()
-        return result
+
+    def _retire(self, repository: str, deployment_id: str, why: str) -> dict[str, Any] | None:
+        """Post ``inactive``; None when the deployment is already gone.
+
+        GitHub also answers 404 for a repository the credential cannot see: the deployment is
+        called gone only when the repository's deployments can be listed."""
+        response = self._post_status(repository, deployment_id, "inactive", why, accept=(201, 404))
+        if response.status_code == 201:
+            result: dict[str, Any] = response.json()
+            return result
+        listed = self._api.send(
+            "GET", f"repos/{repository}/deployments?per_page=1", accept=(200, 404)
+        )
+        if listed.status_code == 404:
+            raise PermanentTargetError(
+                f"{self.name}: repository {repository} is not visible with this target's "
+                f"credential (deleted, renamed, or no access): deployment {deployment_id} "
+                "was not retired"
+            )
+        return None
 
     # -- deploy keys ------------------------------------------------------------------------
 
@@ -260,7 +324,10 @@ class GitHubTarget:
                 remote_id = str(response.json()["id"])
         # Confirm it is listed before anyone deletes the key it replaces.
         self._api.send("GET", f"{path}/{remote_id}")
-        return Remote(remote_id, RemoteState.PRESENT)
+        return Remote(remote_id, RemoteState.PRESENT, location=self._key_location(key.repository))
+
+    def _key_location(self, repository: str) -> dict[str, str]:
+        return {"base_url": self._api.base_url, "repository": repository}
 
     def _find_key(self, repository: str, public_key: str) -> str | None:
         wanted = key_body(public_key)
@@ -269,15 +336,27 @@ class GitHubTarget:
                 return str(item["id"])
         return None
 
-    def delete_key(self, repository: str, remote_id: str) -> Remote:
-        self._api.send(
+    def delete_key(
+        self, repository: str, remote_id: str, location: dict[str, str] | None = None
+    ) -> Remote:
+        registered_at = (location or {}).get("base_url")
+        if registered_at and registered_at != self._api.base_url:
+            raise PermanentTargetError(
+                f"{self.name}: deploy key {remote_id} of {repository} was registered at "
+                f"{registered_at}, but this target now points at {self._api.base_url}: its ids "
+                f"mean nothing there, so nothing is sent. Point the target back at "
+                f"{registered_at} until the key is deleted"
+            )
+        response = self._api.send(
             "DELETE",
             f"repos/{repository}/keys/{remote_id}",
             write=True,
             idempotent=True,
             accept=(204, 404),  # already gone is gone
         )
-        return Remote(remote_id, RemoteState.ABSENT)
+        detail = {"status": "already gone"} if response.status_code == 404 else {}
+        where = self._key_location(repository)
+        return Remote(remote_id, RemoteState.ABSENT, detail=detail, location=where)
 
     # -- refresh ----------------------------------------------------------------------------
 
@@ -294,9 +373,11 @@ class GitHubTarget:
             list
         )
         for subject, sync in records:
-            if sync.remote_id is not None and subject.environment.repository:
-                key = (subject.environment.repository, subject.record.environment)
-                by_environment[key].append((subject, sync))
+            if sync.remote_id is None or not self._here(sync):
+                continue  # nothing made, or made through another base URL: nothing to read here
+            repository = sync.location.get("repository") or subject.environment.repository
+            if repository:
+                by_environment[repository, subject.record.environment].append((subject, sync))
         pairs = sorted(by_environment)
         lists = read_all(
             lambda pair: self._list(f"repos/{pair[0]}/deployments", {"environment": pair[1]}),
@@ -309,7 +390,8 @@ class GitHubTarget:
 
         key_rows: dict[str, list[tuple[KeySubject, TargetSync]]] = defaultdict(list)
         for key_subject, sync in keys:
-            key_rows[key_subject.key.repository].append((key_subject, sync))
+            if self._here(sync):
+                key_rows[key_subject.key.repository].append((key_subject, sync))
         repositories = sorted(set(key_rows) | set(managed_titles))
         key_lists = read_all(lambda r: self._list(f"repos/{r}/keys", {}), repositories)
         for repository, listed_keys in zip(repositories, key_lists, strict=True):
@@ -347,6 +429,12 @@ class GitHubTarget:
                         )
                     )
         return drift
+
+    def _here(self, sync: TargetSync) -> bool:
+        """Whether what the sync made was made through this target's base URL (as far as the
+        ledger knows: syncs stored before locations were kept say nothing)."""
+        created_at = sync.location.get("base_url")
+        return created_at is None or created_at == self._api.base_url
 
     def _record_drift(
         self,

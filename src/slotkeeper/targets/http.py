@@ -10,7 +10,10 @@ One logical call goes through :meth:`ApiClient.send`:
   and — unless the API says a 5xx means "not done" — a 5xx) raises :class:`UnknownOutcome`, so
   the adapter can look for what it may have created before creating again;
 - a longer rate limit raises :class:`TemporaryTargetError` (the work stays pending), a 401/403
-  without rate-limit signals :class:`PermanentTargetError` (permission), other 4xx likewise.
+  without rate-limit signals :class:`PermanentTargetError` (permission), other 4xx likewise;
+- a URL outside the target's base URL (another scheme, host or port, or a path that leaves the
+  base path), such as a ``Link: rel="next"`` a server or a proxy made up, is never requested: the
+  credential goes to the base URL only (:class:`PermanentTargetError`, naming both origins).
 
 Messages name the target, method and path, never a credential or a query string.
 """
@@ -87,6 +90,35 @@ def default_message(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def base_of(url: str) -> str:
+    """A base URL as stored and compared: lower-case scheme and host, the port only when it is
+    not the scheme's default, the path without its trailing slash."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port not in (None, _DEFAULT_PORTS.get(parsed.scheme)) else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path.rstrip('/')}"
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what may be named in a message (no path, no query)."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port not in (None, _DEFAULT_PORTS.get(parsed.scheme)) else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
+
+
+def within(base_url: str, url: str) -> bool:
+    """Whether ``url`` is on the origin of ``base_url`` and under its path (no dot segments)."""
+    if origin_of(url) != origin_of(base_url):
+        return False
+    path = httpx.URL(url).path  # percent-decoded: an encoded ``..`` is seen as one
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    prefix = httpx.URL(base_url).path.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def _path(url: str) -> str:
     """A URL without scheme, host or query, for messages and logs."""
     return httpx.URL(url).path if "://" in url else url.split("?")[0]
@@ -121,6 +153,11 @@ class ApiClient:
     def close(self) -> None:
         self.client.close()
 
+    @property
+    def base_url(self) -> str:
+        """This target's base URL in the form :func:`base_of` gives (stored with each sync)."""
+        return base_of(self._settings.base_url)
+
     def url(self, path: str, params: dict[str, str] | None = None) -> str:
         return str(self.client.build_request("GET", path, params=params or {}).url)
 
@@ -136,6 +173,15 @@ class ApiClient:
         accept: tuple[int, ...] = (200, 201, 202, 204),
     ) -> httpx.Response:
         """One logical call: paced if a write, retried when safe, errors translated."""
+        resolved = self.url(url)
+        if not within(self._settings.base_url, resolved):
+            there = origin_of(resolved)
+            if there == origin_of(self._settings.base_url):
+                there += _path(resolved)
+            raise PermanentTargetError(
+                f"{self.name}: refused to send {method} to {there}: it is outside this target's "
+                f"base URL {self.base_url}, the only place its credential is sent"
+            )
         try:
             for attempt in stamina.retry_context(
                 on=_backoff_hook,

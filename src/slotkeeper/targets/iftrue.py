@@ -113,7 +113,12 @@ class IftrueTarget(RecordsOnly):
         except UnknownOutcome as exc:
             raise UnknownOutcome(str(exc), detail={"outcome": UNKNOWN}) from exc
         remote_id = str((answer or {}).get("id") or "") or None
-        return Remote(remote_id, RemoteState.ACTIVE, detail={"sent": body, "notes": notes})
+        return Remote(
+            remote_id,
+            RemoteState.ACTIVE,
+            detail={"sent": body, "notes": notes},
+            location={"base_url": self._api.base_url},
+        )
 
     def _event(self, subject: RecordSubject) -> tuple[dict[str, Any], list[str]]:
         record = subject.record

@@ -9,13 +9,15 @@ READY is success; FAILED, CANCELLED, SKIPPED, STOPPED and SUPERSEDED are final f
 AWAITING_APPROVAL waits for a human; anything else is still in progress. The remote status,
 steps and error message are kept in the ledger (``history`` shows them). Helm charts are not
 deployable on Unkey: the planner never sends them here. Unkey has no "undeploy" call: retiring
-a record there changes nothing remotely.
+a record there changes nothing remotely (so there is no 404 to read as "already gone"). The base
+URL, project and app a deployment was made in are kept with its sync.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,7 +93,9 @@ class UnkeyTarget(RecordsOnly):
                     f"{subject.record.slot} got no answer; check Unkey before deploying again"
                 )
             deployment_id = self._create(subject)
-        return self._await(deployment_id)
+        remote = self._await(deployment_id)
+        where = {"base_url": self._api.base_url, "project": self._project, "app": self._app}
+        return replace(remote, location=where)
 
     def _create(self, subject: RecordSubject) -> str:
         record = subject.record
