@@ -27,10 +27,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
-from slotkeeper.errors import ConfigError, ManifestErrors, SlotkeeperError
+from slotkeeper.errors import ConfigError, ManifestErrors, NoLedgerError, SlotkeeperError
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
-from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger, sqlite_path
+from slotkeeper.ledger import DEFAULT_STATE, Ledger, empty_ledger, open_ledger
 from slotkeeper.manifests import json_schema, load_manifests
 from slotkeeper.model import SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
@@ -175,8 +175,28 @@ def apply_options(func: F) -> F:
 
 
 @contextmanager
-def _ledger(state: str) -> Iterator[Ledger]:
-    ledger = open_ledger(state, now=utcnow())
+def _ledger(state: str, *, create: bool = True, lineage: str | None = None) -> Iterator[Ledger]:
+    """The ledger at ``state``. Writers create it when missing (with ``lineage``: a saved plan's);
+    readers (``create=False``) never do: a mistyped --state is "no ledger at PATH", exit 1."""
+    ledger = open_ledger(state, now=utcnow(), create=create, lineage=lineage)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def _ledger_to_plan(state: str) -> Iterator[Ledger]:
+    """``plan``'s ledger: the one at ``state``, or before the first apply an empty one in memory
+    (a first plan shows everything as new and creates nothing; ``apply`` creates the ledger).
+    The note on stderr makes a mistyped --state visible without spoiling --json or markdown."""
+    try:
+        ledger = open_ledger(state, now=utcnow(), create=False)
+    except NoLedgerError as exc:
+        _stderr().print(
+            f"Note: {exc}; planning against an empty ledger (apply creates it).", markup=False
+        )
+        ledger = empty_ledger(now=utcnow())
     try:
         yield ledger
     finally:
@@ -293,7 +313,7 @@ def plan_command(
     """Show what apply would change."""
     moment = _parse_at(at)
     clock = (lambda: moment) if moment else utcnow
-    with _ledger(state) as ledger:
+    with _ledger_to_plan(state) as ledger:
         the_plan = make_plan(
             manifests,
             ledger,
@@ -402,9 +422,13 @@ def apply(
     console = _stdout()
     sink = SecretSink(secrets_dir)
     run = RunOptions(refresh=refresh, concurrency=concurrency, lock_timeout=lock_timeout)
-    with _ledger(state) as ledger, _ProgressBar(console) as progress:
-        if planfile is not None:
-            the_plan = load_plan(planfile)
+    saved = load_plan(planfile) if planfile is not None else None
+    # A plan made before the ledger existed (serial 0) creates it with the plan's lineage, so
+    # that it applies; any other plan could only be stale on a new ledger.
+    lineage = saved.lineage if saved is not None and saved.base_serial == 0 else None
+    with _ledger(state, lineage=lineage) as ledger, _ProgressBar(console) as progress:
+        if saved is not None:
+            the_plan = saved
             progress.start(len(the_plan.applicable))
             result = apply_saved(
                 the_plan,
@@ -439,7 +463,7 @@ def apply(
 def status(manifests: Path, state: str, as_json: bool) -> int:
     """What is recorded in every environment/slot ever seen, and what is held back."""
     del manifests  # accepted for symmetry with the other commands; status reads only the ledger
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
@@ -458,7 +482,7 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
     """Records of an environment or one slot, newest first."""
     del manifests
     environment, _, slot = target.partition("/")
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         records = ledger.history(environment, slot or None)
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
@@ -482,7 +506,7 @@ def keys() -> None:
 def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool) -> int:
     """List deploy keys with fingerprints and next rotation dates."""
     del manifests
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         found = ledger.keys(include_retired=include_retired)
         syncs = render.syncs_by_subject(ledger, SyncSubject.KEY)
     if as_json:
@@ -709,11 +733,8 @@ def ui(state: str, manifests: Path | None, listen: str) -> int:
     from slotkeeper.dashboard.server import serve
 
     host, port = _listen(listen)
-    path = sqlite_path(state)
-    if path is not None and not path.is_file():
-        raise ConfigError(f"no ledger at {path}: nothing has been applied there yet")
     desired = load_manifests(manifests) if manifests is not None else None
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         dashboard = Dashboard(
             ledger,
             clock=utcnow,
