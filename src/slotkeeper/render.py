@@ -206,33 +206,45 @@ def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _status_rows(
+    records: list[Record], pending: list[PendingAction]
+) -> list[tuple[str, str, Record | None, PendingAction | None]]:
+    """(environment, slot, newest record, held action) for every slot ever recorded, and for
+    every slot whose first deploy is held back (no record yet), sorted."""
+    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    rows: list[tuple[str, str, Record | None, PendingAction | None]] = [
+        (r.environment, r.slot, r, by_slot.pop((r.environment, r.slot), None)) for r in records
+    ]
+    rows.extend((env, slot, None, held) for (env, slot), held in by_slot.items() if slot)
+    return sorted(rows, key=lambda row: (row[0], row[1]))
+
+
 def status_document(
     records: list[Record],
     pending: list[PendingAction],
     syncs: dict[int, list[TargetSync]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per environment/slot ever seen, with the pending blocked action if any and each
-    target's sync state of the record."""
-    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    target's sync state of the record; a slot whose first deploy is held back has a row too,
+    with ``status``, ``artifact``, ``record_id`` and the times null."""
     rows = []
-    for record in records:
-        held = by_slot.get((record.environment, record.slot))
+    for environment, slot, record, held in _status_rows(records, pending):
         rows.append(
             {
-                "environment": record.environment,
-                "slot": record.slot,
-                "status": record.status.value,
-                "artifact": record.artifact.model_dump(mode="json"),
-                "record_id": record.id,
-                "created_at": record.created_at.isoformat(),
-                "updated_at": record.updated_at.isoformat(),
-                "last_seen_at": record.last_seen_at.isoformat(),
+                "environment": environment,
+                "slot": slot,
+                "status": record.status.value if record else None,
+                "artifact": record.artifact.model_dump(mode="json") if record else None,
+                "record_id": record.id if record else None,
+                "created_at": record.created_at.isoformat() if record else None,
+                "updated_at": record.updated_at.isoformat() if record else None,
+                "last_seen_at": record.last_seen_at.isoformat() if record else None,
                 "pending": (
                     {"action": held.type, "reason": held.reason, "blocked": held.blocked}
                     if held
                     else None
                 ),
-                "targets": _target_states((syncs or {}).get(record.id, [])),
+                "targets": _target_states((syncs or {}).get(record.id, []) if record else []),
             }
         )
     return rows
@@ -258,13 +270,22 @@ def render_status(
     if not records and not pending:
         console.print("The ledger is empty: nothing has been applied yet.")
         return
-    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     table = _grid()
     for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", "TARGETS", ""):
         table.add_column(column)
     failures: list[str] = []
-    for record in records:
-        held = by_slot.get((record.environment, record.slot))
+    for environment, slot, record, held in _status_rows(records, pending):
+        if record is None:  # a first deploy held back: nothing recorded yet
+            table.add_row(
+                environment,
+                slot,
+                Text("(none)", style="dim"),
+                "",
+                "",
+                "",
+                Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+            )
+            continue
         since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
         record_syncs = (syncs or {}).get(record.id, [])
         failures.extend(
