@@ -591,13 +591,19 @@ def _seconds(value: str) -> float:
 
 
 def _listen(value: str) -> tuple[str, int]:
+    """``--listen HOST:PORT`` (an empty host: every interface), the port from 0 to 65535."""
     host, _, port = value.rpartition(":")
     try:
-        return (host or "0.0.0.0", int(port))
+        number = int(port)
     except ValueError as exc:
         raise click.BadParameter(
             f"expected HOST:PORT, got {value!r}", param_hint="--listen"
         ) from exc
+    if not 0 <= number <= 65535:
+        raise click.BadParameter(
+            f"port {number} is out of range (0 to 65535)", param_hint="--listen"
+        )
+    return (host or "0.0.0.0", number)
 
 
 @cli.command()
@@ -741,10 +747,7 @@ def ui(state: str, manifests: Path | None, listen: str) -> int:
             desired=lambda: desired,
             source=str(manifests) if manifests is not None else None,
         )
-        try:
-            server = serve(dashboard, host, port)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+        server = serve(dashboard, host, port)
         shown = f"{host}:{server.server_address[1]}"
         _stderr().print(f"Serving the dashboard of {ledger.url} at http://{shown}/ (Ctrl-C stops)")
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

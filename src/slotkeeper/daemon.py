@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import Dashboard
-from slotkeeper.dashboard.server import answer
+from slotkeeper.dashboard.server import answer, bind
 from slotkeeper.errors import ManifestErrors, SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
@@ -447,8 +447,7 @@ class Daemon:
                 daemon._post(self)
 
         host, port = self.settings.listen
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        server = bind(host, port, Handler)
         self.bound_port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         return server
