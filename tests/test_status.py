@@ -58,3 +58,24 @@ def test_status_of_a_ledger_whose_every_first_deploy_is_held(sk: Sk, workdir: Pa
     out = sk("status").out
     assert "empty" not in out
     assert sum("pending deploy: frozen until" in line for line in out.splitlines()) == 2
+
+
+def test_piped_output_never_wraps_a_row(sk: Sk, workdir: Path) -> None:
+    """With stdout captured (not a terminal), a 300-character row of status, history and plan
+    stays one line, so `status | grep` finds whole rows."""
+    long_name = "registry.example.com/" + "very-long-team/" * 18 + "api"
+    assert len(long_name) > 280
+    write_manifests(
+        workdir / "m", environment("production", {"api": image(long_name, "v1"), "web": image()})
+    )
+    planned = sk("plan", "-m", "m")
+    assert planned.code == 0
+    [plan_line] = [line for line in planned.out.splitlines() if long_name in line]
+    assert "production/api" in plan_line and "deploy" in plan_line
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    for command in (("status",), ("history", "production")):
+        out = sk(*command).out
+        [row] = [line for line in out.splitlines() if long_name in line]
+        assert len(row) > 300
+        assert "DEPLOYED" in row and "v1" in row
+        assert all(line == line.rstrip() for line in out.splitlines())

@@ -59,11 +59,16 @@ def _color_system() -> Literal["auto"] | None:
     return None if no_color or os.environ.get("NO_COLOR") else "auto"
 
 
+#: the width of piped output: wider than any row, so that rich never wraps or crops one
+UNWRAPPED = 1_000_000
+
+
 def _stdout() -> Console:
     console = Console(highlight=False, color_system=_color_system())
     if not console.is_terminal:
-        # Piped output is read by programs and people alike: never wrap or truncate a row.
-        console = Console(highlight=False, color_system=None, width=max(console.width, 200))
+        # Piped output is read by programs and people alike (`status | grep`): one row stays
+        # one line, however long. Tables are as wide as their cells; lines are never padded.
+        console = Console(highlight=False, color_system=None, width=UNWRAPPED, soft_wrap=True)
     return console
 
 
