@@ -625,7 +625,12 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Manifest directory, used when --source is not given.",
 )
-@click.option("--branch", default="main", show_default=True, help="Git branch to follow.")
+@click.option(
+    "--branch",
+    default="main",
+    show_default=True,
+    help="Git branch to follow; push webhooks for other branches trigger nothing.",
+)
 @click.option(
     "--path",
     "subpath",
@@ -715,6 +720,7 @@ def run(
         resync_interval=_seconds(resync_interval),
         listen=_listen(listen),
         webhook_secret=secret,
+        branch=branch,
     )
     with _ledger(state) as ledger:
         daemon = Daemon(settings, ledger)

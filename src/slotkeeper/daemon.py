@@ -65,6 +65,9 @@ class DaemonSettings:
     resync_interval: float = 300.0
     listen: tuple[str, int] = ("0.0.0.0", 8080)
     webhook_secret: bytes | None = None
+    #: the branch followed (``--branch``): a push webhook for any other ref triggers nothing,
+    #: whatever the source (a watched directory is taken to be a checkout of this branch)
+    branch: str = "main"
     backoff_base: float = 5.0
     backoff_max: float = 600.0
     #: how often a follower tries to become the leader
@@ -511,12 +514,17 @@ class Daemon:
                 self._deliveries.popitem(last=False)
         event = handler.headers.get("X-GitHub-Event") or ""
         try:
-            json.loads(body or b"{}")
+            payload = json.loads(body or b"{}")
         except ValueError:
             _reply(handler, 400, {"error": "body is not JSON"})
             return
         if event == "ping":
             _reply(handler, 200, {"accepted": True, "event": "ping"})
+            return
+        ignored = self._other_branch(event, payload)
+        if ignored is not None:
+            self._log.info("webhook.ignored", github_event=event, delivery=delivery, reason=ignored)
+            _reply(handler, 200, {"accepted": False, "event": event, "reason": ignored})
             return
         if self.is_leader:
             self.triggers.put("webhook")
@@ -526,6 +534,19 @@ class Daemon:
             "webhook.accepted", github_event=event, delivery=delivery, leader=self.is_leader
         )
         _reply(handler, 202, {"accepted": True, "event": event})
+
+    def _other_branch(self, event: str, payload: Any) -> str | None:
+        """Why a push is not for the followed branch (None when it is, or not a push): a push
+        to another branch or a tag changes nothing that is followed, so it reconciles nothing."""
+        if event != "push":
+            return None
+        wanted = f"refs/heads/{self.settings.branch}"
+        ref = payload.get("ref") if isinstance(payload, dict) else None
+        if ref == wanted:
+            return None
+        if not isinstance(ref, str):
+            return f"a push without a ref; following {wanted}"
+        return f"a push to {ref[:200]}, not to the followed {wanted}"
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:
