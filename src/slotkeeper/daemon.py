@@ -374,10 +374,14 @@ class Daemon:
         by_id = {a.id: a for a in the_plan.actions}
         failed_envs: set[str] = set()
         for item in result.results:
-            obs.ACTIONS.labels(
-                type=item.type.value, target=item.target or "ledger", result=item.outcome.value
-            ).inc()
             action = by_id.get(item.action_id)
+            obs.ACTIONS.labels(
+                type=item.type.value,
+                # every label starts with the environment: "production/api", "production/key:…"
+                environment=action.environment if action else item.label.partition("/")[0],
+                target=item.target or "ledger",
+                result=item.outcome.value,
+            ).inc()
             if item.outcome is Outcome.FAILED and action is not None:
                 failed_envs.add(action.environment)
         now = self.clock()
@@ -407,8 +411,8 @@ class Daemon:
             keys = self.ledger.keys()
         except SlotkeeperError:
             return
-        for status in RecordStatus:
-            obs.SLOTS.labels(status=status.value).set(counts.get(status, 0))
+        for status in obs.SLOT_STATUSES:
+            obs.SLOTS.labels(status=status).set(counts.get(RecordStatus(status), 0))
         now = self.clock()
         for key in keys:
             if key.status is KeyStatus.ACTIVE:
