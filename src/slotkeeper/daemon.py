@@ -41,7 +41,7 @@ from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import find_manifest_files, load_manifests
-from slotkeeper.model import DesiredState, KeyStatus, RecordStatus
+from slotkeeper.model import DesiredState, KeyStatus, RecordStatus, timestamp
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.reconcile import RunOptions, Snapshot, reconcile
 from slotkeeper.sources import Checkout, DirectorySource, GitSource, git_revision
@@ -91,8 +91,8 @@ class LastReconcile:
         return {
             "id": self.id,
             "reason": self.reason,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at) if self.finished_at else None,
             "revision": self.revision,
             "result": self.result,
             "duration_seconds": round(self.duration_seconds, 3),

@@ -24,6 +24,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
     parse_duration,
+    timestamp,
 )
 from slotkeeper.plan import Action, ActionType, Plan
 
@@ -200,7 +201,7 @@ def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
             "remote_state": sync.remote_state.value if sync.remote_state else None,
             "attempts": sync.attempts,
             "last_error": sync.last_error,
-            "updated_at": sync.updated_at.isoformat(),
+            "updated_at": timestamp(sync.updated_at),
         }
         for sync in syncs
     }
@@ -236,9 +237,9 @@ def status_document(
                 "status": record.status.value if record else None,
                 "artifact": record.artifact.model_dump(mode="json") if record else None,
                 "record_id": record.id if record else None,
-                "created_at": record.created_at.isoformat() if record else None,
-                "updated_at": record.updated_at.isoformat() if record else None,
-                "last_seen_at": record.last_seen_at.isoformat() if record else None,
+                "created_at": timestamp(record.created_at) if record else None,
+                "updated_at": timestamp(record.updated_at) if record else None,
+                "last_seen_at": timestamp(record.last_seen_at) if record else None,
                 "pending": (
                     {"action": held.type, "reason": held.reason, "blocked": held.blocked}
                     if held
@@ -384,7 +385,7 @@ def keys_document(
     for key in keys:
         row = key.model_dump(mode="json")
         due = next_rotation(key)
-        row["next_rotation"] = due.isoformat() if due and key.status.value == "ACTIVE" else None
+        row["next_rotation"] = timestamp(due) if due and key.status.value == "ACTIVE" else None
         row["targets"] = _target_states((syncs or {}).get(key.id, []))
         rows.append(row)
     return rows
