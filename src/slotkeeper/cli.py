@@ -115,7 +115,8 @@ def state_option(func: F) -> F:
         envvar="SLOTKEEPER_STATE",
         default=DEFAULT_STATE,
         show_default=True,
-        help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
+        help="Ledger URL: sqlite:///PATH (or a file path), or postgresql://USER@HOST:PORT/DB "
+        "(?schema=NAME for a schema of its own). Env: SLOTKEEPER_STATE.",
     )(func)
 
 
@@ -268,10 +269,13 @@ def validate(manifests: Path, as_json: bool) -> int:
             }
         )
     else:
-        _stdout().print(
-            f"[green]Valid:[/] {len(desired.environments)} environments, {slots} slots, "
-            f"{keys} deploy keys, {len(desired.targets)} targets."
+        counts = (
+            render.plural(len(desired.environments), "environment"),
+            render.plural(slots, "slot"),
+            render.plural(keys, "deploy key"),
+            render.plural(len(desired.targets), "target"),
         )
+        _stdout().print(f"[green]Valid:[/] {', '.join(counts)}.")
     return EXIT_OK
 
 
@@ -664,13 +668,7 @@ def _listen(value: str) -> tuple[str, int]:
     help="Where git checkouts are kept.",
 )
 @click.option("--once", is_flag=True, help="Reconcile once with these settings and exit.")
-@click.option(
-    "--state",
-    envvar="SLOTKEEPER_STATE",
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="Ledger URL. Env: SLOTKEEPER_STATE.",
-)
+@state_option
 @guard_options
 @apply_options
 def run(

@@ -56,6 +56,11 @@ def _print_table(console: Console, table: Table) -> None:
         console.out(line.rstrip(), highlight=False)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 slot``, ``2 slots``, ``0 slots``: a count and its noun, in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -431,7 +436,7 @@ def plan_markdown(plan: Plan) -> str:
     revision = f" at `{plan.revision.sha[:12]}`" if plan.revision else ""
     lines = [f"### slotkeeper plan{revision}", ""]
     if not plan.actions:
-        lines.append(f"**No changes.** {len(plan.unchanged)} slots unchanged.")
+        lines.append(f"**No changes.** {plural(len(plan.unchanged), 'slot')} unchanged.")
         return "\n".join(lines) + "\n"
     lines += ["| | action | where | what | why |", "|---|---|---|---|---|"]
     for action in plan.actions:
