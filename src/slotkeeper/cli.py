@@ -192,19 +192,19 @@ def _ledger(state: str, *, create: bool = True, lineage: str | None = None) -> I
 
 
 @contextmanager
-def _ledger_to_plan(state: str) -> Iterator[Ledger]:
+def _ledger_to_plan(state: str) -> Iterator[tuple[Ledger, str | None]]:
     """``plan``'s ledger: the one at ``state``, or before the first apply an empty one in memory
-    (a first plan shows everything as new and creates nothing; ``apply`` creates the ledger).
-    The note on stderr makes a mistyped --state visible without spoiling --json or markdown."""
+    (a first plan shows everything as new and creates nothing; ``apply`` creates the ledger),
+    with a note saying so: on stderr, it makes a mistyped --state visible without spoiling
+    --json or markdown."""
+    note = None
     try:
         ledger = open_ledger(state, now=utcnow(), create=False)
     except NoLedgerError as exc:
-        _stderr().print(
-            f"Note: {exc}; planning against an empty ledger (apply creates it).", markup=False
-        )
+        note = f"Note: {exc}; planned against an empty ledger (apply creates it)."
         ledger = empty_ledger(now=utcnow())
     try:
-        yield ledger
+        yield ledger, note
     finally:
         ledger.close()
 
@@ -322,7 +322,7 @@ def plan_command(
     """Show what apply would change."""
     moment = _parse_at(at)
     clock = (lambda: moment) if moment else utcnow
-    with _ledger_to_plan(state) as ledger:
+    with _ledger_to_plan(state) as (ledger, note):
         the_plan = make_plan(
             manifests,
             ledger,
@@ -330,6 +330,8 @@ def plan_command(
             clock=clock,
             run=RunOptions(refresh=refresh),
         )
+    if note is not None:
+        _stderr().print(note, markup=False)
     if out is not None:
         save_plan(the_plan, out)
     if as_json or output_format == "json":
