@@ -238,6 +238,9 @@ def test_stale_plan_is_refused_when_the_ledger_moved(sk: Sk, manifests: Path, st
 def test_plan_from_another_ledger_is_refused(sk: Sk, manifests: Path) -> None:
     """A plan made against another ledger (another lineage) is refused as stale."""
     write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("apply", "--yes", "-m", "manifests").code == 0
+    assert sk("apply", "--yes", "-m", "manifests", "--state", "sqlite:///other.db").code == 0
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
     assert sk("plan", "-m", "manifests", "--state", "sqlite:///other.db", "--out", "p").code == 0
     result = sk("apply", "p")
     assert result.code == 1

@@ -79,7 +79,7 @@ def test_watched_directory_webhook_metrics_and_sigterm(
     wait_for(lambda: daemon.reconciles() >= after_hook + 1, what="SIGHUP's reconcile")
     assert daemon.process.poll() is None
 
-    assert daemon.slots() == {"DEPLOYED": 1, "SUPERSEDED": 0, "DECOMMISSIONED": 0}
+    assert daemon.slots() == {"DEPLOYED": 1, "DECOMMISSIONED": 0}
     status = daemon.status()
     assert status["last_reconcile"]["result"] == "success"
     assert status["leader"] is True

@@ -42,7 +42,7 @@ def gh(
 @pytest.fixture
 def repo(workdir: Path) -> str:
     """The work directory as a git work tree with one commit; returns the commit sha."""
-    (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
+    (workdir / ".gitignore").write_text(".slotkeeper/\nsecrets/\n")  # ledger and private keys
     for args in (
         ("init", "-q", "-b", "main"),
         ("config", "user.name", "Ada"),

@@ -245,6 +245,8 @@ def test_fingerprint_agrees_with_ssh_keygen(tmp_path: Path) -> None:
 
 def test_keys_list_human_table(sk: Sk, manifests: Path) -> None:
     """`keys list` prints one aligned row per key with fingerprint, access and next rotation."""
+    declare(manifests)
+    assert sk("apply", "--yes", "-m", "manifests").code == 0
     assert sk("keys", "list").out.strip() == "No deploy keys recorded."
     declare(manifests, deploy_key("deployer", rotateAfter="2w", readOnly=False))
     assert sk("apply", "--yes", "-m", "manifests").code == 0

@@ -473,7 +473,7 @@ def test_validate_json_on_valid_manifests(sk: Sk, workdir: Path) -> None:
     assert run.json() == {"valid": True, **VALID_SUMMARY}
     human = sk("validate", "-m", "m")
     assert human.code == 0
-    assert "Valid: 1 environments, 2 slots, 1 deploy keys, 1 targets." in human.out
+    assert "Valid: 1 environment, 2 slots, 1 deploy key, 1 target." in human.out
 
 
 def test_hidden_paths_and_non_yaml_files_are_skipped(sk: Sk, workdir: Path) -> None:
@@ -512,7 +512,7 @@ def test_yaml_suffixes_are_read_in_any_case(sk: Sk, workdir: Path) -> None:
         "targets": 0,
     }
     assert sk("apply", "--yes", "-m", "m").code == 0
-    assert {(r["environment"], r["status"]) for r in sk("status", "--json").json()} == {
+    assert {(r["environment"], r["status"]) for r in sk("status", "--json").json()["slots"]} == {
         ("production", "DEPLOYED"),
         ("dev", "DEPLOYED"),
     }

@@ -27,10 +27,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
-from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors, SlotkeeperError
+from slotkeeper.errors import (
+    ConfigError,
+    ManifestError,
+    ManifestErrors,
+    NoLedgerError,
+    SlotkeeperError,
+)
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
-from slotkeeper.ledger import DEFAULT_STATE, Ledger, open_ledger, sqlite_path
+from slotkeeper.ledger import DEFAULT_STATE, Ledger, empty_ledger, open_ledger
 from slotkeeper.manifests import json_schema, load_manifests
 from slotkeeper.model import SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
@@ -59,11 +65,16 @@ def _color_system() -> Literal["auto"] | None:
     return None if no_color or os.environ.get("NO_COLOR") else "auto"
 
 
+#: the width of piped output: wider than any row, so that rich never wraps or crops one
+UNWRAPPED = 1_000_000
+
+
 def _stdout() -> Console:
     console = Console(highlight=False, color_system=_color_system())
     if not console.is_terminal:
-        # Piped output is read by programs and people alike: never wrap or truncate a row.
-        console = Console(highlight=False, color_system=None, width=max(console.width, 200))
+        # Piped output is read by programs and people alike (`status | grep`): one row stays
+        # one line, however long. Tables are as wide as their cells; lines are never padded.
+        console = Console(highlight=False, color_system=None, width=UNWRAPPED, soft_wrap=True)
     return console
 
 
@@ -110,7 +121,8 @@ def state_option(func: F) -> F:
         envvar="SLOTKEEPER_STATE",
         default=DEFAULT_STATE,
         show_default=True,
-        help="Ledger URL: sqlite:///PATH (or a file path). Env: SLOTKEEPER_STATE.",
+        help="Ledger URL: sqlite:///PATH (or a file path), or postgresql://USER@HOST:PORT/DB "
+        "(?schema=NAME for a schema of its own). Env: SLOTKEEPER_STATE.",
     )(func)
 
 
@@ -184,10 +196,30 @@ def apply_options(func: F) -> F:
 
 
 @contextmanager
-def _ledger(state: str) -> Iterator[Ledger]:
-    ledger = open_ledger(state, now=utcnow())
+def _ledger(state: str, *, create: bool = True, lineage: str | None = None) -> Iterator[Ledger]:
+    """The ledger at ``state``. Writers create it when missing (with ``lineage``: a saved plan's);
+    readers (``create=False``) never do: a mistyped --state is "no ledger at PATH", exit 1."""
+    ledger = open_ledger(state, now=utcnow(), create=create, lineage=lineage)
     try:
         yield ledger
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def _ledger_to_plan(state: str) -> Iterator[tuple[Ledger, str | None]]:
+    """``plan``'s ledger: the one at ``state``, or before the first apply an empty one in memory
+    (a first plan shows everything as new and creates nothing; ``apply`` creates the ledger),
+    with a note saying so: on stderr, it makes a mistyped --state visible without spoiling
+    --json or markdown."""
+    note = None
+    try:
+        ledger = open_ledger(state, now=utcnow(), create=False)
+    except NoLedgerError as exc:
+        note = f"Note: {exc}; planned against an empty ledger (apply creates it)."
+        ledger = empty_ledger(now=utcnow())
+    try:
+        yield ledger, note
     finally:
         ledger.close()
 
@@ -267,10 +299,13 @@ def validate(manifests: Path, as_json: bool, allow_empty: bool) -> int:
             }
         )
     else:
-        _stdout().print(
-            f"[green]Valid:[/] {len(desired.environments)} environments, {slots} slots, "
-            f"{keys} deploy keys, {len(desired.targets)} targets."
+        counts = (
+            render.plural(len(desired.environments), "environment"),
+            render.plural(slots, "slot"),
+            render.plural(keys, "deploy key"),
+            render.plural(len(desired.targets), "target"),
         )
+        _stdout().print(f"[green]Valid:[/] {', '.join(counts)}.")
     return EXIT_OK
 
 
@@ -331,7 +366,7 @@ def plan_command(
         )
     moment = _parse_at(at)
     clock = (lambda: moment) if moment else utcnow
-    with _ledger(state) as ledger:
+    with _ledger_to_plan(state) as (ledger, note):
         the_plan = make_plan(
             manifests,
             ledger,
@@ -342,6 +377,8 @@ def plan_command(
         )
     for warning in the_plan.warnings:
         _stderr().print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
+    if note is not None:
+        _stderr().print(note, markup=False)
     if out is not None:
         save_plan(the_plan, out)
     if as_json or output_format == "json":
@@ -457,9 +494,13 @@ def apply(
     console = _stdout()
     sink = SecretSink(secrets_dir)
     run = RunOptions(refresh=refresh, concurrency=concurrency, lock_timeout=lock_timeout)
-    with _ledger(state) as ledger, _ProgressBar(console) as progress:
-        if planfile is not None:
-            the_plan = load_plan(planfile)
+    saved = load_plan(planfile) if planfile is not None else None
+    # A plan made before the ledger existed (serial 0) creates it with the plan's lineage, so
+    # that it applies; any other plan could only be stale on a new ledger.
+    lineage = saved.lineage if saved is not None and saved.base_serial == 0 else None
+    with _ledger(state, lineage=lineage) as ledger, _ProgressBar(console) as progress:
+        if saved is not None:
+            the_plan = saved
             progress.start(len(the_plan.applicable))
             result = apply_saved(
                 the_plan,
@@ -494,7 +535,7 @@ def apply(
 def status(manifests: Path, state: str, as_json: bool) -> int:
     """What is recorded in every environment/slot ever seen, and what is held back."""
     del manifests  # accepted for symmetry with the other commands; status reads only the ledger
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
@@ -521,7 +562,7 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
     """Records of an environment or one slot, newest first."""
     del manifests
     environment, _, slot = target.partition("/")
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         records = ledger.history(environment, slot or None)
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
@@ -545,7 +586,7 @@ def keys() -> None:
 def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool) -> int:
     """List deploy keys with fingerprints and next rotation dates."""
     del manifests
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         found = ledger.keys(include_retired=include_retired)
         syncs = render.syncs_by_subject(ledger, SyncSubject.KEY)
     if as_json:
@@ -630,13 +671,19 @@ def _seconds(value: str) -> float:
 
 
 def _listen(value: str) -> tuple[str, int]:
+    """``--listen HOST:PORT`` (an empty host: every interface), the port from 0 to 65535."""
     host, _, port = value.rpartition(":")
     try:
-        return (host or "0.0.0.0", int(port))
+        number = int(port)
     except ValueError as exc:
         raise click.BadParameter(
             f"expected HOST:PORT, got {value!r}", param_hint="--listen"
         ) from exc
+    if not 0 <= number <= 65535:
+        raise click.BadParameter(
+            f"port {number} is out of range (0 to 65535)", param_hint="--listen"
+        )
+    return (host or "0.0.0.0", number)
 
 
 @cli.command()
@@ -653,7 +700,12 @@ def _listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Manifest directory, used when --source is not given.",
 )
-@click.option("--branch", default="main", show_default=True, help="Git branch to follow.")
+@click.option(
+    "--branch",
+    default="main",
+    show_default=True,
+    help="Git branch to follow; push webhooks for other branches trigger nothing.",
+)
 @click.option(
     "--path",
     "subpath",
@@ -687,13 +739,7 @@ def _listen(value: str) -> tuple[str, int]:
     help="Where git checkouts are kept.",
 )
 @click.option("--once", is_flag=True, help="Reconcile once with these settings and exit.")
-@click.option(
-    "--state",
-    envvar="SLOTKEEPER_STATE",
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="Ledger URL. Env: SLOTKEEPER_STATE.",
-)
+@state_option
 @guard_options
 @apply_options
 def run(
@@ -744,6 +790,7 @@ def run(
         resync_interval=_seconds(resync_interval),
         listen=_listen(listen),
         webhook_secret=secret,
+        branch=branch,
     )
     with _ledger(state) as ledger:
         daemon = Daemon(settings, ledger)
@@ -773,21 +820,15 @@ def ui(state: str, manifests: Path | None, listen: str) -> int:
     from slotkeeper.dashboard.server import serve
 
     host, port = _listen(listen)
-    path = sqlite_path(state)
-    if path is not None and not path.is_file():
-        raise ConfigError(f"no ledger at {path}: nothing has been applied there yet")
     desired = load_manifests(manifests) if manifests is not None else None
-    with _ledger(state) as ledger:
+    with _ledger(state, create=False) as ledger:
         dashboard = Dashboard(
             ledger,
             clock=utcnow,
             desired=lambda: desired,
             source=str(manifests) if manifests is not None else None,
         )
-        try:
-            server = serve(dashboard, host, port)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+        server = serve(dashboard, host, port)
         shown = f"{host}:{server.server_address[1]}"
         _stderr().print(f"Serving the dashboard of {ledger.url} at http://{shown}/ (Ctrl-C stops)")
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -33,12 +33,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import Dashboard
-from slotkeeper.dashboard.server import answer
+from slotkeeper.dashboard.server import answer, bind
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
-from slotkeeper.model import DesiredState, KeyStatus, RecordStatus
+from slotkeeper.model import DesiredState, KeyStatus, RecordStatus, timestamp
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.reconcile import RunOptions, Snapshot, reconcile, tolerant_snapshot
 from slotkeeper.sources import Checkout, DirectorySource, GitSource
@@ -62,6 +62,9 @@ class DaemonSettings:
     resync_interval: float = 300.0
     listen: tuple[str, int] = ("0.0.0.0", 8080)
     webhook_secret: bytes | None = None
+    #: the branch followed (``--branch``): a push webhook for any other ref triggers nothing,
+    #: whatever the source (a watched directory is taken to be a checkout of this branch)
+    branch: str = "main"
     backoff_base: float = 5.0
     backoff_max: float = 600.0
     #: how often a follower tries to become the leader
@@ -85,8 +88,8 @@ class LastReconcile:
         return {
             "id": self.id,
             "reason": self.reason,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at) if self.finished_at else None,
             "revision": self.revision,
             "result": self.result,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -325,10 +328,14 @@ class Daemon:
         by_id = {a.id: a for a in the_plan.actions}
         failed_envs: set[str] = set()
         for item in result.results:
-            obs.ACTIONS.labels(
-                type=item.type.value, target=item.target or "ledger", result=item.outcome.value
-            ).inc()
             action = by_id.get(item.action_id)
+            obs.ACTIONS.labels(
+                type=item.type.value,
+                # every label starts with the environment: "production/api", "production/key:…"
+                environment=action.environment if action else item.label.partition("/")[0],
+                target=item.target or "ledger",
+                result=item.outcome.value,
+            ).inc()
             if item.outcome is Outcome.FAILED and action is not None:
                 failed_envs.add(action.environment)
         now = self.clock()
@@ -358,8 +365,8 @@ class Daemon:
             keys = self.ledger.keys()
         except SlotkeeperError:
             return
-        for status in RecordStatus:
-            obs.SLOTS.labels(status=status.value).set(counts.get(status, 0))
+        for status in obs.SLOT_STATUSES:
+            obs.SLOTS.labels(status=status).set(counts.get(RecordStatus(status), 0))
         now = self.clock()
         for key in keys:
             if key.status is KeyStatus.ACTIVE:
@@ -401,8 +408,7 @@ class Daemon:
                 daemon._post(self)
 
         host, port = self.settings.listen
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        server = bind(host, port, Handler)
         self.bound_port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         return server
@@ -466,12 +472,17 @@ class Daemon:
                 self._deliveries.popitem(last=False)
         event = handler.headers.get("X-GitHub-Event") or ""
         try:
-            json.loads(body or b"{}")
+            payload = json.loads(body or b"{}")
         except ValueError:
             _reply(handler, 400, {"error": "body is not JSON"})
             return
         if event == "ping":
             _reply(handler, 200, {"accepted": True, "event": "ping"})
+            return
+        ignored = self._other_branch(event, payload)
+        if ignored is not None:
+            self._log.info("webhook.ignored", github_event=event, delivery=delivery, reason=ignored)
+            _reply(handler, 200, {"accepted": False, "event": event, "reason": ignored})
             return
         if self.is_leader:
             self.triggers.put("webhook")
@@ -481,6 +492,19 @@ class Daemon:
             "webhook.accepted", github_event=event, delivery=delivery, leader=self.is_leader
         )
         _reply(handler, 202, {"accepted": True, "event": event})
+
+    def _other_branch(self, event: str, payload: Any) -> str | None:
+        """Why a push is not for the followed branch (None when it is, or not a push): a push
+        to another branch or a tag changes nothing that is followed, so it reconciles nothing."""
+        if event != "push":
+            return None
+        wanted = f"refs/heads/{self.settings.branch}"
+        ref = payload.get("ref") if isinstance(payload, dict) else None
+        if ref == wanted:
+            return None
+        if not isinstance(ref, str):
+            return f"a push without a ref; following {wanted}"
+        return f"a push to {ref[:200]}, not to the followed {wanted}"
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:

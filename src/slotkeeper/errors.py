@@ -17,6 +17,7 @@ those as one clear message and exits 1, never with a traceback. Anything else is
     │       ├── UnknownOutcome   a write was sent but its answer was lost: look before retrying
     │       └── BudgetDeferred   the write budget is spent: left pending for the next reconcile
     └── LedgerError              the recorded state cannot be read or written
+        ├── NoLedgerError        nothing was ever applied where --state points (readers create none)
         ├── LedgerLockedError    another writer holds the ledger past the wait bound
         ├── StalePlanError       a saved plan's lineage or serial no longer matches the ledger
         └── SchemaVersionError   the ledger was written by a newer slotkeeper
@@ -122,6 +123,10 @@ class BudgetDeferred(TemporaryTargetError):
 
 class LedgerError(SlotkeeperError):
     """The ledger cannot be opened, read or written."""
+
+
+class NoLedgerError(LedgerError):
+    """There is no ledger at the state URL; only writers (apply, run, keys rotate) create one."""
 
 
 class LedgerLockedError(LedgerError):

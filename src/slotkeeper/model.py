@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -45,6 +46,18 @@ Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as every JSON document writes it (and the ledger stores it): RFC 3339 in UTC with
+    microseconds and ``Z``, e.g. ``2026-11-30T09:45:34.000000Z``. One fixed width: such times
+    sort as text, and a reader needs one format. A naive time is taken as UTC."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: a datetime field written with ``timestamp`` in JSON (documents, plan files)
+Timestamp = Annotated[datetime, PlainSerializer(timestamp, when_used="json")]
 
 
 def parse_duration(text: str) -> timedelta:
@@ -381,7 +394,7 @@ class Revision(BaseModel):
     sha: str
     message: str
     author: str
-    timestamp: datetime
+    timestamp: Timestamp
     branch: str | None
     dirty: bool = False
 
@@ -449,9 +462,9 @@ class Record(BaseModel):
     artifact: Artifact
     ref: str | None = None
     status: RecordStatus
-    created_at: datetime
-    updated_at: datetime
-    last_seen_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
+    last_seen_at: Timestamp
     superseded_by: int | None = None
     revision: str | None = None
     action_id: str
@@ -473,8 +486,8 @@ class KeyRecord(BaseModel):
     secret_file: str
     rotate_after: str | None
     status: KeyStatus
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     replaced_by: int | None = None
 
 
@@ -528,7 +541,7 @@ class TargetSync(BaseModel):
     status: SyncStatus
     attempts: int = 0
     last_error: str | None = None
-    updated_at: datetime
+    updated_at: Timestamp
     #: what the target said about it beyond an id (e.g. Unkey's status and steps, GitHub's
     #: node id), shown by ``history``
     remote_detail: dict[str, Any] = Field(default_factory=dict)

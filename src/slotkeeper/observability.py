@@ -74,8 +74,8 @@ RECONCILE_SECONDS = Histogram(
 )
 ACTIONS = Counter(
     "slotkeeper_actions",
-    "Plan actions and target calls carried out, by type, target and result.",
-    ["type", "target", "result"],
+    "Plan actions and target calls carried out, by type, environment, target and result.",
+    ["type", "environment", "target", "result"],
     registry=REGISTRY,
 )
 TARGET_REQUESTS = Counter(
@@ -84,8 +84,13 @@ TARGET_REQUESTS = Counter(
     ["target", "code"],
     registry=REGISTRY,
 )
+#: a slot's newest record is DEPLOYED or DECOMMISSIONED, never SUPERSEDED (its successor is newer)
+SLOT_STATUSES = ("DEPLOYED", "DECOMMISSIONED")
 SLOTS = Gauge(
-    "slotkeeper_slots", "Environment slots by latest status.", ["status"], registry=REGISTRY
+    "slotkeeper_slots",
+    "Environment slots by the status of their newest record (DEPLOYED or DECOMMISSIONED).",
+    ["status"],
+    registry=REGISTRY,
 )
 KEY_AGE = Gauge(
     "slotkeeper_deploy_key_age_seconds",

@@ -35,6 +35,7 @@ from slotkeeper.model import (
     SyncStatus,
     SyncSubject,
     TargetSync,
+    Timestamp,
     normalize_secret_path,
     parse_duration,
 )
@@ -141,7 +142,7 @@ class Plan(_Value):
     format_version: int = PLAN_FORMAT_VERSION
     lineage: str
     base_serial: int
-    created_at: datetime
+    created_at: Timestamp
     revision: Revision | None
     options: PlanOptions
     actions: tuple[Action, ...]

@@ -25,6 +25,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
     parse_duration,
+    timestamp,
 )
 from slotkeeper.plan import Action, ActionType, Plan
 
@@ -54,6 +55,11 @@ def _print_table(console: Console, table: Table) -> None:
         console.print(table)
     for line in captured.get().splitlines():
         console.out(line.rstrip(), highlight=False)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 slot``, ``2 slots``, ``0 slots``: a count and its noun, in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _when(moment: datetime) -> str:
@@ -238,10 +244,23 @@ def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
             "remote_state": sync.remote_state.value if sync.remote_state else None,
             "attempts": sync.attempts,
             "last_error": sync.last_error,
-            "updated_at": sync.updated_at.isoformat(),
+            "updated_at": timestamp(sync.updated_at),
         }
         for sync in syncs
     }
+
+
+def _status_rows(
+    records: list[Record], pending: list[PendingAction]
+) -> list[tuple[str, str, Record | None, PendingAction | None]]:
+    """(environment, slot, newest record, held action) for every slot ever recorded, and for
+    every slot whose first deploy is held back (no record yet), sorted."""
+    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    rows: list[tuple[str, str, Record | None, PendingAction | None]] = [
+        (r.environment, r.slot, r, by_slot.pop((r.environment, r.slot), None)) for r in records
+    ]
+    rows.extend((env, slot, None, held) for (env, slot), held in by_slot.items() if slot)
+    return sorted(rows, key=lambda row: (row[0], row[1]))
 
 
 def status_document(
@@ -250,27 +269,26 @@ def status_document(
     syncs: dict[int, list[TargetSync]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per environment/slot ever seen, with the pending blocked action if any and each
-    target's sync state of the record."""
-    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
+    target's sync state of the record; a slot whose first deploy is held back has a row too,
+    with ``status``, ``artifact``, ``record_id`` and the times null."""
     rows = []
-    for record in records:
-        held = by_slot.get((record.environment, record.slot))
+    for environment, slot, record, held in _status_rows(records, pending):
         rows.append(
             {
-                "environment": record.environment,
-                "slot": record.slot,
-                "status": record.status.value,
-                "artifact": record.artifact.model_dump(mode="json"),
-                "record_id": record.id,
-                "created_at": record.created_at.isoformat(),
-                "updated_at": record.updated_at.isoformat(),
-                "last_seen_at": record.last_seen_at.isoformat(),
+                "environment": environment,
+                "slot": slot,
+                "status": record.status.value if record else None,
+                "artifact": record.artifact.model_dump(mode="json") if record else None,
+                "record_id": record.id if record else None,
+                "created_at": timestamp(record.created_at) if record else None,
+                "updated_at": timestamp(record.updated_at) if record else None,
+                "last_seen_at": timestamp(record.last_seen_at) if record else None,
                 "pending": (
                     {"action": held.type, "reason": held.reason, "blocked": held.blocked}
                     if held
                     else None
                 ),
-                "targets": _target_states((syncs or {}).get(record.id, [])),
+                "targets": _target_states((syncs or {}).get(record.id, []) if record else []),
             }
         )
     return rows
@@ -296,13 +314,22 @@ def render_status(
     if not records and not pending:
         console.print("The ledger is empty: nothing has been applied yet.")
         return
-    by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     table = _grid()
     for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", "TARGETS", ""):
         table.add_column(column)
     failures: list[str] = []
-    for record in records:
-        held = by_slot.get((record.environment, record.slot))
+    for environment, slot, record, held in _status_rows(records, pending):
+        if record is None:  # a first deploy held back: nothing recorded yet
+            table.add_row(
+                environment,
+                slot,
+                Text("(none)", style="dim"),
+                "",
+                "",
+                "",
+                Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+            )
+            continue
         since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
         record_syncs = (syncs or {}).get(record.id, [])
         failures.extend(
@@ -407,7 +434,7 @@ def keys_document(
     for key in keys:
         row = key.model_dump(mode="json")
         due = next_rotation(key)
-        row["next_rotation"] = due.isoformat() if due and key.status.value == "ACTIVE" else None
+        row["next_rotation"] = timestamp(due) if due and key.status.value == "ACTIVE" else None
         row["targets"] = _target_states((syncs or {}).get(key.id, []))
         rows.append(row)
     return rows
@@ -453,7 +480,7 @@ def plan_markdown(plan: Plan) -> str:
     revision = f" at `{plan.revision.sha[:12]}`" if plan.revision else ""
     lines = [f"### slotkeeper plan{revision}", ""]
     if not plan.actions:
-        lines.append(f"**No changes.** {len(plan.unchanged)} slots unchanged.")
+        lines.append(f"**No changes.** {plural(len(plan.unchanged), 'slot')} unchanged.")
         return "\n".join(lines) + "\n"
     lines += ["| | action | where | what | why |", "|---|---|---|---|---|"]
     for action in plan.actions:

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from slotkeeper.dashboard.view import overview, slot_history
 from slotkeeper.ledger import Ledger
-from slotkeeper.model import DesiredState
+from slotkeeper.model import DesiredState, timestamp
 
 #: how often an open page reloads itself unless ``?refresh=N`` says otherwise (seconds)
 DEFAULT_REFRESH = 10
@@ -131,7 +131,7 @@ class Dashboard:
         html = self._templates.get_template(template).render(
             doc=doc,
             refresh=refresh,
-            generated_at=self._clock().isoformat(),
+            generated_at=timestamp(self._clock()),
             ledger=self._ledger.url.split("?")[0],
             source=self._source,
             **context,

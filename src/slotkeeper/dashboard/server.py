@@ -7,7 +7,7 @@ from typing import Any
 
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import JSON, Answer, Dashboard
-from slotkeeper.errors import SlotkeeperError
+from slotkeeper.errors import ConfigError, SlotkeeperError
 
 
 def answer(dashboard: Dashboard, target: str) -> Answer:
@@ -23,6 +23,20 @@ def answer(dashboard: Dashboard, target: str) -> Answer:
         obs.get_logger().error("dashboard.failed", path=path, error=repr(exc))
         return Answer(500, b'{"error": "internal error"}', JSON)
     return found or Answer(404, b'{"error": "not found"}', JSON)
+
+
+def bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded HTTP server listening on host:port (not serving yet). An address that cannot
+    be had (in use, not ours, unknown) is a ``ConfigError`` that says so, never a traceback."""
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}"
+        ) from exc
+    server.daemon_threads = True
+    return server
 
 
 def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
@@ -49,6 +63,4 @@ def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return bind(host, port, Handler)

@@ -25,6 +25,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
     parse_duration,
+    timestamp,
 )
 
 _APPLY_EVENTS = ("apply.started", "apply.finished")
@@ -44,7 +45,7 @@ def _holds(desired: DesiredState | None, now: datetime) -> dict[tuple[str, str |
         if spec.suspend:
             holds[name, None] = "suspended"
         elif until is not None:
-            holds[name, None] = f"frozen until {until.isoformat()}"
+            holds[name, None] = f"frozen until {until.strftime('%Y-%m-%d %H:%M:%SZ')}"
         for slot_name, slot in spec.slots.items():
             if slot.suspend:
                 holds[name, slot_name] = "suspended"
@@ -85,7 +86,7 @@ def _cell(
         "kind": artifact.kind.value,
         "version": artifact.version,
         "digest": _short_digest(artifact.digest),
-        "since": since.isoformat(),
+        "since": timestamp(since),
         "age_seconds": max(0, int((now - since).total_seconds())),
         "confirmed": confirmed,
         "targets": {sync.target: sync.shown_status.value for sync in syncs},
@@ -106,10 +107,10 @@ def _key(key: KeyRecord, now: datetime) -> dict[str, Any]:
         "title": key.title,
         "fingerprint": key.fingerprint,
         "read_only": key.read_only,
-        "created_at": key.created_at.isoformat(),
+        "created_at": timestamp(key.created_at),
         "age_days": round(age.total_seconds() / 86400, 1),
         "rotate_after": key.rotate_after,
-        "next_rotation": due.isoformat() if due else None,
+        "next_rotation": timestamp(due) if due else None,
         "overdue": bool(due and due <= now),
         "used": round(age / every, 3) if every else None,
     }
@@ -129,8 +130,8 @@ def last_apply(events: Iterable[Event]) -> dict[str, Any] | None:
         return None
     return {
         "reason": "apply",
-        "started_at": started.at.isoformat(),
-        "finished_at": finished.at.isoformat() if finished else None,
+        "started_at": timestamp(started.at),
+        "finished_at": timestamp(finished.at) if finished else None,
         "revision": started.revision,
         "result": (
             "running"
@@ -177,7 +178,7 @@ def overview(
             now,
         )
     document: dict[str, Any] = {
-        "generated_at": now.isoformat(),
+        "generated_at": timestamp(now),
         "slots": render.status_document(records, pending, syncs),
         "matrix": {
             "environments": environments,
@@ -196,7 +197,7 @@ def overview(
                 "key": p.key,
                 "reason": p.reason,
                 "blocked": p.blocked,
-                "at": p.at.isoformat(),
+                "at": timestamp(p.at),
             }
             for p in pending
         ],

@@ -2,7 +2,12 @@
 
 ``open_ledger`` turns a state URL into a ledger: ``sqlite:///relative/path``,
 ``sqlite:////absolute/path`` or a plain file path select the embedded SQLite backend;
-``postgresql://…`` (optionally ``?schema=NAME``) selects PostgreSQL.
+``postgresql://…`` (optionally ``?schema=NAME``) selects PostgreSQL. A libpq keyword string
+(``host=db dbname=x``) is refused: it would otherwise name a file, password and all.
+
+Writers open with ``create=True`` (the default) and create the ledger where there is none;
+readers pass ``create=False`` and get ``NoLedgerError`` instead. ``empty_ledger`` is an empty
+ledger in memory, for a first ``plan`` before anything was applied.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from pathlib import Path
 
 from slotkeeper.errors import ConfigError
 from slotkeeper.ledger.base import Event, Ledger, LedgerTransaction, PendingAction
-from slotkeeper.ledger.sqlite import SqliteLedger
+from slotkeeper.ledger.sqlite import MEMORY, SqliteLedger
+from slotkeeper.ledger.urls import is_keyword_dsn, redact
 
 DEFAULT_STATE = "sqlite:///.slotkeeper/state.db"
 
@@ -22,35 +28,54 @@ __all__ = [
     "Ledger",
     "LedgerTransaction",
     "PendingAction",
+    "empty_ledger",
     "open_ledger",
+    "redact",
     "sqlite_path",
 ]
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file an SQLite state URL names (None for PostgreSQL)."""
-    if url.startswith(("postgresql://", "postgres://")) or (
-        "://" in url and not url.startswith("sqlite:///")
+    if (
+        url.startswith(("postgresql://", "postgres://"))
+        or ("://" in url and not url.startswith("sqlite:///"))
+        or is_keyword_dsn(url)
     ):
         return None
     return Path(url.removeprefix("sqlite:///"))
 
 
-def open_ledger(url: str, *, now: datetime) -> Ledger:
-    """Open (creating and migrating if needed) the ledger that ``url`` names."""
+def open_ledger(
+    url: str, *, now: datetime, create: bool = True, lineage: str | None = None
+) -> Ledger:
+    """Open the ledger that ``url`` names, migrating it if needed. ``create``: make it when
+    missing (with ``lineage`` when given); otherwise a missing ledger is ``NoLedgerError``."""
+    if is_keyword_dsn(url):
+        # Never echo it: a keyword string usually carries password=...
+        raise ConfigError(
+            "--state looks like a libpq keyword connection string (host=... dbname=...): "
+            "give the ledger as a URL, postgresql://USER@HOST:5432/DBNAME (the password in "
+            "PGPASSWORD or a passfile), or sqlite:///PATH"
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from slotkeeper.ledger.postgres import PostgresLedger  # the driver loads only if used
 
-        return PostgresLedger(url, now=now)
+        return PostgresLedger(url, now=now, create=create, lineage=lineage)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path:
             raise ConfigError(f"state URL {url!r} names no file")
-        return SqliteLedger(Path(path), now=now)
+        return SqliteLedger(Path(path), now=now, create=create, lineage=lineage)
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
             f"unsupported state URL scheme {scheme!r}: use sqlite:///PATH, a file path or "
             "postgresql://…"
         )
-    return SqliteLedger(Path(url), now=now)
+    return SqliteLedger(Path(url), now=now, create=create, lineage=lineage)
+
+
+def empty_ledger(*, now: datetime) -> Ledger:
+    """An empty ledger that lives in memory only: what a first ``plan`` plans against."""
+    return SqliteLedger(Path(MEMORY), now=now)

@@ -154,6 +154,7 @@ class LedgerTransaction(Protocol):
 class Ledger(Protocol):
     """The recorded state: read it, write it in transactions, one writer at a time."""
 
+    #: the ledger's URL as it may be shown: without any credential (see ``ledger.urls``)
     url: str
 
     def writer(self, *, timeout: float) -> AbstractContextManager[None]: ...

@@ -19,8 +19,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from slotkeeper.errors import ConfigError, LedgerError
+from slotkeeper.errors import ConfigError, LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
+from slotkeeper.ledger.urls import redact, scrub
 
 POSTGRES = Dialect(
     placeholder="%s",
@@ -34,11 +35,6 @@ MIGRATION_LOCK = 0x736C6F74  # "slot"
 CONNECT_TIMEOUT = 10
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
 def split_url(url: str) -> tuple[str, str | None]:
     """The libpq URL and our ``schema`` parameter, separated."""
     parts = urlsplit(url)
@@ -49,30 +45,47 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(query))), schema
 
 
-def _connect(url: str, schema: str | None) -> psycopg.Connection[tuple[object, ...]]:
+def _connect(
+    url: str, schema: str | None, *, create: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
     connection = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     if schema is not None:
-        connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        if create:
+            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         connection.execute(f'SET search_path TO "{schema}"')
     return connection
 
 
 class PostgresLedger(SqlLedger):
-    def __init__(self, url: str, *, now: datetime) -> None:
+    """The ledger at a PostgreSQL URL. ``create`` (writers) makes the schema and tables when
+    missing, with ``lineage`` when given; readers pass ``create=False`` and get
+    ``NoLedgerError`` where there is no ledger, and leave the database as it is."""
+
+    def __init__(
+        self, url: str, *, now: datetime, create: bool = True, lineage: str | None = None
+    ) -> None:
         libpq_url, self.schema = split_url(url)
         shown = redact(url)
         try:
-            connection = _connect(libpq_url, self.schema)
+            connection = _connect(libpq_url, self.schema, create=create)
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot connect to the ledger at {shown}: {_why(exc)}") from exc
+            raise LedgerError(f"cannot connect to the ledger at {shown}: {_why(exc, url)}") from exc
         super().__init__(connection, POSTGRES, url=shown)
         self._libpq_url = libpq_url
         self._lock_connection: psycopg.Connection[tuple[object, ...]] | None = None
         try:
-            self.migrate(now=now, lock=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            if not create and not _has_ledger(connection):
+                raise NoLedgerError(
+                    f"no ledger in {shown}: nothing has been applied there (see --state)"
+                )
+            self.migrate(
+                now=now, lock=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})", lineage=lineage
+            )
         except psycopg.Error as exc:
             connection.close()
-            raise LedgerError(f"{shown} is not a usable slotkeeper ledger: {_why(exc)}") from exc
+            raise LedgerError(
+                f"{shown} is not a usable slotkeeper ledger: {_why(exc, url)}"
+            ) from exc
         except BaseException:
             connection.close()
             raise
@@ -90,7 +103,9 @@ class PostgresLedger(SqlLedger):
             ).fetchone()
         except psycopg.Error as exc:
             self._drop_lock_connection()
-            raise LedgerError(f"cannot take the writer lock at {self.url}: {_why(exc)}") from exc
+            raise LedgerError(
+                f"cannot take the writer lock at {self.url}: {_why(exc, self._libpq_url)}"
+            ) from exc
         return bool(row and row[0])
 
     def _unlock(self) -> None:
@@ -120,6 +135,16 @@ class PostgresLedger(SqlLedger):
         super().close()
 
 
-def _why(exc: psycopg.Error) -> str:
-    """The first line of a driver error, without anything that may echo a password."""
-    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+def _has_ledger(connection: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the schema searched holds a slotkeeper ledger."""
+    row = connection.execute("SELECT to_regclass('ledger') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _why(exc: psycopg.Error, url: str) -> str:
+    """The first line of a driver error, without any credential of ``url`` it may echo."""
+    text = str(exc).strip()
+    return scrub(text.splitlines()[0] if text else type(exc).__name__, url)
+
+
+__all__ = ["PostgresLedger", "redact", "split_url"]

@@ -522,8 +522,11 @@ class SqlLedger:
             finally:
                 cursor.close()
 
-    def migrate(self, *, now: datetime, lock: str | None = None) -> None:
-        """Bring the schema to the latest version; create the ledger row on first use.
+    def migrate(
+        self, *, now: datetime, lock: str | None = None, lineage: str | None = None
+    ) -> None:
+        """Bring the schema to the latest version; create the ledger row on first use, with
+        ``lineage`` when given (else a new one).
 
         ``lock`` is a statement that serialises concurrent migrations where the transaction
         alone does not (SQLite's BEGIN IMMEDIATE does)."""
@@ -557,7 +560,7 @@ class SqlLedger:
             if tx._run("SELECT 1 FROM ledger WHERE id = 1").fetchone() is None:
                 tx._run(
                     "INSERT INTO ledger (id, lineage, serial, created_at) VALUES (1, ?, 0, ?)",
-                    (str(uuid.uuid4()), to_text(now)),
+                    (lineage or str(uuid.uuid4()), to_text(now)),
                 )
 
     # -- reads ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import filelock
 
-from slotkeeper.errors import LedgerError
+from slotkeeper.errors import LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
 
 SQLITE = Dialect(
@@ -27,21 +27,43 @@ SQLITE = Dialect(
 BUSY_TIMEOUT_MS = 30_000
 
 
+MEMORY = ":memory:"
+
+
 class SqliteLedger(SqlLedger):
-    def __init__(self, path: Path, *, now: datetime) -> None:
+    """The ledger in the file ``path`` (``MEMORY``: an empty one that lives only in memory).
+
+    ``create`` (writers) makes the file and its directories when missing, with the ``lineage``
+    given (a saved plan's, made before the ledger existed) or a new one; readers pass
+    ``create=False`` and get ``NoLedgerError`` instead, so a mistyped ``--state`` creates
+    nothing."""
+
+    def __init__(
+        self, path: Path, *, now: datetime, create: bool = True, lineage: str | None = None
+    ) -> None:
         self.path = path
+        in_memory = str(path) == MEMORY
+        if not create and not in_memory and not path.is_file():
+            raise NoLedgerError(
+                f"no ledger at {path}: nothing has been applied there (see --state)"
+            )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if create and not in_memory:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                MEMORY if in_memory else path, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
         try:
+            if not create and not in_memory and not _has_ledger(connection):
+                raise NoLedgerError(f"no ledger at {path}: the file holds no slotkeeper ledger")
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
             super().__init__(connection, SQLITE, url=f"sqlite:///{path}")
-            self.migrate(now=now)
+            self.migrate(now=now, lineage=lineage)
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
@@ -63,3 +85,12 @@ class SqliteLedger(SqlLedger):
 
     def _lock_alive(self) -> bool:
         return self._lock.is_locked
+
+
+def _has_ledger(connection: sqlite3.Connection) -> bool:
+    """Whether the database holds a slotkeeper ledger (an empty file, or another program's
+    database, does not: a reader leaves it as it is)."""
+    row = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'"
+    ).fetchone()
+    return row is not None
