@@ -42,7 +42,8 @@ def gh(
 @pytest.fixture
 def repo(workdir: Path) -> str:
     """The work directory as a git work tree with one commit; returns the commit sha."""
-    (workdir / ".gitignore").write_text(".slotkeeper/\nsecrets/\n")  # ledger and private keys
+    # the ledger and private keys never belong in the manifests repository
+    (workdir / ".gitignore").write_text(".slotkeeper/\nsecrets/\nledger.db*\n")
     for args in (
         ("init", "-q", "-b", "main"),
         ("config", "user.name", "Ada"),

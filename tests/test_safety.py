@@ -459,6 +459,7 @@ def test_private_keys_are_never_written_where_git_would_pick_them_up(sk: Sk, wor
     """`apply` in a manifests repository whose .gitignore does not cover the secrets
     directory refuses to write the private key, saying how to fix it; once ignored, it works."""
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
+    (workdir / ".gitignore").write_text(".slotkeeper/state.db*\n")  # the ledger only
     declare_keys(workdir / "m", deploy_key("deployer"))
     result = sk("apply", "--yes", "-m", "m")
     assert result.code == 1
@@ -475,6 +476,20 @@ def test_private_keys_are_never_written_where_git_would_pick_them_up(sk: Sk, wor
         check=True,
     ).stdout
     assert ".slotkeeper" not in untracked
+
+
+def test_a_ledger_is_never_created_where_git_would_pick_it_up(sk: Sk, workdir: Path) -> None:
+    """A new ledger file inside a git work tree that does not ignore it is refused before
+    anything is written, with the fix; an ignored path, or a path outside, is fine."""
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
+    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    result = sk("apply", "--yes", "-m", "m", "--state", "sqlite:///ledger/state.db")
+    assert result.code == 1
+    assert "refusing to write the ledger" in result.err and "--state" in result.err
+    assert not (workdir / "ledger").exists()
+    (workdir / ".gitignore").write_text("ledger/\n")
+    apply(sk, "--state", "sqlite:///ledger/state.db")
+    assert (workdir / "ledger" / "state.db").is_file()
 
 
 def test_a_ledger_inside_the_watched_directory_does_not_trigger_reconciles(

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from slotkeeper.errors import SecretError
+from slotkeeper.errors import SecretError, SlotkeeperError
 
 _GIT_TIMEOUT = 10.0
 
@@ -57,12 +57,14 @@ def _git(git: str, where: Path, *args: str) -> subprocess.CompletedProcess[str] 
         return None
 
 
-def refuse_if_exposed(path: Path, *, what: str, fix: str) -> None:
-    """Raise ``SecretError`` when ``path`` is exposed (see ``exposed_in``); ``what`` names the
-    file for the message and ``fix`` the option that moves it."""
+def refuse_if_exposed(
+    path: Path, *, what: str, fix: str, error: type[SlotkeeperError] = SecretError
+) -> None:
+    """Raise ``error`` when ``path`` is exposed (see ``exposed_in``); ``what`` names the file
+    for the message and ``fix`` the option that moves it."""
     root = exposed_in(path)
     if root is not None:
-        raise SecretError(
+        raise error(
             f"refusing to write {what} at {path}: it is inside the git work tree {root} and "
             f"git does not ignore it (one `git add -A` from being pushed). Add the directory "
             f"to {root / '.gitignore'} or {fix}"

@@ -19,6 +19,7 @@ from slotkeeper.errors import ConfigError
 from slotkeeper.ledger.base import Event, Ledger, LedgerTransaction, PendingAction
 from slotkeeper.ledger.sqlite import MEMORY, SqliteLedger
 from slotkeeper.ledger.urls import is_keyword_dsn, redact
+from slotkeeper.worktree import refuse_if_exposed
 
 DEFAULT_STATE = "sqlite:///.slotkeeper/state.db"
 
@@ -66,14 +67,24 @@ def open_ledger(
         path = url.removeprefix("sqlite:///")
         if not path:
             raise ConfigError(f"state URL {url!r} names no file")
-        return SqliteLedger(Path(path), now=now, create=create, lineage=lineage)
-    if "://" in url:
+    elif "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
             f"unsupported state URL scheme {scheme!r}: use sqlite:///PATH, a file path or "
             "postgresql://…"
         )
-    return SqliteLedger(Path(url), now=now, create=create, lineage=lineage)
+    else:
+        path = url
+    if create and not Path(path).exists():
+        # The ledger is the audit trail of a company's deployments: never one `git add -A`
+        # from being pushed with the manifests.
+        refuse_if_exposed(
+            Path(path),
+            what="the ledger",
+            fix="pass --state (SLOTKEEPER_STATE) with a path outside the work tree",
+            error=ConfigError,
+        )
+    return SqliteLedger(Path(path), now=now, create=create, lineage=lineage)
 
 
 def empty_ledger(*, now: datetime) -> Ledger:
