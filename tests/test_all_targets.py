@@ -1,7 +1,8 @@
 """GitHub, Chainloop, Unkey and iftrue together: the real CLI against the four fakes.
 
-The manifests live in a real git repository, so records carry real revisions and iftrue's
-changelog comes from real history. Every request is checked against the API's description.
+The manifests live in a real git repository (acme/web itself, so GitHub deploys their
+commits), so records carry real revisions and iftrue's changelog comes from real history. Every
+request is checked against the API's description.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def world(
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     git(workdir, "init", "-q", "-b", "main")
+    git(workdir, "remote", "add", "origin", "git@github.com:acme/web.git")
     yield World(github, chainloop, unkey, iftrue, workdir)
     for fake, spec in ((github, github_spec), (chainloop, chainloop_spec), (unkey, unkey_spec)):
         for request in fake.requests:

@@ -103,6 +103,7 @@ def test_sigkill_mid_apply_then_reapply_converges_without_duplicates(
                 "production",
                 {f"s{i}": image(f"img{i}", version) for i in range(10)},
                 repository="acme/web",
+                refFrom="version",
                 targets=["github"],
                 production=True,
                 deployKeys=[deploy_key("deployer", readOnly=read_only)],

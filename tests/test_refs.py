@@ -9,10 +9,13 @@ commit, only when the manifests live in the environment's repository.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from textwrap import dedent, indent
 from typing import Any
 
 import pytest
 
+from slotkeeper.manifests import check_refs, load_manifests
 from slotkeeper.model import (
     Artifact,
     ArtifactKind,
@@ -158,3 +161,50 @@ def test_the_manifests_repository_is_read_from_a_remote_url(
     """owner/repo of https, ssh, scp-like and git+ URLs, never credentials; local paths and
     file:// name no hosted repository."""
     assert repository_of(url) == repository
+
+
+ENV = dedent("""\
+    apiVersion: slotkeeper/v1
+    kind: Environment
+    metadata: {{name: {name}}}
+    spec:
+      repository: acme/web
+      targets: {targets}{extra}
+      slots:
+    {slots}""")
+SLOTS = dedent("""\
+    api:
+      artifact: {kind: CONTAINER_IMAGE, name: ghcr.io/acme/api, version: v1.4.2}
+    worker:
+      artifact: {kind: CONTAINER_IMAGE, name: ghcr.io/acme/worker, version: v2.0.1}
+    """)
+GITHUB_TARGET = dedent("""\
+    apiVersion: slotkeeper/v1
+    kind: Target
+    metadata: {{name: github}}
+    spec: {{type: github, baseUrl: "{url}", token: {{env: GITHUB_TOKEN}}}}
+    """)
+
+
+def environment_text(name: str, targets: str, *, extra: str = "", slots: str = SLOTS) -> str:
+    """An Environment document for acme/web; ``slots`` is the YAML of the slots mapping."""
+    return ENV.format(name=name, targets=targets, extra=extra, slots=indent(slots, "    "))
+
+
+def test_only_environments_mirrored_to_github_need_a_ref(tmp_path: Path) -> None:
+    """The pure check names each GitHub slot without a ref (file, line, field path), and
+    ignores environments that no target needing a ref mirrors."""
+    (tmp_path / "envs.yaml").write_text(
+        environment_text("production", "[github]")
+        + "---\n"
+        + environment_text("staging", "[]")
+        + "---\n"
+        + GITHUB_TARGET.format(url="https://api.github.com")
+    )
+    desired = load_manifests(tmp_path)
+    errors = check_refs(desired, revision("acme/deployments"))
+    assert [(e.file.name, e.line, e.field) for e in errors] == [
+        ("envs.yaml", 8, "spec.slots.api"),
+        ("envs.yaml", 10, "spec.slots.worker"),
+    ]
+    assert check_refs(desired, revision("acme/web")) == []

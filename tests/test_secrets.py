@@ -117,6 +117,10 @@ def test_a_full_run_leaks_no_secret(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SLOTKEEPER_WEBHOOK_SECRET", WEBHOOK_SECRET)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
+    # The manifests are acme/web itself, cloned with a token in the URL: the repository is read
+    # from that URL, its credentials never.
+    origin = f"https://x-access-token:{SECRETS['GITHUB_TOKEN']}@github.com/acme/web.git"
+    subprocess.run(["git", "remote", "add", "origin", origin], cwd=workdir, check=True)
     declare(workdir / "m", fakes)
     subprocess.run(
         [

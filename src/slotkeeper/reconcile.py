@@ -18,12 +18,12 @@ from pathlib import Path
 
 from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
-from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.errors import ConfigError, ManifestErrors, PermanentTargetError
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
-from slotkeeper.manifests import load_manifests
+from slotkeeper.manifests import check_refs, load_manifests
 from slotkeeper.model import (
     ChainloopTargetSpec,
     DesiredState,
@@ -68,6 +68,11 @@ class Snapshot:
     revision: Revision | None
     #: where git history is read for changelogs
     git_dir: Path
+
+    def __post_init__(self) -> None:
+        # Every snapshot (CLI or daemon) has a ref for each GitHub slot: never a 422 at apply.
+        if errors := check_refs(self.desired, self.revision):
+            raise ManifestErrors(errors)
 
 
 def snapshot(manifests: Path) -> Snapshot:

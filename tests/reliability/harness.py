@@ -177,6 +177,7 @@ class Shape:
                     f"env{e}",
                     slots,
                     repository=f"acme/svc{e}",
+                    refFrom="version",  # deployed at the version's tag
                     targets=["github"],
                     production=e == 0,
                     deployKeys=[key],
