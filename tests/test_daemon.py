@@ -107,6 +107,7 @@ def test_git_remote_is_polled_and_each_reconcile_runs_on_one_revision(
     subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True, capture_output=True)
 
     def push(version: str) -> str:
+        github.add_tag("acme/web", version)
         declare(work / "envs", github, version, refFrom="version")
         for args in (
             ["add", "-A"],

@@ -97,6 +97,7 @@ def test_sigkill_mid_apply_then_reapply_converges_without_duplicates(
     )
 
     def declare(version: str, read_only: bool) -> None:
+        github.add_tag("acme/web", version)  # deployed as a tag of acme/web (refFrom)
         write_manifests(
             workdir / "m",
             environment(

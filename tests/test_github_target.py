@@ -40,9 +40,9 @@ def gh(
 
 
 @pytest.fixture
-def repo(workdir: Path) -> str:
-    """The work directory as a git work tree of acme/web itself (its origin), with one commit:
-    records are deployed at that commit. Returns the commit sha."""
+def repo(workdir: Path, gh: FakeGitHub) -> str:
+    """The work directory as a git work tree of acme/web itself (its origin), with one commit
+    that GitHub knows: records are deployed at that commit. Returns the commit sha."""
     for args in (
         ("init", "-q", "-b", "main"),
         ("config", "user.name", "Ada"),
@@ -51,9 +51,10 @@ def repo(workdir: Path) -> str:
         ("commit", "-q", "--allow-empty", "-m", "manifests"),
     ):
         subprocess.run(["git", *args], cwd=workdir, check=True)
-    return subprocess.run(
+    sha = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
     ).stdout.strip()
+    return gh.add_commit("acme/web", sha)
 
 
 def target(gh: FakeGitHub, **extra: Any) -> dict[str, Any]:

@@ -138,6 +138,10 @@ def test_a_full_run_leaks_no_secret(
         cwd=workdir,
         check=True,
     )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
+    )
+    fakes[0].add_commit("acme/web", head.stdout.strip())
     debug = ("--log-format", "json", "--log-level", "debug")
     outputs: list[str] = []
 

@@ -177,7 +177,7 @@ class Shape:
                     f"env{e}",
                     slots,
                     repository=f"acme/svc{e}",
-                    refFrom="version",  # deployed at the version's tag
+                    refFrom="version",  # deployed at the version's tag (see Harness.__init__)
                     targets=["github"],
                     production=e == 0,
                     deployKeys=[key],
@@ -349,6 +349,9 @@ class Harness:
         self.private_markers: set[str] = set()
         self.seen_records: set[int] = set()
         self._serial = 0
+        for e in range(shape.environments):
+            for version in ("v1", "v2"):  # every version either revision declares
+                gh.add_tag(f"acme/svc{e}", version)
         root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         (root / ".gitignore").write_text(".slotkeeper/\nlogs/\n")
