@@ -1,7 +1,8 @@
 """GitHub, Chainloop, Unkey and iftrue together: the real CLI against the four fakes.
 
-The manifests live in a real git repository, so records carry real revisions and iftrue's
-changelog comes from real history. Every request is checked against the API's description.
+The manifests live in a real git repository (acme/web itself, so GitHub deploys their
+commits), so records carry real revisions and iftrue's changelog comes from real history. Every
+request is checked against the API's description.
 """
 
 from __future__ import annotations
@@ -118,9 +119,10 @@ class World:
         return self.commit(message)
 
     def commit(self, message: str) -> str:
+        """Commit the work tree (it is acme/web itself, pushed: GitHub knows the commit)."""
         git(self.root, "add", "-A")
         git(self.root, "commit", "-q", "--allow-empty", "-m", message)
-        return git(self.root, "rev-parse", "HEAD")
+        return self.github.add_commit("acme/web", git(self.root, "rev-parse", "HEAD"))
 
     def writes(self) -> dict[str, int]:
         fakes = {
@@ -164,6 +166,7 @@ def world(
         monkeypatch.setenv(name, value)
     (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     git(workdir, "init", "-q", "-b", "main")
+    git(workdir, "remote", "add", "origin", "git@github.com:acme/web.git")
     yield World(github, chainloop, unkey, iftrue, workdir)
     for fake, spec in ((github, github_spec), (chainloop, chainloop_spec), (unkey, unkey_spec)):
         for request in fake.requests:

@@ -26,7 +26,9 @@ def versions(daemon: Running) -> dict[str, str]:
     }
 
 
-def declare(root: Path, github: FakeGitHub, version: str, name: str = "envs.yaml") -> None:
+def declare(
+    root: Path, github: FakeGitHub, version: str, name: str = "envs.yaml", **spec: Any
+) -> None:
     write_manifests(
         root,
         environment(
@@ -34,6 +36,7 @@ def declare(root: Path, github: FakeGitHub, version: str, name: str = "envs.yaml
             {"api": {**image(version=version)}},
             repository="acme/web",
             targets=["github"],
+            **spec,
         ),
         target(github),
         name=name,
@@ -96,14 +99,16 @@ def test_git_remote_is_polled_and_each_reconcile_runs_on_one_revision(
     workdir: Path, github: FakeGitHub, running: Callable[..., Running]
 ) -> None:
     """A new commit on the followed branch of a file:// remote is applied within seconds, and
-    the record carries that commit."""
+    the record carries that commit (GitHub deploys the version's tag: the remote is not
+    acme/web)."""
     origin = workdir / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     work = workdir / "work"
     subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True, capture_output=True)
 
     def push(version: str) -> str:
-        declare(work / "envs", github, version)
+        github.add_tag("acme/web", version)
+        declare(work / "envs", github, version, refFrom="version")
         for args in (
             ["add", "-A"],
             [
@@ -144,8 +149,8 @@ def test_git_remote_is_polled_and_each_reconcile_runs_on_one_revision(
     second = push("v2")
     wait_for(lambda: versions(daemon) == {"production/api": "v2"}, what="the new commit applied")
     assert daemon.status()["last_reconcile"]["revision"] == second
-    refs = {d["ref"] for d in github.deployments("acme", "web")}
-    assert refs == {first, second}
+    deployed = {(d["ref"], d["payload"]["revision"]) for d in github.deployments("acme", "web")}
+    assert deployed == {("v1", first), ("v2", second)}
     assert daemon.terminate()[0] == 0
 
 

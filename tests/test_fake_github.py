@@ -143,10 +143,12 @@ def test_create_deployment_answers_201_with_a_full_deployment(
 
 
 def test_create_deployment_defaults_to_production_and_keeps_string_payloads(
-    gh: httpx.Client,
+    gh: httpx.Client, github: FakeGitHub
 ) -> None:
-    """Omitted environment means production; a SHA ref is the sha; a string payload stays one."""
-    sha = "a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d"
+    """Omitted environment means production; a SHA ref is the sha; a tag deploys the commit it
+    points at; a string payload stays one."""
+    sha = github.add_commit("acme/app", "a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d")
+    tagged = github.add_tag("acme/app", "v1.2.0")
     first = deploy(gh, ref=sha, payload='{"slot": "api"}')
     second = deploy(gh, ref="v1.2.0", task="deploy:migrations")
 
@@ -156,7 +158,7 @@ def test_create_deployment_defaults_to_production_and_keeps_string_payloads(
     assert first["payload"] == '{"slot": "api"}'
     assert second["id"] > first["id"]
     assert second["task"] == "deploy:migrations"
-    assert second["sha"] != sha
+    assert second["sha"] == tagged != sha
     assert deploy(gh, ref="v1.2.0")["sha"] == second["sha"]
 
 
@@ -164,6 +166,7 @@ def test_create_deployment_with_default_auto_merge_answers_202_and_creates_nothi
     gh: httpx.Client, github: FakeGitHub
 ) -> None:
     """Leaving auto_merge at its default makes GitHub merge instead of deploy: 202, no record."""
+    github.add_branch("acme/app", "topic")
     response = gh.post(f"{REPO}/deployments", json={"ref": "topic", "required_contexts": []})
 
     assert response.status_code == 202
@@ -215,6 +218,74 @@ def test_create_deployment_validates_its_body(gh: httpx.Client, github: FakeGitH
     assert github.deployments("acme", "app") == []
 
 
+def test_a_ref_that_is_not_of_that_repository_is_422_no_ref_found(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """A branch, tag or commit the repository does not have (another repository's included)
+    answers 422 "No ref found for: X" and creates nothing."""
+    other = github.add_commit("acme/deployments", "d" * 40)
+    github.add_tag("acme/deployments", "v9")
+    refused = {}
+    for ref in (other, other[:12], "v9", "release", "refs/tags/main", "", "main..x"):
+        response = gh.post(
+            f"{REPO}/deployments", json={"ref": ref, "auto_merge": False, "required_contexts": []}
+        )
+        refused[ref] = (response.status_code, response.json()["message"])
+
+    assert refused == {ref: (422, f"No ref found for: {ref}") for ref in refused}
+    assert github.deployments("acme", "app") == []
+    assert deploy(gh, repo="/repos/acme/deployments", ref=other)["sha"] == other
+
+
+def test_refs_resolve_as_git_does(gh: httpx.Client, github: FakeGitHub) -> None:
+    """Seeded branches, tags (full refs too) and commits, a unique abbreviated sha, and a tag
+    winning over a branch of the same name; add_repository replaces the default main."""
+    github.add_repository(
+        "acme/app",
+        branches={"develop": "1" * 40, "v1": "2" * 40},
+        tags={"v1": "3" * 40},
+        commits=["4" * 40, "4" * 39 + "5"],
+    )
+
+    def sha(ref: str) -> str:
+        return str(deploy(gh, ref=ref)["sha"])
+
+    assert sha("develop") == sha("refs/heads/develop") == "1" * 40
+    assert sha("v1") == sha("refs/tags/v1") == "3" * 40
+    assert sha("refs/heads/v1") == "2" * 40
+    assert sha("1111111") == "1" * 40
+    assert sha("4" * 40) == "4" * 40
+    ambiguous = gh.post(
+        f"{REPO}/deployments", json={"ref": "4" * 8, "auto_merge": False, "required_contexts": []}
+    )
+    gone = gh.post(
+        f"{REPO}/deployments", json={"ref": "main", "auto_merge": False, "required_contexts": []}
+    )
+    assert (ambiguous.status_code, gone.status_code) == (422, 422)
+    assert deploy(gh, repo="/repos/acme/unseeded")["ref"] == "main"
+
+
+def test_an_environment_name_github_rejects_is_422(gh: httpx.Client, github: FakeGitHub) -> None:
+    """An environment name over 255 characters, or with a control character, is refused on a
+    deployment, on a status and on PUT; 255 characters are accepted."""
+    body = {"ref": "main", "auto_merge": False, "required_contexts": []}
+    too_long = gh.post(f"{REPO}/deployments", json={**body, "environment": "e" * 256})
+    control = gh.post(f"{REPO}/deployments", json={**body, "environment": "qa\nprod"})
+    longest = deploy(gh, environment="e" * 255)
+    on_status = gh.post(
+        f"{REPO}/deployments/{longest['id']}/statuses",
+        json={"state": "success", "environment": "x" * 256},
+    )
+    on_put = gh.put(f"{REPO}/environments/{'p' * 256}", json=None)
+
+    assert [r.status_code for r in (too_long, control, on_status, on_put)] == [422] * 4
+    assert too_long.json()["errors"][0]["field"] == "environment"
+    assert "255" in too_long.json()["errors"][0]["message"]
+    assert on_status.json()["errors"][0]["field"] == "environment"
+    assert [d["id"] for d in github.deployments("acme", "app")] == [longest["id"]]
+    assert github.statuses(longest["id"]) == []
+
+
 def test_get_deployment_and_404s(gh: httpx.Client, github: FakeGitHub) -> None:
     """GET returns the deployment; unknown ids and other repos' ids are 404 Not Found."""
     created = deploy(gh)
@@ -227,8 +298,9 @@ def test_get_deployment_and_404s(gh: httpx.Client, github: FakeGitHub) -> None:
     assert gh.get(f"/repos/ACME/App/deployments/{created['id']}").status_code == 200
 
 
-def test_list_deployments_filters_newest_first(gh: httpx.Client) -> None:
+def test_list_deployments_filters_newest_first(gh: httpx.Client, github: FakeGitHub) -> None:
     """The list is newest first and filters on sha, ref, task and environment."""
+    github.add_tag("acme/app", "v2")
     staging = deploy(gh, environment="staging")
     prod = deploy(gh, environment="production", ref="v2")
     migration = deploy(gh, environment="staging", task="deploy:migrations")

@@ -98,12 +98,14 @@ def test_sigkill_mid_apply_then_reapply_converges_without_duplicates(
     )
 
     def declare(version: str, read_only: bool) -> None:
+        github.add_tag("acme/web", version)  # deployed as a tag of acme/web (refFrom)
         write_manifests(
             workdir / "m",
             environment(
                 "production",
                 {f"s{i}": image(f"img{i}", version) for i in range(10)},
                 repository="acme/web",
+                refFrom="version",
                 targets=["github"],
                 production=True,
                 deployKeys=[deploy_key("deployer", readOnly=read_only)],

@@ -53,6 +53,12 @@ def declare(
     repository: str = "acme/web",
     **spec: Any,
 ) -> None:
+    """``slots`` in production, mirrored to ``repository``; outside acme/web (the manifests'
+    own repository) the deployments are made at the versions' tags, seeded here."""
+    if repository != "acme/web":
+        spec.setdefault("refFrom", "version")
+        for slot in slots.values():
+            github.add_tag(repository, slot["version"])
     write_manifests(
         workdir / "m",
         environment("production", slots, repository=repository, targets=["github"], **spec),

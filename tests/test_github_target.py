@@ -40,20 +40,23 @@ def gh(
 
 
 @pytest.fixture
-def repo(workdir: Path) -> str:
-    """The work directory as a git work tree with one commit; returns the commit sha."""
+def repo(workdir: Path, gh: FakeGitHub) -> str:
+    """The work directory as a git work tree of acme/web itself (its origin), with one commit
+    that GitHub knows: records are deployed at that commit. Returns the commit sha."""
     # the ledger and private keys never belong in the manifests repository
     (workdir / ".gitignore").write_text(".slotkeeper/\nsecrets/\nledger.db*\n")
     for args in (
         ("init", "-q", "-b", "main"),
         ("config", "user.name", "Ada"),
         ("config", "user.email", "ada@example.com"),
+        ("remote", "add", "origin", "https://github.com/acme/web.git"),
         ("commit", "-q", "--allow-empty", "-m", "manifests"),
     ):
         subprocess.run(["git", *args], cwd=workdir, check=True)
-    return subprocess.run(
+    sha = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
     ).stdout.strip()
+    return gh.add_commit("acme/web", sha)
 
 
 def target(gh: FakeGitHub, **extra: Any) -> dict[str, Any]:
@@ -423,7 +426,7 @@ def test_missing_token_is_a_clear_error(
 ) -> None:
     """An unset token variable is named in a clear error before anything is written."""
     monkeypatch.delenv("GITHUB_TOKEN")
-    declare(workdir, gh, {"api": image()})
+    declare(workdir, gh, {"api": image()}, refFrom="version")
     result = sk("apply", "--yes", "-m", "m")
     assert result.code == 1
     assert "environment variable GITHUB_TOKEN is not set" in result.err

@@ -39,6 +39,7 @@ VALID = y("""\
       name: production
     spec:
       repository: acme/web
+      refFrom: version
       production: true
       protected: true
       targets: [github]

@@ -118,6 +118,10 @@ def test_a_full_run_leaks_no_secret(
     monkeypatch.setenv("SLOTKEEPER_WEBHOOK_SECRET", WEBHOOK_SECRET)
     (workdir / ".gitignore").write_text(".slotkeeper/\n")  # the ledger and private keys
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
+    # The manifests are acme/web itself, cloned with a token in the URL: the repository is read
+    # from that URL, its credentials never.
+    origin = f"https://x-access-token:{SECRETS['GITHUB_TOKEN']}@github.com/acme/web.git"
+    subprocess.run(["git", "remote", "add", "origin", origin], cwd=workdir, check=True)
     declare(workdir / "m", fakes)
     subprocess.run(
         [
@@ -135,6 +139,10 @@ def test_a_full_run_leaks_no_secret(
         cwd=workdir,
         check=True,
     )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
+    )
+    fakes[0].add_commit("acme/web", head.stdout.strip())
     debug = ("--log-format", "json", "--log-level", "debug")
     outputs: list[str] = []
 

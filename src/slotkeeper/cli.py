@@ -42,7 +42,7 @@ from slotkeeper.model import SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
-from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile
+from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -255,7 +255,7 @@ def cli(log_format: str, log_level: str, no_color: bool) -> None:
 def validate(manifests: Path, as_json: bool, allow_empty: bool) -> int:
     """Check the manifests; exit 0 when valid, 1 when not (or when they declare nothing)."""
     try:
-        desired = load_manifests(manifests)
+        desired = snapshot(manifests).desired  # with the git revision: refs are checked too
         if not desired.environments and not allow_empty:
             raise ManifestErrors(
                 [

@@ -36,8 +36,10 @@ from slotkeeper.model import (
     EnvironmentDocument,
     EnvironmentSpec,
     Location,
+    Revision,
     TargetDocument,
     TargetSpec,
+    decide_ref,
 )
 from slotkeeper.yamlsource import (
     LineDict,
@@ -248,8 +250,46 @@ def parse(files: Mapping[Path, bytes], *, errors: Iterable[ManifestError] = ()) 
         locations={
             **{name: loc for name, (_, loc) in collector.environments.items()},
             **{f"target/{name}": loc for name, (_, loc) in collector.targets.items()},
+            **_slot_locations(collector),
         },
     )
+
+
+def _slot_locations(collector: _Collector) -> dict[str, Location]:
+    return {
+        f"slot/{name}/{slot}": Location(
+            file=declared.file,
+            line=line_of(collector.environment_data[name], ("spec", "slots", slot), declared.line),
+        )
+        for name, (spec, declared) in collector.environments.items()
+        for slot in spec.slots
+    }
+
+
+def check_refs(desired: DesiredState, revision: Revision | None) -> list[ManifestError]:
+    """A slot mirrored to a target that deploys a git ref (GitHub) whose ref cannot be decided
+    (see ``decide_ref``) is an error naming the slot, found before anything is sent rather than
+    refused by GitHub (422) at apply time. Pure: ``revision`` is the manifests' git revision."""
+    errors: list[ManifestError] = []
+    for name in sorted(desired.environments):
+        spec = desired.environments[name]
+        targets = [desired.targets[t] for t in spec.targets if t in desired.targets]
+        if not any(target.needs_git_ref for target in targets):
+            continue
+        for slot_name in sorted(spec.slots):
+            decided = decide_ref(spec.slots[slot_name], spec, revision)
+            if decided.ref is not None:
+                continue
+            location = desired.slot_location(name, slot_name)
+            errors.append(
+                ManifestError(
+                    Path(location.file if location else f"environment {name}"),
+                    location.line if location else None,
+                    f"spec.slots.{slot_name}",
+                    decided.reason,
+                )
+            )
+    return errors
 
 
 def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes]]) -> DesiredState:
@@ -298,7 +338,7 @@ def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes
             "stand_ins": frozenset(
                 name
                 for name, location in desired.locations.items()
-                if not name.startswith("target/") and Path(location.file) in held
+                if name in desired.environments and Path(location.file) in held
             ),
         }
     )

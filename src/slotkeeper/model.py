@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
@@ -217,14 +218,70 @@ class FreezeWindow(_Strict):
         return fired + length if fired <= now else None
 
 
+#: the placeholder a ``refFrom`` template may hold (and the whole of the rule ``version``)
+VERSION_PLACEHOLDER = "{version}"
+
+
+def ref_name_problem(ref: str) -> str | None:
+    """Why ``ref`` cannot name a branch, tag or commit (git's check-ref-format rules, plus no
+    leading '-'), or None when it can."""
+    if not ref:
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c in " ~^:?*[\\" for c in ref):
+        return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\"
+    if ".." in ref or "@{" in ref or "//" in ref or ref == "@":
+        return "must not contain '..', '@{' or '//', nor be '@'"
+    if ref.startswith(("-", "/")) or ref.endswith(("/", ".")):
+        return "must not start with '-' or '/', nor end with '/' or '.'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/")):
+        return "no part between slashes may start with '.' or end with '.lock'"
+    return None
+
+
+def _check_ref(value: str | None) -> str | None:
+    if value is not None and (problem := ref_name_problem(value)) is not None:
+        raise ValueError(f"is not a git ref name: it {problem}")
+    return value
+
+
+def _check_ref_rule(value: str | None) -> str | None:
+    """``version``, or a template whose only placeholder is ``{version}`` (``v{version}``)."""
+    if value is None or value == "version":
+        return value
+    if VERSION_PLACEHOLDER not in value:
+        raise ValueError(
+            "must be 'version' or a template holding {version}, e.g. 'v{version}' "
+            "(a fixed ref is declared as `ref` on the slot)"
+        )
+    rest = value.replace(VERSION_PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
+        raise ValueError("the only placeholder allowed is {version}")
+    problem = ref_name_problem(value.replace(VERSION_PLACEHOLDER, "1.0.0"))
+    if problem is not None:
+        raise ValueError(f"does not make a git ref name: it {problem}")
+    return value
+
+
+def render_ref_rule(rule: str, version: str) -> str:
+    """The ref a ``refFrom`` rule gives for an artifact version."""
+    return version if rule == "version" else rule.replace(VERSION_PLACEHOLDER, version)
+
+
 class SlotSpec(_Strict):
     artifact: Artifact
+    #: the git ref (branch, tag or commit of the environment's repository) GitHub deploys;
+    #: wins over any ``refFrom``
     ref: NonEmpty | None = None
+    #: how the ref follows from the artifact: ``version`` or a template such as ``v{version}``
+    ref_from: NonEmpty | None = None
     #: no changes in this slot while set (still reported by plan and status)
     suspend: bool = False
     #: free-form notes carried on the record; ``fix: "true"`` / ``hotfix: "true"`` mark a
     #: deployment as a fix for DORA tracking
     annotations: dict[NonEmpty, str] = Field(default_factory=dict)
+
+    _ref = field_validator("ref")(_check_ref)
+    _ref_from = field_validator("ref_from")(_check_ref_rule)
 
 
 class DeployKeySpec(_Strict):
@@ -237,6 +294,8 @@ class DeployKeySpec(_Strict):
 
 class EnvironmentSpec(_Strict):
     repository: Repository | None = None
+    #: how the slots' git refs follow from their artifacts (see ``SlotSpec.ref_from``)
+    ref_from: NonEmpty | None = None
     production: bool = False
     transient: bool = False
     protected: bool = False
@@ -246,6 +305,8 @@ class EnvironmentSpec(_Strict):
     targets: list[Slug] = Field(default_factory=list)
     slots: dict[Slug, SlotSpec] = Field(default_factory=dict)
     deploy_keys: list[DeployKeySpec] = Field(default_factory=list)
+
+    _ref_from = field_validator("ref_from")(_check_ref_rule)
 
     def frozen_until(self, now: datetime) -> datetime | None:
         """When the freeze windows open at ``now`` end (the latest of them), or None."""
@@ -299,6 +360,10 @@ def _is_loopback(host: str) -> bool:
 
 
 class _TargetBase(_Strict):
+    #: whether a record sent to this type of target needs a git ref of the environment's
+    #: repository (decided before anything is sent: see ``decide_ref``)
+    needs_git_ref: ClassVar[bool] = False
+
     #: plain http:// to a host other than loopback is refused unless this is set
     allow_insecure_http: bool = False
     #: the longest slotkeeper waits for a rate limit's retry-after before leaving work pending
@@ -321,6 +386,8 @@ class WriteLimit(_Strict):
 
 
 class GithubTargetSpec(_TargetBase):
+    needs_git_ref: ClassVar[bool] = True  # GitHub refuses a deployment of an unknown ref (422)
+
     type: Literal["github"]
     base_url: HttpUrl = "https://api.github.com"
     token: SecretRef
@@ -397,6 +464,8 @@ class Revision(BaseModel):
     timestamp: Timestamp
     branch: str | None
     dirty: bool = False
+    #: ``owner/repo`` of the manifests' own repository (from its origin URL), when known
+    repository: str | None = None
 
 
 class BrokenFile(BaseModel):
@@ -431,12 +500,76 @@ class DesiredState(BaseModel):
 
     environments: dict[str, EnvironmentSpec]
     targets: dict[str, TargetSpec]
+    #: where each environment (by name), target (``target/NAME``) and slot (``slot/ENV/SLOT``)
+    #: is declared
     locations: dict[str, Location] = Field(default_factory=dict)
     broken: tuple[BrokenFile, ...] = ()
     stand_ins: frozenset[str] = frozenset()
 
     def declared_by_valid_file(self, environment: str) -> bool:
         return environment in self.environments and environment not in self.stand_ins
+
+    def slot_location(self, environment: str, slot: str) -> Location | None:
+        """Where a slot is declared; else where its environment is; else None."""
+        return self.locations.get(f"slot/{environment}/{slot}") or self.locations.get(environment)
+
+
+@dataclass(frozen=True)
+class DecidedRef:
+    """The git ref a slot's records are deployed at (``ref``), or why there is none."""
+
+    ref: str | None
+    #: the rule that gave it (``ref``, ``refFrom`` or ``commit``), or what is wrong and what to
+    #: declare instead
+    reason: str
+
+
+def decide_ref(
+    slot: SlotSpec, environment: EnvironmentSpec, revision: Revision | None
+) -> DecidedRef:
+    """The git ref a new record of ``slot`` is deployed at, decided before anything is sent.
+
+    In order: the slot's ``ref``; else its ``refFrom`` rule, else the environment's, applied to
+    the artifact's version; else the manifests' commit, but only when the manifests live in the
+    environment's own repository (GitHub knows no commit of another repository: 422); else none.
+    Pure: ``revision`` is the manifests' git revision, or None outside git.
+    """
+    if slot.ref is not None:
+        return DecidedRef(slot.ref, "ref")
+    rule = slot.ref_from or environment.ref_from
+    if rule is not None:
+        where = "on the slot" if slot.ref_from is not None else "on the environment"
+        if slot.artifact.version is None:
+            return DecidedRef(
+                None,
+                f"refFrom: {rule} ({where}) needs the artifact's version, and "
+                f"{slot.artifact.name} has only a digest: add its version, or declare ref on "
+                "the slot",
+            )
+        ref = render_ref_rule(rule, slot.artifact.version)
+        if (problem := ref_name_problem(ref)) is not None:
+            return DecidedRef(
+                None,
+                f"refFrom: {rule} ({where}) makes {ref!r}, which is not a git ref name (it "
+                f"{problem}): declare ref on the slot",
+            )
+        return DecidedRef(ref, "refFrom")
+    repository = environment.repository
+    if revision is None:
+        why = "they are not in a git work tree"
+    elif revision.repository is None:
+        why = "their git origin names no hosted repository"
+    elif repository is not None and revision.repository.lower() == repository.lower():
+        return DecidedRef(revision.sha, "commit")
+    else:
+        why = f"they live in {revision.repository}"
+    return DecidedRef(
+        None,
+        f"no git ref of {repository or 'the environment (it names no repository)'} to deploy "
+        f"on GitHub: the manifests' commit is not one of its commits ({why}); declare "
+        "refFrom: version (or a template such as v{version}) on the environment or the slot, "
+        "or ref on the slot",
+    )
 
 
 class RecordStatus(StrEnum):

@@ -36,6 +36,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
     Timestamp,
+    decide_ref,
     normalize_secret_path,
     parse_duration,
 )
@@ -217,7 +218,8 @@ def plan(
                     environment=env_name,
                     slot=slot_name,
                     artifact=slot.artifact,
-                    ref=slot.ref,
+                    # decided here, so the record holds exactly the ref GitHub is sent
+                    ref=decide_ref(slot, spec, revision).ref,
                     previous=current.artifact if current else None,
                     supersedes=current.id if current else None,
                     targets=targets,

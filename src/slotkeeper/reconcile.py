@@ -20,6 +20,7 @@ from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
 from slotkeeper.errors import (
     ConfigError,
+    ManifestErrors,
     PermanentTargetError,
     PlanFileError,
     TargetError,
@@ -29,7 +30,7 @@ from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import Ledger
-from slotkeeper.manifests import ManifestTree, load_tolerant, parse, read_tree
+from slotkeeper.manifests import ManifestTree, check_refs, load_tolerant, parse, read_tree
 from slotkeeper.model import (
     ChainloopTargetSpec,
     DesiredState,
@@ -77,6 +78,11 @@ class Snapshot:
     git_dir: Path
     #: the manifest files by relative path: the last good set, once all of them are valid
     files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every snapshot (CLI or daemon) has a ref for each GitHub slot: never a 422 at apply.
+        if errors := check_refs(self.desired, self.revision):
+            raise ManifestErrors(errors)
 
 
 def snapshot(manifests: Path) -> Snapshot:

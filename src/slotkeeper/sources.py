@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import watchfiles
 
@@ -50,6 +51,8 @@ def git_revision(manifests: Path) -> Revision | None:
     sha, author, timestamp, message = log.split("\x1f", 3)
     branch = _git(directory, "symbolic-ref", "--short", "-q", "HEAD")
     status = _git(directory, "status", "--porcelain", "--", str(manifests.resolve()))
+    # The configured URL, not the one insteadOf rewrites it to: that names the repository.
+    origin = _git(directory, "config", "--get", "remote.origin.url")
     return Revision(
         sha=sha,
         message=message.strip(),
@@ -57,7 +60,38 @@ def git_revision(manifests: Path) -> Revision | None:
         timestamp=datetime.fromisoformat(timestamp.strip()),
         branch=branch.strip() if branch else None,
         dirty=bool(status and status.strip()),
+        repository=repository_of(origin.strip()) if origin else None,
     )
+
+
+_OWNER_REPO = re.compile(r"([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})")
+
+
+def repository_of(url: str) -> str | None:
+    """``owner/repo`` of a git remote URL on a git host, or None when it names none.
+
+    Understood: ``https://host/owner/repo(.git)``, ``ssh://git@host(:port)/owner/repo(.git)``,
+    ``git@host:owner/repo(.git)`` and the ``git+https``/``git+ssh`` forms. Credentials in the URL
+    are never kept. Local paths and ``file://`` URLs name no hosted repository.
+    """
+    url = url.strip().removeprefix("git+")
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return None
+        if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+            return None
+        path = parts.path
+    else:
+        # scp-like syntax: [user@]host:path, where host holds no slash
+        host, colon, path = url.partition(":")
+        if not colon or not host or "/" in host or "\\" in url:
+            return None
+    match = _OWNER_REPO.fullmatch(path.strip("/").removesuffix(".git"))
+    if match is None or {match.group(1), match.group(2)} & {".", ".."}:
+        return None
+    return f"{match.group(1)}/{match.group(2)}"
 
 
 def commits_between(manifests: Path, since: str | None, until: str) -> tuple[Commit, ...] | None:
@@ -160,6 +194,9 @@ class GitSource:
         self.cache.mkdir(parents=True, exist_ok=True)
         if not (self.cache / ".git").exists():
             self._run("init", "-q")
+        # Recorded as origin (credentials stripped) so that the revision names its repository;
+        # fetches use the URL itself.
+        self._run("config", "remote.origin.url", _without_userinfo(self.url))
         self._run(
             "fetch",
             "-q",
@@ -292,6 +329,11 @@ def _redact(text: str, *, secrets: tuple[str | None, ...] = ()) -> str:
         if secret and len(secret) >= 4:  # shorter would blank ordinary words, e.g. "git"
             text = text.replace(secret, "***")
     return text
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without any ``user:password@`` part (scp-like ``git@host:`` forms are kept)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]*@", r"\1", url)
 
 
 def _digest_tree(root: Path) -> str:

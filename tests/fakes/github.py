@@ -16,10 +16,20 @@ without answering), ``stall_rate``/``stall_seconds`` (process, then answer late)
 answer's ``Link: rel="next"``, as a hostile server would send). Randomness comes from
 ``random.Random(seed)``.
 
-Simplifications: every ``owner/repo`` exists (names are case-insensitive); every ref exists
-(a ref that is not a 40-hex SHA gets a deterministic fake SHA); one token, one user (octocat,
-ID 1); write timestamps advance by at least one second per write so ``updated_at`` (and thus
-every ETag) changes on each write, even within the same wall-clock second.
+Refs are per repository, as on GitHub: a deployment's ``ref`` must be a branch, a tag or a
+commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag wins over a branch
+of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
+commit it starts), else the create is refused with 422 "No ref found for: X". Tests seed refs
+with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. GitHub's other
+documented refusals are kept: a status ``description`` over 140 characters, and an environment
+name that is empty, longer than 255 characters or holds a control character (on a deployment,
+a status or an environment), each a 422.
+
+Simplifications: every ``owner/repo`` exists (names are case-insensitive); a repository nobody
+seeded has one branch, ``main``, at a deterministic fake commit (``sha_of``), and no tags; a
+branch or tag seeded without a commit points at a deterministic fake one. One token, one user
+(octocat, ID 1); write timestamps advance by at least one second per write so ``updated_at``
+(and thus every ETag) changes on each write, even within the same wall-clock second.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -63,6 +73,7 @@ __all__ = [
     "JsonObject",
     "RecordedRequest",
     "key_blob",
+    "sha_of",
 ]
 
 DOCS = "https://docs.github.com/rest"
@@ -87,6 +98,9 @@ _FIRST_IDS = {
     "rule": 90000001,
 }
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+_SHORT_SHA = re.compile(r"[0-9a-fA-F]{7,39}")
+#: GitHub's documented longest environment name
+ENVIRONMENT_NAME_MAX = 255
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 _DEPLOYMENT = rf"{_REPO}/deployments/(?P<deployment_id>\d+)"
 # (method, path pattern, name of the FakeGitHub method that answers)
@@ -141,6 +155,48 @@ class _Deployment:
     @property
     def state(self) -> str | None:
         return self.statuses[-1]["state"] if self.statuses else None
+
+
+@dataclass
+class _Refs:
+    """What a repository's refs name: branches and tags (name -> sha), and its commits."""
+
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    commits: set[str] = field(default_factory=set)
+
+    def resolve(self, ref: str) -> str | None:
+        """The commit ``ref`` names in this repository, or None."""
+        if ref.startswith("refs/tags/"):
+            return self.tags.get(ref.removeprefix("refs/tags/"))
+        if ref.startswith("refs/heads/"):
+            return self.branches.get(ref.removeprefix("refs/heads/"))
+        found = self.tags.get(ref) or self.branches.get(ref)
+        if found is not None:
+            return found
+        if _HEX40.fullmatch(ref):
+            return ref.lower() if ref.lower() in self.commits else None
+        if _SHORT_SHA.fullmatch(ref):
+            matches = [sha for sha in self.commits if sha.startswith(ref.lower())]
+            return matches[0] if len(matches) == 1 else None
+        return None
+
+
+def sha_of(repository: str, name: str) -> str:
+    """The deterministic fake commit a seeded-without-sha branch or tag ``name`` points at."""
+    return hashlib.sha1(f"{repository}@{name}".lower().encode()).hexdigest()
+
+
+def _environment_name_problem(name: Any) -> str | None:
+    """Why GitHub refuses an environment name (empty, over 255 characters, a control
+    character), or None."""
+    if not isinstance(name, str) or not name:
+        return "environment can't be blank"
+    if len(name) > ENVIRONMENT_NAME_MAX:
+        return f"environment is too long (maximum is {ENVIRONMENT_NAME_MAX} characters)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "environment is invalid"
+    return None
 
 
 @dataclass
@@ -285,6 +341,7 @@ class FakeGitHub(FakeServer):
         self._keys: dict[int, _Key] = {}
         self._environments: dict[tuple[str, str, str], JsonObject] = {}
         self._repo_names: dict[tuple[str, str], tuple[str, str]] = {}
+        self._refs: dict[tuple[str, str], _Refs] = {}
         self._ids: dict[str, int] = {}
         self._last_tick = 0
         self._served = 0
@@ -323,6 +380,54 @@ class FakeGitHub(FakeServer):
         """The environments of a repository, by name."""
         with self._lock:
             return copy.deepcopy(self._repo_environments(owner, repo))
+
+    # -- refs: what a repository's branches, tags and commits are ------------------------------
+
+    def add_repository(
+        self,
+        repository: str,
+        *,
+        branches: Iterable[str] | Mapping[str, str] = ("main",),
+        tags: Iterable[str] | Mapping[str, str] = (),
+        commits: Iterable[str] = (),
+    ) -> None:
+        """Declare ``owner/repo``'s refs, replacing what it had. Branches and tags are names
+        (pointing at ``sha_of`` commits) or a mapping of name to commit sha."""
+        with self._lock:
+            refs = _Refs()
+            self._refs[self._repo_key(repository)] = refs
+        for name, sha in _named(branches):
+            self.add_branch(repository, name, sha)
+        for name, sha in _named(tags):
+            self.add_tag(repository, name, sha)
+        for sha in commits:
+            self.add_commit(repository, sha)
+
+    def add_branch(self, repository: str, name: str, sha: str | None = None) -> str:
+        """Add (or move) a branch of ``owner/repo``; returns the commit it points at."""
+        with self._lock:
+            commit = (sha or sha_of(repository, name)).lower()
+            refs = self._repo_refs(*self._repo_key(repository))
+            refs.branches[name] = commit
+            refs.commits.add(commit)
+            return commit
+
+    def add_tag(self, repository: str, name: str, sha: str | None = None) -> str:
+        """Add (or move) a tag of ``owner/repo``; returns the commit it points at."""
+        with self._lock:
+            commit = (sha or sha_of(repository, f"refs/tags/{name}")).lower()
+            refs = self._repo_refs(*self._repo_key(repository))
+            refs.tags[name] = commit
+            refs.commits.add(commit)
+            return commit
+
+    def add_commit(self, repository: str, sha: str) -> str:
+        """Make a commit (40 hex digits) known to ``owner/repo``; returns it."""
+        if not _HEX40.fullmatch(sha):
+            raise ValueError(f"not a commit sha: {sha!r}")
+        with self._lock:
+            self._repo_refs(*self._repo_key(repository)).commits.add(sha.lower())
+            return sha.lower()
 
     # -- drift: change state as someone else would, without a request --------------------------
 
@@ -561,8 +666,11 @@ class FakeGitHub(FakeServer):
             required="ref",
         )
         ref: str = body["ref"]
-        if not ref:
-            raise Refusal(_error(422, "No ref found for: "))
+        sha = self._repo_refs(call.owner, call.repo).resolve(ref)
+        if sha is None:
+            raise Refusal(_error(422, f"No ref found for: {ref}"))
+        if "environment" in body and (problem := _environment_name_problem(body["environment"])):
+            raise _validation_failed("Deployment", "environment", problem, "invalid")
         contexts = body.get("required_contexts")
         if contexts is not None and not all(isinstance(c, str) for c in contexts):
             raise _invalid("For 'items', required_contexts must hold strings.")
@@ -571,10 +679,10 @@ class FakeGitHub(FakeServer):
         if contexts is None or any(c not in self.passing_contexts for c in contexts):
             message = f"Conflict: Commit status checks failed for {ref}."
             raise Refusal(_error(409, message))
-        created = self._create_deployment(call.owner, call.repo, body)
+        created = self._create_deployment(call.owner, call.repo, body, sha)
         return Reply(201, copy.deepcopy(created), {"location": created["url"]})
 
-    def _create_deployment(self, owner: str, repo: str, body: JsonObject) -> JsonObject:
+    def _create_deployment(self, owner: str, repo: str, body: JsonObject, sha: str) -> JsonObject:
         repo_key = self._remember_repo(owner, repo)
         owner, repo = self._repo_names[repo_key]
         number = self._next_id("deployment")
@@ -582,11 +690,6 @@ class FakeGitHub(FakeServer):
         ref: str = body["ref"]
         environment: str = body.get("environment", "production")
         repo_url = f"{self.base_url}/repos/{owner}/{repo}"
-        sha = (
-            ref.lower()
-            if _HEX40.fullmatch(ref)
-            else hashlib.sha1(f"{owner}/{repo}@{ref}".lower().encode()).hexdigest()
-        )
         deployment = {
             "url": f"{repo_url}/deployments/{number}",
             "id": number,
@@ -673,6 +776,8 @@ class FakeGitHub(FakeServer):
                 "description",
                 "description is too long (maximum is 140 characters)",
             )
+        if "environment" in body and (problem := _environment_name_problem(body["environment"])):
+            raise _validation_failed("DeploymentStatus", "environment", problem, "invalid")
         status = self._append_status(deployment, body, self._tick())
         if body["state"] == "success" and body.get("auto_inactive", True):
             self._auto_inactivate(deployment, status["created_at"])
@@ -800,7 +905,7 @@ class FakeGitHub(FakeServer):
         settings: JsonObject = body if isinstance(body, dict) else {}
         if body is not None and not isinstance(body, dict):
             raise _invalid("Body must be a JSON object or null.")
-        if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
+        if _environment_name_problem(name) is not None:
             raise Refusal(_error(422, "Invalid environment name."))
         _check_types(
             settings,
@@ -889,6 +994,22 @@ class FakeGitHub(FakeServer):
 
     # -- state helpers (callers hold the lock) ------------------------------------------------
 
+    @staticmethod
+    def _repo_key(repository: str) -> tuple[str, str]:
+        owner, slash, repo = repository.partition("/")
+        if not slash or not owner or not repo or "/" in repo:
+            raise ValueError(f"not owner/repo: {repository!r}")
+        return owner.lower(), repo.lower()
+
+    def _repo_refs(self, owner: str, repo: str) -> _Refs:
+        """A repository's refs; one nobody seeded has a ``main`` branch only."""
+        repo_key = (owner.lower(), repo.lower())
+        refs = self._refs.get(repo_key)
+        if refs is None:
+            main = sha_of(f"{owner}/{repo}", "main")
+            refs = self._refs[repo_key] = _Refs(branches={"main": main}, commits={main})
+        return refs
+
     def _remember_repo(self, owner: str, repo: str) -> tuple[str, str]:
         repo_key = (owner.lower(), repo.lower())
         self._repo_names.setdefault(repo_key, (owner, repo))
@@ -935,3 +1056,9 @@ def _positive(value: str | None, default: int, most: int | None = None) -> int:
     if number < 1:
         number = default
     return min(number, most) if most is not None else number
+
+
+def _named(refs: Iterable[str] | Mapping[str, str]) -> list[tuple[str, str | None]]:
+    if isinstance(refs, Mapping):
+        return list(refs.items())
+    return [(name, None) for name in refs]

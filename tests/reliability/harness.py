@@ -178,6 +178,7 @@ class Shape:
                     f"env{e}",
                     slots,
                     repository=f"acme/svc{e}",
+                    refFrom="version",  # deployed at the version's tag (see Harness.__init__)
                     targets=["github"],
                     production=e == 0,
                     deployKeys=[key],
@@ -351,6 +352,9 @@ class Harness:
         #: repositories whose deploy key is meant to go (its environment was removed)
         self.keyless_ok: set[str] = set()
         self._serial = 0
+        for e in range(shape.environments):
+            for version in ("v1", "v2"):  # every version either revision declares
+                gh.add_tag(f"acme/svc{e}", version)
         root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         (root / ".gitignore").write_text(".slotkeeper/\nlogs/\n")
@@ -902,6 +906,9 @@ def operations_scenario(
     with its environment, a saved plan across a freeze, a target down during an apply."""
     with RecordingGitHub(seed=seed) as gh:
         harness = Harness(root, gh, shape, figures, say=say)
+        for e in range(shape.environments):
+            for version in ("v7", "v9"):  # the versions the operations below deploy
+                gh.add_tag(f"acme/svc{e}", version)
         ops = Operations(harness)
         first, second, last = "env0", "env1", f"env{shape.environments - 1}"
         # The last environment is mirrored through a Target document of its own.

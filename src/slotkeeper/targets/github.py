@@ -200,11 +200,13 @@ class GitHubTarget:
 
     def _create_deployment(self, repository: str, subject: RecordSubject) -> dict[str, Any]:
         record = subject.record
+        # The planner decided the ref (see model.decide_ref); records made before it did fall
+        # back to their revision.
         ref = record.ref or record.revision
         if not ref:
             raise PermanentTargetError(
-                f"{self.name}: {record.environment}/{record.slot} has no ref: declare `ref` on "
-                "the slot or apply manifests from a git work tree"
+                f"{self.name}: {record.environment}/{record.slot} has no git ref: declare "
+                "refFrom: version or ref on the slot"
             )
         body = {
             "ref": ref,
