@@ -19,6 +19,9 @@ from tests.helpers import Run
 if TYPE_CHECKING:
     from tests.fakes.spec import OpenApiChecker
 
+#: the token the `github` fixture accepts (and the `gh` fixture sets as GITHUB_TOKEN)
+GITHUB_TOKEN_VALUE = "ghp_testtoken0123456789"
+
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -59,9 +62,20 @@ def state(workdir: Path) -> Path:
 
 @pytest.fixture
 def github() -> Iterator[FakeGitHub]:
-    """A running fake of GitHub's deployment APIs that accepts ``ghp_testtoken0123456789``."""
-    with FakeGitHub(token="ghp_testtoken0123456789") as fake:
+    """A running fake of GitHub's deployment APIs that accepts ``GITHUB_TOKEN_VALUE``."""
+    with FakeGitHub(token=GITHUB_TOKEN_VALUE) as fake:
         yield fake
+
+
+@pytest.fixture
+def gh(
+    github: FakeGitHub, github_spec: OpenApiChecker, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeGitHub]:
+    """The fake GitHub with GITHUB_TOKEN set; every request sent is checked against the spec."""
+    monkeypatch.setenv("GITHUB_TOKEN", GITHUB_TOKEN_VALUE)
+    yield github
+    for recorded in github.requests:
+        github_spec.check_request(recorded.method, recorded.url, recorded.headers, recorded.body)
 
 
 @pytest.fixture(scope="session")

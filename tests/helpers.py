@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,3 +95,13 @@ def age_ledger(state: Path, table: str, column: str, by: timedelta) -> None:
         connection.commit()
     finally:
         connection.close()
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` as a fixed author; its standard output, stripped."""
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()

@@ -7,7 +7,6 @@ request is checked against the API's description.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +29,7 @@ from tests.helpers import (
     Run,
     age_ledger,
     environment,
+    git,
     image,
     recorded_state,
     write_manifests,
@@ -136,16 +136,6 @@ class World:
     def reset_logs(self) -> None:
         for fake in (self.github, self.chainloop, self.unkey, self.iftrue):
             fake.reset_log()
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

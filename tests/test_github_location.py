@@ -41,7 +41,6 @@ from tests.test_target_links import mock_adapter
 Sk = Callable[..., Run]
 #: these tests retire on purpose: the mass guard is not what they are about
 RETIRING = ("--allow-mass-decommission",)
-gh = github_target.gh  # the fake GitHub, every request checked against GitHub's description
 repo = github_target.repo  # the work directory as a git work tree with one commit
 
 

@@ -14,7 +14,6 @@ import pytest
 import stamina
 
 from tests.fakes.github import FakeGitHub
-from tests.fakes.spec import OpenApiChecker
 from tests.helpers import Run, deploy_key, environment, image, recorded_state, write_manifests
 
 Sk = Callable[..., Run]
@@ -26,17 +25,6 @@ def _no_backoff_sleeps() -> Iterator[None]:
     """Retries run without sleeping (stamina's test mode), so fault tests stay fast."""
     with stamina.set_testing(True, attempts=5):
         yield
-
-
-@pytest.fixture
-def gh(
-    github: FakeGitHub, github_spec: OpenApiChecker, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[FakeGitHub]:
-    """The fake GitHub with GITHUB_TOKEN set; every request sent is checked against the spec."""
-    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    yield github
-    for recorded in github.requests:
-        github_spec.check_request(recorded.method, recorded.url, recorded.headers, recorded.body)
 
 
 @pytest.fixture

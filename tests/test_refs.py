@@ -37,8 +37,7 @@ from slotkeeper.model import (
 from slotkeeper.sources import repository_of
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.fakes.spec import OpenApiChecker
-from tests.helpers import DIGEST_A, Run, recorded_state
+from tests.helpers import DIGEST_A, Run, git, recorded_state
 
 Sk = Callable[..., Run]
 TOKEN = "ghp_testtoken0123456789"
@@ -231,27 +230,6 @@ def _no_backoff_sleeps() -> Iterator[None]:
     """Retries run without sleeping (stamina's test mode)."""
     with stamina.set_testing(True, attempts=2):
         yield
-
-
-@pytest.fixture
-def gh(
-    github: FakeGitHub, github_spec: OpenApiChecker, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[FakeGitHub]:
-    """The fake GitHub with GITHUB_TOKEN set; every request sent is checked against the spec."""
-    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-    yield github
-    for recorded in github.requests:
-        github_spec.check_request(recorded.method, recorded.url, recorded.headers, recorded.body)
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def manifests_repository(root: Path, origin: str | None) -> None:

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from slotkeeper.ledger import open_ledger
-from tests.helpers import Run, environment, image, write_manifests
+from tests.helpers import Run, environment, git, image, write_manifests
 
 Sk = Callable[..., Run]
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def init_repo(repo: Path) -> None:
     repo.mkdir(parents=True, exist_ok=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Ada Lovelace")
-    git(repo, "config", "user.email", "ada@example.com")
+    git(repo, "init", "-q", "-b", "main")  # commits by Ada <ada@example.com> (helpers.git)
 
 
 def commit(repo: Path, message: str) -> str:
@@ -42,7 +33,7 @@ def test_events_and_records_carry_the_revision(sk: Sk, workdir: Path, state: Pat
     document = sk("plan", "-m", "repo/envs", "--json").json()
     assert document["revision"]["sha"] == sha
     assert document["revision"]["message"] == "feat: ship api v1\n\nBody text."
-    assert document["revision"]["author"] == "Ada Lovelace <ada@example.com>"
+    assert document["revision"]["author"] == "Ada <ada@example.com>"
     assert document["revision"]["branch"] == "main"
     assert document["revision"]["dirty"] is False
     assert sk("apply", "--yes", "-m", "repo/envs").code == 0

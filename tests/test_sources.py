@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,15 +12,9 @@ import pytest
 
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.iftrue import fix_kind, pull_request_number
-from tests.helpers import Run
+from tests.helpers import Run, git
 
 Sk = Callable[..., Run]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def commit(repo: Path, subject: str) -> str:

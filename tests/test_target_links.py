@@ -25,7 +25,6 @@ from tests.test_github_adapter import MemoryCache
 from tests.test_github_target import TOKEN, target
 
 Sk = Callable[..., Run]
-gh = github_target.gh  # the fake GitHub, every request checked against GitHub's description
 repo = github_target.repo  # the work directory as a git work tree with one commit
 
 
