@@ -254,6 +254,7 @@ def test_a_lost_private_key_is_detected_by_plan_and_repaired(
         path.write_bytes(generate_key("someone else").private_key)
     else:
         path.write_text("not a key\n")
+    assert "No changes" in sk("plan", "-m", "m", "--no-refresh").out  # offline: not looked at
     plan = sk("plan", "-m", "m")
     assert "rotate_key" in plan.out
     assert ("missing" if damage == "deleted" else "holds another key") in plan.out

@@ -413,7 +413,11 @@ def _plan(
     refreshed = (
         refresh(shot.desired, recorded, targets) if refreshing and targets else Refreshed([], {})
     )
-    key_files = key_file_problems(recorded.keys.values(), sink) if sink is not None else {}
+    # The private key files are part of what a refresh looks at: `--no-refresh` (a plan in CI
+    # for a pull request, far from the secrets directory) does not read them either.
+    key_files = (
+        key_file_problems(recorded.keys.values(), sink) if sink is not None and refreshing else {}
+    )
     with fewer_collections():
         the_plan = plan(
             shot.desired,
