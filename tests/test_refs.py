@@ -500,18 +500,22 @@ def run_once(
 def test_daemon_once_refuses_an_undecidable_ref_and_sends_nothing(
     workdir: Path, gh: FakeGitHub
 ) -> None:
-    """`run --once` over the issue's layout exits 1, logging the error with file:line and the
-    slot; GitHub receives nothing. With refFrom declared, the same run deploys the tags."""
+    """`run --once` over the issue's layout exits 1: the file is held as broken, logged with
+    file:line and the slot; GitHub receives nothing. With refFrom declared, the same run
+    deploys the tags."""
     manifests_repository(workdir, "ssh://git@github.com/acme/deployments.git")
     declare(workdir, gh)
     refused = run_once(workdir, "-m", "m")
     assert refused.returncode == 1
-    [failed] = [
+    [invalid] = [
         json.loads(line)
         for line in refused.stderr.splitlines()
-        if line.startswith("{") and json.loads(line)["event"] == "reconcile.failed"
+        if line.startswith("{") and json.loads(line)["event"] == "manifests.invalid"
     ]
-    assert "m/envs.yaml:8: spec.slots.api: no git ref of acme/web" in failed["error"]
+    assert any(
+        "m/envs.yaml:8: spec.slots.api: no git ref of acme/web" in error
+        for error in invalid["errors"]
+    )
     assert gh.requests == []
 
     gh.add_tag("acme/web", "v1.4.2")
@@ -528,14 +532,16 @@ def test_daemon_once_refuses_an_undecidable_ref_and_sends_nothing(
 def test_a_running_daemon_holds_everything_until_a_rule_is_committed(
     workdir: Path, gh: FakeGitHub, running: Callable[..., Running]
 ) -> None:
-    """A watched directory without a decidable ref: each reconcile fails with the slot named
-    in /status and nothing reaches GitHub; once refFrom is written, it converges."""
+    """A watched directory without a decidable ref: the file is held as broken (degraded, the
+    slots named in /status) and nothing reaches GitHub; once refFrom is written, it converges."""
     manifests_repository(workdir, "https://github.com/acme/deployments.git")
     declare(workdir, gh, commit=False)
     daemon = running("-m", "m", "--resync-interval", "10m")
-    last = daemon.status()["last_reconcile"]
-    assert last["result"] == "error"
-    assert "spec.slots.api" in last["error"] and "spec.slots.worker" in last["error"]
+    status = daemon.status()
+    assert status["last_reconcile"]["result"] == "degraded"
+    [invalid] = status["manifests"]["invalid_files"]
+    errors = " ".join(invalid["errors"])
+    assert "spec.slots.api" in errors and "spec.slots.worker" in errors
     assert gh.requests == []
 
     gh.add_tag("acme/web", "v1.4.2")

@@ -292,17 +292,30 @@ def check_refs(desired: DesiredState, revision: Revision | None) -> list[Manifes
     return errors
 
 
-def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes]]) -> DesiredState:
+def load_tolerant(
+    tree: ManifestTree,
+    last_good: Callable[[], Mapping[str, bytes]],
+    check: Callable[[DesiredState], list[ManifestError]] = lambda _: [],
+) -> DesiredState:
     """Load ``tree`` even when some files are broken: each broken file is left out, or replaced
     by its last good version (``last_good()``: content by relative path, read only when needed).
+    ``check`` adds rules beyond one file's schema (a GitHub slot must have a decidable ref): a
+    file it finds fault with counts as broken too.
 
     The result lists the broken files in ``DesiredState.broken`` and the environments that only
     a last good version declares in ``stand_ins``: the planner holds every removal outside the
     environments of valid files while anything is broken. A valid file that only fails because
     of a broken one (it names a target the broken file declared) counts as broken too.
     """
+
+    def load(files: Mapping[Path, bytes], errors: Iterable[ManifestError] = ()) -> DesiredState:
+        desired = parse(files, errors=errors)
+        if found := check(desired):
+            raise ManifestErrors(found)
+        return desired
+
     try:
-        return parse(tree.files, errors=tree.errors)
+        return load(tree.files, tree.errors)
     except ManifestErrors as first:
         failed = first
     problems: dict[Path, list[str]] = {}
@@ -315,7 +328,7 @@ def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes
             problems.setdefault(error.file, []).append(str(error))
         valid = {p: c for p, c in valid.items() if not _under_any(tree, p, broken)}
         try:
-            desired = parse(valid)
+            desired = load(valid)
             break
         except ManifestErrors as exc:
             failed = exc
@@ -324,7 +337,7 @@ def load_tolerant(tree: ManifestTree, last_good: Callable[[], Mapping[str, bytes
         for relative, content in sorted(last_good().items())
         if _under_any(tree, tree.root / relative, broken)
     }
-    desired, held = _with_stand_ins(desired, valid, stand_ins)
+    desired, held = _with_stand_ins(desired, valid, stand_ins, load)
     return desired.model_copy(
         update={
             "broken": tuple(
@@ -356,7 +369,10 @@ def _under_any(tree: ManifestTree, path: Path, broken: set[Path]) -> bool:
 
 
 def _with_stand_ins(
-    desired: DesiredState, valid: dict[Path, bytes], stand_ins: dict[Path, bytes]
+    desired: DesiredState,
+    valid: dict[Path, bytes],
+    stand_ins: dict[Path, bytes],
+    load: Callable[[Mapping[Path, bytes]], DesiredState],
 ) -> tuple[DesiredState, set[Path]]:
     """Add the last good versions of broken files to the valid ones: all together when they fit,
     else one by one, leaving out any that no longer fits (e.g. its environment moved to a valid
@@ -364,13 +380,13 @@ def _with_stand_ins(
     if not stand_ins:
         return desired, set()
     try:
-        return parse({**valid, **stand_ins}), set(stand_ins)
+        return load({**valid, **stand_ins}), set(stand_ins)
     except ManifestErrors:
         pass
     accepted: dict[Path, bytes] = {}
     for path, content in stand_ins.items():
         try:
-            desired = parse({**valid, **accepted, path: content})
+            desired = load({**valid, **accepted, path: content})
         except ManifestErrors:
             continue
         accepted[path] = content

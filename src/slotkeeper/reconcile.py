@@ -97,7 +97,10 @@ def tolerant_snapshot(manifests: Path, ledger: Ledger) -> Snapshot:
     last good version from the ledger (or left out), and listed in ``desired.broken`` so the
     planner holds removals it cannot be sure of (see ``manifests.load_tolerant``)."""
     tree = read_tree(manifests)
-    desired = load_tolerant(tree, ledger.last_good_manifests)
+    revision = git_revision(manifests)
+    desired = load_tolerant(
+        tree, ledger.last_good_manifests, check=lambda loaded: check_refs(loaded, revision)
+    )
     if desired.broken:
         obs.get_logger().error(
             "manifests.invalid",
@@ -107,7 +110,7 @@ def tolerant_snapshot(manifests: Path, ledger: Ledger) -> Snapshot:
             message="broken manifest files keep their last good version and nothing outside "
             "the environments of valid files is removed; fix them",
         )
-    return Snapshot(desired, git_revision(manifests), manifests, _by_name(tree))
+    return Snapshot(desired, revision, manifests, _by_name(tree))
 
 
 def _by_name(tree: ManifestTree) -> dict[str, bytes]:
