@@ -371,6 +371,13 @@ def test_an_empty_checkout_is_refused_by_validate_and_removes_nothing(
     assert set(active_keys(sk)) == {"a", "b", "c"}
     assert_every_active_key_has_its_file(sk)
     assert statuses(sk)[("production", "api")] == "DEPLOYED"
+    # The empty set did not replace the last good version: a broken file still has one.
+    (workdir / "m" / "envs.yaml").write_text(
+        (workdir / "m" / "envs.yaml").read_text().replace("version:", "versoin:")
+    )
+    assert sk("run", "--once", "-m", "m").code == 1
+    [broken] = sk("status", "--json").json()["manifests"]["invalid_files"]
+    assert broken["last_good"] is True
     apply(sk, "--allow-mass-decommission", "--allow-empty", manifests="empty")
     assert active_keys(sk) == {}
     assert statuses(sk)[("production", "api")] == "DECOMMISSIONED"

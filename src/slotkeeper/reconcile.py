@@ -125,7 +125,8 @@ def remember_manifests(ledger: Ledger, shot: Snapshot, *, at: datetime) -> None:
         if shot.desired.broken:
             tx.set_manifest_status(ManifestStatus(at=at, revision=sha, broken=shot.desired.broken))
         else:
-            tx.store_last_good(shot.files, revision=sha, at=at)
+            if shot.desired.environments:  # an empty checkout is no version worth keeping
+                tx.store_last_good(shot.files, revision=sha, at=at)
             tx.set_manifest_status(None)
 
 
