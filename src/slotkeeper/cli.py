@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
+from slotkeeper.credentials import read_credential_file
 from slotkeeper.errors import (
     ConfigError,
     ManifestError,
@@ -686,6 +687,26 @@ def _listen(value: str) -> tuple[str, int]:
     return (host or "0.0.0.0", number)
 
 
+def _webhook_secret(file: Path | None) -> bytes | None:
+    """The webhook's HMAC key from ``--webhook-secret-file`` or ``SLOTKEEPER_WEBHOOK_SECRET``;
+    None when neither is given. An empty or blank one is refused: an empty HMAC key would let
+    anyone sign a webhook (``$(openssl rand -hex 32)`` is empty where openssl is missing)."""
+    if file is not None:
+        value = read_credential_file(file, owner="--webhook-secret-file").strip()
+        where = f"--webhook-secret-file {file}"
+    elif "SLOTKEEPER_WEBHOOK_SECRET" in os.environ:
+        value = os.environ["SLOTKEEPER_WEBHOOK_SECRET"].strip()
+        where = "SLOTKEEPER_WEBHOOK_SECRET"
+    else:
+        return None
+    if not value:
+        raise ConfigError(
+            f"{where} is empty: refusing to verify webhooks with an empty secret (anyone could "
+            "sign them); give a random secret of 32 bytes or more, or none to disable the hook"
+        )
+    return value.encode()
+
+
 @cli.command()
 @click.option(
     "--source",
@@ -765,14 +786,7 @@ def run(
     from slotkeeper.daemon import Daemon, DaemonSettings, install_signal_handlers
     from slotkeeper.sources import open_source
 
-    secret: bytes | None = None
-    if webhook_secret_file is not None:
-        try:
-            secret = webhook_secret_file.read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --webhook-secret-file: {exc.strerror}") from exc
-    elif os.environ.get("SLOTKEEPER_WEBHOOK_SECRET"):
-        secret = os.environ["SLOTKEEPER_WEBHOOK_SECRET"].encode()
+    secret = _webhook_secret(webhook_secret_file)
     settings = DaemonSettings(
         source=open_source(
             source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir

@@ -120,7 +120,7 @@ class Daemon:
         self.busy_since: float | None = None
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, datetime] = {}
-        self._deliveries: OrderedDict[str, None] = OrderedDict()
+        self._replays = ReplayGuard()
         self._log = obs.get_logger()
         self.is_leader = False
         self._stand_after = 0.0
@@ -153,6 +153,11 @@ class Daemon:
             source=self.settings.source.describe(),
             listen=f"{self.settings.listen[0]}:{self.settings.listen[1]}",
         )
+        if self.settings.webhook_secret is None:
+            self._log.warning(
+                "webhook.disabled",
+                message="no webhook secret configured: POST /hooks/github answers 401 to all",
+            )
         self.triggers.put("start")
         next_resync = time.monotonic() + self.settings.resync_interval
         try:
@@ -463,18 +468,18 @@ class Daemon:
             _reply(handler, 401, {"error": "bad signature"})
             return
         delivery = handler.headers.get("X-GitHub-Delivery") or ""
-        if delivery and delivery in self._deliveries:
+        if not self._replays.first_time(delivery, body):
+            self._log.warning("webhook.refused", reason="replayed delivery or body")
             _reply(handler, 200, {"accepted": False, "reason": "duplicate delivery"})
             return
-        if delivery:
-            self._deliveries[delivery] = None
-            while len(self._deliveries) > 1000:
-                self._deliveries.popitem(last=False)
         event = handler.headers.get("X-GitHub-Event") or ""
         try:
             payload = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             _reply(handler, 400, {"error": "body is not JSON"})
+            return
+        if _depth(payload) > MAX_JSON_DEPTH:
+            _reply(handler, 400, {"error": f"body is nested deeper than {MAX_JSON_DEPTH}"})
             return
         if event == "ping":
             _reply(handler, 200, {"accepted": True, "event": "ping"})
@@ -505,6 +510,48 @@ class Daemon:
         if not isinstance(ref, str):
             return f"a push without a ref; following {wanted}"
         return f"a push to {ref[:200]}, not to the followed {wanted}"
+
+
+#: how deep a webhook body may nest (GitHub's push payloads stay under 10 levels)
+MAX_JSON_DEPTH = 32
+
+
+def _depth(document: Any) -> int:
+    """How deeply ``document`` nests lists and objects, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+class ReplayGuard:
+    """Signed webhook deliveries seen lately, by delivery id and by a digest of the body: a
+    captured body re-sent under a new or missing id is refused too. Shared by the HTTP threads,
+    so every check-and-remember happens under one lock."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery: str, body: bytes) -> bool:
+        keys = [f"body:{hashlib.sha256(body).hexdigest()}"]
+        if delivery:
+            keys.append(f"delivery:{delivery}")
+        with self._lock:
+            if any(key in self._seen for key in keys):
+                return False
+            for key in keys:
+                self._seen[key] = None
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+        return True
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import watchfiles
 
-from slotkeeper.errors import SlotkeeperError
+from slotkeeper.credentials import private_dirs, read_credential_file
+from slotkeeper.errors import ConfigError, SlotkeeperError
 from slotkeeper.model import Revision
 from slotkeeper.targets.base import Commit
 
@@ -191,7 +192,7 @@ class GitSource:
         return f"{_redact(self.url)}#{self.branch}:{self.subpath}"
 
     def fetch(self) -> Checkout:
-        self.cache.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.cache)
         if not (self.cache / ".git").exists():
             self._run("init", "-q")
         # Recorded as origin (credentials stripped) so that the revision names its repository;
@@ -217,7 +218,7 @@ class GitSource:
 
     def peek(self) -> str:
         """The sha the followed branch points at on the remote, without touching the checkout."""
-        self.cache.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.cache)
         out = self._run("ls-remote", self.url, f"refs/heads/{self.branch}")
         if not out.strip():
             raise SourceError(f"{self.describe()}: branch {self.branch!r} not found")
@@ -275,11 +276,11 @@ def _git_token() -> str | None:
     path = os.environ.get("SLOTKEEPER_GIT_TOKEN_FILE")
     if path:
         try:
-            return Path(path).read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read SLOTKEEPER_GIT_TOKEN_FILE {path}: {exc.strerror}"
-            ) from exc
+            return (
+                read_credential_file(Path(path), owner="SLOTKEEPER_GIT_TOKEN_FILE").strip() or None
+            )
+        except ConfigError as exc:
+            raise SourceError(str(exc)) from exc
     return None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import filelock
 
+from slotkeeper.credentials import private_dirs, private_file
 from slotkeeper.errors import LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
 
@@ -49,7 +50,12 @@ class SqliteLedger(SqlLedger):
             )
         try:
             if create and not in_memory:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                # Only this user reads the ledger (it caches what targets answered): 0600 files
+                # (SQLite gives its WAL and shared-memory files the database's mode), 0700 dirs.
+                private_dirs(path.parent)
+                for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    if companion == path or companion.exists():
+                        private_file(companion)
             connection = sqlite3.connect(
                 MEMORY if in_memory else path, isolation_level=None, check_same_thread=False
             )
@@ -71,7 +77,7 @@ class SqliteLedger(SqlLedger):
             connection.close()
             raise
         # Not thread-local: the daemon asks whether it still holds the lock from worker threads.
-        self._lock = filelock.FileLock(f"{path}.lock", thread_local=False)
+        self._lock = filelock.FileLock(f"{path}.lock", thread_local=False, mode=0o600)
 
     def _try_lock(self) -> bool:
         try:
