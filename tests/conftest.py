@@ -9,7 +9,7 @@ import pytest
 from hypothesis import settings
 
 from slotkeeper.cli import main
-from tests.daemon_support import running  # noqa: F401  (a fixture, shared by daemon tests)
+from tests.daemon_support import running, ui  # noqa: F401  (fixtures shared by the tests)
 from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
 from tests.fakes.iftrue import FakeIftrue

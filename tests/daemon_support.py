@@ -138,3 +138,49 @@ def running(workdir: Path) -> Iterator[Callable[..., Running]]:
         if daemon.process.poll() is None:
             daemon.process.kill()
         daemon.process.communicate()  # reap it and close its pipes
+
+
+class Ui:
+    """`slotkeeper ui` as a subprocess on a free port."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "slotkeeper", "ui", "--listen", f"127.0.0.1:{self.port}", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"ui exited: {self.process.communicate()}")
+            return httpx.get(self.url + "/status", timeout=2).status_code == 200
+
+        wait_for(up, what="slotkeeper ui")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+    def stop(self) -> tuple[int, str]:
+        self.process.terminate()
+        _, err = self.process.communicate(timeout=10)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def ui(workdir: Path) -> Iterator[Callable[..., Ui]]:
+    started: list[Ui] = []
+
+    def start(*args: str) -> Ui:
+        one = Ui(*args, cwd=workdir)
+        started.append(one)
+        return one
+
+    yield start
+    for one in started:
+        if one.process.poll() is None:
+            one.process.kill()
+        one.process.communicate()

@@ -6,17 +6,15 @@ from __future__ import annotations
 import html
 import re
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.daemon_support import Running, free_port, wait_for
+from tests.daemon_support import Running, Ui, wait_for
 from tests.fakes.github import FakeGitHub
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
 from tests.test_github_target import TOKEN, target
@@ -45,52 +43,6 @@ def cells_of(html: str) -> Cells:
     parser = Cells()
     parser.feed(html)
     return parser
-
-
-class Ui:
-    """`slotkeeper ui` as a subprocess on a free port."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "slotkeeper", "ui", "--listen", f"127.0.0.1:{self.port}", *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-        def up() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"ui exited: {self.process.communicate()}")
-            return httpx.get(self.url + "/status", timeout=2).status_code == 200
-
-        wait_for(up, what="slotkeeper ui")
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5)
-
-    def stop(self) -> tuple[int, str]:
-        self.process.terminate()
-        _, err = self.process.communicate(timeout=10)
-        return self.process.returncode, err
-
-
-@pytest.fixture
-def ui(workdir: Path) -> Iterator[Callable[..., Ui]]:
-    started: list[Ui] = []
-
-    def start(*args: str) -> Ui:
-        one = Ui(*args, cwd=workdir)
-        started.append(one)
-        return one
-
-    yield start
-    for one in started:
-        if one.process.poll() is None:
-            one.process.kill()
-        one.process.communicate()
 
 
 def two_revisions(sk: Sk, workdir: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_support import SECRET, Running
+from tests.daemon_support import SECRET, Running, Ui
 from tests.helpers import Run, environment, image, write_manifests
 
 Sk = Callable[..., Run]
@@ -150,3 +150,53 @@ def test_the_ledger_is_readable_by_its_user_only(sk: Sk, workdir: Path) -> None:
     (home / "state.db").chmod(0o644)
     assert sk("apply", "--yes", "-m", "m").code == 0
     assert stat.S_IMODE((home / "state.db").stat().st_mode) == 0o600
+
+
+def test_the_dashboard_sends_security_headers_and_answers_only_its_hosts(
+    sk: Sk, workdir: Path, ui: Callable[..., Ui]
+) -> None:
+    """`slotkeeper ui` answers localhost names and those given with --allowed-host, refuses any
+    other Host (DNS rebinding), and every answer carries CSP, nosniff, no framing, no referrer."""
+    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    dashboard = ui("--allowed-host", "dash.example.internal")
+    for path in ("/", "/keys", "/status", "/nowhere"):
+        answer = dashboard.get(path)
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert "script-src" not in answer.headers["Content-Security-Policy"]  # none at all
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+    for host, status in [
+        ("localhost:8080", 200),
+        ("127.0.0.1", 200),
+        ("[::1]:8080", 200),
+        ("dash.example.internal", 200),
+        ("attacker.example", 403),
+        ("attacker.example:8080", 403),
+    ]:
+        answer = httpx.get(dashboard.url + "/status", headers={"Host": host}, timeout=5)
+        assert answer.status_code == status, host
+    assert "<script" not in dashboard.get("/").text
+
+
+def test_the_daemon_answers_only_its_configured_hosts(
+    workdir: Path, running: Callable[..., Running]
+) -> None:
+    """With --allowed-host, the daemon's endpoints (the hook included) refuse any other Host;
+    its answers carry the security headers."""
+    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    daemon = running("-m", "m", "--allowed-host", "127.0.0.1", "--allowed-host", "slotkeeper.svc")
+    ok = httpx.get(daemon.url + "/status", headers={"Host": "slotkeeper.svc"}, timeout=5)
+    assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "DENY"
+    for path in ("/status", "/metrics", "/"):
+        refused = httpx.get(daemon.url + path, headers={"Host": "evil.example"}, timeout=5)
+        assert refused.status_code == 403
+    body = b'{"ref": "refs/heads/main"}'
+    hook = httpx.post(
+        daemon.url + "/hooks/github",
+        content=body,
+        headers={"Host": "evil.example", "X-Hub-Signature-256": signed(body)},
+        timeout=5,
+    )
+    assert hook.status_code == 403
+    assert daemon.terminate()[0] == 0

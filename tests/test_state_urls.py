@@ -11,8 +11,8 @@ import pytest
 
 from slotkeeper.ledger.urls import redact, scrub
 from tests.conftest import POSTGRES, postgres_schema_url
+from tests.daemon_support import Ui
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
-from tests.test_dashboard import Ui, ui  # noqa: F401  (a fixture: `slotkeeper ui` subprocesses)
 
 Sk = Callable[..., Run]
 
@@ -236,7 +236,7 @@ def test_ui_banner_and_pages_never_show_a_credential(
     sk: Sk,
     workdir: Path,
     postgres_url: str,
-    ui: Callable[..., Ui],  # noqa: F811
+    ui: Callable[..., Ui],
 ) -> None:
     """`ui` over a PostgreSQL ledger whose URL carries passwords: the banner, the pages and
     /status show the URL without them."""

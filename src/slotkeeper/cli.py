@@ -760,6 +760,13 @@ def _webhook_secret(file: Path | None) -> bytes | None:
     help="Where git checkouts are kept.",
 )
 @click.option("--once", is_flag=True, help="Reconcile once with these settings and exit.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Answer HTTP requests only for this Host name (repeatable; default: any, since probes "
+    "come by pod IP).",
+)
 @state_option
 @guard_options
 @apply_options
@@ -774,6 +781,7 @@ def run(
     webhook_secret_file: Path | None,
     cache_dir: Path,
     once: bool,
+    allowed_hosts: tuple[str, ...],
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
@@ -805,6 +813,7 @@ def run(
         listen=_listen(listen),
         webhook_secret=secret,
         branch=branch,
+        allowed_hosts=frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None,
     )
     with _ledger(state) as ledger:
         daemon = Daemon(settings, ledger)
@@ -828,12 +837,24 @@ def run(
     show_default=True,
     help="HOST:PORT to serve the dashboard on.",
 )
-def ui(state: str, manifests: Path | None, listen: str) -> int:
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Answer requests for this Host name too (repeatable; localhost, 127.0.0.1, ::1 and "
+    "the --listen host always).",
+)
+def ui(state: str, manifests: Path | None, listen: str, allowed_hosts: tuple[str, ...]) -> int:
     """Serve the read-only dashboard over a ledger (what is deployed where), until Ctrl-C."""
     from slotkeeper.dashboard.pages import Dashboard  # templates load only for this command
-    from slotkeeper.dashboard.server import serve
+    from slotkeeper.dashboard.server import LOCAL_HOSTS, serve
 
     host, port = _listen(listen)
+    # Only names the operator chose: a page of another site whose name resolves here (DNS
+    # rebinding) is refused.
+    hosts = LOCAL_HOSTS | {h.lower() for h in allowed_hosts}
+    if host not in ("0.0.0.0", "::", ""):
+        hosts |= {host.lower().strip("[]")}
     desired = load_manifests(manifests) if manifests is not None else None
     with _ledger(state, create=False) as ledger:
         dashboard = Dashboard(
@@ -842,7 +863,7 @@ def ui(state: str, manifests: Path | None, listen: str) -> int:
             desired=lambda: desired,
             source=str(manifests) if manifests is not None else None,
         )
-        server = serve(dashboard, host, port)
+        server = serve(dashboard, host, port, allowed_hosts=frozenset(hosts))
         shown = f"{host}:{server.server_address[1]}"
         _stderr().print(f"Serving the dashboard of {ledger.url} at http://{shown}/ (Ctrl-C stops)")
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

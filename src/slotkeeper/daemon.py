@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import Dashboard
-from slotkeeper.dashboard.server import answer, bind
+from slotkeeper.dashboard.server import answer, bind, refuse_host, send_headers
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
@@ -62,6 +62,8 @@ class DaemonSettings:
     resync_interval: float = 300.0
     listen: tuple[str, int] = ("0.0.0.0", 8080)
     webhook_secret: bytes | None = None
+    #: the ``Host`` names answered (None: any, e.g. kubelet probes by pod IP)
+    allowed_hosts: frozenset[str] | None = None
     #: the branch followed (``--branch``): a push webhook for any other ref triggers nothing,
     #: whatever the source (a watched directory is taken to be a checkout of this branch)
     branch: str = "main"
@@ -407,10 +409,12 @@ class Daemon:
                 return  # requests are not logged line by line
 
             def do_GET(self) -> None:
-                daemon._get(self)
+                if not refuse_host(self, daemon.settings.allowed_hosts):
+                    daemon._get(self)
 
             def do_POST(self) -> None:
-                daemon._post(self)
+                if not refuse_host(self, daemon.settings.allowed_hosts):
+                    daemon._post(self)
 
         host, port = self.settings.listen
         server = bind(host, port, Handler)
@@ -560,9 +564,7 @@ def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:
 
 def _reply_bytes(handler: BaseHTTPRequestHandler, status: int, body: bytes, kind: str) -> None:
     handler.send_response(status)
-    handler.send_header("Content-Type", kind)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
+    send_headers(handler, kind, len(body))
     handler.wfile.write(body)
 
 

@@ -25,6 +25,52 @@ def answer(dashboard: Dashboard, target: str) -> Answer:
     return found or Answer(404, b'{"error": "not found"}', JSON)
 
 
+#: sent with every answer of the dashboard and the daemon: no page of ours runs a script, is
+#: framed, sniffed as another type or tells another site where its reader came from
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+#: the names a local dashboard answers to unless told others (DNS rebinding: a page of any
+#: site whose name resolves to 127.0.0.1 would otherwise read it)
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str | None) -> str:
+    """The host of a ``Host`` header, without its port, lower case (``[::1]:80`` is ``::1``)."""
+    value = (header or "").strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
+def refuse_host(handler: BaseHTTPRequestHandler, allowed: frozenset[str] | None) -> bool:
+    """Answer 403 and return True when the request's ``Host`` is not one of ``allowed``
+    (None: any host is served)."""
+    if allowed is None or host_name(handler.headers.get("Host")) in allowed:
+        return False
+    body = b'{"error": "unknown host: start slotkeeper with --allowed-host for this name"}'
+    handler.send_response(403)
+    send_headers(handler, JSON, len(body))
+    handler.wfile.write(body)
+    return True
+
+
+def send_headers(handler: BaseHTTPRequestHandler, content_type: str, length: int) -> None:
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(length))
+    for name, value in SECURITY_HEADERS.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+
+
 def bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """A threaded HTTP server listening on host:port (not serving yet). An address that cannot
     be had (in use, not ours, unknown) is a ``ConfigError`` that says so, never a traceback."""
@@ -39,8 +85,11 @@ def bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> Threadi
     return server
 
 
-def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
-    """A threaded HTTP server answering GETs from ``dashboard``; the caller runs it."""
+def serve(
+    dashboard: Dashboard, host: str, port: int, *, allowed_hosts: frozenset[str] | None
+) -> ThreadingHTTPServer:
+    """A threaded HTTP server answering GETs from ``dashboard`` for ``allowed_hosts`` (None:
+    any); the caller runs it."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "slotkeeper"
@@ -49,18 +98,16 @@ def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
             return
 
         def do_GET(self) -> None:
+            if refuse_host(self, allowed_hosts):
+                return
             found = answer(dashboard, self.path)
             self.send_response(found.status)
-            self.send_header("Content-Type", found.content_type)
-            self.send_header("Content-Length", str(len(found.body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
+            send_headers(self, found.content_type, len(found.body))
             self.wfile.write(found.body)
 
         def do_POST(self) -> None:
             self.send_response(405)
             self.send_header("Allow", "GET")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            send_headers(self, JSON, 0)
 
     return bind(host, port, Handler)
