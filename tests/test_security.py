@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.daemon_support import SECRET, Running, Ui
 from tests.helpers import Run, environment, image, write_manifests
@@ -200,3 +201,20 @@ def test_the_daemon_answers_only_its_configured_hosts(
     )
     assert hook.status_code == 403
     assert daemon.terminate()[0] == 0
+
+
+def test_the_ci_example_gives_pull_request_plans_no_target_credentials() -> None:
+    """The example workflow: target credentials only in the apply job (push to main); the
+    pull-request plan runs with --no-refresh, which needs none."""
+    workflow = yaml.safe_load(
+        (Path(__file__).parents[1] / "examples" / "ci" / "github-actions.yml").read_text()
+    )
+    credentials = {"GITHUB_TOKEN", "CHAINLOOP_TOKEN", "UNKEY_ROOT_KEY", "IFTRUE_JWT"}
+    assert credentials.isdisjoint(workflow["env"])
+    plan = workflow["jobs"]["plan"]
+    assert credentials.isdisjoint(plan.get("env", {}))
+    [script] = [step["run"] for step in plan["steps"] if step.get("name") == "Plan"]
+    assert "--no-refresh" in script
+    apply = workflow["jobs"]["apply"]
+    assert credentials <= set(apply["env"])
+    assert "refs/heads/main" in apply["if"]
