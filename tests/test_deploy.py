@@ -767,16 +767,18 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
 
 
 def test_github_actions_workflow() -> None:
-    """PR plans as a markdown comment, applies on main that never overlap, state from a secret."""
+    """PR plans as a markdown comment, applies on main that never overlap, state from a secret,
+    target credentials from secrets in the apply job only."""
     doc = workflow()
     triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` key as true
     assert triggers["pull_request"]["paths"] == ["environments/**"]
     assert triggers["push"]["branches"] == ["main"]
     assert "secrets.SLOTKEEPER_STATE" in doc["env"]["SLOTKEEPER_STATE"]
-    for name in ("GITHUB_TOKEN", "CHAINLOOP_TOKEN", "UNKEY_ROOT_KEY", "IFTRUE_JWT"):
-        assert "secrets." in doc["env"][name]
-
     plan, apply = doc["jobs"]["plan"], doc["jobs"]["apply"]
+    for name in ("GITHUB_TOKEN", "CHAINLOOP_TOKEN", "UNKEY_ROOT_KEY", "IFTRUE_JWT"):
+        assert "secrets." in apply["env"][name]
+        assert name not in doc["env"] and name not in plan.get("env", {})
+
     assert "pull_request" in plan["if"]
     assert plan["permissions"]["pull-requests"] == "write"
     plan_script = run_steps(plan)
