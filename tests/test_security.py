@@ -115,8 +115,8 @@ def test_forged_replayed_and_nested_webhooks_are_refused(
     workdir: Path, running: Callable[..., Running]
 ) -> None:
     """A body signed with another (or an empty) key is 401; a signed body sent again under a
-    new or missing delivery id is a duplicate; a deeply nested signed body is 400; none of it
-    leaves a traceback."""
+    new or missing delivery id is a duplicate, also after a restart; a deeply nested signed
+    body is 400; none of it leaves a traceback."""
     write_manifests(workdir / "m", environment("production", {"api": image()}))
     daemon = running("-m", "m", "--resync-interval", "1h")
     body = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
@@ -134,6 +134,12 @@ def test_forged_replayed_and_nested_webhooks_are_refused(
     code, err = daemon.terminate()
     assert code == 0
     assert "Traceback" not in err and "RecursionError" not in err
+    # A restarted daemon (a rollout, a failover) still knows the delivery: the ledger keeps it.
+    restarted = running("-m", "m", "--resync-interval", "1h")
+    replayed = post(restarted, body, signed(body), "d-after-restart")
+    assert replayed.status_code == 200 and replayed.json()["accepted"] is False
+    fresh = json.dumps({"ref": "refs/heads/main", "after": "b" * 40}).encode()
+    assert post(restarted, fresh, signed(fresh), "d-3").status_code == 202
 
 
 def test_the_ledger_is_readable_by_its_user_only(sk: Sk, workdir: Path) -> None:

@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -122,7 +121,9 @@ class Daemon:
         self.busy_since: float | None = None
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, datetime] = {}
-        self._replays = ReplayGuard()
+        # HTTP threads check-and-remember deliveries one at a time (the ledger keeps them, so a
+        # restart or a failover forgets nothing).
+        self._deliveries_lock = threading.Lock()
         self._log = obs.get_logger()
         self.is_leader = False
         self._stand_after = 0.0
@@ -451,6 +452,15 @@ class Daemon:
         """What ``/status`` returns (and the dashboard shows)."""
         return self.dashboard.status()
 
+    def _first_delivery(self, delivery: str, body: bytes) -> bool:
+        keys = delivery_keys(delivery, body)
+        with self._deliveries_lock:
+            try:
+                return self.ledger.first_delivery(keys, at=self.clock(), window=REPLAY_WINDOW)
+            except SlotkeeperError as exc:
+                self._log.warning("webhook.replay_check_failed", error=str(exc))
+                return False  # unsure: refuse; the resync interval reconciles anyway
+
     def _post(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path.split("?")[0] != "/hooks/github":
             _reply(handler, 404, {"error": "not found"})
@@ -472,7 +482,7 @@ class Daemon:
             _reply(handler, 401, {"error": "bad signature"})
             return
         delivery = handler.headers.get("X-GitHub-Delivery") or ""
-        if not self._replays.first_time(delivery, body):
+        if not self._first_delivery(delivery, body):
             self._log.warning("webhook.refused", reason="replayed delivery or body")
             _reply(handler, 200, {"accepted": False, "reason": "duplicate delivery"})
             return
@@ -534,28 +544,18 @@ def _depth(document: Any) -> int:
     return deepest
 
 
-class ReplayGuard:
-    """Signed webhook deliveries seen lately, by delivery id and by a digest of the body: a
-    captured body re-sent under a new or missing id is refused too. Shared by the HTTP threads,
-    so every check-and-remember happens under one lock."""
+#: how long a signed webhook delivery is remembered (GitHub redelivers within days at most
+#: when asked; a replay after that finds nothing new to reconcile anyway)
+REPLAY_WINDOW = timedelta(days=3)
 
-    def __init__(self, size: int = 1000) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
 
-    def first_time(self, delivery: str, body: bytes) -> bool:
-        keys = [f"body:{hashlib.sha256(body).hexdigest()}"]
-        if delivery:
-            keys.append(f"delivery:{delivery}")
-        with self._lock:
-            if any(key in self._seen for key in keys):
-                return False
-            for key in keys:
-                self._seen[key] = None
-            while len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-        return True
+def delivery_keys(delivery: str, body: bytes) -> list[str]:
+    """What a delivery is remembered by: its id, and a digest of its body (a captured body
+    re-sent under a new or missing id is a replay too)."""
+    keys = [f"body:{hashlib.sha256(body).hexdigest()}"]
+    if delivery:
+        keys.append(f"delivery:{delivery[:200]}")
+    return keys
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, document: Any) -> None:

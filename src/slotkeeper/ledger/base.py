@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -208,6 +208,11 @@ class Ledger(Protocol):
     def cache_get(self, target: str, credential: str, url: str) -> tuple[str, str] | None: ...
 
     def request_reconcile(self, reason: str, *, at: datetime) -> None: ...
+
+    def first_delivery(self, keys: Sequence[str], *, at: datetime, window: timedelta) -> bool:
+        """Remember ``keys`` (a webhook's delivery id, its body's digest); False when one of
+        them was seen within ``window`` (a replay)."""
+        ...
 
     def latest_request(self) -> int: ...
 

@@ -214,6 +214,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=7,
+        description="webhook deliveries seen lately, so that a replay is refused after a restart",
+        statements=(
+            # By delivery id and by a digest of the body (never the body itself), pruned to a
+            # window at every insert.
+            """CREATE TABLE webhook_deliveries (
+                key TEXT PRIMARY KEY,
+                at TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

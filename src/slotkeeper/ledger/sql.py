@@ -694,6 +694,24 @@ class SqlLedger:
                 "(SELECT MAX(seq) FROM reconcile_requests) - 100"
             )
 
+    def first_delivery(self, keys: Sequence[str], *, at: datetime, window: timedelta) -> bool:
+        try:
+            with self.transaction() as tx:
+                tx._run("DELETE FROM webhook_deliveries WHERE at < ?", (to_text(at - window),))
+                marks = ", ".join("?" for _ in keys)
+                seen = tx._run(
+                    f"SELECT 1 FROM webhook_deliveries WHERE key IN ({marks})", tuple(keys)
+                ).fetchone()
+                if seen is not None:
+                    return False
+                for key in keys:
+                    tx._run(
+                        "INSERT INTO webhook_deliveries (key, at) VALUES (?, ?)", (key, to_text(at))
+                    )
+        except LedgerError:
+            return False  # another replica remembered the same delivery at the same moment
+        return True
+
     def latest_request(self) -> int:
         rows = self._query("SELECT MAX(seq) FROM reconcile_requests")
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
