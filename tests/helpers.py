@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from slotkeeper.ledger import open_ledger
-from slotkeeper.model import RecordedState
+from slotkeeper.model import RecordedState, RemoteState, SyncStatus, SyncSubject, TargetSync
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -105,3 +105,22 @@ def git(repo: Path, *args: str) -> str:
         text=True,
         check=True,
     ).stdout.strip()
+
+
+def synced_record(
+    target: str, subject_id: int, *, remote_id: str, at: datetime, **extra: Any
+) -> TargetSync:
+    """A record's sync row: ``target`` holds it active, as wanted (``extra`` changes that)."""
+    values: dict[str, Any] = {
+        "target": target,
+        "subject": SyncSubject.RECORD,
+        "subject_id": subject_id,
+        "wanted": RemoteState.ACTIVE,
+        "remote_id": remote_id,
+        "remote_state": RemoteState.ACTIVE,
+        "status": SyncStatus.SYNCED,
+        "attempts": 1,
+        "updated_at": at,
+    }
+    values.update(extra)
+    return TargetSync(**values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from slotkeeper.errors import PermanentTargetError
@@ -30,11 +31,13 @@ class MemoryCache:
         self.entries[url] = (etag, body)
 
 
-@pytest.fixture
-def adapter(github: FakeGitHub) -> Iterator[GitHubTarget]:
-    target = GitHubTarget(
+def github_adapter(
+    base_url: str, *, transport: httpx.BaseTransport | None = None, attempts: int = 5
+) -> GitHubTarget:
+    """A GitHub adapter at ``base_url`` with an in-memory cache and a roomy write budget."""
+    return GitHubTarget(
         name="github",
-        settings=GitHubSettings(base_url=github.base_url, token=TOKEN),
+        settings=GitHubSettings(base_url=base_url, token=TOKEN, attempts=attempts),
         budget=WriteBudget(
             target="github",
             windows=[Window(80, timedelta(minutes=1))],
@@ -42,7 +45,13 @@ def adapter(github: FakeGitHub) -> Iterator[GitHubTarget]:
             clock=lambda: datetime.now(UTC),
         ),
         cache=MemoryCache(),
+        transport=transport,
     )
+
+
+@pytest.fixture
+def adapter(github: FakeGitHub) -> Iterator[GitHubTarget]:
+    target = github_adapter(github.base_url)
     yield target
     target.close()
 

@@ -34,7 +34,7 @@ from slotkeeper.targets.base import EnvironmentInfo, RecordSubject
 from slotkeeper.targets.github import GitHubTarget
 from tests import test_github_target as github_target
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, synced_record, write_manifests
 from tests.test_github_target import TOKEN, target
 from tests.test_target_links import mock_adapter
 
@@ -253,15 +253,14 @@ def _subject_and_sync() -> tuple[RecordSubject, TargetSync]:
         environment=EnvironmentInfo("production", "acme/other", True, False),
         lineage="l",
     )
-    sync = TargetSync(
-        target="github",
-        subject=SyncSubject.RECORD,
-        subject_id=7,
-        wanted=RemoteState.INACTIVE,
+    sync = synced_record(
+        "github",
+        7,
         remote_id="1001",
-        remote_state=RemoteState.ACTIVE,
+        at=now,
+        wanted=RemoteState.INACTIVE,
         status=SyncStatus.PENDING,
-        updated_at=now,
+        attempts=0,
         location={"base_url": "https://api.github.com", "repository": "acme/web"},
     )
     return subject, sync

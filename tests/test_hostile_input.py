@@ -342,12 +342,12 @@ def test_directory_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> 
     (workdir / "elsewhere").mkdir()
     (workdir / "elsewhere" / "envs.yaml").write_text(VALID)
     (workdir / "m").mkdir()
-    (workdir / "m" / "shared").symlink_to(workdir / "elsewhere", target_is_directory=True)
+    (workdir / "m" / "linked").symlink_to(workdir / "elsewhere", target_is_directory=True)
     (workdir / "m" / "etc").symlink_to("/etc", target_is_directory=True)
     run = sk("validate", "--json", "-m", "m")
     assert run.code == 1
     errors = run.json()["errors"]
-    assert [e["file"] for e in errors] == ["m/etc", "m/shared"]
+    assert [e["file"] for e in errors] == ["m/etc", "m/linked"]
     assert all("symlink leads out of the manifest tree" in e["message"] for e in errors)
 
 

@@ -21,12 +21,10 @@ from slotkeeper.model import (
     Artifact,
     EnvironmentRecord,
     RecordedState,
-    RemoteState,
-    SyncStatus,
     SyncSubject,
     TargetSync,
 )
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, synced_record, write_manifests
 
 Sk = Callable[..., Run]
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -268,17 +266,7 @@ def test_events_can_be_filtered_and_the_newest_taken(ledger_url: str) -> None:
 
 
 def _sync(location: dict[str, str]) -> TargetSync:
-    return TargetSync(
-        target="github",
-        subject=SyncSubject.RECORD,
-        subject_id=1,
-        wanted=RemoteState.ACTIVE,
-        remote_id="1001",
-        remote_state=RemoteState.ACTIVE,
-        status=SyncStatus.SYNCED,
-        updated_at=NOW,
-        location=location,
-    )
+    return synced_record("github", 1, remote_id="1001", at=NOW, attempts=0, location=location)
 
 
 def test_a_sync_keeps_where_its_remote_copy_lives(ledger_url: str) -> None:

@@ -18,13 +18,10 @@ from slotkeeper.model import (
     Record,
     RecordedState,
     RecordStatus,
-    RemoteState,
-    SyncStatus,
     SyncSubject,
-    TargetSync,
 )
 from slotkeeper.plan import Action, ActionType, PlanOptions, action_order, plan, recheck
-from tests.helpers import DIGEST_A, deploy_key, image
+from tests.helpers import DIGEST_A, deploy_key, image, synced_record
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LINEAGE = "00000000-0000-0000-0000-000000000001"
@@ -432,7 +429,7 @@ def test_unkey_never_gets_helm_charts_and_the_plan_says_so() -> None:
 def test_chainloop_records_get_a_heartbeat_when_due() -> None:
     """A DEPLOYED record last recorded on Chainloop longer ago than heartbeatInterval is
     re-recorded; a fresh one is not."""
-    from slotkeeper.model import RemoteState, SyncStatus, SyncSubject, TargetSync
+    from slotkeeper.model import SyncSubject
 
     manifests = with_targets(
         desired(production={"targets": ["chainloop"], "slots": {"api": image()}}),
@@ -440,17 +437,7 @@ def test_chainloop_records_get_a_heartbeat_when_due() -> None:
     )
 
     def synced(age: timedelta) -> RecordedState:
-        sync = TargetSync(
-            target="chainloop",
-            subject=SyncSubject.RECORD,
-            subject_id=1,
-            wanted=RemoteState.ACTIVE,
-            remote_id="r1",
-            remote_state=RemoteState.ACTIVE,
-            status=SyncStatus.SYNCED,
-            attempts=1,
-            updated_at=NOW - age,
-        )
+        sync = synced_record("chainloop", 1, remote_id="r1", at=NOW - age)
         state = recorded(record(1, "production", "api", image()))
         return state.model_copy(update={"syncs": {("chainloop", SyncSubject.RECORD, 1): sync}})
 
@@ -636,17 +623,7 @@ def test_secret_paths_are_compared_normalised() -> None:
 def test_retirements_owed_to_an_unconfigured_target_are_blocked() -> None:
     """A record or key held by a target whose Target document is gone is not retired silently:
     the decommission and the revocation stay blocked, saying which target and what to do."""
-    sync = TargetSync(
-        target="github",
-        subject=SyncSubject.RECORD,
-        subject_id=1,
-        wanted=RemoteState.ACTIVE,
-        remote_id="100",
-        remote_state=RemoteState.ACTIVE,
-        status=SyncStatus.SYNCED,
-        attempts=1,
-        updated_at=NOW,
-    )
+    sync = synced_record("github", 1, remote_id="100", at=NOW)
     key_sync = sync.model_copy(update={"subject": SyncSubject.KEY, "remote_id": "7"})
     state = recorded(
         record(1, "production", "api", image()),

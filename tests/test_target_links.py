@@ -8,20 +8,18 @@ fake GitHub sending a hostile link.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from slotkeeper.errors import PermanentTargetError
-from slotkeeper.targets.github import GitHubSettings, GitHubTarget
+from slotkeeper.targets.github import GitHubTarget
 from slotkeeper.targets.http import within
-from slotkeeper.targets.pacing import Window, WriteBudget
 from tests import test_github_target as github_target
 from tests.fakes.github import FakeGitHub
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
-from tests.test_github_adapter import MemoryCache
+from tests.test_github_adapter import github_adapter
 from tests.test_github_target import TOKEN, target
 
 Sk = Callable[..., Run]
@@ -37,18 +35,7 @@ def elsewhere() -> Iterator[FakeGitHub]:
 
 def mock_adapter(base_url: str, handler: Callable[[httpx.Request], httpx.Response]) -> GitHubTarget:
     """A GitHub adapter whose requests are answered by ``handler`` (no network)."""
-    return GitHubTarget(
-        name="github",
-        settings=GitHubSettings(base_url=base_url, token=TOKEN, attempts=1),
-        budget=WriteBudget(
-            target="github",
-            windows=[Window(80, timedelta(minutes=1))],
-            max_wait=0,
-            clock=lambda: datetime.now(UTC),
-        ),
-        cache=MemoryCache(),
-        transport=httpx.MockTransport(handler),
-    )
+    return github_adapter(base_url, transport=httpx.MockTransport(handler), attempts=1)
 
 
 @pytest.mark.parametrize(

@@ -46,12 +46,12 @@ from slotkeeper.yamlsource import (
     LineList,
     YamlRefused,
     describe_yaml_error,
+    is_yaml_name,
     line_of,
     parse_documents,
 )
 
 #: compared in lower case: ``prod.YAML`` is read like ``prod.yaml``, never silently skipped
-YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES_ENV = "SLOTKEEPER_MAX_MANIFEST_BYTES"
 
@@ -98,12 +98,6 @@ class _Collector:
     #: names of Target documents that failed validation: declared all the same, so a reference
     #: to one is not reported a second time as naming no Target
     invalid_targets: set[str] = field(default_factory=set)
-
-
-def is_yaml_name(path: Path) -> bool:
-    """Whether ``path`` is named like a YAML file (``.yaml`` / ``.yml`` in any case): every such
-    file under the manifest path is read, since one skipped would look like a removal."""
-    return path.suffix.lower() in YAML_SUFFIXES
 
 
 def find_manifest_files(root: Path) -> list[Path]:

@@ -79,17 +79,16 @@ class Snapshot:
     #: the manifest files by relative path: the last good set, once all of them are valid
     files: Mapping[str, bytes] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # Every snapshot (CLI or daemon) has a ref for each GitHub slot: never a 422 at apply.
-        if errors := check_refs(self.desired, self.revision):
-            raise ManifestErrors(errors)
-
 
 def snapshot(manifests: Path) -> Snapshot:
-    """Load and validate the manifests at ``manifests`` (raises ``ManifestErrors``)."""
+    """Load and validate the manifests at ``manifests`` (raises ``ManifestErrors``), each
+    GitHub slot with a decidable ref: never a 422 at apply."""
     tree = read_tree(manifests)
+    revision = git_revision(manifests)
     desired = parse(tree.files, errors=tree.errors)
-    return Snapshot(desired, git_revision(manifests), manifests, _by_name(tree))
+    if errors := check_refs(desired, revision):
+        raise ManifestErrors(errors)
+    return Snapshot(desired, revision, manifests, _by_name(tree))
 
 
 def tolerant_snapshot(manifests: Path, ledger: Ledger) -> Snapshot:

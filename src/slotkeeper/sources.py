@@ -20,6 +20,7 @@ from slotkeeper.credentials import private_dirs, read_credential_file
 from slotkeeper.errors import ConfigError, SlotkeeperError
 from slotkeeper.model import Revision
 from slotkeeper.targets.base import Commit
+from slotkeeper.yamlsource import is_yaml_name
 
 _FIELD = "%x1f"
 
@@ -164,7 +165,7 @@ def is_manifest_path(root: Path, path: Path) -> bool:
         return False
     if any(part.startswith(".") for part in parts):
         return False
-    if path.suffix.lower() in (".yaml", ".yml"):
+    if is_yaml_name(path):
         return True
     # a directory, or a deleted one (a deleted path without a suffix): it may have held some
     return path.is_dir() or (not path.suffix and not path.exists())
@@ -342,7 +343,7 @@ def _digest_tree(root: Path) -> str:
     for path in sorted(root.rglob("*")):
         if (
             path.is_file()
-            and path.suffix.lower() in (".yaml", ".yml")
+            and is_yaml_name(path)
             and not any(part.startswith(".") for part in path.relative_to(root).parts)
         ):
             digest.update(str(path.relative_to(root)).encode())

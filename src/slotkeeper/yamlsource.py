@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
     _BaseLoader = yaml.SafeLoader
 else:  # libyaml's C parser when PyYAML was built with it
     _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def is_yaml_name(path: PurePath) -> bool:
+    """Whether ``path`` is named like a YAML file (``.yaml`` / ``.yml`` in any case): every such
+    file under the manifest path is read, since one skipped would look like a removal."""
+    return path.suffix.lower() in YAML_SUFFIXES
 
 
 class LineDict(dict[Any, Any]):
