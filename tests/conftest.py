@@ -28,12 +28,20 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A scratch current directory: the default ledger and secrets land under it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("SLOTKEEPER_STATE", raising=False)
     monkeypatch.delenv("SLOTKEEPER_SECRETS_DIR", raising=False)
+    monkeypatch.delenv("SLOTKEEPER_STATE_FILE", raising=False)
+    # The operator's targets file, outside the work tree: empty (no target) until a test writes
+    # its targets (helpers.write_targets); subprocesses (the daemon) inherit it too.
+    targets = tmp_path_factory.mktemp("operator") / "targets.yaml"
+    targets.write_text("")
+    monkeypatch.setenv("SLOTKEEPER_TARGETS", str(targets))
     return tmp_path
 
 

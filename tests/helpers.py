@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from slotkeeper.ledger import open_ledger
+from slotkeeper.manifests import OperatorTargets, load_targets
 from slotkeeper.model import RecordedState, RemoteState, SyncStatus, SyncSubject, TargetSync
 
 DIGEST_A = "sha256:" + "a" * 64
@@ -62,14 +64,50 @@ def deploy_key(title: str, *, repository: str = "acme/web", **extra: Any) -> dic
     return key
 
 
+def target_document(name: str, **spec: Any) -> dict[str, Any]:
+    """A Target document (of the operator's targets file, never of the manifests)."""
+    return {
+        "apiVersion": "slotkeeper/v1",
+        "kind": "Target",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def write_targets(*documents: dict[str, Any], path: Path | None = None) -> Path:
+    """Replace the operator's targets file of this test (``SLOTKEEPER_TARGETS``, which the
+    ``workdir`` fixture sets) with ``documents``."""
+    path = path or Path(os.environ["SLOTKEEPER_TARGETS"])
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False) if documents else "")
+    return path
+
+
+def operator_targets() -> OperatorTargets:
+    """The operator's targets of this test, loaded (for code driven without the CLI)."""
+    return load_targets(Path(os.environ["SLOTKEEPER_TARGETS"]))
+
+
 def write_manifests(directory: Path, *documents: dict[str, Any], name: str = "envs.yaml") -> Path:
     """Replace the manifest tree under ``directory`` with one file holding ``documents``."""
+    if any(document.get("kind") == "Target" for document in documents):
+        raise ValueError("Target documents belong to the operator's targets file: write_targets")
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.rglob("*.yaml"):
         old.unlink()
     path = directory / name
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return path
+
+
+def write_manifests_and_targets(
+    directory: Path, *documents: dict[str, Any], name: str = "envs.yaml"
+) -> Path:
+    """The Environment documents as the manifest tree under ``directory``, the Target documents
+    as the operator's targets file (``write_targets``): where each belongs."""
+    write_targets(*(d for d in documents if d.get("kind") == "Target"))
+    return write_manifests(
+        directory, *(d for d in documents if d.get("kind") != "Target"), name=name
+    )
 
 
 def recorded_state(state: Path) -> RecordedState:

@@ -32,7 +32,7 @@ from tests.helpers import (
     git,
     image,
     recorded_state,
-    write_manifests,
+    write_manifests_and_targets,
 )
 
 Sk = Callable[..., Run]
@@ -105,7 +105,7 @@ class World:
 
     def declare(self, slots: dict[str, Any], message: str, **overrides: dict[str, Any]) -> str:
         """Write the manifests and commit them with ``message``; return the commit sha."""
-        write_manifests(
+        write_manifests_and_targets(
             self.root / "m",
             environment(
                 "production",

@@ -14,7 +14,7 @@ import pytest
 
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import environment, image, write_manifests
+from tests.helpers import environment, image, operator_targets, write_manifests_and_targets
 from tests.test_github_target import TOKEN, target
 
 
@@ -29,7 +29,7 @@ def versions(daemon: Running) -> dict[str, str]:
 def declare(
     root: Path, github: FakeGitHub, version: str, name: str = "envs.yaml", **spec: Any
 ) -> None:
-    write_manifests(
+    write_manifests_and_targets(
         root,
         environment(
             "production",
@@ -181,7 +181,9 @@ def test_suspended_slot_and_freeze_are_honoured_by_the_daemon(
     sk: Callable[..., Any], workdir: Path, running: Callable[..., Running]
 ) -> None:
     """A suspended slot and a frozen environment keep their records; /status and plan say why."""
-    write_manifests(workdir / "m", environment("staging", {"api": image(), "web": image("web")}))
+    write_manifests_and_targets(
+        workdir / "m", environment("staging", {"api": image(), "web": image("web")})
+    )
     daemon = running("-m", "m", "--resync-interval", "10m")
     manifest = environment(
         "staging",
@@ -189,7 +191,7 @@ def test_suspended_slot_and_freeze_are_honoured_by_the_daemon(
         freeze=[{"start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}],
     )
     manifest["spec"]["slots"]["api"]["suspend"] = True
-    write_manifests(workdir / "m", manifest)
+    write_manifests_and_targets(workdir / "m", manifest)
     wait_for(lambda: bool(daemon.status()["last_reconcile"]["blocked"]), what="blocked actions")
     blocked = {b["where"]: b["reason"] for b in daemon.status()["last_reconcile"]["blocked"]}
     assert blocked == {
@@ -207,7 +209,7 @@ def test_suspended_slot_and_freeze_are_honoured_by_the_daemon(
 
 def test_run_once_reconciles_and_exits(sk: Callable[..., Any], workdir: Path) -> None:
     """`run --once` reconciles a single time with daemon settings and exits 0."""
-    write_manifests(workdir / "m", environment("staging", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("staging", {"api": image()}))
     result = sk("--log-format", "json", "run", "--once", "-m", "m")
     assert result.code == 0, result.err
     assert [row["slot"] for row in sk("status", "--json").json()["slots"]] == ["api"]
@@ -245,6 +247,7 @@ def test_a_failing_environment_backs_off_exponentially(
         sink=SecretSink(workdir / "secrets"),
         actor="test",
         backoff_base=10,
+        targets=operator_targets(),
     )
     daemon = Daemon(settings, ledger, clock=lambda: now[0])
     github.forbidden = True
@@ -292,6 +295,7 @@ def test_a_target_without_credentials_fails_alone_in_the_daemon(
         run=RunOptions(strict_targets=False),
         sink=SecretSink(workdir / "secrets"),
         actor="test",
+        targets=operator_targets(),
     )
     daemon = Daemon(settings, ledger)
     assert daemon.reconcile("start") is False
@@ -310,7 +314,7 @@ def test_a_directory_that_turns_into_a_symlink_out_of_the_tree_keeps_its_last_go
     environments it held keep their last good version instead of looking removed."""
     import shutil
 
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     sub = workdir / "m" / "sub"
     sub.mkdir()
     (sub / "staging.yaml").write_text(
@@ -339,7 +343,7 @@ def test_target_syncs_of_many_slots_run_in_worker_threads_under_the_lock(
     holds the writer lock: they must see that it does (a thread-local lock said no, and the
     daemon stopped every sync as "leadership lost")."""
     slots = {f"svc{n}": {**image(f"ghcr.io/acme/svc{n}", "v1")} for n in range(6)}
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment("production", slots, repository="acme/web", targets=["github"]),
         target(github),

@@ -16,7 +16,7 @@ import httpx
 
 from tests.daemon_support import Running, Ui, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, write_manifests_and_targets
 from tests.test_github_target import TOKEN, target
 
 Sk = Callable[..., Run]
@@ -48,7 +48,7 @@ def cells_of(html: str) -> Cells:
 def two_revisions(sk: Sk, workdir: Path) -> None:
     """production: api v1 then v2 (a supersede), worker removed (blocked: protected);
     staging: api v1, chart removed in the second revision (decommissioned)."""
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",
@@ -59,7 +59,7 @@ def two_revisions(sk: Sk, workdir: Path) -> None:
         environment("staging", {"api": image(version="v1"), "chart": image("ghcr.io/c", "c1")}),
     )
     assert sk("apply", "--yes", "-m", "m").code == 0
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",
@@ -137,9 +137,13 @@ def test_slot_page_tells_an_image_and_a_chart_apart(
 ) -> None:
     """The slot page shows each record's kind when the slot held an image and a chart."""
     chart = {"kind": "HELM_CHART", "name": "ghcr.io/acme/api", "version": "v1"}
-    write_manifests(workdir / "m", environment("production", {"api": image(), "web": image()}))
+    write_manifests_and_targets(
+        workdir / "m", environment("production", {"api": image(), "web": image()})
+    )
     assert sk("apply", "--yes", "-m", "m").code == 0
-    write_manifests(workdir / "m", environment("production", {"api": chart, "web": image()}))
+    write_manifests_and_targets(
+        workdir / "m", environment("production", {"api": chart, "web": image()})
+    )
     assert sk("apply", "--yes", "-m", "m").code == 0
     server = ui()
     page = server.get("/slots/production/api").text
@@ -164,7 +168,7 @@ def test_ui_without_a_ledger_is_a_clear_error(sk: Sk, workdir: Path) -> None:
 def test_pages_escape_what_they_show(sk: Sk, workdir: Path, ui: Callable[..., Ui]) -> None:
     """A commit message is shown on the slot page: markup in it is text, never markup."""
     root = workdir / "repo"
-    write_manifests(root, environment("production", {"api": image(version="v1")}))
+    write_manifests_and_targets(root, environment("production", {"api": image(version="v1")}))
     subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
     subprocess.run(["git", "-C", str(root), "add", "."], check=True)
     message = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
@@ -195,7 +199,7 @@ def test_no_secret_reaches_the_pages(
     """The daemon serves the dashboard at / ; a target's token is nowhere in it, and a slot
     whose target has not confirmed it is marked."""
     github.forbidden = True  # every call refused: nothing is confirmed
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",
@@ -230,7 +234,7 @@ def test_daemon_shows_suspended_and_frozen_slots(
 ) -> None:
     """What only the manifests say is shown from the daemon's last snapshot."""
     now = datetime.now(UTC)
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment("production", {"api": image(version="v1")}),
         environment("staging", {"api": image(version="v1"), "web": image("ghcr.io/w", "w1")}),
@@ -249,7 +253,7 @@ def test_daemon_shows_suspended_and_frozen_slots(
     )
     staging = environment("staging", {"api": image(version="v1"), "web": image("ghcr.io/w", "w2")})
     staging["spec"]["slots"]["web"]["suspend"] = True
-    write_manifests(workdir / "m", production, staging)
+    write_manifests_and_targets(workdir / "m", production, staging)
 
     def states() -> dict[Any, str]:
         return {k: v["data-state"] for k, v in cells_of(daemon.get("/").text).cells.items()}

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import deploy_key, environment, image, write_manifests
+from tests.helpers import deploy_key, environment, image, write_manifests_and_targets
 from tests.test_github_target import target
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -92,7 +92,7 @@ def manifests(root: Path, github: FakeGitHub, *, second: bool) -> None:
         environment("dev", dev_slots),
         target(github),
     ]
-    write_manifests(root, *documents)
+    write_manifests_and_targets(root, *documents)
     path = root / "envs.yaml"
     text = path.read_text()
     for slot in ("api", "web", "worker", "billing"):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from slotkeeper.cli import cli
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, write_manifests, write_targets
 
 Sk = Callable[..., Run]
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,19 +69,19 @@ def test_counts_are_in_the_right_number(sk: Sk, workdir: Path) -> None:
     write_manifests(
         workdir / "one",
         environment("production", {"api": image()}, deployKeys=[deploy_key("d")]),
-        target("github"),
     )
+    write_targets(target("github"))
     one = sk("validate", "-m", "one")
     assert one.out.strip() == "Valid: 1 environment, 1 slot, 1 deploy key, 1 target."
     write_manifests(
         workdir / "two",
         environment("production", {"api": image(), "web": image("web")}),
         environment("staging", {}, deployKeys=[deploy_key("a"), deploy_key("b")]),
-        target("github"),
-        target("mirror"),
     )
+    write_targets(target("github"), target("mirror"))
     two = sk("validate", "-m", "two")
     assert two.out.strip() == "Valid: 2 environments, 2 slots, 2 deploy keys, 2 targets."
+    write_targets()
     write_manifests(workdir / "none", environment("production", {}))
     assert sk("validate", "-m", "none").out.strip() == (
         "Valid: 1 environment, 0 slots, 0 deploy keys, 0 targets."

@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, recorded_state, write_manifests
+from tests.helpers import (
+    Run,
+    deploy_key,
+    environment,
+    image,
+    recorded_state,
+    write_manifests_and_targets,
+)
 from tests.test_github_target import TOKEN, assert_converged, target
 
 Sk = Callable[..., Run]
@@ -99,7 +106,7 @@ def test_sigkill_mid_apply_then_reapply_converges_without_duplicates(
 
     def declare(version: str, read_only: bool) -> None:
         github.add_tag("acme/web", version)  # deployed as a tag of acme/web (refFrom)
-        write_manifests(
+        write_manifests_and_targets(
             workdir / "m",
             environment(
                 "production",

@@ -34,7 +34,14 @@ from slotkeeper.targets.base import EnvironmentInfo, RecordSubject
 from slotkeeper.targets.github import GitHubTarget
 from tests import test_github_target as github_target
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, synced_record, write_manifests
+from tests.helpers import (
+    Run,
+    deploy_key,
+    environment,
+    image,
+    synced_record,
+    write_manifests_and_targets,
+)
 from tests.test_github_target import TOKEN, target
 from tests.test_target_links import mock_adapter
 
@@ -58,7 +65,7 @@ def declare(
         spec.setdefault("refFrom", "version")
         for slot in slots.values():
             github.add_tag(repository, slot["version"])
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment("production", slots, repository=repository, targets=["github"], **spec),
         target(github),
@@ -193,7 +200,7 @@ def test_a_repointed_target_never_retires_a_deployment_made_elsewhere(
     deployment = deployment_of(gh, "acme/web", record.id)
     gh.reset_log()
 
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",

@@ -14,7 +14,14 @@ import pytest
 import stamina
 
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, recorded_state, write_manifests
+from tests.helpers import (
+    Run,
+    deploy_key,
+    environment,
+    image,
+    recorded_state,
+    write_manifests_and_targets,
+)
 
 Sk = Callable[..., Run]
 TOKEN = "ghp_testtoken0123456789"
@@ -72,7 +79,7 @@ def declare(
     target_extra: dict[str, Any] | None = None,
     **spec: Any,
 ) -> None:
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             name, slots, repository="acme/web", targets=["github"], deployKeys=keys or [], **spec

@@ -16,7 +16,7 @@ from slotkeeper.ledger.postgres import split_url
 from tests.conftest import postgres_schema_url
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import environment, image, write_manifests
+from tests.helpers import environment, image, write_manifests_and_targets
 from tests.test_github_target import target
 
 SLOTS = 12
@@ -43,7 +43,7 @@ def declare(workdir: Path, github: FakeGitHub, version: str) -> None:
     )
     for slot in manifest["spec"]["slots"].values():
         slot["ref"] = "main"
-    write_manifests(workdir / "m", manifest, target(github))
+    write_manifests_and_targets(workdir / "m", manifest, target(github))
 
 
 def deployed_per_slot(url: str) -> list[tuple[object, ...]]:

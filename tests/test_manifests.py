@@ -7,6 +7,7 @@ read off the text: line 1 is the first line after the opening quotes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -58,7 +59,9 @@ VALID = y("""\
           readOnly: true
           rotateAfter: 30d
           secret: {file: production-deployer}
-    ---
+    """)
+# The operator's targets file these tests run with (see ``operator_targets``).
+VALID_TARGET = y("""\
     apiVersion: slotkeeper/v1
     kind: Target
     metadata: {name: github}
@@ -69,7 +72,7 @@ VALID = y("""\
     """)
 
 # VALID without its target: applying it touches only the ledger (no credentials, no network).
-LEDGER_ONLY = VALID.split("---\n")[0].replace("  targets: [github]\n", "")
+LEDGER_ONLY = VALID.replace("  targets: [github]\n", "")
 
 VALID_SUMMARY = {"environments": 1, "slots": 2, "deploy_keys": 1, "targets": 1}
 
@@ -92,6 +95,14 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "1000")
 
 
+@pytest.fixture(autouse=True)
+def operator_targets(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator configures one target, github (the targets file of the workdir fixture),
+    with its credential (set up, never used: these manifests never reach a target)."""
+    Path(os.environ["SLOTKEEPER_TARGETS"]).write_text(VALID_TARGET)
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_unused")
+
+
 def error_lines(err: str) -> list[str]:
     return err.rstrip("\n").split("\n")
 
@@ -104,21 +115,42 @@ def assert_clean(run: Run) -> None:
 @dataclass(frozen=True)
 class Case:
     files: dict[str, str | bytes]
-    file: str  # the file the one expected error is in, relative to m/
+    file: str  # the file the one expected error is in, relative to m/ (or t/)
     line: int | None
     field: str | None
     words: tuple[str, ...]  # what is wrong, as fragments of the message
+    #: the files are the operator's targets file (t/, --targets t) beside valid manifests
+    targets: bool = False
+
+    @property
+    def root(self) -> str:
+        return "t" if self.targets else "m"
 
     @property
     def where(self) -> str:
-        return f"m/{self.file}" + (f":{self.line}" if self.line is not None else "")
+        return f"{self.root}/{self.file}" + (f":{self.line}" if self.line is not None else "")
+
+    def write(self, workdir: Path) -> tuple[str, ...]:
+        """Write the case; the arguments that read it."""
+        if not self.targets:
+            write_tree(workdir / "m", self.files)
+            return ("-m", "m")
+        write_tree(workdir / "m", {"envs.yaml": VALID})
+        write_tree(workdir / "t", self.files)
+        return ("-m", "m", "--targets", "t")
 
 
 def case(
-    id: str, text: str | bytes, line: int | None, field: str | None, *words: str, file: str = "a"
+    id: str,
+    text: str | bytes,
+    line: int | None,
+    field: str | None,
+    *words: str,
+    file: str = "a",
+    targets: bool = False,
 ) -> Any:
     name = f"{file}.yaml"
-    return pytest.param(Case({name: text}, name, line, field, words), id=id)
+    return pytest.param(Case({name: text}, name, line, field, words, targets), id=id)
 
 
 # Most cases start with one of these three lines, so their `spec:` is always line 4.
@@ -168,7 +200,7 @@ CASES = [
           type: github
           token: {env: GITHUB_TOKEN}
           org: acme
-        """), 7, "spec.org", "unknown field"),
+        """), 7, "spec.org", "unknown field", targets=True),
     case("snake-case-name", ENV_HEAD + "spec:\n  deploy_keys: []\n", 5, "spec.deploy_keys",
          "unknown field"),
     # wrong types
@@ -244,7 +276,8 @@ CASES = [
         kind: Target
         metadata: {name: github}
         spec: {type: github, token: {env: GHE_TOKEN}, baseUrl: https://ghe.acme.dev/api/v3}
-        """), 8, "metadata.name", "target 'github' is already declared at m/a.yaml:1"),
+        """), 8, "metadata.name", "target 'github' is already declared at t/a.yaml:1",
+        targets=True),
     case("undeclared-target", y("""\
         apiVersion: slotkeeper/v1
         kind: Environment
@@ -253,12 +286,9 @@ CASES = [
           targets:
             - github
             - chainloop
-        ---
-        apiVersion: slotkeeper/v1
-        kind: Target
-        metadata: {name: github}
-        spec: {type: github, token: {env: GITHUB_TOKEN}}
-        """), 7, "spec.targets[1]", "'chainloop'", "no Target document declares"),
+        """), 7, "spec.targets[1]", "'chainloop'", "which the operator has not configured"),
+    case("target-in-manifests", VALID_TARGET, 2, "kind",
+         "Target documents belong to the operator, not to the manifests", "--targets"),
     case("duplicate-deploy-key", y("""\
         apiVersion: slotkeeper/v1
         kind: Environment
@@ -295,7 +325,7 @@ CASES = [
         "acme/web/staging at m/a.yaml:6"),
     # secrets
     case("inline-secret", TARGET_HEAD + f"spec:\n  type: github\n  token: {SECRET}\n", 6,
-         "spec.token", "inline secrets are not allowed", "{env: NAME}"),
+         "spec.token", "inline secrets are not allowed", "{env: NAME}", targets=True),
     *[
         case(f"secret-path-{name}", ENV_HEAD + y(f"""\
             spec:
@@ -323,9 +353,9 @@ CASES = [
     case("stray-compose-file", "services:\n  web:\n    image: nginx\n", 1, "apiVersion",
          "is missing", file="docker-compose"),
     case("target-type-unknown", TARGET_HEAD + "spec:\n  type: gitlab\n  token: {env: T}\n", 5,
-         "spec.type", "must be one of 'github', 'chainloop', 'unkey', 'iftrue'"),
+         "spec.type", "must be one of 'github', 'chainloop', 'unkey', 'iftrue'", targets=True),
     case("target-type-missing", TARGET_HEAD + "spec:\n  token: {env: T}\n", 4, "spec.type",
-         "is required"),
+         "is required", targets=True),
     # the file itself
     case("empty-file", "", None, None, "holds no slotkeeper document"),
     case("comments-only", "# nothing here yet\n---\n", None, None, "holds no slotkeeper document"),
@@ -353,9 +383,10 @@ APPLY_CASES = [p for p in CASES if p.id in APPLY_SUBSET]
 
 @pytest.mark.parametrize("c", CASES)
 def test_error_names_file_line_field_and_problem(sk: Sk, workdir: Path, c: Case) -> None:
-    """Each invalid manifest exits 1 with exactly one error naming file:line, field and problem."""
-    write_tree(workdir / "m", c.files)
-    human = sk("validate", "-m", "m")
+    """Each invalid manifest (or targets file) exits 1 with exactly one error naming file:line,
+    field and problem."""
+    args = c.write(workdir)
+    human = sk("validate", *args)
     assert human.code == 1
     assert_clean(human)
     assert human.out == ""
@@ -367,13 +398,17 @@ def test_error_names_file_line_field_and_problem(sk: Sk, workdir: Path, c: Case)
     for word in c.words:
         assert word in errors[0]
 
-    machine = sk("validate", "--json", "-m", "m")
+    machine = sk("validate", "--json", *args)
     assert machine.code == 1
     assert_clean(machine)
     document = machine.json()
     assert document["valid"] is False
     [error] = document["errors"]
-    assert (error["file"], error["line"], error["field"]) == (f"m/{c.file}", c.line, c.field)
+    assert (error["file"], error["line"], error["field"]) == (
+        f"{c.root}/{c.file}",
+        c.line,
+        c.field,
+    )
     for word in c.words:
         assert word in error["message"]
 
@@ -390,8 +425,7 @@ def test_apply_with_invalid_manifests_leaves_ledger_untouched(
     assert before.serial >= 1
     assert ("production", "api") in before.deployed
 
-    write_tree(workdir / "m", c.files)
-    run = sk("apply", "--yes", "-m", "m")
+    run = sk("apply", "--yes", *c.write(workdir))
     assert run.code == 1
     assert_clean(run)
     assert any(line.startswith(f"  {c.where}: ") for line in error_lines(run.err))
@@ -417,21 +451,23 @@ def test_inline_secret_value_is_never_printed(
     sk: Sk, workdir: Path, spec: str, line: int, field: str
 ) -> None:
     """However a secret is inlined in a Target, it is refused and its value is never printed."""
-    write_tree(workdir / "m", {"t.yaml": TARGET_HEAD + f"spec:\n  {spec}\n"})
+    write_tree(workdir / "m", {"envs.yaml": LEDGER_ONLY})
+    (workdir / "t.yaml").write_text(TARGET_HEAD + f"spec:\n  {spec}\n")
     for args in (("validate",), ("apply", "--yes"), ("plan",), ("validate", "--json")):
-        run = sk(*args, "-m", "m")
+        run = sk(*args, "-m", "m", "--targets", "t.yaml")
         assert run.code == 1
         assert_clean(run)
         assert SECRET not in run.out + run.err
     [error] = run.json()["errors"]
-    assert (error["file"], error["line"], error["field"]) == ("m/t.yaml", line, field)
+    assert (error["file"], error["line"], error["field"]) == ("t.yaml", line, field)
 
 
 def test_all_errors_of_a_run_are_reported_together(sk: Sk, workdir: Path) -> None:
     """Problems in two files are both reported in one run, sorted, under '2 manifest errors'."""
     write_tree(workdir / "m", {
         "a.yaml": ENV_HEAD + "spec:\n  region: eu\n",
-        "b.yaml": "apiVersion: slotkeeper/v1\nkind: Target\nmetadata: {name: x}\nspec: {}\n",
+        "b.yaml": "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: x}\n"
+        "spec: {zone: eu}\n",
         "ok.yaml": VALID,
     })  # fmt: skip
     run = sk("validate", "-m", "m")
@@ -440,7 +476,7 @@ def test_all_errors_of_a_run_are_reported_together(sk: Sk, workdir: Path) -> Non
     assert error_lines(run.err) == [
         "Error: 2 manifest errors:",
         "  m/a.yaml:5: spec.region: unknown field 'region'",
-        "  m/b.yaml:4: spec.type: is required",
+        "  m/b.yaml:4: spec.zone: unknown field 'zone'",
     ]
     errors = sk("validate", "--json", "-m", "m").json()["errors"]
     assert [(e["file"], e["line"]) for e in errors] == [("m/a.yaml", 5), ("m/b.yaml", 4)]
@@ -510,7 +546,7 @@ def test_yaml_suffixes_are_read_in_any_case(sk: Sk, workdir: Path) -> None:
         "environments": 2,
         "slots": 2,
         "deploy_keys": 0,
-        "targets": 0,
+        "targets": 1,  # configured by the operator, named by no environment here
     }
     assert sk("apply", "--yes", "-m", "m").code == 0
     assert {(r["environment"], r["status"]) for r in sk("status", "--json").json()["slots"]} == {
@@ -599,22 +635,26 @@ def test_each_error_is_one_unwrapped_line_on_stderr(
 
 
 def test_schema_describes_both_kinds_with_camel_case_names(sk: Sk) -> None:
-    """`slotkeeper schema` prints a strict JSON Schema of Environment and Target documents."""
+    """`slotkeeper schema` prints a strict JSON Schema of a manifest (Environment) document,
+    `schema --targets` one of a targets file (Target) document."""
     run = sk("schema")
     assert run.code == 0
     schema = run.json()
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    defs = schema["$defs"]
-    assert schema["discriminator"]["propertyName"] == "kind"
-    assert set(schema["discriminator"]["mapping"]) == {"Environment", "Target"}
-    for kind in ("Environment", "Target"):
-        document = defs[f"{kind}Document"]
+    targets_run = sk("schema", "--targets")
+    assert targets_run.code == 0
+    targets_schema = targets_run.json()
+    for kind, document in (("Environment", schema), ("Target", targets_schema)):
+        assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert document["properties"]["kind"]["const"] == kind
         assert document["properties"]["apiVersion"]["const"] == "slotkeeper/v1"
         assert set(document["required"]) == {"apiVersion", "kind", "metadata", "spec"}
-    objects = [d for d in defs.values() if d.get("type") == "object"]
-    assert objects
-    assert all(d["additionalProperties"] is False for d in objects)
+        objects = [d for d in document["$defs"].values() if d.get("type") == "object"]
+        assert objects
+        assert document["additionalProperties"] is False
+        assert all(d["additionalProperties"] is False for d in objects)
+    # a manifest cannot hold a target: its schema knows no target field at all
+    assert not any("Target" in name for name in schema["$defs"])
+    defs = schema["$defs"]
     environment = defs["EnvironmentSpec"]["properties"]
     assert "deployKeys" in environment
     assert {"readOnly", "rotateAfter"} <= set(defs["DeployKeySpec"]["properties"])
@@ -622,20 +662,25 @@ def test_schema_describes_both_kinds_with_camel_case_names(sk: Sk) -> None:
     assert environment["slots"]["propertyNames"] == {"pattern": SLUG_PATTERN}
     assert environment["slots"]["additionalProperties"] == {"$ref": "#/$defs/SlotSpec"}
     assert defs["Artifact"]["properties"]["digest"]["anyOf"][0]["pattern"] == DIGEST_PATTERN
-    target_spec = defs["TargetDocument"]["properties"]["spec"]
+    target_spec = targets_schema["properties"]["spec"]
     types = set(target_spec["discriminator"]["mapping"])
     assert types == {"github", "chainloop", "unkey", "iftrue"}
+    assert "baseUrl" in targets_schema["$defs"]["GithubTargetSpec"]["properties"]
 
 
 def test_schema_accepts_the_valid_example_structurally(sk: Sk) -> None:
     """Every field of the valid example is a property the schema declares (jsonschema absent)."""
-    defs = sk("schema").json()["$defs"]
-    env, target = yaml.safe_load_all(VALID)
-    assert set(env) <= set(defs["EnvironmentDocument"]["properties"])
+    schema = sk("schema").json()
+    defs = schema["$defs"]
+    env = yaml.safe_load(VALID)
+    assert set(env) <= set(schema["properties"])
     assert set(env["spec"]) <= set(defs["EnvironmentSpec"]["properties"])
     assert set(env["spec"]["deployKeys"][0]) <= set(defs["DeployKeySpec"]["properties"])
     assert set(env["spec"]["slots"]["api"]["artifact"]) <= set(defs["Artifact"]["properties"])
-    assert set(target["spec"]) <= set(defs["GithubTargetSpec"]["properties"])
+    target = yaml.safe_load(VALID_TARGET)
+    assert set(target["spec"]) <= set(
+        sk("schema", "--targets").json()["$defs"]["GithubTargetSpec"]["properties"]
+    )
 
 
 def test_libyaml_c_loader_is_used() -> None:

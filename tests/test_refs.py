@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import stamina
 
-from slotkeeper.manifests import check_refs, load_manifests
+from slotkeeper.manifests import check_refs, load_manifests, load_targets
 from slotkeeper.model import (
     Artifact,
     ArtifactKind,
@@ -210,13 +210,11 @@ def test_only_environments_mirrored_to_github_need_a_ref(tmp_path: Path) -> None
     """The pure check names each GitHub slot without a ref (file, line, field path), and
     ignores environments that no target needing a ref mirrors."""
     (tmp_path / "envs.yaml").write_text(
-        environment_text("production", "[github]")
-        + "---\n"
-        + environment_text("staging", "[]")
-        + "---\n"
-        + GITHUB_TARGET.format(url="https://api.github.com")
+        environment_text("production", "[github]") + "---\n" + environment_text("staging", "[]")
     )
-    desired = load_manifests(tmp_path)
+    targets = tmp_path / "targets.yaml.operator"
+    targets.write_text(GITHUB_TARGET.format(url="https://api.github.com"))
+    desired = load_manifests(tmp_path, targets=load_targets(targets))
     errors = check_refs(desired, revision("acme/deployments"))
     assert [(e.file.name, e.line, e.field) for e in errors] == [
         ("envs.yaml", 8, "spec.slots.api"),
@@ -249,9 +247,8 @@ def declare(
     (root / "m").mkdir(parents=True, exist_ok=True)
     (root / "m" / "envs.yaml").write_text(
         environment_text("production", "[github]", extra=extra, slots=slots)
-        + "---\n"
-        + GITHUB_TARGET.format(url=gh.base_url)
     )
+    Path(os.environ["SLOTKEEPER_TARGETS"]).write_text(GITHUB_TARGET.format(url=gh.base_url))
     if not commit:
         return None
     git(root, "add", "-A")

@@ -21,7 +21,15 @@ from cryptography.hazmat.primitives import serialization
 from slotkeeper.keys import fingerprint, generate_key
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, recorded_state, write_manifests
+from tests.helpers import (
+    Run,
+    deploy_key,
+    environment,
+    image,
+    recorded_state,
+    write_manifests_and_targets,
+    write_targets,
+)
 
 Sk = Callable[..., Run]
 TOKEN = "ghp_testtoken0123456789"  # what the `github` fixture accepts
@@ -172,7 +180,7 @@ def test_a_restarted_daemon_keeps_the_last_good_version_and_says_so(
 
 
 def declare_keys(manifests: Path, *keys: dict[str, Any]) -> None:
-    write_manifests(
+    write_manifests_and_targets(
         manifests,
         environment("production", {"api": image()}, deployKeys=list(keys)),
     )
@@ -299,21 +307,23 @@ def declare_github(
         deployKeys=keys or [],
     )
     production["spec"]["slots"]["api"]["ref"] = "main"
-    write_manifests(manifests, production, github_target(gh), *more.get("extra", ()))
+    write_manifests_and_targets(manifests, production, github_target(gh), *more.get("extra", ()))
 
 
 def test_an_environment_removed_with_its_target_is_held_until_the_target_returns(
     sk: Sk, workdir: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Deleting an environment together with its Target document cannot retire the GitHub
-    deployment nor delete the deploy key: the decommission and the revocation are blocked with
-    the reason, visible in plan and status; restoring the Target document lets them through."""
+    """Deleting an environment while the operator takes its target out of the targets file
+    cannot retire the GitHub deployment nor delete the deploy key: the decommission and the
+    revocation are blocked with the reason, visible in plan and status; configuring the target
+    again lets them through."""
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     declare_github(workdir / "m", github, keys=[deploy_key("deployer")])
     write(workdir / "m" / "dev.yaml", environment("dev", {"api": image()}))
     apply(sk)
     [deployment] = github.deployments("acme", "web")
     (workdir / "m" / "envs.yaml").unlink()
+    write_targets()
     plan = sk("plan", "-m", "m", "--allow-mass-decommission")
     assert plan.out.count("target 'github' holds a copy but is not configured") == 2
     result = apply(sk, "--allow-mass-decommission")
@@ -322,8 +332,8 @@ def test_an_environment_removed_with_its_target_is_held_until_the_target_returns
     assert set(active_keys(sk)) == {"deployer"}
     assert github.latest_state(deployment["id"]) == "success"
     assert len(github.keys("acme", "web")) == 1
-    # The Target document comes back (no environment uses it): the retirements go through.
-    write(workdir / "m" / "targets.yaml", github_target(github))
+    # The target comes back (no environment uses it): the retirements go through.
+    write_targets(github_target(github))
     apply(sk, "--allow-mass-decommission")
     assert statuses(sk)[("production", "api")] == "DECOMMISSIONED"
     assert github.latest_state(deployment["id"]) == "inactive"
@@ -334,17 +344,18 @@ def test_an_environment_removed_with_its_target_is_held_until_the_target_returns
 def test_a_saved_plan_names_its_targets_and_is_refused_without_them(
     sk: Sk, workdir: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch, state: Path
 ) -> None:
-    """`apply PLANFILE` with manifests that lack a target the plan needs is refused, nothing
-    written; without -m it uses the manifests the plan was made from."""
+    """`apply PLANFILE` when the operator's targets file lacks a target the plan needs is
+    refused, nothing written; without -m it uses the manifests the plan was made from."""
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     declare_github(workdir / "m", github)
     assert sk("plan", "-m", "m", "--out", "p.plan").code == 0
     assert '"targets": [\n    "github"\n  ]' in (workdir / "p.plan").read_text()
     assert TOKEN not in (workdir / "p.plan").read_text()
-    write_manifests(workdir / "other", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "other", environment("production", {"api": image()}))
     refused = sk("apply", "p.plan", "-m", "other")
-    assert refused.code == 1 and "github" in refused.err and "-m" in refused.err
+    assert refused.code == 1 and "github" in refused.err and "--targets" in refused.err
     assert not state.exists() or recorded_state(state).serial == 0
+    write_targets(github_target(github))
     elsewhere = workdir / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -398,7 +409,7 @@ def test_revoking_most_keys_is_a_mass_removal(sk: Sk, workdir: Path) -> None:
 
 def test_plan_at_cannot_be_saved(sk: Sk, workdir: Path) -> None:
     """`plan --at … --out` is refused: a plan saved for later is applied now."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     result = sk("plan", "-m", "m", "--at", "2099-01-01T00:00:00Z", "--out", "p.plan")
     assert result.code == 1 and "--at" in result.err
     assert not (workdir / "p.plan").exists()
@@ -408,9 +419,13 @@ def test_plan_at_cannot_be_saved(sk: Sk, workdir: Path) -> None:
 def test_a_hold_committed_after_the_plan_blocks_its_apply(sk: Sk, workdir: Path, hold: str) -> None:
     """A freeze window that now covers the present, or a suspend committed between plan and
     apply, turns the saved plan's deploy into a blocked action: nothing is deployed."""
-    write_manifests(workdir / "m", environment("production", {"api": image(version="v1")}))
+    write_manifests_and_targets(
+        workdir / "m", environment("production", {"api": image(version="v1")})
+    )
     apply(sk)
-    write_manifests(workdir / "m", environment("production", {"api": image(version="v2")}))
+    write_manifests_and_targets(
+        workdir / "m", environment("production", {"api": image(version="v2")})
+    )
     assert sk("plan", "-m", "m", "--out", "p.plan").code == 0
     document = environment("production", {"api": image(version="v2")})
     if hold == "freeze":
@@ -421,7 +436,7 @@ def test_a_hold_committed_after_the_plan_blocks_its_apply(sk: Sk, workdir: Path,
         document["spec"]["suspend"] = True
     else:
         document["spec"]["slots"]["api"]["suspend"] = True
-    write_manifests(workdir / "m", document)
+    write_manifests_and_targets(workdir / "m", document)
     result = sk("apply", "p.plan")
     assert result.code == 0, result.out + result.err
     assert "1 blocked" in result.out
@@ -448,7 +463,7 @@ def test_a_target_that_is_down_never_stops_the_ledger(
     production = yaml.safe_load((workdir / "m" / "envs.yaml").read_text().split("---")[0])
     production["spec"]["slots"]["api"]["artifact"]["version"] = "v2"
     production["spec"]["slots"]["web"] = {"artifact": image("web"), "ref": "main"}
-    write_manifests(workdir / "m", production, target)
+    write_manifests_and_targets(workdir / "m", production, target)
     plan = sk("plan", "-m", "m")
     assert plan.code == 0 and "deploy" in plan.out
     assert "github: not refreshed" in plan.err
@@ -490,7 +505,7 @@ def test_a_ledger_is_never_created_where_git_would_pick_it_up(sk: Sk, workdir: P
     """A new ledger file inside a git work tree that does not ignore it is refused before
     anything is written, with the fix; an ignored path, or a path outside, is fine."""
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=workdir, check=True)
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     result = sk("apply", "--yes", "-m", "m", "--state", "sqlite:///ledger/state.db")
     assert result.code == 1
     assert "refusing to write the ledger" in result.err and "--state" in result.err
@@ -505,13 +520,15 @@ def test_a_ledger_inside_the_watched_directory_does_not_trigger_reconciles(
 ) -> None:
     """The daemon reacts to manifest files only: its own ledger (and WAL) changing inside the
     watched directory triggers nothing."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     daemon = running("-m", "m", "--state", "sqlite:///m/state.db", "--resync-interval", "1h")
     wait_for(lambda: daemon.reconciles() >= 1, what="first reconcile")
     settled = daemon.reconciles()
     time.sleep(3.0)  # a ledger write at every reconcile would have triggered several by now
     assert daemon.reconciles() - settled <= 1
-    write_manifests(workdir / "m", environment("production", {"api": image(version="v2")}))
+    write_manifests_and_targets(
+        workdir / "m", environment("production", {"api": image(version="v2")})
+    )
     wait_for(lambda: daemon.reconciles() > settled, what="reconcile on a manifest change")
 
 

@@ -18,7 +18,7 @@ from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
 from tests.fakes.iftrue import FakeIftrue
 from tests.fakes.unkey import FakeUnkey
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, write_manifests_and_targets
 
 Sk = Callable[..., Run]
 SECRETS = {
@@ -73,7 +73,7 @@ def declare(root: Path, fakes: tuple[FakeGitHub, FakeChainloop, FakeUnkey, FakeI
             "repositoryUrl": "https://github.com/acme/web",
         },
     }
-    write_manifests(
+    write_manifests_and_targets(
         root,
         env,
         *(
@@ -166,7 +166,7 @@ def test_a_full_run_leaks_no_secret(
             run(*command)
         github = fakes[0]
         github.forbidden = True  # errors and failed syncs must not carry the token either
-        write_manifests(workdir / "m", {"apiVersion": "x"})
+        write_manifests_and_targets(workdir / "m", {"apiVersion": "x"})
         run("apply", "--yes", "-m", "m")  # invalid manifests
         declare(workdir / "m", fakes)
         manifest = workdir / "m" / "envs.yaml"
@@ -202,7 +202,7 @@ def test_secret_files_are_0600_in_0700_directories(
     sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every file under the secrets directory is 0600 and every directory 0700."""
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",
@@ -221,7 +221,7 @@ def test_malformed_webhook_bodies_are_refused(
     workdir: Path, running: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A signed but malformed body is 400 and triggers nothing; a missing length is refused."""
-    write_manifests(workdir / "m", environment("staging", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("staging", {"api": image()}))
     daemon = running("-m", "m", "--resync-interval", "10m")
     before = daemon.reconciles()
     assert daemon.hook(b"{not json", delivery="x-1").status_code == 400

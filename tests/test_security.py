@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 from tests.daemon_support import SECRET, Running, Ui
-from tests.helpers import Run, environment, image, write_manifests
+from tests.helpers import Run, environment, image, write_manifests_and_targets
 
 Sk = Callable[..., Run]
 
 
 def declare_with_token(workdir: Path, token: dict[str, str]) -> None:
     """One environment mirrored to a Chainloop target whose token is ``token``."""
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment("production", {"api": image()}, targets=["chainloop"]),
         {
@@ -88,7 +88,7 @@ def test_an_empty_webhook_secret_is_refused_at_start(
     sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """An empty HMAC key would let anyone sign a webhook: the daemon refuses to start."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     args = ["run", "-m", "m", "--once"]
     if how == "blank variable":
         monkeypatch.setenv("SLOTKEEPER_WEBHOOK_SECRET", "   ")
@@ -117,7 +117,7 @@ def test_forged_replayed_and_nested_webhooks_are_refused(
     """A body signed with another (or an empty) key is 401; a signed body sent again under a
     new or missing delivery id is a duplicate, also after a restart; a deeply nested signed
     body is 400; none of it leaves a traceback."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     daemon = running("-m", "m", "--resync-interval", "1h")
     body = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
     assert post(daemon, body, signed(body, b""), "d-forged").status_code == 401
@@ -145,7 +145,7 @@ def test_forged_replayed_and_nested_webhooks_are_refused(
 def test_the_ledger_is_readable_by_its_user_only(sk: Sk, workdir: Path) -> None:
     """The ledger, its WAL, shared memory and lock are 0600, its new directories 0700; an
     older ledger that was 0644 is narrowed when a writer opens it."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     assert sk("apply", "--yes", "-m", "m").code == 0
     home = workdir / ".slotkeeper"
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
@@ -164,7 +164,7 @@ def test_the_dashboard_sends_security_headers_and_answers_only_its_hosts(
 ) -> None:
     """`slotkeeper ui` answers localhost names and those given with --allowed-host, refuses any
     other Host (DNS rebinding), and every answer carries CSP, nosniff, no framing, no referrer."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     assert sk("apply", "--yes", "-m", "m").code == 0
     dashboard = ui("--allowed-host", "dash.example.internal")
     for path in ("/", "/keys", "/status", "/nowhere"):
@@ -191,7 +191,7 @@ def test_the_daemon_answers_only_its_configured_hosts(
 ) -> None:
     """With --allowed-host, the daemon's endpoints (the hook included) refuse any other Host;
     its answers carry the security headers."""
-    write_manifests(workdir / "m", environment("production", {"api": image()}))
+    write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
     daemon = running("-m", "m", "--allowed-host", "127.0.0.1", "--allowed-host", "slotkeeper.svc")
     ok = httpx.get(daemon.url + "/status", headers={"Host": "slotkeeper.svc"}, timeout=5)
     assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "DENY"

@@ -18,7 +18,7 @@ from slotkeeper.targets.github import GitHubTarget
 from slotkeeper.targets.http import within
 from tests import test_github_target as github_target
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, deploy_key, environment, image, write_manifests
+from tests.helpers import Run, deploy_key, environment, image, write_manifests_and_targets
 from tests.test_github_adapter import github_adapter
 from tests.test_github_target import TOKEN, target
 
@@ -81,7 +81,7 @@ def test_a_next_link_to_another_origin_is_never_followed(
 ) -> None:
     """A next link to another origin is refused, naming it, and nothing reaches that origin;
     the plan goes on without that target's answer and says so."""
-    write_manifests(
+    write_manifests_and_targets(
         workdir / "m",
         environment(
             "production",

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from slotkeeper import render
-from slotkeeper.credentials import read_credential_file
+from slotkeeper.credentials import read_credential_file, resolve_secret
 from slotkeeper.errors import (
     ConfigError,
     ManifestError,
@@ -38,8 +38,15 @@ from slotkeeper.errors import (
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, Ledger, empty_ledger, open_ledger
-from slotkeeper.manifests import json_schema, load_manifests
-from slotkeeper.model import SyncSubject, parse_duration
+from slotkeeper.manifests import (
+    NO_TARGETS,
+    TARGETS_ENV,
+    OperatorTargets,
+    json_schema,
+    load_manifests,
+    load_targets,
+)
+from slotkeeper.model import SecretRef, SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
 from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
 from slotkeeper.planfile import load_plan, save_plan
@@ -115,6 +122,19 @@ def _parse_at(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+STATE_FILE_ENV = "SLOTKEEPER_STATE_FILE"
+
+
+def _state_url(context: click.Context, _: click.Parameter, value: str) -> str:
+    """``--state``, else the ledger URL in the file ``SLOTKEEPER_STATE_FILE`` names (a mounted
+    secret: a PostgreSQL URL carries a password, which belongs in no environment variable),
+    else ``SLOTKEEPER_STATE`` (the container image sets it to its SQLite default)."""
+    path = os.environ.get(STATE_FILE_ENV, "").strip()
+    if not path or context.get_parameter_source("state") is click.core.ParameterSource.COMMANDLINE:
+        return value
+    return resolve_secret(SecretRef(file=path), owner=STATE_FILE_ENV)
+
+
 def state_option(func: F) -> F:
     """``--state``: the ledger URL."""
     return click.option(
@@ -122,8 +142,27 @@ def state_option(func: F) -> F:
         envvar="SLOTKEEPER_STATE",
         default=DEFAULT_STATE,
         show_default=True,
+        callback=_state_url,
         help="Ledger URL: sqlite:///PATH (or a file path), or postgresql://USER@HOST:PORT/DB "
-        "(?schema=NAME for a schema of its own). Env: SLOTKEEPER_STATE.",
+        f"(?schema=NAME for a schema of its own). Env: SLOTKEEPER_STATE, or {STATE_FILE_ENV} "
+        "naming a file that holds it.",
+    )(func)
+
+
+def _operator_targets(_: click.Context, __: click.Parameter, value: Path | None) -> OperatorTargets:
+    return load_targets(value) if value is not None else NO_TARGETS
+
+
+def targets_option(func: F) -> F:
+    """``--targets``: the operator's targets file, the only place a target's URL and credential
+    come from (the manifests only name targets)."""
+    return click.option(
+        "--targets",
+        type=click.Path(path_type=Path),
+        envvar=TARGETS_ENV,
+        callback=_operator_targets,
+        help="The operator's targets file (or directory): Target documents binding each target "
+        f"to its URL and credential. The manifests only name targets. Env: {TARGETS_ENV}.",
     )(func)
 
 
@@ -249,14 +288,23 @@ def cli(log_format: str, log_level: str, no_color: bool) -> None:
 
 @cli.command()
 @click.option("-m", "--manifests", type=click.Path(path_type=Path), default=Path())
+@click.option(
+    "--targets",
+    type=click.Path(path_type=Path),
+    envvar=TARGETS_ENV,
+    help=f"The operator's targets file (or directory). Env: {TARGETS_ENV}.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--allow-empty", is_flag=True, help="Accept manifests that declare no environment at all."
 )
-def validate(manifests: Path, as_json: bool, allow_empty: bool) -> int:
-    """Check the manifests; exit 0 when valid, 1 when not (or when they declare nothing)."""
+def validate(manifests: Path, targets: Path | None, as_json: bool, allow_empty: bool) -> int:
+    """Check the manifests (and the targets file); exit 0 when valid, 1 when not (or when they
+    declare nothing)."""
     try:
-        desired = snapshot(manifests).desired  # with the git revision: refs are checked too
+        operator = load_targets(targets) if targets is not None else NO_TARGETS
+        # with the git revision: refs are checked too
+        desired = snapshot(manifests, operator).desired
         if not desired.environments and not allow_empty:
             raise ManifestErrors(
                 [
@@ -326,6 +374,7 @@ def _options(
 
 @cli.command("plan")
 @manifest_options
+@targets_option
 @guard_options
 @click.option("--out", type=click.Path(path_type=Path), help="Save the plan for `apply PLANFILE`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
@@ -347,6 +396,7 @@ def _options(
 @secrets_dir_option
 def plan_command(
     manifests: Path,
+    targets: OperatorTargets,
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
@@ -375,6 +425,7 @@ def plan_command(
             clock=clock,
             run=RunOptions(refresh=refresh),
             sink=SecretSink(secrets_dir),
+            operator=targets,
         )
     for warning in the_plan.warnings:
         _stderr().print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
@@ -474,6 +525,7 @@ def _planned_from(the_plan: Plan, manifests: Path) -> Path:
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @manifest_options
+@targets_option
 @guard_options
 @apply_options
 @refresh_option
@@ -481,6 +533,7 @@ def _planned_from(the_plan: Plan, manifests: Path) -> Path:
 def apply(
     planfile: Path | None,
     manifests: Path,
+    targets: OperatorTargets,
     state: str,
     allow_decommission: bool,
     allow_mass_decommission: bool,
@@ -512,6 +565,7 @@ def apply(
                 sink=sink,
                 run=run,
                 on_result=progress.advance,
+                operator=targets,
             )
             return _finish(result, console)
         done = reconcile(
@@ -524,6 +578,7 @@ def apply(
             run=run,
             confirm=_confirm_on_tty(yes, console, progress),
             on_result=progress.advance,
+            operator=targets,
         )
     if done.result is None:
         return EXIT_ERROR
@@ -600,11 +655,13 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
 @keys.command("rotate")
 @click.argument("names", nargs=-1, required=True, metavar="REPOSITORY/TITLE...")
 @manifest_options
+@targets_option
 @apply_options
 @click.option("-y", "--yes", is_flag=True, help="Rotate without asking (required without a TTY).")
 def keys_rotate(
     names: tuple[str, ...],
     manifests: Path,
+    targets: OperatorTargets,
     state: str,
     secrets_dir: Path,
     lock_timeout: float,
@@ -651,6 +708,7 @@ def keys_rotate(
             confirm=_confirm_on_tty(yes, console, progress),
             select=only_rotations,
             on_result=progress.advance,
+            operator=targets,
         )
     if done.result is None:
         return EXIT_ERROR
@@ -768,6 +826,7 @@ def _webhook_secret(file: Path | None) -> bytes | None:
     "come by pod IP).",
 )
 @state_option
+@targets_option
 @guard_options
 @apply_options
 def run(
@@ -783,6 +842,7 @@ def run(
     once: bool,
     allowed_hosts: tuple[str, ...],
     state: str,
+    targets: OperatorTargets,
     allow_decommission: bool,
     allow_mass_decommission: bool,
     allow_empty: bool,
@@ -814,6 +874,7 @@ def run(
         webhook_secret=secret,
         branch=branch,
         allowed_hosts=frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None,
+        targets=targets,
     )
     with _ledger(state) as ledger:
         daemon = Daemon(settings, ledger)
@@ -824,6 +885,7 @@ def run(
 
 @cli.command()
 @state_option
+@targets_option
 @click.option(
     "-m",
     "--manifests",
@@ -844,7 +906,13 @@ def run(
     help="Answer requests for this Host name too (repeatable; localhost, 127.0.0.1, ::1 and "
     "the --listen host always).",
 )
-def ui(state: str, manifests: Path | None, listen: str, allowed_hosts: tuple[str, ...]) -> int:
+def ui(
+    state: str,
+    targets: OperatorTargets,
+    manifests: Path | None,
+    listen: str,
+    allowed_hosts: tuple[str, ...],
+) -> int:
     """Serve the read-only dashboard over a ledger (what is deployed where), until Ctrl-C."""
     from slotkeeper.dashboard.pages import Dashboard  # templates load only for this command
     from slotkeeper.dashboard.server import LOCAL_HOSTS, serve
@@ -855,7 +923,7 @@ def ui(state: str, manifests: Path | None, listen: str, allowed_hosts: tuple[str
     hosts = LOCAL_HOSTS | {h.lower() for h in allowed_hosts}
     if host not in ("0.0.0.0", "::", ""):
         hosts |= {host.lower().strip("[]")}
-    desired = load_manifests(manifests) if manifests is not None else None
+    desired = load_manifests(manifests, targets=targets) if manifests is not None else None
     with _ledger(state, create=False) as ledger:
         dashboard = Dashboard(
             ledger,
@@ -877,9 +945,15 @@ def ui(state: str, manifests: Path | None, listen: str, allowed_hosts: tuple[str
 
 
 @cli.command()
-def schema() -> int:
-    """Print the JSON Schema of a manifest document."""
-    _print_json(json_schema())
+@click.option(
+    "--targets",
+    "of_targets",
+    is_flag=True,
+    help="The schema of a document of the operator's targets file instead.",
+)
+def schema(of_targets: bool) -> int:
+    """Print the JSON Schema of a manifest document (or of a targets file document)."""
+    _print_json(json_schema("Target" if of_targets else "Environment"))
     return EXIT_OK
 
 

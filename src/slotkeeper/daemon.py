@@ -37,6 +37,7 @@ from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
+from slotkeeper.manifests import NO_TARGETS, OperatorTargets
 from slotkeeper.model import DesiredState, KeyStatus, RecordStatus, timestamp
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.reconcile import RunOptions, Snapshot, reconcile, tolerant_snapshot
@@ -70,6 +71,8 @@ class DaemonSettings:
     backoff_max: float = 600.0
     #: how often a follower tries to become the leader
     election_interval: float = 1.0
+    #: the operator's targets (``--targets``), read at start: the manifests only name them
+    targets: OperatorTargets = NO_TARGETS
 
 
 @dataclass
@@ -308,7 +311,7 @@ class Daemon:
         """Load the manifests; a broken file is replaced by its last good version (stored in
         the ledger, so a restarted daemon or ``run --once`` has it too) and removals that
         depend on it are held by the planner."""
-        shot = tolerant_snapshot(checkout.manifests, self.ledger)
+        shot = tolerant_snapshot(checkout.manifests, self.ledger, self.settings.targets)
         obs.MANIFESTS_INVALID.set(len(shot.desired.broken))
         return shot
 

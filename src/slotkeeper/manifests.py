@@ -32,7 +32,6 @@ from slotkeeper.model import (
     SLUG_PATTERN,
     BrokenFile,
     DesiredState,
-    Document,
     EnvironmentDocument,
     EnvironmentSpec,
     Location,
@@ -85,19 +84,49 @@ _TYPE_MESSAGES = {
 }
 
 
+#: the environment variable naming the operator's targets file (the ``--targets`` option)
+TARGETS_ENV = "SLOTKEEPER_TARGETS"
+
+
+@dataclass(frozen=True)
+class OperatorTargets:
+    """The targets the operator configured: where each one is and which credential it carries.
+
+    They come from the operator's targets file (``--targets`` / ``SLOTKEEPER_TARGETS``), never
+    from the manifests: whoever can push or open a pull request writes the manifests, so a
+    manifest may only name a target (an environment's ``spec.targets``), never choose its URL or
+    its credential."""
+
+    #: the file or directory they were read from; None when the operator gave none
+    source: Path | None = None
+    specs: Mapping[str, TargetSpec] = field(default_factory=dict)
+    locations: Mapping[str, Location] = field(default_factory=dict)
+
+
+#: no targets file: the ledger alone records; an environment naming a target is an error
+NO_TARGETS = OperatorTargets()
+
+_TARGET_KIND_IN_MANIFESTS = (
+    "Target documents belong to the operator, not to the manifests (whoever can push writes "
+    "those): move this one to the targets file given with --targets or " + TARGETS_ENV + "; "
+    "an environment only names its targets in spec.targets"
+)
+
+
 @dataclass
 class _Collector:
     """Accumulates documents and errors across files."""
 
+    #: the document kinds these files may hold: Environment (manifests) or Target (targets file)
+    kind: str = "Environment"
+    #: the operator's targets, which the manifests' references must name
+    operator: OperatorTargets = NO_TARGETS
     errors: list[ManifestError] = field(default_factory=list)
     environments: dict[str, tuple[EnvironmentSpec, Location]] = field(default_factory=dict)
     targets: dict[str, tuple[TargetSpec, Location]] = field(default_factory=dict)
     #: (target name, where, environment name when known, index in spec.targets)
     target_refs: list[tuple[str, Location, str | None, int]] = field(default_factory=list)
     environment_data: dict[str, LineDict] = field(default_factory=dict)
-    #: names of Target documents that failed validation: declared all the same, so a reference
-    #: to one is not reported a second time as naming no Target
-    invalid_targets: set[str] = field(default_factory=set)
 
 
 def find_manifest_files(root: Path) -> list[Path]:
@@ -183,13 +212,16 @@ def max_file_bytes_from_env() -> int:
     return value
 
 
-def load_manifests(root: Path, *, max_file_bytes: int | None = None) -> DesiredState:
-    """Load and validate every manifest under ``root``; raise ``ManifestErrors`` on any problem.
+def load_manifests(
+    root: Path, *, max_file_bytes: int | None = None, targets: OperatorTargets = NO_TARGETS
+) -> DesiredState:
+    """Load and validate every manifest under ``root`` against the operator's ``targets``;
+    raise ``ManifestErrors`` on any problem.
 
     ``max_file_bytes`` defaults to ``SLOTKEEPER_MAX_MANIFEST_BYTES`` (4 MiB when unset; a bad
     value raises ``ConfigError``)."""
     tree = read_tree(root, max_file_bytes=max_file_bytes)
-    return parse(tree.files, errors=tree.errors)
+    return parse(tree.files, errors=tree.errors, targets=targets)
 
 
 @dataclass(frozen=True)
@@ -227,10 +259,16 @@ def read_tree(root: Path, *, max_file_bytes: int | None = None) -> ManifestTree:
     return ManifestTree(root=root, files=files, errors=tuple(errors))
 
 
-def parse(files: Mapping[Path, bytes], *, errors: Iterable[ManifestError] = ()) -> DesiredState:
+def parse(
+    files: Mapping[Path, bytes],
+    *,
+    errors: Iterable[ManifestError] = (),
+    targets: OperatorTargets = NO_TARGETS,
+) -> DesiredState:
     """Validate manifest contents (by the path they are reported under) into a DesiredState;
-    raise ``ManifestErrors`` with every problem, ``errors`` (found while reading) included."""
-    collector = _Collector()
+    raise ``ManifestErrors`` with every problem, ``errors`` (found while reading) included.
+    The environments may only name the operator's ``targets``."""
+    collector = _Collector(operator=targets)
     collector.errors.extend(errors)
     with fewer_collections():
         for path in sorted(files):
@@ -240,12 +278,30 @@ def parse(files: Mapping[Path, bytes], *, errors: Iterable[ManifestError] = ()) 
         raise ManifestErrors(collector.errors)
     return DesiredState(
         environments={name: spec for name, (spec, _) in collector.environments.items()},
-        targets={name: spec for name, (spec, _) in collector.targets.items()},
+        targets=dict(targets.specs),
         locations={
             **{name: loc for name, (_, loc) in collector.environments.items()},
-            **{f"target/{name}": loc for name, (_, loc) in collector.targets.items()},
+            **{f"target/{name}": loc for name, loc in targets.locations.items()},
             **_slot_locations(collector),
         },
+    )
+
+
+def load_targets(source: Path) -> OperatorTargets:
+    """The operator's targets file (or a directory of them: a mounted ConfigMap): Target
+    documents only; raise ``ManifestErrors`` naming file, line and field on any problem. An
+    empty file configures no target."""
+    tree = read_tree(source)
+    collector = _Collector(kind="Target")
+    collector.errors.extend(tree.errors)
+    for path in sorted(tree.files):
+        _parse_file(path, tree.files[path], collector, empty_ok=True)
+    if collector.errors:
+        raise ManifestErrors(collector.errors)
+    return OperatorTargets(
+        source=source,
+        specs={name: spec for name, (spec, _) in sorted(collector.targets.items())},
+        locations={name: location for name, (_, location) in collector.targets.items()},
     )
 
 
@@ -290,6 +346,7 @@ def load_tolerant(
     tree: ManifestTree,
     last_good: Callable[[], Mapping[str, bytes]],
     check: Callable[[DesiredState], list[ManifestError]] = lambda _: [],
+    targets: OperatorTargets = NO_TARGETS,
 ) -> DesiredState:
     """Load ``tree`` even when some files are broken: each broken file is left out, or replaced
     by its last good version (``last_good()``: content by relative path, read only when needed).
@@ -303,7 +360,7 @@ def load_tolerant(
     """
 
     def load(files: Mapping[Path, bytes], errors: Iterable[ManifestError] = ()) -> DesiredState:
-        desired = parse(files, errors=errors)
+        desired = parse(files, errors=errors, targets=targets)
         if found := check(desired):
             raise ManifestErrors(found)
         return desired
@@ -315,7 +372,7 @@ def load_tolerant(
     problems: dict[Path, list[str]] = {}
     broken: set[Path] = set()
     valid = dict(tree.files)
-    desired = DesiredState(environments={}, targets={})
+    desired = DesiredState(environments={}, targets=dict(targets.specs))
     while True:  # every round drops at least one file, so this ends
         for error in failed.errors:
             broken.add(error.file)
@@ -409,7 +466,7 @@ def _read_file(path: Path, max_file_bytes: int, errors: list[ManifestError]) -> 
     return raw
 
 
-def _parse_file(path: Path, raw: bytes, collector: _Collector) -> None:
+def _parse_file(path: Path, raw: bytes, collector: _Collector, *, empty_ok: bool = False) -> None:
     def error(line: int | None, field_path: str | None, message: str) -> None:
         collector.errors.append(ManifestError(path, line, field_path, message))
 
@@ -429,7 +486,7 @@ def _parse_file(path: Path, raw: bytes, collector: _Collector) -> None:
         return
     for problem in problems:
         error(problem.line, problem.path, problem.message)
-    if not documents:
+    if not documents and not empty_ok:
         error(None, None, "holds no slotkeeper document (an empty manifest file is not allowed)")
     for document in documents:
         _load_document(path, document.data, document.line, collector)
@@ -459,6 +516,13 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
     model = _KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         error(line_of(data, ("kind",), line), "kind", f"must be one of {', '.join(_KINDS)}")
+        return
+    if kind != collector.kind:
+        at = line_of(data, ("kind",), line)
+        if kind == "Target":
+            error(at, "kind", _TARGET_KIND_IN_MANIFESTS)
+        else:
+            error(at, "kind", "the targets file holds Target documents only")
         return
     try:
         # By alias only: the wire names are camelCase (deployKeys), as the JSON Schema says.
@@ -524,16 +588,14 @@ def _salvage_references(
     location: Location,
     collector: _Collector,
 ) -> None:
-    """What the references check needs from a document that failed validation, read from its
-    raw data, so that one run reports every error: an Environment's target names (those that
-    are themselves valid names), a Target's name."""
+    """What the references check needs from an Environment that failed validation, read from
+    its raw data, so that one run reports every error: its target names (those that are
+    themselves valid names)."""
+    if model is TargetDocument:
+        return
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, LineDict) else None
     name = name if isinstance(name, str) else None
-    if model is TargetDocument:
-        if name is not None:
-            collector.invalid_targets.add(name)
-        return
     spec = data.get("spec")
     targets = spec.get("targets") if isinstance(spec, LineDict) else None
     if not isinstance(targets, LineList):
@@ -553,8 +615,15 @@ def _salvage_references(
 
 
 def _check_references(collector: _Collector) -> None:
-    """Cross-document rules: target references resolve, keys and secret files are unique."""
-    target_names = collector.targets.keys() | collector.invalid_targets
+    """Cross-document rules: target references name the operator's targets, keys and secret
+    files are unique."""
+    target_names = set(collector.operator.specs)
+    source = collector.operator.source
+    where = (
+        f"the targets file {source} does not configure it"
+        if source is not None
+        else f"no targets file is given (--targets or {TARGETS_ENV})"
+    )
     for target, location, environment, index in collector.target_refs:
         if target not in target_names:
             who = f"environment {environment!r}" if environment else "this environment"
@@ -563,7 +632,8 @@ def _check_references(collector: _Collector) -> None:
                     Path(location.file),
                     location.line,
                     f"spec.targets[{index}]",
-                    f"{who} names target {target!r}, which no Target document declares"
+                    f"{who} names target {target!r}, which the operator has not configured: "
+                    + where
                     + _did_you_mean(target, sorted(target_names)),
                 )
             )
@@ -712,15 +782,15 @@ def _describe(loc_in: tuple[int | str, ...], detail: ErrorDetails) -> tuple[str,
     return field_path or "(document)", message
 
 
-DOCUMENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Document)
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of one manifest document, for editors and other tools."""
-    schema = DOCUMENT_ADAPTER.json_schema(by_alias=True)
+def json_schema(kind: str = "Environment") -> dict[str, Any]:
+    """The JSON Schema of one manifest document (``Environment``) or of one document of the
+    operator's targets file (``Target``), for editors and other tools."""
+    schema = TypeAdapter(_KINDS[kind]).json_schema(by_alias=True)
     _keys_by_pattern(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "slotkeeper manifest document"
+    schema["title"] = (
+        "slotkeeper manifest document" if kind == "Environment" else "slotkeeper target document"
+    )
     return schema
 
 

@@ -438,9 +438,6 @@ class TargetDocument(_Strict):
     spec: TargetSpec
 
 
-Document = Annotated[EnvironmentDocument | TargetDocument, Field(discriminator="kind")]
-
-
 class Location(BaseModel):
     """Where a document was declared, for messages."""
 

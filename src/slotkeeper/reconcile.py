@@ -30,7 +30,16 @@ from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import Ledger
-from slotkeeper.manifests import ManifestTree, check_refs, load_tolerant, parse, read_tree
+from slotkeeper.manifests import (
+    NO_TARGETS,
+    TARGETS_ENV,
+    ManifestTree,
+    OperatorTargets,
+    check_refs,
+    load_tolerant,
+    parse,
+    read_tree,
+)
 from slotkeeper.model import (
     ChainloopTargetSpec,
     DesiredState,
@@ -80,25 +89,30 @@ class Snapshot:
     files: Mapping[str, bytes] = field(default_factory=dict)
 
 
-def snapshot(manifests: Path) -> Snapshot:
-    """Load and validate the manifests at ``manifests`` (raises ``ManifestErrors``), each
-    GitHub slot with a decidable ref: never a 422 at apply."""
+def snapshot(manifests: Path, operator: OperatorTargets = NO_TARGETS) -> Snapshot:
+    """Load and validate the manifests at ``manifests`` against the ``operator``'s targets
+    (raises ``ManifestErrors``), each GitHub slot with a decidable ref: never a 422 at apply."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
-    desired = parse(tree.files, errors=tree.errors)
+    desired = parse(tree.files, errors=tree.errors, targets=operator)
     if errors := check_refs(desired, revision):
         raise ManifestErrors(errors)
     return Snapshot(desired, revision, manifests, _by_name(tree))
 
 
-def tolerant_snapshot(manifests: Path, ledger: Ledger) -> Snapshot:
+def tolerant_snapshot(
+    manifests: Path, ledger: Ledger, operator: OperatorTargets = NO_TARGETS
+) -> Snapshot:
     """Load the manifests even when some files are broken: a broken file is replaced by its
     last good version from the ledger (or left out), and listed in ``desired.broken`` so the
     planner holds removals it cannot be sure of (see ``manifests.load_tolerant``)."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
     desired = load_tolerant(
-        tree, ledger.last_good_manifests, check=lambda loaded: check_refs(loaded, revision)
+        tree,
+        ledger.last_good_manifests,
+        check=lambda loaded: check_refs(loaded, revision),
+        targets=operator,
     )
     if desired.broken:
         obs.get_logger().error(
@@ -444,12 +458,13 @@ def make_plan(
     clock: Clock,
     run: RunOptions = RunOptions(),
     sink: SecretSink | None = None,
+    operator: OperatorTargets = NO_TARGETS,
 ) -> Plan:
     """Load the manifests and the recorded state (and refresh), and plan: no lock, no change.
 
     Without refresh no target is set up, so no credential is needed (a pull request from a
     fork gets none); a target that cannot be set up or asked is a warning on the plan."""
-    shot = snapshot(manifests)
+    shot = snapshot(manifests, operator)
     desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
     with open_targets(desired, ledger, clock=clock, strict=False) as targets:
         the_plan, _ = _plan(
@@ -477,11 +492,13 @@ def reconcile(
     select: Callable[[Plan], Plan] = lambda p: p,
     on_result: ProgressHook | None = None,
     stop: Callable[[], bool] | None = None,
+    operator: OperatorTargets = NO_TARGETS,
 ) -> Reconciliation:
     """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan,
-    ``stop`` ends the apply early (between actions) when it turns true."""
+    ``stop`` ends the apply early (between actions) when it turns true. The ``operator``'s
+    targets are used when ``source`` is a path to load."""
     # load: a bad manifest stops here, nothing written (the daemon loads tolerantly itself)
-    shot = source if isinstance(source, Snapshot) else snapshot(source)
+    shot = source if isinstance(source, Snapshot) else snapshot(source, operator)
     desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
@@ -560,20 +577,21 @@ def apply_saved(
     sink: SecretSink,
     run: RunOptions = RunOptions(),
     on_result: ProgressHook | None = None,
+    operator: OperatorTargets = NO_TARGETS,
 ) -> ApplyResult:
     """Apply a saved plan exactly; refused as stale when the ledger moved since it was made.
 
-    The manifests are read again (they must be valid): for the Target documents (where and how
-    to reach the targets; a target the plan needs that they do not declare refuses the apply)
-    and for the holds decided at apply time (suspend, freeze windows, protection), which turn
-    actions of the saved plan into blocked ones."""
-    shot = snapshot(manifests)
+    The manifests are read again (they must be valid) for the holds decided at apply time
+    (suspend, freeze windows, protection), which turn actions of the saved plan into blocked
+    ones. Where and how to reach the targets is the ``operator``'s, never the plan's: a
+    target the plan needs that the operator does not configure refuses the apply."""
+    shot = snapshot(manifests, operator)
     missing = [name for name in the_plan.targets if name not in shot.desired.targets]
     if missing:
         raise PlanFileError(
             f"the saved plan needs target{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(missing)}, which the manifests at {manifests} do not declare: apply "
-            "it with -m pointing at the manifests it was made from"
+            f"{', '.join(missing)}, which the operator's targets file does not configure: "
+            f"apply it with --targets (or {TARGETS_ENV}) naming the file it was made with"
         )
     with ledger.writer(timeout=run.lock_timeout):
         checked = recheck(the_plan, shot.desired, now=clock())

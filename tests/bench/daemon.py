@@ -63,7 +63,7 @@ from typing import Any
 
 import yaml
 
-from tests.bench.generate import Tree, artifact, environment_document, write
+from tests.bench.generate import Tree, artifact, environment_document, manifest_args, write
 from tests.bench.report import Figure, at_most, exactly, reported
 
 TARGET = "6 daemon"
@@ -250,8 +250,7 @@ class Daemon:
             "--log-level",
             "info",
             "run",
-            "-m",
-            str(manifests),
+            *manifest_args(manifests),
             "--state",
             f"sqlite:///{self.database}",
             "--secrets-dir",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench.generate import Tree, write
+from tests.bench.generate import Tree, manifest_args, write
 from tests.bench.measure import Child, slotkeeper, sqlite_url
 from tests.bench.report import Figure, exactly, reported
 from tests.fakes.github import FakeGitHub
@@ -98,8 +98,7 @@ class Bench:
         self.fake.reset_log()
         child = slotkeeper(
             *args,
-            "-m",
-            str(self.root),
+            *manifest_args(self.root),
             "--state",
             self.state,
             "--secrets-dir",

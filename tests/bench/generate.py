@@ -1,7 +1,8 @@
 """Synthetic manifest trees for the benchmarks: environments x slots, artifacts and deploy keys.
 
 ``Tree`` describes one tree; ``write`` lays it out as one file per environment (as a team with
-many environments would), plus one file of Target documents when targets are wanted. The tree is
+many environments would), plus the operator's targets file beside it (``targets_file``) when
+targets are wanted; ``manifest_args`` gives the arguments that read both. The tree is
 deterministic: the same figures always give the same bytes, so both sides of a comparison read
 exactly the same files. ``bump`` and ``drop`` derive the next revision of a tree (new artifact
 versions in some slots, some slots removed), for the write-economy and daemon benchmarks.
@@ -155,15 +156,30 @@ def target_documents(tree: Tree) -> list[dict[str, Any]]:
     ]
 
 
+def targets_file(root: Path) -> Path:
+    """Where ``write`` puts the operator's targets file of the tree at ``root``: beside it."""
+    return root.with_name(f"{root.name}-targets.yaml")
+
+
+def manifest_args(root: Path) -> list[str]:
+    """The command-line arguments that read the tree at ``root`` and its targets file."""
+    targets = targets_file(root)
+    return ["-m", str(root), *(["--targets", str(targets)] if targets.exists() else [])]
+
+
 def write(tree: Tree, root: Path) -> Path:
-    """Write ``tree`` under ``root`` (replacing what an earlier revision wrote); return root."""
+    """Write ``tree`` under ``root`` (replacing what an earlier revision wrote), its targets
+    beside it (``targets_file``); return root."""
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob("*.yaml"):
         old.unlink()
     for e in range(tree.environments):
         text = yaml.dump(environment_document(tree, e), Dumper=yaml.CSafeDumper, sort_keys=False)
         (root / f"{tree.environment_name(e)}.yaml").write_text(text)
+    targets = targets_file(root)
     if tree.targets:
         text = yaml.dump_all(target_documents(tree), Dumper=yaml.CSafeDumper, sort_keys=False)
-        (root / "targets.yaml").write_text(text)
+        targets.write_text(text)
+    else:
+        targets.unlink(missing_ok=True)
     return root

@@ -18,7 +18,7 @@ import yaml
 from slotkeeper.ledger import open_ledger
 from slotkeeper.plan import PlanOptions
 from slotkeeper.reconcile import RunOptions, make_plan
-from tests.bench.generate import Tree, write
+from tests.bench.generate import Tree, manifest_args, write
 from tests.bench.measure import best_of, slotkeeper, sqlite_url
 from tests.bench.report import Figure, at_most, reported
 
@@ -69,7 +69,7 @@ def measure(work: Path, tree: Tree, *, runs: int = 3) -> ScaleRun:
     finally:
         ledger.close()
     child = slotkeeper(
-        "plan", "--no-refresh", "-m", str(root), "--state", sqlite_url(state), "--json"
+        "plan", "--no-refresh", *manifest_args(root), "--state", sqlite_url(state), "--json"
     )
     if child.code not in (0, 2):
         raise RuntimeError(f"slotkeeper plan failed ({child.code}): {child.err[-2000:]}")

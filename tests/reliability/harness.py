@@ -369,12 +369,20 @@ class Harness:
     def _git(self, *args: str) -> None:
         subprocess.run(["git", *args], cwd=self.root, check=True, capture_output=True)
 
+    @property
+    def targets_file(self) -> Path:
+        """The operator's targets file: beside the repository, never in the manifests."""
+        return self.root.with_name(f"{self.root.name}-targets.yaml")
+
+    def write_targets(self, documents: list[dict[str, Any]]) -> None:
+        self.targets_file.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
     def declare(self, side: str) -> None:
         """Write revision ``side`` and commit it."""
         self.side = side
-        write_manifests(
-            self.root / "m", *self.shape.documents(side, self.gh.base_url, **self.target)
-        )
+        documents = self.shape.documents(side, self.gh.base_url, **self.target)
+        write_manifests(self.root / "m", *(d for d in documents if d["kind"] != "Target"))
+        self.write_targets([d for d in documents if d["kind"] == "Target"])
         self._git("add", "-A")
         self._git("commit", "-q", "--allow-empty", "-m", f"revision {side}")
 
@@ -384,7 +392,12 @@ class Harness:
             for k, v in os.environ.items()
             if k not in ("SLOTKEEPER_STATE", "SLOTKEEPER_SECRETS_DIR", "PYTEST_CURRENT_TEST")
         }
-        env.update(GITHUB_TOKEN=TOKEN, NO_COLOR="1", SLOTKEEPER_ACTOR="reliability")
+        env.update(
+            GITHUB_TOKEN=TOKEN,
+            NO_COLOR="1",
+            SLOTKEEPER_ACTOR="reliability",
+            SLOTKEEPER_TARGETS=str(self.targets_file),
+        )
         return env
 
     def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
@@ -818,10 +831,11 @@ def faults_scenario(
 
 
 class Operations:
-    """Revision A of ``shape`` written one file per environment (plus ``targets.yaml``), so that
-    one file can break alone, and the operations operators actually do, each followed by the
-    invariants it must keep: nothing retired that is still wanted, every ACTIVE key's private
-    file present and holding its key, no repository without a managed key."""
+    """Revision A of ``shape`` written one file per environment (the targets to the operator's
+    targets file), so that one file can break alone, and the operations operators actually do,
+    each followed by the invariants it must keep: nothing retired that is still wanted, every
+    ACTIVE key's private file present and holding its key, no repository without a managed
+    key."""
 
     def __init__(self, harness: Harness) -> None:
         self.h = harness
@@ -833,11 +847,16 @@ class Operations:
         for old in root.glob("*.yaml"):
             old.unlink()
         root.mkdir(exist_ok=True)
+        targets = []
         for document in [*self.documents, *self.extra]:
             name = document["metadata"]["name"]
-            file = f"{name}.yaml" if document["kind"] == "Environment" else f"target-{name}.yaml"
-            if name not in skip:
-                (root / file).write_text(yaml.safe_dump(document, sort_keys=False))
+            if name in skip:
+                continue
+            if document["kind"] == "Target":
+                targets.append(document)
+            else:
+                (root / f"{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        self.h.write_targets(targets)
         self.h._git("add", "-A")
         self.h._git("commit", "-q", "--allow-empty", "-m", message)
 
@@ -911,7 +930,7 @@ def operations_scenario(
                 gh.add_tag(f"acme/svc{e}", version)
         ops = Operations(harness)
         first, second, last = "env0", "env1", f"env{shape.environments - 1}"
-        # The last environment is mirrored through a Target document of its own.
+        # The last environment is mirrored through a target of its own.
         ops.extra = [{**ops.documents[-1], "metadata": {"name": "spare"}}]
         ops.environment(last)["spec"]["targets"] = ["spare"]
         ops.write(message="revision A")
@@ -954,7 +973,7 @@ def operations_scenario(
         ops.converge("after the empty checkout")
         say("operations: empty checkout held")
 
-        # An environment removed together with the only Target document it used.
+        # An environment removed while the operator removes the only target it used.
         before, keys = ops.deployed(), ops.active_keys()
         ops.write(skip=(last, "spare"), message="environment and target removed")
         ops.apply()
