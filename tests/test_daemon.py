@@ -281,6 +281,7 @@ def test_a_target_without_credentials_fails_alone_in_the_daemon(
     from slotkeeper.daemon import Daemon, DaemonSettings
     from slotkeeper.keys import SecretSink
     from slotkeeper.ledger import open_ledger
+    from slotkeeper.model import SyncSubject
     from slotkeeper.plan import PlanOptions
     from slotkeeper.reconcile import RunOptions
     from slotkeeper.sources import DirectorySource
@@ -302,7 +303,11 @@ def test_a_target_without_credentials_fails_alone_in_the_daemon(
     [row] = daemon.status_document()["slots"]
     assert row["status"] == "DEPLOYED"
     assert row["targets"]["github"]["status"] == "failed"
-    assert "environment variable GITHUB_TOKEN is not set" in row["targets"]["github"]["last_error"]
+    # /status says what happened in fixed words; the ledger keeps why, for `slotkeeper status`.
+    assert row["targets"]["github"]["error_reason"] == "target not usable: configuration error"
+    assert "last_error" not in row["targets"]["github"]
+    [sync] = ledger.syncs_for(SyncSubject.RECORD, row["record_id"])
+    assert "environment variable GITHUB_TOKEN is not set" in (sync.last_error or "")
     assert github.requests == []
     ledger.close()
 

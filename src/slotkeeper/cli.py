@@ -600,7 +600,7 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
         _print_json(
             {
                 "manifests": render.manifests_document(manifests_status),
-                "slots": render.status_document(records, pending, syncs),
+                "slots": render.status_document(records, pending, syncs, public=False),
             }
         )
     else:
@@ -622,7 +622,7 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
         records = ledger.history(environment, slot or None)
         syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
     if as_json:
-        _print_json(render.history_document(records, syncs))
+        _print_json(render.history_document(records, syncs, public=False))
         return EXIT_OK
     if not records:
         raise ConfigError(f"no records for {target!r} in the ledger")
@@ -646,7 +646,7 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
         found = ledger.keys(include_retired=include_retired)
         syncs = render.syncs_by_subject(ledger, SyncSubject.KEY)
     if as_json:
-        _print_json(render.keys_document(found, syncs))
+        _print_json(render.keys_document(found, syncs, public=False))
     else:
         render.render_keys(found, _stdout(), syncs)
     return EXIT_OK

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import Dashboard
 from slotkeeper.dashboard.server import answer, bind, refuse_host, send_headers
-from slotkeeper.errors import SlotkeeperError
+from slotkeeper.errors import SlotkeeperError, TargetError, public_reason
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger
@@ -284,7 +284,8 @@ class Daemon:
             if shot.desired.broken:
                 last.error = "; ".join(e for b in shot.desired.broken for e in b.errors)
         except SlotkeeperError as exc:
-            last.error = str(exc)
+            # /status shows it: a target's words stay in the log (and the ledger)
+            last.error = public_reason(exc) if isinstance(exc, TargetError) else str(exc)
             self._log.error(obs.RECONCILE_FAILED, reason=reason, error=str(exc))
         finally:
             elapsed = time.perf_counter() - timer

@@ -13,7 +13,10 @@ those as one clear message and exits 1, never with a traceback. Anything else is
     ├── SecretError              a secret sink refused a write (e.g. a path escaping its root)
     ├── TargetError              a target (GitHub, ...) did not do what was asked
     │   ├── PermanentTargetError it will not work by retrying: permission, validation, 4xx
+    │   │   ├── TargetFailed     the target took the call but failed it or answered oddly
+    │   │   └── TargetUnusable   the target could not be set up (or reached) for this run
     │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits
+    │       ├── TargetUnreachable no answer at all (connection refused, timed out)
     │       ├── UnknownOutcome   a write was sent but its answer was lost: look before retrying
     │       └── BudgetDeferred   the write budget is spent: left pending for the next reconcile
     └── LedgerError              the recorded state cannot be read or written
@@ -25,6 +28,11 @@ those as one clear message and exits 1, never with a traceback. Anything else is
 Third-party exceptions are translated at the edge that calls the library and chained with
 ``raise ... from``. Messages never contain a secret value: they name where a secret is
 referenced, not what it is.
+
+A target error's message may quote the target's answer (up to 300 characters of it), which
+whoever runs the target, or answers in its place, chooses. The ledger keeps that message for
+operators (``slotkeeper status``); what pages anyone can read show is :func:`public_reason`:
+the HTTP status code and a fixed phrase chosen here, never the target's words, a path or a host.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 
 class SlotkeeperError(Exception):
@@ -82,20 +91,37 @@ class SecretError(SlotkeeperError):
 class TargetError(SlotkeeperError):
     """A target call failed; the message names the target and what failed, never a credential.
 
-    ``remote_id`` and ``detail`` carry what the target did make, if anything (e.g. an Unkey
+    ``http_status`` is the status code of the answer that made the call fail, when an answer
+    did. ``remote_id`` and ``detail`` carry what the target did make, if anything (e.g. an Unkey
     deployment that then failed), so the ledger can keep it.
     """
 
     def __init__(
-        self, message: str, *, remote_id: str | None = None, detail: dict[str, object] | None = None
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        remote_id: str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
+        self.http_status = http_status
         self.remote_id = remote_id
         self.detail = detail or {}
 
 
 class PermanentTargetError(TargetError):
     """Retrying will not help (permission denied, validation failed, not found)."""
+
+
+class TargetFailed(PermanentTargetError):
+    """The target took the call but reports that the work failed (an Unkey deployment ended
+    FAILED), or answered in a way that does not show it done (no id, not listed)."""
+
+
+class TargetUnusable(PermanentTargetError):
+    """The target could not be set up (its credential is missing, ...) or could not even be read
+    this run: every call to it fails with this, its cause (if any) being why."""
 
 
 class TemporaryTargetError(TargetError):
@@ -106,11 +132,16 @@ class TemporaryTargetError(TargetError):
         message: str,
         *,
         retry_after: float | None = None,
+        http_status: int | None = None,
         remote_id: str | None = None,
         detail: dict[str, object] | None = None,
     ) -> None:
-        super().__init__(message, remote_id=remote_id, detail=detail)
+        super().__init__(message, http_status=http_status, remote_id=remote_id, detail=detail)
         self.retry_after = retry_after
+
+
+class TargetUnreachable(TemporaryTargetError):
+    """No answer came at all (connection refused or reset, timed out), retries included."""
 
 
 class UnknownOutcome(TemporaryTargetError):
@@ -139,3 +170,69 @@ class StalePlanError(LedgerError):
 
 class SchemaVersionError(LedgerError):
     """The ledger's schema is newer than this slotkeeper understands."""
+
+
+#: what an answer's status code says happened, for :func:`public_reason` (4xx not listed:
+#: "rejected by the target"; 5xx: "target unavailable"; anything else: "unexpected answer")
+_BY_STATUS: Final[dict[int, str]] = {
+    401: "permission denied",
+    403: "permission denied",
+    404: "not found",
+    409: "conflict",
+    410: "not found",
+    429: "rate limited",
+}
+
+#: what happened, by the class of an error that carries no status code (most specific first)
+_BY_CLASS: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (BudgetDeferred, "write budget spent: left for the next reconcile"),
+    (UnknownOutcome, "no answer (the write may have happened)"),
+    (TargetUnreachable, "unreachable"),
+    (TargetUnusable, "target not usable: configuration error"),
+    (TargetFailed, "failed on the target"),
+    (TemporaryTargetError, "not done yet: tried again at the next reconcile"),
+    (PermanentTargetError, "refused by slotkeeper"),
+    (TargetError, "target call failed"),
+    (ConfigError, "configuration error"),
+    (ManifestError, "manifest error"),
+    (ManifestErrors, "manifest error"),
+    (PlanFileError, "plan file error"),
+    (SecretError, "secret not stored"),
+    (LedgerError, "ledger error"),
+    (SlotkeeperError, "failed"),
+)
+
+
+def _status_phrase(error: TargetError, code: int) -> str:
+    if isinstance(error, TemporaryTargetError) and code == 403:
+        return "rate limited"  # a 403 is temporary only when it carries rate-limit signals
+    if code in _BY_STATUS:
+        return _BY_STATUS[code]
+    if 400 <= code < 500:
+        return "rejected by the target"
+    if 500 <= code < 600:
+        return "target unavailable"
+    return "unexpected answer"
+
+
+def public_reason(error: BaseException) -> str:
+    """What happened, in a short fixed text that pages anyone may read can show: the HTTP
+    status code when an answer made the call fail, and a phrase chosen by the error's class or
+    code, e.g. ``HTTP 422: rejected by the target``. Never the target's own words, a path or a
+    host: the full message stays in the ledger for ``slotkeeper status``.
+
+    An error without a code that was raised from a target error (re-raised with more context,
+    or a target left unusable by an earlier failure) tells what happened by that cause."""
+    seen: set[int] = set()
+    while isinstance(error, TargetError) and id(error) not in seen:
+        seen.add(id(error))
+        code = error.http_status
+        if code is not None:
+            reason = f"HTTP {code}: {_status_phrase(error, code)}"
+            if isinstance(error, UnknownOutcome):
+                reason += "; the write may have happened"
+            return reason
+        if not isinstance(error.__cause__, TargetError):
+            break
+        error = error.__cause__
+    return next((text for kind, text in _BY_CLASS if isinstance(error, kind)), "internal error")

@@ -656,6 +656,10 @@ class RemoteState(StrEnum):
     ABSENT = "absent"
 
 
+#: what public pages show for a failure recorded before its fixed reason was kept
+UNEXPLAINED_ERROR = "failed (details in `slotkeeper status`)"
+
+
 class TargetSync(BaseModel):
     """What one target holds for one record or key, as last confirmed (or attempted)."""
 
@@ -670,7 +674,13 @@ class TargetSync(BaseModel):
     remote_updated_at: str | None = None
     status: SyncStatus
     attempts: int = 0
+    #: the last failure as the target adapter told it (it may quote the target's answer): for
+    #: operators (``slotkeeper status``, ``history``), never on a page anyone can read
     last_error: str | None = None
+    #: the same failure in a short fixed text (``errors.public_reason``: status code and phrase,
+    #: nothing the target wrote): what ``/status`` and the dashboard show; None on rows written
+    #: before it was kept
+    error_reason: str | None = None
     updated_at: Timestamp
     #: what the target said about it beyond an id (e.g. Unkey's status and steps, GitHub's
     #: node id), shown by ``history``
@@ -682,6 +692,14 @@ class TargetSync(BaseModel):
     @property
     def settled(self) -> bool:
         return self.status is SyncStatus.SYNCED and self.remote_state is self.wanted
+
+    @property
+    def public_error(self) -> str | None:
+        """The last failure as pages anyone can read show it: the fixed ``error_reason``, or
+        for a row written before that was kept, a pointer to where the details are."""
+        if self.error_reason is not None:
+            return self.error_reason
+        return UNEXPLAINED_ERROR if self.last_error else None
 
     @property
     def shown_status(self) -> SyncStatus:

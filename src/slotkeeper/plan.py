@@ -572,6 +572,7 @@ def _sync_actions(
         current = recorded.syncs.get((target, subject, subject_id)) if subject_id else None
         observed = seen.get((target, subject, subject_id)) if subject_id else None
         recreate = False
+        notes: tuple[str, ...] = ()
         if observed is not None:
             reason = observed.detail or f"{observed.observed} on {target}"
             recreate = observed.observed == "missing"
@@ -586,7 +587,11 @@ def _sync_actions(
             )
             reason = f"{shown} on {target}, should be {want.value}"
             if current.last_error and current.status is not SyncStatus.SYNCED:
-                reason += f": {current.last_error}"
+                # The reason says what happened in fixed words (a held-back action's reason is
+                # on /status; a pull-request comment shows reasons); the target's own words are
+                # a note, which the operator's `plan` prints.
+                reason += f": {current.public_error}"
+                notes = (current.last_error,)
             remote_id = current.remote_id
         elif (beat := _heartbeat_due(desired, target, current, want, now)) is not None:
             reason, remote_id = beat, current.remote_id
@@ -602,6 +607,7 @@ def _sync_actions(
                 want=want,
                 remote_id=fields.pop("remote_id", remote_id),
                 recreate=recreate,
+                notes=notes,
                 reason=reason,
                 **fields,
             )

@@ -21,9 +21,9 @@ from slotkeeper.credentials import resolve_secret
 from slotkeeper.errors import (
     ConfigError,
     ManifestErrors,
-    PermanentTargetError,
     PlanFileError,
     TargetError,
+    TargetUnusable,
     TemporaryTargetError,
 )
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
@@ -209,17 +209,23 @@ class LedgerWriteLog:
 class UnusableTarget:
     """A target that could not be set up (e.g. its credential is missing) or reached: every
     call fails with why, so its syncs fail and stay pending while the ledger and the other
-    targets go on."""
+    targets go on. ``cause``, the error that left it unreachable, is what the failures say
+    happened on public pages (a missing credential: a configuration error)."""
 
     supports_keys = True
 
-    def __init__(self, name: str, type: str, reason: str) -> None:
+    def __init__(
+        self, name: str, type: str, reason: str, *, cause: TargetError | None = None
+    ) -> None:
         self.name = name
         self.type = type
         self._reason = reason
+        self._cause = cause
 
-    def _fail(self) -> PermanentTargetError:
-        return PermanentTargetError(f"{self.name}: not usable: {self._reason}")
+    def _fail(self) -> TargetUnusable:
+        error = TargetUnusable(f"{self.name}: not usable: {self._reason}")
+        error.__cause__ = self._cause
+        return error
 
     def sync_record(
         self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
@@ -541,7 +547,9 @@ def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) ->
     usable = dict(targets)
     for name, error in refreshed.failed.items():
         if isinstance(error, TemporaryTargetError):
-            usable[name] = UnusableTarget(name, targets[name].type, f"unreachable: {error}")
+            usable[name] = UnusableTarget(
+                name, targets[name].type, f"unreachable: {error}", cause=error
+            )
     return usable
 
 

@@ -2,6 +2,12 @@
 
 Human output is aligned and coloured like ``terraform plan`` (rich honours ``NO_COLOR``); the JSON
 documents are the contract for machines and are built here, in one place, from the same values.
+
+The status, history and keys documents are made for one of two readers (``public``): the
+operator at a terminal (the CLI), who gets each target's last error as the target adapter told
+it; or anyone who can reach the daemon or ``slotkeeper ui`` (``/status``, the dashboard), who
+gets only its fixed ``error_reason`` and the fixed words of what the target reported, never
+text the target chose.
 """
 
 from __future__ import annotations
@@ -235,19 +241,61 @@ def syncs_by_subject(ledger: Ledger, subject: SyncSubject) -> dict[int, list[Tar
     return syncs
 
 
-def _target_states(syncs: list[TargetSync]) -> dict[str, dict[str, Any]]:
-    return {
-        sync.target: {
-            "status": sync.shown_status.value,
-            "wanted": sync.wanted.value,
-            "remote_id": sync.remote_id,
-            "remote_state": sync.remote_state.value if sync.remote_state else None,
-            "attempts": sync.attempts,
-            "last_error": sync.last_error,
-            "updated_at": timestamp(sync.updated_at),
-        }
-        for sync in syncs
+def _target_state(sync: TargetSync, *, public: bool) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "status": sync.shown_status.value,
+        "wanted": sync.wanted.value,
+        "remote_id": sync.remote_id,
+        "remote_state": sync.remote_state.value if sync.remote_state else None,
+        "attempts": sync.attempts,
+        "error_reason": sync.public_error,
     }
+    if not public:
+        state["last_error"] = sync.last_error  # may quote the target's answer
+    state["updated_at"] = timestamp(sync.updated_at)
+    return state
+
+
+def _target_states(syncs: list[TargetSync], *, public: bool) -> dict[str, dict[str, Any]]:
+    return {sync.target: _target_state(sync, public=public) for sync in syncs}
+
+
+#: the words a target reports as a sync's ``status`` detail that public pages show: Unkey's
+#: deployment statuses, Chainloop's record statuses, GitHub's "already gone" (a fixed set: a
+#: target answering something else, whoever runs it, is not quoted)
+PUBLIC_STATUSES = frozenset(
+    {
+        # Unkey (DeploymentStatus)
+        "UNSPECIFIED",
+        "PENDING",
+        "STARTING",
+        "BUILDING",
+        "DEPLOYING",
+        "NETWORK",
+        "FINALIZING",
+        "READY",
+        "FAILED",
+        "SKIPPED",
+        "AWAITING_APPROVAL",
+        "STOPPED",
+        "SUPERSEDED",
+        "CANCELLED",
+        # Chainloop (DeploymentStatus)
+        "DEPLOYMENT_STATUS_UNSPECIFIED",
+        "DEPLOYED",
+        "DECOMMISSIONED",
+        # GitHub: a deployment or key that was gone when it was to be retired
+        "already gone",
+    }
+)
+
+
+def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """What public pages show of what a target reported beyond an id: its status word when it
+    is one of :data:`PUBLIC_STATUSES`, and nothing else (Unkey's error message and steps,
+    hostnames, node ids are the target's own text: ``slotkeeper history`` shows them)."""
+    status = detail.get("status")
+    return {"status": status} if isinstance(status, str) and status in PUBLIC_STATUSES else {}
 
 
 def _status_rows(
@@ -267,10 +315,13 @@ def status_document(
     records: list[Record],
     pending: list[PendingAction],
     syncs: dict[int, list[TargetSync]] | None = None,
+    *,
+    public: bool,
 ) -> list[dict[str, Any]]:
     """One row per environment/slot ever seen, with the pending blocked action if any and each
     target's sync state of the record; a slot whose first deploy is held back has a row too,
-    with ``status``, ``artifact``, ``record_id`` and the times null."""
+    with ``status``, ``artifact``, ``record_id`` and the times null. ``public``: for pages anyone
+    may read (each target's ``error_reason`` only, no ``last_error``)."""
     rows = []
     for environment, slot, record, held in _status_rows(records, pending):
         rows.append(
@@ -288,7 +339,9 @@ def status_document(
                     if held
                     else None
                 ),
-                "targets": _target_states((syncs or {}).get(record.id, []) if record else []),
+                "targets": _target_states(
+                    (syncs or {}).get(record.id, []) if record else [], public=public
+                ),
             }
         )
     return rows
@@ -360,17 +413,20 @@ def render_status(
 
 
 def history_document(
-    records: list[Record], syncs: dict[int, list[TargetSync]] | None = None
+    records: list[Record], syncs: dict[int, list[TargetSync]] | None = None, *, public: bool
 ) -> list[dict[str, Any]]:
     """Records newest first, each with what every target holds for it (status, remote id,
-    what the target reported: e.g. Unkey's status, steps and error message)."""
+    what the target reported: e.g. Unkey's status, steps and error message). ``public``: for
+    pages anyone may read (the fixed ``error_reason`` and :func:`public_detail` only)."""
     rows = []
     for record in records:
         row = record.model_dump(mode="json")
         row["targets"] = {
-            name: {**state, "detail": sync.remote_detail}
+            sync.target: {
+                **_target_state(sync, public=public),
+                "detail": public_detail(sync.remote_detail) if public else sync.remote_detail,
+            }
             for sync in (syncs or {}).get(record.id, [])
-            for name, state in _target_states([sync]).items()
         }
         rows.append(row)
     return rows
@@ -428,14 +484,16 @@ def next_rotation(key: KeyRecord) -> datetime | None:
 
 
 def keys_document(
-    keys: list[KeyRecord], syncs: dict[int, list[TargetSync]] | None = None
+    keys: list[KeyRecord], syncs: dict[int, list[TargetSync]] | None = None, *, public: bool
 ) -> list[dict[str, Any]]:
+    """Deploy keys with their next rotation and each target's sync state (``public`` as for
+    :func:`status_document`)."""
     rows = []
     for key in keys:
         row = key.model_dump(mode="json")
         due = next_rotation(key)
         row["next_rotation"] = timestamp(due) if due and key.status.value == "ACTIVE" else None
-        row["targets"] = _target_states((syncs or {}).get(key.id, []))
+        row["targets"] = _target_states((syncs or {}).get(key.id, []), public=public)
         rows.append(row)
     return rows
 

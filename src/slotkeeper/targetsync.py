@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from slotkeeper import observability as obs
-from slotkeeper.errors import BudgetDeferred, TargetError
+from slotkeeper.errors import BudgetDeferred, TargetError, public_reason
 from slotkeeper.ledger import Ledger
 from slotkeeper.model import (
     EnvironmentRecord,
@@ -146,7 +146,11 @@ class TargetSyncer:
             remote = self._call(target, work, previous, syncs)
         except TargetError as exc:
             status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
-            update: dict[str, object] = {"status": status, "last_error": str(exc)}
+            update: dict[str, object] = {
+                "status": status,
+                "last_error": str(exc),  # may quote the target: for operators only
+                "error_reason": public_reason(exc),  # fixed words: what public pages show
+            }
             if exc.remote_id is not None:
                 update["remote_id"] = exc.remote_id
             if exc.detail:
@@ -164,6 +168,7 @@ class TargetSyncer:
                     "location": remote.location or journal.location,
                     "status": SyncStatus.SYNCED,
                     "last_error": None,
+                    "error_reason": None,
                     "updated_at": self._clock(),
                 }
             )
@@ -200,6 +205,7 @@ class TargetSyncer:
             status=SyncStatus.PENDING,
             attempts=(previous.attempts if previous else 0) + 1,
             last_error=previous.last_error if previous else None,
+            error_reason=previous.error_reason if previous else None,
             updated_at=self._clock(),
             remote_detail=previous.remote_detail if previous and not work.recreate else {},
             location=previous.location if previous and not work.recreate else {},

@@ -55,8 +55,14 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
-def _unconfirmed(targets: dict[str, str]) -> str:
-    return ", ".join(f"{name} ({state})" for name, state in targets.items() if state != "synced")
+def _unconfirmed(targets: dict[str, str], errors: dict[str, str] | None = None) -> str:
+    """``github (failed): HTTP 403: permission denied, unkey (pending)``: the targets that have
+    not confirmed a record, with their fixed error reason when they failed."""
+    return ", ".join(
+        f"{name} ({state})" + (f": {(errors or {})[name]}" if (errors or {}).get(name) else "")
+        for name, state in targets.items()
+        if state != "synced"
+    )
 
 
 def _templates() -> Environment:

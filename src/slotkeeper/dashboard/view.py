@@ -5,7 +5,9 @@ are rendered from, so the page and the API cannot disagree; ``slot_history`` is 
 slot's page (``/status/slots/ENV/SLOT``). Everything comes from the ledger, plus the manifests
 when they are known (the daemon's last snapshot, or ``slotkeeper ui -m``) for what only they
 say: a suspended environment or slot, a freeze window open now. Nothing secret is in the ledger,
-and nothing else is read.
+and nothing else is read. Anyone who can reach the port reads these: a target's failure is
+shown by its fixed reason (status code and phrase), never by the text the target answered,
+which only ``slotkeeper status`` shows.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def _cell(
         "age_seconds": max(0, int((now - since).total_seconds())),
         "confirmed": confirmed,
         "targets": {sync.target: sync.shown_status.value for sync in syncs},
+        #: why a target failed, in fixed words (``error_reason``), for targets that did
+        "errors": {sync.target: sync.public_error for sync in syncs if sync.public_error},
         "hold": hold,
         "blocked": (
             {"action": held.type, "reason": held.reason, "blocked": held.blocked} if held else None
@@ -179,7 +183,7 @@ def overview(
         )
     document: dict[str, Any] = {
         "generated_at": timestamp(now),
-        "slots": render.status_document(records, pending, syncs),
+        "slots": render.status_document(records, pending, syncs, public=True),
         "matrix": {
             "environments": environments,
             "rows": [
@@ -226,7 +230,7 @@ def slot_history(ledger: Ledger, environment: str, slot: str) -> dict[str, Any] 
         and event.environment == environment
         and event.slot == slot
     }
-    rows = render.history_document(records, syncs)
+    rows = render.history_document(records, syncs, public=True)
     revisions: dict[str, Any] = {}
     for row in rows:
         event = deployed_by.get(row["id"])

@@ -227,6 +227,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries (at)",
         ),
     ),
+    Migration(
+        version=8,
+        description="a fixed reason beside each target sync's last error, for public pages",
+        statements=(
+            # What happened in words slotkeeper chose (status code and phrase): /status and the
+            # dashboard show this, never last_error (which may quote the target). Rows written
+            # before it stay NULL: the pages say "details in `slotkeeper status`" for them.
+            "ALTER TABLE target_syncs ADD COLUMN error_reason TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

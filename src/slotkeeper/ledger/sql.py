@@ -93,7 +93,7 @@ def _record(row: Sequence[Any]) -> Record:
 
 _SYNC_COLUMNS = (
     "target, subject, subject_id, wanted, remote_id, remote_state, remote_updated_at, status, "
-    "attempts, last_error, updated_at, remote_detail, location"
+    "attempts, last_error, updated_at, remote_detail, location, error_reason"
 )
 
 
@@ -112,6 +112,7 @@ def _sync(row: Sequence[Any]) -> TargetSync:
         updated_at=from_text(row[10]),
         remote_detail=json.loads(row[11]),
         location=json.loads(row[12]),
+        error_reason=row[13],
     )
 
 
@@ -212,14 +213,15 @@ class SqlTransaction:
         self._run(
             "INSERT INTO target_syncs (target, subject, subject_id, wanted, remote_id, "
             "remote_state, remote_updated_at, status, attempts, last_error, updated_at, "
-            "remote_detail, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "remote_detail, location, error_reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, subject, subject_id) DO UPDATE SET "
             "wanted = excluded.wanted, remote_id = excluded.remote_id, "
             "remote_state = excluded.remote_state, "
             "remote_updated_at = excluded.remote_updated_at, status = excluded.status, "
             "attempts = excluded.attempts, last_error = excluded.last_error, "
             "updated_at = excluded.updated_at, remote_detail = excluded.remote_detail, "
-            "location = excluded.location",
+            "location = excluded.location, error_reason = excluded.error_reason",
             (
                 sync.target,
                 sync.subject.value,
@@ -234,6 +236,7 @@ class SqlTransaction:
                 to_text(sync.updated_at),
                 json.dumps(sync.remote_detail, sort_keys=True),
                 json.dumps(sync.location, sort_keys=True),
+                sync.error_reason,
             ),
         )
 

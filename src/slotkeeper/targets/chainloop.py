@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from slotkeeper.errors import PermanentTargetError
+from slotkeeper.errors import TargetFailed
 from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
 from slotkeeper.targets.base import KeySubject, RecordsOnly, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import bearer_api
@@ -105,7 +105,7 @@ class ChainloopTarget(RecordsOnly):
             same = str(item.get("id")) == remote_id if remote_id else _same_artifact(item, subject)
             if same and item.get("status") == status:
                 return item
-        raise PermanentTargetError(
+        raise TargetFailed(
             f"{self.name}: {record.environment}/{record.slot} was recorded {status} but the "
             "list endpoint does not show it so"
         )

@@ -230,7 +230,8 @@ class GitHubTarget:
         if response.status_code == 202:
             raise PermanentTargetError(
                 f"{self.name}: GitHub answered 202 ({default_message(response)}): no "
-                f"deployment was created for {record.environment}/{record.slot}"
+                f"deployment was created for {record.environment}/{record.slot}",
+                http_status=202,
             )
         created: dict[str, Any] = response.json()
         return created
@@ -289,7 +290,8 @@ class GitHubTarget:
             raise PermanentTargetError(
                 f"{self.name}: repository {repository} is not visible with this target's "
                 f"credential (deleted, renamed, or no access): deployment {deployment_id} "
-                "was not retired"
+                "was not retired",
+                http_status=404,
             )
         return None
 
@@ -319,7 +321,9 @@ class GitHubTarget:
                 if adopted is None:
                     raise PermanentTargetError(
                         f"{self.name}: GitHub refused key {key.repository}/{key.title}: "
-                        f"{default_message(response)} (a key may be registered only once on GitHub)"
+                        f"{default_message(response)} "
+                        "(a key may be registered only once on GitHub)",
+                        http_status=422,
                     )
                 remote_id = adopted
             else:

@@ -13,9 +13,12 @@ One logical call goes through :meth:`ApiClient.send`:
   without rate-limit signals :class:`PermanentTargetError` (permission), other 4xx likewise;
 - a URL outside the target's base URL (another scheme, host or port, or a path that leaves the
   base path), such as a ``Link: rel="next"`` a server or a proxy made up, is never requested: the
-  credential goes to the base URL only (:class:`PermanentTargetError`, naming both origins).
+  credential goes to the base URL only (:class:`PermanentTargetError`, naming both origins);
+- no answer at all after the retries is :class:`TargetUnreachable`.
 
-Messages name the target, method and path, never a credential or a query string.
+Messages name the target, method and path, never a credential or a query string. Every error
+raised because of an answer carries its status code (``http_status``): what public pages show
+(:func:`slotkeeper.errors.public_reason`), where the message's quote of the answer is not.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import httpx
 import stamina
 
 from slotkeeper import observability as obs
-from slotkeeper.errors import PermanentTargetError, TemporaryTargetError, UnknownOutcome
+from slotkeeper.errors import (
+    PermanentTargetError,
+    TargetUnreachable,
+    TemporaryTargetError,
+    UnknownOutcome,
+)
 from slotkeeper.targets.pacing import WriteBudget
 
 
@@ -47,11 +55,13 @@ class HttpSettings:
 
 
 class _Retry(Exception):
-    """Internal: a retryable answer, with the server's delay hint."""
+    """Internal: a retryable answer (its status code; None when none came), with the server's
+    delay hint."""
 
-    def __init__(self, message: str, delay: float | None = None) -> None:
+    def __init__(self, message: str, delay: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+        self.status = status
 
 
 def _backoff_hook(exc: Exception) -> bool | float:
@@ -202,8 +212,10 @@ class ApiClient:
                             idempotent=idempotent,
                         )
         except _Retry as exc:
+            if exc.status is None:
+                raise TargetUnreachable(f"{exc} (gave up after retries)") from exc
             raise TemporaryTargetError(
-                f"{exc} (gave up after retries)", retry_after=exc.delay
+                f"{exc} (gave up after retries)", retry_after=exc.delay, http_status=exc.status
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -248,17 +260,21 @@ class ApiClient:
         if code == 429 or (code == 403 and _rate_limited(response, self._message(response))):
             delay = _rate_limit_delay(response, self._clock())
             if delay <= self._settings.max_rate_wait:
-                raise _Retry(f"{where}: rate limited", delay)
+                raise _Retry(f"{where}: rate limited", delay, code)
             raise TemporaryTargetError(
-                f"{where}: rate limited; retry in {delay:.0f}s, left pending", retry_after=delay
+                f"{where}: rate limited; retry in {delay:.0f}s, left pending",
+                retry_after=delay,
+                http_status=code,
             )
         if code >= 500:
             if not idempotent and not self._settings.five_hundred_means_not_done:
-                raise UnknownOutcome(f"{where}: {code} {self._message(response)}")
-            raise _Retry(f"{where}: {code} {self._message(response)}")
+                raise UnknownOutcome(f"{where}: {code} {self._message(response)}", http_status=code)
+            raise _Retry(f"{where}: {code} {self._message(response)}", status=code)
         if code in (401, 403):
-            raise PermanentTargetError(f"{where}: permission denied: {self._message(response)}")
-        raise PermanentTargetError(f"{where}: {code} {self._message(response)}")
+            raise PermanentTargetError(
+                f"{where}: permission denied: {self._message(response)}", http_status=code
+            )
+        raise PermanentTargetError(f"{where}: {code} {self._message(response)}", http_status=code)
 
 
 def _request_id(response: httpx.Response) -> str | None:

@@ -111,7 +111,9 @@ class IftrueTarget(RecordsOnly):
                 accept=(200, 201),
             ).json()
         except UnknownOutcome as exc:
-            raise UnknownOutcome(str(exc), detail={"outcome": UNKNOWN}) from exc
+            raise UnknownOutcome(
+                str(exc), http_status=exc.http_status, detail={"outcome": UNKNOWN}
+            ) from exc
         remote_id = str((answer or {}).get("id") or "") or None
         return Remote(
             remote_id,

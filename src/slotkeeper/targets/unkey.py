@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from slotkeeper.errors import PermanentTargetError, TemporaryTargetError
+from slotkeeper.errors import PermanentTargetError, TargetFailed, TemporaryTargetError
 from slotkeeper.model import RemoteState, TargetSync
 from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
 from slotkeeper.targets.http import bearer_api
@@ -128,7 +128,7 @@ class UnkeyTarget(RecordsOnly):
         ).json()
         deployment_id = ((answer or {}).get("data") or {}).get("deploymentId")
         if not deployment_id:
-            raise PermanentTargetError(f"{self.name}: createDeployment answered without an id")
+            raise TargetFailed(f"{self.name}: createDeployment answered without an id")
         return str(deployment_id)
 
     def _await(self, deployment_id: str) -> Remote:
@@ -153,7 +153,7 @@ class UnkeyTarget(RecordsOnly):
             if status == READY:
                 return Remote(deployment_id, RemoteState.ACTIVE, detail=detail)
             if status in FAILED:
-                raise PermanentTargetError(
+                raise TargetFailed(
                     f"{self.name}: deployment {deployment_id} ended {status}"
                     + (f": {data['errorMessage']}" if data.get("errorMessage") else ""),
                     remote_id=deployment_id,
