@@ -1,0 +1,496 @@
+"""The egress guard: which addresses slotkeeper may connect to because a manifest named them.
+
+A manifest is less trusted than the operator who runs slotkeeper: whoever can merge into the
+watched repository can write any target URL, and slotkeeper sends a credential there. Without a
+guard, ``http://169.254.169.254/latest/meta-data/`` (the cloud's metadata service),
+``http://localhost:5432/`` or an internal admin page would be reached from inside the operator's
+network. So every address is checked against an :class:`EgressPolicy`:
+
+- globally routable unicast addresses are allowed, except the cloud metadata addresses below;
+- loopback, private (RFC 1918, IPv6 unique local), link-local, shared (RFC 6598), multicast,
+  unspecified and reserved addresses are refused, unless the operator allowed a network that
+  holds them (``--egress-allow`` / ``SLOTKEEPER_EGRESS_ALLOW``, e.g. a self-hosted target on
+  ``10.0.0.0/8``);
+- an IPv6 form that carries an IPv4 address (``::ffff:127.0.0.1``, NAT64, 6to4, IPv4-compatible)
+  is judged as the IPv4 address it carries, since that is where the packets end up.
+
+The check runs **after** DNS resolution, in the network layer of httpx
+(:meth:`EgressPolicy.transport`): the name is resolved once, every answer is checked, and the
+socket connects to an address that was checked. A name checked first and resolved again to
+connect could resolve differently the second time (DNS rebinding); here there is no second time.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+from typing import Any
+
+import httpcore
+import httpx
+
+from slotkeeper.errors import ConfigError, PermanentTargetError
+
+#: the environment variable holding the operator's allowed networks (comma or space separated)
+EGRESS_ALLOW_ENV = "SLOTKEEPER_EGRESS_ALLOW"
+#: the command-line option that does the same (named in refusals)
+EGRESS_ALLOW_OPTION = "--egress-allow"
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+#: one answer of :func:`socket.getaddrinfo`: family, type, proto, canonical name, socket address
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+#: how names are resolved: :func:`socket.getaddrinfo` or anything called like it
+#: (``resolve(host, port, family, type)``); tests inject their own answers through it
+Resolver = Callable[[str, int, int, int], Sequence[AddrInfo]]
+
+# Instance metadata services hand out the machine's cloud credentials to any process that asks,
+# so they are refused even when globally routable, and named as such in refusals. Where the list
+# comes from: the providers' documentation of their metadata services — 169.254.169.254 (AWS EC2
+# IMDS; also GCP, Azure IMDS, OpenStack, DigitalOcean, Oracle Cloud), fd00:ec2::254 (AWS IMDS over
+# IPv6 on Nitro instances), 169.254.170.2 (AWS ECS task metadata and credentials), 169.254.170.23
+# and fd00:ec2::23 (AWS EKS Pod Identity agent), 100.100.100.200 (Alibaba Cloud ECS metadata),
+# 168.63.129.16 (Azure WireServer, a public address reachable only from inside Azure) — and, for
+# Oracle Cloud's older 192.0.0.192, the public SSRF reference lists (e.g. PayloadsAllTheThings,
+# "SSRF URLs for cloud instances"). Only the globally routable ones (192.0.0.192, 168.63.129.16)
+# change a decision; the others would be refused anyway and are listed for the clearer reason.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "169.254.170.23",
+        "100.100.100.200",
+        "192.0.0.192",
+        "168.63.129.16",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+    )
+)
+
+_SHARED = IPv4Network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
+_RFC1918 = (IPv4Network("10.0.0.0/8"), IPv4Network("172.16.0.0/12"), IPv4Network("192.168.0.0/16"))
+_BROADCAST = IPv4Address("255.255.255.255")
+_UNIQUE_LOCAL = IPv6Network("fc00::/7")  # RFC 4193
+_NAT64 = IPv6Network("64:ff9b::/96")  # RFC 6052: a NAT64 gateway forwards to the IPv4 inside
+_IPV4_COMPATIBLE = IPv6Network("::/96")  # RFC 4291 (deprecated) ::a.b.c.d
+
+#: httpx's default pool limits (httpx.HTTPTransport's ``limits`` default)
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+class EgressRefused(PermanentTargetError):
+    """A connection the egress policy does not allow; retrying cannot help, allowing it can.
+
+    A :class:`PermanentTargetError`, not an ``httpx.TransportError``: the HTTP client's retry
+    loop retries transport errors, and a refusal must be recorded at once as a failure.
+    """
+
+    def __init__(self, host: str, address: IPAddress, reason: str) -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        shown = _allow_entry(address)
+        where = host if _literal(host) == address else f"{host}: it resolves to {address}"
+        super().__init__(
+            f"refused to connect to {where} ({reason}); targets are reached only at globally "
+            f"routable addresses unless the operator allows more: allow it with "
+            f"{EGRESS_ALLOW_OPTION} {shown} or {EGRESS_ALLOW_ENV}"
+        )
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Where connections may go: public addresses, plus the operator's ``allowed`` networks."""
+
+    allowed: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, values: Iterable[str], *, source: str) -> EgressPolicy:
+        """The policy allowing the networks in ``values`` (CIDRs or single addresses).
+
+        Each value may hold several entries separated by commas or white space, so one
+        environment variable or repeated options both work. ``source`` names where the values
+        came from (``--egress-allow``, ``SLOTKEEPER_EGRESS_ALLOW``) for the error message. A
+        network with host bits set (``10.1.2.3/8``) is refused rather than widened, since the
+        operator may have meant the single address.
+        """
+        networks: list[IPNetwork] = []
+        for value in values:
+            for entry in value.replace(",", " ").split():
+                networks.append(_parse_entry(entry, source))
+        return cls(tuple(dict.fromkeys(networks)))
+
+    def refusal(self, address: IPAddress | str) -> str | None:
+        """None when ``address`` may be reached, else a short reason ("loopback", ...)."""
+        ip = ip_address(address) if isinstance(address, str) else address
+        if self._allowed(ip):
+            return None
+        return _reason(ip)
+
+    def checked_addresses(
+        self, host: str, port: int, *, resolve: Resolver = socket.getaddrinfo
+    ) -> tuple[IPAddress, ...]:
+        """The addresses ``host`` may be reached at, in the resolver's order; each was checked.
+
+        An IP literal is checked as it is (no lookup). A name is resolved once; if any answer is
+        refused the whole name is (:class:`EgressRefused`): an answer mixing a public and a
+        metadata address is hostile, and which one a client picks is not ours to guess.
+        A failed lookup raises :class:`OSError`, as :func:`socket.getaddrinfo` does.
+
+        For connections made outside httpx, connect to the returned addresses, never to ``host``.
+        """
+        literal = _literal(host)
+        if literal is not None:
+            addresses: tuple[IPAddress, ...] = (literal,)
+        else:
+            answers = resolve(host, port, 0, socket.SOCK_STREAM)
+            addresses = tuple(
+                dict.fromkeys(
+                    ip_address(sockaddr[0])
+                    for family, _type, _proto, _name, sockaddr in answers
+                    if family in (socket.AF_INET, socket.AF_INET6)
+                )
+            )
+            if not addresses:
+                raise OSError(f"{host} resolves to no IP address")
+        for address in addresses:
+            reason = self.refusal(address)
+            if reason is not None:
+                raise EgressRefused(host, address, reason)
+        return addresses
+
+    def transport(
+        self,
+        *,
+        resolve: Resolver = socket.getaddrinfo,
+        verify: ssl.SSLContext | bool = True,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        retries: int = 0,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+        proxy: str | httpx.URL | httpx.Proxy | None = None,
+    ) -> httpx.BaseTransport:
+        """An httpx transport that connects only where this policy allows, checked after DNS.
+
+        The keyword arguments mean what they mean for :class:`httpx.HTTPTransport` (``trust_env``
+        there and here only decides whether ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are read).
+
+        TLS is unaffected by the guard: the socket goes to a checked IP address, and the TLS
+        handshake on it still sends the URL's host name (SNI) and verifies the certificate
+        against that name, as httpcore starts TLS with the origin's host, not the address.
+
+        Proxies: an ``httpx.Client`` given a transport ignores ``HTTP_PROXY``/``HTTPS_PROXY``/
+        ``ALL_PROXY`` (httpx reads them only when it builds its own transport), so by default
+        nothing is proxied. With ``proxy=``, connections go to the proxy, so the guard checks
+        the *proxy's* address (the operator's choice: allow its network) and the proxy resolves
+        target names itself; the guard can then only refuse target URLs whose host is a refused
+        IP literal, and the proxy must enforce its own egress rules for names.
+        """
+        # ``proxy`` is passed only when set: ConnectionPool takes it from httpcore 1.0.7 on
+        proxied: dict[str, Any] = {} if proxy is None else {"proxy": _core_proxy(proxy)}
+        pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=trust_env),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=http1,
+            http2=http2,
+            retries=retries,
+            local_address=local_address,
+            network_backend=GuardedBackend(self, resolve=resolve),
+            socket_options=socket_options,
+            **proxied,
+        )
+        return _GuardedTransport(self, pool)
+
+    def _allowed(self, ip: IPAddress) -> bool:
+        candidates: list[IPAddress] = [ip]
+        carried = _carried_ipv4(ip) if isinstance(ip, IPv6Address) else None
+        if carried is not None:
+            candidates.append(carried)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.allowed
+        )
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's network layer with the egress check between name resolution and connect.
+
+    httpcore calls :meth:`connect_tcp` with the URL's host for every new connection (or the
+    proxy's host when proxied); this resolves it once through the policy and hands the inner
+    backend (httpcore's plain socket backend) an IP address, which it connects to without a
+    lookup. The addresses are tried in order, as :func:`socket.create_connection` would.
+    """
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        resolve: Resolver = socket.getaddrinfo,
+        inner: httpcore.NetworkBackend | None = None,
+    ) -> None:
+        self._policy = policy
+        self._resolve = resolve
+        self._inner = inner if inner is not None else httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            addresses = self._policy.checked_addresses(host, port, resolve=self._resolve)
+        except OSError as exc:  # a failed lookup stays what it was: a (retryable) connect error
+            raise httpcore.ConnectError(str(exc)) from exc
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # checked_addresses returns at least one address
+        raise failure
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _GuardedTransport(httpx.BaseTransport):
+    """httpx's transport contract over an httpcore pool that uses :class:`GuardedBackend`.
+
+    This does what ``httpx.HTTPTransport.handle_request`` does (httpx request to httpcore
+    request, httpcore errors to httpx errors, also while the body is read) with public API only.
+    ``httpx.HTTPTransport`` cannot take a network backend (httpx 0.28), and swapping the pool
+    it keeps in a private attribute would break silently if httpx renamed it. Errors that are
+    not httpcore's — :class:`EgressRefused` — pass through unchanged, as in httpx.
+    """
+
+    def __init__(self, policy: EgressPolicy, pool: httpcore.ConnectionPool) -> None:
+        self._policy = policy
+        self._pool = pool
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(request.stream, httpx.SyncByteStream):  # pragma: no cover
+            raise TypeError("an async request body was given to a synchronous transport")
+        literal = _literal(request.url.host)
+        if literal is not None:  # refused before the pool, even when a proxy would connect
+            reason = self._policy.refusal(literal)
+            if reason is not None:
+                raise EgressRefused(request.url.host, literal, reason)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            core_response = self._pool.handle_request(core_request)
+        body = core_response.stream
+        if not isinstance(body, Iterable):  # pragma: no cover
+            raise TypeError("httpcore returned an async body to a synchronous transport")
+        return httpx.Response(
+            status_code=core_response.status,
+            headers=core_response.headers,
+            stream=_ResponseStream(body),
+            extensions=core_response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    """A response body whose read errors are httpx errors, as with ``httpx.HTTPTransport``."""
+
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+# httpcore's errors and the httpx errors httpx.HTTPTransport turns them into, most specific
+# first (the same table as httpx's own; a test compares every httpcore error with httpx's name).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core_error, httpx_error in _ERRORS:
+            if isinstance(exc, core_error):
+                raise httpx_error(str(exc)) from exc
+        raise
+
+
+def _core_proxy(proxy: str | httpx.URL | httpx.Proxy) -> httpcore.Proxy:
+    """httpcore's form of an HTTP(S) proxy, as httpx.HTTPTransport builds it."""
+    given = proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(url=proxy)
+    if given.url.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"proxy {given.url.scheme}://{given.url.host}: only http:// and https:// proxies "
+            "are supported with the egress guard"
+        )
+    return httpcore.Proxy(
+        url=httpcore.URL(
+            scheme=given.url.raw_scheme,
+            host=given.url.raw_host,
+            port=given.url.port,
+            target=given.url.raw_path,
+        ),
+        auth=given.raw_auth,
+        headers=given.headers.raw,
+        ssl_context=given.ssl_context,
+    )
+
+
+def _parse_entry(entry: str, source: str) -> IPNetwork:
+    try:
+        return ip_network(entry, strict=True)
+    except ValueError as exc:
+        try:
+            wider = ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: {entry!r} is not an IP address or network "
+                "(expected e.g. 10.0.0.0/8, 192.168.1.10 or fd00::/8)"
+            ) from exc
+        raise ConfigError(
+            f"{source}: {entry!r} has host bits set; write {wider} for the network "
+            f"or {entry.split('/')[0]} for the single address"
+        ) from exc
+
+
+def _literal(host: str) -> IPAddress | None:
+    """The address when ``host`` is an IP literal (brackets allowed), else None."""
+    try:
+        return ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def _carried_ipv4(ip: IPv6Address) -> IPv4Address | None:
+    """The IPv4 address an IPv6 form delivers to: mapped, NAT64, 6to4 or IPv4-compatible."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        return IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _reason(ip: IPAddress) -> str | None:
+    """Why ``ip`` is refused without an allowed network, or None when it is public."""
+    if isinstance(ip, IPv4Address):
+        return _reason_v4(ip)
+    plain = IPv6Address(int(ip))  # without a %scope, for comparisons with the metadata set
+    if plain.is_unspecified:
+        return "unspecified"
+    if plain.is_loopback:
+        return "loopback"
+    carried = _carried_ipv4(plain)
+    if carried is not None:
+        reason = _reason_v4(carried)
+        if reason is None and plain in _IPV4_COMPATIBLE:
+            return "reserved"  # a deprecated form no public service is reached at
+        return reason
+    if plain in METADATA_ADDRESSES:
+        return "cloud metadata"
+    if plain.is_link_local:
+        return "link-local"
+    if plain.is_multicast:
+        return "multicast"
+    if plain in _UNIQUE_LOCAL or plain.is_site_local:
+        return "private"
+    if not plain.is_global or plain.is_reserved:
+        return "reserved"
+    return None
+
+
+def _reason_v4(ip: IPv4Address) -> str | None:
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip in METADATA_ADDRESSES:
+        return "cloud metadata"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip in _SHARED:
+        return "shared address space"
+    if any(ip in network for network in _RFC1918):
+        return "private"
+    if ip == _BROADCAST:
+        return "broadcast"
+    if not ip.is_global:
+        return "reserved"
+    return None
+
+
+def _allow_entry(address: IPAddress) -> str:
+    """The narrowest ``--egress-allow`` entry that lets ``address`` through."""
+    if isinstance(address, IPv6Address):
+        carried = _carried_ipv4(IPv6Address(int(address)))
+        if carried is not None:
+            return str(carried)
+        return str(IPv6Address(int(address)))
+    return str(address)

@@ -1,0 +1,673 @@
+"""The egress guard (issue 14): refused addresses are never connected to, checked after DNS.
+
+Everything goes through real sockets on loopback and a real ``httpx.Client``: a small HTTP/1.1
+server counts the connections it accepts, so "refused before connecting" is observed from the
+other end of the wire. Name resolution is injected where a test needs a name to point somewhere
+(``metadata.example``, ``api.example.test``); ``localhost`` goes through the system resolver.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.targets.egress import (
+    EGRESS_ALLOW_ENV,
+    AddrInfo,
+    EgressPolicy,
+    EgressRefused,
+)
+from slotkeeper.targets.http import ApiClient, HttpSettings
+
+#: what a test operator allows to reach the loopback server
+LOOPBACK = EgressPolicy.parse(["127.0.0.0/8"], source="--egress-allow")
+
+
+# -- a loopback HTTP/1.1 server that counts connections --------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so one connection can carry several requests
+    server: LoopbackServer
+
+    def do_GET(self) -> None:
+        self.server.record(self.path, self.headers.get("Host", ""))
+        if self.path == "/truncated":  # promises 10 bytes, sends 2 and hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = True
+            return
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """Serves on 127.0.0.1 (TLS when given a context); counts accepted connections."""
+
+    daemon_threads = True
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.tls = tls
+        self.connections = 0
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def record(self, path: str, host: str) -> None:
+        with self._lock:
+            self.requests.append((path, host))
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, peer = super().get_request()
+        with self._lock:
+            self.connections += 1
+        sock.settimeout(5)
+        if self.tls is not None:  # a failed handshake closes the socket and is dropped
+            sock = self.tls.wrap_socket(sock, server_side=True)
+        return sock, peer
+
+
+@contextmanager
+def serving(server: LoopbackServer) -> Iterator[LoopbackServer]:
+    with server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with serving(LoopbackServer()) as running:
+        yield running
+
+
+def first_connections(server: LoopbackServer) -> int:
+    """How many connections ``server`` had accepted before an allowed probe request.
+
+    The probe's connection is accepted after any earlier one (the listen queue is first in,
+    first out), so once it is answered the count also covers every connection attempted
+    before it: a refusal that had connected would show here.
+    """
+    with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+        assert client.get(server.url("/probe")).text == "ok"
+    return server.connections - 1
+
+
+# -- injected name resolution and socket spies ------------------------------------------------
+
+
+@dataclass
+class Dns:
+    """A resolver called like :func:`socket.getaddrinfo`; each name has successive answers.
+
+    The last answer of a name repeats; an unknown name fails like a real lookup does.
+    """
+
+    table: dict[str, list[tuple[str, ...]]]
+    calls: list[str] = field(default_factory=list)
+
+    def __call__(self, host: str, port: int, family: int = 0, type: int = 0) -> list[AddrInfo]:
+        self.calls.append(host)
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        answers = self.table[host]
+        ips = answers.pop(0) if len(answers) > 1 else answers[0]
+        return [
+            (
+                socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (ip, port, 0, 0) if ":" in ip else (ip, port),
+            )
+            for ip in ips
+        ]
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every ``(host, port)`` a socket was opened to (httpcore's sync backend uses
+    :func:`socket.create_connection`)."""
+    seen: list[tuple[str, int]] = []
+    real = socket.create_connection
+
+    def spy(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        seen.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    return seen
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every host the system resolver was asked about after the test started."""
+    seen: list[str] = []
+    real = socket.getaddrinfo
+
+    def spy(host: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(str(host))
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", spy)
+    return seen
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- connections through httpx ----------------------------------------------------------------
+
+
+def test_a_loopback_url_is_refused_before_any_connection(server: LoopbackServer) -> None:
+    with (
+        httpx.Client(transport=EgressPolicy(()).transport(), timeout=5) as client,
+        pytest.raises(EgressRefused) as refused,
+    ):
+        client.get(server.url("/secret"))
+    message = str(refused.value)
+    assert "refused to connect to 127.0.0.1 (loopback)" in message
+    assert "allow it with --egress-allow 127.0.0.1 or SLOTKEEPER_EGRESS_ALLOW" in message
+    # permanent, and not an httpx error the retry loop would retry
+    assert isinstance(refused.value, PermanentTargetError)
+    assert not isinstance(refused.value, httpx.HTTPError)
+    assert (refused.value.host, refused.value.reason) == ("127.0.0.1", "loopback")
+    assert first_connections(server) == 0
+    assert server.requests == [("/probe", f"127.0.0.1:{server.port}")]
+
+
+def test_an_allowed_network_reaches_the_server(server: LoopbackServer) -> None:
+    with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+        assert client.get(server.url("/fine")).text == "ok"
+    assert server.connections == 1
+
+
+def test_localhost_is_refused_after_resolving_it(server: LoopbackServer) -> None:
+    with (
+        httpx.Client(transport=EgressPolicy().transport(), timeout=5) as client,
+        pytest.raises(EgressRefused, match=r"localhost: it resolves to (127\.0\.0\.1|::1)"),
+    ):
+        client.get(f"http://localhost:{server.port}/")
+    assert first_connections(server) == 0
+
+
+def test_an_ipv6_literal_is_checked_without_a_lookup() -> None:
+    dns = Dns({})
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
+        pytest.raises(EgressRefused, match=r"::1 \(loopback\)"),
+    ):
+        client.get("http://[::1]:9/")
+    assert dns.calls == []
+
+
+def test_an_ip_literal_is_connected_to_as_is(
+    server: LoopbackServer, connects: list[tuple[str, int]]
+) -> None:
+    dns = Dns({})
+    with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
+        assert client.get(server.url("/")).text == "ok"
+    assert dns.calls == []
+    assert connects == [("127.0.0.1", server.port)]
+
+
+def test_a_name_resolving_to_the_metadata_address_is_refused_before_connecting(
+    connects: list[tuple[str, int]],
+) -> None:
+    dns = Dns({"metadata.example": [("169.254.169.254",)]})
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
+        pytest.raises(EgressRefused) as refused,
+    ):
+        client.get("http://metadata.example/latest/meta-data/")
+    assert str(refused.value).startswith(
+        "refused to connect to metadata.example: it resolves to 169.254.169.254 (cloud metadata)"
+    )
+    assert "--egress-allow 169.254.169.254 or SLOTKEEPER_EGRESS_ALLOW" in str(refused.value)
+    assert dns.calls == ["metadata.example"]
+    assert connects == []
+
+
+@pytest.mark.parametrize(
+    "answer", [("93.184.216.34", "127.0.0.1"), ("127.0.0.1", "93.184.216.34")], ids=str
+)
+def test_an_answer_mixing_public_and_loopback_addresses_is_refused(
+    server: LoopbackServer, connects: list[tuple[str, int]], answer: tuple[str, ...]
+) -> None:
+    dns = Dns({"mixed.example": [answer]})
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
+        pytest.raises(EgressRefused, match=r"resolves to 127\.0\.0\.1 \(loopback\)"),
+    ):
+        client.get(f"http://mixed.example:{server.port}/")
+    assert connects == []
+    assert first_connections(server) == 0
+
+
+def test_a_name_reaches_its_checked_address_and_keeps_its_host_header(
+    server: LoopbackServer, connects: list[tuple[str, int]], lookups: list[str]
+) -> None:
+    dns = Dns({"api.example.test": [("127.0.0.1",)]})
+    with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
+        assert client.get(f"http://api.example.test:{server.port}/v1").text == "ok"
+    assert server.requests == [("/v1", f"api.example.test:{server.port}")]
+    assert connects == [("127.0.0.1", server.port)]
+    # the name went to the policy's resolver only; the socket layer saw the address
+    assert dns.calls == ["api.example.test"]
+    assert lookups and all(is_ip(host) for host in lookups)
+
+
+def test_one_lookup_per_connection_so_a_rebinding_answer_is_never_used(
+    server: LoopbackServer, connects: list[tuple[str, int]]
+) -> None:
+    # the name answers loopback (allowed here) once, then the metadata address
+    dns = Dns({"api.example.test": [("127.0.0.1",), ("169.254.169.254",)]})
+    url = f"http://api.example.test:{server.port}"
+    with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
+        assert client.get(f"{url}/one").text == "ok"
+        assert client.get(f"{url}/two").text == "ok"  # same connection, no new lookup
+    assert dns.calls == ["api.example.test"]
+    assert connects == [("127.0.0.1", server.port)]
+    assert server.connections == 1
+    with (
+        httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client,
+        pytest.raises(EgressRefused, match="cloud metadata"),
+    ):
+        client.get(f"{url}/three")  # a new connection: a new lookup, checked again
+    assert dns.calls == ["api.example.test"] * 2
+    assert connects == [("127.0.0.1", server.port)]
+    assert [path for path, _ in server.requests] == ["/one", "/two"]
+
+
+def test_checked_addresses_are_tried_in_order(
+    server: LoopbackServer, connects: list[tuple[str, int]]
+) -> None:
+    # nothing listens on 127.0.0.2 (the server is bound to 127.0.0.1): refused, next address
+    dns = Dns({"api.example.test": [("127.0.0.2", "127.0.0.1")]})
+    with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
+        assert client.get(f"http://api.example.test:{server.port}/").text == "ok"
+    assert connects == [("127.0.0.2", server.port), ("127.0.0.1", server.port)]
+
+
+def test_when_every_checked_address_fails_the_last_connect_error_is_raised(
+    server: LoopbackServer, connects: list[tuple[str, int]]
+) -> None:
+    # retries=1: httpcore connects again after a pause, and that new attempt is a new lookup
+    dns = Dns({"api.example.test": [("127.0.0.2", "127.0.0.3")]})
+    with (
+        httpx.Client(transport=LOOPBACK.transport(resolve=dns, retries=1), timeout=5) as client,
+        pytest.raises(httpx.ConnectError),
+    ):
+        client.get(f"http://api.example.test:{server.port}/")
+    assert dns.calls == ["api.example.test"] * 2
+    assert connects == [("127.0.0.2", server.port), ("127.0.0.3", server.port)] * 2
+
+
+def test_an_answer_without_addresses_is_a_connect_error() -> None:
+    dns = Dns({"empty.example": [()]})
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
+        pytest.raises(httpx.ConnectError, match=r"empty\.example resolves to no IP address"),
+    ):
+        client.get("http://empty.example/")
+
+
+def test_a_failed_lookup_stays_a_connect_error() -> None:
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=Dns({})), timeout=5) as client,
+        pytest.raises(httpx.ConnectError, match="Name or service not known"),
+    ):
+        client.get("http://nowhere.example.test/")
+
+
+def test_the_api_client_fails_a_refusal_at_once_without_retrying() -> None:
+    dns = Dns({"metadata.example": [("169.254.169.254",)]})
+    api = ApiClient(
+        name="probe",
+        settings=HttpSettings(base_url="http://metadata.example/latest", headers={}, attempts=5),
+        transport=EgressPolicy().transport(resolve=dns),
+    )
+    try:
+        with pytest.raises(EgressRefused, match="cloud metadata"):
+            api.send("GET", "meta-data")
+    finally:
+        api.close()
+    assert dns.calls == ["metadata.example"]  # one attempt: not a retryable transport error
+
+
+def test_a_truncated_body_is_an_httpx_error_while_reading(server: LoopbackServer) -> None:
+    with (
+        httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
+        client.get(server.url("/truncated"))
+
+
+def _httpcore_errors() -> list[type[Exception]]:
+    found = (getattr(httpcore, name) for name in httpcore.__all__)
+    return [
+        error
+        for error in found
+        if isinstance(error, type)
+        and issubclass(error, Exception)
+        and error is not httpcore.ConnectionNotAvailable  # the pool's own, never raised to us
+    ]
+
+
+@pytest.mark.parametrize("core_error", _httpcore_errors(), ids=lambda error: error.__name__)
+def test_httpcore_errors_become_the_httpx_errors_httpx_itself_raises(
+    core_error: type[Exception],
+) -> None:
+    # raised from inside the network layer (the resolver runs in it), as a socket error would be
+    def failing(host: str, port: int, family: int = 0, type: int = 0) -> list[AddrInfo]:
+        raise core_error("boom")
+
+    with (
+        httpx.Client(transport=EgressPolicy().transport(resolve=failing), timeout=5) as client,
+        pytest.raises(httpx.TransportError) as raised,
+    ):
+        client.get("http://api.example.test/")
+    assert type(raised.value) is getattr(httpx, core_error.__name__)
+    assert str(raised.value) == "boom"
+
+
+# -- proxies ----------------------------------------------------------------------------------
+
+
+def test_proxy_environment_variables_are_not_used(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(LoopbackServer()) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url(""))
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with httpx.Client(timeout=5) as plain:  # the environment is in effect for httpx...
+            assert plain.get(server.url("/proxied")).text == "ok"
+        with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+            assert client.get(server.url("/direct")).text == "ok"  # ...but not with the guard
+    assert proxy.requests == [(server.url("/proxied"), f"127.0.0.1:{server.port}")]
+    assert server.requests == [("/direct", f"127.0.0.1:{server.port}")]
+
+
+def test_an_explicit_proxy_is_the_address_checked(server: LoopbackServer) -> None:
+    dns = Dns({})  # the proxy resolves target names, not us
+    proxied = EgressPolicy().transport(proxy=server.url(""), resolve=dns)
+    with (
+        httpx.Client(transport=proxied, timeout=5) as client,
+        pytest.raises(EgressRefused, match=r"127\.0\.0\.1 \(loopback\)"),
+    ):
+        client.get("http://api.example.test/x")
+    assert first_connections(server) == 0
+    with httpx.Client(transport=LOOPBACK.transport(proxy=server.url(""), resolve=dns)) as client:
+        assert client.get("http://api.example.test/x").text == "ok"
+        with pytest.raises(EgressRefused, match=r"169\.254\.169\.254 \(cloud metadata\)"):
+            client.get("http://169.254.169.254/latest/meta-data/")  # a literal: checked here
+    assert server.requests[-1] == ("http://api.example.test/x", "api.example.test")
+    assert dns.calls == []
+
+
+def test_a_socks_proxy_is_refused_as_a_setting() -> None:
+    with pytest.raises(ConfigError, match="only http:// and https:// proxies"):
+        EgressPolicy().transport(proxy="socks5://127.0.0.1:1080")
+
+
+# -- TLS: the socket goes to the address, the handshake to the name ---------------------------
+
+
+def _tls_files(directory: Path, *, name: str, ip: str | None = None) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``name`` (and ``ip``) signed by it."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(name)]
+    if ip is not None:
+        names.append(x509.IPAddress(ip_address(ip)))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = (directory / f for f in ("ca.pem", "cert.pem", "key.pem"))
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, cert_path, key_path
+
+
+def _tls_server(cert: Path, key: Path, sni: list[str | None]) -> LoopbackServer:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def remember(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        sni.append(name)
+
+    context.sni_callback = remember
+    return LoopbackServer(tls=context)
+
+
+def _get_over_tls(ca: Path, port: int) -> str:
+    dns = Dns({"api.example.test": [("127.0.0.1",)]})
+    verify = ssl.create_default_context(cafile=ca)
+    with httpx.Client(transport=LOOPBACK.transport(resolve=dns, verify=verify), timeout=5) as c:
+        return c.get(f"https://api.example.test:{port}/tls").text
+
+
+def test_tls_sends_and_verifies_the_url_name_not_the_address(tmp_path: Path) -> None:
+    # the certificate names only api.example.test: verifying against 127.0.0.1 would fail
+    ca, cert, key = _tls_files(tmp_path, name="api.example.test")
+    sni: list[str | None] = []
+    with serving(_tls_server(cert, key, sni)) as server:
+        assert _get_over_tls(ca, server.port) == "ok"
+    assert sni == ["api.example.test"]
+    assert server.requests == [("/tls", f"api.example.test:{server.port}")]
+
+
+def test_tls_refuses_a_certificate_for_the_address_but_not_the_name(tmp_path: Path) -> None:
+    # valid for the address connected to, not for the URL's name: refused
+    ca, cert, key = _tls_files(tmp_path, name="other.example.test", ip="127.0.0.1")
+    sni: list[str | None] = []
+    with (
+        serving(_tls_server(cert, key, sni)) as server,
+        pytest.raises(httpx.ConnectError, match="certificate verify failed"),
+    ):
+        _get_over_tls(ca, server.port)
+    assert sni == ["api.example.test"]
+    assert server.requests == []
+
+
+# -- the policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("10.0.0.1", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "cloud metadata"),
+        ("169.254.1.1", "link-local"),
+        ("100.64.0.1", "shared address space"),
+        ("100.100.100.200", "cloud metadata"),
+        ("192.0.0.192", "cloud metadata"),
+        ("127.0.0.1", "loopback"),
+        ("127.8.9.10", "loopback"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("240.0.0.1", "reserved"),
+        ("192.0.2.1", "reserved"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("fc00::1", "private"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("ff02::1", "multicast"),
+        ("2001:db8::1", "reserved"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:169.254.169.254", "cloud metadata"),
+        ("::ffff:10.0.0.1", "private"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64
+        ("2002:7f00:1::1", "loopback"),  # 6to4
+        ("::7f00:1", "loopback"),  # IPv4-compatible
+        ("::808:808", "reserved"),
+        ("8.8.8.8", None),
+        ("1.1.1.1", None),
+        ("2606:4700:4700::1111", None),
+        ("::ffff:8.8.8.8", None),
+    ],
+)
+def test_refusal_reasons(address: str, reason: str | None) -> None:
+    assert EgressPolicy().refusal(address) == reason
+    assert EgressPolicy().refusal(ip_address(address)) == reason
+
+
+@pytest.mark.parametrize(
+    ("allowed", "address", "reason"),
+    [
+        ("10.0.0.0/8", "10.1.2.3", None),
+        ("10.0.0.0/8", "192.168.1.1", "private"),
+        ("10.1.2.3", "10.1.2.3", None),
+        ("10.1.2.3", "10.1.2.4", "private"),
+        ("127.0.0.0/8", "::ffff:127.0.0.1", None),  # the IPv4 it carries is allowed
+        ("169.254.0.0/16", "169.254.169.254", None),  # the operator's word overrides
+        ("fd00::/8", "fd00::1", None),
+        ("fd00::/8", "10.0.0.1", "private"),
+    ],
+)
+def test_allowed_networks(allowed: str, address: str, reason: str | None) -> None:
+    assert EgressPolicy.parse([allowed], source="--egress-allow").refusal(address) == reason
+
+
+def test_a_refusal_of_an_ipv4_in_ipv6_form_suggests_the_ipv4() -> None:
+    refused = EgressRefused("::ffff:169.254.169.254", ip_address("::ffff:a9fe:a9fe"), "x")
+    assert str(refused).startswith("refused to connect to ::ffff:169.254.169.254 (x);")
+    assert "--egress-allow 169.254.169.254 or" in str(refused)
+
+
+def test_parse_takes_networks_and_addresses_separated_by_commas_or_spaces() -> None:
+    policy = EgressPolicy.parse(
+        ["10.0.0.0/8, 192.168.1.10", " fd00::/8\n2001:db8::1 ", "", "10.0.0.0/8"],
+        source=EGRESS_ALLOW_ENV,
+    )
+    assert policy.allowed == (
+        ip_network("10.0.0.0/8"),
+        ip_network("192.168.1.10/32"),
+        ip_network("fd00::/8"),
+        ip_network("2001:db8::1/128"),
+    )
+    assert EgressPolicy.parse([], source=EGRESS_ALLOW_ENV) == EgressPolicy()
+
+
+@pytest.mark.parametrize("entry", ["example.com", "10.0.0.0/33", "300.1.1.1", "10.0.0.0/8/8", "*"])
+@pytest.mark.parametrize("source", ["--egress-allow", EGRESS_ALLOW_ENV])
+def test_parse_errors_name_the_source_and_the_entry(entry: str, source: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        EgressPolicy.parse([f"10.0.0.0/8,{entry}"], source=source)
+    assert str(error.value).startswith(f"{source}: {entry!r} is not an IP address or network")
+
+
+def test_parse_refuses_host_bits_rather_than_widening_the_network() -> None:
+    with pytest.raises(ConfigError) as error:
+        EgressPolicy.parse(["10.1.2.3/8"], source="--egress-allow")
+    assert str(error.value) == (
+        "--egress-allow: '10.1.2.3/8' has host bits set; "
+        "write 10.0.0.0/8 for the network or 10.1.2.3 for the single address"
+    )
+
+
+def test_checked_addresses_for_connections_outside_httpx() -> None:
+    dns = Dns({"api.example.test": [("127.0.0.1", "127.0.0.1", "::1")]})
+    resolve: Callable[..., list[AddrInfo]] = dns
+    assert EgressPolicy.parse(["127.0.0.0/8", "::1"], source="t").checked_addresses(
+        "api.example.test", 443, resolve=resolve
+    ) == (ip_address("127.0.0.1"), ip_address("::1"))
+    with pytest.raises(EgressRefused, match=r"::1 \(loopback\)"):
+        LOOPBACK.checked_addresses("api.example.test", 443, resolve=resolve)
