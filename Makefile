@@ -8,16 +8,29 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot
+.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot lock
 
-$(VENV)/.runtime: pyproject.toml
+# The locked requirements (`make lock` writes them from pyproject.toml): every package pinned with
+# ==, with the sha256 of each of its files on PyPI. runtime.lock is what the image runs, build.lock
+# the build backend (hatchling) and what it needs, dev.lock all of them plus the dev extras, at
+# the same versions. pip installs them with --require-hashes, then the project itself with
+# --no-deps --no-build-isolation: nothing is fetched unpinned, the build backend included (with
+# build isolation pip would fetch hatchling by name, unhashed, into a temporary environment).
+RUNTIME_LOCK := requirements/runtime.lock
+BUILD_LOCK := requirements/build.lock
+DEV_LOCK := requirements/dev.lock
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+
+$(VENV)/.runtime: pyproject.toml $(RUNTIME_LOCK) $(BUILD_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(PIP) install --require-hashes -r $(RUNTIME_LOCK) -r $(BUILD_LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml
+$(VENV)/.dev: pyproject.toml $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --require-hashes -r $(DEV_LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(VENV)/.runtime $@
 
 install: $(VENV)/.runtime
@@ -72,6 +85,24 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# Rewrites the three lock files from pyproject.toml (after a dependency changed there). Current
+# pins are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the
+# newest releases, `make lock LOCK_FLAGS='--upgrade-package NAME'` one package. Hashes come from
+# PyPI alone: local pip settings (extra indexes, wheel directories, constraints) are ignored, so
+# every hash is one of the files that the image build and CI download. The dev lock is resolved
+# first; the runtime and build locks are resolved under it, so a package has one version in all.
+# Resolved for Python 3.11 on Linux, the image's interpreter.
+LOCK_INDEX := https://pypi.org/simple
+PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --index-url $(LOCK_INDEX) \
+	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+
+lock: $(VENV)/.dev
+	$(PIP_COMPILE) --extra dev --all-build-deps -o $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(DEV_LOCK) --all-build-deps --only-build-deps -o $(BUILD_LOCK) pyproject.toml
 
 # The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
 # then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
