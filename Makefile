@@ -8,7 +8,7 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot lock
+.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot lock audit
 
 # The locked requirements (`make lock` writes them from pyproject.toml): every package pinned with
 # ==, with the sha256 of each of its files on PyPI. runtime.lock is what the image runs, build.lock
@@ -103,6 +103,31 @@ lock: $(VENV)/.dev
 	$(PIP_COMPILE) --extra dev --all-build-deps -o $(DEV_LOCK) pyproject.toml
 	$(PIP_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 	$(PIP_COMPILE) -c $(DEV_LOCK) --all-build-deps --only-build-deps -o $(BUILD_LOCK) pyproject.toml
+
+# The vulnerability audit of the locked requirements, with pip-audit from the dev lock. It asks the
+# first vulnerability database that answers: PyPI's (the per-release JSON API, from the Python
+# advisory database) or OSV's. --disable-pip: the locks are complete, so pip-audit reads them as
+# they are and installs nothing. Where no database answers it says so and fails (exit 2): an
+# audit that could not run is never reported as passed.
+AUDIT_LOCKS := $(RUNTIME_LOCK) $(BUILD_LOCK) $(DEV_LOCK)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+AUDIT_DATABASES := pypi=https://pypi.org/pypi/jinja2/3.1.6/json \
+	osv=https://api.osv.dev/v1/vulns/PYSEC-2021-66
+REACHABLE := $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20).close()'
+
+audit: $(VENV)/.dev
+	@for database in $(AUDIT_DATABASES); do \
+	  service=$${database%%=*}; url=$${database#*=}; \
+	  if $(REACHABLE) "$$url" 2>/dev/null; then \
+	    echo "make audit: checking $(AUDIT_LOCKS) against the $$service vulnerability database"; \
+	    exec $(BIN)/pip-audit --vulnerability-service "$$service" --disable-pip --require-hashes \
+	      --strict --progress-spinner off $(addprefix -r ,$(AUDIT_LOCKS)); \
+	  fi; \
+	done; \
+	echo "make audit: no vulnerability database reachable (tried $(subst $(space),$(comma) ,$(foreach d,$(AUDIT_DATABASES),$(word 2,$(subst =, ,$(d)))))): nothing was checked" >&2; \
+	exit 2
 
 # The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
 # then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
