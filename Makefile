@@ -8,16 +8,29 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot
+.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot lock audit
 
-$(VENV)/.runtime: pyproject.toml
+# The locked requirements (`make lock` writes them from pyproject.toml): every package pinned with
+# ==, with the sha256 of each of its files on PyPI. runtime.lock is what the image runs, build.lock
+# the build backend (hatchling) and what it needs, dev.lock all of them plus the dev extras, at
+# the same versions. pip installs them with --require-hashes, then the project itself with
+# --no-deps --no-build-isolation: nothing is fetched unpinned, the build backend included (with
+# build isolation pip would fetch hatchling by name, unhashed, into a temporary environment).
+RUNTIME_LOCK := requirements/runtime.lock
+BUILD_LOCK := requirements/build.lock
+DEV_LOCK := requirements/dev.lock
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+
+$(VENV)/.runtime: pyproject.toml $(RUNTIME_LOCK) $(BUILD_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(PIP) install --require-hashes -r $(RUNTIME_LOCK) -r $(BUILD_LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml
+$(VENV)/.dev: pyproject.toml $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --require-hashes -r $(DEV_LOCK)
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $(VENV)/.runtime $@
 
 install: $(VENV)/.runtime
@@ -72,6 +85,49 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# Rewrites the three lock files from pyproject.toml (after a dependency changed there). Current
+# pins are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the
+# newest releases, `make lock LOCK_FLAGS='--upgrade-package NAME'` one package. Hashes come from
+# PyPI alone: local pip settings (extra indexes, wheel directories, constraints) are ignored, so
+# every hash is one of the files that the image build and CI download. The dev lock is resolved
+# first; the runtime and build locks are resolved under it, so a package has one version in all.
+# Resolved for Python 3.11 on Linux, the image's interpreter.
+LOCK_INDEX := https://pypi.org/simple
+PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --index-url $(LOCK_INDEX) \
+	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+
+lock: $(VENV)/.dev
+	$(PIP_COMPILE) --extra dev --all-build-deps -o $(DEV_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(DEV_LOCK) --all-build-deps --only-build-deps -o $(BUILD_LOCK) pyproject.toml
+
+# The vulnerability audit of the locked requirements, with pip-audit from the dev lock. It asks the
+# first vulnerability database that answers: PyPI's (the per-release JSON API, from the Python
+# advisory database) or OSV's. --disable-pip: the locks are complete, so pip-audit reads them as
+# they are and installs nothing. Where no database answers it says so and fails (exit 2): an
+# audit that could not run is never reported as passed.
+AUDIT_LOCKS := $(RUNTIME_LOCK) $(BUILD_LOCK) $(DEV_LOCK)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+AUDIT_DATABASES := pypi=https://pypi.org/pypi/jinja2/3.1.6/json \
+	osv=https://api.osv.dev/v1/vulns/PYSEC-2021-66
+REACHABLE := $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20).close()'
+
+audit: $(VENV)/.dev
+	@for database in $(AUDIT_DATABASES); do \
+	  service=$${database%%=*}; url=$${database#*=}; \
+	  if $(REACHABLE) "$$url" 2>/dev/null; then \
+	    echo "make audit: checking $(AUDIT_LOCKS) against the $$service vulnerability database"; \
+	    exec $(BIN)/pip-audit --vulnerability-service "$$service" --disable-pip --require-hashes \
+	      --strict --progress-spinner off $(addprefix -r ,$(AUDIT_LOCKS)); \
+	  fi; \
+	done; \
+	echo "make audit: no vulnerability database reachable (tried $(subst $(space),$(comma) ,$(foreach d,$(AUDIT_DATABASES),$(word 2,$(subst =, ,$(d)))))): nothing was checked" >&2; \
+	exit 2
 
 # The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
 # then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
