@@ -8,15 +8,17 @@ import shlex
 import socket
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from slotkeeper.cli import cli
+from slotkeeper.model import SecretRef, TargetDocument
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -54,19 +56,58 @@ RUN_FLAGS = frozenset(
 )
 # Directories the daemon writes to; everything else may be a read-only root filesystem.
 WRITABLE = ("/tmp", "/var/lib/slotkeeper", "/var/cache/slotkeeper")
-# The credentials every variant reads, each optional, from the Secret slotkeeper-credentials.
-CREDENTIALS = frozenset(
-    {"GITHUB_TOKEN", "CHAINLOOP_TOKEN", "UNKEY_ROOT_KEY", "IFTRUE_JWT", "SLOTKEEPER_GIT_TOKEN"}
-)
-# The Secrets (and their keys) each variant reads; the user creates them (see the README).
-SECRETS = {
-    BASE: {"slotkeeper-credentials": CREDENTIALS, "slotkeeper-webhook": {"secret"}},
-    POSTGRES: {
-        "slotkeeper-credentials": CREDENTIALS,
-        "slotkeeper-webhook": {"secret"},
-        "slotkeeper-ledger": {"url"},
-    },
+# Credentials are files, never environment variables: the keys of one Secret, which the user
+# creates (see the README), projected read-only into this directory.
+CREDENTIALS_SECRET = "slotkeeper-credentials"
+CREDENTIALS_DIR = PurePosixPath("/var/run/secrets/slotkeeper")
+# Its keys the pod needs to start (the webhook's secret; the ledger's URL, with its password) ...
+REQUIRED_KEYS = {
+    BASE: frozenset({"webhook-secret"}),
+    POSTGRES: frozenset({"webhook-secret", "state-url"}),
 }
+# ... and the ones each read only when something uses them (a target, a git+https source).
+OPTIONAL_KEYS = frozenset(
+    {"github-token", "chainloop-token", "unkey-root-key", "iftrue-token", "git-token"}
+)
+# Where the daemon is told to read its own credential files (a flag or an environment variable).
+CREDENTIAL_FILES = {
+    "--webhook-secret-file": "webhook-secret",
+    "SLOTKEEPER_GIT_TOKEN_FILE": "git-token",
+    "SLOTKEEPER_STATE_FILE": "state-url",
+}
+# Environment variables that would hold a credential itself: the ones the daemon reads (or read
+# before), the targets' usual names, and anything named like a token, password or key.
+CREDENTIAL_ENV = frozenset(
+    {
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "CHAINLOOP_TOKEN",
+        "UNKEY_ROOT_KEY",
+        "IFTRUE_JWT",
+        "IFTRUE_TOKEN",
+        "SLOTKEEPER_GIT_TOKEN",
+        "SLOTKEEPER_WEBHOOK_SECRET",
+        "PGPASSWORD",
+    }
+)
+CREDENTIAL_ENV_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|ROOT_KEY|API_KEY|JWT)$")
+# The operator's targets file: a ConfigMap key mounted into the pod, named by SLOTKEEPER_TARGETS.
+TARGETS_CONFIGMAP = "slotkeeper-targets"
+TARGETS_KEY = "targets.yaml"
+TARGET_TYPES = frozenset({"github", "chainloop", "unkey", "iftrue"})
+# Egress to the APIs may reach public addresses only: these ranges are cut out of it.
+PRIVATE_V4 = frozenset(
+    {
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+    }
+)
+PRIVATE_V6 = frozenset({"fc00::/7", "fe80::/10", "::1/128"})
+HTTP_PORT = 8080
 
 Doc = dict[str, Any]
 
@@ -154,6 +195,217 @@ def probes(directory: Path) -> dict[str, Doc]:
         for name in ("livenessProbe", "readinessProbe", "startupProbe")
         if name in main
     }
+
+
+def configmap(directory: Path, name: str) -> Doc:
+    found = [
+        doc
+        for _, doc in all_documents(directory)
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == name
+    ]
+    assert len(found) == 1, f"{directory.name}: expected one ConfigMap {name}, found {len(found)}"
+    return found[0]
+
+
+def mounted(pod: Doc, path: str) -> tuple[Doc, Doc, str] | None:
+    """The mount and the volume that hold the file ``path`` of the pod's (only) container, and
+    the file's path inside the volume (the innermost mount wins), or None when none holds it."""
+    file = PurePosixPath(path)
+    (main,) = pod["containers"]
+    mounts = [mount for mount in main["volumeMounts"] if file.is_relative_to(mount["mountPath"])]
+    if not mounts:
+        return None
+    mount = max(mounts, key=lambda mount: len(PurePosixPath(mount["mountPath"]).parts))
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    return mount, volumes[mount["name"]], file.relative_to(mount["mountPath"]).as_posix()
+
+
+def projected_keys(volume: Doc) -> dict[str, tuple[str, str]]:
+    """A projected volume's files: path inside the volume -> (Secret, key)."""
+    return {
+        item["path"]: (source["secret"]["name"], item["key"])
+        for source in volume.get("projected", {}).get("sources", [])
+        for item in source.get("secret", {}).get("items", [])
+    }
+
+
+def credential_path_problem(pod: Doc, path: str, key: str | None = None) -> str | None:
+    """Why the file ``path`` of the pod's container is not a credential file of the Secret
+    slotkeeper-credentials (of key ``key``), or None when it is."""
+    if PurePosixPath(path).parent != CREDENTIALS_DIR:
+        return f"{path} is not a file in {CREDENTIALS_DIR}"
+    found = mounted(pod, path)
+    if found is None:
+        return f"{path} is on no volume"
+    mount, volume, inside = found
+    if "projected" not in volume:
+        return f"{path} is not on the projected credentials volume (volume {mount['name']})"
+    if mount.get("readOnly") is not True:
+        return f"{path}: the credentials volume is not mounted read-only"
+    files = projected_keys(volume)
+    if inside not in files:
+        return f"{path}: no key of the Secret is projected there"
+    secret, projected_key = files[inside]
+    if secret != CREDENTIALS_SECRET:
+        return f"{path} comes from Secret {secret}, not {CREDENTIALS_SECRET}"
+    if key is not None and projected_key != key:
+        return f"{path} holds the key {projected_key}, not {key}"
+    if "/" not in inside:
+        # The kubelet makes a volume's top-level entries symlinks into `..data`, and slotkeeper
+        # refuses a credential file reached through a final symlink (O_NOFOLLOW).
+        return f"{path} is a top-level entry of its volume: a symlink, which slotkeeper refuses"
+    return None
+
+
+def credential_env_problems(main: Doc) -> list[str]:
+    """Why the container's environment carries a credential (empty when it carries none)."""
+    problems = []
+    for item in main.get("env", []):
+        name = item["name"]
+        if "secretKeyRef" in item.get("valueFrom", {}):
+            problems.append(f"env {name} comes from a Secret")
+        if name in CREDENTIAL_ENV or CREDENTIAL_ENV_NAME.search(name):
+            problems.append(f"env {name} names a credential")
+        if re.search(r"://[^/@\s]*:[^/@\s]*@", item.get("value", "")):
+            problems.append(f"env {name} holds a URL with a password")
+    for source in main.get("envFrom", []):
+        if "secretRef" in source:
+            problems.append(f"envFrom reads Secret {source['secretRef']['name']}")
+    return problems
+
+
+def target_documents(text: str) -> tuple[list[Doc], list[Doc]]:
+    """The targets file's documents, and its commented-out examples (the comment lines from the
+    first ``# ---`` on, uncommented)."""
+    active = [doc for doc in yaml.safe_load_all(text) if doc]
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "# ---"), len(lines))
+    commented = "\n".join(
+        line.removeprefix("#").removeprefix(" ") for line in lines[start:] if line.startswith("#")
+    )
+    examples = [doc for doc in yaml.safe_load_all(commented) if doc]
+    return active, examples
+
+
+def targets_problems(text: str) -> list[str]:
+    """Why the targets file (with its commented-out examples) is not what the Deployment needs:
+    valid Target documents, an active github target, an example of every type, and every
+    credential a file of the credentials volume."""
+    try:
+        active, examples = target_documents(text)
+    except yaml.YAMLError as exc:
+        return [f"not YAML: {exc}"]
+    problems = []
+    if not any(doc.get("spec", {}).get("type") == "github" for doc in active):
+        problems.append("no github target is active")
+    names: set[str] = set()
+    types: set[str] = set()
+    for doc in [*active, *examples]:
+        try:
+            target = TargetDocument.model_validate(doc)
+        except ValidationError as exc:
+            problems.append(f"not a Target document: {exc}")
+            continue
+        if target.metadata.name in names:
+            problems.append(f"target {target.metadata.name} is declared twice")
+        names.add(target.metadata.name)
+        types.add(target.spec.type)
+        for field, value in target.spec:
+            if not isinstance(value, SecretRef):
+                continue
+            where = f"target {target.metadata.name} {field}"
+            if value.file is None:
+                problems.append(f"{where} reads the environment variable {value.env}")
+            elif PurePosixPath(value.file).parent != CREDENTIALS_DIR:
+                problems.append(f"{where}: {value.file} is not a file in {CREDENTIALS_DIR}")
+            elif PurePosixPath(value.file).name not in OPTIONAL_KEYS:
+                problems.append(f"{where}: {value.file} is not a key of {CREDENTIALS_SECRET}")
+    if types != TARGET_TYPES:
+        problems.append(f"examples of target types {sorted(types)}, not {sorted(TARGET_TYPES)}")
+    return problems
+
+
+def is_kube_dns(peer: Doc) -> bool:
+    return peer.get("namespaceSelector", {}).get("matchLabels") == {
+        "kubernetes.io/metadata.name": "kube-system"
+    } and peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}
+
+
+def public_only(peers: list[Doc]) -> list[str]:
+    """Why the peers of an egress rule reach more than public addresses (empty when they do not):
+    ipBlocks 0.0.0.0/0 and ::/0 that cut out the private, link-local and loopback ranges."""
+    problems = []
+    cidrs = set()
+    for peer in peers:
+        block = peer.get("ipBlock")
+        if block is None or peer.keys() != {"ipBlock"}:
+            problems.append(f"{peer} is not an ipBlock")
+            continue
+        cidrs.add(block["cidr"])
+        excepted = set(block.get("except", []))
+        private = {"0.0.0.0/0": PRIVATE_V4, "::/0": PRIVATE_V6}.get(block["cidr"])
+        if private is None:
+            problems.append(f"unexpected ipBlock {block['cidr']}")
+        elif missing := private - excepted:
+            problems.append(f"{block['cidr']} does not cut out {sorted(missing)}")
+    if cidrs != {"0.0.0.0/0", "::/0"}:
+        problems.append(f"public egress should cover 0.0.0.0/0 and ::/0, not {sorted(cidrs)}")
+    return problems
+
+
+def network_policy_problems(policy: Doc, pod_labels: dict[str, str], postgres: bool) -> list[str]:
+    """Why the NetworkPolicy is not the expected one (empty when it is): it selects the pods,
+    restricts both directions, lets in only the http port, and lets out only DNS to kube-dns,
+    PostgreSQL (the postgres variant) and HTTPS/SSH to public addresses."""
+    problems = []
+    spec = policy["spec"]
+    selector = spec.get("podSelector", {}).get("matchLabels", {})
+    if not selector or not selector.items() <= pod_labels.items():
+        problems.append(f"podSelector {selector} does not select the slotkeeper pods")
+    if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"]:
+        problems.append(
+            f"policyTypes {spec.get('policyTypes')}: both directions must be restricted"
+        )
+    if not spec.get("ingress"):
+        problems.append("no ingress rule: the hook and the probes would be cut off")
+    for rule in spec.get("ingress", []):
+        ports = rule.get("ports")
+        if not ports:
+            problems.append("an ingress rule allows every port")
+        for port in ports or []:
+            if port.get("port") not in (HTTP_PORT, "http") or "endPort" in port:
+                problems.append(f"ingress on {port} (only the http port {HTTP_PORT})")
+            if port.get("protocol", "TCP") != "TCP":
+                problems.append(f"ingress on {port} is not TCP")
+    allowed: set[tuple[str, int]] = set()
+    for rule in spec.get("egress", []):
+        ports = rule.get("ports")
+        if not ports:
+            problems.append(f"an egress rule allows every port: {rule}")
+            continue
+        peers = rule.get("to", [])
+        for port in ports:
+            number, protocol = port.get("port"), port.get("protocol", "TCP")
+            if "endPort" in port or not isinstance(number, int):
+                problems.append(f"egress port {port}: give one numeric port")
+                continue
+            allowed.add((protocol, number))
+            if number == 53:
+                if not peers or not all(is_kube_dns(peer) for peer in peers):
+                    problems.append(f"DNS goes elsewhere than kube-dns: {peers}")
+            elif number == 5432 and protocol == "TCP":
+                if not postgres:
+                    problems.append("egress to PostgreSQL in the SQLite variant")
+            elif number in (443, 22) and protocol == "TCP":
+                problems.extend(public_only(peers))
+            else:
+                problems.append(f"unexpected egress on {protocol} {number}")
+    expected = {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 22)}
+    if postgres:
+        expected.add(("TCP", 5432))
+    if allowed != expected:
+        problems.append(f"egress allows {sorted(allowed)}, not {sorted(expected)}")
+    return problems
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -315,7 +567,15 @@ def test_kustomization_is_self_contained(variant: Path) -> None:
             listed.add((variant / patch["path"]).resolve())
     assert listed == set(manifest_files(variant))
     kinds = sorted(doc["kind"] for _, doc in all_documents(variant))
-    expected = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    expected = [
+        "ConfigMap",  # the settings
+        "ConfigMap",  # the targets file
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]
     if variant == BASE:
         expected.append("PersistentVolumeClaim")
     assert kinds == sorted(expected)
@@ -476,25 +736,23 @@ def test_args_use_the_daemon_flags_and_defined_variables(variant: Path) -> None:
     for arg in args:
         for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", arg):
             assert name in env_names, f"$({name}) is not defined in env (it would stay literal)"
-    # The webhook secret file is where the Secret volume puts it.
-    secret_file = Path(args[args.index("--webhook-secret-file") + 1])
-    mount = next(m for m in container(variant)["volumeMounts"] if m["name"] == "webhook-secret")
-    volume = next(v for v in pod_spec(variant)["volumes"] if v["name"] == "webhook-secret")
-    items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
-    assert secret_file.parent == Path(mount["mountPath"])
-    assert items[secret_file.name] == "secret"
+    # The webhook secret file is a file of the credentials volume (see the checks below).
+    webhook_secret = args[args.index("--webhook-secret-file") + 1]
+    assert credential_path_problem(pod_spec(variant), webhook_secret, "webhook-secret") is None
     assert args[args.index("--listen") + 1].endswith(":8080")
-    # The ledger and the secrets directory are not in the args: `run` reads them from env.
+    # The ledger and the secrets directory are not in the args: `run` reads them from env (the
+    # ledger's URL, with its password, from a file in the postgres variant).
     assert "--state" not in args
     assert "--secrets-dir" not in args
     run_envvars = {param.envvar for param in cli.commands["run"].params}
     assert {"SLOTKEEPER_STATE", "SLOTKEEPER_SECRETS_DIR"} <= run_envvars
-    assert {"SLOTKEEPER_STATE", "SLOTKEEPER_SECRETS_DIR"} <= set(env_names)
+    state = "SLOTKEEPER_STATE_FILE" if variant == POSTGRES else "SLOTKEEPER_STATE"
+    assert {state, "SLOTKEEPER_SECRETS_DIR"} <= set(env_names)
 
 
 def test_daemon_command_lines_parse_with_the_real_cli(variant: Path) -> None:
     """The Deployment's args (settings filled in) and the image's CMD are valid `run` commands."""
-    settings = only(variant, "ConfigMap")["data"]
+    settings = configmap(variant, "slotkeeper")["data"]
     args = [
         re.sub(r"\$\((\w+)\)", lambda match: settings[match[1]], arg)
         for arg in container(variant)["args"]
@@ -527,6 +785,8 @@ def test_configmap_references_are_defined(variant: Path) -> None:
     for volume in pod_spec(variant)["volumes"]:
         if "configMap" in volume:
             assert volume["configMap"]["name"] in configmaps
+            for item in volume["configMap"].get("items", []):
+                assert item["key"] in configmaps[volume["configMap"]["name"]]
     data = configmaps["slotkeeper"]
     assert data["SLOTKEEPER_SOURCE"] == "git+https://github.com/acme/deployments.git"
     assert data["SLOTKEEPER_LOG_FORMAT"] == "json"
@@ -534,7 +794,8 @@ def test_configmap_references_are_defined(variant: Path) -> None:
 
 
 def test_secret_references_are_documented(variant: Path) -> None:
-    """Each Secret the Deployment reads, and each of its keys, is listed in the README."""
+    """The Deployment reads one Secret, slotkeeper-credentials, only through the projected
+    credentials volume; it is not committed, and the README names it and each of its keys."""
     readme = (KUBERNETES / "README.md").read_text(encoding="utf-8")
     secrets: dict[str, set[str]] = {}
     for item in container(variant)["env"]:
@@ -548,15 +809,9 @@ def test_secret_references_are_documented(variant: Path) -> None:
         if "secret" in volume:
             keys = {item["key"] for item in volume["secret"].get("items", [])}
             secrets.setdefault(volume["secret"]["secretName"], set()).update(keys)
-    assert secrets.keys() >= {"slotkeeper-credentials", "slotkeeper-webhook"}
-    assert secrets == SECRETS[variant]
-    assert secrets["slotkeeper-credentials"] == {
-        "GITHUB_TOKEN",
-        "CHAINLOOP_TOKEN",
-        "UNKEY_ROOT_KEY",
-        "IFTRUE_JWT",
-        "SLOTKEEPER_GIT_TOKEN",
-    }
+        for secret, key in projected_keys(volume).values():
+            secrets.setdefault(secret, set()).add(key)
+    assert secrets == {CREDENTIALS_SECRET: REQUIRED_KEYS[variant] | OPTIONAL_KEYS}
     defined = {
         doc["metadata"]["name"] for _, doc in all_documents(variant) if doc["kind"] == "Secret"
     }
@@ -565,14 +820,309 @@ def test_secret_references_are_documented(variant: Path) -> None:
         assert f"`{name}`" in readme, f"README does not tell to create Secret {name}"
         for key in keys:
             assert f"`{key}`" in readme, f"README does not name key {key} of {name}"
+    # The Secrets of the former layout are gone from the instructions too.
+    for old in ("slotkeeper-webhook", "slotkeeper-ledger", "GITHUB_TOKEN", "IFTRUE_JWT"):
+        assert old not in readme, f"README still mentions {old}"
     assert "https://HOST/hooks/github" in readme
     assert f"`{variant.name}/`" in readme, f"README does not describe {variant.name}/"
-    for item in container(variant)["env"]:
-        ref = item.get("valueFrom", {}).get("secretKeyRef")
-        if ref and ref["name"] == "slotkeeper-credentials":
-            assert ref.get("optional") is True, f"{ref['key']} should be optional"
-        elif ref:
-            assert ref.get("optional", False) is False, f"{ref['name']} must not be optional"
+
+
+# --- Kubernetes: credentials, the targets file and the network policy -------------------------
+
+
+def test_no_credential_in_the_environment(variant: Path) -> None:
+    """No env entry comes from a Secret or names a credential, no envFrom reads a Secret, and no
+    value is a URL with a password: credentials are files (environment variables leak into
+    child processes, /proc and crash reports)."""
+    assert credential_env_problems(container(variant)) == []
+    assert "secretKeyRef" not in json.dumps(only(variant, "Deployment"))
+
+
+def tampered_environments() -> Iterator[Any]:
+    main = container(BASE)
+    from_secret = {"valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": "x"}}}
+    yield pytest.param({"env": [*main["env"], {"name": "SLOTKEEPER_X", **from_secret}]}, id="ref")
+    yield pytest.param({"env": [*main["env"], {"name": "GITHUB_TOKEN", "value": "x"}]}, id="name")
+    yield pytest.param({"env": [*main["env"], {"name": "NPM_TOKEN", "value": "x"}]}, id="pattern")
+    url = {"name": "SLOTKEEPER_STATE", "value": "postgresql://sk:hunter2@db:5432/sk"}
+    yield pytest.param({"env": [*main["env"], url]}, id="password-url")
+    yield pytest.param({"envFrom": [{"secretRef": {"name": CREDENTIALS_SECRET}}]}, id="envFrom")
+
+
+@pytest.mark.parametrize("main", list(tampered_environments()))
+def test_credential_env_check_can_fail(main: Doc) -> None:
+    """The check above finds a credential in the environment."""
+    assert credential_env_problems(main)
+
+
+def test_credentials_volume(variant: Path) -> None:
+    """One projected volume, read-only at /var/run/secrets, mode 0440 for the pod's fsGroup
+    10001: the required keys (the pod does not start without them) in one source, the others in
+    an optional one, all from slotkeeper-credentials, each a file in /var/run/secrets/slotkeeper/
+    (below the volume's top level, so not one of the kubelet's symlinks)."""
+    found = mounted(pod_spec(variant), str(CREDENTIALS_DIR / "webhook-secret"))
+    assert found is not None
+    mount, volume, _ = found
+    assert mount["readOnly"] is True
+    assert mount["mountPath"] == str(CREDENTIALS_DIR.parent)
+    assert "subPath" not in mount, "a subPath mount would not follow the Secret's updates"
+    projected = volume["projected"]
+    assert projected["defaultMode"] == 0o440
+    assert pod_spec(variant)["securityContext"]["fsGroup"] == UID
+    by_optional: dict[bool, set[str]] = {}
+    for source in projected["sources"]:
+        assert source.keys() == {"secret"}, f"unexpected source {source}"
+        secret = source["secret"]
+        assert secret["name"] == CREDENTIALS_SECRET
+        assert "optional" in secret, "say whether the pod may start without these keys"
+        keys = by_optional.setdefault(secret["optional"], set())
+        for item in secret["items"]:
+            assert "mode" not in item, f"{item['key']}: the volume's mode 0440 applies"
+            assert item["path"] == f"{CREDENTIALS_DIR.name}/{item['key']}"
+            keys.add(item["key"])
+    assert by_optional == {False: set(REQUIRED_KEYS[variant]), True: set(OPTIONAL_KEYS)}
+    # The only Secret-backed volume: nothing else projects or mounts a credential.
+    for other in pod_spec(variant)["volumes"]:
+        if other["name"] != volume["name"]:
+            assert "secret" not in other and "projected" not in other, other["name"]
+
+
+def test_credential_paths_lie_in_the_credentials_volume(variant: Path) -> None:
+    """Every credential file the daemon is told to read (the webhook secret, the git token, the
+    ledger URL of the postgres variant, each `file:` of the targets file) is a file of that
+    volume, projected from the right key."""
+    args = container(variant)["args"]
+    env = {name: item.get("value") for name, item in env_entries(variant).items()}
+    paths = {
+        args[args.index("--webhook-secret-file") + 1]: CREDENTIAL_FILES["--webhook-secret-file"]
+    }
+    paths[env["SLOTKEEPER_GIT_TOKEN_FILE"]] = CREDENTIAL_FILES["SLOTKEEPER_GIT_TOKEN_FILE"]
+    if variant == POSTGRES:
+        paths[env["SLOTKEEPER_STATE_FILE"]] = CREDENTIAL_FILES["SLOTKEEPER_STATE_FILE"]
+    else:
+        assert "SLOTKEEPER_STATE_FILE" not in env
+    active, examples = target_documents(configmap(variant, TARGETS_CONFIGMAP)["data"][TARGETS_KEY])
+    for doc in [*active, *examples]:
+        for _, value in TargetDocument.model_validate(doc).spec:
+            if isinstance(value, SecretRef) and value.file is not None:
+                paths[value.file] = PurePosixPath(value.file).name
+    assert set(paths.values()) == REQUIRED_KEYS[variant] | OPTIONAL_KEYS
+    for path, key in paths.items():
+        assert credential_path_problem(pod_spec(variant), path, key) is None, path
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/etc/slotkeeper/webhook/secret", None),  # the former Secret volume, gone
+        (str(CREDENTIALS_DIR / "no-such-key"), None),  # no key projected there
+        (str(CREDENTIALS_DIR / "git-token"), "github-token"),  # another key's file
+        ("/etc/slotkeeper/targets/targets.yaml", None),  # not a credential
+        ("/var/run/secrets/kubernetes.io/serviceaccount/token", None),
+    ],
+)
+def test_credential_path_check_can_fail(path: str, key: str | None) -> None:
+    """The check above refuses a path that is not the key's file in the credentials volume."""
+    assert credential_path_problem(pod_spec(BASE), path, key) is not None
+
+
+def test_credential_path_check_refuses_a_top_level_symlink() -> None:
+    """A key projected at the volume's top level is a kubelet symlink: refused."""
+    deployment = json.loads(json.dumps(only(BASE, "Deployment")))
+    pod = deployment["spec"]["template"]["spec"]
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["name"] == "credentials":
+            mount["mountPath"] = str(CREDENTIALS_DIR)
+    for volume in pod["volumes"]:
+        for source in volume.get("projected", {}).get("sources", []):
+            for item in source["secret"]["items"]:
+                item["path"] = item["key"]
+    k8s_validate(deployment)  # valid Kubernetes, but its files are symlinks
+    problem = credential_path_problem(pod, str(CREDENTIALS_DIR / "git-token"), "git-token")
+    assert problem is not None and "symlink" in problem
+
+
+def test_targets_file(variant: Path) -> None:
+    """The ConfigMap slotkeeper-targets holds targets.yaml, mounted read-only where
+    SLOTKEEPER_TARGETS points; its documents (and its commented-out examples) are valid Target
+    documents whose credentials are files of the credentials volume."""
+    text = configmap(variant, TARGETS_CONFIGMAP)["data"][TARGETS_KEY]
+    assert targets_problems(text) == []
+    path = env_entries(variant)["SLOTKEEPER_TARGETS"]["value"]
+    assert path == "/etc/slotkeeper/targets/targets.yaml"
+    found = mounted(pod_spec(variant), path)
+    assert found is not None
+    mount, volume, inside = found
+    assert mount["readOnly"] is True
+    items = {item["path"]: item["key"] for item in volume["configMap"]["items"]}
+    assert volume["configMap"]["name"] == TARGETS_CONFIGMAP
+    assert items == {inside: TARGETS_KEY}
+    assert "/" in inside, "a regular file, not the kubelet's top-level symlink"
+    # The flag exists once the targets file does; until then the variable is the one way in.
+    assert "--targets" not in container(variant)["args"]
+    assert configmap(variant, TARGETS_CONFIGMAP) == configmap(BASE, TARGETS_CONFIGMAP)
+
+
+GITHUB = """apiVersion: slotkeeper/v1
+kind: Target
+metadata: {name: github}
+spec:
+  type: github
+  token: {file: /var/run/secrets/slotkeeper/github-token}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "examples", "problem"),
+    [
+        pytest.param(GITHUB, True, None, id="good"),
+        pytest.param(GITHUB, False, "examples of target types", id="no-examples"),
+        pytest.param(
+            GITHUB.replace("{file: /var/run/secrets/slotkeeper/github-token}", "{env: GH_TOKEN}"),
+            True,
+            "reads the environment variable",
+            id="env",
+        ),
+        pytest.param(
+            GITHUB.replace("/var/run/secrets/slotkeeper/", "/tmp/"),
+            True,
+            "not a file in",
+            id="elsewhere",
+        ),
+        pytest.param(
+            GITHUB.replace("github-token}", "other-token}"), True, "not a key of", id="other-key"
+        ),
+        pytest.param(
+            GITHUB.replace("token:", "tokn:"), True, "not a Target document", id="unknown-field"
+        ),
+        pytest.param(
+            GITHUB.replace("type: github", "type: gitlab"),
+            True,
+            "not a Target document",
+            id="unknown-type",
+        ),
+        pytest.param(
+            GITHUB.replace("type: github", "type: chainloop"),
+            True,
+            "no github target",
+            id="no-github",
+        ),
+        pytest.param(GITHUB + "---\n" + GITHUB, True, "declared twice", id="twice"),
+        pytest.param(GITHUB + "  baseUrl: [\n", True, "not YAML", id="not-yaml"),
+    ],
+)
+def test_targets_check_can_fail(text: str, examples: bool, problem: str | None) -> None:
+    """The check above refuses a targets file that is not what the Deployment needs (the real
+    file's commented-out examples appended, or not)."""
+    shipped = configmap(BASE, TARGETS_CONFIGMAP)["data"][TARGETS_KEY]
+    if examples:
+        text += shipped[shipped.index("# ---") :]
+    problems = targets_problems(text)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in found for found in problems), problems
+
+
+def test_network_policy(variant: Path) -> None:
+    """Listed in the kustomization: ingress on the http port only; egress to DNS (kube-dns), to
+    PostgreSQL (the postgres variant only) and HTTPS/SSH to public addresses only, the private,
+    link-local (metadata) and loopback ranges cut out."""
+    assert "networkpolicy.yaml" in kustomization(variant)["resources"]
+    policy = only(variant, "NetworkPolicy")
+    k8s_validate(policy)
+    labels = only(variant, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert network_policy_problems(policy, labels, postgres=variant == POSTGRES) == []
+    assert {port["containerPort"] for port in container(variant)["ports"]} == {HTTP_PORT}
+
+
+def public_rules(spec: Doc) -> list[Doc]:
+    return [rule for rule in spec["egress"] if {"port": 443, "protocol": "TCP"} in rule["ports"]]
+
+
+def reach(cidr: str) -> Any:
+    """A change of a policy's spec: the public egress no longer cuts ``cidr`` out."""
+
+    def change(spec: Doc) -> None:
+        for rule in public_rules(spec):
+            for peer in rule["to"]:
+                block = peer["ipBlock"]
+                block["except"] = [other for other in block.get("except", []) if other != cidr]
+
+    return change
+
+
+def without_port(port: int) -> Any:
+    """A change of a policy's spec: no egress rule for ``port``."""
+
+    def change(spec: Doc) -> None:
+        spec["egress"] = [r for r in spec["egress"] if all(p["port"] != port for p in r["ports"])]
+
+    return change
+
+
+# Changes to the shipped policy (applied to a copy at test time), each one the check must refuse.
+TAMPERED_POLICIES = {
+    "metadata-reachable": (BASE, reach("169.254.0.0/16")),
+    "private-reachable": (BASE, reach("10.0.0.0/8")),
+    "ula-reachable": (BASE, reach("fc00::/7")),
+    "extra-private-block": (
+        BASE,
+        lambda spec: [
+            rule["to"].append({"ipBlock": {"cidr": "10.0.0.0/8"}}) for rule in public_rules(spec)
+        ],
+    ),
+    "other-pods": (BASE, lambda spec: spec.update(podSelector={})),
+    "ingress-only": (BASE, lambda spec: spec.update(policyTypes=["Ingress"])),
+    "any-port-in": (BASE, lambda spec: [rule.pop("ports", None) for rule in spec["ingress"]]),
+    "other-port-in": (BASE, lambda spec: spec["ingress"].append({"ports": [{"port": 22}]})),
+    "no-dns": (BASE, without_port(53)),
+    "dns-anywhere": (
+        BASE,
+        lambda spec: spec["egress"].append({"ports": [{"port": 53, "protocol": "UDP"}]}),
+    ),
+    "any-port-out": (BASE, lambda spec: spec["egress"].append({"to": []})),
+    "http-out": (
+        BASE,
+        lambda spec: [rule["ports"].append({"port": 80}) for rule in public_rules(spec)],
+    ),
+    "postgres-in-sqlite": (BASE, lambda spec: spec["egress"].append({"ports": [{"port": 5432}]})),
+    "no-postgres": (POSTGRES, without_port(5432)),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERED_POLICIES))
+def test_network_policy_check_can_fail(name: str) -> None:
+    """The check above refuses a policy that lets more (or less) through."""
+    directory, change = TAMPERED_POLICIES[name]
+    policy = json.loads(json.dumps(only(directory, "NetworkPolicy")))
+    change(policy["spec"])
+    labels = only(directory, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert network_policy_problems(policy, labels, postgres=directory == POSTGRES)
+
+
+def test_readme_documents_credentials_targets_and_network_policy() -> None:
+    """The README says how to create the Secret from files (and check the webhook secret is not
+    empty), how to edit the targets file, and what the NetworkPolicy allows."""
+    readme = (KUBERNETES / "README.md").read_text(encoding="utf-8")
+    for phrase in (
+        f"create secret generic {CREDENTIALS_SECRET}",
+        "--from-file=github-token=",
+        "--from-file=webhook-secret=",
+        "openssl rand -hex 32 > webhook-secret",
+        "test -s webhook-secret",
+        str(CREDENTIALS_DIR) + "/",
+        f"`{TARGETS_CONFIGMAP}`",
+        f"`{TARGETS_KEY}`",
+        "`SLOTKEEPER_TARGETS`",
+        "`SLOTKEEPER_GIT_TOKEN_FILE`",
+        "`SLOTKEEPER_STATE_FILE`",
+        "`SLOTKEEPER_EGRESS_ALLOW`",
+        "NetworkPolicy",
+        "169.254.0.0/16",
+        "kube-dns",
+    ):
+        assert phrase in readme, f"the README does not mention {phrase}"
 
 
 # --- Kubernetes: the PostgreSQL variant ----------------------------------------------------------
@@ -589,15 +1139,15 @@ def test_postgres_runs_two_replicas_with_rolling_updates() -> None:
     assert pod_spec(POSTGRES)["terminationGracePeriodSeconds"] == 45
 
 
-def test_postgres_state_comes_from_the_ledger_secret() -> None:
-    """SLOTKEEPER_STATE is the `url` key of the Secret slotkeeper-ledger, not optional: without
-    it the pod would fall back to the image's SQLite default (one ledger per replica)."""
-    state = env_entries(POSTGRES)["SLOTKEEPER_STATE"]
-    assert "value" not in state
-    ref = state["valueFrom"]["secretKeyRef"]
-    assert ref["name"] == "slotkeeper-ledger"
-    assert ref["key"] == "url"
-    assert ref.get("optional", False) is False
+def test_postgres_state_comes_from_the_credentials_file() -> None:
+    """The ledger's URL (with its password) is the file SLOTKEEPER_STATE_FILE names: the key
+    `state-url`, in the required source of the credentials volume (without it the pod would fall
+    back to the image's SQLite default, one ledger per replica). SLOTKEEPER_STATE is not set."""
+    env = env_entries(POSTGRES)
+    assert "SLOTKEEPER_STATE" not in env
+    path = env["SLOTKEEPER_STATE_FILE"]["value"]
+    assert credential_path_problem(pod_spec(POSTGRES), path, "state-url") is None
+    assert "state-url" in REQUIRED_KEYS[POSTGRES]
     # Nothing else may set it (envFrom would lose to env, but keep the one source obvious).
     assert not container(POSTGRES).get("envFrom")
     assert "sqlite" not in json.dumps(only(POSTGRES, "Deployment"))
@@ -613,7 +1163,7 @@ def test_postgres_has_no_persistent_volume_claim() -> None:
     volumes = {volume["name"]: volume for volume in pod_spec(POSTGRES)["volumes"]}
     for name, volume in volumes.items():
         assert "persistentVolumeClaim" not in volume, f"volume {name} uses a claim"
-        assert volume.keys() - {"name"} <= {"emptyDir", "secret"}, f"volume {name}: {volume}"
+        assert volume.keys() - {"name"} <= {"emptyDir", "projected", "configMap"}, name
     mounts = {mount["mountPath"]: mount for mount in container(POSTGRES)["volumeMounts"]}
     for path in WRITABLE:
         assert "emptyDir" in volumes[mounts[path]["name"]], f"{path} is not an emptyDir"
@@ -644,8 +1194,9 @@ def test_postgres_pod_disruption_budget_keeps_one_replica() -> None:
 
 
 def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
-    """The container, probes, resources, security and settings are the base's: only the
-    ledger, the replicas, the strategy, the scheduling and the data volume differ."""
+    """The container, probes, resources, security, settings, targets and network policy are the
+    base's: only the ledger (and its credential and port), the replicas, the strategy, the
+    scheduling and the data volume differ."""
     base, postgres = container(BASE), container(POSTGRES)
     for key in (
         "image",
@@ -659,11 +1210,10 @@ def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
         "securityContext",
     ):
         assert postgres.get(key) == base.get(key), f"container {key} differs from the base"
-    base_env = {
-        name: item for name, item in env_entries(BASE).items() if name != "SLOTKEEPER_STATE"
-    }
+    ledger = {"SLOTKEEPER_STATE", "SLOTKEEPER_STATE_FILE"}
+    base_env = {name: item for name, item in env_entries(BASE).items() if name not in ledger}
     postgres_env = {
-        name: item for name, item in env_entries(POSTGRES).items() if name != "SLOTKEEPER_STATE"
+        name: item for name, item in env_entries(POSTGRES).items() if name not in ledger
     }
     assert postgres_env == base_env
     for key in (
@@ -682,12 +1232,24 @@ def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
     assert mounts(POSTGRES) == mounts(BASE)
     base_volumes = {volume["name"]: volume for volume in pod_spec(BASE)["volumes"]}
     for volume in pod_spec(POSTGRES)["volumes"]:
-        if volume["name"] in ("cache", "tmp", "webhook-secret"):
+        if volume["name"] in ("cache", "tmp", "targets"):
             assert volume == base_volumes[volume["name"]]
+    # The credentials: the base's, and the ledger's URL.
+    files = projected_keys(next(v for v in pod_spec(POSTGRES)["volumes"] if "projected" in v))
+    base_files = projected_keys(next(v for v in pod_spec(BASE)["volumes"] if "projected" in v))
+    assert files == {**base_files, "slotkeeper/state-url": (CREDENTIALS_SECRET, "state-url")}
     template = only(POSTGRES, "Deployment")["spec"]["template"]["metadata"]
     assert template == only(BASE, "Deployment")["spec"]["template"]["metadata"]
-    for kind in ("ConfigMap", "Service", "ServiceAccount"):
+    for kind in ("Service", "ServiceAccount"):
         assert only(POSTGRES, kind) == only(BASE, kind), f"{kind} differs from the base"
+    for name in ("slotkeeper", TARGETS_CONFIGMAP):
+        assert configmap(POSTGRES, name) == configmap(BASE, name), f"ConfigMap {name} differs"
+    # The network policy: the base's, and PostgreSQL.
+    policy = only(POSTGRES, "NetworkPolicy")
+    postgres_rules = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 5432]
+    assert len(postgres_rules) == 1
+    policy["spec"]["egress"].remove(postgres_rules[0])
+    assert policy == only(BASE, "NetworkPolicy")
     assert kustomization(POSTGRES)["labels"] == kustomization(BASE)["labels"]
 
 
@@ -695,7 +1257,13 @@ def test_readme_documents_the_postgres_trade_offs() -> None:
     """The README says when to choose the variant and where the deploy keys' private halves go."""
     readme = (KUBERNETES / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## The PostgreSQL variant") :]
-    for phrase in ("`slotkeeper-ledger`", "`url`", "ReadWriteMany", "`emptyDir`", "leader"):
+    for phrase in (
+        "`state-url`",
+        "`SLOTKEEPER_STATE_FILE`",
+        "ReadWriteMany",
+        "`emptyDir`",
+        "leader",
+    ):
         assert phrase in section, f"the PostgreSQL section does not mention {phrase}"
     assert "`base/`: never scale above one replica" in readme
 
