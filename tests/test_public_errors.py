@@ -44,7 +44,15 @@ from slotkeeper.ledger import open_ledger
 from slotkeeper.model import UNEXPLAINED_ERROR, Artifact, SyncStatus, SyncSubject, TargetSync
 from slotkeeper.targets.http import ApiClient, HttpSettings
 from tests.daemon_support import Running, Ui, free_port, wait_for
-from tests.helpers import Run, environment, image, synced_record, write_manifests
+from tests.helpers import (
+    Run,
+    environment,
+    image,
+    operator_targets,
+    synced_record,
+    write_manifests,
+    write_targets,
+)
 from tests.test_github_target import TOKEN
 from tests.test_ledger import run_sql
 
@@ -119,8 +127,8 @@ def _no_backoff_sleeps() -> Iterator[None]:
 
 
 def declare(root: Path, base_url: str) -> None:
-    """The manifests: production/api (at ref main) told to one GitHub target at ``base_url``.
-    The one place these tests say where the target is and how it is reached."""
+    """The manifests: production/api (at ref main) told to one GitHub target, which the
+    operator's targets file puts at ``base_url``."""
     env = environment("production", {"api": image()}, repository="acme/web", targets=["github"])
     env["spec"]["slots"]["api"]["ref"] = "main"
     github = {
@@ -129,7 +137,8 @@ def declare(root: Path, base_url: str) -> None:
         "metadata": {"name": "github"},
         "spec": {"type": "github", "baseUrl": base_url, "token": {"env": "GITHUB_TOKEN"}},
     }
-    write_manifests(root, env, github)
+    write_manifests(root, env)
+    write_targets(github)
 
 
 def assert_public(body: str, where: str) -> None:
@@ -403,6 +412,7 @@ def test_a_sync_held_back_by_the_back_off_carries_only_the_reason(
         sink=SecretSink(workdir / "secrets"),
         actor="test",
         backoff_base=600.0,
+        targets=operator_targets(),
     )
     daemon = Daemon(settings, ledger)
     try:
