@@ -27,6 +27,14 @@ settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.fixture(autouse=True)
+def egress_to_the_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fakes serve on loopback, which the egress guard refuses unless the operator allows
+    it: every test allows loopback (inherited by the daemon it starts), except where a test
+    takes the permission away to see the refusal."""
+    monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", "127.0.0.0/8, ::1")
+
+
 @pytest.fixture
 def workdir(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -209,7 +209,7 @@ def test_a_loopback_url_is_refused_before_any_connection(server: LoopbackServer)
         client.get(server.url("/secret"))
     message = str(refused.value)
     assert "refused to connect to 127.0.0.1 (loopback)" in message
-    assert "allow it with --egress-allow 127.0.0.1 or SLOTKEEPER_EGRESS_ALLOW" in message
+    assert "allow it with SLOTKEEPER_EGRESS_ALLOW=127.0.0.1" in message
     # permanent, and not an httpx error the retry loop would retry
     assert isinstance(refused.value, PermanentTargetError)
     assert not isinstance(refused.value, httpx.HTTPError)
@@ -265,7 +265,7 @@ def test_a_name_resolving_to_the_metadata_address_is_refused_before_connecting(
     assert str(refused.value).startswith(
         "refused to connect to metadata.example: it resolves to 169.254.169.254 (cloud metadata)"
     )
-    assert "--egress-allow 169.254.169.254 or SLOTKEEPER_EGRESS_ALLOW" in str(refused.value)
+    assert "SLOTKEEPER_EGRESS_ALLOW=169.254.169.254" in str(refused.value)
     assert dns.calls == ["metadata.example"]
     assert connects == []
 
@@ -370,11 +370,14 @@ def test_the_api_client_fails_a_refusal_at_once_without_retrying() -> None:
         transport=EgressPolicy().transport(resolve=dns),
     )
     try:
-        with pytest.raises(EgressRefused, match="cloud metadata"):
+        with pytest.raises(PermanentTargetError, match="cloud metadata") as refused:
             api.send("GET", "meta-data")
     finally:
         api.close()
     assert dns.calls == ["metadata.example"]  # one attempt: not a retryable transport error
+    # the target's name and the call lead the message; the refusal is its cause
+    assert str(refused.value).startswith("probe: GET meta-data: refused to connect")
+    assert isinstance(refused.value.__cause__, EgressRefused)
 
 
 def test_a_truncated_body_is_an_httpx_error_while_reading(server: LoopbackServer) -> None:
@@ -629,7 +632,7 @@ def test_allowed_networks(allowed: str, address: str, reason: str | None) -> Non
 def test_a_refusal_of_an_ipv4_in_ipv6_form_suggests_the_ipv4() -> None:
     refused = EgressRefused("::ffff:169.254.169.254", ip_address("::ffff:a9fe:a9fe"), "x")
     assert str(refused).startswith("refused to connect to ::ffff:169.254.169.254 (x);")
-    assert "--egress-allow 169.254.169.254 or" in str(refused)
+    assert "SLOTKEEPER_EGRESS_ALLOW=169.254.169.254" in str(refused)
 
 
 def test_parse_takes_networks_and_addresses_separated_by_commas_or_spaces() -> None:

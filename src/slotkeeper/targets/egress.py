@@ -1,16 +1,15 @@
-"""The egress guard: which addresses slotkeeper may connect to because a manifest named them.
+"""The egress guard: which addresses slotkeeper's target connections may reach.
 
-A manifest is less trusted than the operator who runs slotkeeper: whoever can merge into the
-watched repository can write any target URL, and slotkeeper sends a credential there. Without a
-guard, ``http://169.254.169.254/latest/meta-data/`` (the cloud's metadata service),
-``http://localhost:5432/`` or an internal admin page would be reached from inside the operator's
-network. So every address is checked against an :class:`EgressPolicy`:
+Target URLs come from the operator's targets file, never from the manifests; the guard is the
+second line: a name that resolves somewhere unexpected (a DNS answer pointing at
+``169.254.169.254``, the cloud's metadata service, at ``localhost:5432`` or at an internal admin
+page) is never connected to, whoever changed the DNS. Every address is checked against an
+:class:`EgressPolicy`:
 
 - globally routable unicast addresses are allowed, except the cloud metadata addresses below;
 - loopback, private (RFC 1918, IPv6 unique local), link-local, shared (RFC 6598), multicast,
   unspecified and reserved addresses are refused, unless the operator allowed a network that
-  holds them (``--egress-allow`` / ``SLOTKEEPER_EGRESS_ALLOW``, e.g. a self-hosted target on
-  ``10.0.0.0/8``);
+  holds them (``SLOTKEEPER_EGRESS_ALLOW``, e.g. a GitHub Enterprise Server on ``10.0.0.0/8``);
 - an IPv6 form that carries an IPv4 address (``::ffff:127.0.0.1``, NAT64, 6to4, IPv4-compatible)
   is judged as the IPv4 address it carries, since that is where the packets end up.
 
@@ -22,8 +21,11 @@ connect could resolve differently the second time (DNS rebinding); here there is
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +47,6 @@ from slotkeeper.errors import ConfigError, PermanentTargetError
 #: the environment variable holding the operator's allowed networks (comma or space separated)
 EGRESS_ALLOW_ENV = "SLOTKEEPER_EGRESS_ALLOW"
 #: the command-line option that does the same (named in refusals)
-EGRESS_ALLOW_OPTION = "--egress-allow"
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -107,7 +108,7 @@ class EgressRefused(PermanentTargetError):
         super().__init__(
             f"refused to connect to {where} ({reason}); targets are reached only at globally "
             f"routable addresses unless the operator allows more: allow it with "
-            f"{EGRESS_ALLOW_OPTION} {shown} or {EGRESS_ALLOW_ENV}"
+            f"{EGRESS_ALLOW_ENV}={shown}"
         )
 
 
@@ -122,8 +123,8 @@ class EgressPolicy:
         """The policy allowing the networks in ``values`` (CIDRs or single addresses).
 
         Each value may hold several entries separated by commas or white space, so one
-        environment variable or repeated options both work. ``source`` names where the values
-        came from (``--egress-allow``, ``SLOTKEEPER_EGRESS_ALLOW``) for the error message. A
+        environment variable or several values both work. ``source`` names where the values came
+        from (``SLOTKEEPER_EGRESS_ALLOW``) for the error message. A
         network with host bits set (``10.1.2.3/8``) is refused rather than widened, since the
         operator may have meant the single address.
         """
@@ -494,3 +495,23 @@ def _allow_entry(address: IPAddress) -> str:
             return str(carried)
         return str(IPv6Address(int(address)))
     return str(address)
+
+
+def policy_from_env() -> EgressPolicy:
+    """The operator's policy: public addresses plus the networks ``SLOTKEEPER_EGRESS_ALLOW``
+    lists (a bad entry is a ``ConfigError`` naming it)."""
+    return EgressPolicy.parse([os.environ.get(EGRESS_ALLOW_ENV, "")], source=EGRESS_ALLOW_ENV)
+
+
+def guarded_transport(base_url: str) -> httpx.BaseTransport:
+    """The transport a target client at ``base_url`` uses: the operator's policy from the
+    environment, through the operator's proxy when ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``
+    name one for that URL (``NO_PROXY`` respected); the proxy's own address must then be
+    allowed, and the proxy resolves target names itself."""
+    url = urllib.parse.urlsplit(base_url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if proxy and bypass(url.hostname or "", proxies):
+        proxy = None
+    return policy_from_env().transport(proxy=proxy or None)

@@ -39,6 +39,7 @@ from slotkeeper.errors import (
     TemporaryTargetError,
     UnknownOutcome,
 )
+from slotkeeper.targets.egress import EgressRefused, guarded_transport
 from slotkeeper.targets.pacing import WriteBudget
 
 
@@ -157,7 +158,8 @@ class ApiClient:
             base_url=settings.base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(settings.timeout),
             headers=settings.headers,
-            transport=transport,
+            # only where the operator's egress policy allows, checked after DNS
+            transport=transport or guarded_transport(settings.base_url),
         )
 
     def close(self) -> None:
@@ -233,6 +235,9 @@ class ApiClient:
         started = self._clock()
         try:
             response = self.client.request(method, url, json=json, headers=headers)
+        except EgressRefused as exc:  # never sent: the address is not one the operator allows
+            obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
+            raise PermanentTargetError(f"{where}: {exc}") from exc
         except httpx.TransportError as exc:
             obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             self._log.warning(
