@@ -7,7 +7,7 @@ import re
 import shlex
 import socket
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -958,9 +958,27 @@ def test_targets_file(variant: Path) -> None:
     assert volume["configMap"]["name"] == TARGETS_CONFIGMAP
     assert items == {inside: TARGETS_KEY}
     assert "/" in inside, "a regular file, not the kubelet's top-level symlink"
-    # The flag exists once the targets file does; until then the variable is the one way in.
+    # One way in: the variable, beside the mount it names (no flag repeating the path).
     assert "--targets" not in container(variant)["args"]
     assert configmap(variant, TARGETS_CONFIGMAP) == configmap(BASE, TARGETS_CONFIGMAP)
+
+
+def test_the_targets_configmap_is_a_targets_file_slotkeeper_reads(
+    sk: Callable[..., Any], workdir: Path
+) -> None:
+    """What the ConfigMap mounts is read by `validate --targets`: manifests naming github pass,
+    and naming a target it does not configure fails."""
+    targets = workdir / "targets.yaml"
+    targets.write_text(configmap(BASE, TARGETS_CONFIGMAP)["data"][TARGETS_KEY])
+    manifests = workdir / "m"
+    manifests.mkdir()
+    env = "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: production}\n"
+    (manifests / "envs.yaml").write_text(env + "spec: {targets: [github]}\n")
+    valid = sk("validate", "-m", "m", "--targets", str(targets))
+    assert valid.code == 0, valid.err
+    (manifests / "envs.yaml").write_text(env + "spec: {targets: [github, chainloop]}\n")
+    invalid = sk("validate", "-m", "m", "--targets", str(targets))
+    assert invalid.code == 1 and "'chainloop', which the operator has not configured" in invalid.err
 
 
 GITHUB = """apiVersion: slotkeeper/v1

@@ -224,3 +224,12 @@ def test_the_ci_example_gives_pull_request_plans_no_target_credentials() -> None
     apply = workflow["jobs"]["apply"]
     assert credentials <= set(apply["env"])
     assert "refs/heads/main" in apply["if"]
+    # the apply job's secrets come from an environment that only main may use
+    assert apply["environment"] == "slotkeeper"
+    # both jobs take the targets file from the operator's variable, written outside the
+    # checkout, never from the repository a pull request changes
+    for job in (plan, apply):
+        [step] = [s for s in job["steps"] if s.get("name") == "The operator's targets file"]
+        assert step["env"]["TARGETS_YAML"] == "${{ vars.SLOTKEEPER_TARGETS_YAML }}"
+        assert "$RUNNER_TEMP/targets.yaml" in step["run"]
+        assert "SLOTKEEPER_TARGETS=" in step["run"]

@@ -526,8 +526,8 @@ def _unconfigured(action: Action, desired: DesiredState, recorded: RecordedState
 
 def _unconfigured_reason(target: str) -> str:
     return (
-        f"target {target!r} holds a copy but is not configured (its Target document is gone): "
-        "restore it so the copy can be retired there"
+        f"target {target!r} holds a copy but is not configured (the operator's targets file "
+        "lacks it): restore it so the copy can be retired there"
     )
 
 
