@@ -173,11 +173,26 @@ def test_a_full_run_leaks_no_secret(
         manifest.write_text(manifest.read_text().replace("version: v1", "version: v2"))
         assert run("apply", "--yes", "-m", "m").code == 1
         github.forbidden = False
+        # The paths of the trust boundary: targets refused by the egress guard (loopback not
+        # allowed), and a Target among the manifests naming every credential held.
+        monkeypatch.delenv("SLOTKEEPER_EGRESS_ALLOW")
+        assert run("apply", "--yes", "-m", "m").code == 1
+        assert run("status").code == 0
+        monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", "127.0.0.0/8, ::1")
+        hostile = workdir / "m" / "zz-hostile.yaml"
+        for name in [*SECRETS, "SLOTKEEPER_WEBHOOK_SECRET"]:
+            hostile.write_text(
+                "apiVersion: slotkeeper/v1\nkind: Target\nmetadata: {name: github}\n"
+                f"spec: {{type: github, baseUrl: 'http://127.0.0.1:9', token: {{env: {name}}}}}\n"
+            )
+            assert run("plan", "-m", "m").code == 1
+        hostile.unlink()
 
     daemon = running(
         "-m", "m", "--state", "sqlite:///.slotkeeper/state.db", "--resync-interval", "10m"
     )
     outputs.append(daemon.get("/status").text)
+    outputs.append(daemon.get("/").text)
     outputs.append(daemon.get("/metrics").text)
     outputs.append(daemon.hook(b"{}", sign=False).text)
     daemon.hook(b"{not json", delivery="bad-json")
@@ -191,6 +206,8 @@ def test_a_full_run_leaks_no_secret(
         outputs.append(path.read_bytes().decode("latin-1"))
     haystack = "\n".join(outputs)
     assert "permission denied" in haystack  # the failure was reported...
+    assert "refused to connect" in haystack  # ...and the egress refusal...
+    assert "Target documents belong to the operator" in haystack  # ...and the hostile file
     for name, value in {**SECRETS, "SLOTKEEPER_WEBHOOK_SECRET": WEBHOOK_SECRET}.items():
         assert value not in haystack, f"{name} leaked"
     for needle in private_key_needles(workdir / ".slotkeeper" / "secrets"):
