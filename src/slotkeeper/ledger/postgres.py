@@ -45,6 +45,13 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(query))), schema
 
 
+def writer_lock_key(lineage: str) -> int:
+    """The advisory-lock key of the writer lock of the ledger of ``lineage``: the first 8 bytes
+    of its SHA-256 as a signed 64-bit integer, so two ledgers in one database (two schemas)
+    lock apart. ``pg_locks`` shows it as ``classid`` (high 32 bits) and ``objid`` (low)."""
+    return int.from_bytes(hashlib.sha256(lineage.encode()).digest()[:8], "big", signed=True)
+
+
 def _connect(
     url: str, schema: str | None, *, create: bool = True
 ) -> psycopg.Connection[tuple[object, ...]]:
@@ -89,10 +96,7 @@ class PostgresLedger(SqlLedger):
         except BaseException:
             connection.close()
             raise
-        lineage = self.read_state().lineage
-        self._lock_key = int.from_bytes(
-            hashlib.sha256(lineage.encode()).digest()[:8], "big", signed=True
-        )
+        self._lock_key = writer_lock_key(self.read_state().lineage)
 
     def _try_lock(self) -> bool:
         try:
@@ -147,4 +151,4 @@ def _why(exc: psycopg.Error, url: str) -> str:
     return scrub(text.splitlines()[0] if text else type(exc).__name__, url)
 
 
-__all__ = ["PostgresLedger", "redact", "split_url"]
+__all__ = ["PostgresLedger", "redact", "split_url", "writer_lock_key"]
