@@ -62,6 +62,12 @@ FAULT_KINDS = frozenset(
         "primary limit exhausted",
     }
 )
+#: the kinds the fake draws at random, and the knob (a rate) that draws each
+RANDOM_FAULT_KNOBS = {
+    "5xx": "error_rate",
+    "timeout (stalled answer)": "stall_rate",
+    "dropped connection": "drop_rate",
+}
 
 
 # -- the fake -------------------------------------------------------------------------------
@@ -70,7 +76,9 @@ FAULT_KINDS = frozenset(
 class RecordingGitHub(FakeGitHub):
     """The fake GitHub with a cheap write counter (for the killer), a count of the faults it
     injected by kind, a trace of the managed deploy keys per repository after every key write
-    it processed, and a one-shot primary rate-limit exhaustion after a given write."""
+    it processed, a one-shot primary rate-limit exhaustion after a given write, and ``forced``:
+    random fault kinds to inject for sure, each on the next write admitted, before any is left
+    to chance (a small run may otherwise draw none of a kind)."""
 
     def __init__(self, *, seed: int = 0) -> None:
         super().__init__(TOKEN, seed=seed, rate_limit=10**9)
@@ -81,6 +89,8 @@ class RecordingGitHub(FakeGitHub):
         #: when set, the write with this number exhausts the primary limit for a few seconds
         self.exhaust_at: int | None = None
         self.exhaust_seconds = 3
+        #: random fault kinds (keys of RANDOM_FAULT_KNOBS) still to inject, in this order
+        self.forced: list[str] = []
 
     def start(self) -> Self:
         super().start()
@@ -101,6 +111,26 @@ class RecordingGitHub(FakeGitHub):
         return [k for k in self.keys(owner, repo) if str(k["title"]).startswith(_MANAGED)]
 
     def _decide(self, incoming: Incoming) -> Decision:
+        if not self.forced or incoming.method not in WRITE_METHODS:
+            return self._decide_and_count(incoming)
+        # Callers hold the lock, and the knobs are read only here: this write alone sees the
+        # forced kind's rate at 1 and the others at 0. A write refused before the knobs (a rate
+        # limit) leaves the kind for the next one.
+        kind = self.forced[0]
+        rates = {knob: getattr(self, knob) for knob in RANDOM_FAULT_KNOBS.values()}
+        for knob in rates:
+            setattr(self, knob, 1.0 if knob == RANDOM_FAULT_KNOBS[kind] else 0.0)
+        before = self.faults[kind]
+        try:
+            decision = self._decide_and_count(incoming)
+        finally:
+            for knob, rate in rates.items():
+                setattr(self, knob, rate)
+        if self.faults[kind] > before:
+            self.forced.pop(0)
+        return decision
+
+    def _decide_and_count(self, incoming: Incoming) -> Decision:
         decision = super()._decide(incoming)
         reply = decision.reply
         if decision.processed and incoming.method in WRITE_METHODS:
@@ -783,10 +813,12 @@ def faults_scenario(
     seed: int,
     figures: Figures,
     secondary_limit: tuple[int, float] = (20, 2.0),
-    required: frozenset[str] = FAULT_KINDS,
     say: Callable[[str], None] = lambda _: None,
 ) -> None:
-    """Revision A then the change set to B with every fault knob on; count the reconciles."""
+    """Revision A then the change set to B with every fault knob on; count the reconciles.
+    Each revision's first writes get one fault of every random kind, in a seeded order, before
+    the rates draw the rest: every kind of ``FAULT_KINDS`` is injected, or the run fails."""
+    rng = random.Random(seed)
     with RecordingGitHub(seed=seed) as gh:
         target = {"timeoutSeconds": 1, "maxWaitSeconds": 10}
         harness = Harness(root, gh, shape, figures, target=target, say=say)
@@ -798,6 +830,9 @@ def faults_scenario(
             gh.drop_rate = 0.02 if on else 0.0
             gh.knob_methods = set(ALL_METHODS)
             gh.secondary_limit = secondary_limit if on else None
+            gh.forced = (
+                rng.sample(sorted(RANDOM_FAULT_KNOBS), k=len(RANDOM_FAULT_KNOBS)) if on else []
+            )
 
         for side in ("A", "B"):
             harness.declare(side)
@@ -822,9 +857,15 @@ def faults_scenario(
                 f"{time.monotonic() - started:.1f}s"
             )
         figures.faults.update(gh.faults)
-        missing = sorted(kind for kind in required if not gh.faults[kind])
-        if missing:
-            figures.fail(f"no fault of kind {', '.join(missing)} was injected: {dict(gh.faults)}")
+        check_fault_kinds(gh.faults, figures)
+
+
+def check_fault_kinds(faults: Counter[str], figures: Figures) -> None:
+    """A faults run that never injected some kind of ``FAULT_KINDS`` proved nothing about it:
+    a failure naming the kinds missing."""
+    missing = sorted(kind for kind in FAULT_KINDS if not faults[kind])
+    if missing:
+        figures.fail(f"no fault of kind {', '.join(missing)} was injected: {dict(faults)}")
 
 
 # -- the operations corpus -------------------------------------------------------------------

@@ -4,11 +4,19 @@ change set and one faults run on a few slots, with every invariant of the full r
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
+import httpx
+import pytest
+
 from tests.reliability.harness import (
+    FAULT_KINDS,
+    TOKEN,
     Figures,
+    RecordingGitHub,
     Shape,
+    check_fault_kinds,
     crash_scenario,
     faults_scenario,
     operations_scenario,
@@ -40,8 +48,9 @@ def test_sigkilled_applies_converge_with_every_invariant(tmp_path: Path) -> None
 
 
 def test_faults_converge_within_the_reconcile_bound(tmp_path: Path) -> None:
-    """5xx, timeouts, dropped connections, a secondary limit and an exhausted primary limit:
-    a few reconciles converge without duplicates, and no log line carries a traceback."""
+    """5xx, timeouts, dropped connections, a secondary limit and an exhausted primary limit,
+    each injected at least once: a few reconciles converge without a duplicate, and no log line
+    carries a traceback."""
     figures = Figures()
     faults_scenario(
         tmp_path,
@@ -49,13 +58,42 @@ def test_faults_converge_within_the_reconcile_bound(tmp_path: Path) -> None:
         seed=7,
         figures=figures,
         secondary_limit=(4, 2.0),
-        # The random kinds (5xx, stalls, drops) may draw none among the few requests of a small
-        # run, whose order depends on thread timing; the full run requires every kind.
-        required=frozenset({"secondary limit 403", "primary limit exhausted"}),
     )
+    assert all(figures.faults[kind] >= 1 for kind in FAULT_KINDS), figures.faults
     assert len(figures.reconciles) == 2
     assert max(figures.reconciles) <= 15
     assert_clean(figures)
+
+
+def test_forced_faults_land_on_the_next_writes_in_order() -> None:
+    """With every rate at zero, each forced kind is injected on the next write, in order (a
+    read is left alone), and once the schedule is spent writes go through."""
+    with RecordingGitHub() as gh:
+        gh.forced = ["5xx", "dropped connection", "timeout (stalled answer)"]
+        url = f"{gh.base_url}/repos/acme/web/deployments"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        payload = {"ref": "main", "environment": "production", "required_contexts": []}
+        with httpx.Client(headers=headers, timeout=5) as client:
+            assert client.get(url).status_code == 200
+            assert client.post(url, json=payload).status_code in (502, 503)
+            assert gh.forced == ["dropped connection", "timeout (stalled answer)"]
+            with pytest.raises(httpx.TransportError):
+                client.post(url, json=payload)
+            assert client.post(url, json=payload).is_success  # stalled for 0 s
+            assert client.post(url, json=payload).is_success
+    assert gh.forced == []
+    assert gh.faults == Counter({"5xx": 1, "dropped connection": 1, "timeout (stalled answer)": 1})
+    assert (gh.error_rate, gh.drop_rate, gh.stall_rate) == (0.0, 0.0, 0.0)
+
+
+def test_a_faults_run_that_missed_a_kind_fails() -> None:
+    """A faults run that never injected some kind fails, naming the kind missing."""
+    figures = Figures()
+    check_fault_kinds(Counter(dict.fromkeys(FAULT_KINDS, 1)), figures)
+    assert figures.ok
+    check_fault_kinds(Counter(dict.fromkeys(FAULT_KINDS - {"dropped connection"}, 2)), figures)
+    assert not figures.ok
+    assert figures.failures[0].startswith("no fault of kind dropped connection was injected")
 
 
 def test_operations_never_retire_by_accident(tmp_path: Path) -> None:
