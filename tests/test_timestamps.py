@@ -110,13 +110,14 @@ def test_the_daemon_status_documents_write_one_timestamp_format(
     declare(workdir / "m", "v1")
     daemon = running("-m", "m", "--resync-interval", "10m")
     declare(workdir / "m", "v2")
-    wait_for(
-        lambda: any(
-            row["artifact"] and row["artifact"]["version"] == "v2"
-            for row in daemon.status()["slots"]
-        ),
-        what="the edit applied",
-    )
+
+    def applied() -> bool:
+        """v2 recorded, then its reconcile over: the record shows before the reconcile ends."""
+        slots = daemon.status()["slots"]
+        recorded = any(row["artifact"] and row["artifact"]["version"] == "v2" for row in slots)
+        return recorded and daemon.status()["last_reconcile"]["finished_at"] is not None
+
+    wait_for(applied, what="the edit applied")
     status = daemon.status()
     assert status["blocked"] and status["last_reconcile"]["finished_at"]
     counted = assert_one_format(status)
