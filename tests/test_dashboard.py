@@ -73,6 +73,7 @@ def two_revisions(sk: Sk, workdir: Path) -> None:
 
 
 def test_ui_shows_the_matrix_as_status_says(sk: Sk, workdir: Path, ui: Callable[..., Ui]) -> None:
+    """The page shows /status's matrix cell for cell, serves its own assets, refreshes as asked."""
     two_revisions(sk, workdir)
     server = ui("-m", "m")
     page = server.get("/")
@@ -108,6 +109,7 @@ def test_ui_shows_the_matrix_as_status_says(sk: Sk, workdir: Path, ui: Callable[
 
 
 def test_ui_slot_page_keys_page_and_errors(sk: Sk, workdir: Path, ui: Callable[..., Ui]) -> None:
+    """A slot page links its records both ways, the keys page dates rotations, unknowns are 404."""
     two_revisions(sk, workdir)
     server = ui()
     slot = server.get("/slots/production/api")
@@ -159,6 +161,7 @@ def test_slot_page_tells_an_image_and_a_chart_apart(
 
 
 def test_ui_without_a_ledger_is_a_clear_error(sk: Sk, workdir: Path) -> None:
+    """`ui` without a ledger is one clear error, with no traceback, and creates nothing."""
     run = sk("ui", "--state", "sqlite:///nowhere/state.db")
     assert run.code == 1
     assert "no ledger at nowhere/state.db" in run.err and "Traceback" not in run.err

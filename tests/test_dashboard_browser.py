@@ -125,6 +125,7 @@ def test_the_dashboard_in_chromium(
     github: FakeGitHub,
     running: Callable[..., Running],
 ) -> None:
+    """In a real browser the page follows the daemon's applies; slot and key pages link right."""
     manifests(workdir / "m", github, second=False)
     daemon = running("-m", "m", "--resync-interval", "10m")
     page = browser.new_page(viewport={"width": 1280, "height": 820})

@@ -39,6 +39,7 @@ def ledger(sk: Sk, workdir: Path) -> Iterator[Ledger]:
 
 
 def test_status_and_pages_agree(ledger: Ledger, workdir: Path) -> None:
+    """/status, the pages and a slot's history tell the same state; unknown paths are 404."""
     dashboard = Dashboard(ledger, clock=lambda: datetime.now(UTC))
     status = json.loads(answer(dashboard, "/status").body)
     [row] = status["matrix"]["rows"]
@@ -56,6 +57,7 @@ def test_status_and_pages_agree(ledger: Ledger, workdir: Path) -> None:
 
 
 def test_keys_show_age_against_rotate_after(sk: Sk, workdir: Path) -> None:
+    """A key past its rotateAfter shows overdue, with its age, in /status and on the keys page."""
     write_manifests(
         workdir / "k",
         environment("production", {}, deployKeys=[deploy_key("deployer", rotateAfter="1w")]),
@@ -75,6 +77,7 @@ def test_keys_show_age_against_rotate_after(sk: Sk, workdir: Path) -> None:
 
 
 def test_frozen_and_suspended_come_from_the_manifests(ledger: Ledger, workdir: Path) -> None:
+    """A frozen or suspended environment's cells say so, from the manifests, not the ledger."""
     now = datetime.now(UTC)
     frozen = environment(
         "production",
@@ -99,6 +102,7 @@ def test_frozen_and_suspended_come_from_the_manifests(ledger: Ledger, workdir: P
 
 
 def test_a_broken_ledger_read_is_an_answer_not_a_crash(ledger: Ledger) -> None:
+    """A ledger that cannot be read makes the page answer an error status, never a traceback."""
     dashboard = Dashboard(ledger, clock=lambda: datetime.now(UTC))
     ledger.close()
     broken = answer(dashboard, "/")
@@ -107,6 +111,7 @@ def test_a_broken_ledger_read_is_an_answer_not_a_crash(ledger: Ledger) -> None:
 
 
 def test_small_helpers() -> None:
+    """Ages read as s/m/h/d ago; the refresh parameter is defaulted and clamped; no apply: None."""
     assert [_ago(s) for s in (5, 90, 7200, 3 * 86400)] == ["5s ago", "1m ago", "2h ago", "3d ago"]
     assert _refresh("") == 10 and _refresh("refresh=0") == 0 and _refresh("refresh=99999") == 3600
     assert _refresh("refresh=soon") == 10

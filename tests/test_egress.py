@@ -202,6 +202,7 @@ def is_ip(text: str) -> bool:
 
 
 def test_a_loopback_url_is_refused_before_any_connection(server: LoopbackServer) -> None:
+    """A loopback URL not allowed is refused before connecting, for good, saying how to allow it."""
     with (
         httpx.Client(transport=EgressPolicy(()).transport(), timeout=5) as client,
         pytest.raises(EgressRefused) as refused,
@@ -219,12 +220,14 @@ def test_a_loopback_url_is_refused_before_any_connection(server: LoopbackServer)
 
 
 def test_an_allowed_network_reaches_the_server(server: LoopbackServer) -> None:
+    """A URL in an allowed network reaches its server, over one connection."""
     with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
         assert client.get(server.url("/fine")).text == "ok"
     assert server.connections == 1
 
 
 def test_localhost_is_refused_after_resolving_it(server: LoopbackServer) -> None:
+    """A name is judged by what it resolves to: localhost is refused as loopback, unconnected."""
     with (
         httpx.Client(transport=EgressPolicy().transport(), timeout=5) as client,
         pytest.raises(EgressRefused, match=r"localhost: it resolves to (127\.0\.0\.1|::1)"),
@@ -234,6 +237,7 @@ def test_localhost_is_refused_after_resolving_it(server: LoopbackServer) -> None
 
 
 def test_an_ipv6_literal_is_checked_without_a_lookup() -> None:
+    """An IPv6 literal is judged as it is, without a DNS lookup."""
     dns = Dns({})
     with (
         httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
@@ -246,6 +250,7 @@ def test_an_ipv6_literal_is_checked_without_a_lookup() -> None:
 def test_an_ip_literal_is_connected_to_as_is(
     server: LoopbackServer, connects: list[tuple[str, int]]
 ) -> None:
+    """An allowed IP literal is connected to directly, with no lookup."""
     dns = Dns({})
     with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
         assert client.get(server.url("/")).text == "ok"
@@ -256,6 +261,7 @@ def test_an_ip_literal_is_connected_to_as_is(
 def test_a_name_resolving_to_the_metadata_address_is_refused_before_connecting(
     connects: list[tuple[str, int]],
 ) -> None:
+    """A name resolving to the cloud metadata address is refused after one lookup, unconnected."""
     dns = Dns({"metadata.example": [("169.254.169.254",)]})
     with (
         httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
@@ -276,6 +282,7 @@ def test_a_name_resolving_to_the_metadata_address_is_refused_before_connecting(
 def test_an_answer_mixing_public_and_loopback_addresses_is_refused(
     server: LoopbackServer, connects: list[tuple[str, int]], answer: tuple[str, ...]
 ) -> None:
+    """A DNS answer holding any refused address is refused whole, in whatever order."""
     dns = Dns({"mixed.example": [answer]})
     with (
         httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
@@ -289,6 +296,7 @@ def test_an_answer_mixing_public_and_loopback_addresses_is_refused(
 def test_a_name_reaches_its_checked_address_and_keeps_its_host_header(
     server: LoopbackServer, connects: list[tuple[str, int]], lookups: list[str]
 ) -> None:
+    """A name connects to the address checked, keeps its Host header; only the policy resolves."""
     dns = Dns({"api.example.test": [("127.0.0.1",)]})
     with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
         assert client.get(f"http://api.example.test:{server.port}/v1").text == "ok"
@@ -302,6 +310,7 @@ def test_a_name_reaches_its_checked_address_and_keeps_its_host_header(
 def test_one_lookup_per_connection_so_a_rebinding_answer_is_never_used(
     server: LoopbackServer, connects: list[tuple[str, int]]
 ) -> None:
+    """Each connection uses the answer it checked: a rebinding answer is checked anew, refused."""
     # the name answers loopback (allowed here) once, then the metadata address
     dns = Dns({"api.example.test": [("127.0.0.1",), ("169.254.169.254",)]})
     url = f"http://api.example.test:{server.port}"
@@ -324,6 +333,7 @@ def test_one_lookup_per_connection_so_a_rebinding_answer_is_never_used(
 def test_checked_addresses_are_tried_in_order(
     server: LoopbackServer, connects: list[tuple[str, int]]
 ) -> None:
+    """A name's checked addresses are tried in order until one connects."""
     # nothing listens on 127.0.0.2 (the server is bound to 127.0.0.1): refused, next address
     dns = Dns({"api.example.test": [("127.0.0.2", "127.0.0.1")]})
     with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
@@ -334,6 +344,7 @@ def test_checked_addresses_are_tried_in_order(
 def test_when_every_checked_address_fails_the_last_connect_error_is_raised(
     server: LoopbackServer, connects: list[tuple[str, int]]
 ) -> None:
+    """When no checked address connects it is a ConnectError; a retry looks the name up again."""
     # retries=1: httpcore connects again after a pause, and that new attempt is a new lookup
     dns = Dns({"api.example.test": [("127.0.0.2", "127.0.0.3")]})
     with (
@@ -346,6 +357,7 @@ def test_when_every_checked_address_fails_the_last_connect_error_is_raised(
 
 
 def test_an_answer_without_addresses_is_a_connect_error() -> None:
+    """A DNS answer with no address is a ConnectError naming the host."""
     dns = Dns({"empty.example": [()]})
     with (
         httpx.Client(transport=EgressPolicy().transport(resolve=dns), timeout=5) as client,
@@ -355,6 +367,7 @@ def test_an_answer_without_addresses_is_a_connect_error() -> None:
 
 
 def test_a_failed_lookup_stays_a_connect_error() -> None:
+    """A failed lookup is a ConnectError, as it is in httpx without the guard."""
     with (
         httpx.Client(transport=EgressPolicy().transport(resolve=Dns({})), timeout=5) as client,
         pytest.raises(httpx.ConnectError, match="Name or service not known"),
@@ -363,6 +376,7 @@ def test_a_failed_lookup_stays_a_connect_error() -> None:
 
 
 def test_the_api_client_fails_a_refusal_at_once_without_retrying() -> None:
+    """The API client fails a refusal at once, unretried, with the target and the call in front."""
     dns = Dns({"metadata.example": [("169.254.169.254",)]})
     api = ApiClient(
         name="probe",
@@ -381,6 +395,7 @@ def test_the_api_client_fails_a_refusal_at_once_without_retrying() -> None:
 
 
 def test_a_truncated_body_is_an_httpx_error_while_reading(server: LoopbackServer) -> None:
+    """A body cut short through the guarded transport is httpx's RemoteProtocolError."""
     with (
         httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client,
         pytest.raises(httpx.RemoteProtocolError),
@@ -403,6 +418,8 @@ def _httpcore_errors() -> list[type[Exception]]:
 def test_httpcore_errors_become_the_httpx_errors_httpx_itself_raises(
     core_error: type[Exception],
 ) -> None:
+    """Each httpcore error through the guarded transport becomes the httpx error of its name."""
+
     # raised from inside the network layer (the resolver runs in it), as a socket error would be
     def failing(host: str, port: int, family: int = 0, type: int = 0) -> list[AddrInfo]:
         raise core_error("boom")
@@ -422,6 +439,7 @@ def test_httpcore_errors_become_the_httpx_errors_httpx_itself_raises(
 def test_proxy_environment_variables_are_not_used(
     server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The guarded transport ignores proxy variables in the environment and goes direct."""
     with serving(LoopbackServer()) as proxy:
         for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.setenv(name, proxy.url(""))
@@ -436,6 +454,7 @@ def test_proxy_environment_variables_are_not_used(
 
 
 def test_an_explicit_proxy_is_the_address_checked(server: LoopbackServer) -> None:
+    """With an explicit proxy the proxy's address is checked, and URL literals too; no lookups."""
     dns = Dns({})  # the proxy resolves target names, not us
     proxied = EgressPolicy().transport(proxy=server.url(""), resolve=dns)
     with (
@@ -453,6 +472,7 @@ def test_an_explicit_proxy_is_the_address_checked(server: LoopbackServer) -> Non
 
 
 def test_a_socks_proxy_is_refused_as_a_setting() -> None:
+    """A SOCKS proxy is a configuration error: only http:// and https:// proxies are supported."""
     with pytest.raises(ConfigError, match="only http:// and https:// proxies"):
         EgressPolicy().transport(proxy="socks5://127.0.0.1:1080")
 
@@ -543,6 +563,7 @@ def _get_over_tls(ca: Path, port: int) -> str:
 
 
 def test_tls_sends_and_verifies_the_url_name_not_the_address(tmp_path: Path) -> None:
+    """TLS sends the URL's name as SNI and verifies the certificate for it, not for the address."""
     # the certificate names only api.example.test: verifying against 127.0.0.1 would fail
     ca, cert, key = _tls_files(tmp_path, name="api.example.test")
     sni: list[str | None] = []
@@ -553,6 +574,7 @@ def test_tls_sends_and_verifies_the_url_name_not_the_address(tmp_path: Path) -> 
 
 
 def test_tls_refuses_a_certificate_for_the_address_but_not_the_name(tmp_path: Path) -> None:
+    """A certificate valid for the address connected to but not for the URL's name is refused."""
     # valid for the address connected to, not for the URL's name: refused
     ca, cert, key = _tls_files(tmp_path, name="other.example.test", ip="127.0.0.1")
     sni: list[str | None] = []
@@ -608,6 +630,7 @@ def test_tls_refuses_a_certificate_for_the_address_but_not_the_name(tmp_path: Pa
     ],
 )
 def test_refusal_reasons(address: str, reason: str | None) -> None:
+    """Each special-purpose address is refused with its reason, in any form; public ones pass."""
     assert EgressPolicy().refusal(address) == reason
     assert EgressPolicy().refusal(ip_address(address)) == reason
 
@@ -626,16 +649,19 @@ def test_refusal_reasons(address: str, reason: str | None) -> None:
     ],
 )
 def test_allowed_networks(allowed: str, address: str, reason: str | None) -> None:
+    """An allowed network or address lets its own addresses through and nothing else."""
     assert EgressPolicy.parse([allowed], source="--egress-allow").refusal(address) == reason
 
 
 def test_a_refusal_of_an_ipv4_in_ipv6_form_suggests_the_ipv4() -> None:
+    """Refusing an IPv4 address written in IPv6 form suggests allowing the plain IPv4."""
     refused = EgressRefused("::ffff:169.254.169.254", ip_address("::ffff:a9fe:a9fe"), "x")
     assert str(refused).startswith("refused to connect to ::ffff:169.254.169.254 (x);")
     assert "SLOTKEEPER_EGRESS_ALLOW=169.254.169.254" in str(refused)
 
 
 def test_parse_takes_networks_and_addresses_separated_by_commas_or_spaces() -> None:
+    """The allow list takes networks and addresses between commas or spaces, once each, in order."""
     policy = EgressPolicy.parse(
         ["10.0.0.0/8, 192.168.1.10", " fd00::/8\n2001:db8::1 ", "", "10.0.0.0/8"],
         source=EGRESS_ALLOW_ENV,
@@ -652,12 +678,14 @@ def test_parse_takes_networks_and_addresses_separated_by_commas_or_spaces() -> N
 @pytest.mark.parametrize("entry", ["example.com", "10.0.0.0/33", "300.1.1.1", "10.0.0.0/8/8", "*"])
 @pytest.mark.parametrize("source", ["--egress-allow", EGRESS_ALLOW_ENV])
 def test_parse_errors_name_the_source_and_the_entry(entry: str, source: str) -> None:
+    """A bad allow-list entry is an error naming the setting it came from and the entry."""
     with pytest.raises(ConfigError) as error:
         EgressPolicy.parse([f"10.0.0.0/8,{entry}"], source=source)
     assert str(error.value).startswith(f"{source}: {entry!r} is not an IP address or network")
 
 
 def test_parse_refuses_host_bits_rather_than_widening_the_network() -> None:
+    """A network with host bits set is refused, both readings offered, never widened."""
     with pytest.raises(ConfigError) as error:
         EgressPolicy.parse(["10.1.2.3/8"], source="--egress-allow")
     assert str(error.value) == (
@@ -667,6 +695,7 @@ def test_parse_refuses_host_bits_rather_than_widening_the_network() -> None:
 
 
 def test_checked_addresses_for_connections_outside_httpx() -> None:
+    """checked_addresses gives a name's allowed addresses once each, or refuses any refused one."""
     dns = Dns({"api.example.test": [("127.0.0.1", "127.0.0.1", "::1")]})
     resolve: Callable[..., list[AddrInfo]] = dns
     assert EgressPolicy.parse(["127.0.0.0/8", "::1"], source="t").checked_addresses(

@@ -306,6 +306,7 @@ def test_the_operators_own_target_on_a_private_address_is_refused_unless_allowed
 def test_a_bad_egress_allow_list_is_one_clear_error(
     sk: Sk, workdir: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A bad SLOTKEEPER_EGRESS_ALLOW is one clear error naming the entry, before any request."""
     operator_github(gh)
     write_manifests(workdir / "m", production())
     monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", "10.0.0.0/8, intranet")

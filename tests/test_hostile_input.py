@@ -92,6 +92,7 @@ def assert_clean(run: Run) -> None:
 def test_corpus_case_is_refused_with_every_expected_error(
     sk: Sk, workdir: Path, case: Path
 ) -> None:
+    """Each corpus case is refused by validate with exactly the errors its sidecar lists."""
     # The operator configures one target, github: references are checked against it.
     write_targets(target_document("github", type="github", token={"env": "GITHUB_TOKEN"}))
     assert_refused(sk, case, "-m", str(case))
@@ -178,6 +179,7 @@ APPLY_SUBSET = [
 
 @pytest.mark.parametrize("name", APPLY_SUBSET)
 def test_apply_refuses_and_leaves_the_ledger_untouched(sk: Sk, workdir: Path, name: str) -> None:
+    """`apply` refuses a broken case with exit 1 and leaves the ledger exactly as it was."""
     ledger = workdir / "ledger.db"
     good = workdir / "good"
     good.mkdir()
@@ -256,6 +258,7 @@ def messages(root: Path, loader: Callable[[Path], object] = load_manifests) -> l
 
 
 def test_normal_anchors_and_aliases_keep_working(workdir: Path) -> None:
+    """Ordinary anchors, aliases and merge keys load as YAML says."""
     (workdir / "envs.yaml").write_text(VALID)
     desired = load(workdir / "envs.yaml")
     slots = desired.environments["production"].slots
@@ -285,6 +288,7 @@ def test_alias_count_bound(workdir: Path) -> None:
 
 @pytest.mark.parametrize("levels", [9, 30])
 def test_billion_laughs_is_refused_fast(sk: Sk, workdir: Path, work: Work, levels: int) -> None:
+    """A billion-laughs bomb is refused by its aliases before any expansion, whatever its size."""
     text = 'lol0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
     for i in range(1, levels + 1):
         text += f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n"
@@ -309,6 +313,7 @@ def test_nesting_bound(workdir: Path) -> None:
 
 
 def test_nesting_through_aliases_counts(workdir: Path) -> None:
+    """Nesting reached through an alias counts toward the depth limit."""
     deep = "[" * 40 + "]" * 40
     (workdir / "a.yaml").write_text(f"a: &a {deep}\nb: {'[' * 30}*a{']' * 30}\n")
     assert "nested deeper than 64 levels" in messages(workdir)[0]
@@ -332,6 +337,7 @@ def test_very_deep_nesting_does_not_crash(sk: Sk, workdir: Path, work: Work) -> 
 
 
 def test_default_size_limit(sk: Sk, workdir: Path, work: Work) -> None:
+    """A file over the default size limit is refused, naming the setting, before it is parsed."""
     (workdir / "big.yaml").write_text(VALID + "#" * DEFAULT_MAX_FILE_BYTES + "\n")
     run = sk("validate", "-m", "big.yaml")
     assert work.chars == 0  # refused before any of it is parsed
@@ -344,6 +350,7 @@ def test_default_size_limit(sk: Sk, workdir: Path, work: Work) -> None:
 def test_size_limit_from_the_environment(
     sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """SLOTKEEPER_MAX_MANIFEST_BYTES sets the size limit; an explicit argument wins over it."""
     (workdir / "envs.yaml").write_text(VALID)
     monkeypatch.setenv("SLOTKEEPER_MAX_MANIFEST_BYTES", "100")
     run = sk("validate", "--json", "-m", "envs.yaml")
@@ -364,6 +371,7 @@ def test_size_limit_from_the_environment(
 def test_bad_size_limit_setting_is_a_clear_error(
     sk: Sk, workdir: Path, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
+    """A size limit that is not a positive whole number is one clear error in every command."""
     (workdir / "envs.yaml").write_text(VALID)
     monkeypatch.setenv("SLOTKEEPER_MAX_MANIFEST_BYTES", bad)
     for args in (("validate",), ("validate", "--json"), ("plan",), ("apply", "--yes")):
@@ -377,6 +385,7 @@ def test_bad_size_limit_setting_is_a_clear_error(
 
 
 def test_symlinks_inside_the_tree_are_followed(workdir: Path) -> None:
+    """Symlinks to files and directories inside the tree, and a linked root, are followed."""
     root = workdir / "m"
     (root / ".store").mkdir(parents=True)
     (root / ".store" / "envs.yaml").write_text(VALID)
@@ -393,6 +402,7 @@ def test_symlinks_inside_the_tree_are_followed(workdir: Path) -> None:
 
 
 def test_file_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> None:
+    """A file symlink leading out of the manifest tree is refused by validate and apply."""
     (workdir / "outside.yaml").write_text(VALID.replace("name: production", "name: staging"))
     (workdir / "m").mkdir()
     (workdir / "m" / "envs.yaml").write_text(VALID)
@@ -408,6 +418,7 @@ def test_file_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> None:
 
 
 def test_directory_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> None:
+    """Each directory symlink leading out of the manifest tree is refused by name."""
     (workdir / "elsewhere").mkdir()
     (workdir / "elsewhere" / "envs.yaml").write_text(VALID)
     (workdir / "m").mkdir()
@@ -421,6 +432,7 @@ def test_directory_symlink_out_of_the_tree_is_refused(sk: Sk, workdir: Path) -> 
 
 
 def test_broken_and_looping_symlinks(sk: Sk, workdir: Path) -> None:
+    """Broken and looping manifest symlinks are errors; other links, and one to `.`, are not."""
     root = workdir / "m"
     root.mkdir()
     (root / "envs.yaml").write_text(VALID)
@@ -458,6 +470,7 @@ def test_broken_and_looping_symlinks(sk: Sk, workdir: Path) -> None:
     ],
 )
 def test_escaping_secret_paths_are_refused(workdir: Path, path: str, fragment: str) -> None:
+    """A secret path that is absolute, escapes or holds NUL is refused at its line and field."""
     (workdir / "a.yaml").write_text(
         "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: production}\n"
         "spec:\n  deployKeys:\n    - repository: acme/web\n      title: deployer\n"
@@ -500,6 +513,7 @@ def _target(url: str, extra: str = "", kind: str = "github") -> str:
     ],
 )
 def test_loopback_http_and_https_are_allowed(workdir: Path, kind: str, url: str) -> None:
+    """Every target type accepts https anywhere and plain http to loopback hosts."""
     (workdir / "t.yaml").write_text(_target(url, kind=kind))
     assert set(load_targets(workdir / "t.yaml").specs) == {"t"}
 
@@ -517,6 +531,7 @@ def test_loopback_http_and_https_are_allowed(workdir: Path, kind: str, url: str)
     ],
 )
 def test_plain_http_elsewhere_needs_allow_insecure_http(workdir: Path, kind: str, url: str) -> None:
+    """Plain http to a non-loopback host is refused at its line unless allowInsecureHttp is set."""
     (workdir / "t.yaml").write_text(_target(url, kind=kind))
     [message] = messages(workdir / "t.yaml", load_targets)
     field = "spec.repositoryUrl" if kind == "iftrue" else "spec.baseUrl"
@@ -529,6 +544,7 @@ def test_plain_http_elsewhere_needs_allow_insecure_http(workdir: Path, kind: str
 
 
 def test_allow_insecure_http_defaults_to_false_and_is_in_the_schema(sk: Sk, workdir: Path) -> None:
+    """allowInsecureHttp defaults to false, and each target type's schema has it as a boolean."""
     (workdir / "t.yaml").write_text(_target("https://api.github.com"))
     assert load_targets(workdir / "t.yaml").specs["t"].allow_insecure_http is False
     defs = sk("schema", "--targets").json()["$defs"]
@@ -609,18 +625,21 @@ FUZZ = settings(max_examples=200, deadline=None)
 @FUZZ
 @given(st.binary(max_size=400))
 def test_fuzz_random_bytes(content: bytes) -> None:
+    """Random bytes load as manifests and as targets, or fail as ManifestErrors, nothing else."""
     _only_manifest_errors(content)
 
 
 @FUZZ
 @given(YAMLISH)
 def test_fuzz_yamlish_text(text: str) -> None:
+    """YAML-like random text gives a result or ManifestErrors with lines, nothing else."""
     _only_manifest_errors(text.encode("utf-8", "surrogatepass"))
 
 
 @FUZZ
 @given(STRUCTURES, st.sampled_from(["", "Environment", "Target"]))
 def test_fuzz_random_structures(data: object, kind: str) -> None:
+    """Random structures, as documents or bare, give a result or ManifestErrors, nothing else."""
     document = _document(data, kind) if kind else data
     _only_manifest_errors(yaml.safe_dump(document, allow_unicode=True).encode())
 
@@ -628,6 +647,7 @@ def test_fuzz_random_structures(data: object, kind: str) -> None:
 @FUZZ
 @given(st.integers(0, len(VALID)), st.integers(0, 40), YAMLISH)
 def test_fuzz_mutated_valid_manifest(at: int, cut: int, insert: str) -> None:
+    """A valid manifest with a random cut and insert gives a result or ManifestErrors, only."""
     text = VALID[:at] + insert + VALID[at + cut :]
     _only_manifest_errors(text.encode("utf-8", "surrogatepass"))
 

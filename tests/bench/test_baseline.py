@@ -72,6 +72,7 @@ def created(fake: FakeGitHub) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 def test_every_slot_gets_a_deployment_and_a_success_status(
     github: FakeGitHub, github_spec: OpenApiChecker, tmp_path: Path
 ) -> None:
+    """The baseline writes one deployment and one success status per slot, every request in spec."""
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")
 
@@ -114,6 +115,7 @@ def test_default_pygithub_throttle_spaces_writes(
 def test_secondary_limit_is_hit_and_reported(
     github: FakeGitHub, github_spec: OpenApiChecker, tmp_path: Path
 ) -> None:
+    """At a secondary limit the baseline meets 403s with Retry-After and reports what it made."""
     github.secondary_limit = (4, 2.0)
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")

@@ -12,6 +12,7 @@ from tests.bench.generate import Tree
 
 
 def test_scale_plans_every_slot_and_key(tmp_path: Path) -> None:
+    """The scale benchmark plans a deploy per slot and a key creation per key, and measures it."""
     run = scale.measure(tmp_path, Tree(4, 25, keys_per_environment=1), runs=1)
     assert run.slots == 100
     assert run.actions == 100 + 4  # a deploy per slot, a create_key per key
@@ -35,6 +36,7 @@ def test_write_economy_counts(tmp_path: Path) -> None:
 
 
 def test_reads_grow_with_environments_not_slots(tmp_path: Path) -> None:
+    """An unchanged apply's reads grow with environments, not with slots per environment."""
     base = economy.reads_of_unchanged_apply(tmp_path / "a", 2, 3)
     assert economy.reads_of_unchanged_apply(tmp_path / "b", 2, 12) == base
     assert economy.reads_of_unchanged_apply(tmp_path / "c", 4, 3) > base
@@ -52,6 +54,7 @@ def test_pacing_meets_no_limit_and_the_baseline_does(tmp_path: Path) -> None:
 
 
 def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
+    """The throughput benchmark takes every slot to both targets: four requests a slot at least."""
     found = throughput.measure_slotkeeper(tmp_path, 20, latency=0.0, concurrency=4)
     assert found.slots == 20
     assert found.requests >= 4 * 20  # GitHub: deployment + status; Chainloop: record + read

@@ -10,6 +10,7 @@ from tests.bench.daemon import QUICK, QUICK_EDITS, measure, percentile, run
 
 
 def test_quick_daemon_bench_applies_every_edit(tmp_path: Path) -> None:
+    """The quick daemon benchmark applies every edit, logs each phase and stops clean on SIGTERM."""
     measured = measure(tmp_path, QUICK, QUICK_EDITS, settle=0.5)
 
     assert measured.exit_code == 0  # SIGTERM: a clean stop
@@ -27,12 +28,14 @@ def test_quick_daemon_bench_applies_every_edit(tmp_path: Path) -> None:
 
 
 def test_percentile_interpolates_between_ranks() -> None:
+    """A percentile interpolates linearly between the two ranks around it."""
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([1.0, 2.0], 0.5) == 1.5
     assert percentile([float(n) for n in range(1, 21)], 0.95) == pytest.approx(19.05)
 
 
 def test_quick_run_reports_figures_without_a_memory_bound(tmp_path: Path) -> None:
+    """The quick run reports idle RSS without judging it: the bound is for 10,000 slots."""
     figures = run(tmp_path, quick=True)
 
     rss = next(f for f in figures if f.name.startswith("idle RSS"))

@@ -24,6 +24,7 @@ FIXED_COMMITS = 3
 
 
 def test_every_slot_is_deployed_in_few_commits(ledger_url: str, tmp_path: Path) -> None:
+    """Every slot ends DEPLOYED, in at most a commit per ten actions plus a fixed few."""
     manifests = write(QUICK, tmp_path / "manifests")
 
     applied = apply_in_process(manifests, ledger_url, tmp_path)
@@ -39,6 +40,7 @@ def test_every_slot_is_deployed_in_few_commits(ledger_url: str, tmp_path: Path) 
 
 
 def test_bench_reports_every_figure(tmp_path: Path) -> None:
+    """The ledger benchmark reports every figure for SQLite and PostgreSQL, all records DEPLOYED."""
     tree = Tree(environments=2, slots_per_environment=10, keys_per_environment=0)
 
     figures = measure(tmp_path, tree)
