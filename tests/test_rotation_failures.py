@@ -237,3 +237,27 @@ def test_a_rotation_failing_at_a_step_keeps_a_working_key_and_converges(
     assert final["fingerprint"] != old["fingerprint"]
     assert [key["key"] for key in gh.keys("acme", "web")] == [body(final["public_key"])]
     assert {k["status"] for k in keys_json(sk, "--all") if k["id"] != final["id"]} <= {"ROTATED"}
+
+
+def test_a_rotated_key_waiting_for_its_deletion_is_no_orphan(
+    sk: Sk, workdir: Path, gh: FakeGitHub
+) -> None:
+    """After a rotation whose deletion of the old key failed, the refresh knows the old key as
+    the ledger's (ROTATED, to be deleted), not as a managed key the ledger lacks: the plan
+    deletes it once and the apply sends one DELETE."""
+    (workdir / ".gitignore").write_text(".slotkeeper/\n")
+    declare(workdir, gh)
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    [old] = gh.keys("acme", "web")
+    disarm = knob(error_rate=1.0, knob_methods={"DELETE"})(gh)
+    try:
+        assert sk("keys", "rotate", "acme/web/deployer", "--yes", "-m", "m").code == 1
+    finally:
+        disarm()
+    planned = sk("plan", "-m", "m")
+    assert "is not in the ledger" not in planned.out
+    assert planned.out.count("-> absent") == 1
+    gh.reset_log()
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    assert [(r.method, r.path) for r in gh.writes()] == [("DELETE", f"{KEYS}/{old['id']}")]
+    assert sk("plan", "-m", "m", "--detailed-exitcode").code == 0
