@@ -408,7 +408,8 @@ class GitHost:
     """A git host on loopback: git's smart HTTP protocol (``git http-backend``) over TLS for the
     bare repositories under ``root``, to whoever sends the Basic credential of ``password``.
     ``mode`` makes every request fail instead: ``401`` (the credential refused), ``500``,
-    ``drop`` (the connection closed unanswered), ``stall`` (no answer for ``stall_seconds``)."""
+    ``drop`` (the connection closed unanswered), ``stall`` (no answer for ``stall_seconds``),
+    ``echo`` (a 502 whose body quotes the credential it was sent, once there is one)."""
 
     def __init__(self, root: Path, password: str, certificate: Path, key: Path) -> None:
         self.root = root
@@ -479,6 +480,9 @@ class _GitHandler(BaseHTTPRequestHandler):
             return
         if host.mode == "500":
             self._answer(500, {"Content-Type": "text/plain"}, b"internal error\n")
+        elif host.mode == "echo" and authorization:  # a proxy's error page quoting the request
+            quoted = f"you sent Authorization: {authorization}\n".encode()
+            self._answer(502, {"Content-Type": "text/plain"}, quoted)
         elif host.mode == "401" or authorization != basic(host.password):
             self._answer(401, {"WWW-Authenticate": 'Basic realm="git"'}, b"")
         else:
@@ -601,6 +605,7 @@ GIT_FAILURES = {
     "500": "500",
     "drop": "unable to access",  # how the TLS library puts it varies
     "stall": "Operation too slow",
+    "echo": "remote: you sent Authorization: Basic",
 }
 
 
