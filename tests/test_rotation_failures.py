@@ -102,6 +102,20 @@ def secrets_read_only(gh: FakeGitHub) -> Callable[[], None]:
     return stack.close
 
 
+def secrets_exposed(gh: FakeGitHub) -> Callable[[], None]:
+    """The current directory a git work tree that does not ignore the secrets directory: a
+    private key written there would be one `git add -A` from a push."""
+    subprocess.run(["git", "init", "-q"], check=True)
+    ignore = Path(".gitignore")
+    kept = ignore.read_text()
+    ignore.write_text("")
+
+    def disarm() -> None:
+        ignore.write_text(kept)
+
+    return disarm
+
+
 FAULTS = {
     # registering the new key
     "register-403": Fault("register", knob(forbidden=True), switched=False),
@@ -121,6 +135,7 @@ FAULTS = {
     "confirm-403": Fault("confirm", knob(rate_limit_remaining=1), switched=False),
     # writing the private key file
     "secret-read-only": Fault("secret", secrets_read_only, switched=False),
+    "secret-exposed": Fault("secret", secrets_exposed, switched=False),
     # deleting the old key
     "delete-5xx": Fault("delete", knob(error_rate=1.0, knob_methods={"DELETE"}), switched=True),
     "delete-403": Fault("delete", knob(rate_limit_remaining=2), switched=True),
@@ -225,7 +240,9 @@ def test_a_rotation_failing_at_a_step_keeps_a_working_key_and_converges(
         assert (SECRETS / "deployer").read_bytes() == old_file
         assert [k["status"] for k in keys_json(sk, "--all")] == ["ACTIVE"]
     if case.step == "secret":  # refused before anything was registered
-        assert "cannot write secret 'deployer'" in failed.out
+        assert "cannot write secret 'deployer'" in failed.out or (
+            "refusing to write a private key" in failed.out
+        )
         assert len([r for r in gh.requests if r.method == "POST" and r.path == KEYS]) == 1
 
     # No fault now: a rotation asked for on demand is asked again; a due one is still due.
