@@ -42,7 +42,7 @@ FOREIGN_TITLES = {
         "slotkeeper:other:2026-01-01",  # the prefix, a title nobody declared
         "slotkeeper:deployer:ci:2026-01-01",  # the prefix, a title with a colon
     ],
-    # the prefix and the managed title, in a repository where this ledger manages no key
+    # the prefix and a title managed in acme/web, in acme/api (where only "reader" is)
     "acme/api": ["slotkeeper:deployer:2026-01-01"],
 }
 
@@ -91,15 +91,18 @@ def test_keys_titled_like_managed_ones_survive_every_key_change(
     sk: Sk, workdir: Path, gh: FakeGitHub, state: Path
 ) -> None:
     """Keys slotkeeper did not register, titled like its "deployer" (the bare title, another
-    case of the prefix, the prefix with another title, another repository), outlive the
-    creation, refreshes, an on-demand and a due rotation and the revocation of "deployer"."""
+    case of the prefix, the prefix with another title, or in another repository) outlive the
+    creation, refreshes, an on-demand and a due rotation and the revocation of the keys."""
     for repository, titles in FOREIGN_TITLES.items():
         owner, repo = repository.split("/")
         for title in titles:
             gh.add_key(owner, repo, _foreign_key(), title)
     foreign = registered(gh)
     assert len(foreign) == 7
-    rotating = [deploy_key("deployer", rotateAfter="30d")]
+    rotating = [
+        deploy_key("deployer", rotateAfter="30d"),
+        deploy_key("reader", repository="acme/api", rotateAfter="30d"),
+    ]
     declare(workdir, gh, slots={"api": image()}, keys=rotating)
 
     def step(*args: str) -> None:
@@ -115,11 +118,12 @@ def test_keys_titled_like_managed_ones_survive_every_key_change(
     assert "older than rotateAfter 30d" in sk("plan", "-m", "m").out
     step("apply", "--yes", "-m", "m")
     declare(workdir, gh, slots={"api": image()}, keys=[])
-    step("apply", "--yes", "-m", "m")
+    step("apply", "--yes", "-m", "m", "--allow-mass-decommission")  # both keys revoked
     assert registered(gh) == foreign
     assert sk("plan", "-m", "m", "--detailed-exitcode").code == 0
     deletes = [r.path for r in gh.writes() if r.method == "DELETE"]
-    assert len(deletes) == 3  # the rotated two and the revoked one, nothing else
+    # deployer rotated twice, reader once, both revoked: nothing else
+    assert len(deletes) == 5
     assert_converged(gh, state)
 
 
