@@ -94,6 +94,7 @@ def test_keys_titled_like_managed_ones_survive_every_key_change(
     case of the prefix, the prefix with another title, or in another repository) outlive the
     creation, refreshes, an on-demand and a due rotation and the revocation of the keys."""
     for repository, titles in FOREIGN_TITLES.items():
+        gh.add_repository(repository)
         owner, repo = repository.split("/")
         for title in titles:
             gh.add_key(owner, repo, _foreign_key(), title)

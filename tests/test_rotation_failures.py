@@ -147,6 +147,7 @@ FAULTS = {
 
 
 def declare(workdir: Path, gh: FakeGitHub) -> None:
+    gh.add_repository("acme/web")
     write_manifests_and_targets(
         workdir / "m",
         environment(
