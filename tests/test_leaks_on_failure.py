@@ -3,13 +3,14 @@
 Every target (GitHub, Chainloop, Unkey, iftrue) fails at once in one way — connections dropped
 after the request, answers stalled past the target's timeout, 5xx, 401, 403 — while the CLI and
 the daemon work against it; a git source over https is fetched with a token from a git host that
-answers 401, 500, drops, stalls, or is not there. Every output is then searched for each secret:
-stdout and stderr (JSON logs at debug level), the saved plan, the ledger's bytes, the daemon's
-``/status``, ``/metrics`` and dashboard pages. A secret is found in any of these forms: whole,
-any 8 characters of it in a row, base64 (standard and URL-safe, at any alignment: inside a
-longer encoded text too, such as git's ``Authorization: Basic`` of ``x-access-token:TOKEN``) and
-URL-encoded. Each test also shows that the secret was in play (the fake or the git host received
-it) and that the failure was reported, so that finding nothing means something.
+answers 401 or 500, drops, stalls, quotes the credential in an error page, or is not there.
+Every output is then searched for each secret: stdout and stderr (JSON logs at debug level), the
+saved plan, the ledger's bytes, the daemon's ``/status``, ``/metrics`` and dashboard pages. A
+secret is found in any of these forms: whole, any 8 characters of it in a row, base64 (standard
+and URL-safe, at any alignment: inside a longer encoded text too, such as git's
+``Authorization: Basic`` of ``x-access-token:TOKEN``) and URL-encoded. Each test also shows that
+the secret was in play (the fake or the git host received it) and that the failure was reported,
+so that finding nothing means something.
 """
 
 from __future__ import annotations
@@ -241,13 +242,13 @@ def fail(fakes: Fakes, how: str, *, calls: str) -> None:
             fake.forbidden = True  # type: ignore[attr-defined]
 
 
-#: how every target fails, and words the failure is reported with
+#: how every target fails, and words the failure is reported with (one of them)
 FAILURES = {
-    "dropped": "RemoteProtocolError",
-    "stalled": "ReadTimeout",
-    "5xx": "503 Service Unavailable",
-    "401": "permission denied",
-    "403": "permission denied",
+    "dropped": ("RemoteProtocolError",),
+    "stalled": ("ReadTimeout",),
+    "5xx": (": 500 ", ": 502 ", ": 503 "),  # whichever a fake drew
+    "401": ("permission denied",),
+    "403": ("permission denied",),
 }
 #: (how, calls): the knobs fail every call or only writes; a credential refused is refused on
 #: every call
@@ -345,7 +346,8 @@ def test_failing_targets_leak_no_secret_through_the_cli(
 
     assert fakes.received_their_secrets()
     said = outputs.text()
-    assert FAILURES[how] in said and '"event": "target.request' in said
+    assert any(words in said for words in FAILURES[how]), "the failure was not reported"
+    assert '"event": "target.request' in said  # debug: every request logged
     outputs.assert_no_leak(SECRETS)
 
 
@@ -393,7 +395,8 @@ def test_failing_targets_leak_no_secret_through_the_daemon(
 
     assert fakes.received_their_secrets()
     said = outputs.text()
-    assert FAILURES[how] in said and '"event": "target.request' in said
+    assert any(words in said for words in FAILURES[how]), "the failure was not reported"
+    assert '"event": "target.request' in said  # debug: every request logged
     outputs.assert_no_leak({**SECRETS, "SLOTKEEPER_WEBHOOK_SECRET": WEBHOOK_SECRET})
 
 
