@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +42,32 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "cond
 
 
 class Running:
-    """A `slotkeeper run` subprocess and a client for its port."""
+    """A `slotkeeper run` subprocess and a client for its port. ``environ`` changes the
+    environment it gets (None removes a variable, e.g. the webhook secret)."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        *,
+        log_level: str = "info",
+        environ: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.port = free_port()
         env = dict(os.environ, GITHUB_TOKEN=TOKEN, SLOTKEEPER_WEBHOOK_SECRET=SECRET)
         env.pop("NO_COLOR", None)
+        for name, value in (environ or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "slotkeeper",
                 "--log-level",
-                "info",
+                log_level,
                 "run",
                 "--listen",
                 f"127.0.0.1:{self.port}",
@@ -128,8 +141,10 @@ class Running:
 def running(workdir: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(*args: str) -> Running:
-        daemon = Running(list(args), workdir)
+    def start(
+        *args: str, log_level: str = "info", environ: Mapping[str, str | None] | None = None
+    ) -> Running:
+        daemon = Running(list(args), workdir, log_level=log_level, environ=environ)
         started.append(daemon)
         return daemon
 

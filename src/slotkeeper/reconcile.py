@@ -404,6 +404,12 @@ def refresh(
                 titles.setdefault(key.repository, set()).add(key.title)
                 if sync.remote_id is not None:
                     keys.append((KeySubject(key=key), sync))
+            for key in recorded.retired_keys.values():
+                # A rotated or revoked key still to be deleted is the ledger's: no orphan
+                # (which would be deleted a second time); its title is managed no longer.
+                sync = recorded.syncs.get((name, SyncSubject.KEY, key.id))
+                if sync is not None and sync.remote_id is not None:
+                    keys.append((KeySubject(key=key), sync))
             for spec in desired.environments.values():
                 if name in spec.targets:
                     for declared in spec.deploy_keys:

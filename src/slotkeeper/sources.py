@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import watchfiles
 
@@ -229,7 +229,7 @@ class GitSource:
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
         token = _git_token()
         if token and self.url.startswith("https://"):
-            basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+            basic = _basic(f"x-access-token:{token}")
             env.update(
                 GIT_CONFIG_COUNT="1",
                 GIT_CONFIG_KEY_0="http.extraHeader",
@@ -254,7 +254,7 @@ class GitSource:
                 f"git {args[0]} of {self.describe()} failed: {exc.strerror or type(exc).__name__}"
             ) from exc
         if result.returncode != 0:
-            message = _git_failure(result.stderr, secrets=(token, _password(self.url)))
+            message = _git_failure(result.stderr, secrets=_credentials(token, self.url))
             message = message or f"exit code {result.returncode}"
             raise SourceError(f"git {args[0]} of {self.describe()} failed: {message}")
         return result.stdout
@@ -312,6 +312,23 @@ def _git_failure(stderr: str, *, secrets: tuple[str | None, ...]) -> str:
     if len(text) > MAX_GIT_MESSAGE:
         text = text[: MAX_GIT_MESSAGE - 1].rstrip() + "…"
     return text
+
+
+def _basic(userinfo: str) -> str:
+    """The credential of ``Authorization: Basic`` for ``user:password``."""
+    return base64.b64encode(userinfo.encode()).decode()
+
+
+def _credentials(token: str | None, url: str) -> tuple[str, ...]:
+    """Every form in which a fetch's credentials may come back in git's words: the token, the
+    URL's password (as written and decoded), and the ``Basic`` credential git sends for each —
+    a server or proxy may quote the request in its error page, which git prints."""
+    found = [token, _basic(f"x-access-token:{token}")] if token else []
+    userinfo = re.match(r"[a-z][a-z0-9+.-]*://([^/?#\s]*)@", url, re.IGNORECASE)
+    password = _password(url)
+    if userinfo is not None and password:
+        found += [password, unquote(password), _basic(unquote(userinfo.group(1)))]
+    return tuple(found)
 
 
 def _password(url: str) -> str | None:

@@ -335,6 +335,9 @@ class FakeGitHub(FakeServer):
         self.next_link: str | None = None
         # Commit-status contexts that pass on every ref; others named in required_contexts fail.
         self.passing_contexts: set[str] = set()
+        # Answer every deployment creation 202 "Auto-merged ..." (nothing created), even with
+        # auto_merge false: GitHub's merged-branch answer, as if a merge were under way.
+        self.merge_in_progress: bool = False
 
         self._writes_window: deque[float] = deque()
         self._deployments: dict[int, _Deployment] = {}
@@ -674,7 +677,7 @@ class FakeGitHub(FakeServer):
         contexts = body.get("required_contexts")
         if contexts is not None and not all(isinstance(c, str) for c in contexts):
             raise _invalid("For 'items', required_contexts must hold strings.")
-        if body.get("auto_merge", True) is not False:
+        if self.merge_in_progress or body.get("auto_merge", True) is not False:
             return Reply(202, {"message": f"Auto-merged main into {ref} on deployment."})
         if contexts is None or any(c not in self.passing_contexts for c in contexts):
             message = f"Conflict: Commit status checks failed for {ref}."
