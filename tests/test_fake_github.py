@@ -61,6 +61,13 @@ def _every_exchange_matches_the_spec(
     check_exchanges(github, github_spec)
 
 
+@pytest.fixture(autouse=True)
+def _app_repository(github: FakeGitHub) -> None:
+    """The repository these tests work in, ``REPO``, exists (a repository nobody created is a
+    404, see ``test_an_unknown_repository_is_404_on_every_operation``)."""
+    github.add_repository("acme/app")
+
+
 @pytest.fixture
 def gh(github: FakeGitHub) -> Iterator[httpx.Client]:
     """An httpx client for the fake, with the headers GitHub's docs ask for."""
@@ -262,6 +269,7 @@ def test_refs_resolve_as_git_does(gh: httpx.Client, github: FakeGitHub) -> None:
         f"{REPO}/deployments", json={"ref": "main", "auto_merge": False, "required_contexts": []}
     )
     assert (ambiguous.status_code, gone.status_code) == (422, 422)
+    github.add_repository("acme/unseeded")
     assert deploy(gh, repo="/repos/acme/unseeded")["ref"] == "main"
 
 
@@ -301,6 +309,7 @@ def test_get_deployment_and_404s(gh: httpx.Client, github: FakeGitHub) -> None:
 def test_list_deployments_filters_newest_first(gh: httpx.Client, github: FakeGitHub) -> None:
     """The list is newest first and filters on sha, ref, task and environment."""
     github.add_tag("acme/app", "v2")
+    github.add_repository("acme/other")
     staging = deploy(gh, environment="staging")
     prod = deploy(gh, environment="production", ref="v2")
     migration = deploy(gh, environment="staging", task="deploy:migrations")
@@ -563,6 +572,7 @@ def test_deploy_key_create_list_get_delete(gh: httpx.Client, github: FakeGitHub)
 
 def test_deploy_key_in_use_anywhere_is_422(gh: httpx.Client, github: FakeGitHub) -> None:
     """The same key body (whatever its comment) cannot be added twice, even on another repo."""
+    github.add_repository("acme/other")
     text = public_key("first")
     assert gh.post(f"{REPO}/keys", json={"key": text, "title": "a"}).status_code == 201
 
@@ -662,6 +672,60 @@ def test_bad_or_missing_credentials_are_401(gh: httpx.Client, github: FakeGitHub
     assert wrong.json()["message"] == "Bad credentials"
     assert "x-ratelimit-remaining" in wrong.headers
     assert legacy.status_code == 200
+
+
+def test_an_unknown_repository_is_404_on_every_operation(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Every operation on a repository nobody created answers GitHub's 404 Not Found and
+    changes nothing; creating it (any spelling: names are case-insensitive) makes it answer."""
+    key = {"key": public_key(), "title": "k"}
+    calls = [
+        ("GET", "/deployments", None),
+        ("POST", "/deployments", {"ref": "main", "auto_merge": False, "required_contexts": []}),
+        ("GET", "/deployments/1001", None),
+        ("DELETE", "/deployments/1001", None),
+        ("GET", "/deployments/1001/statuses", None),
+        ("POST", "/deployments/1001/statuses", {"state": "success"}),
+        ("GET", "/deployments/1001/statuses/50001", None),
+        ("GET", "/keys", None),
+        ("POST", "/keys", key),
+        ("GET", "/keys/700001", None),
+        ("DELETE", "/keys/700001", None),
+        ("GET", "/environments", None),
+        ("GET", "/environments/staging", None),
+        ("PUT", "/environments/staging", {}),
+    ]
+    for method, path, body in calls:
+        response = gh.request(method, f"/repos/acme/ghost{path}", json=body)
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {
+            "message": "Not Found",
+            "documentation_url": "https://docs.github.com/rest",
+            "status": "404",
+        }
+    assert github.writes() == []
+    assert github.deployments("acme", "ghost") == github.keys("acme", "ghost") == []
+
+    github.add_repository("Acme/Ghost")
+    created = deploy(gh, repo="/repos/acme/ghost")
+    assert created["repository_url"] == f"{github.base_url}/repos/Acme/Ghost"
+    assert gh.post("/repos/ACME/GHOST/keys", json=key).status_code == 201
+
+
+def test_seeding_a_ref_creates_its_repository(gh: httpx.Client, github: FakeGitHub) -> None:
+    """add_branch, add_tag and add_commit create a repository that did not exist (with its
+    main branch); add_repository alone gives it main; the fixture's repository is acme/web."""
+    github.add_tag("acme/tagged", "v1")
+    github.add_branch("acme/branched", "develop")
+    sha = github.add_commit("acme/committed", "c" * 40)
+    github.add_repository("acme/bare")
+
+    assert deploy(gh, repo="/repos/acme/tagged", ref="v1")["ref"] == "v1"
+    assert deploy(gh, repo="/repos/acme/branched", ref="develop")["ref"] == "develop"
+    assert deploy(gh, repo="/repos/acme/committed", ref=sha)["sha"] == sha
+    for repository in ("tagged", "branched", "committed", "bare", "web"):
+        assert deploy(gh, repo=f"/repos/acme/{repository}")["ref"] == "main"
 
 
 def test_unknown_routes_are_404(gh: httpx.Client) -> None:
@@ -865,8 +929,11 @@ def test_drift_helpers_change_state_without_requests(gh: httpx.Client, github: F
 
     key = github.add_key("acme", "app", public_key(), "drifted")
     assert gh.get(f"{REPO}/keys/{key['id']}").json() == key
+    github.add_repository("acme/other")
     with pytest.raises(ValueError):
         github.add_key("acme", "other", f"{key['key']} copy", "dup")
+    with pytest.raises(KeyError):
+        github.add_key("acme", "nowhere", public_key(), "no such repository")
     github.delete_key("acme", "app", key["id"])
     assert gh.get(f"{REPO}/keys").json() == []
 

@@ -92,6 +92,7 @@ def test_a_key_in_use_elsewhere_is_a_clear_permanent_error(
 ) -> None:
     """A key body registered on another repository cannot be added: a clear error, no token."""
     public = generate_key("c").public_key
+    github.add_repository("acme/other")
     github.add_key("acme", "other", public, "someone-else")
     with pytest.raises(PermanentTargetError) as caught:
         adapter.add_key(key_subject(public))

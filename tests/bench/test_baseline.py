@@ -73,6 +73,8 @@ def test_every_slot_gets_a_deployment_and_a_success_status(
     github: FakeGitHub, github_spec: OpenApiChecker, tmp_path: Path
 ) -> None:
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")
 
     assert code == 0
@@ -102,6 +104,8 @@ def test_default_pygithub_throttle_spaces_writes(
 ) -> None:
     """Without --no-throttle, PyGithub's seconds_between_writes=1.0 applies: 2 writes, >= 1 s."""
     tree = Tree(environments=1, slots_per_environment=1, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"))
 
     assert code == 0
@@ -116,6 +120,8 @@ def test_secondary_limit_is_hit_and_reported(
 ) -> None:
     github.secondary_limit = (4, 2.0)
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")
 
     refused = [r for r in github.requests if r.status == 403]

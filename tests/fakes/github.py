@@ -16,6 +16,15 @@ without answering), ``stall_rate``/``stall_seconds`` (process, then answer late)
 answer's ``Link: rel="next"``, as a hostile server would send). Randomness comes from
 ``random.Random(seed)``.
 
+Repositories exist only once a test creates them, as on GitHub, where every call under
+``/repos/{owner}/{repo}`` to a repository that does not exist (or that the credential cannot see)
+answers 404 ``Not Found`` (docs.github.com/rest/using-the-rest-api/troubleshooting-the-rest-api,
+"404 Not Found for an existing resource"; every operation of
+``specs/github-deployments.openapi.json`` takes ``owner`` and ``repo`` as path parameters).
+``add_repository`` (or the ``repositories`` argument) creates one; seeding a ref with
+``add_branch``, ``add_tag`` or ``add_commit`` creates the repository too, when it is new, so a
+test that seeds a tag need not declare its repository twice.
+
 Refs are per repository, as on GitHub: a deployment's ``ref`` must be a branch, a tag or a
 commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag wins over a branch
 of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
@@ -25,9 +34,10 @@ documented refusals are kept: a status ``description`` over 140 characters, and 
 name that is empty, longer than 255 characters or holds a control character (on a deployment,
 a status or an environment), each a 422.
 
-Simplifications: every ``owner/repo`` exists (names are case-insensitive); a repository nobody
-seeded has one branch, ``main``, at a deterministic fake commit (``sha_of``), and no tags; a
-branch or tag seeded without a commit points at a deterministic fake one. One token, one user
+Simplifications: repository names are case-insensitive (the API answers with the spelling the
+repository was created with); a repository created without refs has one branch, ``main``, at a
+deterministic fake commit (``sha_of``), and no tags; a branch or tag seeded without a commit
+points at a deterministic fake one. One token, one user
 (octocat, ID 1); write timestamps advance by at least one second per write so ``updated_at``
 (and thus every ETag) changes on each write, even within the same wall-clock second.
 """
@@ -320,6 +330,7 @@ class FakeGitHub(FakeServer):
         self,
         token: str = "ghp_testtoken0123456789",
         *,
+        repositories: Iterable[str] = (),
         seed: int = 0,
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
@@ -345,6 +356,8 @@ class FakeGitHub(FakeServer):
         self._ids: dict[str, int] = {}
         self._last_tick = 0
         self._served = 0
+        for repository in repositories:
+            self.add_repository(repository)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -391,11 +404,13 @@ class FakeGitHub(FakeServer):
         tags: Iterable[str] | Mapping[str, str] = (),
         commits: Iterable[str] = (),
     ) -> None:
-        """Declare ``owner/repo``'s refs, replacing what it had. Branches and tags are names
+        """Create ``owner/repo`` (or replace the refs it had). Branches and tags are names
         (pointing at ``sha_of`` commits) or a mapping of name to commit sha."""
         with self._lock:
-            refs = _Refs()
-            self._refs[self._repo_key(repository)] = refs
+            names = _split(repository)
+            repo_key = (names[0].lower(), names[1].lower())
+            self._refs[repo_key] = _Refs()
+            self._repo_names.setdefault(repo_key, names)
         for name, sha in _named(branches):
             self.add_branch(repository, name, sha)
         for name, sha in _named(tags):
@@ -407,7 +422,7 @@ class FakeGitHub(FakeServer):
         """Add (or move) a branch of ``owner/repo``; returns the commit it points at."""
         with self._lock:
             commit = (sha or sha_of(repository, name)).lower()
-            refs = self._repo_refs(*self._repo_key(repository))
+            refs = self._seeded_refs(repository)
             refs.branches[name] = commit
             refs.commits.add(commit)
             return commit
@@ -416,7 +431,7 @@ class FakeGitHub(FakeServer):
         """Add (or move) a tag of ``owner/repo``; returns the commit it points at."""
         with self._lock:
             commit = (sha or sha_of(repository, f"refs/tags/{name}")).lower()
-            refs = self._repo_refs(*self._repo_key(repository))
+            refs = self._seeded_refs(repository)
             refs.tags[name] = commit
             refs.commits.add(commit)
             return commit
@@ -426,7 +441,7 @@ class FakeGitHub(FakeServer):
         if not _HEX40.fullmatch(sha):
             raise ValueError(f"not a commit sha: {sha!r}")
         with self._lock:
-            self._repo_refs(*self._repo_key(repository)).commits.add(sha.lower())
+            self._seeded_refs(repository).commits.add(sha.lower())
             return sha.lower()
 
     # -- drift: change state as someone else would, without a request --------------------------
@@ -470,8 +485,11 @@ class FakeGitHub(FakeServer):
     def add_key(
         self, owner: str, repo: str, key: str, title: str, read_only: bool = True
     ) -> JsonObject:
-        """Register a deploy key (``ValueError`` if malformed or already in use anywhere)."""
+        """Register a deploy key (``KeyError`` if the repository does not exist,
+        ``ValueError`` if the key is malformed or already in use anywhere)."""
         with self._lock:
+            if (owner.lower(), repo.lower()) not in self._refs:
+                raise KeyError(f"{owner}/{repo}")
             try:
                 created = self._create_key(
                     owner, repo, {"key": key, "title": title, "read_only": read_only}
@@ -483,7 +501,8 @@ class FakeGitHub(FakeServer):
     # -- the request pipeline ----------------------------------------------------------------
 
     def _admit(self, incoming: Incoming) -> Reply | None:
-        """Credentials, then the primary limit, ``forbidden`` and the secondary limit."""
+        """Credentials, then the primary limit, ``forbidden``, the secondary limit and whether
+        the repository exists."""
         refusal = super()._admit(incoming)
         if refusal is not None:
             return refusal
@@ -493,8 +512,14 @@ class FakeGitHub(FakeServer):
         self.rate_limit_remaining -= 1  # given back in _decide if the answer is a 304
         if self.forbidden:
             return _error(403, "Resource not accessible by personal access token")
-        if incoming.method in WRITE_METHODS:
-            return self._secondary_refusal()
+        if incoming.method in WRITE_METHODS and (refusal := self._secondary_refusal()):
+            return refusal
+        matched = _match(incoming)
+        if matched is not None:
+            try:
+                self._repository(matched[1]["owner"], matched[1]["repo"])
+            except Refusal as missing:
+                return missing.reply
         return None
 
     def _decide(self, incoming: Incoming) -> Decision:
@@ -566,24 +591,21 @@ class FakeGitHub(FakeServer):
     # -- routes ------------------------------------------------------------------------------
 
     def _route(self, incoming: Incoming) -> Reply:
-        method, path, query, raw = incoming.method, incoming.path, incoming.query, incoming.body
-        for route_method, pattern, handler_name in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match is None or route_method != method:
-                continue
-            handler: Callable[[_Call], Reply] = getattr(self, handler_name)
-            args = {name: unquote(value) for name, value in match.groupdict().items()}
-            body: Any = None
-            if method in WRITE_METHODS and raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise Refusal(_error(400, "Problems parsing JSON")) from None
-            reply = handler(_Call(path, args, query, body))
-            if method == "GET" and reply.status == 200:
-                return self._conditional(reply, incoming.headers)
-            return reply
-        raise _not_found()
+        matched = _match(incoming)
+        if matched is None:
+            raise _not_found()
+        handler_name, args = matched
+        handler: Callable[[_Call], Reply] = getattr(self, handler_name)
+        body: Any = None
+        if incoming.method in WRITE_METHODS and incoming.body:
+            try:
+                body = json.loads(incoming.body)
+            except ValueError:
+                raise Refusal(_error(400, "Problems parsing JSON")) from None
+        reply = handler(_Call(incoming.path, args, incoming.query, body))
+        if incoming.method == "GET" and reply.status == 200:
+            return self._conditional(reply, incoming.headers)
+        return reply
 
     def _conditional(self, reply: Reply, headers: dict[str, str]) -> Reply:
         # GitHub's ETags depend on the token as well as the body.
@@ -666,7 +688,7 @@ class FakeGitHub(FakeServer):
             required="ref",
         )
         ref: str = body["ref"]
-        sha = self._repo_refs(call.owner, call.repo).resolve(ref)
+        sha = self._refs[self._repository(call.owner, call.repo)].resolve(ref)
         if sha is None:
             raise Refusal(_error(422, f"No ref found for: {ref}"))
         if "environment" in body and (problem := _environment_name_problem(body["environment"])):
@@ -683,7 +705,7 @@ class FakeGitHub(FakeServer):
         return Reply(201, copy.deepcopy(created), {"location": created["url"]})
 
     def _create_deployment(self, owner: str, repo: str, body: JsonObject, sha: str) -> JsonObject:
-        repo_key = self._remember_repo(owner, repo)
+        repo_key = self._repository(owner, repo)
         owner, repo = self._repo_names[repo_key]
         number = self._next_id("deployment")
         stamp = self._tick()
@@ -858,7 +880,7 @@ class FakeGitHub(FakeServer):
             ) from None
         if any(k.blob == blob for k in self._keys.values()):
             raise _validation_failed("PublicKey", "key", "key is already in use")
-        repo_key = self._remember_repo(owner, repo)
+        repo_key = self._repository(owner, repo)
         owner, repo = self._repo_names[repo_key]
         number = self._next_id("key")
         comment = body["key"].split(maxsplit=2)[2:]
@@ -941,7 +963,7 @@ class FakeGitHub(FakeServer):
             ):
                 raise _invalid("Each reviewer needs a type (User or Team) and an integer id.")
 
-        repo_key = self._remember_repo(call.owner, call.repo)
+        repo_key = self._repository(call.owner, call.repo)
         owner, repo = self._repo_names[repo_key]
         stamp = self._tick()
         existing = self._environments.get((*repo_key, name.lower()))
@@ -994,25 +1016,18 @@ class FakeGitHub(FakeServer):
 
     # -- state helpers (callers hold the lock) ------------------------------------------------
 
-    @staticmethod
-    def _repo_key(repository: str) -> tuple[str, str]:
-        owner, slash, repo = repository.partition("/")
-        if not slash or not owner or not repo or "/" in repo:
-            raise ValueError(f"not owner/repo: {repository!r}")
-        return owner.lower(), repo.lower()
+    def _seeded_refs(self, repository: str) -> _Refs:
+        """The refs of ``owner/repo``, creating the repository (with ``main``) when it is new."""
+        owner, repo = _split(repository)
+        if (owner.lower(), repo.lower()) not in self._refs:
+            self.add_repository(repository)
+        return self._refs[owner.lower(), repo.lower()]
 
-    def _repo_refs(self, owner: str, repo: str) -> _Refs:
-        """A repository's refs; one nobody seeded has a ``main`` branch only."""
+    def _repository(self, owner: str, repo: str) -> tuple[str, str]:
+        """The key of an existing repository; 404 Not Found when nobody created it."""
         repo_key = (owner.lower(), repo.lower())
-        refs = self._refs.get(repo_key)
-        if refs is None:
-            main = sha_of(f"{owner}/{repo}", "main")
-            refs = self._refs[repo_key] = _Refs(branches={"main": main}, commits={main})
-        return refs
-
-    def _remember_repo(self, owner: str, repo: str) -> tuple[str, str]:
-        repo_key = (owner.lower(), repo.lower())
-        self._repo_names.setdefault(repo_key, (owner, repo))
+        if repo_key not in self._refs:
+            raise _not_found()
         return repo_key
 
     def _repo_deployments(self, owner: str, repo: str) -> list[_Deployment]:
@@ -1046,6 +1061,24 @@ class FakeGitHub(FakeServer):
         """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
         self._last_tick = max(int(self.clock()), self._last_tick + 1)
         return _iso(self._last_tick)
+
+
+def _match(incoming: Incoming) -> tuple[str, dict[str, str]] | None:
+    """The name of the method that answers a request and its path parameters (URL-decoded),
+    or None when no route matches."""
+    for method, pattern, handler_name in _ROUTES:
+        match = pattern.fullmatch(incoming.path)
+        if match is not None and method == incoming.method:
+            return handler_name, {name: unquote(v) for name, v in match.groupdict().items()}
+    return None
+
+
+def _split(repository: str) -> tuple[str, str]:
+    """``owner/repo`` as (owner, repo); ``ValueError`` when it is not that."""
+    owner, slash, repo = repository.partition("/")
+    if not slash or not owner or not repo or "/" in repo:
+        raise ValueError(f"not owner/repo: {repository!r}")
+    return owner, repo
 
 
 def _positive(value: str | None, default: int, most: int | None = None) -> int:
