@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.fakes.github import FakeGitHub, RecordedRequest
+from tests.fakes.github import ALL_PERMISSIONS, FakeGitHub, RecordedRequest
 from tests.fakes.spec import OpenApiChecker
 
 TOKEN = "ghp_testtoken0123456789"
@@ -538,7 +538,7 @@ def test_etag_changes_when_a_status_is_added(gh: httpx.Client, github: FakeGitHu
 def test_etags_are_token_specific(gh: httpx.Client, github: FakeGitHub) -> None:
     """After a token change the old ETag stops matching, as on GitHub."""
     etag = gh.get(f"{REPO}/keys").headers["etag"]
-    github.token = "ghs_rotated"
+    github.tokens["ghs_rotated"] = github.tokens.pop(TOKEN)
     response = gh.get(
         f"{REPO}/keys", headers={"Authorization": "token ghs_rotated", "If-None-Match": etag}
     )
@@ -726,6 +726,100 @@ def test_seeding_a_ref_creates_its_repository(gh: httpx.Client, github: FakeGitH
     assert deploy(gh, repo="/repos/acme/committed", ref=sha)["sha"] == sha
     for repository in ("tagged", "branched", "committed", "bare", "web"):
         assert deploy(gh, repo=f"/repos/acme/{repository}")["ref"] == "main"
+
+
+def test_the_default_token_holds_deployments_and_administration_write(
+    github: FakeGitHub,
+) -> None:
+    """A fake made without ``tokens`` accepts its one token with every permission its
+    operations need; ``tokens`` adds others (or narrows that one)."""
+    assert github.tokens == {TOKEN: {"deployments": "write", "administration": "write"}}
+    assert github.tokens[TOKEN] == ALL_PERMISSIONS
+    narrowed = FakeGitHub(TOKEN, tokens={TOKEN: {"deployments": "read"}, "ghp_b": {}})
+    assert narrowed.tokens == {TOKEN: {"deployments": "read"}, "ghp_b": {}}
+
+
+def test_a_token_without_the_deployments_permission_gets_403(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Deployments and statuses need "Deployments" read (GET) or write (POST, DELETE): without
+    it GitHub answers 403 "Resource not accessible by personal access token", naming the
+    permission in X-Accepted-GitHub-Permissions, and nothing changes."""
+    deployment = deploy(gh)
+    github.tokens["ghp_keys_only"] = {"administration": "write"}
+    github.tokens["ghp_read_only"] = {"deployments": "read"}
+    base = f"{REPO}/deployments"
+    calls = [
+        ("GET", base, None, "read"),
+        ("POST", base, {"ref": "main", "auto_merge": False, "required_contexts": []}, "write"),
+        ("GET", f"{base}/{deployment['id']}", None, "read"),
+        ("DELETE", f"{base}/{deployment['id']}", None, "write"),
+        ("GET", f"{base}/{deployment['id']}/statuses", None, "read"),
+        ("POST", f"{base}/{deployment['id']}/statuses", {"state": "inactive"}, "write"),
+    ]
+    for token in ("ghp_keys_only", "ghp_read_only"):
+        for method, path, body, level in calls:
+            answer = gh.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if token == "ghp_read_only" and level == "read":
+                assert answer.status_code == 200, (token, method, path)
+                continue
+            assert answer.status_code == 403, (token, method, path)
+            assert answer.json()["message"] == "Resource not accessible by personal access token"
+            assert answer.headers["x-accepted-github-permissions"] == f"deployments={level}"
+            assert int(answer.headers["x-ratelimit-remaining"]) > 0
+            assert "retry-after" not in answer.headers
+    assert github.deployments("acme", "app") == [gh.get(f"{base}/{deployment['id']}").json()]
+    assert github.statuses(deployment["id"]) == []
+    keys_only = {"Authorization": "Bearer ghp_keys_only"}
+    assert gh.get(f"{REPO}/keys", headers=keys_only).status_code == 200
+
+
+def test_a_token_without_the_administration_permission_gets_403_on_keys(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Deploy keys need "Administration" read (GET) or write (POST, DELETE), and so does
+    creating or updating an environment (write); reading environments needs neither."""
+    key = gh.post(f"{REPO}/keys", json={"key": public_key(), "title": "k"}).json()
+    github.tokens["ghp_deployer"] = {"deployments": "write"}
+    github.tokens["ghp_auditor"] = {"deployments": "read", "administration": "read"}
+    calls = [
+        ("GET", f"{REPO}/keys", None, "read"),
+        ("POST", f"{REPO}/keys", {"key": public_key(), "title": "k2"}, "write"),
+        ("GET", f"{REPO}/keys/{key['id']}", None, "read"),
+        ("DELETE", f"{REPO}/keys/{key['id']}", None, "write"),
+        ("PUT", f"{REPO}/environments/staging", {}, "write"),
+    ]
+    for token in ("ghp_deployer", "ghp_auditor"):
+        headers = {"Authorization": f"Bearer {token}"}
+        for method, path, body, level in calls:
+            answer = gh.request(method, path, json=body, headers=headers)
+            if token == "ghp_auditor" and level == "read":
+                assert answer.status_code == 200, (token, method, path)
+                continue
+            assert answer.status_code == 403, (token, method, path)
+            assert answer.json()["message"] == "Resource not accessible by personal access token"
+            assert answer.headers["x-accepted-github-permissions"] == f"administration={level}"
+        assert gh.get(f"{REPO}/environments", headers=headers).status_code == 200
+    assert github.keys("acme", "app") == [key]
+    assert github.environments("acme", "app") == []
+    deployer = {"Authorization": "Bearer ghp_deployer"}
+    body = {"ref": "main", "auto_merge": False, "required_contexts": []}
+    assert gh.post(f"{REPO}/deployments", json=body, headers=deployer).status_code == 201
+
+
+def test_an_unknown_repository_is_404_and_an_unknown_token_401_whatever_they_hold(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Existence comes before permissions (404 for a repository nobody created, even to a
+    token that could not write there), and a token the fake does not know is 401."""
+    github.tokens["ghp_nothing"] = {}
+    nothing = {"Authorization": "Bearer ghp_nothing"}
+    assert gh.get("/repos/acme/ghost/keys", headers=nothing).status_code == 404
+    assert gh.get(f"{REPO}/keys", headers=nothing).status_code == 403
+    github.tokens.pop("ghp_nothing")
+    assert gh.get(f"{REPO}/keys", headers=nothing).status_code == 401
 
 
 def test_unknown_routes_are_404(gh: httpx.Client) -> None:

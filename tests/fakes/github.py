@@ -25,6 +25,22 @@ answers 404 ``Not Found`` (docs.github.com/rest/using-the-rest-api/troubleshooti
 ``add_branch``, ``add_tag`` or ``add_commit`` creates the repository too, when it is new, so a
 test that seeds a tag need not declare its repository twice.
 
+Tokens carry permissions, as fine-grained personal access tokens and GitHub App installations
+do: ``tokens`` maps each accepted token to its repository permissions, ``{"deployments":
+"write", "administration": "write"}`` by default (``ALL_PERMISSIONS``; a level is ``"read"`` or
+``"write"``, and write includes read). ``specs/API-REFERENCE.md`` section 1, "Scopes": the
+"Deployments" permission, read for GETs and write for POST/DELETE, covers deployments and their
+statuses; section 5, "Permissions": "Administration read & write (deploy keys)", and section 1,
+"Environments": creating or updating an environment needs admin. Listing and reading
+environments needs only read access to the repository (the spec's description of
+``repos/get-all-environments``). A token without the permission an operation needs gets
+GitHub's documented answer, 403 "Resource not accessible by personal access token" with the
+``X-Accepted-GitHub-Permissions`` header naming what was needed (docs.github.com, "Choosing
+permissions for a GitHub App": "If your app makes a REST API request with insufficient
+permissions, the API will return a 403 response"); a repository that does not exist is a 404
+whatever the token holds. ``tokens`` is a knob like the others (add, remove or narrow a token
+while the server runs; ``token`` only names the one the fake was made with).
+
 Refs are per repository, as on GitHub: a deployment's ``ref`` must be a branch, a tag or a
 commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag wins over a branch
 of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
@@ -37,7 +53,7 @@ a status or an environment), each a 422.
 Simplifications: repository names are case-insensitive (the API answers with the spelling the
 repository was created with); a repository created without refs has one branch, ``main``, at a
 deterministic fake commit (``sha_of``), and no tags; a branch or tag seeded without a commit
-points at a deterministic fake one. One token, one user
+points at a deterministic fake one. Every token sees every repository, and acts as one user
 (octocat, ID 1); write timestamps advance by at least one second per write so ``updated_at``
 (and thus every ETag) changes on each write, even within the same wall-clock second.
 """
@@ -75,6 +91,7 @@ from tests.fakes.server import (
 # ALL_METHODS and RecordedRequest lived here before server.py; tests import them from here.
 __all__ = [
     "ALL_METHODS",
+    "ALL_PERMISSIONS",
     "DOCS",
     "KEY_TYPES",
     "STATES",
@@ -100,6 +117,9 @@ KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
+#: what a token holds unless a test says otherwise: all that the fake's operations need
+ALL_PERMISSIONS: Mapping[str, str] = {"deployments": "write", "administration": "write"}
+_LEVELS = {"read": 1, "write": 2}
 _FIRST_IDS = {
     "deployment": 1001,
     "status": 50001,
@@ -133,6 +153,22 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("PUT", rf"{_REPO}/environments/(?P<name>[^/]+)", "_put_environment"),
     )
 ]
+# The permission (and level) each operation needs, by the name of the method that answers it;
+# reading environments needs none beyond access to the repository.
+_NEEDS: dict[str, tuple[str, str]] = {
+    "_list_deployments": ("deployments", "read"),
+    "_post_deployment": ("deployments", "write"),
+    "_get_deployment": ("deployments", "read"),
+    "_delete_deployment": ("deployments", "write"),
+    "_list_statuses": ("deployments", "read"),
+    "_post_status": ("deployments", "write"),
+    "_get_status": ("deployments", "read"),
+    "_list_keys": ("administration", "read"),
+    "_post_key": ("administration", "write"),
+    "_get_key": ("administration", "read"),
+    "_delete_key": ("administration", "write"),
+    "_put_environment": ("administration", "write"),
+}
 
 
 @dataclass(frozen=True)
@@ -321,7 +357,7 @@ def key_blob(key: str) -> str:
 
 
 class FakeGitHub(FakeServer):
-    """GitHub's deployment APIs for one token, in memory, over HTTP on loopback."""
+    """GitHub's deployment APIs for tokens with permissions, in memory, over HTTP on loopback."""
 
     server_software: ClassVar[str] = "GitHub.com"
     content_type: ClassVar[str] = "application/json; charset=utf-8"
@@ -330,6 +366,7 @@ class FakeGitHub(FakeServer):
         self,
         token: str = "ghp_testtoken0123456789",
         *,
+        tokens: Mapping[str, Mapping[str, str]] | None = None,
         repositories: Iterable[str] = (),
         seed: int = 0,
         rate_limit: int = 5000,
@@ -338,6 +375,11 @@ class FakeGitHub(FakeServer):
         super().__init__(token, seed=seed)
         self.clock = clock
         # Knobs beyond server.py's (latency, error/drop/stall rates, knob_methods).
+        # Every accepted token and its permissions; ``token`` holds them all unless ``tokens``
+        # says otherwise.
+        self.tokens: dict[str, dict[str, str]] = {token: dict(ALL_PERMISSIONS)}
+        for name, permissions in (tokens or {}).items():
+            self.tokens[name] = dict(permissions)
         self.rate_limit: int = rate_limit
         self.rate_limit_remaining: int = rate_limit
         self.rate_limit_reset: int = int(clock()) + 3600
@@ -515,12 +557,27 @@ class FakeGitHub(FakeServer):
         if incoming.method in WRITE_METHODS and (refusal := self._secondary_refusal()):
             return refusal
         matched = _match(incoming)
-        if matched is not None:
-            try:
-                self._repository(matched[1]["owner"], matched[1]["repo"])
-            except Refusal as missing:
-                return missing.reply
-        return None
+        if matched is None:
+            return None
+        handler_name, args = matched
+        try:
+            self._repository(args["owner"], args["repo"])
+        except Refusal as missing:
+            return missing.reply
+        return self._permission_refusal(handler_name, incoming)
+
+    def _permission_refusal(self, handler_name: str, incoming: Incoming) -> Reply | None:
+        """GitHub's 403 when the token lacks the permission the operation needs."""
+        needs = _NEEDS.get(handler_name)
+        if needs is None:
+            return None
+        permission, level = needs
+        held = self.tokens.get(_credential(incoming.headers.get("authorization", "")) or "", {})
+        if _LEVELS.get(held.get(permission, ""), 0) >= _LEVELS[level]:
+            return None
+        reply = _error(403, "Resource not accessible by personal access token")
+        reply.headers["x-accepted-github-permissions"] = f"{permission}={level}"
+        return reply
 
     def _decide(self, incoming: Incoming) -> Decision:
         decision = super()._decide(incoming)
@@ -539,8 +596,8 @@ class FakeGitHub(FakeServer):
         return _error(500, f"fake internal error: {exc!r}")
 
     def _authorized(self, authorization: str) -> bool:
-        scheme, _, credential = authorization.partition(" ")
-        return scheme.lower() in ("bearer", "token") and credential.strip() == self.token
+        credential = _credential(authorization)
+        return credential is not None and credential in self.tokens
 
     def _refill(self) -> None:
         now = self.clock()
@@ -609,7 +666,8 @@ class FakeGitHub(FakeServer):
 
     def _conditional(self, reply: Reply, headers: dict[str, str]) -> Reply:
         # GitHub's ETags depend on the token as well as the body.
-        digest = hashlib.sha256(self.token.encode() + json.dumps(reply.body).encode())
+        credential = _credential(headers.get("authorization", "")) or ""
+        digest = hashlib.sha256(credential.encode() + json.dumps(reply.body).encode())
         etag = f'W/"{digest.hexdigest()}"'
         reply.headers["etag"] = etag
         reply.headers["cache-control"] = "private, max-age=60, s-maxage=60"
@@ -1061,6 +1119,14 @@ class FakeGitHub(FakeServer):
         """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
         self._last_tick = max(int(self.clock()), self._last_tick + 1)
         return _iso(self._last_tick)
+
+
+def _credential(authorization: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (or GitHub's older ``token <token>``)."""
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not credential.strip():
+        return None
+    return credential.strip()
 
 
 def _match(incoming: Incoming) -> tuple[str, dict[str, str]] | None:
