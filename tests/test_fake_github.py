@@ -225,6 +225,29 @@ def test_create_deployment_validates_its_body(gh: httpx.Client, github: FakeGitH
     assert github.deployments("acme", "app") == []
 
 
+def test_a_payload_is_a_json_object_or_a_string_of_json_text(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """``payload`` is an object or JSON text (the spec: "It is a JSON text field"); a string
+    that is not JSON, or a value of another type, is 422 and creates nothing; "" is the
+    documented default."""
+    for payload in ("slot=api", "{'slot': 'api'}", '{"slot": ', ["slot", "api"], 7, None):
+        refused = gh.post(
+            f"{REPO}/deployments",
+            json={"ref": "main", "auto_merge": False, "required_contexts": [], "payload": payload},
+            headers=INVALID if not isinstance(payload, str) else {},
+        )
+        assert refused.status_code == 422, payload
+        assert "payload" in refused.json()["message"]
+    assert github.deployments("acme", "app") == []
+
+    accepted = [
+        deploy(gh, payload=payload)["payload"]
+        for payload in ("", "[1, 2]", '"text"', '{"slot": "api"}', {"slot": {"n": [1]}})
+    ]
+    assert accepted == ["", "[1, 2]", '"text"', '{"slot": "api"}', {"slot": {"n": [1]}}]
+
+
 def test_a_ref_that_is_not_of_that_repository_is_422_no_ref_found(
     gh: httpx.Client, github: FakeGitHub
 ) -> None:

@@ -48,7 +48,13 @@ commit it starts), else the create is refused with 422 "No ref found for: X". Te
 with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. GitHub's other
 documented refusals are kept: a status ``description`` over 140 characters, and an environment
 name that is empty, longer than 255 characters or holds a control character (on a deployment,
-a status or an environment), each a 422.
+a status or an environment), each a 422. A deployment's ``payload`` is a JSON object or a string
+of JSON text (the spec's request schema for ``repos/create-deployment``: ``oneOf`` object or
+string, default ``""``; its description: "It is a JSON text field"; ``API-REFERENCE.md``
+section 1, "Create deployment": "JSON object or JSON-encoded string"): any other value, or a
+non-empty string that does not parse as JSON, is a 422. GitHub does not document how it answers
+a string that is not JSON; the fake holds clients to the documented contract, and a string
+payload is kept as sent (a string), as GitHub does.
 
 Simplifications: repository names are case-insensitive (the API answers with the spelling the
 repository was created with); a repository created without refs has one branch, ``main``, at a
@@ -745,6 +751,9 @@ class FakeGitHub(FakeServer):
             },
             required="ref",
         )
+        payload = body.get("payload")
+        if isinstance(payload, str) and payload and not _is_json(payload):
+            raise _invalid(f"For 'properties/payload', {json.dumps(payload)} is not JSON text.")
         ref: str = body["ref"]
         sha = self._refs[self._repository(call.owner, call.repo)].resolve(ref)
         if sha is None:
@@ -1119,6 +1128,14 @@ class FakeGitHub(FakeServer):
         """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
         self._last_tick = max(int(self.clock()), self._last_tick + 1)
         return _iso(self._last_tick)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _credential(authorization: str) -> str | None:
