@@ -9,7 +9,9 @@ checker rejects them, which also proves the checks can fail.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.fakes.github import ALL_PERMISSIONS, FakeGitHub, RecordedRequest
@@ -630,6 +633,64 @@ def test_malformed_deploy_key_is_422(gh: httpx.Client, github: FakeGitHub) -> No
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "key"
     assert gh.post(f"{REPO}/keys", json={"title": "t"}, headers=INVALID).status_code == 422
+    assert github.keys("acme", "app") == []
+
+
+def _openssh(kind: str, *fields: bytes) -> str:
+    """An OpenSSH public key line of type ``kind`` made of ``fields`` (no real key needed)."""
+    raw = b"".join(struct.pack(">I", len(f)) + f for f in (kind.encode(), *fields))
+    return f"{kind} {base64.b64encode(raw).decode()} made-up"
+
+
+def _generated(kind: str) -> str:
+    """A fresh public key of an accepted type, made by ``cryptography``."""
+    private: Any = {
+        "ssh-ed25519": lambda: Ed25519PrivateKey.generate(),
+        "ssh-rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ecdsa-sha2-nistp256": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "ecdsa-sha2-nistp384": lambda: ec.generate_private_key(ec.SECP384R1()),
+        "ecdsa-sha2-nistp521": lambda: ec.generate_private_key(ec.SECP521R1()),
+    }[kind]()
+    raw = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{raw.decode()} {kind}"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+    ],
+)
+def test_the_key_types_github_takes_are_accepted(gh: httpx.Client, kind: str) -> None:
+    """Ed25519, RSA and ECDSA public keys are registered."""
+    response = gh.post(f"{REPO}/keys", json={"key": _generated(kind), "title": kind})
+    assert response.status_code == 201, response.text
+    assert response.json()["key"].startswith(f"{kind} ")
+
+
+def test_a_dsa_key_is_refused_as_github_does_since_2022(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """An ssh-dss key, well formed, is a 422 naming the accepted types; nothing is added,
+    neither through the API nor through the add_key helper."""
+    dsa = _openssh(
+        "ssh-dss", b"\x00\xb1" * 64, b"\x00\xc2" * 10, b"\x00\xd3" * 64, b"\x00\xe4" * 64
+    )
+    response = gh.post(f"{REPO}/keys", json={"key": dsa, "title": "old", "read_only": True})
+
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert (error["resource"], error["field"], error["code"]) == ("PublicKey", "key", "custom")
+    assert error["message"].startswith("key is invalid. It must begin with 'ecdsa-sha2-nistp256'")
+    assert "'ssh-ed25519'" in error["message"] and "ssh-dss" not in error["message"]
+    with pytest.raises(ValueError):
+        github.add_key("acme", "app", dsa, "old")
     assert github.keys("acme", "app") == []
 
 

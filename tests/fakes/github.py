@@ -46,9 +46,10 @@ commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag win
 of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
 commit it starts), else the create is refused with 422 "No ref found for: X". Tests seed refs
 with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. GitHub's other
-documented refusals are kept: a status ``description`` over 140 characters, and an environment
-name that is empty, longer than 255 characters or holds a control character (on a deployment,
-a status or an environment), each a 422. A deployment's ``payload`` is a JSON object or a string
+documented refusals are kept, each a 422: a deploy key of a type GitHub no longer takes (DSA,
+``ssh-dss``, see ``KEY_TYPES``), a status ``description`` over 140 characters, and an
+environment name that is empty, longer than 255 characters or holds a control character (on a
+deployment, a status or an environment). A deployment's ``payload`` is a JSON object or a string
 of JSON text (the spec's request schema for ``repos/create-deployment``: ``oneOf`` object or
 string, default ``""``; its description: "It is a JSON text field"; ``API-REFERENCE.md``
 section 1, "Create deployment": "JSON object or JSON-encoded string"): any other value, or a
@@ -111,10 +112,13 @@ __all__ = [
 
 DOCS = "https://docs.github.com/rest"
 STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+#: the key types GitHub accepts for a new key. DSA (``ssh-dss``) is not among them since
+#: 2022-03-15: "DSA keys (ssh-dss) are no longer supported. You cannot add new DSA keys"
+#: (docs.github.com/authentication/connecting-to-github-with-ssh/checking-for-existing-ssh-keys;
+#: the vendored descriptions are silent on key types)
 KEY_TYPES = frozenset(
     {
         "ssh-rsa",
-        "ssh-dss",
         "ssh-ed25519",
         "ecdsa-sha2-nistp256",
         "ecdsa-sha2-nistp384",
@@ -126,6 +130,8 @@ KEY_TYPES = frozenset(
 #: what a token holds unless a test says otherwise: all that the fake's operations need
 ALL_PERMISSIONS: Mapping[str, str] = {"deployments": "write", "administration": "write"}
 _LEVELS = {"read": 1, "write": 2}
+# OpenSSH public key types ``key_blob`` can read, the refused DSA included
+_OPENSSH_TYPES = KEY_TYPES | {"ssh-dss"}
 _FIRST_IDS = {
     "deployment": 1001,
     "status": 50001,
@@ -347,7 +353,7 @@ def key_blob(key: str) -> str:
     Raises ``ValueError`` when the text is not an OpenSSH public key.
     """
     parts = key.strip().split()
-    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+    if len(parts) < 2 or parts[0] not in _OPENSSH_TYPES:
         raise ValueError("not an OpenSSH public key")
     try:
         raw = base64.b64decode(parts[1], validate=True)
@@ -945,6 +951,16 @@ class FakeGitHub(FakeServer):
                 "key",
                 "key is invalid. You must supply a key in OpenSSH public key format",
             ) from None
+        if blob.split()[0] not in KEY_TYPES:
+            # GitHub's wording for a key of a type it does not take (as it answered before DSA
+            # was dropped, with ssh-dss then in the list)
+            *others, last = (f"'{kind}'" for kind in sorted(KEY_TYPES))
+            raise _validation_failed(
+                "PublicKey",
+                "key",
+                f"key is invalid. It must begin with {', '.join(others)}, or {last}. "
+                "Check that you're copying the public half of the key",
+            )
         if any(k.blob == blob for k in self._keys.values()):
             raise _validation_failed("PublicKey", "key", "key is already in use")
         repo_key = self._repository(owner, repo)
