@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.fakes.github import ALL_PERMISSIONS, FakeGitHub, RecordedRequest
+from tests.fakes.github import ALL_PERMISSIONS, NO_USER_AGENT, FakeGitHub, RecordedRequest
 from tests.fakes.spec import OpenApiChecker
 
 TOKEN = "ghp_testtoken0123456789"
@@ -746,6 +746,36 @@ def test_environment_names_are_url_decoded_and_validated(gh: httpx.Client) -> No
 # -- auth, routes, knobs ---------------------------------------------------------------------
 
 
+def test_a_request_without_a_user_agent_is_refused_with_githubs_html_403(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """No User-Agent (or an empty one): 403 in HTML with Connection: close, before the
+    credential or the rate limit is looked at; nothing is created."""
+    body = {"ref": "main", "auto_merge": False, "required_contexts": []}
+    before = int(gh.get(f"{REPO}/deployments").headers["x-ratelimit-remaining"])
+    answers = []
+    for agent in (None, ""):
+        request = gh.build_request(
+            "POST", f"{REPO}/deployments", json=body, headers={**OFF_SPEC, "Authorization": "x"}
+        )
+        if agent is None:
+            del request.headers["User-Agent"]
+        else:
+            request.headers["User-Agent"] = agent
+        answers.append(gh.send(request))
+
+    for answer in answers:
+        assert answer.status_code == 403
+        assert answer.headers["content-type"] == "text/html"
+        assert answer.headers["connection"] == "close"
+        assert answer.content == NO_USER_AGENT
+        assert b"User-Agent header" in answer.content
+        assert "x-ratelimit-remaining" not in answer.headers
+    assert int(gh.get(f"{REPO}/deployments").headers["x-ratelimit-remaining"]) == before - 1
+    assert github.deployments("acme", "app") == []
+    assert deploy(gh)["ref"] == "main"  # the client's own User-Agent is enough
+
+
 def test_bad_or_missing_credentials_are_401(gh: httpx.Client, github: FakeGitHub) -> None:
     """Wrong or absent tokens are 401 Bad credentials; "token <t>" works like "Bearer <t>"."""
     wrong = gh.get(f"{REPO}/deployments", headers={"Authorization": "Bearer nope"})
@@ -1149,7 +1179,8 @@ def test_checker_rejects_responses_the_spec_does_not_allow(
 def test_checker_rejects_requests_the_spec_does_not_allow(
     github: FakeGitHub, github_spec: OpenApiChecker
 ) -> None:
-    """A bad state, a non-integer id or a mistyped query parameter fail the request check."""
+    """A bad state, a non-integer id, a mistyped query parameter or no User-Agent fail the
+    request check."""
     base = f"{github.base_url}{REPO}/deployments"
     headers = {"content-type": "application/json"}
 
@@ -1159,4 +1190,7 @@ def test_checker_rejects_requests_the_spec_does_not_allow(
         github_spec.check_request("GET", f"{base}/abc", {}, None)
     with pytest.raises(AssertionError, match="per_page"):
         github_spec.check_request("GET", f"{base}?per_page=lots", {}, None)
-    github_spec.check_request("POST", f"{base}/1/statuses", headers, b'{"state": "success"}')
+    with pytest.raises(AssertionError, match="no user-agent header"):
+        github_spec.check_request("POST", f"{base}/1/statuses", headers, b'{"state": "success"}')
+    with_agent = {**headers, "User-Agent": "slotkeeper-tests"}
+    github_spec.check_request("POST", f"{base}/1/statuses", with_agent, b'{"state": "success"}')

@@ -25,6 +25,14 @@ answers 404 ``Not Found`` (docs.github.com/rest/using-the-rest-api/troubleshooti
 ``add_branch``, ``add_tag`` or ``add_commit`` creates the repository too, when it is new, so a
 test that seeds a tag need not declare its repository twice.
 
+A request without a ``User-Agent`` header is refused before anything else, as GitHub does:
+``specs/API-REFERENCE.md`` section 1 lists "a ``User-Agent``" among the headers every request
+sends, and GitHub's documentation ("User agent required", docs.github.com/rest/using-the-rest-api/
+getting-started-with-the-rest-api) shows the answer: 403, ``Content-Type: text/html``,
+``Connection: close``, "Request forbidden by administrative rules. Please make sure your request
+has a User-Agent header", with none of the API's headers. The fake answers the same (an empty
+value counts as none).
+
 Tokens carry permissions, as fine-grained personal access tokens and GitHub App installations
 do: ``tokens`` maps each accepted token to its repository permissions, ``{"deployments":
 "write", "administration": "write"}`` by default (``ALL_PERMISSIONS``; a level is ``"read"`` or
@@ -101,6 +109,7 @@ __all__ = [
     "ALL_PERMISSIONS",
     "DOCS",
     "KEY_TYPES",
+    "NO_USER_AGENT",
     "STATES",
     "WRITE_METHODS",
     "FakeGitHub",
@@ -139,6 +148,12 @@ _FIRST_IDS = {
     "environment": 8000001,
     "rule": 90000001,
 }
+#: GitHub's answer to a request without a User-Agent, as its edge sends it (HTML, not JSON)
+NO_USER_AGENT = (
+    b"Request forbidden by administrative rules. Please make sure your request has a User-Agent "
+    b"header (http://developer.github.com/v3/#user-agent-required). Check "
+    b"https://developer.github.com for other possible causes.\n"
+)
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-fA-F]{7,39}")
 #: GitHub's documented longest environment name
@@ -555,8 +570,11 @@ class FakeGitHub(FakeServer):
     # -- the request pipeline ----------------------------------------------------------------
 
     def _admit(self, incoming: Incoming) -> Reply | None:
-        """Credentials, then the primary limit, ``forbidden``, the secondary limit and whether
-        the repository exists."""
+        """A User-Agent, credentials, then the primary limit, ``forbidden``, the secondary
+        limit, whether the repository exists and whether the token may do this."""
+        if _no_user_agent(incoming):
+            headers = {"content-type": "text/html", "connection": "close"}
+            return Reply(403, NO_USER_AGENT, headers)
         refusal = super()._admit(incoming)
         if refusal is not None:
             return refusal
@@ -637,6 +655,8 @@ class FakeGitHub(FakeServer):
         return None
 
     def _headers(self, reply: Reply, body: bytes, incoming: Incoming) -> dict[str, str]:
+        if _no_user_agent(incoming):  # refused at the edge: none of the API's headers
+            return {**reply.headers, "content-length": str(len(body))}
         request = incoming.headers
         with self._lock:
             self._served += 1
@@ -1144,6 +1164,10 @@ class FakeGitHub(FakeServer):
         """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
         self._last_tick = max(int(self.clock()), self._last_tick + 1)
         return _iso(self._last_tick)
+
+
+def _no_user_agent(incoming: Incoming) -> bool:
+    return not incoming.headers.get("user-agent", "").strip()
 
 
 def _is_json(text: str) -> bool:
