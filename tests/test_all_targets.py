@@ -322,6 +322,7 @@ def test_unkey_failure_is_kept_with_its_message(sk: Sk, world: World) -> None:
     """An Unkey deployment that ends FAILED fails the sync with Unkey's error message, which
     history shows with the remote status."""
     world.unkey.fail_images = {"broken"}
+    world.unkey.fill_details = True  # a server that sends errorMessage (today's never does)
     world.declare({"api": image("ghcr.io/acme/broken", "v1")}, "feat: broken")
     result = sk("apply", "--yes", "-m", "m")
     assert result.code == 1
