@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: the token the `github` fixture accepts (and the `gh` fixture sets as GITHUB_TOKEN)
 GITHUB_TOKEN_VALUE = "ghp_testtoken0123456789"
+#: the repository the `github` fixture starts with: the one the tests' environments and deploy
+#: keys name (helpers.deploy_key's default); a test that uses another one creates it
+GITHUB_REPOSITORY = "acme/web"
 
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=30, deadline=None)
@@ -78,8 +81,9 @@ def state(workdir: Path) -> Path:
 
 @pytest.fixture
 def github() -> Iterator[FakeGitHub]:
-    """A running fake of GitHub's deployment APIs that accepts ``GITHUB_TOKEN_VALUE``."""
-    with FakeGitHub(token=GITHUB_TOKEN_VALUE) as fake:
+    """A running fake of GitHub's deployment APIs that accepts ``GITHUB_TOKEN_VALUE`` and holds
+    one repository, ``GITHUB_REPOSITORY``."""
+    with FakeGitHub(token=GITHUB_TOKEN_VALUE, repositories=[GITHUB_REPOSITORY]) as fake:
         yield fake
 
 

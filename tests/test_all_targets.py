@@ -322,6 +322,7 @@ def test_unkey_failure_is_kept_with_its_message(sk: Sk, world: World) -> None:
     """An Unkey deployment that ends FAILED fails the sync with Unkey's error message, which
     history shows with the remote status."""
     world.unkey.fail_images = {"broken"}
+    world.unkey.fill_details = True  # a server that sends errorMessage (today's never does)
     world.declare({"api": image("ghcr.io/acme/broken", "v1")}, "feat: broken")
     result = sk("apply", "--yes", "-m", "m")
     assert result.code == 1
@@ -392,3 +393,42 @@ def test_every_target_keeps_where_it_holds_a_record(sk: Sk, world: World, state:
         "unkey": {"base_url": world.unkey.base_url, "project": "acme", "app": "api"},
         "iftrue": {"base_url": world.iftrue.base_url},
     }
+
+
+def test_an_iftrue_event_of_a_github_repository_waits_for_its_github_deployment(
+    sk: Sk, world: World
+) -> None:
+    """iftrue requires the GitHub deployment's node id for a repository on GitHub: while GitHub
+    refuses the deployment, no event is sent (the sync fails, saying why); once GitHub has it,
+    the event goes out with its node id."""
+    world.github.forbidden = True
+    world.declare({"api": image()}, "feat: first")
+    assert sk("apply", "--yes", "-m", "m").code == 1
+    assert world.iftrue.requests == []
+    row = sk("status", "--json").json()["slots"][0]
+    assert row["targets"]["iftrue"]["status"] == "failed"
+    assert "deployment_node_id" in row["targets"]["iftrue"]["last_error"]
+
+    world.github.forbidden = False
+    apply(sk)
+    [deployment] = world.github.deployments("acme", "web")
+    [event] = world.iftrue.records()
+    assert event["deployment_node_id"] == event["node_id"] == deployment["node_id"]
+    assert converged(sk)
+
+
+def test_iftrue_without_a_github_target_for_a_github_repository_is_a_clear_error(
+    sk: Sk, world: World
+) -> None:
+    """An environment that records on iftrue a repository on GitHub, but has no github target
+    to make the deployment iftrue requires, fails that sync clearly and sends nothing."""
+    write_manifests_and_targets(
+        world.root / "m",
+        environment("production", {"api": image()}, repository="acme/web", targets=["iftrue"]),
+        *world.targets(),
+    )
+    world.commit("feat: first")
+    result = sk("apply", "--yes", "-m", "m")
+    assert result.code == 1
+    assert "deployment_node_id" in result.out and "github target" in result.out
+    assert world.iftrue.requests == []

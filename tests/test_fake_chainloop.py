@@ -323,6 +323,20 @@ def test_list_is_newest_first_with_one_based_pages(cl: httpx.Client) -> None:
     assert beyond["pagination"]["total_count"] == 25
 
 
+def test_pages_are_numbered_from_one_and_page_zero_is_refused(cl: httpx.Client) -> None:
+    """Page 1 is the newest records (the offset is (page - 1) * page_size); page 0, which a
+    reader of "zero-based" in the parameter's description would send, is InvalidArgument."""
+    created = [record(cl, deployment_name=f"svc-{i}") for i in range(3)]
+    first = listing(cl, **{"pagination.page": 1, "pagination.page_size": 2})
+    zero = cl.get(PATH, params={"pagination.page": 0, "pagination.page_size": 2})
+
+    assert [r["id"] for r in first["deployment_records"]] == [created[2]["id"], created[1]["id"]]
+    assert first["pagination"]["page"] == 1
+    assert zero.status_code == 400
+    assert zero.json()["code"] == 3
+    assert "pagination.page: value must be greater than or equal to 1" in zero.json()["message"]
+
+
 def test_list_defaults_to_page_1_of_10(cl: httpx.Client) -> None:
     """Without pagination parameters the first 10 records come back; empty lists have 0 pages."""
     assert listing(cl)["pagination"] == {
@@ -367,6 +381,8 @@ def test_list_filters_by_environment_deployment_status_and_kind(cl: httpx.Client
         ({"pagination.page": -1}, False),
         ({"pagination.page_size": 0}, False),
         ({"pagination.page_size": 101}, False),
+        ({"pagination.page": 2}, False),
+        ({"pagination.page_size": 5}, False),
         ({"pagination.page": "two"}, True),
         ({"status": "ACTIVE"}, True),
         ({"kind": "IMAGE"}, True),
@@ -376,7 +392,8 @@ def test_list_filters_by_environment_deployment_status_and_kind(cl: httpx.Client
 def test_bad_list_parameters_are_invalid_argument(
     cl: httpx.Client, params: dict[str, Any], spec_rejects: bool
 ) -> None:
-    """Page < 1, page size outside 1-100, non-numbers and unknown enums answer 400 code 3."""
+    """Page < 1, page size outside 1-100 (either one left out counts as 0), non-numbers and
+    unknown enums answer 400 code 3."""
     response = cl.get(PATH, params=params, headers=INVALID if spec_rejects else {})
 
     assert response.status_code == 400

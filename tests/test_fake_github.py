@@ -9,7 +9,9 @@ checker rejects them, which also proves the checks can fail.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.fakes.github import FakeGitHub, RecordedRequest
+from tests.fakes.github import ALL_PERMISSIONS, NO_USER_AGENT, FakeGitHub, RecordedRequest
 from tests.fakes.spec import OpenApiChecker
 
 TOKEN = "ghp_testtoken0123456789"
@@ -59,6 +62,13 @@ def _every_exchange_matches_the_spec(
 ) -> Iterator[None]:
     yield
     check_exchanges(github, github_spec)
+
+
+@pytest.fixture(autouse=True)
+def _app_repository(github: FakeGitHub) -> None:
+    """The repository these tests work in, ``REPO``, exists (a repository nobody created is a
+    404, see ``test_an_unknown_repository_is_404_on_every_operation``)."""
+    github.add_repository("acme/app")
 
 
 @pytest.fixture
@@ -218,6 +228,29 @@ def test_create_deployment_validates_its_body(gh: httpx.Client, github: FakeGitH
     assert github.deployments("acme", "app") == []
 
 
+def test_a_payload_is_a_json_object_or_a_string_of_json_text(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """``payload`` is an object or JSON text (the spec: "It is a JSON text field"); a string
+    that is not JSON, or a value of another type, is 422 and creates nothing; "" is the
+    documented default."""
+    for payload in ("slot=api", "{'slot': 'api'}", '{"slot": ', ["slot", "api"], 7, None):
+        refused = gh.post(
+            f"{REPO}/deployments",
+            json={"ref": "main", "auto_merge": False, "required_contexts": [], "payload": payload},
+            headers=INVALID if not isinstance(payload, str) else {},
+        )
+        assert refused.status_code == 422, payload
+        assert "payload" in refused.json()["message"]
+    assert github.deployments("acme", "app") == []
+
+    accepted = [
+        deploy(gh, payload=payload)["payload"]
+        for payload in ("", "[1, 2]", '"text"', '{"slot": "api"}', {"slot": {"n": [1]}})
+    ]
+    assert accepted == ["", "[1, 2]", '"text"', '{"slot": "api"}', {"slot": {"n": [1]}}]
+
+
 def test_a_ref_that_is_not_of_that_repository_is_422_no_ref_found(
     gh: httpx.Client, github: FakeGitHub
 ) -> None:
@@ -262,6 +295,7 @@ def test_refs_resolve_as_git_does(gh: httpx.Client, github: FakeGitHub) -> None:
         f"{REPO}/deployments", json={"ref": "main", "auto_merge": False, "required_contexts": []}
     )
     assert (ambiguous.status_code, gone.status_code) == (422, 422)
+    github.add_repository("acme/unseeded")
     assert deploy(gh, repo="/repos/acme/unseeded")["ref"] == "main"
 
 
@@ -301,6 +335,7 @@ def test_get_deployment_and_404s(gh: httpx.Client, github: FakeGitHub) -> None:
 def test_list_deployments_filters_newest_first(gh: httpx.Client, github: FakeGitHub) -> None:
     """The list is newest first and filters on sha, ref, task and environment."""
     github.add_tag("acme/app", "v2")
+    github.add_repository("acme/other")
     staging = deploy(gh, environment="staging")
     prod = deploy(gh, environment="production", ref="v2")
     migration = deploy(gh, environment="staging", task="deploy:migrations")
@@ -529,7 +564,7 @@ def test_etag_changes_when_a_status_is_added(gh: httpx.Client, github: FakeGitHu
 def test_etags_are_token_specific(gh: httpx.Client, github: FakeGitHub) -> None:
     """After a token change the old ETag stops matching, as on GitHub."""
     etag = gh.get(f"{REPO}/keys").headers["etag"]
-    github.token = "ghs_rotated"
+    github.tokens["ghs_rotated"] = github.tokens.pop(TOKEN)
     response = gh.get(
         f"{REPO}/keys", headers={"Authorization": "token ghs_rotated", "If-None-Match": etag}
     )
@@ -563,6 +598,7 @@ def test_deploy_key_create_list_get_delete(gh: httpx.Client, github: FakeGitHub)
 
 def test_deploy_key_in_use_anywhere_is_422(gh: httpx.Client, github: FakeGitHub) -> None:
     """The same key body (whatever its comment) cannot be added twice, even on another repo."""
+    github.add_repository("acme/other")
     text = public_key("first")
     assert gh.post(f"{REPO}/keys", json={"key": text, "title": "a"}).status_code == 201
 
@@ -597,6 +633,64 @@ def test_malformed_deploy_key_is_422(gh: httpx.Client, github: FakeGitHub) -> No
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "key"
     assert gh.post(f"{REPO}/keys", json={"title": "t"}, headers=INVALID).status_code == 422
+    assert github.keys("acme", "app") == []
+
+
+def _openssh(kind: str, *fields: bytes) -> str:
+    """An OpenSSH public key line of type ``kind`` made of ``fields`` (no real key needed)."""
+    raw = b"".join(struct.pack(">I", len(f)) + f for f in (kind.encode(), *fields))
+    return f"{kind} {base64.b64encode(raw).decode()} made-up"
+
+
+def _generated(kind: str) -> str:
+    """A fresh public key of an accepted type, made by ``cryptography``."""
+    private: Any = {
+        "ssh-ed25519": lambda: Ed25519PrivateKey.generate(),
+        "ssh-rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ecdsa-sha2-nistp256": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "ecdsa-sha2-nistp384": lambda: ec.generate_private_key(ec.SECP384R1()),
+        "ecdsa-sha2-nistp521": lambda: ec.generate_private_key(ec.SECP521R1()),
+    }[kind]()
+    raw = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{raw.decode()} {kind}"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+    ],
+)
+def test_the_key_types_github_takes_are_accepted(gh: httpx.Client, kind: str) -> None:
+    """Ed25519, RSA and ECDSA public keys are registered."""
+    response = gh.post(f"{REPO}/keys", json={"key": _generated(kind), "title": kind})
+    assert response.status_code == 201, response.text
+    assert response.json()["key"].startswith(f"{kind} ")
+
+
+def test_a_dsa_key_is_refused_as_github_does_since_2022(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """An ssh-dss key, well formed, is a 422 naming the accepted types; nothing is added,
+    neither through the API nor through the add_key helper."""
+    dsa = _openssh(
+        "ssh-dss", b"\x00\xb1" * 64, b"\x00\xc2" * 10, b"\x00\xd3" * 64, b"\x00\xe4" * 64
+    )
+    response = gh.post(f"{REPO}/keys", json={"key": dsa, "title": "old", "read_only": True})
+
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert (error["resource"], error["field"], error["code"]) == ("PublicKey", "key", "custom")
+    assert error["message"].startswith("key is invalid. It must begin with 'ecdsa-sha2-nistp256'")
+    assert "'ssh-ed25519'" in error["message"] and "ssh-dss" not in error["message"]
+    with pytest.raises(ValueError):
+        github.add_key("acme", "app", dsa, "old")
     assert github.keys("acme", "app") == []
 
 
@@ -652,6 +746,36 @@ def test_environment_names_are_url_decoded_and_validated(gh: httpx.Client) -> No
 # -- auth, routes, knobs ---------------------------------------------------------------------
 
 
+def test_a_request_without_a_user_agent_is_refused_with_githubs_html_403(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """No User-Agent (or an empty one): 403 in HTML with Connection: close, before the
+    credential or the rate limit is looked at; nothing is created."""
+    body = {"ref": "main", "auto_merge": False, "required_contexts": []}
+    before = int(gh.get(f"{REPO}/deployments").headers["x-ratelimit-remaining"])
+    answers = []
+    for agent in (None, ""):
+        request = gh.build_request(
+            "POST", f"{REPO}/deployments", json=body, headers={**OFF_SPEC, "Authorization": "x"}
+        )
+        if agent is None:
+            del request.headers["User-Agent"]
+        else:
+            request.headers["User-Agent"] = agent
+        answers.append(gh.send(request))
+
+    for answer in answers:
+        assert answer.status_code == 403
+        assert answer.headers["content-type"] == "text/html"
+        assert answer.headers["connection"] == "close"
+        assert answer.content == NO_USER_AGENT
+        assert b"User-Agent header" in answer.content
+        assert "x-ratelimit-remaining" not in answer.headers
+    assert int(gh.get(f"{REPO}/deployments").headers["x-ratelimit-remaining"]) == before - 1
+    assert github.deployments("acme", "app") == []
+    assert deploy(gh)["ref"] == "main"  # the client's own User-Agent is enough
+
+
 def test_bad_or_missing_credentials_are_401(gh: httpx.Client, github: FakeGitHub) -> None:
     """Wrong or absent tokens are 401 Bad credentials; "token <t>" works like "Bearer <t>"."""
     wrong = gh.get(f"{REPO}/deployments", headers={"Authorization": "Bearer nope"})
@@ -662,6 +786,154 @@ def test_bad_or_missing_credentials_are_401(gh: httpx.Client, github: FakeGitHub
     assert wrong.json()["message"] == "Bad credentials"
     assert "x-ratelimit-remaining" in wrong.headers
     assert legacy.status_code == 200
+
+
+def test_an_unknown_repository_is_404_on_every_operation(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Every operation on a repository nobody created answers GitHub's 404 Not Found and
+    changes nothing; creating it (any spelling: names are case-insensitive) makes it answer."""
+    key = {"key": public_key(), "title": "k"}
+    calls = [
+        ("GET", "/deployments", None),
+        ("POST", "/deployments", {"ref": "main", "auto_merge": False, "required_contexts": []}),
+        ("GET", "/deployments/1001", None),
+        ("DELETE", "/deployments/1001", None),
+        ("GET", "/deployments/1001/statuses", None),
+        ("POST", "/deployments/1001/statuses", {"state": "success"}),
+        ("GET", "/deployments/1001/statuses/50001", None),
+        ("GET", "/keys", None),
+        ("POST", "/keys", key),
+        ("GET", "/keys/700001", None),
+        ("DELETE", "/keys/700001", None),
+        ("GET", "/environments", None),
+        ("GET", "/environments/staging", None),
+        ("PUT", "/environments/staging", {}),
+    ]
+    for method, path, body in calls:
+        response = gh.request(method, f"/repos/acme/ghost{path}", json=body)
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {
+            "message": "Not Found",
+            "documentation_url": "https://docs.github.com/rest",
+            "status": "404",
+        }
+    assert github.writes() == []
+    assert github.deployments("acme", "ghost") == github.keys("acme", "ghost") == []
+
+    github.add_repository("Acme/Ghost")
+    created = deploy(gh, repo="/repos/acme/ghost")
+    assert created["repository_url"] == f"{github.base_url}/repos/Acme/Ghost"
+    assert gh.post("/repos/ACME/GHOST/keys", json=key).status_code == 201
+
+
+def test_seeding_a_ref_creates_its_repository(gh: httpx.Client, github: FakeGitHub) -> None:
+    """add_branch, add_tag and add_commit create a repository that did not exist (with its
+    main branch); add_repository alone gives it main; the fixture's repository is acme/web."""
+    github.add_tag("acme/tagged", "v1")
+    github.add_branch("acme/branched", "develop")
+    sha = github.add_commit("acme/committed", "c" * 40)
+    github.add_repository("acme/bare")
+
+    assert deploy(gh, repo="/repos/acme/tagged", ref="v1")["ref"] == "v1"
+    assert deploy(gh, repo="/repos/acme/branched", ref="develop")["ref"] == "develop"
+    assert deploy(gh, repo="/repos/acme/committed", ref=sha)["sha"] == sha
+    for repository in ("tagged", "branched", "committed", "bare", "web"):
+        assert deploy(gh, repo=f"/repos/acme/{repository}")["ref"] == "main"
+
+
+def test_the_default_token_holds_deployments_and_administration_write(
+    github: FakeGitHub,
+) -> None:
+    """A fake made without ``tokens`` accepts its one token with every permission its
+    operations need; ``tokens`` adds others (or narrows that one)."""
+    assert github.tokens == {TOKEN: {"deployments": "write", "administration": "write"}}
+    assert github.tokens[TOKEN] == ALL_PERMISSIONS
+    narrowed = FakeGitHub(TOKEN, tokens={TOKEN: {"deployments": "read"}, "ghp_b": {}})
+    assert narrowed.tokens == {TOKEN: {"deployments": "read"}, "ghp_b": {}}
+
+
+def test_a_token_without_the_deployments_permission_gets_403(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Deployments and statuses need "Deployments" read (GET) or write (POST, DELETE): without
+    it GitHub answers 403 "Resource not accessible by personal access token", naming the
+    permission in X-Accepted-GitHub-Permissions, and nothing changes."""
+    deployment = deploy(gh)
+    github.tokens["ghp_keys_only"] = {"administration": "write"}
+    github.tokens["ghp_read_only"] = {"deployments": "read"}
+    base = f"{REPO}/deployments"
+    calls = [
+        ("GET", base, None, "read"),
+        ("POST", base, {"ref": "main", "auto_merge": False, "required_contexts": []}, "write"),
+        ("GET", f"{base}/{deployment['id']}", None, "read"),
+        ("DELETE", f"{base}/{deployment['id']}", None, "write"),
+        ("GET", f"{base}/{deployment['id']}/statuses", None, "read"),
+        ("POST", f"{base}/{deployment['id']}/statuses", {"state": "inactive"}, "write"),
+    ]
+    for token in ("ghp_keys_only", "ghp_read_only"):
+        for method, path, body, level in calls:
+            answer = gh.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if token == "ghp_read_only" and level == "read":
+                assert answer.status_code == 200, (token, method, path)
+                continue
+            assert answer.status_code == 403, (token, method, path)
+            assert answer.json()["message"] == "Resource not accessible by personal access token"
+            assert answer.headers["x-accepted-github-permissions"] == f"deployments={level}"
+            assert int(answer.headers["x-ratelimit-remaining"]) > 0
+            assert "retry-after" not in answer.headers
+    assert github.deployments("acme", "app") == [gh.get(f"{base}/{deployment['id']}").json()]
+    assert github.statuses(deployment["id"]) == []
+    keys_only = {"Authorization": "Bearer ghp_keys_only"}
+    assert gh.get(f"{REPO}/keys", headers=keys_only).status_code == 200
+
+
+def test_a_token_without_the_administration_permission_gets_403_on_keys(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Deploy keys need "Administration" read (GET) or write (POST, DELETE), and so does
+    creating or updating an environment (write); reading environments needs neither."""
+    key = gh.post(f"{REPO}/keys", json={"key": public_key(), "title": "k"}).json()
+    github.tokens["ghp_deployer"] = {"deployments": "write"}
+    github.tokens["ghp_auditor"] = {"deployments": "read", "administration": "read"}
+    calls = [
+        ("GET", f"{REPO}/keys", None, "read"),
+        ("POST", f"{REPO}/keys", {"key": public_key(), "title": "k2"}, "write"),
+        ("GET", f"{REPO}/keys/{key['id']}", None, "read"),
+        ("DELETE", f"{REPO}/keys/{key['id']}", None, "write"),
+        ("PUT", f"{REPO}/environments/staging", {}, "write"),
+    ]
+    for token in ("ghp_deployer", "ghp_auditor"):
+        headers = {"Authorization": f"Bearer {token}"}
+        for method, path, body, level in calls:
+            answer = gh.request(method, path, json=body, headers=headers)
+            if token == "ghp_auditor" and level == "read":
+                assert answer.status_code == 200, (token, method, path)
+                continue
+            assert answer.status_code == 403, (token, method, path)
+            assert answer.json()["message"] == "Resource not accessible by personal access token"
+            assert answer.headers["x-accepted-github-permissions"] == f"administration={level}"
+        assert gh.get(f"{REPO}/environments", headers=headers).status_code == 200
+    assert github.keys("acme", "app") == [key]
+    assert github.environments("acme", "app") == []
+    deployer = {"Authorization": "Bearer ghp_deployer"}
+    body = {"ref": "main", "auto_merge": False, "required_contexts": []}
+    assert gh.post(f"{REPO}/deployments", json=body, headers=deployer).status_code == 201
+
+
+def test_an_unknown_repository_is_404_and_an_unknown_token_401_whatever_they_hold(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """Existence comes before permissions (404 for a repository nobody created, even to a
+    token that could not write there), and a token the fake does not know is 401."""
+    github.tokens["ghp_nothing"] = {}
+    nothing = {"Authorization": "Bearer ghp_nothing"}
+    assert gh.get("/repos/acme/ghost/keys", headers=nothing).status_code == 404
+    assert gh.get(f"{REPO}/keys", headers=nothing).status_code == 403
+    github.tokens.pop("ghp_nothing")
+    assert gh.get(f"{REPO}/keys", headers=nothing).status_code == 401
 
 
 def test_unknown_routes_are_404(gh: httpx.Client) -> None:
@@ -865,8 +1137,11 @@ def test_drift_helpers_change_state_without_requests(gh: httpx.Client, github: F
 
     key = github.add_key("acme", "app", public_key(), "drifted")
     assert gh.get(f"{REPO}/keys/{key['id']}").json() == key
+    github.add_repository("acme/other")
     with pytest.raises(ValueError):
         github.add_key("acme", "other", f"{key['key']} copy", "dup")
+    with pytest.raises(KeyError):
+        github.add_key("acme", "nowhere", public_key(), "no such repository")
     github.delete_key("acme", "app", key["id"])
     assert gh.get(f"{REPO}/keys").json() == []
 
@@ -904,7 +1179,8 @@ def test_checker_rejects_responses_the_spec_does_not_allow(
 def test_checker_rejects_requests_the_spec_does_not_allow(
     github: FakeGitHub, github_spec: OpenApiChecker
 ) -> None:
-    """A bad state, a non-integer id or a mistyped query parameter fail the request check."""
+    """A bad state, a non-integer id, a mistyped query parameter or no User-Agent fail the
+    request check."""
     base = f"{github.base_url}{REPO}/deployments"
     headers = {"content-type": "application/json"}
 
@@ -914,4 +1190,7 @@ def test_checker_rejects_requests_the_spec_does_not_allow(
         github_spec.check_request("GET", f"{base}/abc", {}, None)
     with pytest.raises(AssertionError, match="per_page"):
         github_spec.check_request("GET", f"{base}?per_page=lots", {}, None)
-    github_spec.check_request("POST", f"{base}/1/statuses", headers, b'{"state": "success"}')
+    with pytest.raises(AssertionError, match="no user-agent header"):
+        github_spec.check_request("POST", f"{base}/1/statuses", headers, b'{"state": "success"}')
+    with_agent = {**headers, "User-Agent": "slotkeeper-tests"}
+    github_spec.check_request("POST", f"{base}/1/statuses", with_agent, b'{"state": "success"}')

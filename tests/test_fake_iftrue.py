@@ -53,8 +53,12 @@ def it(iftrue: FakeIftrue) -> Iterator[httpx.Client]:
         yield client
 
 
+NODE_ID = "DE_kwDOAAAAAAAAA-k"
+
+
 def body(**fields: Any) -> dict[str, Any]:
-    """The six required fields."""
+    """The fields a record of a GitHub repository requires: the six, and the GitHub
+    deployment's node id."""
     return {
         "title": "api v1 to production",
         "branch": "main",
@@ -62,6 +66,7 @@ def body(**fields: Any) -> dict[str, Any]:
         "repository_url": "https://github.com/acme/api",
         "member_id": "aef23f76-9e33-679d-a92c-ff7321f61bb8",
         "pull_request_number": 241,
+        "deployment_node_id": NODE_ID,
         **fields,
     }
 
@@ -103,7 +108,7 @@ def test_create_answers_201_with_the_record_and_its_defaults(
         "branch": "main",
         "commit_id": "fa9bce58bac99d1186f00d90881dd7b1e7a3acfd",
         "deployment_duration": None,
-        "node_id": None,
+        "node_id": NODE_ID,
         "status": "succes",
     }
     assert iftrue.records() == [{**created, **body()}]
@@ -120,7 +125,7 @@ def test_optional_fields_are_recorded(it: httpx.Client) -> None:
         is_hotfix=True,
         is_forced=True,
         commits_count=5,
-        deployment_node_id="DE_kwDOAAAAAAAAA-k",
+        deployment_node_id="DE_kwDOAAAAAAAAB-k",
         status="in_progress",
     )
 
@@ -129,7 +134,7 @@ def test_optional_fields_are_recorded(it: httpx.Client) -> None:
     assert created["deployment_duration"] == 12.5
     assert created["is_fix"] is created["is_hotfix"] is created["is_forced"] is True
     assert created["commits_count"] == 5
-    assert created["node_id"] == "DE_kwDOAAAAAAAAA-k"
+    assert created["node_id"] == "DE_kwDOAAAAAAAAB-k"
     assert created["status"] == "in_progress"
 
 
@@ -152,10 +157,50 @@ def test_every_post_creates_a_new_record(it: httpx.Client, iftrue: FakeIftrue) -
 
 
 @pytest.mark.parametrize(
+    "repository_url",
+    [
+        "https://github.com/acme/api",
+        "http://github.com/acme/api",
+        "https://www.github.com/acme/api",
+        "git@github.com:acme/api.git",
+    ],
+)
+def test_a_github_repository_requires_deployment_node_id(
+    it: httpx.Client, iftrue: FakeIftrue, repository_url: str
+) -> None:
+    """deployment_node_id is "No (Required for GitHub)" in iftrue's table: a record of a
+    repository on GitHub without it is 400 naming the field, and nothing is recorded."""
+    sent = body(repository_url=repository_url)
+    del sent["deployment_node_id"]
+    response = it.post(PATH, json=sent, headers=INVALID)
+
+    assert response.status_code == 400
+    assert "'deployment_node_id' is a required property" in response.json()["message"]
+    assert iftrue.records() == []
+
+
+@pytest.mark.parametrize(
+    "repository_url",
+    ["https://gitlab.com/acme/api", "https://bitbucket.org/acme/api", "https://notgithub.com/a/b"],
+)
+def test_another_providers_repository_needs_no_deployment_node_id(
+    it: httpx.Client, repository_url: str
+) -> None:
+    """Only the six fields are required of a repository that is not on GitHub."""
+    sent = body(repository_url=repository_url)
+    del sent["deployment_node_id"]
+    response = it.post(PATH, json=sent)
+
+    assert response.status_code == 201
+    assert response.json()["node_id"] is None
+
+
+@pytest.mark.parametrize(
     ("payload", "field"),
     [
         ({k: v for k, v in body().items() if k != "title"}, "title"),
         ({k: v for k, v in body().items() if k != "member_id"}, "member_id"),
+        ({k: v for k, v in body().items() if k != "deployment_node_id"}, "deployment_node_id"),
         (body(pull_request_number=None), "pull_request_number"),
         (body(pull_request_number="241"), "pull_request_number"),
         (body(pull_request_number=True), "pull_request_number"),

@@ -210,9 +210,29 @@ def test_status_advances_one_step_per_get_until_ready(uk: httpx.Client) -> None:
     assert ["hostnames" in d for d in seen] == [False, False, True, True]
     assert all(h.endswith(".unkey.app") for h in seen[2]["hostnames"])
     assert "acme-api-production.unkey.app" in seen[2]["hostnames"]
-    assert [len(d["steps"]) for d in seen] == [2, 3, 4, 4]
-    assert all(isinstance(s["createdAt"], int) for s in seen[-1]["steps"])
-    assert "errorMessage" not in seen[-1]
+    assert all(set(d) <= {"id", "status", "hostnames"} for d in seen)
+
+
+def test_steps_and_error_message_are_sent_only_when_the_scenario_asks(
+    uk: httpx.Client, unkey: FakeUnkey
+) -> None:
+    """Unkey's handler fills only id, status and hostnames (API-REFERENCE section 3): no
+    ``steps`` and no ``errorMessage``, even for a FAILED deployment, unless ``fill_details``."""
+    unkey.fail_images = {"broken"}
+    failing = create(uk, dockerImage="ghcr.io/acme/broken:v1")
+    fine = create(uk)
+    plain = [get(uk, deployment_id) for deployment_id in (failing, fine) for _ in range(3)]
+    expected = ["BUILDING", "DEPLOYING", "FAILED", "BUILDING", "DEPLOYING", "READY"]
+    assert [d["status"] for d in plain] == expected
+    assert all("steps" not in d and "errorMessage" not in d for d in plain)
+
+    unkey.fill_details = True
+    failed, ready = get(uk, failing), get(uk, fine)
+    assert "ghcr.io/acme/broken:v1" in failed["errorMessage"]
+    assert failed["steps"][-1]["errorMessage"] == failed["errorMessage"]
+    assert [len(d["steps"]) for d in (failed, ready)] == [4, 4]
+    assert all(isinstance(s["createdAt"], int) for s in ready["steps"])
+    assert "errorMessage" not in ready
 
 
 @pytest.mark.parametrize(
@@ -238,17 +258,17 @@ def test_steps_to_ready_sets_the_number_of_polls(
     assert unkey.deployments()[0]["polls"] == len(expected)
 
 
-def test_fail_images_end_failed_with_an_error_message(uk: httpx.Client, unkey: FakeUnkey) -> None:
-    """An image matching fail_images goes through the steps and ends FAILED with errorMessage."""
+def test_fail_images_end_failed(uk: httpx.Client, unkey: FakeUnkey) -> None:
+    """An image matching fail_images goes through the statuses and ends FAILED, without
+    hostnames; the fake keeps why for observation."""
     unkey.fail_images = {"broken"}
     failing = create(uk, dockerImage="ghcr.io/acme/broken:v1")
     fine = create(uk)
     seen = [get(uk, failing) for _ in range(4)]
 
     assert [d["status"] for d in seen] == ["BUILDING", "DEPLOYING", "FAILED", "FAILED"]
-    assert "ghcr.io/acme/broken:v1" in seen[-1]["errorMessage"]
-    assert seen[-1]["steps"][-1]["errorMessage"] == seen[-1]["errorMessage"]
     assert "hostnames" not in seen[-1]
+    assert "ghcr.io/acme/broken:v1" in unkey.deployments()[-1]["errorMessage"]
     assert statuses(uk, fine, 3)[-1] == "READY"
 
 

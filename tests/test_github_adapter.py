@@ -92,6 +92,7 @@ def test_a_key_in_use_elsewhere_is_a_clear_permanent_error(
 ) -> None:
     """A key body registered on another repository cannot be added: a clear error, no token."""
     public = generate_key("c").public_key
+    github.add_repository("acme/other")
     github.add_key("acme", "other", public, "someone-else")
     with pytest.raises(PermanentTargetError) as caught:
         adapter.add_key(key_subject(public))
@@ -105,3 +106,19 @@ def test_deleting_a_key_that_is_already_gone_is_fine(
 ) -> None:
     """Deleting an absent key succeeds: the wanted state (absent) holds."""
     assert adapter.delete_key("acme/web", "999999").state is RemoteState.ABSENT
+
+
+def test_a_token_without_the_administration_permission_cannot_add_a_key(
+    adapter: GitHubTarget, github: FakeGitHub
+) -> None:
+    """GitHub's 403 for a token lacking "Administration" write is a permanent permission
+    error, sent once, quoting GitHub's words and never the token."""
+    github.tokens[TOKEN] = {"deployments": "write"}
+    with pytest.raises(PermanentTargetError) as caught:
+        adapter.add_key(key_subject(generate_key("d").public_key))
+    assert caught.value.http_status == 403
+    assert "permission denied" in str(caught.value)
+    assert "Resource not accessible by personal access token" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert [(r.method, r.status) for r in github.requests] == [("POST", 403)]
+    assert github.keys("acme", "web") == []

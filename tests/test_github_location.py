@@ -308,6 +308,7 @@ def test_the_location_of_a_key_is_stored_with_its_sync(
     sk: Sk, workdir: Path, gh: FakeGitHub, repo: str, ledger_url: str
 ) -> None:
     """A deploy key's sync keeps the base URL and repository it was registered in."""
+    gh.add_repository("acme/keys")
     declare(workdir, gh, {}, deployKeys=[deploy_key("deployer", repository="acme/keys")])
     apply(sk, ledger_url, "--secrets-dir", "secrets")
     [key] = read(ledger_url).keys.values()

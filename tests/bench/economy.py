@@ -32,7 +32,7 @@ def github_tree(fake: FakeGitHub, environments: int, slots: int, **shape: Any) -
         **UNLIMITED,
         **shape.pop("github", {}),
     }
-    return Tree(
+    tree = Tree(
         environments,
         slots,
         repositories=min(10, environments),
@@ -41,6 +41,9 @@ def github_tree(fake: FakeGitHub, environments: int, slots: int, **shape: Any) -
         ref="main",
         **shape,
     )
+    for repository in tree.repository_names():
+        fake.add_repository(repository)
+    return tree
 
 
 def kind(request: RecordedRequest) -> str:

@@ -68,6 +68,10 @@ class Tree:
     def repository(self, e: int) -> str:
         return f"acme/repo-{e % self.repositories:03d}"
 
+    def repository_names(self) -> list[str]:
+        """Every repository the environments name, once each (a fake GitHub must hold them)."""
+        return sorted({self.repository(e) for e in range(self.environments)})
+
     def slot_name(self, s: int) -> str:
         return f"{_SERVICES[s % len(_SERVICES)]}-{s:04d}"
 

@@ -74,6 +74,8 @@ def test_every_slot_gets_a_deployment_and_a_success_status(
 ) -> None:
     """The baseline writes one deployment and one success status per slot, every request in spec."""
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")
 
     assert code == 0
@@ -103,6 +105,8 @@ def test_default_pygithub_throttle_spaces_writes(
 ) -> None:
     """Without --no-throttle, PyGithub's seconds_between_writes=1.0 applies: 2 writes, >= 1 s."""
     tree = Tree(environments=1, slots_per_environment=1, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"))
 
     assert code == 0
@@ -118,6 +122,8 @@ def test_secondary_limit_is_hit_and_reported(
     """At a secondary limit the baseline meets 403s with Retry-After and reports what it made."""
     github.secondary_limit = (4, 2.0)
     tree = Tree(environments=2, slots_per_environment=3, keys_per_environment=0)
+    for repository in tree.repository_names():
+        github.add_repository(repository)
     code, summary = run_baseline(github, write(tree, tmp_path / "m"), "--no-throttle")
 
     refused = [r for r in github.requests if r.status == 403]

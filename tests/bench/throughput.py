@@ -62,6 +62,8 @@ def measure_slotkeeper(work: Path, slots: int, latency: float, concurrency: int)
             },
             ref="main",
         )
+        for repository in tree.repository_names():
+            github.add_repository(repository)
         bench = Bench(work, github, env={"CHAINLOOP_TOKEN": CHAINLOOP_TOKEN})
         chainloop.reset_log()
         step = bench.apply(tree, concurrency=concurrency)

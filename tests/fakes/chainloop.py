@@ -10,9 +10,17 @@ what ``tests/fakes/specs/API-REFERENCE.md`` section 2 says a schema cannot:
   and safe to retry. With another artifact, the active record becomes SUPERSEDED and a new
   DEPLOYED record is created. DECOMMISSIONED and SUPERSEDED mark the slot's newest record with
   that artifact (or create one already in that status). Records are never deleted by the API.
-- Listing is newest first with offset pagination: ``pagination.page`` is 1-based (the published
-  description says zero-based; the open-source request validator demands ``page >= 1``),
-  ``pagination.page_size`` defaults to 10 and may not exceed 100.
+- Listing is newest first with offset pagination, and pages are numbered from 1. The published
+  parameter description says "The (zero-based) offset of the first item returned in the
+  collection" (``specs/chainloop-deployments.openapi.json``), but that sentence is the comment
+  of ``OffsetPaginationRequest.page`` in chainloop-dev/chainloop's ``pagination.proto``, whose
+  own validation rule is ``page >= 1`` and ``0 < page_size <= 100`` (the spec's
+  ``x-transcription-note`` on both parameters, ``specs/API-REFERENCE.md`` section 2), and the
+  open-source control plane's offset is ``(page - 1) * page_size``
+  (``app/controlplane/pkg/pagination/offset.go``). So page 0 is a 400, as is a ``pagination``
+  that gives only one of its two fields: the other is then 0, which the rules refuse. Without
+  any ``pagination.*`` parameter the server's defaults apply (page 1; the fake's page size is
+  10).
 - Errors are grpc-gateway ``rpcStatus`` bodies ``{"code", "message", "details": []}`` with the
   gRPC code's HTTP status: 3 InvalidArgument (400), 16 Unauthenticated (401), 7
   PermissionDenied (403), 5 NotFound (404), 8 ResourceExhausted (429), 13 Internal (500), 12
@@ -306,8 +314,10 @@ class FakeChainloop(FakeServer):
         return record
 
     def _list(self, query: dict[str, str]) -> Reply:
-        page = _int_query(query, "pagination.page", 1)
-        page_size = _int_query(query, "pagination.page_size", DEFAULT_PAGE_SIZE)
+        # One pagination field makes the message present, and the other one is then 0.
+        given = "pagination.page" in query or "pagination.page_size" in query
+        page = _int_query(query, "pagination.page", 0 if given else 1)
+        page_size = _int_query(query, "pagination.page_size", 0 if given else DEFAULT_PAGE_SIZE)
         if page < 1:
             raise _invalid(
                 "validation error:\n - pagination.page: value must be greater than or equal "

@@ -16,18 +16,59 @@ without answering), ``stall_rate``/``stall_seconds`` (process, then answer late)
 answer's ``Link: rel="next"``, as a hostile server would send). Randomness comes from
 ``random.Random(seed)``.
 
+Repositories exist only once a test creates them, as on GitHub, where every call under
+``/repos/{owner}/{repo}`` to a repository that does not exist (or that the credential cannot see)
+answers 404 ``Not Found`` (docs.github.com/rest/using-the-rest-api/troubleshooting-the-rest-api,
+"404 Not Found for an existing resource"; every operation of
+``specs/github-deployments.openapi.json`` takes ``owner`` and ``repo`` as path parameters).
+``add_repository`` (or the ``repositories`` argument) creates one; seeding a ref with
+``add_branch``, ``add_tag`` or ``add_commit`` creates the repository too, when it is new, so a
+test that seeds a tag need not declare its repository twice.
+
+A request without a ``User-Agent`` header is refused before anything else, as GitHub does:
+``specs/API-REFERENCE.md`` section 1 lists "a ``User-Agent``" among the headers every request
+sends, and GitHub's documentation ("User agent required", docs.github.com/rest/using-the-rest-api/
+getting-started-with-the-rest-api) shows the answer: 403, ``Content-Type: text/html``,
+``Connection: close``, "Request forbidden by administrative rules. Please make sure your request
+has a User-Agent header", with none of the API's headers. The fake answers the same (an empty
+value counts as none).
+
+Tokens carry permissions, as fine-grained personal access tokens and GitHub App installations
+do: ``tokens`` maps each accepted token to its repository permissions, ``{"deployments":
+"write", "administration": "write"}`` by default (``ALL_PERMISSIONS``; a level is ``"read"`` or
+``"write"``, and write includes read). ``specs/API-REFERENCE.md`` section 1, "Scopes": the
+"Deployments" permission, read for GETs and write for POST/DELETE, covers deployments and their
+statuses; section 5, "Permissions": "Administration read & write (deploy keys)", and section 1,
+"Environments": creating or updating an environment needs admin. Listing and reading
+environments needs only read access to the repository (the spec's description of
+``repos/get-all-environments``). A token without the permission an operation needs gets
+GitHub's documented answer, 403 "Resource not accessible by personal access token" with the
+``X-Accepted-GitHub-Permissions`` header naming what was needed (docs.github.com, "Choosing
+permissions for a GitHub App": "If your app makes a REST API request with insufficient
+permissions, the API will return a 403 response"); a repository that does not exist is a 404
+whatever the token holds. ``tokens`` is a knob like the others (add, remove or narrow a token
+while the server runs; ``token`` only names the one the fake was made with).
+
 Refs are per repository, as on GitHub: a deployment's ``ref`` must be a branch, a tag or a
 commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag wins over a branch
 of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
 commit it starts), else the create is refused with 422 "No ref found for: X". Tests seed refs
 with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. GitHub's other
-documented refusals are kept: a status ``description`` over 140 characters, and an environment
-name that is empty, longer than 255 characters or holds a control character (on a deployment,
-a status or an environment), each a 422.
+documented refusals are kept, each a 422: a deploy key of a type GitHub no longer takes (DSA,
+``ssh-dss``, see ``KEY_TYPES``), a status ``description`` over 140 characters, and an
+environment name that is empty, longer than 255 characters or holds a control character (on a
+deployment, a status or an environment). A deployment's ``payload`` is a JSON object or a string
+of JSON text (the spec's request schema for ``repos/create-deployment``: ``oneOf`` object or
+string, default ``""``; its description: "It is a JSON text field"; ``API-REFERENCE.md``
+section 1, "Create deployment": "JSON object or JSON-encoded string"): any other value, or a
+non-empty string that does not parse as JSON, is a 422. GitHub does not document how it answers
+a string that is not JSON; the fake holds clients to the documented contract, and a string
+payload is kept as sent (a string), as GitHub does.
 
-Simplifications: every ``owner/repo`` exists (names are case-insensitive); a repository nobody
-seeded has one branch, ``main``, at a deterministic fake commit (``sha_of``), and no tags; a
-branch or tag seeded without a commit points at a deterministic fake one. One token, one user
+Simplifications: repository names are case-insensitive (the API answers with the spelling the
+repository was created with); a repository created without refs has one branch, ``main``, at a
+deterministic fake commit (``sha_of``), and no tags; a branch or tag seeded without a commit
+points at a deterministic fake one. Every token sees every repository, and acts as one user
 (octocat, ID 1); write timestamps advance by at least one second per write so ``updated_at``
 (and thus every ETag) changes on each write, even within the same wall-clock second.
 """
@@ -65,8 +106,10 @@ from tests.fakes.server import (
 # ALL_METHODS and RecordedRequest lived here before server.py; tests import them from here.
 __all__ = [
     "ALL_METHODS",
+    "ALL_PERMISSIONS",
     "DOCS",
     "KEY_TYPES",
+    "NO_USER_AGENT",
     "STATES",
     "WRITE_METHODS",
     "FakeGitHub",
@@ -78,10 +121,13 @@ __all__ = [
 
 DOCS = "https://docs.github.com/rest"
 STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+#: the key types GitHub accepts for a new key. DSA (``ssh-dss``) is not among them since
+#: 2022-03-15: "DSA keys (ssh-dss) are no longer supported. You cannot add new DSA keys"
+#: (docs.github.com/authentication/connecting-to-github-with-ssh/checking-for-existing-ssh-keys;
+#: the vendored descriptions are silent on key types)
 KEY_TYPES = frozenset(
     {
         "ssh-rsa",
-        "ssh-dss",
         "ssh-ed25519",
         "ecdsa-sha2-nistp256",
         "ecdsa-sha2-nistp384",
@@ -90,6 +136,11 @@ KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
+#: what a token holds unless a test says otherwise: all that the fake's operations need
+ALL_PERMISSIONS: Mapping[str, str] = {"deployments": "write", "administration": "write"}
+_LEVELS = {"read": 1, "write": 2}
+# OpenSSH public key types ``key_blob`` can read, the refused DSA included
+_OPENSSH_TYPES = KEY_TYPES | {"ssh-dss"}
 _FIRST_IDS = {
     "deployment": 1001,
     "status": 50001,
@@ -97,6 +148,12 @@ _FIRST_IDS = {
     "environment": 8000001,
     "rule": 90000001,
 }
+#: GitHub's answer to a request without a User-Agent, as its edge sends it (HTML, not JSON)
+NO_USER_AGENT = (
+    b"Request forbidden by administrative rules. Please make sure your request has a User-Agent "
+    b"header (http://developer.github.com/v3/#user-agent-required). Check "
+    b"https://developer.github.com for other possible causes.\n"
+)
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-fA-F]{7,39}")
 #: GitHub's documented longest environment name
@@ -123,6 +180,22 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("PUT", rf"{_REPO}/environments/(?P<name>[^/]+)", "_put_environment"),
     )
 ]
+# The permission (and level) each operation needs, by the name of the method that answers it;
+# reading environments needs none beyond access to the repository.
+_NEEDS: dict[str, tuple[str, str]] = {
+    "_list_deployments": ("deployments", "read"),
+    "_post_deployment": ("deployments", "write"),
+    "_get_deployment": ("deployments", "read"),
+    "_delete_deployment": ("deployments", "write"),
+    "_list_statuses": ("deployments", "read"),
+    "_post_status": ("deployments", "write"),
+    "_get_status": ("deployments", "read"),
+    "_list_keys": ("administration", "read"),
+    "_post_key": ("administration", "write"),
+    "_get_key": ("administration", "read"),
+    "_delete_key": ("administration", "write"),
+    "_put_environment": ("administration", "write"),
+}
 
 
 @dataclass(frozen=True)
@@ -295,7 +368,7 @@ def key_blob(key: str) -> str:
     Raises ``ValueError`` when the text is not an OpenSSH public key.
     """
     parts = key.strip().split()
-    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+    if len(parts) < 2 or parts[0] not in _OPENSSH_TYPES:
         raise ValueError("not an OpenSSH public key")
     try:
         raw = base64.b64decode(parts[1], validate=True)
@@ -311,7 +384,7 @@ def key_blob(key: str) -> str:
 
 
 class FakeGitHub(FakeServer):
-    """GitHub's deployment APIs for one token, in memory, over HTTP on loopback."""
+    """GitHub's deployment APIs for tokens with permissions, in memory, over HTTP on loopback."""
 
     server_software: ClassVar[str] = "GitHub.com"
     content_type: ClassVar[str] = "application/json; charset=utf-8"
@@ -320,6 +393,8 @@ class FakeGitHub(FakeServer):
         self,
         token: str = "ghp_testtoken0123456789",
         *,
+        tokens: Mapping[str, Mapping[str, str]] | None = None,
+        repositories: Iterable[str] = (),
         seed: int = 0,
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
@@ -327,6 +402,11 @@ class FakeGitHub(FakeServer):
         super().__init__(token, seed=seed)
         self.clock = clock
         # Knobs beyond server.py's (latency, error/drop/stall rates, knob_methods).
+        # Every accepted token and its permissions; ``token`` holds them all unless ``tokens``
+        # says otherwise.
+        self.tokens: dict[str, dict[str, str]] = {token: dict(ALL_PERMISSIONS)}
+        for name, permissions in (tokens or {}).items():
+            self.tokens[name] = dict(permissions)
         self.rate_limit: int = rate_limit
         self.rate_limit_remaining: int = rate_limit
         self.rate_limit_reset: int = int(clock()) + 3600
@@ -348,6 +428,8 @@ class FakeGitHub(FakeServer):
         self._ids: dict[str, int] = {}
         self._last_tick = 0
         self._served = 0
+        for repository in repositories:
+            self.add_repository(repository)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -394,11 +476,13 @@ class FakeGitHub(FakeServer):
         tags: Iterable[str] | Mapping[str, str] = (),
         commits: Iterable[str] = (),
     ) -> None:
-        """Declare ``owner/repo``'s refs, replacing what it had. Branches and tags are names
+        """Create ``owner/repo`` (or replace the refs it had). Branches and tags are names
         (pointing at ``sha_of`` commits) or a mapping of name to commit sha."""
         with self._lock:
-            refs = _Refs()
-            self._refs[self._repo_key(repository)] = refs
+            names = _split(repository)
+            repo_key = (names[0].lower(), names[1].lower())
+            self._refs[repo_key] = _Refs()
+            self._repo_names.setdefault(repo_key, names)
         for name, sha in _named(branches):
             self.add_branch(repository, name, sha)
         for name, sha in _named(tags):
@@ -410,7 +494,7 @@ class FakeGitHub(FakeServer):
         """Add (or move) a branch of ``owner/repo``; returns the commit it points at."""
         with self._lock:
             commit = (sha or sha_of(repository, name)).lower()
-            refs = self._repo_refs(*self._repo_key(repository))
+            refs = self._seeded_refs(repository)
             refs.branches[name] = commit
             refs.commits.add(commit)
             return commit
@@ -419,7 +503,7 @@ class FakeGitHub(FakeServer):
         """Add (or move) a tag of ``owner/repo``; returns the commit it points at."""
         with self._lock:
             commit = (sha or sha_of(repository, f"refs/tags/{name}")).lower()
-            refs = self._repo_refs(*self._repo_key(repository))
+            refs = self._seeded_refs(repository)
             refs.tags[name] = commit
             refs.commits.add(commit)
             return commit
@@ -429,7 +513,7 @@ class FakeGitHub(FakeServer):
         if not _HEX40.fullmatch(sha):
             raise ValueError(f"not a commit sha: {sha!r}")
         with self._lock:
-            self._repo_refs(*self._repo_key(repository)).commits.add(sha.lower())
+            self._seeded_refs(repository).commits.add(sha.lower())
             return sha.lower()
 
     # -- drift: change state as someone else would, without a request --------------------------
@@ -473,8 +557,11 @@ class FakeGitHub(FakeServer):
     def add_key(
         self, owner: str, repo: str, key: str, title: str, read_only: bool = True
     ) -> JsonObject:
-        """Register a deploy key (``ValueError`` if malformed or already in use anywhere)."""
+        """Register a deploy key (``KeyError`` if the repository does not exist,
+        ``ValueError`` if the key is malformed or already in use anywhere)."""
         with self._lock:
+            if (owner.lower(), repo.lower()) not in self._refs:
+                raise KeyError(f"{owner}/{repo}")
             try:
                 created = self._create_key(
                     owner, repo, {"key": key, "title": title, "read_only": read_only}
@@ -486,7 +573,11 @@ class FakeGitHub(FakeServer):
     # -- the request pipeline ----------------------------------------------------------------
 
     def _admit(self, incoming: Incoming) -> Reply | None:
-        """Credentials, then the primary limit, ``forbidden`` and the secondary limit."""
+        """A User-Agent, credentials, then the primary limit, ``forbidden``, the secondary
+        limit, whether the repository exists and whether the token may do this."""
+        if _no_user_agent(incoming):
+            headers = {"content-type": "text/html", "connection": "close"}
+            return Reply(403, NO_USER_AGENT, headers)
         refusal = super()._admit(incoming)
         if refusal is not None:
             return refusal
@@ -496,9 +587,30 @@ class FakeGitHub(FakeServer):
         self.rate_limit_remaining -= 1  # given back in _decide if the answer is a 304
         if self.forbidden:
             return _error(403, "Resource not accessible by personal access token")
-        if incoming.method in WRITE_METHODS:
-            return self._secondary_refusal()
-        return None
+        if incoming.method in WRITE_METHODS and (refusal := self._secondary_refusal()):
+            return refusal
+        matched = _match(incoming)
+        if matched is None:
+            return None
+        handler_name, args = matched
+        try:
+            self._repository(args["owner"], args["repo"])
+        except Refusal as missing:
+            return missing.reply
+        return self._permission_refusal(handler_name, incoming)
+
+    def _permission_refusal(self, handler_name: str, incoming: Incoming) -> Reply | None:
+        """GitHub's 403 when the token lacks the permission the operation needs."""
+        needs = _NEEDS.get(handler_name)
+        if needs is None:
+            return None
+        permission, level = needs
+        held = self.tokens.get(_credential(incoming.headers.get("authorization", "")) or "", {})
+        if _LEVELS.get(held.get(permission, ""), 0) >= _LEVELS[level]:
+            return None
+        reply = _error(403, "Resource not accessible by personal access token")
+        reply.headers["x-accepted-github-permissions"] = f"{permission}={level}"
+        return reply
 
     def _decide(self, incoming: Incoming) -> Decision:
         decision = super()._decide(incoming)
@@ -517,8 +629,8 @@ class FakeGitHub(FakeServer):
         return _error(500, f"fake internal error: {exc!r}")
 
     def _authorized(self, authorization: str) -> bool:
-        scheme, _, credential = authorization.partition(" ")
-        return scheme.lower() in ("bearer", "token") and credential.strip() == self.token
+        credential = _credential(authorization)
+        return credential is not None and credential in self.tokens
 
     def _refill(self) -> None:
         now = self.clock()
@@ -546,6 +658,8 @@ class FakeGitHub(FakeServer):
         return None
 
     def _headers(self, reply: Reply, body: bytes, incoming: Incoming) -> dict[str, str]:
+        if _no_user_agent(incoming):  # refused at the edge: none of the API's headers
+            return {**reply.headers, "content-length": str(len(body))}
         request = incoming.headers
         with self._lock:
             self._served += 1
@@ -569,28 +683,26 @@ class FakeGitHub(FakeServer):
     # -- routes ------------------------------------------------------------------------------
 
     def _route(self, incoming: Incoming) -> Reply:
-        method, path, query, raw = incoming.method, incoming.path, incoming.query, incoming.body
-        for route_method, pattern, handler_name in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match is None or route_method != method:
-                continue
-            handler: Callable[[_Call], Reply] = getattr(self, handler_name)
-            args = {name: unquote(value) for name, value in match.groupdict().items()}
-            body: Any = None
-            if method in WRITE_METHODS and raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise Refusal(_error(400, "Problems parsing JSON")) from None
-            reply = handler(_Call(path, args, query, body))
-            if method == "GET" and reply.status == 200:
-                return self._conditional(reply, incoming.headers)
-            return reply
-        raise _not_found()
+        matched = _match(incoming)
+        if matched is None:
+            raise _not_found()
+        handler_name, args = matched
+        handler: Callable[[_Call], Reply] = getattr(self, handler_name)
+        body: Any = None
+        if incoming.method in WRITE_METHODS and incoming.body:
+            try:
+                body = json.loads(incoming.body)
+            except ValueError:
+                raise Refusal(_error(400, "Problems parsing JSON")) from None
+        reply = handler(_Call(incoming.path, args, incoming.query, body))
+        if incoming.method == "GET" and reply.status == 200:
+            return self._conditional(reply, incoming.headers)
+        return reply
 
     def _conditional(self, reply: Reply, headers: dict[str, str]) -> Reply:
         # GitHub's ETags depend on the token as well as the body.
-        digest = hashlib.sha256(self.token.encode() + json.dumps(reply.body).encode())
+        credential = _credential(headers.get("authorization", "")) or ""
+        digest = hashlib.sha256(credential.encode() + json.dumps(reply.body).encode())
         etag = f'W/"{digest.hexdigest()}"'
         reply.headers["etag"] = etag
         reply.headers["cache-control"] = "private, max-age=60, s-maxage=60"
@@ -668,8 +780,11 @@ class FakeGitHub(FakeServer):
             },
             required="ref",
         )
+        payload = body.get("payload")
+        if isinstance(payload, str) and payload and not _is_json(payload):
+            raise _invalid(f"For 'properties/payload', {json.dumps(payload)} is not JSON text.")
         ref: str = body["ref"]
-        sha = self._repo_refs(call.owner, call.repo).resolve(ref)
+        sha = self._refs[self._repository(call.owner, call.repo)].resolve(ref)
         if sha is None:
             raise Refusal(_error(422, f"No ref found for: {ref}"))
         if "environment" in body and (problem := _environment_name_problem(body["environment"])):
@@ -686,7 +801,7 @@ class FakeGitHub(FakeServer):
         return Reply(201, copy.deepcopy(created), {"location": created["url"]})
 
     def _create_deployment(self, owner: str, repo: str, body: JsonObject, sha: str) -> JsonObject:
-        repo_key = self._remember_repo(owner, repo)
+        repo_key = self._repository(owner, repo)
         owner, repo = self._repo_names[repo_key]
         number = self._next_id("deployment")
         stamp = self._tick()
@@ -859,9 +974,19 @@ class FakeGitHub(FakeServer):
                 "key",
                 "key is invalid. You must supply a key in OpenSSH public key format",
             ) from None
+        if blob.split()[0] not in KEY_TYPES:
+            # GitHub's wording for a key of a type it does not take (as it answered before DSA
+            # was dropped, with ssh-dss then in the list)
+            *others, last = (f"'{kind}'" for kind in sorted(KEY_TYPES))
+            raise _validation_failed(
+                "PublicKey",
+                "key",
+                f"key is invalid. It must begin with {', '.join(others)}, or {last}. "
+                "Check that you're copying the public half of the key",
+            )
         if any(k.blob == blob for k in self._keys.values()):
             raise _validation_failed("PublicKey", "key", "key is already in use")
-        repo_key = self._remember_repo(owner, repo)
+        repo_key = self._repository(owner, repo)
         owner, repo = self._repo_names[repo_key]
         number = self._next_id("key")
         comment = body["key"].split(maxsplit=2)[2:]
@@ -944,7 +1069,7 @@ class FakeGitHub(FakeServer):
             ):
                 raise _invalid("Each reviewer needs a type (User or Team) and an integer id.")
 
-        repo_key = self._remember_repo(call.owner, call.repo)
+        repo_key = self._repository(call.owner, call.repo)
         owner, repo = self._repo_names[repo_key]
         stamp = self._tick()
         existing = self._environments.get((*repo_key, name.lower()))
@@ -997,25 +1122,18 @@ class FakeGitHub(FakeServer):
 
     # -- state helpers (callers hold the lock) ------------------------------------------------
 
-    @staticmethod
-    def _repo_key(repository: str) -> tuple[str, str]:
-        owner, slash, repo = repository.partition("/")
-        if not slash or not owner or not repo or "/" in repo:
-            raise ValueError(f"not owner/repo: {repository!r}")
-        return owner.lower(), repo.lower()
+    def _seeded_refs(self, repository: str) -> _Refs:
+        """The refs of ``owner/repo``, creating the repository (with ``main``) when it is new."""
+        owner, repo = _split(repository)
+        if (owner.lower(), repo.lower()) not in self._refs:
+            self.add_repository(repository)
+        return self._refs[owner.lower(), repo.lower()]
 
-    def _repo_refs(self, owner: str, repo: str) -> _Refs:
-        """A repository's refs; one nobody seeded has a ``main`` branch only."""
+    def _repository(self, owner: str, repo: str) -> tuple[str, str]:
+        """The key of an existing repository; 404 Not Found when nobody created it."""
         repo_key = (owner.lower(), repo.lower())
-        refs = self._refs.get(repo_key)
-        if refs is None:
-            main = sha_of(f"{owner}/{repo}", "main")
-            refs = self._refs[repo_key] = _Refs(branches={"main": main}, commits={main})
-        return refs
-
-    def _remember_repo(self, owner: str, repo: str) -> tuple[str, str]:
-        repo_key = (owner.lower(), repo.lower())
-        self._repo_names.setdefault(repo_key, (owner, repo))
+        if repo_key not in self._refs:
+            raise _not_found()
         return repo_key
 
     def _repo_deployments(self, owner: str, repo: str) -> list[_Deployment]:
@@ -1049,6 +1167,44 @@ class FakeGitHub(FakeServer):
         """A write timestamp: wall-clock seconds, but strictly later than the previous one."""
         self._last_tick = max(int(self.clock()), self._last_tick + 1)
         return _iso(self._last_tick)
+
+
+def _no_user_agent(incoming: Incoming) -> bool:
+    return not incoming.headers.get("user-agent", "").strip()
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _credential(authorization: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (or GitHub's older ``token <token>``)."""
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not credential.strip():
+        return None
+    return credential.strip()
+
+
+def _match(incoming: Incoming) -> tuple[str, dict[str, str]] | None:
+    """The name of the method that answers a request and its path parameters (URL-decoded),
+    or None when no route matches."""
+    for method, pattern, handler_name in _ROUTES:
+        match = pattern.fullmatch(incoming.path)
+        if match is not None and method == incoming.method:
+            return handler_name, {name: unquote(v) for name, v in match.groupdict().items()}
+    return None
+
+
+def _split(repository: str) -> tuple[str, str]:
+    """``owner/repo`` as (owner, repo); ``ValueError`` when it is not that."""
+    owner, slash, repo = repository.partition("/")
+    if not slash or not owner or not repo or "/" in repo:
+        raise ValueError(f"not owner/repo: {repository!r}")
+    return owner, repo
 
 
 def _positive(value: str | None, default: int, most: int | None = None) -> int:

@@ -2,9 +2,12 @@
 
 ``FakeIftrue`` serves the one operation over real HTTP on loopback (see ``server.py``), after
 ``tests/fakes/specs/API-REFERENCE.md`` section 4. Requests are validated against the JSON Schema in
-``iftrue_schema.py`` (400 ``{"message": ...}`` naming every fault); a missing or wrong Bearer
-JWT is 401. There is no idempotency, update or list: every valid POST creates a new record and
-answers 201 with it. Unknown paths are 404 and other methods on the path 405.
+``iftrue_schema.py`` (400 ``{"message": ...}`` naming every fault), which requires what the
+reference does: the six fields always, and ``deployment_node_id`` too when the repository is on
+GitHub ("documented as required when the provider is GitHub"; the fake reads the provider from
+``repository_url``); a missing or wrong Bearer JWT is 401. There is no idempotency, update or
+list: every valid POST creates a new record and answers 201 with it. Unknown paths are 404 and
+other methods on the path 405.
 
 Simplifications: one organisation for the token; ``repository_id`` and ``pusher_id`` are stable
 UUIDs per ``repository_url`` and ``member_id``; ``triggered_by`` is always ``"webhook"`` (as in

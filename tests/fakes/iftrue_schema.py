@@ -9,7 +9,10 @@ docs.iftrue.co/.../deployment-tracking-with-http-request):
   ``pull_request_number`` (JSON null is not a number); optional ``changelog``, ``url``,
   ``deployment_node_id`` (strings), ``deployment_duration`` (number, minutes), ``is_fix``,
   ``is_hotfix``, ``is_forced`` (booleans), ``commits_count`` (integer) and ``status``, which is
-  literally one of ``succes`` (sic), ``in_progress``, ``fail``. The reference lists the accepted
+  literally one of ``succes`` (sic), ``in_progress``, ``fail``. ``deployment_node_id`` is
+  "documented as required when the provider is GitHub: the provider's deployment id" (the
+  docs' table: "No (Required for GitHub)"); the provider is read from ``repository_url``, so a
+  repository on github.com (``GITHUB_REPOSITORY``) requires it. The reference lists the accepted
   fields; ``additionalProperties: false`` is the fake's own strictness, so a misspelt field
   fails loudly instead of being dropped.
 - ``RESPONSE_SCHEMA``: the created record. The reference names its fields only; their types
@@ -34,6 +37,8 @@ from jsonschema import Draft202012Validator
 SERVER = "https://api.iftrue.co"
 PATH = "/v1/organization/deployment"
 STATUSES = ("succes", "in_progress", "fail")
+#: a ``repository_url`` whose git provider is GitHub (https, http or the ssh form)
+GITHUB_REPOSITORY = r"^(https?://(www\.)?github\.com/|git@github\.com:)"
 
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
@@ -69,6 +74,13 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "status": {"enum": list(STATUSES)},
     },
     "additionalProperties": False,
+    # "deployment_node_id ... No (Required for GitHub)"
+    "if": {
+        "type": "object",
+        "required": ["repository_url"],
+        "properties": {"repository_url": {"type": "string", "pattern": GITHUB_REPOSITORY}},
+    },
+    "then": {"required": ["deployment_node_id"]},
 }
 
 RESPONSE_SCHEMA: dict[str, Any] = {

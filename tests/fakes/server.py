@@ -68,7 +68,8 @@ class RecordedRequest:
 
 @dataclass
 class Reply:
-    """An answer: status, a JSON-serialisable body (None means empty) and extra headers."""
+    """An answer: status, a JSON-serialisable body (None means empty, bytes are sent as they
+    are) and extra headers."""
 
     status: int
     body: Any = None
@@ -148,6 +149,12 @@ class SlidingWindow:
         window = limit[1]
         while self._events and self._events[0] <= now - window:
             self._events.popleft()
+
+
+def _encode(body: Any) -> bytes:
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -363,7 +370,7 @@ class FakeServer:
         with self._lock:  # so headers that describe state (rate limits) match this request
             decision = self._decide(incoming)
             reply = decision.reply
-            reply_bytes = b"" if reply.body is None else json.dumps(reply.body).encode()
+            reply_bytes = _encode(reply.body)
             reply_headers = self._headers(reply, reply_bytes, incoming)
         try:
             parsed: Any = incoming.json() if incoming.body else None

@@ -12,7 +12,9 @@ What an API does beyond its description is a ``Conventions`` value, chosen by th
 
 - GitHub (``GITHUB``): statuses GitHub may send on any endpoint whether or not the spec lists
   them (304 Not Modified, 400 for malformed JSON, 401, 403, 404, 429, 5xx) are allowed
-  everywhere; for them only GitHub's error shape is required.
+  everywhere; for them only GitHub's error shape is required. Every request must carry a
+  ``User-Agent`` (``specs/API-REFERENCE.md`` section 1, the headers; GitHub refuses a request
+  without one).
 - Chainloop (``CHAINLOOP``): every operation has a ``default`` response, so every status is
   documented; any 4xx/5xx body must be a grpc-gateway ``rpcStatus`` with an integer ``code``
   and a string ``message``.
@@ -95,12 +97,19 @@ class Conventions:
     # A complaint about a parsed 4xx/5xx body (given the HTTP status), or None when it is fine.
     error_body: Callable[[int, Any], str | None] = _github_error
     error_media_types: tuple[str, ...] = JSON_TYPES
+    # Request headers the API refuses requests without (lower-case names).
+    required_headers: tuple[str, ...] = ()
 
     def sent_anywhere(self, status: int) -> bool:
         return status in self.undocumented or (self.any_5xx and 500 <= status <= 599)
 
 
-GITHUB = Conventions("GitHub", undocumented=frozenset({304, 400, 401, 403, 404, 429}), any_5xx=True)
+GITHUB = Conventions(
+    "GitHub",
+    undocumented=frozenset({304, 400, 401, 403, 404, 429}),
+    any_5xx=True,
+    required_headers=("user-agent",),
+)
 CHAINLOOP = Conventions("Chainloop", error_body=_rpc_status)
 UNKEY = Conventions(
     "Unkey",
@@ -189,6 +198,13 @@ class OpenApiChecker:
             raise AssertionError(
                 f"{method.upper()} {url} does not match {self.spec_path.name}:{_describe(errors)}"
             )
+        sent = {name.lower(): value for name, value in headers.items()}
+        for name in self.conventions.required_headers:
+            if not sent.get(name, "").strip():
+                raise AssertionError(
+                    f"{method.upper()} {url}: no {name} header, which {self.conventions.name} "
+                    "requires"
+                )
 
     def check_response(
         self,

@@ -14,9 +14,14 @@ section 3 and the behaviour of Unkey's server (svc/api) where the description is
 - A deployment starts PENDING and advances one status per ``getDeployment`` call, reaching
   READY on call number ``steps_to_ready`` (default 3: BUILDING, DEPLOYING, READY); READY
   deployments have ``hostnames``. Images containing a string from ``fail_images`` end FAILED
-  (with ``errorMessage``) instead; images containing one from ``await_approval_images`` are
-  AWAITING_APPROVAL from the start and never move. ``steps`` are filled in as a real server
-  might; the current server never fills them, so an adapter must not rely on them.
+  instead; images containing one from ``await_approval_images`` are AWAITING_APPROVAL from the
+  start and never move.
+- ``getDeployment`` answers ``id``, ``status`` and (once READY) ``hostnames``, nothing else:
+  "The current handler ... never fills ``steps`` or ``errorMessage``; only ``id``, ``status``,
+  ``hostnames`` are populated. Do not depend on steps." (``specs/API-REFERENCE.md`` section 3).
+  The description allows both fields, so a scenario that wants a server which fills them sets
+  ``fill_details``: then ``steps`` grow one per status and a FAILED deployment has an
+  ``errorMessage``.
 - Every authenticated response carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
   ``RateLimit-Reset`` (seconds). ``rate_limit = (N, W)`` allows N requests per W seconds, then
   answers 429 with ``Retry-After`` as ``application/problem+json``; when None, a workspace
@@ -24,9 +29,9 @@ section 3 and the behaviour of Unkey's server (svc/api) where the description is
   says (the live server sends ``application/problem+json`` for every error).
 
 Knobs beyond ``server.py``'s: ``rate_limit``, ``forbidden`` (403 Insufficient Permissions),
-``steps_to_ready``, ``fail_images``, ``await_approval_images``; the known ``projects`` (slug to
-app slugs), ``environments`` (slugs) and ``keyspaces`` (ids) may be changed too. The error
-knob answers 500, the only 5xx the description lists.
+``steps_to_ready``, ``fail_images``, ``await_approval_images``, ``fill_details``; the known
+``projects`` (slug to app slugs), ``environments`` (slugs) and ``keyspaces`` (ids) may be
+changed too. The error knob answers 500, the only 5xx the description lists.
 """
 
 from __future__ import annotations
@@ -184,6 +189,9 @@ class FakeUnkey(FakeServer):
         self.steps_to_ready: int = 3
         self.fail_images: set[str] = set()
         self.await_approval_images: set[str] = set()
+        # Answer getDeployment with ``steps`` and (when FAILED) ``errorMessage``, which Unkey's
+        # server never fills.
+        self.fill_details: bool = False
 
         self._ids_rng = random.Random(f"unkey-ids:{seed}")
         self._window = SlidingWindow()
@@ -202,7 +210,8 @@ class FakeUnkey(FakeServer):
 
     def deployments(self) -> list[JsonObject]:
         """Every deployment, newest first: the create request's fields plus ``id``,
-        ``status``, ``hostnames``, ``polls`` (getDeployment calls) and ``errorMessage``."""
+        ``status``, ``hostnames``, ``polls`` (getDeployment calls) and, for a FAILED one,
+        ``errorMessage`` (kept here whether or not ``fill_details`` lets the API send it)."""
         with self._lock:
             return [self._describe(d) for d in reversed(self._deployments.values())]
 
@@ -423,9 +432,9 @@ class FakeUnkey(FakeServer):
         data: JsonObject = {"id": deployment.id, "status": deployment.status}
         if deployment.hostnames:
             data["hostnames"] = list(deployment.hostnames)
-        if deployment.steps:
+        if self.fill_details and deployment.steps:
             data["steps"] = copy.deepcopy(deployment.steps)
-        if deployment.error_message is not None:
+        if self.fill_details and deployment.error_message is not None:
             data["errorMessage"] = deployment.error_message
         return data
 

@@ -6,7 +6,9 @@ declared the record, ``repository_url`` and ``member_id`` from the target, the p
 (from a merge commit "Merge pull request #N" or a squash subject ending "(#N)"; 0 when there is
 none, which the plan's sync detail says), ``deployment_duration`` in minutes (the lead time from
 the commit to the record), ``deployment_node_id`` (the GitHub deployment's node id when a github
-target recorded the same record), ``commits_count`` and ``changelog`` (the commit subjects since
+target recorded the same record; iftrue requires it of a repository on GitHub, so for such a
+repository the event waits until a github target, which the plan calls first, has the
+deployment), ``commits_count`` and ``changelog`` (the commit subjects since
 the revision of the record it supersedes), ``is_fix`` / ``is_hotfix`` (conventional-commit
 prefixes ``fix:`` / ``hotfix:`` or the slot annotations ``fix`` / ``hotfix`` set to "true"), and
 ``status`` in that API's own spelling (``succes``).
@@ -23,6 +25,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
@@ -35,6 +38,8 @@ _PR_MERGE = re.compile(r"^Merge pull request #(\d+)")
 _PR_SQUASH = re.compile(r"\(#(\d+)\)\s*$")
 _FIX = re.compile(r"^(fix|hotfix)(\([^)]*\))?!?:", re.IGNORECASE)
 UNKNOWN = "unknown"
+#: hosts whose repositories iftrue knows as GitHub's ("deployment_node_id ... Required for GitHub")
+GITHUB_HOSTS = frozenset({"github.com", "www.github.com"})
 
 
 def pull_request_number(subject: str) -> int | None:
@@ -166,6 +171,13 @@ class IftrueTarget(RecordsOnly):
         )
         if node_id:
             body["deployment_node_id"] = str(node_id)
+        elif urlsplit(self._repository_url).hostname in GITHUB_HOSTS:
+            raise PermanentTargetError(
+                f"{self.name}: iftrue requires deployment_node_id for a repository on GitHub "
+                f"({self._repository_url}), and no github target has recorded a deployment of "
+                f"{record.environment}/{record.slot} yet: nothing was sent. Name a github target "
+                "in the environment; the event is sent once GitHub has the deployment"
+            )
         if changes is None:
             notes.append("git history unavailable: commits_count 0, empty changelog")
         return body, notes
