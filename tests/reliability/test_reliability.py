@@ -69,6 +69,7 @@ def test_forced_faults_land_on_the_next_writes_in_order() -> None:
     """With every rate at zero, each forced kind is injected on the next write, in order (a
     read is left alone), and once the schedule is spent writes go through."""
     with RecordingGitHub() as gh:
+        gh.add_repository("acme/web")
         gh.forced = ["5xx", "dropped connection", "timeout (stalled answer)"]
         url = f"{gh.base_url}/repos/acme/web/deployments"
         headers = {"Authorization": f"Bearer {TOKEN}"}
