@@ -155,7 +155,7 @@ def run_module(lane: Path, module: Module, scope: Scope, accepted: dict[str, str
         outcome.error = f"the tests fail unmutated:\n{baseline.stdout[-3000:]}"
         return outcome
     sessions = WORK / "sessions"
-    config = write_config(sessions / f"{module.name}.toml", module, max(60.0, 3 * took + 20))
+    config = write_config(sessions / f"{module.name}.toml", module, max(15.0, 2 * took + 10))
     session = sessions / f"{module.name}.sqlite"
     session.unlink(missing_ok=True)
     cosmic_ray = str(BIN / "cosmic-ray")
