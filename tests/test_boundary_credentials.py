@@ -82,7 +82,7 @@ def test_a_symlink_is_named_as_such(tmp_path: Path) -> None:
 
 def test_a_missing_file_says_it_cannot_be_read(tmp_path: Path) -> None:
     """A missing file is 'cannot read', with the system's reason."""
-    with pytest.raises(ConfigError, match="cannot read credential file .*No such file"):
+    with pytest.raises(ConfigError, match=r"cannot read credential file .*No such file"):
         read_credential_file(tmp_path / "absent", owner="o")
 
 

@@ -127,7 +127,7 @@ def test_a_url_outside_the_base_is_never_requested() -> None:
         "t: refused to send GET to https://evil.example.com: it is outside this target's base "
         "URL https://api.example.com/v3, the only place its credential is sent"
     )
-    with pytest.raises(PermanentTargetError, match="to https://api.example.com/admin: it is"):
+    with pytest.raises(PermanentTargetError, match=r"to https://api\.example\.com/admin: it is"):
         api.send("GET", "https://api.example.com/admin")
     assert transport.requests == []
 
@@ -188,7 +188,7 @@ def test_a_5xx_to_a_write_is_unknown_unless_the_api_says_not_done() -> None:
 def test_an_egress_refusal_is_permanent_and_never_retried() -> None:
     """A connection the operator's policy refuses fails at once, not after retries."""
     transport = Recorder(EgressRefused("db.internal", ip_address("10.0.0.5"), "private"))
-    with pytest.raises(PermanentTargetError, match="^t: GET repos: refused to connect"):
+    with pytest.raises(PermanentTargetError, match=r"^t: GET repos: refused to connect"):
         client(transport).send("GET", "repos")
     assert len(transport.requests) == 1
 

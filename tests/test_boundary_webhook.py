@@ -57,9 +57,7 @@ def nested(levels: int) -> bytes:
     return b'{"ref": "refs/heads/main", "x": ' + b"[" * levels + b"]" * levels + b"}"
 
 
-def test_the_webhook_receiver_at_its_edges(
-    workdir: Path, running: Callable[..., Running]
-) -> None:
+def test_the_webhook_receiver_at_its_edges(workdir: Path, running: Callable[..., Running]) -> None:
     """One daemon, every edge of /hooks/github: what is refused says why with its status code,
     what is accepted is answered 202 and names its event."""
     write_manifests_and_targets(workdir / "m", environment("production", {"api": image()}))
