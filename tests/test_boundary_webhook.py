@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,20 @@ def send(
         return answer.status, json.loads(answer.read() or b"null")
     finally:
         connection.close()
+
+
+def answers_on_one_connection(daemon: Running, data: bytes) -> list[bytes]:
+    """The status lines the daemon sends back for ``data`` before it closes the connection
+    (a connection still open after a second wait counts as not closed: [])."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=3) as raw:
+        raw.sendall(data)
+        try:
+            while chunk := raw.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return []
+    return [line for line in received.split(b"\r\n") if line.startswith(b"HTTP/1.")]
 
 
 def push(ref: object, **extra: object) -> bytes:
@@ -138,5 +153,15 @@ def test_the_webhook_receiver_at_its_edges(workdir: Path, running: Callable[...,
     assert send(daemon, push("refs/heads/x", n=2), delivery=first + "a" + "1")[0] == 200
     assert send(daemon, push("refs/heads/x", n=3), delivery=first + "a" + "2") == replay
     assert send(daemon, push("refs/heads/x", n=4), delivery=first + "b")[0] == 200
+
+    # a body too large is not read: the connection is closed, so its bytes are never taken
+    # for a next request on the same connection
+    smuggled = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    oversized = (
+        f"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
+    ).encode()
+    assert answers_on_one_connection(daemon, oversized + smuggled) == [
+        b"HTTP/1.0 413 Request Entity Too Large"
+    ]
     code, err = daemon.terminate()
     assert code == 0 and "Traceback" not in err

@@ -131,7 +131,7 @@ def skip_out_of_scope(db: WorkDB, module: Module, source: str, operators: frozen
         wanted = (
             mutation.operator_name in operators
             and module.selects(definitions.at(mutation.start_pos[0]))
-            and not definitions.in_annotation(tuple(mutation.start_pos))
+            and definitions.is_mutant(tuple(mutation.start_pos))
         )
         if wanted:
             remaining += 1

@@ -74,9 +74,12 @@ def load_accepted(path: Path = ACCEPTED_FILE) -> dict[str, str]:
 class Definitions:
     """The qualified name of the innermost function or class around each line of a module, and
     where its annotations are: they are types for mypy, never evaluated at run time (every
-    module has ``from __future__ import annotations``), so a mutant inside one is no mutant."""
+    module has ``from __future__ import annotations``), so a mutant inside one is no mutant.
+    Nor is one of the bare ``*`` that makes the parameters after it keyword-only: cosmic-ray
+    takes it for a multiplication and turns it into ``/``."""
 
     def __init__(self, source: str) -> None:
+        self._lines = source.splitlines()
         self._spans: list[tuple[int, int, str]] = []
         tree = ast.parse(source)
         self._collect(tree, prefix="")
@@ -108,6 +111,17 @@ class Definitions:
     def in_annotation(self, position: tuple[int, int]) -> bool:
         """Whether (line, column) lies inside an annotation."""
         return any(first <= position < last for first, last in self._annotations)
+
+    def is_keyword_marker(self, position: tuple[int, int]) -> bool:
+        """Whether (line, column) is a parameter list's bare ``*``."""
+        line, column = position
+        text = self._lines[line - 1] if 0 < line <= len(self._lines) else ""
+        after = text[column + 1 :].lstrip()[:1]
+        return text[column : column + 1] == "*" and after in (",", ")", "")
+
+    def is_mutant(self, position: tuple[int, int]) -> bool:
+        """Whether a mutation at (line, column) changes what the code does at all."""
+        return not self.in_annotation(position) and not self.is_keyword_marker(position)
 
 
 def _annotations(tree: ast.AST) -> list[ast.expr]:
