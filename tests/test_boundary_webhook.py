@@ -10,10 +10,20 @@ import http.client
 import json
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slotkeeper.daemon import MAX_BODY, MAX_JSON_DEPTH
+import httpx
+import pytest
+
+from slotkeeper.daemon import MAX_BODY, MAX_JSON_DEPTH, Daemon, DaemonSettings
+from slotkeeper.errors import LedgerError
+from slotkeeper.keys import SecretSink
+from slotkeeper.ledger import open_ledger
+from slotkeeper.plan import PlanOptions
+from slotkeeper.reconcile import RunOptions
+from slotkeeper.sources import DirectorySource
 from tests.daemon_support import SECRET, Running
 from tests.helpers import environment, image, write_manifests_and_targets
 
@@ -165,3 +175,45 @@ def test_the_webhook_receiver_at_its_edges(workdir: Path, running: Callable[...,
     ]
     code, err = daemon.terminate()
     assert code == 0 and "Traceback" not in err
+
+
+def test_a_replay_check_that_fails_refuses_the_webhook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the ledger cannot say whether a delivery is new, the webhook is refused as a
+    duplicate (the resync interval reconciles anyway) and nothing is triggered."""
+    ledger = open_ledger(f"sqlite:///{tmp_path}/state.db", now=datetime.now(UTC))
+
+    def failing(*_args: object, **_kwargs: object) -> bool:
+        raise LedgerError("ledger write failed: disk I/O error")
+
+    monkeypatch.setattr(ledger, "first_delivery", failing)
+    settings = DaemonSettings(
+        source=DirectorySource(tmp_path),
+        options=PlanOptions(),
+        run=RunOptions(),
+        sink=SecretSink(tmp_path / "secrets"),
+        actor="test",
+        listen=("127.0.0.1", 0),
+        webhook_secret=SECRET.encode(),
+    )
+    daemon = Daemon(settings, ledger)
+    server = daemon._serve()
+    try:
+        body = push("refs/heads/main")
+        digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        answer = httpx.post(
+            f"http://127.0.0.1:{daemon.bound_port}/hooks/github",
+            content=body,
+            headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={digest}"},
+            timeout=5,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        ledger.close()
+    assert (answer.status_code, answer.json()) == (
+        200,
+        {"accepted": False, "reason": "duplicate delivery"},
+    )
+    assert daemon.triggers.empty()
