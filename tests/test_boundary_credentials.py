@@ -123,3 +123,21 @@ def test_private_file_leaves_another_users_file_alone(tmp_path: Path) -> None:
     os.chown(theirs, 4242, 4242)
     private_file(theirs)
     assert mode(theirs) == 0o644
+
+
+def test_the_documented_limit_is_64_kib(tmp_path: Path) -> None:
+    """65536 bytes are a credential file; 65537 are not."""
+    token = tmp_path / "token"
+    token.write_text("t" * 65536)
+    assert len(read_credential_file(token, owner="o")) == 65536
+    token.write_text("t" * 65537)
+    with pytest.raises(ConfigError, match="is 65537 bytes, over the limit of 65536"):
+        read_credential_file(token, owner="o")
+
+
+def test_private_file_leaves_a_dangling_symlink_alone(tmp_path: Path) -> None:
+    """A name that is a symlink to nothing is neither followed nor an error."""
+    link = tmp_path / "state.db"
+    link.symlink_to(tmp_path / "elsewhere.db")
+    private_file(link)
+    assert link.is_symlink() and not (tmp_path / "elsewhere.db").exists()
