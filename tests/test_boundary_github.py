@@ -15,7 +15,7 @@ import httpx
 import pytest
 import stamina
 
-from slotkeeper.errors import PermanentTargetError, UnknownOutcome
+from slotkeeper.errors import BudgetDeferred, PermanentTargetError, UnknownOutcome
 from slotkeeper.keys import generate_key
 from slotkeeper.model import Artifact, Record, RecordStatus, RemoteState, SyncStatus, TargetSync
 from slotkeeper.targets.base import EnvironmentInfo, RecordSubject
@@ -364,3 +364,101 @@ def test_a_page_cache_is_used_only_where_asked(github: FakeGitHub) -> None:
     adapter.close()
     assert [url for url in cache.entries if "/deployments" in url] != []
     assert [url for url in cache.entries if "/keys" in url] == []
+
+
+def test_a_key_in_use_elsewhere_carries_githubs_422(github: FakeGitHub) -> None:
+    """The refusal of a key registered on another repository keeps GitHub's status code."""
+    public = generate_key("k").public_key
+    github.add_key("acme", "other", public, "someone-else")
+    adapter = github_adapter(github.base_url)
+    with pytest.raises(PermanentTargetError) as caught:
+        adapter.add_key(key_subject(public))
+    adapter.close()
+    assert caught.value.http_status == 422
+
+
+def test_a_key_deletion_is_a_paced_write_retried_through_5xx() -> None:
+    """Deleting is a write (it takes from the budget) and idempotent (a 500 is retried)."""
+    answers = iter([httpx.Response(500, json={"message": "oops"}), httpx.Response(204)])
+    adapter = mocked(lambda request: next(answers))
+    assert adapter.delete_key("acme/web", "5").state is RemoteState.ABSENT
+    adapter.close()
+    spent = GitHubTarget(
+        name="github",
+        settings=GitHubSettings(base_url="https://api.github.com", token=TOKEN),
+        budget=WriteBudget(
+            target="github",
+            windows=[Window(1, timedelta(hours=1))],
+            max_wait=0,
+            clock=lambda: NOW,
+            history=[NOW],
+        ),
+        cache=MemoryCache(),
+        transport=httpx.MockTransport(lambda request: httpx.Response(204)),
+    )
+    with pytest.raises(BudgetDeferred):
+        spent.delete_key("acme/web", "5")
+    spent.close()
+
+
+def test_a_long_description_is_cut_to_githubs_limit() -> None:
+    """GitHub takes 140 characters at most: the deployment's description is cut to 139."""
+    bodies: list[Any] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json={"id": 3, "state": "success", "created_at": "t"})
+
+    adapter = mocked(answer)
+    subject = record_subject()
+    long = subject.record.model_copy(
+        update={"artifact": Artifact.model_validate(image(version="v" + "9" * 200))}
+    )
+    adapter.sync_record(
+        RecordSubject(record=long, environment=subject.environment, lineage="l"),
+        want=RemoteState.ACTIVE,
+        current=None,
+    )
+    adapter.close()
+    assert [len(body["description"]) for body in bodies] == [139, 139]
+
+
+def test_retiring_a_live_deployment_reports_githubs_status(github: FakeGitHub) -> None:
+    """A 201 to the inactive status is the retirement: its time is kept, nothing is 'gone'."""
+    github.add_repository("acme/web")
+    adapter = github_adapter(github.base_url)
+    made = adapter.sync_record(record_subject(), want=RemoteState.ACTIVE, current=None)
+    current = synced_record(
+        "github", 7, remote_id=str(made.remote_id), at=NOW, location=made.location
+    )
+    retired = adapter.sync_record(record_subject(), want=RemoteState.INACTIVE, current=current)
+    adapter.close()
+    assert retired.state is RemoteState.INACTIVE and retired.updated_at is not None
+    assert "status" not in retired.detail
+    assert github.latest_state(int(str(made.remote_id))) == "inactive"
+
+
+def test_drift_reads_one_page_of_statuses(github: FakeGitHub) -> None:
+    """A deployment changed on GitHub is judged by its latest status: one page is read, however
+    many statuses it has."""
+    github.add_repository("acme/web")
+    adapter = github_adapter(github.base_url)
+    made = adapter.sync_record(record_subject(), want=RemoteState.ACTIVE, current=None)
+    deployment = int(str(made.remote_id))
+    for _ in range(101):
+        github.add_status("acme", "web", deployment, "success")
+    github.add_status("acme", "web", deployment, "inactive")
+    sync = synced_record(
+        "github",
+        7,
+        remote_id=str(deployment),
+        at=NOW,
+        location=made.location,
+        remote_updated_at="2000-01-01T00:00:00Z",
+    )
+    github.reset_log()
+    drift = adapter.refresh(records=[(record_subject(), sync)], keys=[], managed_titles={})
+    adapter.close()
+    assert [d.observed for d in drift] == ["inactive"]
+    pages = [r for r in github.requests if r.path.endswith(f"/deployments/{deployment}/statuses")]
+    assert len(pages) == 1

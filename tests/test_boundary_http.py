@@ -11,6 +11,7 @@ from ipaddress import ip_address
 import httpx
 import pytest
 import stamina
+from structlog.testing import capture_logs
 
 from slotkeeper.errors import (
     BudgetDeferred,
@@ -290,3 +291,39 @@ def test_only_writes_take_from_the_write_budget() -> None:
     with pytest.raises(BudgetDeferred):
         api.send("POST", "d", write=True)
     assert [r.url.path for r in transport.requests] == ["/v3/a", "/v3/b", "/v3/c"]
+
+
+def test_a_status_just_under_500_is_a_client_error() -> None:
+    """499 is a 4xx: permanent at once, not retried as a server error."""
+    transport = Recorder(answer(499))
+    with pytest.raises(PermanentTargetError) as caught:
+        client(transport).send("GET", "k")
+    assert caught.value.http_status == 499 and len(transport.requests) == 1
+
+
+def test_each_request_is_logged_with_its_duration_and_request_id() -> None:
+    """One debug event per answer: method, path, status, milliseconds to a tenth, GitHub's
+    request id."""
+    moments = iter([NOW, NOW + timedelta(seconds=0.12345)])
+    api = ApiClient(
+        name="t",
+        settings=HttpSettings(base_url=BASE, headers={}),
+        clock=lambda: next(moments),
+        transport=httpx.MockTransport(
+            Recorder(httpx.Response(200, headers={"x-github-request-id": "AB:12"}))
+        ),
+    )
+    with capture_logs() as logs:
+        api.send("GET", "repos?page=2")
+    assert logs == [
+        {
+            "event": "target.request",
+            "log_level": "debug",
+            "target": "t",
+            "method": "GET",
+            "path": "repos",
+            "status": 200,
+            "duration_ms": 123.5,
+            "request_id": "AB:12",
+        }
+    ]
