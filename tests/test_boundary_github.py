@@ -377,12 +377,22 @@ def test_a_key_in_use_elsewhere_carries_githubs_422(github: FakeGitHub) -> None:
     assert caught.value.http_status == 422
 
 
-def test_a_key_deletion_is_a_paced_write_retried_through_5xx() -> None:
-    """Deleting is a write (it takes from the budget) and idempotent (a 500 is retried)."""
+def test_a_key_deletion_is_retried_through_5xx() -> None:
+    """Deleting a key is idempotent: a 500 is retried."""
     answers = iter([httpx.Response(500, json={"message": "oops"}), httpx.Response(204)])
     adapter = mocked(lambda request: next(answers))
     assert adapter.delete_key("acme/web", "5").state is RemoteState.ABSENT
     adapter.close()
+
+
+def test_key_writes_take_from_the_write_budget() -> None:
+    """Adding and deleting a key are writes: with the budget spent, neither is sent."""
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        return httpx.Response(201, json={"id": 1})
+
     spent = GitHubTarget(
         name="github",
         settings=GitHubSettings(base_url="https://api.github.com", token=TOKEN),
@@ -394,11 +404,31 @@ def test_a_key_deletion_is_a_paced_write_retried_through_5xx() -> None:
             history=[NOW],
         ),
         cache=MemoryCache(),
-        transport=httpx.MockTransport(lambda request: httpx.Response(204)),
+        transport=httpx.MockTransport(answer),
     )
+    with pytest.raises(BudgetDeferred):
+        spent.add_key(key_subject(generate_key("k").public_key))
     with pytest.raises(BudgetDeferred):
         spent.delete_key("acme/web", "5")
     spent.close()
+    assert sent == []
+
+
+def test_a_repository_the_credential_cannot_see_keeps_githubs_404() -> None:
+    """A retirement answered 404 where even the list is 404 fails with that status code."""
+    adapter = mocked(lambda request: httpx.Response(404, json={"message": "Not Found"}))
+    current = synced_record(
+        "github",
+        7,
+        remote_id="1001",
+        at=NOW,
+        wanted=RemoteState.INACTIVE,
+        location={"base_url": "https://api.github.com", "repository": "acme/web"},
+    )
+    with pytest.raises(PermanentTargetError) as caught:
+        adapter.sync_record(record_subject(), want=RemoteState.INACTIVE, current=current)
+    adapter.close()
+    assert caught.value.http_status == 404
 
 
 def test_a_long_description_is_cut_to_githubs_limit() -> None:
