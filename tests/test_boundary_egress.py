@@ -6,6 +6,7 @@ these tests kill)."""
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from slotkeeper.targets.egress import EgressPolicy, guarded_transport
+from slotkeeper.targets.egress import EgressPolicy, EgressRefused, guarded_transport
 from tests.test_egress import LOOPBACK, Dns, LoopbackServer, _tls_files, _tls_server, serving
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -95,3 +96,30 @@ def test_without_proxy_variables_nothing_is_proxied(proxy: LoopbackServer) -> No
 def test_nat64_carries_the_ipv4_address_to_its_last_bit(address: str, reason: str) -> None:
     """The IPv4 address inside a NAT64 form is taken whole."""
     assert EgressPolicy().refusal(address) == reason
+
+
+@pytest.mark.parametrize(
+    ("address", "entry"),
+    [("::1", "::1"), ("::2", "0.0.0.2"), ("::ffff:10.1.2.3", "10.1.2.3")],
+)
+def test_a_refusal_suggests_the_narrowest_entry(address: str, entry: str) -> None:
+    """IPv6 loopback is itself; an IPv4-compatible or mapped form names the IPv4 it carries."""
+    with pytest.raises(EgressRefused) as refused:
+        EgressPolicy().checked_addresses(address, 443)
+    assert str(refused.value).endswith(f"SLOTKEEPER_EGRESS_ALLOW={entry}")
+
+
+def test_the_guard_speaks_http_1_1_even_to_a_server_offering_http_2(tmp_path: Path) -> None:
+    """HTTP/2 is never offered (ALPN), so a server preferring it still answers in HTTP/1.1."""
+    ca, cert, key = _tls_files(tmp_path, name="api.example.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    dns = Dns({"api.example.test": [("127.0.0.1",)]})
+    verify = ssl.create_default_context(cafile=ca)
+    with (
+        serving(LoopbackServer(tls=context)) as server,
+        httpx.Client(transport=LOOPBACK.transport(resolve=dns, verify=verify), timeout=5) as c,
+    ):
+        answer = c.get(f"https://api.example.test:{server.port}/tls")
+    assert (answer.text, answer.http_version) == ("ok", "HTTP/1.1")

@@ -120,3 +120,12 @@ def test_removing_a_missing_secret_is_a_no_op_and_a_failing_removal_an_error(
     (tmp_path / "a-directory").mkdir()
     with pytest.raises(SecretError, match="cannot remove secret 'a-directory'"):
         sink.remove("a-directory")
+
+
+def test_checking_that_a_secret_is_writable_changes_nothing(tmp_path: Path) -> None:
+    """The probe file is removed again; the secret already there stays as it was."""
+    sink = SecretSink(tmp_path)
+    sink.write("deploy/key", b"current")
+    sink.check_writable("deploy/key")
+    assert (tmp_path / "deploy" / "key").read_bytes() == b"current"
+    assert leftovers(tmp_path) == []
