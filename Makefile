@@ -142,3 +142,12 @@ bench: $(VENV)/.dev postgres
 .PHONY: reliability
 reliability: $(VENV)/.dev
 	$(BIN)/python -m tests.reliability
+
+# Mutation testing of the trust boundary (cosmic-ray; the modules, functions, operators and tests
+# in tests/mutation/scope.toml): prints mutants, killed, survived and score per module and every
+# survivor, and fails when a module is under its floor; accepted survivors, each with its reason,
+# are in tests/mutation/accepted.toml. Two lanes (scratch copies of the tree) run at once;
+# `make mutate MUTATE='--module webhook'` runs one module.
+.PHONY: mutate
+mutate: $(VENV)/.dev postgres
+	$(BIN)/python -m tests.mutation $(MUTATE)
