@@ -369,6 +369,7 @@ def test_a_page_cache_is_used_only_where_asked(github: FakeGitHub) -> None:
 def test_a_key_in_use_elsewhere_carries_githubs_422(github: FakeGitHub) -> None:
     """The refusal of a key registered on another repository keeps GitHub's status code."""
     public = generate_key("k").public_key
+    github.add_repository("acme/other")
     github.add_key("acme", "other", public, "someone-else")
     adapter = github_adapter(github.base_url)
     with pytest.raises(PermanentTargetError) as caught:
