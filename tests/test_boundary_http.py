@@ -20,6 +20,7 @@ from slotkeeper.errors import (
     TemporaryTargetError,
     UnknownOutcome,
 )
+from slotkeeper.observability import configure_logging
 from slotkeeper.targets.egress import EgressRefused
 from slotkeeper.targets.http import ApiClient, HttpSettings, base_of, origin_of, within
 from slotkeeper.targets.pacing import Window, WriteBudget
@@ -305,6 +306,8 @@ def test_each_request_is_logged_with_its_duration_and_request_id() -> None:
     """One debug event per answer: method, path, status, milliseconds to a tenth, GitHub's
     request id."""
     moments = iter([NOW, NOW + timedelta(seconds=0.12345)])
+    # debug events pass whatever level an earlier CLI test configured
+    configure_logging(fmt="json", level="debug")
     api = ApiClient(
         name="t",
         settings=HttpSettings(base_url=BASE, headers={}),
