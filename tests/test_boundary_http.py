@@ -4,6 +4,7 @@ becomes (issue 15: the mutants these tests kill). Retries run in stamina's test 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -11,6 +12,7 @@ from ipaddress import ip_address
 import httpx
 import pytest
 import stamina
+import structlog
 from structlog.testing import capture_logs
 
 from slotkeeper.errors import (
@@ -302,6 +304,16 @@ def test_a_status_just_under_500_is_a_client_error() -> None:
     assert caught.value.http_status == 499 and len(transport.requests) == 1
 
 
+@pytest.fixture
+def debug_events() -> Iterator[None]:
+    """Debug events pass, whatever level an earlier test (or the CLI) configured."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("debug_events")
 def test_each_request_is_logged_with_its_duration_and_request_id() -> None:
     """One debug event per answer: method, path, status, milliseconds to a tenth, GitHub's
     request id."""

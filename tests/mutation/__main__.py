@@ -71,6 +71,11 @@ class Outcome:
         return sum(1 for s in self.survivors if s.reason is not None)
 
     @property
+    def killed_share(self) -> float:
+        """Killed share of all the mutants, accepted survivors counted as survivors."""
+        return 100.0 * self.killed / self.mutants if self.mutants else 100.0
+
+    @property
     def score(self) -> float:
         """Killed share of the mutants, accepted survivors left out (100 when none is left)."""
         counted = self.mutants - self.accepted
@@ -228,13 +233,14 @@ def count_mutants(scope: Scope, modules: list[Module]) -> None:
 def table(outcomes: list[Outcome], seconds: float) -> str:
     lines = [
         f"{'module':<14} {'file':<20} {'mutants':>7} {'killed':>7} {'survived':>8} "
-        f"{'accepted':>8} {'score':>7} {'floor':>6} {'time':>7}",
+        f"{'accepted':>8} {'killed%':>7} {'score':>7} {'floor':>6} {'time':>7}",
     ]
     for o in outcomes:
         verdict = "ERROR" if o.error else ("PASS" if o.passed else "FAIL")
         lines.append(
             f"{o.module:<14} {o.path:<20} {o.mutants:>7} {o.killed:>7} {len(o.survivors):>8} "
-            f"{o.accepted:>8} {o.score:>6.1f}% {o.floor:>5.0f}% {o.seconds / 60:>6.1f}m  {verdict}"
+            f"{o.accepted:>8} {o.killed_share:>6.1f}% {o.score:>6.1f}% {o.floor:>5.0f}% "
+            f"{o.seconds / 60:>6.1f}m  {verdict}"
         )
     mutants = sum(o.mutants for o in outcomes)
     killed = sum(o.killed for o in outcomes)
@@ -242,9 +248,10 @@ def table(outcomes: list[Outcome], seconds: float) -> str:
     accepted = sum(o.accepted for o in outcomes)
     counted = mutants - accepted
     total = 100.0 * killed / counted if counted else 100.0
+    share = 100.0 * killed / mutants if mutants else 100.0
     lines.append(
         f"{'all':<14} {'':<20} {mutants:>7} {killed:>7} {survived:>8} {accepted:>8} "
-        f"{total:>6.1f}% {'':>6} {seconds / 60:>6.1f}m (wall clock)"
+        f"{share:>6.1f}% {total:>6.1f}% {'':>6} {seconds / 60:>6.1f}m (wall clock)"
     )
     return "\n".join(lines)
 
@@ -336,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     if stale:
         print("\nAccepted in accepted.toml but no longer surviving (remove them):")
         print("\n".join(f"  {key}" for key in stale))
-    report = {"seconds": seconds, "modules": [asdict(o) | {"score": o.score} for o in ordered]}
+    report = {
+        "seconds": seconds,
+        "modules": [
+            asdict(o) | {"score": o.score, "killed_share": o.killed_share} for o in ordered
+        ],
+    }
     (WORK / "report.json").write_text(json.dumps(report, indent=2))
     failed = [o.module for o in ordered if not o.passed]
     if failed:
