@@ -30,6 +30,8 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from tests.test_deploy import dockerfile
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 MAKEFILE = ROOT / "Makefile"
@@ -209,27 +211,10 @@ def _first_entry(lines: list[str]) -> int:
 # --- the container image -------------------------------------------------------------------------
 
 
-def _dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs of the Dockerfile: comments dropped, continuations joined."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        keyword, _, rest = (pending + line).partition(" ")
-        instructions.append((keyword.upper(), " ".join(rest.split())))
-        pending = ""
-    return instructions
-
-
 def _from_images() -> list[str]:
     """Each FROM line's image, with its digest split off (asserting that there is one)."""
     images = []
-    for instruction, rest in _dockerfile():
+    for instruction, rest in dockerfile():
         if instruction != "FROM":
             continue
         image = rest.split()[0]
@@ -262,7 +247,7 @@ def _pip_installs(commands: list[str]) -> list[list[str]]:
 
 def test_dockerfile_installs_the_runtime_lock_with_hashes_then_the_package_without_deps() -> None:
     """The image's dependencies come from runtime.lock, hash-checked; the package adds none."""
-    runs = [rest for instruction, rest in _dockerfile() if instruction == "RUN"]
+    runs = [rest for instruction, rest in dockerfile() if instruction == "RUN"]
     installs = _pip_installs(runs)
     assert installs, "the Dockerfile installs nothing with pip"
     locked = [args for args in installs if "-r" in args]
