@@ -62,7 +62,13 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev postgres browser
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest --cov --cov-report=term -m "not slow"
+
+# The long end-to-end cases (marked slow: real back-off sleeps, stalls past every timeout),
+# left out of `make test` to keep it within ten minutes; each has a faster case there.
+.PHONY: slow
+slow: $(VENV)/.dev postgres
+	$(BIN)/pytest -m slow
 
 # The tests use the local PostgreSQL server (127.0.0.1:5432, trust auth, database test).
 postgres:

@@ -257,6 +257,13 @@ CASES = [
     ("401", "every"),
     ("403", "every"),
 ]
+#: the stalls wait out every target's timeout on every try (15-18 s each): `make slow` runs
+#: them; a stall is also scanned, quickly, by the git-source test below
+SLOW = pytest.mark.slow
+CLI_CASES = [
+    pytest.param(how, calls, id=f"{how}-{calls}", marks=[SLOW] if how == "stalled" else [])
+    for how, calls in CASES
+]
 
 
 def declare(root: Path, fakes: Fakes, *, version: str, read_only: bool) -> None:
@@ -312,7 +319,7 @@ def work_tree(workdir: Path) -> None:
     git(workdir, "remote", "add", "origin", "https://github.com/acme/web.git")
 
 
-@pytest.mark.parametrize(("how", "calls"), CASES, ids=["-".join(case) for case in CASES])
+@pytest.mark.parametrize(("how", "calls"), CLI_CASES)
 def test_failing_targets_leak_no_secret_through_the_cli(
     sk: Sk, workdir: Path, fakes: Fakes, ui: Callable[..., Ui], how: str, calls: str
 ) -> None:
@@ -352,8 +359,9 @@ def test_failing_targets_leak_no_secret_through_the_cli(
 
 
 #: the daemon sleeps between retries, so the slowest ways to fail (stalls, 5xx) are left to the
-#: CLI test (whose pages `slotkeeper ui` serves from the same ledger)
-@pytest.mark.parametrize("how", ["dropped", "401", "403"])
+#: CLI test (whose pages `slotkeeper ui` serves from the same ledger), and drops (30 s of
+#: back-off) to `make slow`
+@pytest.mark.parametrize("how", [pytest.param("dropped", marks=SLOW), "401", "403"])
 def test_failing_targets_leak_no_secret_through_the_daemon(
     workdir: Path, fakes: Fakes, running: Callable[..., Running], how: str
 ) -> None:

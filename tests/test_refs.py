@@ -200,6 +200,34 @@ GITHUB_TARGET = dedent("""\
     spec: {{type: github, baseUrl: "{url}", token: {{env: GITHUB_TOKEN}}}}
     """)
 
+OTHER_TARGETS = dedent("""\
+    ---
+    apiVersion: slotkeeper/v1
+    kind: Target
+    metadata: {name: chainloop}
+    spec: {type: chainloop, baseUrl: "https://api.cp.chainloop.dev", token: {env: CL_TOKEN}}
+    ---
+    apiVersion: slotkeeper/v1
+    kind: Target
+    metadata: {name: unkey}
+    spec:
+      type: unkey
+      baseUrl: "https://api.unkey.com"
+      rootKey: {env: UNKEY_ROOT_KEY}
+      project: acme
+      app: api
+    ---
+    apiVersion: slotkeeper/v1
+    kind: Target
+    metadata: {name: iftrue}
+    spec:
+      type: iftrue
+      baseUrl: "https://api.iftrue.example"
+      token: {env: IFTRUE_JWT}
+      memberId: "42"
+      repositoryUrl: "https://github.com/acme/web"
+    """)
+
 
 def environment_text(name: str, targets: str, *, extra: str = "", slots: str = SLOTS) -> str:
     """An Environment document for acme/web; ``slots`` is the YAML of the slots mapping."""
@@ -208,12 +236,19 @@ def environment_text(name: str, targets: str, *, extra: str = "", slots: str = S
 
 def test_only_environments_mirrored_to_github_need_a_ref(tmp_path: Path) -> None:
     """The pure check names each GitHub slot without a ref (file, line, field path), and
-    ignores environments that no target needing a ref mirrors."""
+    ignores environments that no target needing a ref mirrors: none, or only a target that
+    takes no ref (Chainloop, Unkey, iftrue)."""
     (tmp_path / "envs.yaml").write_text(
-        environment_text("production", "[github]") + "---\n" + environment_text("staging", "[]")
+        "---\n".join(
+            [
+                environment_text("production", "[github]"),
+                environment_text("staging", "[]"),
+                environment_text("dev", "[chainloop, unkey, iftrue]"),
+            ]
+        )
     )
     targets = tmp_path / "targets.yaml.operator"
-    targets.write_text(GITHUB_TARGET.format(url="https://api.github.com"))
+    targets.write_text(GITHUB_TARGET.format(url="https://api.github.com") + OTHER_TARGETS)
     desired = load_manifests(tmp_path, targets=load_targets(targets))
     errors = check_refs(desired, revision("acme/deployments"))
     assert [(e.file.name, e.line, e.field) for e in errors] == [

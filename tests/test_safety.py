@@ -217,6 +217,33 @@ def test_renaming_a_key_keeps_its_file(sk: Sk, workdir: Path) -> None:
     assert "No changes" in sk("plan", "-m", "m").out
 
 
+def test_a_held_revocation_applied_later_keeps_the_file_its_successor_took(
+    sk: Sk, workdir: Path
+) -> None:
+    """A key renamed with its file in a protected environment: the new key takes the file at
+    once, the old key's revocation is held; when it is allowed in a later apply, the file (now
+    the new key's, written by an earlier apply) is kept."""
+    for title in ("deployer", "deployer-2"):
+        write_manifests_and_targets(
+            workdir / "m",
+            environment(
+                "production",
+                {"api": image()},
+                protected=True,
+                deployKeys=[deploy_key(title, secret={"file": "shared"})],
+            ),
+        )
+        if title == "deployer":
+            apply(sk)
+    held = apply(sk, "--allow-mass-decommission")
+    assert "is protected" in held.out
+    assert set(active_keys(sk)) == {"deployer", "deployer-2"}
+    allowed = apply(sk, "--allow-decommission", "--allow-mass-decommission")
+    assert "1 applied, 0 failed, 0 blocked" in allowed.out
+    assert set(active_keys(sk)) == {"deployer-2"}
+    assert_every_active_key_has_its_file(sk)
+
+
 def test_swapping_two_keys_files_leaves_each_key_its_own(sk: Sk, workdir: Path) -> None:
     """Two keys swap their secret files: after the apply each file holds its key's private half."""
     declare_keys(

@@ -562,10 +562,12 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
     context.sink.check_writable(key.secret_file)
     # Remote first: the new key is registered and confirmed listed on every target before the
     # ledger and the secret file switch to it. A failure here changes nothing locally.
+    # Every target the action names is open (apply_saved refuses a plan naming one the operator
+    # no longer configures; one that could not be set up is there and fails its calls).
     registered: dict[str, Remote] = {}
     for name in action.targets:
-        target = context.targets.get(name)
-        if target is not None and target.supports_keys:
+        target = context.targets[name]
+        if target.supports_keys:
             registered[name] = target.add_key(KeySubject(key=provisional))
     # The new private half is moved into place as the last step before the ledger commits the
     # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.
