@@ -661,7 +661,7 @@ def test_schema_describes_both_kinds_with_camel_case_names(sk: Sk) -> None:
     assert not re.search(r'"(deploy_keys|rotate_after|read_only|base_url)"', run.out)
     assert environment["slots"]["propertyNames"] == {"pattern": SLUG_PATTERN}
     assert environment["slots"]["additionalProperties"] == {"$ref": "#/$defs/SlotSpec"}
-    assert defs["Artifact"]["properties"]["digest"]["anyOf"][0]["pattern"] == DIGEST_PATTERN
+    assert defs["Artifact"]["properties"]["digest"]["pattern"] == DIGEST_PATTERN
     target_spec = targets_schema["properties"]["spec"]
     types = set(target_spec["discriminator"]["mapping"])
     assert types == {"github", "chainloop", "unkey", "iftrue"}

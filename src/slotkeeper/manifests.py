@@ -784,14 +784,113 @@ def _describe(loc_in: tuple[int | str, ...], detail: ErrorDetails) -> tuple[str,
 
 def json_schema(kind: str = "Environment") -> dict[str, Any]:
     """The JSON Schema of one manifest document (``Environment``) or of one document of the
-    operator's targets file (``Target``), for editors and other tools."""
+    operator's targets file (``Target``), for editors and other tools.
+
+    Shaped so that one mistake is one error in an editor: a validator reports every failing
+    branch of an ``anyOf``/``oneOf`` (an unquoted ``version: 1.10`` failed both "string" and
+    "null"; a typo in a target failed all four target types), so optional values are a list of
+    types instead, and the target type selects its fields with ``if``/``then``. Every field
+    carries its description (from ``model.py``) for the editor's hover.
+    """
     schema = TypeAdapter(_KINDS[kind]).json_schema(by_alias=True)
     _keys_by_pattern(schema)
+    _nullable_as_types(schema)
+    _tagged_unions_as_if_then(schema)
+    _without_field_titles(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = (
         "slotkeeper manifest document" if kind == "Environment" else "slotkeeper target document"
     )
     return schema
+
+
+#: keywords that only ever constrain a value of their own JSON type (a null passes them all)
+_TYPE_BOUND_KEYWORDS = frozenset(
+    {
+        "type",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "items",
+        "minItems",
+        "maxItems",
+        "properties",
+        "additionalProperties",
+        "propertyNames",
+        "required",
+    }
+)
+
+
+def _nullable_as_types(node: Any) -> None:
+    """pydantic writes ``X | None`` as ``anyOf: [X, {type: null}]``; where X's keywords bind only
+    its own type, ``{...X, type: [X's type, null]}`` means the same with one error, not two."""
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+            [value] = [branch for branch in branches if branch != {"type": "null"}]
+            if isinstance(value.get("type"), str) and set(value) <= _TYPE_BOUND_KEYWORDS:
+                del node["anyOf"]
+                node.update(value, type=[value["type"], "null"])
+        for child in node.values():
+            _nullable_as_types(child)
+    elif isinstance(node, list):
+        for child in node:
+            _nullable_as_types(child)
+
+
+def _tagged_unions_as_if_then(node: Any) -> None:
+    """pydantic writes a tagged union (the target ``type``) as a ``oneOf`` with an OpenAPI
+    ``discriminator``, which JSON Schema validators do not read: they try every branch and report
+    the failures of all. Select the branch by the tag with ``if``/``then`` instead, so only the
+    chosen type's rules apply; an unknown tag is one ``enum`` error. (The ``discriminator`` stays
+    for OpenAPI-minded tools.)"""
+    if isinstance(node, dict):
+        tag = node.get("discriminator")
+        if isinstance(tag, dict) and "oneOf" in node:
+            name, mapping = str(tag["propertyName"]), dict(tag["mapping"])
+            del node["oneOf"]
+            node["type"] = "object"
+            node["required"] = [name]
+            node["properties"] = {
+                name: {
+                    "enum": list(mapping),
+                    "description": f"Which kind this is ({', '.join(mapping)}): it decides "
+                    "the other fields.",
+                }
+            }
+            node["allOf"] = [
+                {
+                    "if": {"properties": {name: {"const": value}}, "required": [name]},
+                    "then": {"$ref": ref},
+                }
+                for value, ref in mapping.items()
+            ]
+        for child in node.values():
+            _tagged_unions_as_if_then(child)
+    elif isinstance(node, list):
+        for child in node:
+            _tagged_unions_as_if_then(child)
+
+
+def _without_field_titles(node: Any) -> None:
+    """Leave out the title pydantic derives from each Python field name ("Deploykeys" for
+    ``deployKeys``): an editor shows it as the field's heading, and the description says more."""
+    if isinstance(node, dict):
+        for child in node.get("properties", {}).values():
+            if isinstance(child, dict):
+                child.pop("title", None)
+        for child in node.values():
+            _without_field_titles(child)
+    elif isinstance(node, list):
+        for child in node:
+            _without_field_titles(child)
 
 
 def _keys_by_pattern(node: Any) -> None:

@@ -82,6 +82,8 @@ class _Strict(BaseModel):
 
 
 class ArtifactKind(StrEnum):
+    """What an artifact is: a container image or a Helm chart."""
+
     CONTAINER_IMAGE = "CONTAINER_IMAGE"
     HELM_CHART = "HELM_CHART"
 
@@ -89,10 +91,24 @@ class ArtifactKind(StrEnum):
 class Artifact(_Strict):
     """What sits in a slot: identified by name plus version and/or digest."""
 
-    kind: ArtifactKind = Field(strict=False)
-    name: NonEmpty
-    version: NonEmpty | None = None
-    digest: Digest | None = None
+    kind: ArtifactKind = Field(
+        strict=False,
+        description="`CONTAINER_IMAGE` or `HELM_CHART` (Unkey deploys container images only).",
+    )
+    name: NonEmpty = Field(
+        description="The image or chart as it is pulled, without version or digest: "
+        "`ghcr.io/acme/api`, `oci://ghcr.io/acme/charts/web`."
+    )
+    version: NonEmpty | None = Field(
+        None,
+        description='The version, a string: quote numbers (`"1.4"`: an unquoted 1.4 is a '
+        "number, which is an error). At least one of version and digest.",
+    )
+    digest: Digest | None = Field(
+        None,
+        description="The content digest, `sha256:` and 64 lowercase hex digits (quote it). At "
+        "least one of version and digest.",
+    )
 
     @model_validator(mode="after")
     def _version_or_digest(self) -> Artifact:
@@ -114,8 +130,16 @@ class Artifact(_Strict):
 class SecretRef(_Strict):
     """Where a target's credential comes from: an environment variable or a file, never inline."""
 
-    env: Annotated[str, StringConstraints(pattern=ENV_VAR_PATTERN)] | None = None
-    file: NonEmpty | None = None
+    env: Annotated[str, StringConstraints(pattern=ENV_VAR_PATTERN)] | None = Field(
+        None,
+        description="The environment variable that holds the credential. Exactly one of env "
+        "and file.",
+    )
+    file: NonEmpty | None = Field(
+        None,
+        description="The file that holds the credential: a regular file (not a final symlink), "
+        "at most 64 KiB, one line of text. Exactly one of env and file.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +168,10 @@ class SecretRef(_Strict):
 class KeySecret(_Strict):
     """Where a deploy key's private half is written: a path relative to the secrets directory."""
 
-    file: NonEmpty
+    file: NonEmpty = Field(
+        description="Where the private key is written (mode 0600), relative to the secrets "
+        "directory (`--secrets-dir`): no absolute path, no `..`. One file per key."
+    )
 
     @field_validator("file")
     @classmethod
@@ -174,11 +201,25 @@ class FreezeWindow(_Strict):
     """A time with no deploys or decommissions: fixed (``start``/``end``) or recurring (a cron
     expression in UTC and a ``duration``)."""
 
-    start: datetime | None = Field(default=None, strict=False)
-    end: datetime | None = Field(default=None, strict=False)
-    cron: NonEmpty | None = None
-    duration: Duration | None = None
-    reason: NonEmpty | None = None
+    start: datetime | None = Field(
+        default=None,
+        strict=False,
+        description="A fixed window's start, an RFC 3339 time (UTC when it names no offset).",
+    )
+    end: datetime | None = Field(
+        default=None, strict=False, description="A fixed window's end, after its start."
+    )
+    cron: NonEmpty | None = Field(
+        None,
+        description="When a recurring window opens: a cron expression in UTC "
+        "(`0 18 * * 5`: Fridays at 18:00).",
+    )
+    duration: Duration | None = Field(
+        None, description="How long a recurring window stays open: `90m`, `12h`, `30d`, `2w`."
+    )
+    reason: NonEmpty | None = Field(
+        None, description="Why the window exists, for whoever reads the manifests."
+    )
 
     @field_validator("start", "end")
     @classmethod
@@ -268,43 +309,105 @@ def render_ref_rule(rule: str, version: str) -> str:
 
 
 class SlotSpec(_Strict):
-    artifact: Artifact
-    #: the git ref (branch, tag or commit of the environment's repository) GitHub deploys;
-    #: wins over any ``refFrom``
-    ref: NonEmpty | None = None
-    #: how the ref follows from the artifact: ``version`` or a template such as ``v{version}``
-    ref_from: NonEmpty | None = None
-    #: no changes in this slot while set (still reported by plan and status)
-    suspend: bool = False
-    #: free-form notes carried on the record; ``fix: "true"`` / ``hotfix: "true"`` mark a
-    #: deployment as a fix for DORA tracking
-    annotations: dict[NonEmpty, str] = Field(default_factory=dict)
+    """A place in an environment that holds exactly one artifact at a time."""
+
+    artifact: Artifact = Field(description="What belongs in this slot.")
+    ref: NonEmpty | None = Field(
+        None,
+        description="The git ref GitHub deploys: a branch, tag or commit of the environment's "
+        "repository. Wins over any refFrom.",
+    )
+    ref_from: NonEmpty | None = Field(
+        None,
+        description="This slot's own rule for its git ref, over the environment's: `version` "
+        "(the artifact's version is the ref) or a template holding `{version}` "
+        "(`api-{version}`).",
+    )
+    suspend: bool = Field(
+        False,
+        description="No changes in this slot while set: its actions stay in the plan, blocked, "
+        "and status shows them pending.",
+    )
+    annotations: dict[NonEmpty, str] = Field(
+        default_factory=dict,
+        description='Free-form notes carried on the record; `fix: "true"` / `hotfix: "true"` '
+        "mark the deployment as a fix for iftrue (DORA tracking). A change here alone deploys "
+        "nothing: it describes the slot's next deployment.",
+    )
 
     _ref = field_validator("ref")(_check_ref)
     _ref_from = field_validator("ref_from")(_check_ref_rule)
 
 
 class DeployKeySpec(_Strict):
-    repository: Repository
-    title: Annotated[str, StringConstraints(pattern=KEY_TITLE_PATTERN)]
-    read_only: bool = True
-    rotate_after: Duration | None = None
-    secret: KeySecret
+    """An SSH deploy key slotkeeper creates on a repository, rotates and revokes."""
+
+    repository: Repository = Field(description="The `owner/repo` the key is registered on.")
+    title: Annotated[str, StringConstraints(pattern=KEY_TITLE_PATTERN)] = Field(
+        description="The key's name: letters, digits, `.`, `_` and `-`, up to 80 characters. "
+        "On GitHub the key is titled `slotkeeper:<title>:<date>`."
+    )
+    read_only: bool = Field(
+        True, description="Whether the key may only read (default true). A change rotates it."
+    )
+    rotate_after: Duration | None = Field(
+        None,
+        description="Rotate the key once it is older than this: `90m`, `12h`, `30d`, `2w` "
+        "(absent: never for its age).",
+    )
+    secret: KeySecret = Field(description="Where the private half is written.")
 
 
 class EnvironmentSpec(_Strict):
-    repository: Repository | None = None
-    #: how the slots' git refs follow from their artifacts (see ``SlotSpec.ref_from``)
-    ref_from: NonEmpty | None = None
-    production: bool = False
-    transient: bool = False
-    protected: bool = False
-    #: no changes in this environment while set (still reported by plan and status)
-    suspend: bool = False
-    freeze: list[FreezeWindow] = Field(default_factory=list)
-    targets: list[Slug] = Field(default_factory=list)
-    slots: dict[Slug, SlotSpec] = Field(default_factory=dict)
-    deploy_keys: list[DeployKeySpec] = Field(default_factory=list)
+    """What an environment holds, how it is guarded and where it is mirrored."""
+
+    repository: Repository | None = Field(
+        None,
+        description="The `owner/repo` where the GitHub deployments (and refs) of this "
+        "environment live.",
+    )
+    ref_from: NonEmpty | None = Field(
+        None,
+        description="How the slots' git refs follow from their artifacts' versions: `version` "
+        "(image v1.4.2 is deployed at the tag v1.4.2) or a template holding `{version}` "
+        "(`v{version}`). A slot's own refFrom or ref wins.",
+    )
+    production: bool = Field(
+        False, description="GitHub's `production_environment` on its deployments (default false)."
+    )
+    transient: bool = Field(
+        False,
+        description="GitHub's `transient_environment`: a preview environment (default false).",
+    )
+    protected: bool = Field(
+        False,
+        description="Guards removals, not deploys: decommissions and deploy-key revocations "
+        "here need `--allow-decommission` (default false).",
+    )
+    suspend: bool = Field(
+        False,
+        description="No changes in this environment while set: its actions stay in the plan, "
+        "blocked, and status shows them pending.",
+    )
+    freeze: list[FreezeWindow] = Field(
+        default_factory=list,
+        description="Windows with no deploys or decommissions (key rotations and target syncs of "
+        "what is recorded go on).",
+    )
+    targets: list[Slug] = Field(
+        default_factory=list,
+        description="Names of the operator's targets (in the targets file) this environment is "
+        "mirrored to. The ledger always records.",
+    )
+    slots: dict[Slug, SlotSpec] = Field(
+        default_factory=dict,
+        description="Slot name (a lowercase name of a-z, 0-9 and `-`) to what belongs there.",
+    )
+    deploy_keys: list[DeployKeySpec] = Field(
+        default_factory=list,
+        description="Deploy keys slotkeeper creates, rotates on schedule and revokes when they "
+        "leave this list.",
+    )
 
     _ref_from = field_validator("ref_from")(_check_ref_rule)
 
@@ -315,15 +418,30 @@ class EnvironmentSpec(_Strict):
 
 
 class Metadata(_Strict):
-    name: Slug
-    labels: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A document's name, and labels for people and tools."""
+
+    name: Slug = Field(
+        description="The name: 1 to 63 characters of a-z, 0-9 and `-`, starting and ending "
+        "with a letter or digit."
+    )
+    labels: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict,
+        description="Free-form labels (name to text) for people and tools; slotkeeper reads "
+        "none of them.",
+    )
 
 
 class EnvironmentDocument(_Strict):
-    api_version: Literal["slotkeeper/v1"]
-    kind: Literal["Environment"]
-    metadata: Metadata
-    spec: EnvironmentSpec
+    """One environment of the manifests: which artifact belongs in each of its slots."""
+
+    api_version: Literal["slotkeeper/v1"] = Field(
+        description="The manifest format: `slotkeeper/v1`."
+    )
+    kind: Literal["Environment"] = Field(
+        description="`Environment` (targets belong to the operator's targets file)."
+    )
+    metadata: Metadata = Field(description="The environment's name.")
+    spec: EnvironmentSpec = Field(description="What the environment holds.")
 
 
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")]
@@ -364,11 +482,18 @@ class _TargetBase(_Strict):
     #: repository (decided before anything is sent: see ``decide_ref``)
     needs_git_ref: ClassVar[bool] = False
 
-    #: plain http:// to a host other than loopback is refused unless this is set
-    allow_insecure_http: bool = False
-    #: the longest slotkeeper waits for a rate limit's retry-after before leaving work pending
-    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
-    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    allow_insecure_http: bool = Field(
+        False,
+        description="Allow a plain http:// URL to a host other than loopback (default false).",
+    )
+    max_wait_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        60,
+        description="The longest wait, in seconds, for a rate limit's retry-after (or the write "
+        "budget) before the work is left pending for the next reconcile (default 60).",
+    )
+    timeout_seconds: Annotated[int, Field(ge=1, le=300)] = Field(
+        10, description="The timeout of one request, in seconds (default 10)."
+    )
 
     @field_validator("base_url", "repository_url", mode="after", check_fields=False)
     @classmethod
@@ -381,48 +506,81 @@ class _TargetBase(_Strict):
 class WriteLimit(_Strict):
     """At most ``writes`` content-creating requests in any ``perSeconds`` seconds."""
 
-    writes: Annotated[int, Field(ge=1, le=100_000)]
-    per_seconds: Annotated[int, Field(ge=1, le=86_400)]
+    writes: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        description="How many content-creating requests the window allows."
+    )
+    per_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(
+        description="The window's length, in seconds."
+    )
 
 
 class GithubTargetSpec(_TargetBase):
     needs_git_ref: ClassVar[bool] = True  # GitHub refuses a deployment of an unknown ref (422)
 
-    type: Literal["github"]
-    base_url: HttpUrl = "https://api.github.com"
-    token: SecretRef
-    #: GitHub's documented secondary limits for content-creating requests
-    writes_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = 80
-    writes_per_hour: Annotated[int, Field(ge=1, le=1_000_000)] = 500
-    #: further windows, all of which apply too (e.g. a GitHub Enterprise Server's own limits)
-    write_limits: Annotated[list[WriteLimit], Field(max_length=10)] = []
+    type: Literal["github"] = Field(
+        description="`github`: GitHub Deployments and the repositories' deploy keys."
+    )
+    base_url: HttpUrl = Field(
+        "https://api.github.com",
+        description="The API: `https://api.github.com`, or `https://HOST/api/v3` for GitHub "
+        "Enterprise Server.",
+    )
+    token: SecretRef = Field(
+        description="The token: Deployments (write) and, for deploy keys, Administration "
+        "(write) on the repositories (classic tokens: `repo`)."
+    )
+    writes_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        80,
+        description="Write budget per minute (GitHub's documented secondary limit for "
+        "content-creating requests: 80).",
+    )
+    writes_per_hour: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        500, description="Write budget per hour (GitHub's documented secondary limit: 500)."
+    )
+    write_limits: Annotated[list[WriteLimit], Field(max_length=10)] = Field(
+        [],
+        description="More windows of the write budget, all of which apply too (e.g. a GitHub "
+        "Enterprise Server's own limits): `[{writes: 20, perSeconds: 10}]`.",
+    )
 
 
 class ChainloopTargetSpec(_TargetBase):
-    type: Literal["chainloop"]
-    base_url: HttpUrl = "https://api.app.chainloop.dev"
-    token: SecretRef
-    #: DEPLOYED records are re-recorded this often so Chainloop's last_seen_at stays true
-    heartbeat_interval: Duration = "1h"
+    type: Literal["chainloop"] = Field(description="`chainloop`: Chainloop deployment records.")
+    base_url: HttpUrl = Field(
+        "https://api.app.chainloop.dev", description="The Chainloop API's URL."
+    )
+    token: SecretRef = Field(description="The Chainloop API token.")
+    heartbeat_interval: Duration = Field(
+        "1h",
+        description="A DEPLOYED record not recorded within this interval is recorded again, so "
+        "Chainloop's last_seen_at stays true: `90m`, `12h`, `30d`, `2w` (default 1h).",
+    )
 
 
 class UnkeyTargetSpec(_TargetBase):
-    type: Literal["unkey"]
-    base_url: HttpUrl = "https://api.unkey.com"
-    root_key: SecretRef
-    project: Slug
-    app: Slug
-    keyspace_id: NonEmpty | None = None
-    #: how long one apply waits for a deployment to reach a final status
-    poll_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    type: Literal["unkey"] = Field(description="`unkey`: Unkey deployments of container images.")
+    base_url: HttpUrl = Field("https://api.unkey.com", description="The Unkey API's URL.")
+    root_key: SecretRef = Field(description="The Unkey root key.")
+    project: Slug = Field(description="The Unkey project's slug.")
+    app: Slug = Field(description="The Unkey app's slug.")
+    keyspace_id: NonEmpty | None = Field(
+        None, description="Sent as `keyspaceId` with each deployment, when set."
+    )
+    poll_timeout_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        300,
+        description="How long one apply polls a deployment for a final status, in seconds; "
+        "then it stays pending until the next reconcile (default 300).",
+    )
 
 
 class IftrueTargetSpec(_TargetBase):
-    type: Literal["iftrue"]
-    base_url: HttpUrl = "https://api.iftrue.co"
-    token: SecretRef
-    member_id: NonEmpty
-    repository_url: HttpUrl
+    type: Literal["iftrue"] = Field(description="`iftrue`: DORA tracking, one event per deploy.")
+    base_url: HttpUrl = Field("https://api.iftrue.co", description="The iftrue API's URL.")
+    token: SecretRef = Field(description="The iftrue API token (a JWT).")
+    member_id: NonEmpty = Field(description="Sent as `member_id` with each deployment event.")
+    repository_url: HttpUrl = Field(
+        description="Sent as `repository_url` with each deployment event."
+    )
 
 
 TargetSpec = Annotated[
@@ -432,10 +590,19 @@ TargetSpec = Annotated[
 
 
 class TargetDocument(_Strict):
-    api_version: Literal["slotkeeper/v1"]
-    kind: Literal["Target"]
-    metadata: Metadata
-    spec: TargetSpec
+    """One target of the operator's targets file: where it is and which credential it carries."""
+
+    api_version: Literal["slotkeeper/v1"] = Field(
+        description="The manifest format: `slotkeeper/v1`."
+    )
+    kind: Literal["Target"] = Field(description="`Target`.")
+    metadata: Metadata = Field(
+        description="The target's name, which environments list in `spec.targets`."
+    )
+    spec: TargetSpec = Field(
+        description="The target: `type` (github, chainloop, unkey or iftrue) says which fields "
+        "it has."
+    )
 
 
 class Location(BaseModel):
