@@ -8,7 +8,7 @@ QUICKSTART := examples/quickstart
 QS_STATE := .slotkeeper/quickstart
 QS_FLAGS := --state sqlite:///$(QS_STATE)/state.db
 
-.PHONY: install dev run test lint typecheck unit clean postgres browser screenshot lock audit
+.PHONY: install dev run test lint typecheck unit docs clean postgres browser screenshot lock audit
 
 # The locked requirements (`make lock` writes them from pyproject.toml): every package pinned with
 # ==, with the sha256 of each of its files on PyPI. runtime.lock is what the image runs, build.lock
@@ -87,10 +87,16 @@ browser:
 screenshot: $(VENV)/.dev browser
 	SLOTKEEPER_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q --no-cov tests/test_dashboard_browser.py
 
-test: lint typecheck unit
+# The reference in docs/ (the README's top part as its home page, ARCHITECTURE.md as a page),
+# built into site/ by mkdocs in strict mode: a broken link or anchor, or a page missing from the
+# navigation in mkdocs.yml, fails it. `.venv/bin/mkdocs serve` shows it while you edit.
+docs: $(VENV)/.dev
+	$(BIN)/mkdocs build --strict
+
+test: lint typecheck docs unit
 
 clean:
-	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .slotkeeper .pytest_cache .mypy_cache .ruff_cache .coverage site
 
 # Rewrites the three lock files from pyproject.toml (after a dependency changed there). Current
 # pins are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` moves everything to the
