@@ -33,7 +33,7 @@ from slotkeeper.ledger.base import (
     WriterLock,
 )
 from slotkeeper.ledger.sqlite import MEMORY, SqliteLedger
-from slotkeeper.ledger.urls import is_keyword_dsn, redact
+from slotkeeper.ledger.urls import is_keyword_dsn
 from slotkeeper.worktree import refuse_if_exposed
 
 DEFAULT_STATE = "sqlite:///.slotkeeper/state.db"
@@ -55,7 +55,6 @@ __all__ = [
     "WriterLock",
     "empty_ledger",
     "open_ledger",
-    "redact",
     "sqlite_path",
 ]
 
