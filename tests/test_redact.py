@@ -186,12 +186,15 @@ def test_a_drivers_message_loses_every_password_it_quotes(
         (("bcde", "abcd"), "***ef ***"),
         (("abcd", "bcde"), "***ef ***"),
         (("ab",), "***cdef ***cd"),
+        (("f",), "abcde*** abcd"),
+        ((None, "", "d"), "abc***ef abc***"),
     ],
 )
 def test_known_secrets_are_hidden_longest_first_in_a_fixed_order(
     secrets: tuple[str, ...], shown: str
 ) -> None:
-    """Whatever order they come in: the longest first, equal lengths alphabetically."""
+    """Whatever order they come in: the longest first, equal lengths alphabetically; one
+    character is enough, none (or None) is nothing to hide."""
     assert hide("abcdef abcd", secrets) == shown
 
 

@@ -40,10 +40,12 @@ _URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNOR
 
 
 def hide(text: str, secrets: Iterable[str | None], *, shortest: int = 1) -> str:
-    """``text`` with each of ``secrets`` of at least ``shortest`` characters hidden wherever it
-    appears, longest first (a secret that contains another is hidden whole)."""
-    # Ties in a fixed order, so that two overlapping ones are hidden the same way every run.
-    for secret in sorted({s for s in secrets if s and len(s) >= shortest}, key=_longest_first):
+    """``text`` with each of ``secrets`` of at least ``shortest`` characters (one or more: the
+    empty string is in every text) hidden wherever it appears, longest first, so that a
+    secret that contains another is hidden whole."""
+    known = {s for s in secrets if s is not None and len(s) >= shortest}
+    # Ties in a fixed order: two overlapping ones are hidden the same way on every run.
+    for secret in sorted(known, key=_longest_first):
         text = text.replace(secret, HIDDEN)
     return text
 
