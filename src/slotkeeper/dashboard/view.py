@@ -31,8 +31,8 @@ from slotkeeper.model import (
 
 
 class DashboardLedger(StateReads, AuditLog, LastGoodReads, Protocol):
-    """What the dashboard reads of the ledger, and all it may touch: reads only, so that
-    nothing anyone can reach on the port can change it."""
+    """What the dashboard reads of the ledger: reads only, so that the type checker proves no
+    page (which anyone who can reach the port may ask for) writes to it."""
 
     #: shown on every page (without any credential: see ``slotkeeper.redact``)
     url: str
