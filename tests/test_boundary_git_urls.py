@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from slotkeeper import sources
+from slotkeeper.redact import redact_text, without_userinfo
 from slotkeeper.sources import (
     MAX_GIT_MESSAGE,
     GitSource,
@@ -22,8 +23,6 @@ from slotkeeper.sources import (
     _git_failure,
     _git_token,
     _password,
-    _redact,
-    _without_userinfo,
 )
 
 TOKEN = "ghp_fromtheenvironment0123"
@@ -70,7 +69,7 @@ def test_git_failure_is_cut_to_its_limit_after_redaction() -> None:
 )
 def test_secrets_of_four_characters_or_more_are_hidden(secret: str | None, hidden: bool) -> None:
     """Shorter ones would blank ordinary words; None and empty are skipped."""
-    text = _redact("token abcd and abc at https://u:pw@host/r", secrets=(secret, "zzzz"))
+    text = redact_text("token abcd and abc at https://u:pw@host/r", secrets=(secret, "zzzz"))
     assert text.startswith("token ***" if hidden else "token abcd")
     assert text.endswith("https://***@host/r")
 
@@ -91,8 +90,8 @@ def test_the_credential_of_a_url(url: str, password: str | None) -> None:
 
 def test_the_recorded_origin_has_no_userinfo() -> None:
     """Credentials are stripped from https URLs; scp-like ssh forms are kept."""
-    assert _without_userinfo("https://u:p@host/r.git") == "https://host/r.git"
-    assert _without_userinfo("git@github.com:acme/r.git") == "git@github.com:acme/r.git"
+    assert without_userinfo("https://u:p@host/r.git") == "https://host/r.git"
+    assert without_userinfo("git@github.com:acme/r.git") == "git@github.com:acme/r.git"
 
 
 def test_the_git_token_from_the_environment_or_a_file(

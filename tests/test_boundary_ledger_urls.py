@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from slotkeeper.ledger.urls import credentials, is_keyword_dsn, redact, scrub
+from slotkeeper.ledger.urls import is_keyword_dsn
+from slotkeeper.redact import credentials, redact_url, scrub
 
 
 def test_a_url_with_a_port_and_no_userinfo_is_shown_as_it_is() -> None:
     """A ``host:port`` is not ``user:password``: without an ``@`` nothing is hidden."""
-    assert redact("postgresql://db.internal:5432/ledger") == "postgresql://db.internal:5432/ledger"
+    assert (
+        redact_url("postgresql://db.internal:5432/ledger") == "postgresql://db.internal:5432/ledger"
+    )
 
 
 def test_an_empty_userinfo_hides_nothing() -> None:
     """``postgresql://@host`` has no password, so it is shown unchanged."""
-    assert redact("postgresql://@db:5432/ledger") == "postgresql://@db:5432/ledger"
+    assert redact_url("postgresql://@db:5432/ledger") == "postgresql://@db:5432/ledger"
 
 
 def test_the_userinfo_password_is_found_as_written_and_decoded() -> None:

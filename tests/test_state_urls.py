@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from slotkeeper.ledger.urls import redact, scrub
+from slotkeeper.redact import redact_url, scrub
 from tests.conftest import POSTGRES, postgres_schema_url
 from tests.daemon_support import Ui
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
@@ -157,7 +157,7 @@ def test_readers_on_a_postgres_schema_without_a_ledger(
     write_manifests(workdir / "m", environment("production", {"api": image(version="v1")}))
     status = sk("status", "--state", url)
     assert status.code == 1
-    assert f"no ledger in {redact(url)}" in status.err
+    assert f"no ledger in {redact_url(url)}" in status.err
     assert "password=***" in status.err and "s3cretpw" not in status.err
     plan = sk("plan", "-m", "m", "--state", url, "--json")
     assert plan.code == 0, plan.err
@@ -189,7 +189,7 @@ REDACTED = [
 @pytest.mark.parametrize(("url", "shown"), REDACTED)
 def test_redact_hides_every_credential_form_libpq_accepts(url: str, shown: str) -> None:
     """Userinfo, ?password=, ?sslpassword= and keyword password= are hidden; the rest stays."""
-    assert redact(url) == shown
+    assert redact_url(url) == shown
 
 
 def test_scrub_hides_credentials_a_driver_echoes() -> None:
@@ -253,5 +253,5 @@ def test_ui_banner_and_pages_never_show_a_credential(
         assert "s3cret" not in page.text
     assert "postgresql://postgres:***@" in server.get("/").text
     _, err = server.stop()
-    assert f"Serving the dashboard of {redact(url)}" in err
+    assert f"Serving the dashboard of {redact_url(url)}" in err
     assert "s3cret" not in err

@@ -594,7 +594,7 @@ def status(manifests: Path, state: str, as_json: bool) -> int:
     with _ledger(state, create=False) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
-        syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
+        syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
         manifests_status = ledger.manifest_status()
     if as_json:
         _print_json(
@@ -620,7 +620,7 @@ def history(target: str, manifests: Path, state: str, as_json: bool) -> int:
     environment, _, slot = target.partition("/")
     with _ledger(state, create=False) as ledger:
         records = ledger.history(environment, slot or None)
-        syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
+        syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
     if as_json:
         _print_json(render.history_document(records, syncs, public=False))
         return EXIT_OK
@@ -644,7 +644,7 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
     del manifests
     with _ledger(state, create=False) as ledger:
         found = ledger.keys(include_retired=include_retired)
-        syncs = render.syncs_by_subject(ledger, SyncSubject.KEY)
+        syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.KEY)
     if as_json:
         _print_json(render.keys_document(found, syncs, public=False))
     else:

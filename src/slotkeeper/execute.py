@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from slotkeeper import observability as obs
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.keys import SecretSink, generate_key
-from slotkeeper.ledger import Ledger, LedgerTransaction, PendingAction
+from slotkeeper.ledger import LedgerTransaction, PendingAction, StateStore
 from slotkeeper.model import (
     KeyRecord,
     KeyStatus,
@@ -104,7 +104,7 @@ class _Context:
         actor: str,
         sink: SecretSink,
         targets: Mapping[str, Target],
-        ledger: Ledger,
+        ledger: StateStore,
     ) -> None:
         self.plan = plan
         self.serial = serial
@@ -184,7 +184,7 @@ class _Context:
 
 def execute(
     plan: Plan,
-    ledger: Ledger,
+    ledger: StateStore,
     *,
     clock: Clock,
     actor: str,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from slotkeeper import observability as obs
 from slotkeeper.credentials import resolve_secret
@@ -29,7 +30,15 @@ from slotkeeper.errors import (
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
-from slotkeeper.ledger import Ledger
+from slotkeeper.ledger import (
+    HttpCacheStore,
+    LastGoodReads,
+    LastGoodStore,
+    StateReads,
+    StateStore,
+    WriteLog,
+    WriterLock,
+)
 from slotkeeper.manifests import (
     NO_TARGETS,
     TARGETS_ENV,
@@ -71,6 +80,22 @@ from slotkeeper.targets.pacing import Window, WriteBudget
 from slotkeeper.targets.unkey import UnkeyTarget
 
 
+class TargetsLedger(HttpCacheStore, WriteLog, Protocol):
+    """What the targets keep in the ledger: their HTTP cache and their write budget's log."""
+
+
+class PlanningLedger(StateReads, TargetsLedger, Protocol):
+    """What a plan uses: the recorded state, read, and the targets' part (a refresh)."""
+
+
+class ApplyLedger(StateStore, WriterLock, TargetsLedger, Protocol):
+    """What applying a plan uses: the state, written under the writer lock, and the targets'."""
+
+
+class ReconcileLedger(ApplyLedger, LastGoodStore, Protocol):
+    """What a reconcile uses: an apply's roles, and the last good manifests it keeps."""
+
+
 @dataclass(frozen=True)
 class Reconciliation:
     plan: Plan
@@ -101,7 +126,7 @@ def snapshot(manifests: Path, operator: OperatorTargets = NO_TARGETS) -> Snapsho
 
 
 def tolerant_snapshot(
-    manifests: Path, ledger: Ledger, operator: OperatorTargets = NO_TARGETS
+    manifests: Path, ledger: LastGoodReads, operator: OperatorTargets = NO_TARGETS
 ) -> Snapshot:
     """Load the manifests even when some files are broken: a broken file is replaced by its
     last good version from the ledger (or left out), and listed in ``desired.broken`` so the
@@ -130,17 +155,16 @@ def _by_name(tree: ManifestTree) -> dict[str, bytes]:
     return {tree.relative(path): content for path, content in tree.files.items()}
 
 
-def remember_manifests(ledger: Ledger, shot: Snapshot, *, at: datetime) -> None:
+def remember_manifests(ledger: LastGoodStore, shot: Snapshot, *, at: datetime) -> None:
     """Keep a manifest set that loaded whole as the last good one, or record which files are
     broken (``status``, ``/status`` and the dashboard show it)."""
     sha = shot.revision.sha if shot.revision else None
-    with ledger.transaction() as tx:
-        if shot.desired.broken:
-            tx.set_manifest_status(ManifestStatus(at=at, revision=sha, broken=shot.desired.broken))
-        else:
-            if shot.desired.environments:  # an empty checkout is no version worth keeping
-                tx.store_last_good(shot.files, revision=sha, at=at)
-            tx.set_manifest_status(None)
+    if shot.desired.broken:
+        ledger.remember_broken(ManifestStatus(at=at, revision=sha, broken=shot.desired.broken))
+    else:
+        # an empty checkout is no version worth keeping
+        kept = shot.files if shot.desired.environments else None
+        ledger.remember_whole(kept, revision=sha, at=at)
 
 
 @dataclass(frozen=True)
@@ -157,7 +181,7 @@ class RunOptions:
 class LedgerHttpCache:
     """Conditional-request cache of one target, kept in the ledger."""
 
-    def __init__(self, ledger: Ledger, target: str, credential: str, clock: Clock) -> None:
+    def __init__(self, ledger: HttpCacheStore, target: str, credential: str, clock: Clock) -> None:
         self._ledger = ledger
         self._target = target
         self._credential = credential
@@ -167,8 +191,7 @@ class LedgerHttpCache:
         return self._ledger.cache_get(self._target, self._credential, url)
 
     def put(self, url: str, etag: str, body: str) -> None:
-        with self._ledger.transaction() as tx:
-            tx.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
+        self._ledger.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
 
 
 class LedgerWriteLog:
@@ -177,7 +200,7 @@ class LedgerWriteLog:
     are closed), in one transaction, rather than with a commit per request: a crash forgets at
     most the last second of them."""
 
-    def __init__(self, ledger: Ledger, target: str, clock: Clock, every: float = 1.0) -> None:
+    def __init__(self, ledger: WriteLog, target: str, clock: Clock, every: float = 1.0) -> None:
         self._ledger = ledger
         self._target = target
         self._clock = clock
@@ -199,9 +222,7 @@ class LedgerWriteLog:
 
     def _store(self) -> None:
         if self._pending:
-            with self._ledger.transaction() as tx:
-                for at in self._pending:
-                    tx.record_write(self._target, at=at)
+            self._ledger.record_writes(self._target, self._pending)
             self._pending.clear()
         self._stored_at = self._clock()
 
@@ -249,7 +270,7 @@ class UnusableTarget:
 
 @contextmanager
 def open_targets(
-    desired: DesiredState, ledger: Ledger, *, clock: Clock, strict: bool = True
+    desired: DesiredState, ledger: TargetsLedger, *, clock: Clock, strict: bool = True
 ) -> Iterator[dict[str, Target]]:
     """Adapters for every Target document, closed afterwards. ``strict`` (the CLI) fails on a
     target that cannot be set up; otherwise (the daemon) that target alone fails its calls."""
@@ -273,7 +294,7 @@ def open_targets(
 
 
 def _open_target(
-    name: str, spec: TargetSpec, ledger: Ledger, clock: Clock, logs: list[LedgerWriteLog]
+    name: str, spec: TargetSpec, ledger: TargetsLedger, clock: Clock, logs: list[LedgerWriteLog]
 ) -> Target:
     owner = f"target {name!r}"
     if isinstance(spec, GithubTargetSpec):
@@ -315,7 +336,7 @@ def _open_target(
 
 
 def _github(
-    name: str, spec: GithubTargetSpec, ledger: Ledger, clock: Clock, log: LedgerWriteLog
+    name: str, spec: GithubTargetSpec, ledger: TargetsLedger, clock: Clock, log: LedgerWriteLog
 ) -> GitHubTarget:
     token = resolve_secret(spec.token, owner=f"target {name!r} token")
     windows = [
@@ -429,7 +450,7 @@ def refresh(
 
 def _plan(
     shot: Snapshot,
-    ledger: Ledger,
+    ledger: StateReads,
     targets: Mapping[str, Target],
     *,
     options: PlanOptions,
@@ -464,7 +485,7 @@ def _plan(
 
 def make_plan(
     manifests: Path,
-    ledger: Ledger,
+    ledger: PlanningLedger,
     *,
     options: PlanOptions,
     clock: Clock,
@@ -493,7 +514,7 @@ def make_plan(
 
 def reconcile(
     source: Path | Snapshot,
-    ledger: Ledger,
+    ledger: ReconcileLedger,
     *,
     options: PlanOptions,
     clock: Clock,
@@ -561,7 +582,7 @@ def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) ->
 
 def _read_back(
     desired: DesiredState,
-    ledger: Ledger,
+    ledger: StateReads,
     targets: Mapping[str, Target],
     applied: Plan,
     *,
@@ -584,7 +605,7 @@ def _read_back(
 def apply_saved(
     the_plan: Plan,
     manifests: Path,
-    ledger: Ledger,
+    ledger: ApplyLedger,
     *,
     clock: Clock,
     actor: str,

@@ -12,6 +12,7 @@ text the target chose.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slotkeeper.execute import ApplyResult, Outcome
-from slotkeeper.ledger import Ledger, PendingAction
+from slotkeeper.ledger import PendingAction
 from slotkeeper.model import (
     Artifact,
     KeyRecord,
@@ -232,13 +233,16 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
 
 
-def syncs_by_subject(ledger: Ledger, subject: SyncSubject) -> dict[int, list[TargetSync]]:
-    """Every sync row of records (or keys), by record (or key) id."""
-    syncs: dict[int, list[TargetSync]] = {}
-    for sync in ledger.all_syncs():
+def syncs_by_subject(
+    syncs: Iterable[TargetSync], subject: SyncSubject
+) -> dict[int, list[TargetSync]]:
+    """The sync rows of records (or keys) among ``syncs``, by record (or key) id, in the order
+    given (the caller reads them from the ledger: rendering does no I/O)."""
+    found: dict[int, list[TargetSync]] = {}
+    for sync in syncs:
         if sync.subject is subject:
-            syncs.setdefault(sync.subject_id, []).append(sync)
-    return syncs
+            found.setdefault(sync.subject_id, []).append(sync)
+    return found
 
 
 def _target_state(sync: TargetSync, *, public: bool) -> dict[str, Any]:

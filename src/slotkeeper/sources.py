@@ -19,6 +19,7 @@ import watchfiles
 from slotkeeper.credentials import private_dirs, read_credential_file
 from slotkeeper.errors import ConfigError, SlotkeeperError
 from slotkeeper.model import Revision
+from slotkeeper.redact import redact_text, without_userinfo
 from slotkeeper.targets.base import Commit
 from slotkeeper.yamlsource import is_yaml_name
 
@@ -190,7 +191,7 @@ class GitSource:
         self.depth = depth
 
     def describe(self) -> str:
-        return f"{_redact(self.url)}#{self.branch}:{self.subpath}"
+        return f"{redact_text(self.url)}#{self.branch}:{self.subpath}"
 
     def fetch(self) -> Checkout:
         private_dirs(self.cache)
@@ -198,7 +199,7 @@ class GitSource:
             self._run("init", "-q")
         # Recorded as origin (credentials stripped) so that the revision names its repository;
         # fetches use the URL itself.
-        self._run("config", "remote.origin.url", _without_userinfo(self.url))
+        self._run("config", "remote.origin.url", without_userinfo(self.url))
         self._run(
             "fetch",
             "-q",
@@ -308,7 +309,7 @@ def _git_failure(stderr: str, *, secrets: tuple[str | None, ...]) -> str:
         else:
             messages.append(line)
     problems = [m for m in messages if not m.lower().startswith(_GIT_NOISE)] or messages
-    text = _redact("; ".join(dict.fromkeys(problems)), secrets=secrets)
+    text = redact_text("; ".join(dict.fromkeys(problems)), secrets=secrets)
     if len(text) > MAX_GIT_MESSAGE:
         text = text[: MAX_GIT_MESSAGE - 1].rstrip() + "…"
     return text
@@ -338,21 +339,6 @@ def _password(url: str) -> str | None:
         return None
     user, _, password = match.group(1).partition(":")
     return password or user
-
-
-def _redact(text: str, *, secrets: tuple[str | None, ...] = ()) -> str:
-    """Drop ``user:password@`` from URLs in a message (up to the last ``@`` of the authority,
-    so a password holding an ``@`` goes too), and any of ``secrets`` wherever it appears."""
-    text = re.sub(r"(://)[^/?#\s]*@", r"\1***@", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:  # shorter would blank ordinary words, e.g. "git"
-            text = text.replace(secret, "***")
-    return text
-
-
-def _without_userinfo(url: str) -> str:
-    """``url`` without any ``user:password@`` part (scp-like ``git@host:`` forms are kept)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]*@", r"\1", url)
 
 
 def _digest_tree(root: Path) -> str:

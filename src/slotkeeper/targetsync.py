@@ -23,7 +23,7 @@ from datetime import datetime
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import BudgetDeferred, TargetError, public_reason
-from slotkeeper.ledger import Ledger
+from slotkeeper.ledger import StateStore
 from slotkeeper.model import (
     EnvironmentRecord,
     Record,
@@ -78,7 +78,7 @@ class TargetSyncer:
     def __init__(
         self,
         *,
-        ledger: Ledger,
+        ledger: StateStore,
         targets: Mapping[str, Target],
         environments: Mapping[str, EnvironmentRecord],
         lineage: str,

@@ -233,14 +233,14 @@ def postgres_reachable(base: str = POSTGRES) -> str | None:
     """None when PostgreSQL answers at ``base``, else why not (without any password)."""
     import psycopg
 
-    from slotkeeper.ledger.postgres import redact
+    from slotkeeper.redact import redact_url
 
     try:
         with psycopg.connect(base, autocommit=True, connect_timeout=3) as connection:
             connection.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return redact(first.rsplit(": ", 1)[-1])  # the cause, e.g. "Connection refused"
+        return redact_url(first.rsplit(": ", 1)[-1])  # the cause, e.g. "Connection refused"
     return None
 
 
@@ -341,14 +341,14 @@ def _sqlite(work: Path, manifests: Path, tree: Tree) -> list[Figure]:
 
 
 def _postgres(work: Path, manifests: Path, tree: Tree) -> list[Figure]:
-    from slotkeeper.ledger.postgres import redact
+    from slotkeeper.redact import redact_url
 
     why = postgres_reachable()
     if why is not None:
         return [
             Figure(
                 TARGET,
-                f"PostgreSQL: skipped, not reachable at {redact(POSTGRES)} ({why})",
+                f"PostgreSQL: skipped, not reachable at {redact_url(POSTGRES)} ({why})",
                 0,
                 "",
                 passed=None,

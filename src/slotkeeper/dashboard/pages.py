@@ -18,8 +18,7 @@ from urllib.parse import parse_qs, unquote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from slotkeeper.dashboard.view import overview, slot_history
-from slotkeeper.ledger import Ledger
+from slotkeeper.dashboard.view import DashboardLedger, overview, slot_history
 from slotkeeper.model import DesiredState, timestamp
 
 #: how often an open page reloads itself unless ``?refresh=N`` says otherwise (seconds)
@@ -81,7 +80,7 @@ class Dashboard:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: DashboardLedger,
         *,
         clock: Callable[[], datetime],
         desired: Callable[[], DesiredState | None] = lambda: None,

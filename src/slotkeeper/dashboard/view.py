@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from slotkeeper import render
-from slotkeeper.ledger import Ledger, PendingAction
-from slotkeeper.ledger.base import Event
+from slotkeeper.ledger import AuditLog, Event, LastGoodReads, PendingAction, StateReads
 from slotkeeper.model import (
     DesiredState,
     KeyRecord,
@@ -29,6 +28,15 @@ from slotkeeper.model import (
     parse_duration,
     timestamp,
 )
+
+
+class DashboardLedger(StateReads, AuditLog, LastGoodReads, Protocol):
+    """What the dashboard reads of the ledger: reads only, so that the type checker proves no
+    page (which anyone who can reach the port may ask for) writes to it."""
+
+    #: shown on every page (without any credential: see ``slotkeeper.redact``)
+    url: str
+
 
 _APPLY_EVENTS = ("apply.started", "apply.finished")
 #: the states a matrix cell can show, most telling first
@@ -154,7 +162,7 @@ def last_apply(events: Iterable[Event]) -> dict[str, Any] | None:
 
 
 def overview(
-    ledger: Ledger,
+    ledger: DashboardLedger,
     *,
     now: datetime,
     desired: DesiredState | None = None,
@@ -164,7 +172,7 @@ def overview(
     """Everything the matrix page shows (and ``/status`` returns)."""
     records = ledger.latest_records()
     pending = ledger.pending()
-    syncs = render.syncs_by_subject(ledger, SyncSubject.RECORD)
+    syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
     managed = ledger.keys()
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
@@ -216,20 +224,18 @@ def overview(
     return document
 
 
-def slot_history(ledger: Ledger, environment: str, slot: str) -> dict[str, Any] | None:
+def slot_history(ledger: DashboardLedger, environment: str, slot: str) -> dict[str, Any] | None:
     """A slot's records newest first, each with who recorded it, at which revision, what it
-    superseded, and what every target holds of it; None when the ledger never saw the slot."""
+    superseded, and what every target holds of it; None when the ledger never saw the slot.
+
+    Only this slot's deploy events are read (the ledger filters them, by index): the audit log
+    of a busy ledger is far longer than one slot's history."""
     records = ledger.history(environment, slot)
     if not records:
         return None
     syncs = {record.id: ledger.syncs_for(SyncSubject.RECORD, record.id) for record in records}
-    deployed_by = {
-        event.record_id: event
-        for event in ledger.events()
-        if event.type == "record.deployed"
-        and event.environment == environment
-        and event.slot == slot
-    }
+    deploys = ledger.events(types=("record.deployed",), environment=environment, slot=slot)
+    deployed_by = {event.record_id: event for event in deploys}
     rows = render.history_document(records, syncs, public=True)
     revisions: dict[str, Any] = {}
     for row in rows:

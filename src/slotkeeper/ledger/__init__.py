@@ -7,7 +7,8 @@
 
 Writers open with ``create=True`` (the default) and create the ledger where there is none;
 readers pass ``create=False`` and get ``NoLedgerError`` instead. ``empty_ledger`` is an empty
-ledger in memory, for a first ``plan`` before anything was applied.
+ledger in memory, for a first ``plan`` before anything was applied. Both give a ``Ledger``: every
+role of ``ledger.base``, for the caller to hand each part of slotkeeper the roles it uses.
 """
 
 from __future__ import annotations
@@ -16,22 +17,44 @@ from datetime import datetime
 from pathlib import Path
 
 from slotkeeper.errors import ConfigError
-from slotkeeper.ledger.base import Event, Ledger, LedgerTransaction, PendingAction
+from slotkeeper.ledger.base import (
+    AuditLog,
+    Event,
+    HttpCacheStore,
+    LastGoodReads,
+    LastGoodStore,
+    Ledger,
+    LedgerTransaction,
+    PendingAction,
+    ReconcileRequests,
+    StateReads,
+    StateStore,
+    WriteLog,
+    WriterLock,
+)
 from slotkeeper.ledger.sqlite import MEMORY, SqliteLedger
-from slotkeeper.ledger.urls import is_keyword_dsn, redact
+from slotkeeper.ledger.urls import is_keyword_dsn
 from slotkeeper.worktree import refuse_if_exposed
 
 DEFAULT_STATE = "sqlite:///.slotkeeper/state.db"
 
 __all__ = [
     "DEFAULT_STATE",
+    "AuditLog",
     "Event",
+    "HttpCacheStore",
+    "LastGoodReads",
+    "LastGoodStore",
     "Ledger",
     "LedgerTransaction",
     "PendingAction",
+    "ReconcileRequests",
+    "StateReads",
+    "StateStore",
+    "WriteLog",
+    "WriterLock",
     "empty_ledger",
     "open_ledger",
-    "redact",
     "sqlite_path",
 ]
 

@@ -1,7 +1,26 @@
-"""What the rest of slotkeeper needs from a ledger, whatever stores it.
+"""What the rest of slotkeeper needs from a ledger, one Protocol per role.
 
-The executor and the CLI use these Protocols only; ``open_ledger`` picks the implementation from
-the state URL (SQLite now, PostgreSQL as a second implementation of the same schema).
+A consumer names only the roles it uses, so mypy proves what it can touch: the dashboard is
+given reads only, the target syncer the state and nothing of the webhook's memory. One class,
+``SqlLedger`` (on SQLite or PostgreSQL, picked by ``open_ledger`` from the state URL), plays
+every role; ``Ledger``, the union of them all, is for the places that open a ledger and hand it
+on (the CLI, the daemon).
+
+- ``StateReads`` / ``StateStore``: records, deploy keys, environments, revisions, target
+  syncs, held actions, the serial and lineage. The pipeline (what it plans against), the
+  executor and the target syncer; the status, history and keys commands; the dashboard.
+- ``AuditLog``: the append-only event log. The dashboard.
+- ``WriterLock``: one writer at a time. The pipeline (one apply); the daemon's leadership.
+- ``HttpCacheStore``: conditional-request bodies and ETags. The GitHub adapter's cache.
+- ``WriteLog``: each target's recent content writes. The GitHub write budget.
+- ``ReconcileRequests``: reconciles asked for by followers, webhook deliveries already seen.
+  The daemon's webhook receiver and loop.
+- ``LastGoodReads`` / ``LastGoodStore``: the last manifest set that loaded whole, and which
+  files are broken now. The daemon (tolerant loading); status and the dashboard.
+
+Transactions: the state and its audit log are written only inside ``StateStore.transaction()``
+(an event commits with the change it tells of); every other role's write is one call that
+commits on its own.
 """
 
 from __future__ import annotations
@@ -64,27 +83,43 @@ class Event(BaseModel):
 
 
 class LedgerTransaction(Protocol):
-    """Writes that commit together or not at all."""
+    """The writes of one state transaction (``StateStore.transaction()``).
 
-    def bump_serial(self, *, lineage: str, expected: int) -> int: ...
+    They commit together when the block ends, or none of them does: an exception rolls back all
+    of it, the audit events with it, so the event log never tells of a change that did not
+    happen nor misses one that did. A database failure is raised as ``LedgerError``. Records,
+    keys and events are never deleted: the ledger is the history.
+
+    The guards raise ``StalePlanError``: ``check_serial`` and ``bump_serial`` when the ledger
+    moved (or is another lineage) since the plan was made; ``set_record_status`` and
+    ``set_key_status`` when the record is no longer DEPLOYED or the key no longer ACTIVE, so a
+    record or key is retired once. The writer lock is not checked here: the caller holds it
+    (``WriterLock.writer``) for a whole apply, which is what keeps two appliers apart.
+    """
+
+    def bump_serial(self, *, lineage: str, expected: int) -> int:
+        """Check the serial (see ``check_serial``) and move it by one: the new serial."""
+        ...
 
     def check_serial(self, *, lineage: str, expected: int) -> None: ...
 
-    def save_revision(self, revision: Revision) -> None: ...
+    def save_revision(self, revision: Revision) -> None:
+        """Keep a commit's details; a sha already kept keeps its first details."""
+        ...
 
     def upsert_environment(self, environment: EnvironmentRecord, *, at: datetime) -> None: ...
 
-    def replace_pending(self, pending: Iterable[PendingAction]) -> None: ...
+    def replace_pending(self, pending: Iterable[PendingAction]) -> None:
+        """The held actions of this apply replace those of the last one."""
+        ...
 
-    def upsert_sync(self, sync: TargetSync) -> None: ...
+    def upsert_sync(self, sync: TargetSync) -> None:
+        """One target's journal row for a record or key, replacing the one before."""
+        ...
 
-    def record_write(self, target: str, *, at: datetime) -> None: ...
-
-    def cache_put(
-        self, target: str, credential: str, url: str, etag: str, body: str, *, at: datetime
-    ) -> None: ...
-
-    def touch(self, record_ids: Sequence[int], *, at: datetime) -> None: ...
+    def touch(self, record_ids: Sequence[int], *, at: datetime) -> None:
+        """Move ``last_seen_at`` of those records that are still DEPLOYED."""
+        ...
 
     def insert_record(
         self,
@@ -97,7 +132,10 @@ class LedgerTransaction(Protocol):
         revision: str | None,
         action_id: str,
         annotations: dict[str, str] | None = None,
-    ) -> int: ...
+    ) -> int:
+        """A new DEPLOYED record (its id); a second DEPLOYED one in a slot is a ``LedgerError``
+        (the schema refuses it)."""
+        ...
 
     def set_record_status(self, record_id: int, status: RecordStatus, *, at: datetime) -> None: ...
 
@@ -117,22 +155,13 @@ class LedgerTransaction(Protocol):
         at: datetime,
         revision: str | None,
         action_id: str,
-    ) -> int: ...
+    ) -> int:
+        """A new ACTIVE deploy key (its id): its public half and where its private half is."""
+        ...
 
     def set_key_status(self, key_id: int, status: KeyStatus, *, at: datetime) -> None: ...
 
     def set_replaced_by(self, key_id: int, successor: int) -> None: ...
-
-    def store_last_good(
-        self, files: Mapping[str, bytes], *, revision: str | None, at: datetime
-    ) -> None:
-        """Remember ``files`` (content by relative path) as the last manifest set that loaded
-        whole, replacing the one before."""
-        ...
-
-    def set_manifest_status(self, status: ManifestStatus | None) -> None:
-        """Record the broken manifest files, or (None) that there are none."""
-        ...
 
     def append_event(
         self,
@@ -148,38 +177,89 @@ class LedgerTransaction(Protocol):
         key_id: int | None = None,
         action_id: str | None = None,
         revision: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """Append to the audit log (see ``AuditLog``), in this transaction."""
+        ...
 
 
-class Ledger(Protocol):
-    """The recorded state: read it, write it in transactions, one writer at a time."""
+class StateReads(Protocol):
+    """The recorded state, read: what the planner compares the manifests with, and what the
+    status, history and keys commands and the dashboard show.
 
-    #: the ledger's URL as it may be shown: without any credential (see ``ledger.urls``)
-    url: str
+    Reads never wait for the writer lock. Each sees what is committed (and, from inside a
+    transaction of the same ledger object, that transaction's own writes); separate calls are
+    separate reads, so a caller that needs them to agree (the pipeline, the executor) holds the
+    writer lock, under which no other process moves them. Lists come in a fixed order, given
+    on each method.
+    """
 
-    def writer(self, *, timeout: float) -> AbstractContextManager[None]: ...
+    def read_state(self) -> RecordedState:
+        """The serial and lineage, every DEPLOYED record, ACTIVE key, environment and sync
+        row, and the retired records and keys some target may still hold as live."""
+        ...
 
-    def try_lead(self) -> bool: ...
-
-    def resign(self) -> None: ...
-
-    def leading(self) -> bool: ...
-
-    def transaction(self) -> AbstractContextManager[LedgerTransaction]: ...
-
-    def read_state(self) -> RecordedState: ...
-
-    def latest_records(self) -> list[Record]: ...
+    def latest_records(self) -> list[Record]:
+        """The newest record of every environment/slot ever seen, by environment and slot."""
+        ...
 
     def slot_counts(self) -> dict[RecordStatus, int]:
         """How many slots have each status as their newest record."""
         ...
 
-    def history(self, environment: str, slot: str | None = None) -> list[Record]: ...
+    def history(self, environment: str, slot: str | None = None) -> list[Record]:
+        """Every record of an environment (or one slot of it), newest first."""
+        ...
 
-    def keys(self, *, include_retired: bool = False) -> list[KeyRecord]: ...
+    def keys(self, *, include_retired: bool = False) -> list[KeyRecord]:
+        """ACTIVE deploy keys (every key with ``include_retired``), by repository and title,
+        newest first."""
+        ...
 
-    def pending(self) -> list[PendingAction]: ...
+    def pending(self) -> list[PendingAction]:
+        """The actions the last apply held, by environment, slot and key."""
+        ...
+
+    def revision(self, sha: str) -> Revision | None: ...
+
+    def predecessor(self, record_id: int) -> Record | None:
+        """The record that ``record_id`` superseded, if any."""
+        ...
+
+    def record(self, record_id: int) -> Record:
+        """One record; an unknown id is a ``LedgerError``."""
+        ...
+
+    def key(self, key_id: int) -> KeyRecord:
+        """One deploy key; an unknown id is a ``LedgerError``."""
+        ...
+
+    def syncs_for(self, subject: SyncSubject, subject_id: int) -> list[TargetSync]:
+        """Every target's sync row of one record or key, by target."""
+        ...
+
+    def all_syncs(self) -> list[TargetSync]:
+        """Every sync row, by subject, subject id and target."""
+        ...
+
+
+class StateStore(StateReads, Protocol):
+    """The recorded state, read and written: the executor and the target syncer.
+
+    Writes happen only in a ``transaction()`` (see ``LedgerTransaction``). One transaction runs
+    at a time per ledger object: the target syncs share it from worker threads.
+    """
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]: ...
+
+
+class AuditLog(Protocol):
+    """The append-only audit trail: who (actor), what (type, detail), when, at which serial and
+    revision, for which environment, slot, record, key or action.
+
+    Events are appended only by ``LedgerTransaction.append_event``, inside the state change
+    they tell of, and never changed or deleted; ``seq`` grows with each. Read by the dashboard
+    (the last apply, who deployed a record) and by anyone auditing the ledger.
+    """
 
     def events(
         self,
@@ -189,35 +269,149 @@ class Ledger(Protocol):
         environment: str | None = None,
         slot: str | None = None,
         last: int | None = None,
-    ) -> list[Event]: ...
+    ) -> list[Event]:
+        """Events after ``since``, oldest first; only of ``types`` and of that environment
+        and slot when given (the database filters: a caller reads only what it asked for);
+        only the newest ``last`` of them when given."""
+        ...
 
-    def revision(self, sha: str) -> Revision | None: ...
 
-    def predecessor(self, record_id: int) -> Record | None: ...
+class WriterLock(Protocol):
+    """One writer at a time: an apply (the CLI) or a leading replica (the daemon).
 
-    def record(self, record_id: int) -> Record: ...
+    The lock is the ledger's own: a lock file beside an SQLite database, a session-level
+    advisory lock on PostgreSQL, keyed by the lineage. It is re-entrant within one process
+    (``try_lead`` counts, ``resign`` undoes one, the last one releases it), never waited for by
+    readers, and freed when its holder dies (the file lock with the process, the advisory lock
+    with its database session). Used by the pipeline, which holds ``writer`` for a whole apply
+    (read, plan, execute), and by the daemon's leader election (``try_lead``, ``leading``,
+    ``resign``).
+    """
 
-    def key(self, key_id: int) -> KeyRecord: ...
+    def writer(self, *, timeout: float) -> AbstractContextManager[None]:
+        """Hold the lock for the block, waiting at most ``timeout`` seconds for it; then a
+        ``LedgerLockedError`` that names the ledger and says how long it waited."""
+        ...
 
-    def syncs_for(self, subject: SyncSubject, subject_id: int) -> list[TargetSync]: ...
+    def try_lead(self) -> bool:
+        """Take the lock if it is free, without waiting; True while this process holds it."""
+        ...
 
-    def all_syncs(self) -> list[TargetSync]: ...
+    def resign(self) -> None:
+        """Undo one successful ``try_lead`` (nothing when not holding)."""
+        ...
 
-    def recent_writes(self, target: str, *, since: datetime) -> list[datetime]: ...
+    def leading(self) -> bool:
+        """Whether this process still holds the lock: False once it resigned, or once the
+        database session that held it is gone (a replica that lost it must stop writing)."""
+        ...
 
-    def cache_get(self, target: str, credential: str, url: str) -> tuple[str, str] | None: ...
 
-    def request_reconcile(self, reason: str, *, at: datetime) -> None: ...
+class HttpCacheStore(Protocol):
+    """Conditional-request cache of the targets (GitHub's ETags), kept between runs so that a
+    steady state's refresh is answered with 304s and spends no rate limit.
+
+    Entries are keyed by target name, credential digest (never the credential: the caller
+    passes a one-way digest) and URL, so a body one credential was shown is never served to
+    another. ``cache_put`` commits on its own and replaces the entry. Called through
+    ``reconcile.LedgerHttpCache``, which binds a target and credential.
+    """
+
+    def cache_get(self, target: str, credential: str, url: str) -> tuple[str, str] | None:
+        """The (ETag, body) kept for the URL, or None."""
+        ...
+
+    def cache_put(
+        self, target: str, credential: str, url: str, etag: str, body: str, *, at: datetime
+    ) -> None: ...
+
+
+class WriteLog(Protocol):
+    """The write budget's journal: when each target was last sent a content-creating request,
+    shared by every run and replica on the ledger (GitHub's secondary limits count per
+    credential, not per process).
+
+    ``record_writes`` commits all its moments in one transaction (a crash loses all or none)
+    and drops the target's entries more than a day older than each moment stored. Called by
+    ``reconcile.LedgerWriteLog`` (writes) and when a GitHub target's budget is set up (reads).
+    """
+
+    def recent_writes(self, target: str, *, since: datetime) -> list[datetime]:
+        """The target's writes at or after ``since``, oldest first."""
+        ...
+
+    def record_writes(self, target: str, moments: Sequence[datetime]) -> None: ...
+
+
+class ReconcileRequests(Protocol):
+    """The daemon replicas' shared memory of webhooks: reconciles a follower asked the leader
+    for, and the deliveries already seen.
+
+    Each call commits on its own. Old requests are dropped (the newest hundred are kept), and a
+    delivery is remembered for the ``window`` it is asked about. Called by the daemon's webhook
+    receiver (``first_delivery``, ``request_reconcile``) and its loop (``latest_request``).
+    """
+
+    def request_reconcile(self, reason: str, *, at: datetime) -> None:
+        """Ask whichever replica leads to reconcile soon."""
+        ...
+
+    def latest_request(self) -> int:
+        """The number of the newest request (0 before any): it grows with each one, so a
+        leader that remembers the last it saw knows when another came."""
+        ...
 
     def first_delivery(self, keys: Sequence[str], *, at: datetime, window: timedelta) -> bool:
         """Remember ``keys`` (a webhook's delivery id, its body's digest); False when one of
-        them was seen within ``window`` (a replay)."""
+        them was seen within ``window`` (a replay), and False when unsure (another replica
+        remembered the same delivery at the same moment, or the write failed)."""
         ...
 
-    def latest_request(self) -> int: ...
 
-    def last_good_manifests(self) -> dict[str, bytes]: ...
+class LastGoodReads(Protocol):
+    """The last manifest set that loaded whole, and which files are broken now, read: by the
+    daemon, which loads a broken file's last good version instead, and by ``status`` and the
+    dashboard, which show the broken files."""
 
-    def manifest_status(self) -> ManifestStatus | None: ...
+    def last_good_manifests(self) -> dict[str, bytes]:
+        """The content of each file of the last good set, by relative path."""
+        ...
+
+    def manifest_status(self) -> ManifestStatus | None:
+        """The broken files at the last load, or None when there were none."""
+        ...
+
+
+class LastGoodStore(LastGoodReads, Protocol):
+    """The last good manifests, read and written, one transaction per call: by the pipeline
+    after each reconcile of the daemon."""
+
+    def remember_whole(
+        self, files: Mapping[str, bytes] | None, *, revision: str | None, at: datetime
+    ) -> None:
+        """The manifests loaded whole: ``files`` (content by relative path) replace the last
+        good set (None keeps it as it is) and no file is broken any more."""
+        ...
+
+    def remember_broken(self, status: ManifestStatus) -> None:
+        """Some files are broken: record which; the last good set stays as it is."""
+        ...
+
+
+class Ledger(
+    StateStore,
+    AuditLog,
+    WriterLock,
+    HttpCacheStore,
+    WriteLog,
+    ReconcileRequests,
+    LastGoodStore,
+    Protocol,
+):
+    """Every role at once: what ``open_ledger`` returns, for the places that open a ledger and
+    hand each part of slotkeeper the roles it needs (the CLI, the daemon)."""
+
+    #: the ledger's URL as it may be shown: without any credential (see ``slotkeeper.redact``)
+    url: str
 
     def close(self) -> None: ...

@@ -21,7 +21,7 @@ import psycopg
 
 from slotkeeper.errors import ConfigError, LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
-from slotkeeper.ledger.urls import redact, scrub
+from slotkeeper.redact import redact_url, scrub
 
 POSTGRES = Dialect(
     placeholder="%s",
@@ -72,7 +72,7 @@ class PostgresLedger(SqlLedger):
         self, url: str, *, now: datetime, create: bool = True, lineage: str | None = None
     ) -> None:
         libpq_url, self.schema = split_url(url)
-        shown = redact(url)
+        shown = redact_url(url)
         try:
             connection = _connect(libpq_url, self.schema, create=create)
         except psycopg.Error as exc:
@@ -151,4 +151,4 @@ def _why(exc: psycopg.Error, url: str) -> str:
     return scrub(text.splitlines()[0] if text else type(exc).__name__, url)
 
 
-__all__ = ["PostgresLedger", "redact", "split_url", "writer_lock_key"]
+__all__ = ["PostgresLedger", "split_url", "writer_lock_key"]

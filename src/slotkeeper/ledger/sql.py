@@ -135,7 +135,9 @@ def _key(row: Sequence[Any]) -> KeyRecord:
 
 
 class SqlTransaction:
-    """The write operations of one open transaction (see ``LedgerTransaction``)."""
+    """The write operations of one open transaction: ``LedgerTransaction``'s, and those that
+    ``SqlLedger`` commits one call at a time for the other roles (cache, write log, last good
+    manifests)."""
 
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor
@@ -437,8 +439,9 @@ class SqlTransaction:
 
 
 class SqlLedger:
-    """Reads, transactions and the writer-lock protocol shared by the SQL backends; subclasses
-    supply the lock itself (``_try_lock``, ``_unlock``, ``_lock_alive``)."""
+    """Every role of ``ledger.base`` (``Ledger``) over SQL, shared by the backends; subclasses
+    supply the connection and the writer lock itself (``_try_lock``, ``_unlock``,
+    ``_lock_alive``)."""
 
     url: str
 
@@ -726,6 +729,20 @@ class SqlLedger:
         )
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
+    def cache_put(
+        self, target: str, credential: str, url: str, etag: str, body: str, *, at: datetime
+    ) -> None:
+        with self.transaction() as tx:
+            tx.cache_put(target, credential, url, etag, body, at=at)
+
+    def record_writes(self, target: str, moments: Sequence[datetime]) -> None:
+        """Log content-creating requests for the write budget, all in one transaction."""
+        if not moments:
+            return
+        with self.transaction() as tx:
+            for at in moments:
+                tx.record_write(target, at=at)
+
     def latest_records(self) -> list[Record]:
         """The newest record of every environment/slot ever seen."""
         rows = self._query(
@@ -831,6 +848,18 @@ class SqlLedger:
     def last_good_manifests(self) -> dict[str, bytes]:
         rows = self._query("SELECT path, content FROM manifest_files")
         return {path: content.encode("utf-8") for path, content in rows}
+
+    def remember_whole(
+        self, files: Mapping[str, bytes] | None, *, revision: str | None, at: datetime
+    ) -> None:
+        with self.transaction() as tx:
+            if files is not None:
+                tx.store_last_good(files, revision=revision, at=at)
+            tx.set_manifest_status(None)
+
+    def remember_broken(self, status: ManifestStatus) -> None:
+        with self.transaction() as tx:
+            tx.set_manifest_status(status)
 
     def manifest_status(self) -> ManifestStatus | None:
         rows = self._query("SELECT at, revision, broken FROM manifest_status WHERE id = 1")
