@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from slotkeeper.actions import Action, ActionType
 from slotkeeper.model import (
     DesiredState,
     Drift,
@@ -15,7 +16,7 @@ from slotkeeper.model import (
     RemoteState,
     SyncSubject,
 )
-from slotkeeper.plan import Action, ActionType, PlanOptions, plan
+from slotkeeper.plan import PlanOptions, diff
 from tests.helpers import deploy_key, image, synced_record
 from tests.test_plan import NOW, broken, desired, key_record, record, recorded
 
@@ -56,7 +57,7 @@ def with_retired_key(state: RecordedState) -> RecordedState:
 def syncs(
     desired_state: DesiredState, state: RecordedState, drift: tuple[Drift, ...] = ()
 ) -> list[Action]:
-    result = plan(desired_state, state, now=NOW, options=PlanOptions(), drift=drift)
+    result = diff(desired_state, state, now=NOW, options=PlanOptions(), drift=drift)
     return [a for a in result.actions if a.type is ActionType.SYNC]
 
 

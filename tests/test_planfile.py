@@ -9,7 +9,7 @@ import pytest
 
 from slotkeeper.errors import PlanFileError
 from slotkeeper.model import DesiredState, EnvironmentSpec, RecordedState, Revision
-from slotkeeper.plan import PlanOptions, plan
+from slotkeeper.plan import PlanOptions, diff
 from slotkeeper.planfile import load_plan, save_plan
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -25,7 +25,7 @@ def test_plan_file_round_trips(tmp_path: Path) -> None:
             "deployKeys": [{"repository": "a/b", "title": "k", "secret": {"file": "k"}}],
         }
     )
-    original = plan(
+    original = diff(
         DesiredState(environments={"prod": spec}, targets={}),
         RecordedState(lineage="l", serial=4),
         now=NOW,

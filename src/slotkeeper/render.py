@@ -19,10 +19,21 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from slotkeeper.actions import (
+    Action,
+    ActionType,
+    DecommissionAction,
+    DeployAction,
+    SyncAction,
+    key_of,
+    slot_of,
+)
+from slotkeeper.errors import ManifestErrors
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import Ledger, PendingAction
 from slotkeeper.model import (
     Artifact,
+    DesiredState,
     KeyRecord,
     ManifestStatus,
     Record,
@@ -33,7 +44,7 @@ from slotkeeper.model import (
     parse_duration,
     timestamp,
 )
-from slotkeeper.plan import Action, ActionType, Plan
+from slotkeeper.plan import Plan
 
 _SYMBOLS: dict[ActionType, tuple[str, str]] = {
     ActionType.CREATE_KEY: ("+", "green"),
@@ -79,9 +90,32 @@ def _artifact(artifact: Artifact | None) -> str:
 def _symbol(action: Action) -> tuple[str, str]:
     if action.blocked is not None:
         return ("!", "magenta")
-    if action.type is ActionType.DEPLOY and action.supersedes is not None:
+    if isinstance(action, DeployAction) and action.supersedes is not None:
         return ("~", "yellow")
     return _SYMBOLS[action.type]
+
+
+def _artifact_of(action: Action) -> Artifact | None:
+    """The artifact a record's action (or a record's sync) concerns."""
+    if isinstance(action, DeployAction | DecommissionAction | SyncAction):
+        return action.artifact
+    return None
+
+
+def _where(action: Action) -> str:
+    """``environment/slot``, or the environment alone for a key's action."""
+    slot = slot_of(action)
+    return f"{action.environment}/{slot}" if slot else action.environment
+
+
+def _what(action: Action) -> str:
+    """The key or artifact an action concerns (an orphan key by repository and remote id)."""
+    key = key_of(action)
+    if key is not None:
+        return f"key {key.name}"
+    if isinstance(action, SyncAction) and action.slot is None:
+        return f"key {action.repository}#{action.remote_id}"
+    return _artifact(_artifact_of(action))
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -96,39 +130,35 @@ def render_plan(plan: Plan, console: Console) -> None:
     rows: list[tuple[Text, ...]] = []
     for action in plan.actions:
         symbol, style = _symbol(action)
-        what = _artifact(action.artifact)
-        if action.key is not None:
-            what = f"key {action.key.name}"
-        detail = action.reason
-        if action.type is ActionType.DEPLOY and action.supersedes is not None:
-            detail = f"{action.reason} (supersedes #{action.supersedes})"
-        if action.type is ActionType.SYNC:
-            detail = (
-                f"{action.target} -> {action.want.value if action.want else ''}: {action.reason}"
-            )
-            if action.key is None and action.slot is None:
-                what = f"key {action.repository}#{action.remote_id}"
-        elif action.targets:
-            detail = f"{detail} [{', '.join(action.targets)}]"
-        if action.notes:
-            detail = f"{detail} ({'; '.join(action.notes)})"
-        if action.blocked is not None:
-            detail = f"BLOCKED: {action.blocked}"
         rows.append(
             (
                 Text(f"  {symbol}", style=style),
                 Text(action.type.value, style=style),
-                Text(
-                    f"{action.environment}/{action.slot}" if action.slot else action.environment,
-                    style="bold",
-                ),
-                Text(what),
-                Text(detail, style="magenta" if action.blocked else "dim"),
+                Text(_where(action), style="bold"),
+                Text(_what(action)),
+                Text(_detail(action), style="magenta" if action.blocked else "dim"),
             )
         )
     console.print(_aligned(rows), soft_wrap=True)
     console.print()
     console.print(summary_line(plan))
+
+
+def _detail(action: Action) -> str:
+    """The last column of ``plan``: why, where it goes and what the plan notes; for a blocked
+    action, only why it is blocked."""
+    if action.blocked is not None:
+        return f"BLOCKED: {action.blocked}"
+    if isinstance(action, SyncAction):
+        detail = f"{action.target} -> {action.want.value}: {action.reason}"
+    else:
+        detail = action.reason
+        if isinstance(action, DeployAction) and action.supersedes is not None:
+            detail = f"{detail} (supersedes #{action.supersedes})"
+        if action.targets:
+            detail = f"{detail} [{', '.join(action.targets)}]"
+    notes = action.notes if isinstance(action, DeployAction | SyncAction) else ()
+    return f"{detail} ({'; '.join(notes)})" if notes else detail
 
 
 def _aligned(rows: list[tuple[Text, ...]]) -> Text:
@@ -152,7 +182,7 @@ def _aligned(rows: list[tuple[Text, ...]]) -> Text:
 
 def summary_line(plan: Plan) -> Text:
     s = plan.summary
-    supersedes = sum(1 for a in plan.actions if a.type is ActionType.DEPLOY and a.supersedes)
+    supersedes = sum(1 for a in plan.actions if isinstance(a, DeployAction) and a.supersedes)
     keys = s["create_key"] + s["rotate_key"] + s["revoke_key"]
     text = Text("Plan: ", style="bold")
     text.append(f"{s['deploy']} to deploy ({supersedes} superseding), ")
@@ -190,6 +220,27 @@ def render_apply(result: ApplyResult, console: Console) -> None:
             f"[yellow]{deferred} target call{'s' if deferred != 1 else ''} deferred[/] to the next "
             "reconcile (write budget)."
         )
+
+
+def validate_document(outcome: DesiredState | ManifestErrors) -> dict[str, Any]:
+    """What ``validate --json`` prints: the counts of what valid manifests declare, or every
+    error of invalid ones (file, line, field path, message)."""
+    if isinstance(outcome, ManifestErrors):
+        return {
+            "valid": False,
+            "errors": [
+                {"file": str(e.file), "line": e.line, "field": e.field, "message": e.message}
+                for e in outcome.errors
+            ],
+        }
+    specs = outcome.environments.values()
+    return {
+        "valid": True,
+        "environments": len(outcome.environments),
+        "slots": sum(len(spec.slots) for spec in specs),
+        "deploy_keys": sum(len(spec.deploy_keys) for spec in specs),
+        "targets": len(outcome.targets),
+    }
 
 
 def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
@@ -543,14 +594,14 @@ def plan_markdown(plan: Plan) -> str:
     lines += ["| | action | where | what | why |", "|---|---|---|---|---|"]
     for action in plan.actions:
         symbol, _ = _symbol(action)
-        what = f"key {action.key.name}" if action.key else _artifact(action.artifact)
+        key = key_of(action)
+        what = f"key {key.name}" if key else _artifact(_artifact_of(action))
         why = action.reason
-        if action.type is ActionType.SYNC:
+        if isinstance(action, SyncAction):
             why = f"{action.target}: {action.reason}"
         if action.blocked:
             why = f"**blocked**: {action.blocked}"
-        where = f"{action.environment}/{action.slot}" if action.slot else action.environment
-        cells = [f"`{symbol}`", action.type.value, f"`{where}`", what, why]
+        cells = [f"`{symbol}`", action.type.value, f"`{_where(action)}`", what, why]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", f"**{summary_line(plan).plain}**"]
     return "\n".join(lines) + "\n"
