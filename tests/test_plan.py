@@ -668,3 +668,52 @@ def test_recheck_turns_newly_held_actions_into_blocked_ones() -> None:
     assert recheck(saved, frozen, now=later).blocked == ()
     suspended = desired(production={"slots": {"api": image(version="v2")}, "suspend": True})
     assert "suspended" in (only(recheck(saved, suspended, now=later).actions).blocked or "")
+
+
+def test_only_rotations_keeps_the_named_rotations_and_every_blocked_action() -> None:
+    """`keys rotate` narrows the plan to the rotations of the named keys: other changes, other
+    keys' rotations, the unchanged slots and the environment metadata go; blocked actions stay
+    (status keeps showing them), and a blocked rotation is still a rotation of its key."""
+    manifests = desired(
+        production={
+            "protected": True,
+            "slots": {"api": image(version="v2"), "web": image()},
+            "deployKeys": [deploy_key("a"), deploy_key("b"), deploy_key("c")],
+        },
+        staging={"suspend": True, "deployKeys": [deploy_key("s")]},
+    )
+    day = timedelta(days=1)
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "old", image()),
+        record(3, "production", "web", image()),
+        keys=(
+            key_record(5, "a", age=day),
+            key_record(6, "b", age=day),
+            key_record(7, "c", age=day),
+            key_record(8, "s", age=day, environment="staging"),
+        ),
+    )
+    rotate = frozenset({"acme/web/a", "acme/web/b", "acme/web/s"})
+    full = diff(manifests, state, now=NOW, options=PlanOptions(rotate=rotate))
+    assert full.rotated_keys == rotate
+    assert full.unchanged == (3,) and full.environments
+
+    narrowed = full.only_rotations({"acme/web/a"})
+    assert [(a.type, a.label, a.blocked is None) for a in narrowed.actions] == [
+        (ActionType.ROTATE_KEY, "production/key:acme/web/a", True),
+        (ActionType.ROTATE_KEY, "staging/key:acme/web/s", False),
+        (ActionType.DECOMMISSION, "production/old", False),
+    ]
+    assert narrowed.summary == {
+        "create_key": 0,
+        "rotate_key": 2,
+        "deploy": 0,
+        "decommission": 1,
+        "revoke_key": 0,
+        "sync": 0,
+        "blocked": 2,
+    }
+    assert (narrowed.unchanged, narrowed.environments) == ((), ())
+    assert (narrowed.lineage, narrowed.base_serial) == (full.lineage, full.base_serial)
+    assert full.only_rotations(set()).actions == full.blocked

@@ -245,7 +245,7 @@ class SyncAction(_ActionBase):
     #: the repository it is registered on
     slot: str | None = None
     artifact: Artifact | None = None
-    key: PlannedKey | None = None
+    key: KnownKey | None = None
     repository: str | None = None
 
     @property

@@ -567,7 +567,7 @@ def _sync_actions(
         environment: str,
         slot: str | None = None,
         artifact: Artifact | None = None,
-        key: PlannedKey | None = None,
+        key: KnownKey | None = None,
     ) -> None:
         current = recorded.syncs.get((target, subject, subject_id)) if subject_id else None
         observed = seen.get((target, subject, subject_id)) if subject_id else None
