@@ -551,12 +551,12 @@ def test_revocations_count_in_the_mass_guard(
 
 
 def test_empty_manifests_need_allow_empty_even_with_the_mass_guard_off() -> None:
-    """No environment at all over a ledger that has some: removals are held until --allow-empty."""
+    """No environment at all over a ledger that has some: removals wait for --allow-empty."""
     state = recorded(record(1, "production", "api", image()), record(2, "dev", "api", image()))
     options = PlanOptions(allow_mass_decommission=True)
-    held = diff(desired(), state, now=NOW, options=options)
-    assert len(held.blocked) == 2
-    assert all("--allow-empty" in (a.blocked or "") for a in held.actions)
+    blocked = diff(desired(), state, now=NOW, options=options)
+    assert len(blocked.blocked) == 2
+    assert all("--allow-empty" in (a.blocked or "") for a in blocked.actions)
     allowed = diff(
         desired(), state, now=NOW, options=options.model_copy(update={"allow_empty": True})
     )
@@ -573,7 +573,7 @@ def broken(desired_state: DesiredState, *stand_ins: str) -> DesiredState:
     )
 
 
-def test_a_broken_file_holds_removals_outside_valid_environments() -> None:
+def test_a_broken_file_blocks_removals_outside_valid_environments() -> None:
     """While a file is broken, environments no valid file declares are not decommissioned, and
     no key is revoked; removals inside valid environments go on."""
     state = recorded(
@@ -585,11 +585,11 @@ def test_a_broken_file_holds_removals_outside_valid_environments() -> None:
     )
     manifests = broken(desired(production={"slots": {"api": image()}}))
     result = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
-    held = {(a.type, a.environment, slot_of(a)): a.blocked for a in result.actions}
-    assert held[ActionType.DECOMMISSION, "production", "old"] is None
+    blocked = {(a.type, a.environment, slot_of(a)): a.blocked for a in result.actions}
+    assert blocked[ActionType.DECOMMISSION, "production", "old"] is None
     for where in (("staging", "api"), ("staging", "web")):
-        assert "m/staging.yaml is invalid" in (held[(ActionType.DECOMMISSION, *where)] or "")
-    assert "m/staging.yaml is invalid" in (held[ActionType.REVOKE_KEY, "production", None] or "")
+        assert "m/staging.yaml is invalid" in (blocked[(ActionType.DECOMMISSION, *where)] or "")
+    assert "m/staging.yaml is invalid" in (blocked[ActionType.REVOKE_KEY, "production", None] or "")
 
 
 def test_a_stand_in_environment_is_not_trusted_for_removals() -> None:

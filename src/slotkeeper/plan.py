@@ -7,6 +7,12 @@ does no I/O, reads no clock and draws no random number, so the same input always
 Guards do not drop actions: an action a guard (or an operator's hold: ``suspend``, a freeze
 window) refuses stays in the plan with ``blocked`` set to the reason, so every surface can say
 what is blocked and why.
+
+Words, one per meaning: an action is *blocked* when the plan keeps it but it is not applied (a
+guard refused it, an operator's hold stops it, or the daemon is *backing off* an environment
+after failures); a *hold* is the operator's: ``suspend`` or a freeze window; a broken manifest
+file's last good version *stands in* for it (``DesiredState.stand_ins``). User-visible text
+keeps its wording (e.g. "held back" for a revision whose broken files stand in).
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ def validate_document(outcome: DesiredState | ManifestErrors) -> dict[str, Any]:
 
 def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
     """Whether the manifests loaded whole at the last reconcile; if not, which files are
-    broken, why, and which revision is held back."""
+    broken, why, and the revision whose broken files are not applied (their last good version
+    stands in)."""
     if status is None:
         return {"state": "ok", "invalid_files": []}
     return {
@@ -262,11 +263,12 @@ def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
 def render_manifests_status(status: ManifestStatus | None, console: Console) -> None:
     if status is None:
         return
-    held = f" (revision {status.revision[:12]} held back)" if status.revision else ""
+    at_revision = f" (revision {status.revision[:12]} held back)" if status.revision else ""
     console.print(
         Text(
             f"DEGRADED: {len(status.broken)} manifest file"
-            f"{'s' if len(status.broken) != 1 else ''} invalid since {_when(status.at)}{held}; "
+            f"{'s' if len(status.broken) != 1 else ''} invalid since {_when(status.at)}"
+            f"{at_revision}; "
             "their last good version is used and nothing outside the environments of valid "
             "files is removed:",
             style="bold red",
@@ -352,13 +354,13 @@ def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
 def _status_rows(
     records: list[Record], pending: list[PendingAction]
 ) -> list[tuple[str, str, Record | None, PendingAction | None]]:
-    """(environment, slot, newest record, held action) for every slot ever recorded, and for
-    every slot whose first deploy is held back (no record yet), sorted."""
+    """(environment, slot, newest record, blocked action) for every slot ever recorded, and for
+    every slot whose first deploy is blocked (no record yet), sorted."""
     by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     rows: list[tuple[str, str, Record | None, PendingAction | None]] = [
         (r.environment, r.slot, r, by_slot.pop((r.environment, r.slot), None)) for r in records
     ]
-    rows.extend((env, slot, None, held) for (env, slot), held in by_slot.items() if slot)
+    rows.extend((env, slot, None, blocked) for (env, slot), blocked in by_slot.items() if slot)
     return sorted(rows, key=lambda row: (row[0], row[1]))
 
 
@@ -370,11 +372,11 @@ def status_document(
     public: bool,
 ) -> list[dict[str, Any]]:
     """One row per environment/slot ever seen, with the pending blocked action if any and each
-    target's sync state of the record; a slot whose first deploy is held back has a row too,
+    target's sync state of the record; a slot whose first deploy is blocked has a row too,
     with ``status``, ``artifact``, ``record_id`` and the times null. ``public``: for pages anyone
     may read (each target's ``error_reason`` only, no ``last_error``)."""
     rows = []
-    for environment, slot, record, held in _status_rows(records, pending):
+    for environment, slot, record, blocked in _status_rows(records, pending):
         rows.append(
             {
                 "environment": environment,
@@ -386,8 +388,8 @@ def status_document(
                 "updated_at": timestamp(record.updated_at) if record else None,
                 "last_seen_at": timestamp(record.last_seen_at) if record else None,
                 "pending": (
-                    {"action": held.type, "reason": held.reason, "blocked": held.blocked}
-                    if held
+                    {"action": blocked.type, "reason": blocked.reason, "blocked": blocked.blocked}
+                    if blocked
                     else None
                 ),
                 "targets": _target_states(
@@ -396,6 +398,11 @@ def status_document(
             }
         )
     return rows
+
+
+def _pending_cell(blocked: PendingAction | None) -> Text | str:
+    """The last column of ``status``: the blocked action waiting in this slot, if any."""
+    return Text(f"pending {blocked.type}: {blocked.blocked}", style="magenta") if blocked else ""
 
 
 def _targets_cell(syncs: list[TargetSync]) -> Text:
@@ -422,8 +429,8 @@ def render_status(
     for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", "TARGETS", ""):
         table.add_column(column)
     failures: list[str] = []
-    for environment, slot, record, held in _status_rows(records, pending):
-        if record is None:  # a first deploy held back: nothing recorded yet
+    for environment, slot, record, blocked in _status_rows(records, pending):
+        if record is None:  # a first deploy blocked: nothing recorded yet
             table.add_row(
                 environment,
                 slot,
@@ -431,7 +438,7 @@ def render_status(
                 "",
                 "",
                 "",
-                Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+                _pending_cell(blocked),
             )
             continue
         since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
@@ -448,7 +455,7 @@ def render_status(
             record.artifact.describe(),
             _when(since),
             _targets_cell(record_syncs),
-            Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+            _pending_cell(blocked),
         )
     _print_table(console, table)
     for failure in failures:
