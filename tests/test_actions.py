@@ -298,3 +298,23 @@ def test_the_types_are_the_action_types() -> None:
     """Every ActionType has its model, and the examples cover them all."""
     assert {action.type for action in EXAMPLES.values()} == set(ActionType)
     assert json.loads(ACTION.dump_json(EXAMPLES["sync of an orphan"]))["type"] == "sync"
+
+
+def test_leaving_out_none_leaves_out_what_a_type_does_not_carry() -> None:
+    """Asked to leave out None (or defaults), an action's dump has only what it carries and
+    set: the flat shape is filled in for a full dump only."""
+    action = EXAMPLES["rotate_key"]
+    assert set(ACTION.dump_python(action, mode="json", exclude_none=True)) == {
+        "id",
+        "type",
+        "environment",
+        "key",
+        "targets",
+        "reason",
+    }
+    assert set(ACTION.dump_python(action, exclude_defaults=True)) == {
+        "id",
+        "environment",
+        "key",
+        "reason",
+    }
