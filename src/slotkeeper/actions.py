@@ -16,6 +16,7 @@ empty value.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +34,8 @@ from slotkeeper.model import Artifact, RemoteState, SyncSubject
 
 
 class ActionType(StrEnum):
+    """The kinds of action, as plan files and ``plan --json`` name them (``type``)."""
+
     CREATE_KEY = "create_key"
     ROTATE_KEY = "rotate_key"
     DEPLOY = "deploy"
@@ -93,6 +96,15 @@ _ABSENT: dict[str, Any] = {
 _WIRE_ORDER = ("id", "type", "environment", *_ABSENT, "reason", "blocked")
 
 
+@cache
+def _template(kind: type[BaseModel]) -> dict[str, Any]:
+    """The wire keys in order, each one ``kind`` does not carry with its empty value (the ones
+    it carries are filled in from the action). Worked out once per kind, and copied: a plan of
+    10,000 actions is written about as fast as before the kinds were told apart."""
+    carried = kind.model_fields
+    return {name: None if name in carried else _ABSENT.get(name) for name in _WIRE_ORDER}
+
+
 def _is_absent(name: str, value: Any) -> bool:
     """Whether ``value`` is the empty value of the foreign key ``name`` (``[]`` for a tuple)."""
     empty = _ABSENT[name]
@@ -119,19 +131,18 @@ class _ActionBase(_Value):
         """The flat wire shape (see the module's docstring): the keys in their fixed order,
         the ones this kind does not carry with their empty value."""
         own: dict[str, Any] = handler(self)
-        if info.exclude_none or info.exclude_defaults or info.exclude_unset:
-            return own
-        carried = type(self).model_fields
-        flat: dict[str, Any] = {}
-        for name in _WIRE_ORDER:
-            if name in own:
-                flat[name] = own[name]
-            elif name in _ABSENT and name not in carried:
-                empty = _ABSENT[name]
-                if isinstance(empty, tuple):
-                    flat[name] = [] if info.mode_is_json() else ()
-                else:
-                    flat[name] = dict(empty) if isinstance(empty, dict) else empty
+        if (
+            info.include
+            or info.exclude
+            or info.exclude_none
+            or info.exclude_defaults
+            or info.exclude_unset
+        ):
+            return own  # a part was asked for, not the wire shape
+        # pydantic serializes what this returns again (an empty tuple becomes [] in JSON, and no
+        # container of the shared template is handed out)
+        flat = _template(type(self)).copy()
+        flat.update(own)
         return flat
 
     @model_validator(mode="before")
