@@ -180,15 +180,20 @@ def test_plan_files_written_before_the_action_types_still_apply(
     ]
 
 
+#: a key taken out of an action
+REMOVED = "(removed)"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (
             {"type": "rollback"},
-            "actions.0.type: should be one of create_key, rotate_key, deploy, decommission, "
-            "revoke_key, sync",
+            "actions.0.type: Input should be 'create_key', 'rotate_key', 'deploy', "
+            "'decommission', 'revoke_key' or 'sync'",
         ),
-        ({"type": None}, "actions.0.type: should be one of create_key,"),
+        ({"type": None}, "actions.0.type: Input should be 'create_key', "),
+        ({"type": REMOVED}, "actions.0.type: Field required"),
         ({"slot": "api"}, "actions.0.rotate_key.slot: Extra inputs are not permitted"),
         ({"key": None}, "actions.0.rotate_key.key: Input should be a valid dictionary"),
     ],
@@ -200,6 +205,7 @@ def test_a_plan_file_with_a_wrong_action_is_refused_in_one_line(
     needs, refuses the apply in one line naming the field; nothing is written."""
     document = json.loads((OLD_PLANS / "2-next.plan").read_text())
     document["actions"][0].update(change)
+    document["actions"][0] = {k: v for k, v in document["actions"][0].items() if v != REMOVED}
     Path("bad.plan").write_text(json.dumps(document))
     result = sk("apply", "bad.plan", "-m", str(OLD_PLANS / "2-next"))
     assert result.code == 1

@@ -46,8 +46,9 @@ def load_plan(path: Path) -> Plan:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         message = first["msg"]
-        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            # an action whose type is none of ours: say which types there are, in their words
-            where = f"{where}.type"
-            message = f"should be one of {', '.join(kind.value for kind in ActionType)}"
+        if first["type"] == "union_tag_not_found":  # an action without a type
+            where, message = f"{where}.type", "Field required"
+        elif first["type"] == "union_tag_invalid":  # an action of a type that is none of ours
+            *kinds, last = (f"'{kind.value}'" for kind in ActionType)
+            where, message = f"{where}.type", f"Input should be {', '.join(kinds)} or {last}"
         raise PlanFileError(f"{path} is not a valid plan file: {where}: {message}") from exc
