@@ -1,11 +1,12 @@
 """The planner's guards on target syncs: a sync to a target that is no longer configured is
-held, and an orphan key (a deletion the ledger did not decide) is not deleted while a broken
+blocked, and an orphan key (a deletion the ledger did not decide) is not deleted while a broken
 manifest file leaves the keys unknown (issue 15: the mutants these tests kill)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from slotkeeper.actions import Action, ActionType
 from slotkeeper.model import (
     DesiredState,
     Drift,
@@ -15,7 +16,7 @@ from slotkeeper.model import (
     RemoteState,
     SyncSubject,
 )
-from slotkeeper.plan import Action, ActionType, PlanOptions, plan
+from slotkeeper.plan import PlanOptions, diff
 from tests.helpers import deploy_key, image, synced_record
 from tests.test_plan import NOW, broken, desired, key_record, record, recorded
 
@@ -56,14 +57,14 @@ def with_retired_key(state: RecordedState) -> RecordedState:
 def syncs(
     desired_state: DesiredState, state: RecordedState, drift: tuple[Drift, ...] = ()
 ) -> list[Action]:
-    result = plan(desired_state, state, now=NOW, options=PlanOptions(), drift=drift)
+    result = diff(desired_state, state, now=NOW, options=PlanOptions(), drift=drift)
     return [a for a in result.actions if a.type is ActionType.SYNC]
 
 
 def deletions(
     desired_state: DesiredState, state: RecordedState, drift: tuple[Drift, ...] = ()
 ) -> dict[int | None, str | None]:
-    """The key deletions planned, by key id (None for an orphan): why each is held, if it is."""
+    """The key deletions planned, by key id (None for an orphan): why each is blocked, if it is."""
     return {
         a.subject_id: a.blocked
         for a in syncs(desired_state, state, drift)
@@ -86,10 +87,10 @@ ORPHAN = Drift(
 )
 
 
-def test_a_retired_key_on_an_unconfigured_target_is_held() -> None:
-    """Its deletion cannot be sent: held, naming the target; a configured one is not held."""
-    held = deletions(manifests(configured=False), with_retired_key(current()))
-    assert list(held) == [4] and UNCONFIGURED in (held[4] or "")
+def test_a_retired_key_on_an_unconfigured_target_is_blocked() -> None:
+    """Its deletion cannot be sent: blocked, naming the target; a configured one is not."""
+    blocked = deletions(manifests(configured=False), with_retired_key(current()))
+    assert list(blocked) == [4] and UNCONFIGURED in (blocked[4] or "")
     assert deletions(manifests(configured=True), with_retired_key(current())) == {4: None}
 
 
@@ -98,11 +99,11 @@ def test_an_orphan_key_is_not_deleted_while_a_file_is_broken() -> None:
     delete does not."""
     state = with_retired_key(current())
     assert deletions(manifests(configured=True), state, (ORPHAN,)) == {4: None, None: None}
-    held = deletions(broken(manifests(configured=True)), state, (ORPHAN,))
-    assert held[4] is None and BROKEN in (held[None] or "")
+    blocked = deletions(broken(manifests(configured=True)), state, (ORPHAN,))
+    assert blocked[4] is None and BROKEN in (blocked[None] or "")
 
 
-def test_a_sync_that_adds_is_never_held_by_a_broken_file() -> None:
+def test_a_sync_that_adds_is_never_blocked_by_a_broken_file() -> None:
     """A record or key that is wanted present goes out whatever else is broken."""
     state = recorded(
         record(1, "production", "api", image()),

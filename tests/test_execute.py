@@ -15,7 +15,7 @@ from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.model import DesiredState, EnvironmentSpec
 from slotkeeper.observability import REGISTRY, configure_logging
-from slotkeeper.plan import PlanOptions, plan
+from slotkeeper.plan import PlanOptions, diff
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -42,17 +42,17 @@ def desired(slots: dict[str, str]) -> DesiredState:
 
 def test_log_events_are_named_and_flat(ledger: Ledger, tmp_path: Path) -> None:
     """Each applied action logs `action.applied` with flat keys; the apply is bracketed."""
-    the_plan = plan(desired({"api": "1.0.0"}), ledger.read_state(), now=NOW, options=PlanOptions())
+    plan = diff(desired({"api": "1.0.0"}), ledger.read_state(), now=NOW, options=PlanOptions())
     configure_logging(fmt="json", level="debug")
     with capture_logs() as logs:
-        execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path / "s"))
+        execute(plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path / "s"))
     applied = [e for e in logs if e["event"] == "action.applied"]
     [event] = applied
     assert event.pop("duration_ms") >= 0
     assert event == {
         "event": "action.applied",
         "log_level": "info",
-        "action_id": the_plan.actions[0].id,
+        "action_id": plan.actions[0].id,
         "action": "deploy",
         "environment": "production",
         "slot": "api",
@@ -75,15 +75,13 @@ def test_a_plan_cannot_be_applied_twice_even_after_a_partial_apply(
     """The serial moves before the first action, so a re-run of the same plan is stale; the
     next plan picks up exactly what is still missing."""
     sink = SecretSink(tmp_path / "s")
-    the_plan = plan(
-        desired({"a": "1", "b": "1"}), ledger.read_state(), now=NOW, options=PlanOptions()
-    )
-    first_only = the_plan.model_copy(update={"actions": the_plan.actions[:1]})
+    plan = diff(desired({"a": "1", "b": "1"}), ledger.read_state(), now=NOW, options=PlanOptions())
+    first_only = plan.model_copy(update={"actions": plan.actions[:1]})
     result = execute(first_only, ledger, clock=lambda: NOW, actor="t", sink=sink)
     assert [r.outcome for r in result.results] == [Outcome.APPLIED]
     with pytest.raises(StalePlanError):
-        execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=sink)
-    rest = plan(
+        execute(plan, ledger, clock=lambda: NOW, actor="t", sink=sink)
+    rest = diff(
         desired({"a": "1", "b": "1"}),
         ledger.read_state(),
         now=NOW + timedelta(minutes=1),
@@ -96,10 +94,8 @@ def test_every_change_leaves_an_event_with_no_gaps(ledger: Ledger, tmp_path: Pat
     """The audit log numbers events without gaps and records each record's transitions."""
     sink = SecretSink(tmp_path / "s")
     for version in ("1", "2"):
-        the_plan = plan(
-            desired({"api": version}), ledger.read_state(), now=NOW, options=PlanOptions()
-        )
-        execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=sink)
+        plan = diff(desired({"api": version}), ledger.read_state(), now=NOW, options=PlanOptions())
+        execute(plan, ledger, clock=lambda: NOW, actor="t", sink=sink)
     events = ledger.events()
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.type for e in events] == [
@@ -122,9 +118,9 @@ def _commits() -> float:
 def test_record_actions_share_transactions(ledger: Ledger, tmp_path: Path) -> None:
     """1,200 deploys take a handful of commits (batches of BATCH_SIZE), not one each."""
     slots = {f"s{n:04d}": "1" for n in range(1200)}
-    the_plan = plan(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
+    plan = diff(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
     before = _commits()
-    result = execute(the_plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path))
+    result = execute(plan, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path))
     assert result.count(Outcome.APPLIED) == 1200
     batches = -(-1200 // BATCH_SIZE)
     assert _commits() - before == batches + 2  # plus the start and the finish
@@ -134,13 +130,13 @@ def test_record_actions_share_transactions(ledger: Ledger, tmp_path: Path) -> No
 def test_a_failing_action_in_a_batch_fails_alone(ledger: Ledger, tmp_path: Path) -> None:
     """When one write of a batch fails, the batch is retried one action per transaction: the
     others are applied, the failing one is a failed result."""
-    the_plan = plan(
+    plan = diff(
         desired({"a": "1", "b": "1", "c": "1"}), ledger.read_state(), now=NOW, options=PlanOptions()
     )
-    a, b, c = the_plan.actions
+    a, b, c = plan.actions
     # A second DEPLOYED record for slot b breaks the ledger's one-deployed-record-per-slot rule.
     clash = b.model_copy(update={"id": "clash0000000", "artifact": c.artifact})
-    broken = the_plan.model_copy(update={"actions": (a, b, clash, c)})
+    broken = plan.model_copy(update={"actions": (a, b, clash, c)})
     result = execute(broken, ledger, clock=lambda: NOW, actor="t", sink=SecretSink(tmp_path))
     assert [r.outcome for r in result.results] == [
         Outcome.APPLIED,
@@ -155,10 +151,10 @@ def test_asked_to_stop_a_pending_batch_is_not_written(ledger: Ledger, tmp_path: 
     """Once stop() is true (SIGTERM, or the writer lock was lost) nothing more is written:
     the deploys gathered for the next batch are deferred, not flushed."""
     slots = {f"s{n:03d}": "1" for n in range(200)}
-    the_plan = plan(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
+    plan = diff(desired(slots), ledger.read_state(), now=NOW, options=PlanOptions())
     asked = iter(range(10_000))
     result = execute(
-        the_plan,
+        plan,
         ledger,
         clock=lambda: NOW,
         actor="t",

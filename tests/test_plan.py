@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from slotkeeper.actions import Action, ActionType, slot_of
 from slotkeeper.model import (
     Artifact,
     BrokenFile,
@@ -20,7 +21,7 @@ from slotkeeper.model import (
     RecordStatus,
     SyncSubject,
 )
-from slotkeeper.plan import Action, ActionType, PlanOptions, action_order, plan, recheck
+from slotkeeper.plan import PlanOptions, action_order, diff, recheck
 from tests.helpers import DIGEST_A, deploy_key, image, synced_record
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -97,7 +98,7 @@ def only(actions: tuple[Action, ...]) -> Action:
 
 def test_new_slot_is_deployed_without_supersedes() -> None:
     """A slot the ledger has never seen becomes one deploy action superseding nothing."""
-    result = plan(
+    result = diff(
         desired(production={"slots": {"api": image()}}), recorded(), now=NOW, options=PlanOptions()
     )
     action = only(result.actions)
@@ -113,7 +114,7 @@ def test_new_slot_is_deployed_without_supersedes() -> None:
 
 def test_changed_artifact_supersedes_the_deployed_record() -> None:
     """A new version in a slot deploys it and names the record it supersedes."""
-    result = plan(
+    result = diff(
         desired(production={"slots": {"api": image(version="v2")}}),
         recorded(record(7, "production", "api", image(version="v1"))),
         now=NOW,
@@ -128,7 +129,7 @@ def test_changed_artifact_supersedes_the_deployed_record() -> None:
 
 def test_digest_change_alone_is_a_new_deployment() -> None:
     """Same version, different digest: the artifact changed, so it is redeployed."""
-    result = plan(
+    result = diff(
         desired(production={"slots": {"api": image(digest=DIGEST_A)}}),
         recorded(record(1, "production", "api", image())),
         now=NOW,
@@ -139,7 +140,7 @@ def test_digest_change_alone_is_a_new_deployment() -> None:
 
 def test_unchanged_slot_has_no_action_and_is_touched() -> None:
     """An unchanged slot produces no action; its record is listed to move last_seen_at."""
-    result = plan(
+    result = diff(
         desired(production={"slots": {"api": image()}}),
         recorded(record(4, "production", "api", image())),
         now=NOW,
@@ -162,7 +163,7 @@ def test_removed_slot_or_environment_is_decommissioned(
 ) -> None:
     """A slot or environment that left the manifests decommissions its DEPLOYED record."""
     staging = {"slots": {s: image() for s in ("x", "y", "z")}}
-    result = plan(
+    result = diff(
         desired(**manifests, staging=staging),
         recorded(
             record(9, "production", "api", image()),
@@ -193,12 +194,12 @@ def test_protected_environment_blocks_decommission_unless_allowed() -> None:
         production={"protected": True, "slots": {"api": image()}},
         staging={"slots": {"a": image(), "b": image()}},
     )
-    blocked = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    blocked = only(diff(manifests, state, now=NOW, options=PlanOptions()).actions)
     assert blocked.type is ActionType.DECOMMISSION
     assert blocked.blocked is not None and "protected" in blocked.blocked
     assert "--allow-decommission" in blocked.blocked
     allowed = only(
-        plan(manifests, state, now=NOW, options=PlanOptions(allow_decommission=True)).actions
+        diff(manifests, state, now=NOW, options=PlanOptions(allow_decommission=True)).actions
     )
     assert allowed.blocked is None
 
@@ -214,7 +215,7 @@ def test_protection_of_a_removed_environment_comes_from_the_ledger() -> None:
         ),
     )
     manifests = desired(staging={"slots": {"a": image(), "b": image()}})
-    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    action = only(diff(manifests, state, now=NOW, options=PlanOptions()).actions)
     assert action.blocked is not None and "protected" in action.blocked
 
 
@@ -222,11 +223,11 @@ def test_mass_decommission_is_blocked_unless_allowed() -> None:
     """Removing more than half of all deployed slots (and more than one) blocks every removal."""
     state = recorded(*(record(i, "staging", f"s{i}", image()) for i in range(1, 5)))
     manifests = desired(staging={"slots": {"s1": image()}})
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     assert result.summary["decommission"] == 3
     assert result.summary["blocked"] == 3
     assert all(a.blocked and "3 of 4" in a.blocked for a in result.actions)
-    allowed = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    allowed = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
     assert allowed.blocked == ()
 
 
@@ -246,7 +247,7 @@ def test_mass_decommission_threshold(deployed: int, kept: int, blocked: bool) ->
     """The mass guard trips above half of what exists, whatever its size."""
     state = recorded(*(record(i, "staging", f"s{i}", image()) for i in range(deployed)))
     manifests = desired(staging={"slots": {f"s{i}": image() for i in range(kept)}})
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     assert bool(result.blocked) is blocked
 
 
@@ -257,7 +258,7 @@ def test_empty_manifests_block_everything_destructive() -> None:
         record(2, "staging", "api", image()),
         keys=(key_record(1, "deployer", age=timedelta(days=1)),),
     )
-    result = plan(desired(), state, now=NOW, options=PlanOptions())
+    result = diff(desired(), state, now=NOW, options=PlanOptions())
     assert {a.type for a in result.actions} == {ActionType.DECOMMISSION, ActionType.REVOKE_KEY}
     assert result.applicable == ()
 
@@ -265,7 +266,7 @@ def test_empty_manifests_block_everything_destructive() -> None:
 def test_key_is_created_when_declared_and_missing() -> None:
     """A declared deploy key with no active ledger key is created."""
     manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
-    action = only(plan(manifests, recorded(), now=NOW, options=PlanOptions()).actions)
+    action = only(diff(manifests, recorded(), now=NOW, options=PlanOptions()).actions)
     assert action.type is ActionType.CREATE_KEY
     assert action.key is not None and action.key.name == "acme/web/deployer"
     assert action.key.secret_file == "deployer"
@@ -279,7 +280,7 @@ def test_key_rotates_when_older_than_rotate_after(age: timedelta, rotates: bool)
     """A key is rotated once its age reaches rotateAfter, not before."""
     manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
     state = recorded(keys=(key_record(5, "deployer", age=age),))
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     if rotates:
         action = only(result.actions)
         assert action.type is ActionType.ROTATE_KEY
@@ -293,8 +294,8 @@ def test_planning_at_a_later_time_shows_what_rotates_then() -> None:
     """`now` is an argument: the same state planned a month later shows the due rotation."""
     manifests = desired(production={"deployKeys": [deploy_key("deployer", rotateAfter="30d")]})
     state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
-    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
-    later = plan(manifests, state, now=NOW + timedelta(days=30), options=PlanOptions())
+    assert diff(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+    later = diff(manifests, state, now=NOW + timedelta(days=30), options=PlanOptions())
     assert only(later.actions).type is ActionType.ROTATE_KEY
 
 
@@ -306,7 +307,7 @@ def test_key_rotates_when_what_it_is_changes(change: dict[str, Any], reason: str
     """Keys are immutable remotely: a new read-only flag or secret location means a new key."""
     manifests = desired(production={"deployKeys": [deploy_key("deployer", **change)]})
     state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1), rotate_after=None),))
-    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    action = only(diff(manifests, state, now=NOW, options=PlanOptions()).actions)
     assert action.type is ActionType.ROTATE_KEY
     assert reason in action.reason
 
@@ -316,7 +317,7 @@ def test_rotation_on_demand() -> None:
     manifests = desired(production={"deployKeys": [deploy_key("deployer")]})
     state = recorded(keys=(key_record(5, "deployer", age=timedelta(0), rotate_after=None),))
     options = PlanOptions(rotate=frozenset({"acme/web/deployer"}))
-    assert only(plan(manifests, state, now=NOW, options=options).actions).reason == (
+    assert only(diff(manifests, state, now=NOW, options=options).actions).reason == (
         "rotation requested"
     )
 
@@ -328,7 +329,7 @@ def test_removed_key_is_revoked() -> None:
         record(1, "production", "api", image()),
         keys=(key_record(5, "deployer", age=timedelta(days=1)),),
     )
-    action = only(plan(manifests, state, now=NOW, options=PlanOptions()).actions)
+    action = only(diff(manifests, state, now=NOW, options=PlanOptions()).actions)
     assert action.type is ActionType.REVOKE_KEY
     assert action.key is not None and action.key.previous_id == 5
 
@@ -339,11 +340,11 @@ def test_plan_is_deterministic_and_ids_are_stable() -> None:
         production={"slots": {"api": image(), "web": image(name="web")}},
         staging={"slots": {"api": image()}, "deployKeys": [deploy_key("k")]},
     )
-    first = plan(manifests, recorded(), now=NOW, options=PlanOptions())
-    second = plan(manifests, recorded(), now=NOW, options=PlanOptions())
+    first = diff(manifests, recorded(), now=NOW, options=PlanOptions())
+    second = diff(manifests, recorded(), now=NOW, options=PlanOptions())
     assert first.model_dump_json() == second.model_dump_json()
     assert len({a.id for a in first.actions}) == len(first.actions)
-    moved = plan(manifests, recorded(serial=4), now=NOW, options=PlanOptions())
+    moved = diff(manifests, recorded(serial=4), now=NOW, options=PlanOptions())
     assert {a.id for a in moved.actions}.isdisjoint({a.id for a in first.actions})
 
 
@@ -357,8 +358,8 @@ def test_actions_are_ordered_by_type_then_environment_then_slot() -> None:
         record(1, "gone", "x", image()),
         keys=(key_record(9, "old", age=timedelta(0)),),
     )
-    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
-    order = [(a.type.value, a.environment, a.slot) for a in result.actions]
+    result = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    order = [(a.type.value, a.environment, slot_of(a)) for a in result.actions]
     assert order == [
         ("create_key", "b-env", None),
         ("deploy", "a-env", "m"),
@@ -380,7 +381,7 @@ def test_summary_counts_every_type_and_the_blocked() -> None:
         record(4, "production", "d", image()),
         record(5, "production", "e", image()),
     )
-    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    result = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
     assert result.summary == {
         "create_key": 0,
         "rotate_key": 0,
@@ -418,7 +419,7 @@ def test_unkey_never_gets_helm_charts_and_the_plan_says_so() -> None:
         unkey=UNKEY,
         chainloop=CHAINLOOP,
     )
-    result = plan(manifests, recorded(), now=NOW, options=PlanOptions())
+    result = diff(manifests, recorded(), now=NOW, options=PlanOptions())
     by_slot = {a.slot: a for a in result.actions}
     assert by_slot["web"].targets == ("chainloop",)
     assert by_slot["web"].notes == ("unkey: a HELM_CHART is not deployable on unkey, not sent",)
@@ -442,10 +443,10 @@ def test_chainloop_records_get_a_heartbeat_when_due() -> None:
         return state.model_copy(update={"syncs": {("chainloop", SyncSubject.RECORD, 1): sync}})
 
     assert (
-        plan(manifests, synced(timedelta(minutes=59)), now=NOW, options=PlanOptions()).actions == ()
+        diff(manifests, synced(timedelta(minutes=59)), now=NOW, options=PlanOptions()).actions == ()
     )
     beat = only(
-        plan(manifests, synced(timedelta(minutes=61)), now=NOW, options=PlanOptions()).actions
+        diff(manifests, synced(timedelta(minutes=61)), now=NOW, options=PlanOptions()).actions
     )
     assert beat.type is ActionType.SYNC and beat.target == "chainloop"
     assert beat.reason.startswith("heartbeat")
@@ -464,12 +465,12 @@ def test_suspended_environment_or_slot_changes_nothing_but_says_so() -> None:
             }
         }
     )
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     by_slot = {a.slot: a for a in result.actions}
     assert by_slot["api"].blocked is None
     assert by_slot["web"].blocked == "slot production/web is suspended"
     env_suspended = desired(production={"suspend": True, "slots": {"api": image(version="v2")}})
-    [action] = plan(
+    [action] = diff(
         env_suspended, state, now=NOW, options=PlanOptions(allow_mass_decommission=True)
     ).actions[:1]
     assert action.blocked == "environment 'production' is suspended"
@@ -506,7 +507,7 @@ def test_freeze_windows_block_deploys_until_they_end(
         }
     )
     state = recorded(keys=(key_record(9, "k", age=timedelta(days=2)),))
-    result = plan(manifests, state, now=now, options=PlanOptions())
+    result = diff(manifests, state, now=now, options=PlanOptions())
     deploy = next(a for a in result.actions if a.type is ActionType.DEPLOY)
     rotate = next(a for a in result.actions if a.type is ActionType.ROTATE_KEY)
     assert rotate.blocked is None
@@ -539,24 +540,24 @@ def test_revocations_count_in_the_mass_guard(
             "deployKeys": [deploy_key(f"k{i}") for i in range(kept_keys)],
         }
     )
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     removals = [
         a for a in result.actions if a.type in (ActionType.DECOMMISSION, ActionType.REVOKE_KEY)
     ]
     assert removals
     assert all((a.blocked is not None) is blocked for a in removals)
-    allowed = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    allowed = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
     assert allowed.blocked == ()
 
 
 def test_empty_manifests_need_allow_empty_even_with_the_mass_guard_off() -> None:
-    """No environment at all over a ledger that has some: removals are held until --allow-empty."""
+    """No environment at all over a ledger that has some: removals wait for --allow-empty."""
     state = recorded(record(1, "production", "api", image()), record(2, "dev", "api", image()))
     options = PlanOptions(allow_mass_decommission=True)
-    held = plan(desired(), state, now=NOW, options=options)
-    assert len(held.blocked) == 2
-    assert all("--allow-empty" in (a.blocked or "") for a in held.actions)
-    allowed = plan(
+    blocked = diff(desired(), state, now=NOW, options=options)
+    assert len(blocked.blocked) == 2
+    assert all("--allow-empty" in (a.blocked or "") for a in blocked.actions)
+    allowed = diff(
         desired(), state, now=NOW, options=options.model_copy(update={"allow_empty": True})
     )
     assert allowed.blocked == () and len(allowed.applicable) == 2
@@ -572,7 +573,7 @@ def broken(desired_state: DesiredState, *stand_ins: str) -> DesiredState:
     )
 
 
-def test_a_broken_file_holds_removals_outside_valid_environments() -> None:
+def test_a_broken_file_blocks_removals_outside_valid_environments() -> None:
     """While a file is broken, environments no valid file declares are not decommissioned, and
     no key is revoked; removals inside valid environments go on."""
     state = recorded(
@@ -583,19 +584,19 @@ def test_a_broken_file_holds_removals_outside_valid_environments() -> None:
         keys=(key_record(1, "deployer", age=timedelta(days=1)),),
     )
     manifests = broken(desired(production={"slots": {"api": image()}}))
-    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
-    held = {(a.type, a.environment, a.slot): a.blocked for a in result.actions}
-    assert held[ActionType.DECOMMISSION, "production", "old"] is None
+    result = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    blocked = {(a.type, a.environment, slot_of(a)): a.blocked for a in result.actions}
+    assert blocked[ActionType.DECOMMISSION, "production", "old"] is None
     for where in (("staging", "api"), ("staging", "web")):
-        assert "m/staging.yaml is invalid" in (held[(ActionType.DECOMMISSION, *where)] or "")
-    assert "m/staging.yaml is invalid" in (held[ActionType.REVOKE_KEY, "production", None] or "")
+        assert "m/staging.yaml is invalid" in (blocked[(ActionType.DECOMMISSION, *where)] or "")
+    assert "m/staging.yaml is invalid" in (blocked[ActionType.REVOKE_KEY, "production", None] or "")
 
 
 def test_a_stand_in_environment_is_not_trusted_for_removals() -> None:
     """An environment declared only by a broken file's last good version removes nothing."""
     state = recorded(record(1, "staging", "api", image()), record(2, "staging", "gone", image()))
     manifests = broken(desired(staging={"slots": {"api": image()}}), "staging")
-    result = plan(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
+    result = diff(manifests, state, now=NOW, options=PlanOptions(allow_mass_decommission=True))
     action = only(result.actions)
     assert action.type is ActionType.DECOMMISSION and "is invalid" in (action.blocked or "")
 
@@ -604,9 +605,9 @@ def test_a_missing_or_foreign_private_key_file_rotates_the_key() -> None:
     """A key whose private half is missing or holds another key is rotated, with the reason."""
     manifests = desired(production={"deployKeys": [deploy_key("deployer")]})
     state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
-    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+    assert diff(manifests, state, now=NOW, options=PlanOptions()).actions == ()
     problem = "private key file 'deployer' is missing"
-    result = plan(manifests, state, now=NOW, options=PlanOptions(), key_files={5: problem})
+    result = diff(manifests, state, now=NOW, options=PlanOptions(), key_files={5: problem})
     action = only(result.actions)
     assert (action.type, action.reason, action.blocked) == (ActionType.ROTATE_KEY, problem, None)
 
@@ -617,7 +618,7 @@ def test_secret_paths_are_compared_normalised() -> None:
         production={"deployKeys": [deploy_key("deployer", secret={"file": "./deployer"})]}
     )
     state = recorded(keys=(key_record(5, "deployer", age=timedelta(days=1)),))
-    assert plan(manifests, state, now=NOW, options=PlanOptions()).actions == ()
+    assert diff(manifests, state, now=NOW, options=PlanOptions()).actions == ()
 
 
 def test_retirements_owed_to_an_unconfigured_target_are_blocked() -> None:
@@ -639,7 +640,7 @@ def test_retirements_owed_to_an_unconfigured_target_are_blocked() -> None:
         }
     )
     manifests = desired(production={"slots": {"web": image(), "db": image()}})
-    result = plan(manifests, state, now=NOW, options=PlanOptions())
+    result = diff(manifests, state, now=NOW, options=PlanOptions())
     blocked = {a.type: a.blocked for a in result.actions}
     for kind in (ActionType.DECOMMISSION, ActionType.REVOKE_KEY):
         assert "target 'github' holds a copy but is not configured" in (blocked[kind] or "")
@@ -649,7 +650,7 @@ def test_retirements_owed_to_an_unconfigured_target_are_blocked() -> None:
 def test_recheck_turns_newly_held_actions_into_blocked_ones() -> None:
     """A saved plan re-checked at apply time: a freeze or suspend committed since blocks it."""
     state = recorded(record(1, "production", "api", image()))
-    saved = plan(
+    saved = diff(
         desired(production={"slots": {"api": image(version="v2")}}),
         state,
         now=NOW,
@@ -667,3 +668,52 @@ def test_recheck_turns_newly_held_actions_into_blocked_ones() -> None:
     assert recheck(saved, frozen, now=later).blocked == ()
     suspended = desired(production={"slots": {"api": image(version="v2")}, "suspend": True})
     assert "suspended" in (only(recheck(saved, suspended, now=later).actions).blocked or "")
+
+
+def test_only_rotations_keeps_the_named_rotations_and_every_blocked_action() -> None:
+    """`keys rotate` narrows the plan to the rotations of the named keys: other changes, other
+    keys' rotations, the unchanged slots and the environment metadata go; blocked actions stay
+    (status keeps showing them), and a blocked rotation is still a rotation of its key."""
+    manifests = desired(
+        production={
+            "protected": True,
+            "slots": {"api": image(version="v2"), "web": image()},
+            "deployKeys": [deploy_key("a"), deploy_key("b"), deploy_key("c")],
+        },
+        staging={"suspend": True, "deployKeys": [deploy_key("s")]},
+    )
+    day = timedelta(days=1)
+    state = recorded(
+        record(1, "production", "api", image()),
+        record(2, "production", "old", image()),
+        record(3, "production", "web", image()),
+        keys=(
+            key_record(5, "a", age=day),
+            key_record(6, "b", age=day),
+            key_record(7, "c", age=day),
+            key_record(8, "s", age=day, environment="staging"),
+        ),
+    )
+    rotate = frozenset({"acme/web/a", "acme/web/b", "acme/web/s"})
+    full = diff(manifests, state, now=NOW, options=PlanOptions(rotate=rotate))
+    assert full.rotated_keys == rotate
+    assert full.unchanged == (3,) and full.environments
+
+    narrowed = full.only_rotations({"acme/web/a"})
+    assert [(a.type, a.label, a.blocked is None) for a in narrowed.actions] == [
+        (ActionType.ROTATE_KEY, "production/key:acme/web/a", True),
+        (ActionType.ROTATE_KEY, "staging/key:acme/web/s", False),
+        (ActionType.DECOMMISSION, "production/old", False),
+    ]
+    assert narrowed.summary == {
+        "create_key": 0,
+        "rotate_key": 2,
+        "deploy": 0,
+        "decommission": 1,
+        "revoke_key": 0,
+        "sync": 0,
+        "blocked": 2,
+    }
+    assert (narrowed.unchanged, narrowed.environments) == ((), ())
+    assert (narrowed.lineage, narrowed.base_serial) == (full.lineage, full.base_serial)
+    assert full.only_rotations(set()).actions == full.blocked

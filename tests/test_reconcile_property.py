@@ -16,7 +16,7 @@ from slotkeeper.execute import execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.model import DesiredState, EnvironmentSpec, RecordStatus
-from slotkeeper.plan import PlanOptions, plan
+from slotkeeper.plan import PlanOptions, diff
 from tests.conftest import postgres_schema_url
 
 ENVIRONMENTS = ("production", "staging", "pr-1")
@@ -98,8 +98,8 @@ def check_history(history: list[dict[str, dict[str, str] | None]], backend: str)
             for step, revision in enumerate(history):
                 now = clock_start + timedelta(hours=step)
                 wanted = desired_state(revision)
-                the_plan = plan(wanted, ledger.read_state(), now=now, options=ALLOW_ALL)
-                result = execute(the_plan, ledger, clock=lambda now=now: now, actor="t", sink=sink)
+                plan = diff(wanted, ledger.read_state(), now=now, options=ALLOW_ALL)
+                result = execute(plan, ledger, clock=lambda now=now: now, actor="t", sink=sink)
                 assert result.ok
 
                 recorded = ledger.read_state()
@@ -127,7 +127,7 @@ def check_history(history: list[dict[str, dict[str, str] | None]], backend: str)
                             assert r.superseded_by is None
                     assert all(count == 1 for count in per_slot.values())
 
-                again = plan(wanted, recorded, now=now, options=ALLOW_ALL)
+                again = diff(wanted, recorded, now=now, options=ALLOW_ALL)
                 assert again.actions == ()
                 assert recorded.serial == sum(1 for r in range(step + 1) if _changed(history, r))
         finally:

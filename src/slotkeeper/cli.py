@@ -48,7 +48,7 @@ from slotkeeper.manifests import (
 )
 from slotkeeper.model import SecretRef, SyncSubject, parse_duration
 from slotkeeper.observability import configure_logging
-from slotkeeper.plan import ActionType, Plan, PlanOptions, summarize
+from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
 
@@ -319,40 +319,18 @@ def validate(manifests: Path, targets: Path | None, as_json: bool, allow_empty: 
             )
     except ManifestErrors as exc:
         if as_json:
-            _print_json(
-                {
-                    "valid": False,
-                    "errors": [
-                        {
-                            "file": str(e.file),
-                            "line": e.line,
-                            "field": e.field,
-                            "message": e.message,
-                        }
-                        for e in exc.errors
-                    ],
-                }
-            )
+            _print_json(render.validate_document(exc))
             return EXIT_ERROR
         raise
-    slots = sum(len(spec.slots) for spec in desired.environments.values())
-    keys = sum(len(spec.deploy_keys) for spec in desired.environments.values())
+    document = render.validate_document(desired)
     if as_json:
-        _print_json(
-            {
-                "valid": True,
-                "environments": len(desired.environments),
-                "slots": slots,
-                "deploy_keys": keys,
-                "targets": len(desired.targets),
-            }
-        )
+        _print_json(document)
     else:
         counts = (
-            render.plural(len(desired.environments), "environment"),
-            render.plural(slots, "slot"),
-            render.plural(keys, "deploy key"),
-            render.plural(len(desired.targets), "target"),
+            render.plural(document["environments"], "environment"),
+            render.plural(document["slots"], "slot"),
+            render.plural(document["deploy_keys"], "deploy key"),
+            render.plural(document["targets"], "target"),
         )
         _stdout().print(f"[green]Valid:[/] {', '.join(counts)}.")
     return EXIT_OK
@@ -418,7 +396,7 @@ def plan_command(
     moment = _parse_at(at)
     clock = (lambda: moment) if moment else utcnow
     with _ledger_to_plan(state) as (ledger, note):
-        the_plan = make_plan(
+        plan = make_plan(
             manifests,
             ledger,
             options=_options(allow_decommission, allow_mass_decommission, allow_empty),
@@ -427,31 +405,31 @@ def plan_command(
             sink=SecretSink(secrets_dir),
             operator=targets,
         )
-    for warning in the_plan.warnings:
+    for warning in plan.warnings:
         _stderr().print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
     if note is not None:
         _stderr().print(note, markup=False)
     if out is not None:
-        save_plan(the_plan, out)
+        save_plan(plan, out)
     if as_json or output_format == "json":
-        _print_json(render.plan_document(the_plan))
+        _print_json(render.plan_document(plan))
     elif output_format == "markdown":
-        click.echo(render.plan_markdown(the_plan), nl=False)
+        click.echo(render.plan_markdown(plan), nl=False)
     else:
         console = _stdout()
-        render.render_plan(the_plan, console)
+        render.render_plan(plan, console)
         if out is not None:
             console.print(f"\nSaved the plan to {out}. Apply it with: slotkeeper apply {out}")
-    if detailed_exitcode and the_plan.has_changes:
+    if detailed_exitcode and plan.has_changes:
         return EXIT_CHANGES
     return EXIT_OK
 
 
 def _confirm_on_tty(yes: bool, console: Console, progress: _ProgressBar) -> Callable[[Plan], bool]:
-    def confirm(the_plan: Plan) -> bool:
-        render.render_plan(the_plan, console)
-        if not the_plan.applicable or yes:
-            progress.start(len(the_plan.applicable))
+    def confirm(plan: Plan) -> bool:
+        render.render_plan(plan, console)
+        if not plan.applicable or yes:
+            progress.start(len(plan.applicable))
             return True
         if not sys.stdin.isatty():
             raise ConfigError(
@@ -466,7 +444,7 @@ def _confirm_on_tty(yes: bool, console: Console, progress: _ProgressBar) -> Call
         if answer.strip() != "yes":
             console.print("\n[red]Apply cancelled.[/]")
             return False
-        progress.start(len(the_plan.applicable))
+        progress.start(len(plan.applicable))
         return True
 
     return confirm
@@ -509,7 +487,7 @@ def _finish(result: ApplyResult, console: Console) -> int:
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
-def _planned_from(the_plan: Plan, manifests: Path) -> Path:
+def _planned_from(plan: Plan, manifests: Path) -> Path:
     """The manifests a saved plan is applied with: ``-m`` when given, else those it was made
     from (it re-reads their Target documents and holds)."""
     context = click.get_current_context()
@@ -517,9 +495,9 @@ def _planned_from(the_plan: Plan, manifests: Path) -> Path:
         click.core.ParameterSource.DEFAULT,
         None,
     )
-    if explicit or the_plan.manifests is None:
+    if explicit or plan.manifests is None:
         return manifests
-    return Path(the_plan.manifests)
+    return Path(plan.manifests)
 
 
 @cli.command()
@@ -554,11 +532,10 @@ def apply(
     lineage = saved.lineage if saved is not None and saved.base_serial == 0 else None
     with _ledger(state, lineage=lineage) as ledger, _ProgressBar(console) as progress:
         if saved is not None:
-            the_plan = saved
-            progress.start(len(the_plan.applicable))
+            progress.start(len(saved.applicable))
             result = apply_saved(
-                the_plan,
-                _planned_from(the_plan, manifests),
+                saved,
+                _planned_from(saved, manifests),
                 ledger,
                 clock=utcnow,
                 actor=_actor(),
@@ -671,29 +648,14 @@ def keys_rotate(
     """Rotate the named deploy keys now; nothing else in the plan is applied."""
     wanted = frozenset(names)
 
-    def only_rotations(the_plan: Plan) -> Plan:
-        chosen = tuple(
-            a
-            for a in the_plan.actions
-            if a.type is ActionType.ROTATE_KEY and a.key is not None and a.key.name in wanted
-        )
-        found = {a.key.name for a in chosen if a.key is not None}
-        missing = sorted(wanted - found)
+    def only_rotations(plan: Plan) -> Plan:
+        missing = sorted(wanted - plan.rotated_keys)
         if missing:
             raise ConfigError(
                 f"no managed deploy key named {', '.join(missing)} "
                 "(see `slotkeeper keys list`; use REPOSITORY/TITLE)"
             )
-        # Blocked actions stay in: they are still held back, and `status` keeps showing them.
-        kept = tuple(a for a in the_plan.actions if a in chosen or a.blocked is not None)
-        return the_plan.model_copy(
-            update={
-                "actions": kept,
-                "unchanged": (),
-                "environments": (),
-                "summary": summarize(kept),
-            }
-        )
+        return plan.only_rotations(wanted)
 
     console = _stdout()
     with _ledger(state) as ledger, _ProgressBar(console) as progress:

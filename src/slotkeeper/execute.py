@@ -31,10 +31,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from slotkeeper import observability as obs
+from slotkeeper.actions import (
+    Action,
+    ActionType,
+    CreateKeyAction,
+    DecommissionAction,
+    DeployAction,
+    KeyAction,
+    RecordAction,
+    RevokeKeyAction,
+    RotateKeyAction,
+    SyncAction,
+    key_of,
+    slot_of,
+)
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.keys import SecretSink, generate_key
 from slotkeeper.ledger import LedgerTransaction, PendingAction, StateStore
 from slotkeeper.model import (
+    Artifact,
     KeyRecord,
     KeyStatus,
     RecordStatus,
@@ -44,7 +59,7 @@ from slotkeeper.model import (
     TargetSync,
     normalize_secret_path,
 )
-from slotkeeper.plan import Action, ActionType, Plan
+from slotkeeper.plan import Plan
 from slotkeeper.targets.base import KeySubject, Remote, Target
 from slotkeeper.targetsync import History, SyncOutcome, SyncWork, TargetSyncer
 
@@ -120,11 +135,18 @@ class _Context:
         self.written: set[str] = set()
 
     def event(
-        self, tx: LedgerTransaction, action: Action, type: str, at: datetime, **fields: Any
+        self,
+        tx: LedgerTransaction,
+        action: Action,
+        type: str,
+        at: datetime,
+        *,
+        artifact: Artifact | None = None,
+        **fields: Any,
     ) -> None:
         detail: dict[str, Any] = {"reason": action.reason}
-        if action.artifact is not None:
-            detail["artifact"] = action.artifact.model_dump(mode="json")
+        if artifact is not None:
+            detail["artifact"] = artifact.model_dump(mode="json")
         if self.plan.revision is not None and self.plan.revision.dirty:
             detail["dirty"] = True
         detail.update(fields.pop("detail", {}))
@@ -135,7 +157,7 @@ class _Context:
             actor=self.actor,
             detail=detail,
             environment=action.environment,
-            slot=action.slot,
+            slot=slot_of(action),
             action_id=action.id,
             revision=self.revision,
             **fields,
@@ -143,7 +165,7 @@ class _Context:
 
     def enqueue(self, group: str, work: SyncWork) -> None:
         # Work for a target that is not configured is queued too: it fails, loudly, rather
-        # than being dropped (the planner holds such retirements; a stale saved plan may not).
+        # than being dropped (the planner blocks such retirements; a stale saved plan may not).
         self.groups.setdefault(group, []).append(work)
 
     def remove_secret(self, name: str) -> str:
@@ -218,8 +240,8 @@ def execute(
                 action_id=action.id,
                 type=action.type.value,
                 environment=action.environment,
-                slot=action.slot,
-                key=action.key.name if action.key else None,
+                slot=slot_of(action),
+                key=key.name if (key := key_of(action)) else None,
                 reason=action.reason,
                 blocked=action.blocked or "",
                 serial=serial,
@@ -256,7 +278,7 @@ def execute(
             on_result(result)
 
     stopping = stop or (lambda: False)
-    batch: list[Action] = []
+    batch: list[RecordAction] = []
 
     def flush() -> None:
         if batch and stopping():
@@ -274,18 +296,20 @@ def execute(
             flush()
             report(_result(action, Outcome.DEFERRED, "stopped before it ran"))
             continue
-        if action.type is ActionType.SYNC and action.blocked is None:
-            _enqueue_sync(action, context)
-        elif action.type in _RECORD_STEPS and action.blocked is None:
-            batch.append(action)
-            if len(batch) >= BATCH_SIZE:
-                flush()
-        else:
+        if action.blocked is not None:
             flush()  # results are reported in plan order
-            if action.blocked is not None:
-                log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
-                report(_result(action, Outcome.BLOCKED, action.blocked))
-            else:
+            log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
+            report(_result(action, Outcome.BLOCKED, action.blocked))
+            continue
+        match action:
+            case SyncAction():
+                _enqueue_sync(action, context)
+            case DeployAction() | DecommissionAction():
+                batch.append(action)
+                if len(batch) >= BATCH_SIZE:
+                    flush()
+            case _:
+                flush()  # results are reported in plan order
                 report(_run(action, context))
     flush()
 
@@ -325,10 +349,10 @@ def _log_fields(action: Action) -> dict[str, Any]:
         "action": action.type.value,
         "environment": action.environment,
     }
-    if action.slot is not None:
-        fields["slot"] = action.slot
-    if action.key is not None:
-        fields["key"] = action.key.name
+    if (slot := slot_of(action)) is not None:
+        fields["slot"] = slot
+    if (key := key_of(action)) is not None:
+        fields["key"] = key.name
     return fields
 
 
@@ -363,11 +387,12 @@ def _sync_result(outcome: SyncOutcome) -> ActionResult:
     )
 
 
-def _run(action: Action, context: _Context) -> ActionResult:
+def _run(action: _LedgerAction, context: _Context) -> ActionResult:
+    """Apply one action that changes the ledger; its failure is its result."""
     log = obs.get_logger()
     started = time.perf_counter()
     try:
-        record_id, key_id, message = _APPLIERS[action.type](action, context)
+        record_id, key_id, message = _apply(action, context)
     except (SlotkeeperError, OSError, ValueError) as exc:
         # One action's failure is a result, not the end of the apply.
         duration = (time.perf_counter() - started) * 1000
@@ -385,11 +410,25 @@ def _run(action: Action, context: _Context) -> ActionResult:
     )
 
 
+#: the actions that change the ledger (a ``sync`` only mirrors it: see ``_enqueue_sync``)
+_LedgerAction = RecordAction | KeyAction
+#: what applying one action made: the record id, the key id, and a message for people
 _Applied = tuple[int | None, int | None, str]
 
 
-def _enqueue_sync(action: Action, context: _Context) -> None:
-    assert action.target is not None and action.subject is not None and action.want is not None
+def _apply(action: _LedgerAction, context: _Context) -> _Applied:
+    """Dispatch by kind: record actions in a transaction of their own (``_run_batch`` shares
+    one among many), key actions remote-first."""
+    match action:
+        case DeployAction() | DecommissionAction():
+            return _record_step(action, context)
+        case CreateKeyAction() | RotateKeyAction():
+            return _create_or_rotate_key(action, context)
+        case RevokeKeyAction():
+            return _revoke_key(action, context)
+
+
+def _enqueue_sync(action: SyncAction, context: _Context) -> None:
     group = f"{action.environment}/{action.slot}" if action.slot else f"key:{action.label}"
     context.enqueue(
         group,
@@ -407,7 +446,7 @@ def _enqueue_sync(action: Action, context: _Context) -> None:
     )
 
 
-def _retire_remotely(context: _Context, action: Action, group: str, record_id: int) -> None:
+def _retire_remotely(context: _Context, action: RecordAction, group: str, record_id: int) -> None:
     """Queue an ``inactive`` for every target that holds (or may hold, after an attempt whose
     answer was lost) a deployment of ``record_id``."""
     for sync in context.ledger.syncs_for(SyncSubject.RECORD, record_id):
@@ -422,8 +461,7 @@ def _retire_remotely(context: _Context, action: Action, group: str, record_id: i
             )
 
 
-def _write_deploy(tx: LedgerTransaction, action: Action, context: _Context) -> int:
-    assert action.slot is not None and action.artifact is not None
+def _write_deploy(tx: LedgerTransaction, action: DeployAction, context: _Context) -> int:
     at = context.clock()
     # Retire the old record first: the ledger allows one DEPLOYED record per slot.
     if action.supersedes is not None:
@@ -445,14 +483,15 @@ def _write_deploy(tx: LedgerTransaction, action: Action, context: _Context) -> i
             action,
             "record.superseded",
             at,
+            artifact=action.artifact,
             record_id=action.supersedes,
             detail={"superseded_by": record_id},
         )
-    context.event(tx, action, "record.deployed", at, record_id=record_id)
+    context.event(tx, action, "record.deployed", at, artifact=action.artifact, record_id=record_id)
     return record_id
 
 
-def _after_deploy(action: Action, context: _Context, record_id: int) -> _Applied:
+def _after_deploy(action: DeployAction, context: _Context, record_id: int) -> _Applied:
     """Once committed: queue the new record for its targets and the old one's retirement."""
     group = action.label
     for target in action.targets:
@@ -470,45 +509,57 @@ def _after_deploy(action: Action, context: _Context, record_id: int) -> _Applied
     return record_id, None, f"{verb} #{record_id}"
 
 
-def _write_decommission(tx: LedgerTransaction, action: Action, context: _Context) -> int:
-    assert action.record is not None
+def _write_decommission(
+    tx: LedgerTransaction, action: DecommissionAction, context: _Context
+) -> int:
     at = context.clock()
     tx.set_record_status(action.record, RecordStatus.DECOMMISSIONED, at=at)
-    context.event(tx, action, "record.decommissioned", at, record_id=action.record)
+    context.event(
+        tx, action, "record.decommissioned", at, artifact=action.artifact, record_id=action.record
+    )
     return action.record
 
 
-def _after_decommission(action: Action, context: _Context, record_id: int) -> _Applied:
+def _after_decommission(action: DecommissionAction, context: _Context, record_id: int) -> _Applied:
     _retire_remotely(context, action, action.label, record_id)
     return record_id, None, f"decommissioned #{record_id}"
 
 
-#: Actions that only write the ledger (their target work is queued after the commit): many of
-#: them can share one transaction. A crash loses the whole batch or none of it, and the next
-#: plan derives the same actions again; nothing remote has happened for any of them yet.
-_RECORD_STEPS: dict[
-    ActionType,
-    tuple[
-        Callable[[LedgerTransaction, Action, _Context], int],
-        Callable[[Action, _Context, int], _Applied],
-    ],
-] = {
-    ActionType.DEPLOY: (_write_deploy, _after_deploy),
-    ActionType.DECOMMISSION: (_write_decommission, _after_decommission),
-}
+# Record actions (deploys and decommissions) only write the ledger; their target work is queued
+# after the commit. So many of them can share one transaction: a crash loses the whole batch or
+# none of it, and the next plan derives the same actions again; nothing remote has happened for
+# any of them yet.
+
 #: the most actions one ledger transaction carries
 BATCH_SIZE = 500
 
 
-def _record_step(action: Action, context: _Context) -> _Applied:
+def _write_record(tx: LedgerTransaction, action: RecordAction, context: _Context) -> int:
+    """A record action's ledger writes, in the caller's transaction; the record id."""
+    match action:
+        case DeployAction():
+            return _write_deploy(tx, action, context)
+        case DecommissionAction():
+            return _write_decommission(tx, action, context)
+
+
+def _after_record(action: RecordAction, context: _Context, record_id: int) -> _Applied:
+    """Once a record action is committed: queue its target work."""
+    match action:
+        case DeployAction():
+            return _after_deploy(action, context, record_id)
+        case DecommissionAction():
+            return _after_decommission(action, context, record_id)
+
+
+def _record_step(action: RecordAction, context: _Context) -> _Applied:
     """One record action in a transaction of its own."""
-    write, after = _RECORD_STEPS[action.type]
     with context.ledger.transaction() as tx:
-        record_id = write(tx, action, context)
-    return after(action, context, record_id)
+        record_id = _write_record(tx, action, context)
+    return _after_record(action, context, record_id)
 
 
-def _run_batch(actions: list[Action], context: _Context) -> list[ActionResult]:
+def _run_batch(actions: list[RecordAction], context: _Context) -> list[ActionResult]:
     """Record actions in one transaction; if it fails, each one alone, so that only the
     failing action fails."""
     if len(actions) == 1:
@@ -516,14 +567,14 @@ def _run_batch(actions: list[Action], context: _Context) -> list[ActionResult]:
     started = time.perf_counter()
     try:
         with context.ledger.transaction() as tx:
-            written = [_RECORD_STEPS[a.type][0](tx, a, context) for a in actions]
+            written = [_write_record(tx, action, context) for action in actions]
     except (SlotkeeperError, OSError, ValueError):
         return [_run(action, context) for action in actions]
     each = (time.perf_counter() - started) * 1000 / len(actions)
     log = obs.get_logger()
     results = []
     for action, record_id in zip(actions, written, strict=True):
-        record, key, message = _RECORD_STEPS[action.type][1](action, context, record_id)
+        record, key, message = _after_record(action, context, record_id)
         log.info(obs.ACTION_APPLIED, **_log_fields(action), duration_ms=round(each, 3))
         results.append(
             _result(
@@ -538,9 +589,8 @@ def _run_batch(actions: list[Action], context: _Context) -> list[ActionResult]:
     return results
 
 
-def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
+def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _Context) -> _Applied:
     key = action.key
-    assert key is not None
     at = context.clock()
     pair = generate_key(comment=f"slotkeeper:{key.title}")
     provisional = KeyRecord(
@@ -620,7 +670,7 @@ def _create_or_rotate_key(action: Action, context: _Context) -> _Applied:
     return None, key_id, f"{pair.fingerprint} (#{key_id}){kept}"
 
 
-def _delete_remotely(context: _Context, action: Action, key_id: int) -> None:
+def _delete_remotely(context: _Context, action: KeyAction, key_id: int) -> None:
     """Queue the deletion of a retired key wherever it is registered."""
     for sync in context.ledger.syncs_for(SyncSubject.KEY, key_id):
         if sync.remote_id is not None:
@@ -634,9 +684,8 @@ def _delete_remotely(context: _Context, action: Action, key_id: int) -> None:
             )
 
 
-def _revoke_key(action: Action, context: _Context) -> _Applied:
+def _revoke_key(action: RevokeKeyAction, context: _Context) -> _Applied:
     key = action.key
-    assert key is not None and key.previous_id is not None
     at = context.clock()
     with context.ledger.transaction() as tx:
         tx.set_key_status(key.previous_id, KeyStatus.REVOKED, at=at)
@@ -651,12 +700,3 @@ def _revoke_key(action: Action, context: _Context) -> _Applied:
     kept = context.remove_secret(key.secret_file)
     _delete_remotely(context, action, key.previous_id)
     return None, key.previous_id, f"revoked {key.previous_fingerprint}{kept}"
-
-
-_APPLIERS: dict[ActionType, Callable[[Action, _Context], _Applied]] = {
-    ActionType.DEPLOY: _record_step,
-    ActionType.DECOMMISSION: _record_step,
-    ActionType.CREATE_KEY: _create_or_rotate_key,
-    ActionType.ROTATE_KEY: _create_or_rotate_key,
-    ActionType.REVOKE_KEY: _revoke_key,
-}

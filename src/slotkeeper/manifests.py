@@ -354,7 +354,7 @@ def load_tolerant(
     file it finds fault with counts as broken too.
 
     The result lists the broken files in ``DesiredState.broken`` and the environments that only
-    a last good version declares in ``stand_ins``: the planner holds every removal outside the
+    a last good version declares in ``stand_ins``: the planner blocks every removal outside the
     environments of valid files while anything is broken. A valid file that only fails because
     of a broken one (it names a target the broken file declared) counts as broken too.
     """
@@ -388,21 +388,21 @@ def load_tolerant(
         for relative, content in sorted(last_good().items())
         if _under_any(tree, tree.root / relative, broken)
     }
-    desired, held = _with_stand_ins(desired, valid, stand_ins, load)
+    desired, stood_in = _with_stand_ins(desired, valid, stand_ins, load)
     return desired.model_copy(
         update={
             "broken": tuple(
                 BrokenFile(
                     file=str(path),
                     errors=tuple(problems[path]),
-                    last_good=path in held,
+                    last_good=path in stood_in,
                 )
                 for path in sorted(problems)
             ),
             "stand_ins": frozenset(
                 name
                 for name, location in desired.locations.items()
-                if name in desired.environments and Path(location.file) in held
+                if name in desired.environments and Path(location.file) in stood_in
             ),
         }
     )

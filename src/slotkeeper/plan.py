@@ -1,11 +1,18 @@
 """The planner: what must change so that the ledger matches the manifests.
 
-:func:`plan` is a pure function of (desired state, recorded state, now, options, revision): it does
-no I/O, reads no clock and draws no random number, so the same input always gives the same
+:func:`diff` is a pure function of (desired state, recorded state, now, options, revision): it
+does no I/O, reads no clock and draws no random number, so the same input always gives the same
 :class:`Plan`, byte for byte. The executor carries the plan out; the CLI and the daemon render it.
 
-Guards do not drop actions: an action a guard refuses stays in the plan with ``blocked`` set to
-the reason, so every surface can say what is being held back and why.
+Guards do not drop actions: an action a guard (or an operator's hold: ``suspend``, a freeze
+window) refuses stays in the plan with ``blocked`` set to the reason, so every surface can say
+what is blocked and why.
+
+Words, one per meaning: an action is *blocked* when the plan keeps it but it is not applied (a
+guard refused it, an operator's hold stops it, or the daemon is *backing off* an environment
+after failures); a *hold* is the operator's: ``suspend`` or a freeze window; a broken manifest
+file's last good version *stands in* for it (``DesiredState.stand_ins``). User-visible text
+keeps its wording (e.g. "held back" for a revision whose broken files stand in).
 """
 
 from __future__ import annotations
@@ -13,13 +20,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slotkeeper.actions import (
+    Action,
+    ActionType,
+    CreateKeyAction,
+    DecommissionAction,
+    DeployAction,
+    KnownKey,
+    PlannedKey,
+    RevokeKeyAction,
+    RotateKeyAction,
+    SyncAction,
+    key_of,
+    slot_of,
+    targets_of,
+)
 from slotkeeper.model import (
     Artifact,
     ArtifactKind,
@@ -47,15 +67,6 @@ KEY_TARGET_TYPES = frozenset({"github"})
 PLAN_FORMAT_VERSION = 2
 
 
-class ActionType(StrEnum):
-    CREATE_KEY = "create_key"
-    ROTATE_KEY = "rotate_key"
-    DEPLOY = "deploy"
-    DECOMMISSION = "decommission"
-    REVOKE_KEY = "revoke_key"
-    SYNC = "sync"
-
-
 #: Execution order of action types: a key exists before anything might use it, new artifacts
 #: land before old ones are retired, access is revoked last among ledger changes, and target
 #: syncs of records the ledger already holds come after.
@@ -71,62 +82,6 @@ TYPE_ORDER: dict[ActionType, int] = {
 
 class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class KeyAction(_Value):
-    """The deploy key an action concerns; ``previous_id`` names the ledger key it replaces."""
-
-    repository: str
-    title: str
-    read_only: bool
-    rotate_after: str | None
-    secret_file: str
-    previous_id: int | None = None
-    previous_fingerprint: str | None = None
-    previous_secret_file: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.repository}/{self.title}"
-
-
-class Action(_Value):
-    """One step of a plan: small, immutable, with a stable id and a human reason."""
-
-    id: str
-    type: ActionType
-    environment: str
-    slot: str | None = None
-    key: KeyAction | None = None
-    artifact: Artifact | None = None
-    ref: str | None = None
-    previous: Artifact | None = None
-    supersedes: int | None = None
-    record: int | None = None
-    #: targets told about a deploy; for a sync, the one target it is for
-    targets: tuple[str, ...] = ()
-    target: str | None = None
-    subject: SyncSubject | None = None
-    subject_id: int | None = None
-    want: RemoteState | None = None
-    remote_id: str | None = None
-    #: the remote copy was deleted: make a new one rather than update the old
-    recreate: bool = False
-    #: what a deploy carries onto its record, and what the plan has to say about targets
-    annotations: dict[str, str] = Field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    repository: str | None = None
-    reason: str
-    blocked: str | None = None
-
-    @property
-    def label(self) -> str:
-        """``environment/slot`` or ``environment/key:repo/title``, for display."""
-        if self.key is not None:
-            return f"{self.environment}/key:{self.key.name}"
-        if self.slot is not None:
-            return f"{self.environment}/{self.slot}"
-        return f"{self.environment}/key:{self.repository}#{self.remote_id}"
 
 
 class PlanOptions(_Value):
@@ -170,15 +125,42 @@ class Plan(_Value):
     def has_changes(self) -> bool:
         return bool(self.actions)
 
+    @property
+    def rotated_keys(self) -> frozenset[str]:
+        """The deploy keys (``repository/title``) this plan rotates, blocked or not."""
+        return frozenset(a.key.name for a in self.actions if isinstance(a, RotateKeyAction))
+
+    def only_rotations(self, keys: Collection[str]) -> Plan:
+        """This plan narrowed to the rotations of ``keys`` (``repository/title``), for
+        ``keys rotate``: nothing else is applied, no ``last_seen_at`` moves and no environment
+        is written. Blocked actions stay: they are still blocked, and ``status`` keeps showing
+        them."""
+        kept = tuple(
+            action
+            for action in self.actions
+            if (isinstance(action, RotateKeyAction) and action.key.name in keys)
+            or action.blocked is not None
+        )
+        return self.model_copy(
+            update={
+                "actions": kept,
+                "unchanged": (),
+                "environments": (),
+                "summary": summarize(kept),
+            }
+        )
+
 
 def action_order(action: Action) -> tuple[int, str, str, str, str]:
     """The one sort key of plan actions: type (see TYPE_ORDER), environment, slot or key,
     then target."""
-    name = action.slot if action.slot is not None else f"~{action.key.name if action.key else ''}"
-    return (TYPE_ORDER[action.type], action.environment, name, action.target or "", action.id)
+    slot, key = slot_of(action), key_of(action)
+    name = slot if slot is not None else f"~{key.name if key else ''}"
+    target = action.target if isinstance(action, SyncAction) else ""
+    return (TYPE_ORDER[action.type], action.environment, name, target, action.id)
 
 
-def plan(
+def diff(
     desired: DesiredState,
     recorded: RecordedState,
     *,
@@ -212,9 +194,8 @@ def plan(
                 deploy_targets[env_name, kind] = _deploy_targets(spec, desired, kind)
             targets, notes = deploy_targets[env_name, kind]
             drafts.append(
-                Action(
+                DeployAction(
                     id=ids.make(ActionType.DEPLOY, env_name, slot_name, slot.artifact),
-                    type=ActionType.DEPLOY,
                     environment=env_name,
                     slot=slot_name,
                     artifact=slot.artifact,
@@ -234,14 +215,13 @@ def plan(
         if env_spec is not None and slot_name in env_spec.slots:
             continue
         drafts.append(
-            Action(
+            DecommissionAction(
                 id=ids.make(ActionType.DECOMMISSION, env_name, slot_name, record.id),
-                type=ActionType.DECOMMISSION,
                 environment=env_name,
                 slot=slot_name,
+                record=record.id,
                 artifact=record.artifact,
                 previous=record.artifact,
-                record=record.id,
                 targets=_holding(recorded, SyncSubject.RECORD, record.id),
                 reason=(
                     "environment removed from manifests"
@@ -264,8 +244,8 @@ def plan(
     )
     guarded = _guard(drafts, desired, recorded, options, now)
     for sync in _sync_actions(desired, recorded, guarded, drift, ids, now=now):
-        held = [*_held(sync, desired, now), *_sync_guard(sync, desired)]
-        guarded.append(sync.model_copy(update={"blocked": "; ".join(held)}) if held else sync)
+        reasons = [*_holds(sync, desired, now), *_sync_guard(sync, desired)]
+        guarded.append(sync.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else sync)
     actions = sorted(guarded, key=action_order)
     return Plan(
         lineage=recorded.lineage,
@@ -296,23 +276,21 @@ def needed_targets(actions: Iterable[Action]) -> tuple[str, ...]:
     names: set[str] = set()
     for action in actions:
         if action.blocked is None:
-            names.update(action.targets)
-            if action.target is not None:
-                names.add(action.target)
+            names.update(targets_of(action))
     return tuple(sorted(names))
 
 
 def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
-    """A saved plan as it may be applied ``now``: the holds that only the manifests and the
-    clock decide (suspend, freeze windows, protection) are evaluated again, so a freeze that
-    started or a ``suspend`` committed since the plan was made turns its actions into blocked
-    ones. Pure, like :func:`plan`."""
+    """A saved plan as it may be applied ``now``: what only the manifests and the clock decide
+    (the holds: suspend and freeze windows; and protection) is evaluated again, so a freeze
+    that started or a ``suspend`` committed since the plan was made turns its actions into
+    blocked ones. Pure, like :func:`diff`."""
     actions = []
     for action in saved.actions:
         if action.blocked is not None:
             actions.append(action)
             continue
-        reasons = _held(action, desired, now)
+        reasons = _holds(action, desired, now)
         spec = desired.environments.get(action.environment)
         if (
             action.type in REMOVALS
@@ -366,11 +344,10 @@ def _key_actions(
             current = recorded.keys.get(identity)
             if current is None:
                 actions.append(
-                    Action(
+                    CreateKeyAction(
                         id=ids.make(ActionType.CREATE_KEY, env_name, *identity),
-                        type=ActionType.CREATE_KEY,
                         environment=env_name,
-                        key=_key_action(spec),
+                        key=_declared_key(spec),
                         targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason="declared, not yet created",
                     )
@@ -383,11 +360,10 @@ def _key_actions(
                 why = f"deleted on {deleted_remotely[current.id].target}"
             if why is not None:
                 actions.append(
-                    Action(
+                    RotateKeyAction(
                         id=ids.make(ActionType.ROTATE_KEY, env_name, *identity, current.id),
-                        type=ActionType.ROTATE_KEY,
                         environment=env_name,
-                        key=_key_action(spec, current),
+                        key=_successor_key(spec, current),
                         targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason=why,
                     )
@@ -396,19 +372,10 @@ def _key_actions(
         if identity in declared:
             continue
         actions.append(
-            Action(
+            RevokeKeyAction(
                 id=ids.make(ActionType.REVOKE_KEY, current.environment, *identity, current.id),
-                type=ActionType.REVOKE_KEY,
                 environment=current.environment,
-                key=KeyAction(
-                    repository=current.repository,
-                    title=current.title,
-                    read_only=current.read_only,
-                    rotate_after=current.rotate_after,
-                    secret_file=current.secret_file,
-                    previous_id=current.id,
-                    previous_fingerprint=current.fingerprint,
-                ),
+                key=_recorded_key(current),
                 targets=_holding(recorded, SyncSubject.KEY, current.id),
                 reason="removed from manifests",
             )
@@ -416,16 +383,42 @@ def _key_actions(
     return actions
 
 
-def _key_action(spec: DeployKeySpec, current: KeyRecord | None = None) -> KeyAction:
-    return KeyAction(
+def _declared_key(spec: DeployKeySpec) -> PlannedKey:
+    """A key as the manifests declare it: what a creation makes."""
+    return PlannedKey(
         repository=spec.repository,
         title=spec.title,
         read_only=spec.read_only,
         rotate_after=spec.rotate_after,
         secret_file=spec.secret.file,
-        previous_id=current.id if current else None,
-        previous_fingerprint=current.fingerprint if current else None,
-        previous_secret_file=current.secret_file if current else None,
+    )
+
+
+def _successor_key(spec: DeployKeySpec, current: KeyRecord) -> KnownKey:
+    """A key as the manifests declare it, replacing the ledger's ``current``: what a rotation
+    makes (its old secret file is removed after, unless the new key uses the same)."""
+    return KnownKey(
+        repository=spec.repository,
+        title=spec.title,
+        read_only=spec.read_only,
+        rotate_after=spec.rotate_after,
+        secret_file=spec.secret.file,
+        previous_id=current.id,
+        previous_fingerprint=current.fingerprint,
+        previous_secret_file=current.secret_file,
+    )
+
+
+def _recorded_key(key: KeyRecord) -> KnownKey:
+    """A key as the ledger holds it: what a revocation retires and a key's sync mirrors."""
+    return KnownKey(
+        repository=key.repository,
+        title=key.title,
+        read_only=key.read_only,
+        rotate_after=key.rotate_after,
+        secret_file=key.secret_file,
+        previous_id=key.id,
+        previous_fingerprint=key.fingerprint,
     )
 
 
@@ -460,7 +453,7 @@ def _guard(
 ) -> list[Action]:
     """Mark the actions a safety guard refuses as blocked, with the reason.
 
-    Removals (decommissions and key revocations) are the dangerous path: they are held in a
+    Removals (decommissions and key revocations) are the dangerous path: they are blocked in a
     protected environment, when the manifests declare nothing at all (an empty checkout), when
     a broken manifest file leaves it unknown whether they are meant, when they would take away
     more than half of what exists (whatever its size), and when a target that holds a copy of
@@ -471,9 +464,7 @@ def _guard(
     empty = not desired.environments and not desired.broken and not options.allow_empty
     guarded: list[Action] = []
     for action in actions:
-        reasons: list[str] = []
-        if action.type in REMOVALS or action.type is ActionType.ROTATE_KEY:
-            reasons.extend(_unconfigured(action, desired, recorded))
+        reasons = _unconfigured(action, desired, recorded)
         if action.type in REMOVALS:
             if not options.allow_decommission and _protected(action.environment, desired, recorded):
                 reasons.append(_protected_reason(action.environment))
@@ -492,7 +483,7 @@ def _guard(
                     f"would remove {removals} of {existing} deployed slots and active deploy keys "
                     "(pass --allow-mass-decommission if that is intended)"
                 )
-        reasons.extend(_held(action, desired, now))
+        reasons.extend(_holds(action, desired, now))
         guarded.append(
             action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
         )
@@ -514,10 +505,12 @@ def _broken_reason(desired: DesiredState) -> str:
 
 
 def _unconfigured(action: Action, desired: DesiredState, recorded: RecordedState) -> list[str]:
-    """Targets that hold a copy of what ``action`` retires but are no longer configured."""
-    if action.type is ActionType.DECOMMISSION and action.record is not None:
+    """Why ``action`` is blocked for targets that hold a copy of what it retires (the record a
+    decommission retires, the key a rotation or revocation retires) but are no longer
+    configured: they could not be told."""
+    if isinstance(action, DecommissionAction):
         holders = _holding(recorded, SyncSubject.RECORD, action.record)
-    elif action.key is not None and action.key.previous_id is not None:
+    elif isinstance(action, RotateKeyAction | RevokeKeyAction):
         holders = _holding(recorded, SyncSubject.KEY, action.key.previous_id)
     else:
         return []
@@ -531,11 +524,12 @@ def _unconfigured_reason(target: str) -> str:
     )
 
 
-def _sync_guard(action: Action, desired: DesiredState) -> list[str]:
-    """Holds of a target sync: its target must be configured, and an orphan key (a deletion
-    the ledger did not decide) is not deleted while a broken file leaves the keys unknown."""
+def _sync_guard(action: SyncAction, desired: DesiredState) -> list[str]:
+    """The guards of a target sync: its target must be configured, and an orphan key (a
+    deletion the ledger did not decide) is not deleted while a broken file leaves the keys
+    unknown."""
     reasons = []
-    if action.target is not None and action.target not in desired.targets:
+    if action.target not in desired.targets:
         reasons.append(_unconfigured_reason(action.target))
     if action.subject_id is None and action.want is RemoteState.ABSENT and desired.broken:
         reasons.append(_broken_reason(desired))
@@ -550,7 +544,7 @@ def _sync_actions(
     ids: _ActionIds,
     *,
     now: datetime,
-) -> list[Action]:
+) -> list[SyncAction]:
     """A ``sync`` for every record or key some target does not hold as the ledger wants, and a
     heartbeat for records on targets that want one (Chainloop's last_seen_at).
 
@@ -558,16 +552,28 @@ def _sync_actions(
     tells the targets itself. Level-triggered: whatever failed before is simply planned again.
     """
     applied = [a for a in planned if a.blocked is None]
-    changing = {a.supersedes for a in applied if a.supersedes is not None}
-    changing |= {a.record for a in applied if a.record is not None}
-    keys_changing = {a.key.previous_id for a in applied if a.key and a.key.previous_id}
+    changing = {
+        a.supersedes for a in applied if isinstance(a, DeployAction) and a.supersedes is not None
+    }
+    changing |= {a.record for a in applied if isinstance(a, DecommissionAction)}
+    keys_changing = {
+        a.key.previous_id for a in applied if isinstance(a, RotateKeyAction | RevokeKeyAction)
+    }
     seen: dict[tuple[str, SyncSubject, int], Drift] = {
         (d.target, d.subject, d.subject_id): d for d in drift if d.subject_id is not None
     }
-    actions: list[Action] = []
+    actions: list[SyncAction] = []
 
     def sync(
-        target: str, subject: SyncSubject, subject_id: int | None, want: RemoteState, **fields: Any
+        target: str,
+        subject: SyncSubject,
+        subject_id: int,
+        want: RemoteState,
+        *,
+        environment: str,
+        slot: str | None = None,
+        artifact: Artifact | None = None,
+        key: KnownKey | None = None,
     ) -> None:
         current = recorded.syncs.get((target, subject, subject_id)) if subject_id else None
         observed = seen.get((target, subject, subject_id)) if subject_id else None
@@ -587,7 +593,7 @@ def _sync_actions(
             )
             reason = f"{shown} on {target}, should be {want.value}"
             if current.last_error and current.status is not SyncStatus.SYNCED:
-                # The reason says what happened in fixed words (a held-back action's reason is
+                # The reason says what happened in fixed words (a blocked action's reason is
                 # on /status; a pull-request comment shows reasons); the target's own words are
                 # a note, which the operator's `plan` prints.
                 reason += f": {current.public_error}"
@@ -598,18 +604,20 @@ def _sync_actions(
         else:
             return
         actions.append(
-            Action(
+            SyncAction(
                 id=ids.make(ActionType.SYNC, target, subject.value, subject_id, want.value),
-                type=ActionType.SYNC,
+                environment=environment,
                 target=target,
                 subject=subject,
                 subject_id=subject_id,
                 want=want,
-                remote_id=fields.pop("remote_id", remote_id),
+                remote_id=remote_id,
                 recreate=recreate,
                 notes=notes,
+                slot=slot,
+                artifact=artifact,
+                key=key,
                 reason=reason,
-                **fields,
             )
         )
 
@@ -651,7 +659,7 @@ def _sync_actions(
                 key.id,
                 RemoteState.PRESENT,
                 environment=key.environment,
-                key=_key_of(key),
+                key=_recorded_key(key),
             )
     for key in sorted(recorded.retired_keys.values(), key=lambda k: k.id):
         for target in _synced_targets(recorded, SyncSubject.KEY, key.id, desired):
@@ -664,14 +672,13 @@ def _sync_actions(
                 key.id,
                 RemoteState.ABSENT,
                 environment=key.environment,
-                key=_key_of(key),
+                key=_recorded_key(key),
             )
     for observed in drift:
         if observed.observed == "orphan" and observed.target in desired.targets:
             actions.append(
-                Action(
+                SyncAction(
                     id=ids.make(ActionType.SYNC, observed.target, "orphan", observed.remote_id),
-                    type=ActionType.SYNC,
                     environment=_environment_of_repository(observed.repository, desired),
                     target=observed.target,
                     subject=SyncSubject.KEY,
@@ -770,18 +777,6 @@ def _retired_settled(sync: TargetSync) -> bool:
     )
 
 
-def _key_of(key: KeyRecord) -> KeyAction:
-    return KeyAction(
-        repository=key.repository,
-        title=key.title,
-        read_only=key.read_only,
-        rotate_after=key.rotate_after,
-        secret_file=key.secret_file,
-        previous_id=key.id,
-        previous_fingerprint=key.fingerprint,
-    )
-
-
 def _environment_of_repository(repository: str | None, desired: DesiredState) -> str:
     for name, spec in sorted(desired.environments.items()):
         if any(key.repository == repository for key in spec.deploy_keys):
@@ -789,17 +784,19 @@ def _environment_of_repository(repository: str | None, desired: DesiredState) ->
     return ""
 
 
-def _held(action: Action, desired: DesiredState, now: datetime) -> list[str]:
-    """Operator holds: a suspended environment or slot changes nothing; a freeze window stops
-    deploys and decommissions (key rotations and target syncs of what is recorded go on)."""
+def _holds(action: Action, desired: DesiredState, now: datetime) -> list[str]:
+    """The operator's holds on ``action``, as reasons: a suspended environment or slot changes
+    nothing; a freeze window stops deploys and decommissions (key rotations and target syncs
+    of what is recorded go on)."""
     spec = desired.environments.get(action.environment)
     if spec is None:
         return []
     if spec.suspend:
         return [f"environment {action.environment!r} is suspended"]
-    slot = spec.slots.get(action.slot) if action.slot else None
+    slot_name = slot_of(action)
+    slot = spec.slots.get(slot_name) if slot_name else None
     if slot is not None and slot.suspend:
-        return [f"slot {action.environment}/{action.slot} is suspended"]
+        return [f"slot {action.environment}/{slot_name} is suspended"]
     if action.type in (ActionType.DEPLOY, ActionType.DECOMMISSION):
         until = spec.frozen_until(now)
         if until is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from slotkeeper.actions import ActionType
 from slotkeeper.errors import PlanFileError
 from slotkeeper.plan import PLAN_FORMAT_VERSION, Plan
 
@@ -27,6 +28,8 @@ def save_plan(plan: Plan, path: Path) -> None:
 
 
 def load_plan(path: Path) -> Plan:
+    """Read a plan file written by :func:`save_plan` (of this format version); anything else is
+    refused with one line naming the first field that is wrong."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -42,4 +45,10 @@ def load_plan(path: Path) -> Plan:
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise PlanFileError(f"{path} is not a valid plan file: {where}: {first['msg']}") from exc
+        message = first["msg"]
+        if first["type"] == "union_tag_not_found":  # an action without a type
+            where, message = f"{where}.type", "Field required"
+        elif first["type"] == "union_tag_invalid":  # an action of a type that is none of ours
+            *kinds, last = (f"'{kind.value}'" for kind in ActionType)
+            where, message = f"{where}.type", f"Input should be {', '.join(kinds)} or {last}"
+        raise PlanFileError(f"{path} is not a valid plan file: {where}: {message}") from exc

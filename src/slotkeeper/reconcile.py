@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from slotkeeper import observability as obs
+from slotkeeper.actions import targets_of
 from slotkeeper.credentials import resolve_secret
 from slotkeeper.errors import (
     ConfigError,
@@ -63,7 +64,7 @@ from slotkeeper.model import (
     TargetSync,
     UnkeyTargetSpec,
 )
-from slotkeeper.plan import Plan, PlanOptions, plan, recheck
+from slotkeeper.plan import Plan, PlanOptions, diff, recheck
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import (
     EnvironmentInfo,
@@ -130,7 +131,7 @@ def tolerant_snapshot(
 ) -> Snapshot:
     """Load the manifests even when some files are broken: a broken file is replaced by its
     last good version from the ledger (or left out), and listed in ``desired.broken`` so the
-    planner holds removals it cannot be sure of (see ``manifests.load_tolerant``)."""
+    planner blocks removals it cannot be sure of (see ``manifests.load_tolerant``)."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
     desired = load_tolerant(
@@ -469,7 +470,7 @@ def _plan(
         key_file_problems(recorded.keys.values(), sink) if sink is not None and refreshing else {}
     )
     with fewer_collections():
-        the_plan = plan(
+        plan = diff(
             shot.desired,
             recorded,
             now=clock(),
@@ -478,7 +479,7 @@ def _plan(
             drift=refreshed.drift,
             key_files=key_files,
         )
-    return the_plan.model_copy(
+    return plan.model_copy(
         update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
     ), refreshed
 
@@ -500,7 +501,7 @@ def make_plan(
     shot = snapshot(manifests, operator)
     desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
     with open_targets(desired, ledger, clock=clock, strict=False) as targets:
-        the_plan, _ = _plan(
+        plan, _ = _plan(
             shot,
             ledger,
             targets,
@@ -509,7 +510,7 @@ def make_plan(
             refreshing=run.refresh,
             sink=sink,
         )
-    return the_plan
+    return plan
 
 
 def reconcile(
@@ -546,12 +547,12 @@ def reconcile(
             refreshing=run.refresh,
             sink=sink,
         )
-        the_plan = select(planned)
-        if not confirm(the_plan):
-            return Reconciliation(the_plan, None)
+        plan = select(planned)
+        if not confirm(plan):
+            return Reconciliation(plan, None)
         targets = _without_unreachable(opened, refreshed)
         result = execute(  # execute and record
-            the_plan,
+            plan,
             ledger,
             clock=clock,
             actor=actor,
@@ -563,9 +564,9 @@ def reconcile(
             stop=stop,
         )
         remember_manifests(ledger, shot, at=clock())
-        _read_back(desired, ledger, targets, the_plan, refreshing=run.refresh)
-    problems = (*the_plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
-    return Reconciliation(the_plan, result.model_copy(update={"problems": problems}))
+        _read_back(desired, ledger, targets, plan, refreshing=run.refresh)
+    problems = (*plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
+    return Reconciliation(plan, result.model_copy(update={"problems": problems}))
 
 
 def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) -> dict[str, Target]:
@@ -590,7 +591,7 @@ def _read_back(
 ) -> None:
     """After writing to targets, read back what they hold: it confirms the writes, and the
     ETags it caches let the next reconcile's refresh be answered with 304s (no rate limit)."""
-    if not refreshing or not any(a.targets or a.target for a in applied.applicable):
+    if not refreshing or not any(targets_of(action) for action in applied.applicable):
         return
     for drift in refresh(desired, ledger.read_state(), targets).drift:
         obs.get_logger().warning(
@@ -603,7 +604,7 @@ def _read_back(
 
 
 def apply_saved(
-    the_plan: Plan,
+    plan: Plan,
     manifests: Path,
     ledger: ApplyLedger,
     *,
@@ -616,12 +617,12 @@ def apply_saved(
 ) -> ApplyResult:
     """Apply a saved plan exactly; refused as stale when the ledger moved since it was made.
 
-    The manifests are read again (they must be valid) for the holds decided at apply time
-    (suspend, freeze windows, protection), which turn actions of the saved plan into blocked
-    ones. Where and how to reach the targets is the ``operator``'s, never the plan's: a
-    target the plan needs that the operator does not configure refuses the apply."""
+    The manifests are read again (they must be valid) for what is decided at apply time (the
+    holds: suspend and freeze windows; and protection), which turns actions of the saved plan
+    into blocked ones. Where and how to reach the targets is the ``operator``'s, never the
+    plan's: a target the plan needs that the operator does not configure refuses the apply."""
     shot = snapshot(manifests, operator)
-    missing = [name for name in the_plan.targets if name not in shot.desired.targets]
+    missing = [name for name in plan.targets if name not in shot.desired.targets]
     if missing:
         raise PlanFileError(
             f"the saved plan needs target{'s' if len(missing) > 1 else ''} "
@@ -629,7 +630,7 @@ def apply_saved(
             f"apply it with --targets (or {TARGETS_ENV}) naming the file it was made with"
         )
     with ledger.writer(timeout=run.lock_timeout):
-        checked = recheck(the_plan, shot.desired, now=clock())
+        checked = recheck(plan, shot.desired, now=clock())
         with open_targets(shot.desired, ledger, clock=clock) as targets:
             result = execute(
                 checked,

@@ -20,10 +20,21 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from slotkeeper.actions import (
+    Action,
+    ActionType,
+    DecommissionAction,
+    DeployAction,
+    SyncAction,
+    key_of,
+    slot_of,
+)
+from slotkeeper.errors import ManifestErrors
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import PendingAction
 from slotkeeper.model import (
     Artifact,
+    DesiredState,
     KeyRecord,
     ManifestStatus,
     Record,
@@ -34,7 +45,7 @@ from slotkeeper.model import (
     parse_duration,
     timestamp,
 )
-from slotkeeper.plan import Action, ActionType, Plan
+from slotkeeper.plan import Plan
 
 _SYMBOLS: dict[ActionType, tuple[str, str]] = {
     ActionType.CREATE_KEY: ("+", "green"),
@@ -80,9 +91,32 @@ def _artifact(artifact: Artifact | None) -> str:
 def _symbol(action: Action) -> tuple[str, str]:
     if action.blocked is not None:
         return ("!", "magenta")
-    if action.type is ActionType.DEPLOY and action.supersedes is not None:
+    if isinstance(action, DeployAction) and action.supersedes is not None:
         return ("~", "yellow")
     return _SYMBOLS[action.type]
+
+
+def _artifact_of(action: Action) -> Artifact | None:
+    """The artifact a record's action (or a record's sync) concerns."""
+    if isinstance(action, DeployAction | DecommissionAction | SyncAction):
+        return action.artifact
+    return None
+
+
+def _where(action: Action) -> str:
+    """``environment/slot``, or the environment alone for a key's action."""
+    slot = slot_of(action)
+    return f"{action.environment}/{slot}" if slot else action.environment
+
+
+def _what(action: Action) -> str:
+    """The key or artifact an action concerns (an orphan key by repository and remote id)."""
+    key = key_of(action)
+    if key is not None:
+        return f"key {key.name}"
+    if isinstance(action, SyncAction) and action.slot is None:
+        return f"key {action.repository}#{action.remote_id}"
+    return _artifact(_artifact_of(action))
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -97,39 +131,35 @@ def render_plan(plan: Plan, console: Console) -> None:
     rows: list[tuple[Text, ...]] = []
     for action in plan.actions:
         symbol, style = _symbol(action)
-        what = _artifact(action.artifact)
-        if action.key is not None:
-            what = f"key {action.key.name}"
-        detail = action.reason
-        if action.type is ActionType.DEPLOY and action.supersedes is not None:
-            detail = f"{action.reason} (supersedes #{action.supersedes})"
-        if action.type is ActionType.SYNC:
-            detail = (
-                f"{action.target} -> {action.want.value if action.want else ''}: {action.reason}"
-            )
-            if action.key is None and action.slot is None:
-                what = f"key {action.repository}#{action.remote_id}"
-        elif action.targets:
-            detail = f"{detail} [{', '.join(action.targets)}]"
-        if action.notes:
-            detail = f"{detail} ({'; '.join(action.notes)})"
-        if action.blocked is not None:
-            detail = f"BLOCKED: {action.blocked}"
         rows.append(
             (
                 Text(f"  {symbol}", style=style),
                 Text(action.type.value, style=style),
-                Text(
-                    f"{action.environment}/{action.slot}" if action.slot else action.environment,
-                    style="bold",
-                ),
-                Text(what),
-                Text(detail, style="magenta" if action.blocked else "dim"),
+                Text(_where(action), style="bold"),
+                Text(_what(action)),
+                Text(_detail(action), style="magenta" if action.blocked else "dim"),
             )
         )
     console.print(_aligned(rows), soft_wrap=True)
     console.print()
     console.print(summary_line(plan))
+
+
+def _detail(action: Action) -> str:
+    """The last column of ``plan``: why, where it goes and what the plan notes; for a blocked
+    action, only why it is blocked."""
+    if action.blocked is not None:
+        return f"BLOCKED: {action.blocked}"
+    if isinstance(action, SyncAction):
+        detail = f"{action.target} -> {action.want.value}: {action.reason}"
+    else:
+        detail = action.reason
+        if isinstance(action, DeployAction) and action.supersedes is not None:
+            detail = f"{detail} (supersedes #{action.supersedes})"
+        if action.targets:
+            detail = f"{detail} [{', '.join(action.targets)}]"
+    notes = action.notes if isinstance(action, DeployAction | SyncAction) else ()
+    return f"{detail} ({'; '.join(notes)})" if notes else detail
 
 
 def _aligned(rows: list[tuple[Text, ...]]) -> Text:
@@ -153,7 +183,7 @@ def _aligned(rows: list[tuple[Text, ...]]) -> Text:
 
 def summary_line(plan: Plan) -> Text:
     s = plan.summary
-    supersedes = sum(1 for a in plan.actions if a.type is ActionType.DEPLOY and a.supersedes)
+    supersedes = sum(1 for a in plan.actions if isinstance(a, DeployAction) and a.supersedes)
     keys = s["create_key"] + s["rotate_key"] + s["revoke_key"]
     text = Text("Plan: ", style="bold")
     text.append(f"{s['deploy']} to deploy ({supersedes} superseding), ")
@@ -193,9 +223,31 @@ def render_apply(result: ApplyResult, console: Console) -> None:
         )
 
 
+def validate_document(outcome: DesiredState | ManifestErrors) -> dict[str, Any]:
+    """What ``validate --json`` prints: the counts of what valid manifests declare, or every
+    error of invalid ones (file, line, field path, message)."""
+    if isinstance(outcome, ManifestErrors):
+        return {
+            "valid": False,
+            "errors": [
+                {"file": str(e.file), "line": e.line, "field": e.field, "message": e.message}
+                for e in outcome.errors
+            ],
+        }
+    specs = outcome.environments.values()
+    return {
+        "valid": True,
+        "environments": len(outcome.environments),
+        "slots": sum(len(spec.slots) for spec in specs),
+        "deploy_keys": sum(len(spec.deploy_keys) for spec in specs),
+        "targets": len(outcome.targets),
+    }
+
+
 def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
     """Whether the manifests loaded whole at the last reconcile; if not, which files are
-    broken, why, and which revision is held back."""
+    broken, why, and the revision whose broken files are not applied (their last good version
+    stands in)."""
     if status is None:
         return {"state": "ok", "invalid_files": []}
     return {
@@ -212,11 +264,12 @@ def manifests_document(status: ManifestStatus | None) -> dict[str, Any]:
 def render_manifests_status(status: ManifestStatus | None, console: Console) -> None:
     if status is None:
         return
-    held = f" (revision {status.revision[:12]} held back)" if status.revision else ""
+    at_revision = f" (revision {status.revision[:12]} held back)" if status.revision else ""
     console.print(
         Text(
             f"DEGRADED: {len(status.broken)} manifest file"
-            f"{'s' if len(status.broken) != 1 else ''} invalid since {_when(status.at)}{held}; "
+            f"{'s' if len(status.broken) != 1 else ''} invalid since {_when(status.at)}"
+            f"{at_revision}; "
             "their last good version is used and nothing outside the environments of valid "
             "files is removed:",
             style="bold red",
@@ -305,13 +358,13 @@ def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
 def _status_rows(
     records: list[Record], pending: list[PendingAction]
 ) -> list[tuple[str, str, Record | None, PendingAction | None]]:
-    """(environment, slot, newest record, held action) for every slot ever recorded, and for
-    every slot whose first deploy is held back (no record yet), sorted."""
+    """(environment, slot, newest record, blocked action) for every slot ever recorded, and for
+    every slot whose first deploy is blocked (no record yet), sorted."""
     by_slot = {(p.environment, p.slot): p for p in pending if p.slot is not None}
     rows: list[tuple[str, str, Record | None, PendingAction | None]] = [
         (r.environment, r.slot, r, by_slot.pop((r.environment, r.slot), None)) for r in records
     ]
-    rows.extend((env, slot, None, held) for (env, slot), held in by_slot.items() if slot)
+    rows.extend((env, slot, None, blocked) for (env, slot), blocked in by_slot.items() if slot)
     return sorted(rows, key=lambda row: (row[0], row[1]))
 
 
@@ -323,11 +376,11 @@ def status_document(
     public: bool,
 ) -> list[dict[str, Any]]:
     """One row per environment/slot ever seen, with the pending blocked action if any and each
-    target's sync state of the record; a slot whose first deploy is held back has a row too,
+    target's sync state of the record; a slot whose first deploy is blocked has a row too,
     with ``status``, ``artifact``, ``record_id`` and the times null. ``public``: for pages anyone
     may read (each target's ``error_reason`` only, no ``last_error``)."""
     rows = []
-    for environment, slot, record, held in _status_rows(records, pending):
+    for environment, slot, record, blocked in _status_rows(records, pending):
         rows.append(
             {
                 "environment": environment,
@@ -339,8 +392,8 @@ def status_document(
                 "updated_at": timestamp(record.updated_at) if record else None,
                 "last_seen_at": timestamp(record.last_seen_at) if record else None,
                 "pending": (
-                    {"action": held.type, "reason": held.reason, "blocked": held.blocked}
-                    if held
+                    {"action": blocked.type, "reason": blocked.reason, "blocked": blocked.blocked}
+                    if blocked
                     else None
                 ),
                 "targets": _target_states(
@@ -349,6 +402,11 @@ def status_document(
             }
         )
     return rows
+
+
+def _pending_cell(blocked: PendingAction | None) -> Text | str:
+    """The last column of ``status``: the blocked action waiting in this slot, if any."""
+    return Text(f"pending {blocked.type}: {blocked.blocked}", style="magenta") if blocked else ""
 
 
 def _targets_cell(syncs: list[TargetSync]) -> Text:
@@ -375,8 +433,8 @@ def render_status(
     for column in ("ENVIRONMENT", "SLOT", "STATUS", "ARTIFACT", "SINCE", "TARGETS", ""):
         table.add_column(column)
     failures: list[str] = []
-    for environment, slot, record, held in _status_rows(records, pending):
-        if record is None:  # a first deploy held back: nothing recorded yet
+    for environment, slot, record, blocked in _status_rows(records, pending):
+        if record is None:  # a first deploy blocked: nothing recorded yet
             table.add_row(
                 environment,
                 slot,
@@ -384,7 +442,7 @@ def render_status(
                 "",
                 "",
                 "",
-                Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+                _pending_cell(blocked),
             )
             continue
         since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
@@ -401,7 +459,7 @@ def render_status(
             record.artifact.describe(),
             _when(since),
             _targets_cell(record_syncs),
-            Text(f"pending {held.type}: {held.blocked}", style="magenta") if held else "",
+            _pending_cell(blocked),
         )
     _print_table(console, table)
     for failure in failures:
@@ -547,14 +605,14 @@ def plan_markdown(plan: Plan) -> str:
     lines += ["| | action | where | what | why |", "|---|---|---|---|---|"]
     for action in plan.actions:
         symbol, _ = _symbol(action)
-        what = f"key {action.key.name}" if action.key else _artifact(action.artifact)
+        key = key_of(action)
+        what = f"key {key.name}" if key else _artifact(_artifact_of(action))
         why = action.reason
-        if action.type is ActionType.SYNC:
+        if isinstance(action, SyncAction):
             why = f"{action.target}: {action.reason}"
         if action.blocked:
             why = f"**blocked**: {action.blocked}"
-        where = f"{action.environment}/{action.slot}" if action.slot else action.environment
-        cells = [f"`{symbol}`", action.type.value, f"`{where}`", what, why]
+        cells = [f"`{symbol}`", action.type.value, f"`{_where(action)}`", what, why]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", f"**{summary_line(plan).plain}**"]
     return "\n".join(lines) + "\n"

@@ -55,14 +55,14 @@ def measure(work: Path, tree: Tree, *, runs: int = 3) -> ScaleRun:
     planned: list[int] = []
 
     def ours() -> None:
-        the_plan = make_plan(
+        plan = make_plan(
             root,
             ledger,
             options=PlanOptions(),
             clock=lambda: datetime.now(UTC),
             run=RunOptions(refresh=False),
         )
-        planned.append(len(the_plan.actions))
+        planned.append(len(plan.actions))
 
     try:
         parse_seconds, plan_seconds = best_of(runs, lambda: parse_only(root), ours)

@@ -65,18 +65,18 @@ def _holds(desired: DesiredState | None, now: datetime) -> dict[tuple[str, str |
 def _cell(
     record: Record,
     syncs: list[TargetSync],
-    held: PendingAction | None,
+    blocked: PendingAction | None,
     hold: str | None,
     now: datetime,
 ) -> dict[str, Any]:
     confirmed = all(sync.settled for sync in syncs)
-    if record.status is RecordStatus.DECOMMISSIONED and held is None:
+    if record.status is RecordStatus.DECOMMISSIONED and blocked is None:
         hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
     if hold == "suspended":
         state = "suspended"
     elif hold is not None:
         state = "frozen"
-    elif held is not None:
+    elif blocked is not None:
         state = "blocked"
     elif record.status is RecordStatus.DECOMMISSIONED:
         state = "decommissioned"
@@ -104,7 +104,9 @@ def _cell(
         "errors": {sync.target: sync.public_error for sync in syncs if sync.public_error},
         "hold": hold,
         "blocked": (
-            {"action": held.type, "reason": held.reason, "blocked": held.blocked} if held else None
+            {"action": blocked.type, "reason": blocked.reason, "blocked": blocked.blocked}
+            if blocked
+            else None
         ),
     }
 

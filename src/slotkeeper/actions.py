@@ -1,0 +1,311 @@
+"""The actions of a plan: one small immutable value per kind of change.
+
+A plan is a list of actions, and what an action carries depends on what it does: a deploy names
+a slot and an artifact, a revocation the ledger key it retires, a sync the one target it is for.
+Each kind is its own model, told apart by ``type`` (a pydantic discriminated union, as target
+specs are), so a type checker says what a :class:`DeployAction` carries and the executor needs
+no ``assert`` to find out.
+
+On the wire (plan files, ``plan --json``) every action keeps the one flat shape it had before
+the kinds were told apart (plan format version 2): all the keys of all the kinds, in a fixed
+order, a kind's foreign keys null or empty. Scripts reading the JSON and plan files saved by an
+earlier slotkeeper keep working; reading one back, a foreign key is accepted only with that
+empty value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+    model_validator,
+)
+
+from slotkeeper.model import Artifact, RemoteState, SyncSubject
+
+
+class ActionType(StrEnum):
+    """The kinds of action, as plan files and ``plan --json`` name them (``type``)."""
+
+    CREATE_KEY = "create_key"
+    ROTATE_KEY = "rotate_key"
+    DEPLOY = "deploy"
+    DECOMMISSION = "decommission"
+    REVOKE_KEY = "revoke_key"
+    SYNC = "sync"
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlannedKey(_Value):
+    """The deploy key an action concerns; ``previous_id`` names the ledger key it replaces."""
+
+    repository: str
+    title: str
+    read_only: bool
+    rotate_after: str | None
+    secret_file: str
+    previous_id: int | None = None
+    previous_fingerprint: str | None = None
+    previous_secret_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.repository}/{self.title}"
+
+
+class KnownKey(PlannedKey):
+    """A planned key tied to a key the ledger holds: ``previous_id`` is the key a rotation
+    replaces, a revocation retires or a sync mirrors."""
+
+    previous_id: int
+
+
+@dataclass(slots=True, kw_only=True)
+class _WireAction:
+    """An action on the wire: every key of every kind, in this order (plan format version 2,
+    from when an action was one model). Only built to be written: a plain dataclass, which
+    pydantic writes as fast as a model, is built in a fraction of the time."""
+
+    id: str
+    type: ActionType
+    environment: str
+    slot: str | None = None
+    key: PlannedKey | None = None
+    artifact: Artifact | None = None
+    ref: str | None = None
+    previous: Artifact | None = None
+    supersedes: int | None = None
+    record: int | None = None
+    targets: tuple[str, ...] = ()
+    target: str | None = None
+    subject: SyncSubject | None = None
+    subject_id: int | None = None
+    want: RemoteState | None = None
+    remote_id: str | None = None
+    recreate: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    repository: str | None = None
+    reason: str
+    blocked: str | None = None
+
+
+#: the keys a kind may leave out on the wire, with their empty value
+_ABSENT: dict[str, Any] = {
+    wire.name: wire.default if wire.default_factory is MISSING else wire.default_factory()
+    for wire in fields(_WireAction)
+    if wire.default is not MISSING or wire.default_factory is not MISSING
+}
+
+
+def _is_absent(name: str, value: Any) -> bool:
+    """Whether ``value`` is the empty value of the foreign key ``name`` (``[]`` for a tuple)."""
+    empty = _ABSENT[name]
+    if isinstance(empty, tuple):
+        return isinstance(value, list | tuple) and not value
+    return type(value) is type(empty) and value == empty
+
+
+class _ActionBase(_Value):
+    """What every action has: a stable id, its kind, the environment it changes, a reason
+    people read, and, when a guard, a hold or the daemon's back-off refuses it, why it is
+    blocked (it stays in the plan, so every surface can say what is not done and why)."""
+
+    id: str
+    type: ActionType
+    environment: str
+    reason: str
+    blocked: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _flat(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> _WireAction | dict[str, Any]:
+        """The flat wire shape (see the module's docstring): every key of every kind in a fixed
+        order, the ones this kind does not carry with their empty value."""
+        if (
+            info.include
+            or info.exclude
+            or info.exclude_none
+            or info.exclude_defaults
+            or info.exclude_unset
+        ):
+            own: dict[str, Any] = handler(self)
+            return own  # a part was asked for, not the wire shape
+        return _WireAction(**self.__dict__)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, data: Any) -> Any:
+        """Drop the foreign keys of the flat shape that hold their empty value; a foreign key
+        with any other value stays, and is refused as an extra field."""
+        if not isinstance(data, dict):
+            return data
+        carried = cls.model_fields
+        return {
+            name: value
+            for name, value in data.items()
+            if name in carried or name not in _ABSENT or not _is_absent(name, value)
+        }
+
+
+class DeployAction(_ActionBase):
+    """Record ``artifact`` in a slot, superseding the slot's DEPLOYED record if it has one,
+    and send the new record to ``targets``."""
+
+    type: Literal[ActionType.DEPLOY] = ActionType.DEPLOY
+    slot: str
+    artifact: Artifact
+    #: the git ref GitHub is sent, decided by the planner so that the record holds exactly it
+    ref: str | None = None
+    #: the artifact and the record this deploy supersedes (None for a new slot)
+    previous: Artifact | None = None
+    supersedes: int | None = None
+    #: the targets told about the new record, in call order
+    targets: tuple[str, ...] = ()
+    #: what the deploy carries onto its record
+    annotations: dict[str, str] = Field(default_factory=dict)
+    #: what the plan has to say about targets (e.g. one that cannot take this kind of artifact)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``environment/slot``, for display."""
+        return f"{self.environment}/{self.slot}"
+
+
+class DecommissionAction(_ActionBase):
+    """Turn the DEPLOYED ``record`` of a slot that left the manifests DECOMMISSIONED, and
+    retire it on the targets that hold a copy."""
+
+    type: Literal[ActionType.DECOMMISSION] = ActionType.DECOMMISSION
+    slot: str
+    record: int
+    #: the artifact the record holds (``previous`` too: what the slot held before)
+    artifact: Artifact
+    previous: Artifact
+    #: the targets that hold a copy of the record
+    targets: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``environment/slot``, for display."""
+        return f"{self.environment}/{self.slot}"
+
+
+class _KeyChange(_ActionBase):
+    """A change of one deploy key, told to the ``targets`` that manage (or hold) it."""
+
+    key: PlannedKey
+    targets: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``environment/key:repository/title``, for display."""
+        return f"{self.environment}/key:{self.key.name}"
+
+
+class CreateKeyAction(_KeyChange):
+    """Make a declared deploy key that the ledger does not hold."""
+
+    type: Literal[ActionType.CREATE_KEY] = ActionType.CREATE_KEY
+
+
+class RotateKeyAction(_KeyChange):
+    """Replace the ledger key ``key.previous_id`` with a new one: register the new key,
+    confirm it, switch the secret, then delete the old one."""
+
+    type: Literal[ActionType.ROTATE_KEY] = ActionType.ROTATE_KEY
+    key: KnownKey
+
+
+class RevokeKeyAction(_KeyChange):
+    """Retire the ledger key ``key.previous_id``, which left the manifests."""
+
+    type: Literal[ActionType.REVOKE_KEY] = ActionType.REVOKE_KEY
+    key: KnownKey
+
+
+class SyncAction(_ActionBase):
+    """Make one ``target`` hold what the ledger wants (``want``) for one record or key the
+    ledger already holds, or delete an orphan key (``subject_id`` None: a key the target holds
+    that the ledger never recorded)."""
+
+    type: Literal[ActionType.SYNC] = ActionType.SYNC
+    target: str
+    subject: SyncSubject
+    subject_id: int | None = None
+    want: RemoteState
+    remote_id: str | None = None
+    #: the remote copy was deleted: make a new one rather than update the old
+    recreate: bool = False
+    #: the target's own words about an earlier failure (the reason keeps to fixed words)
+    notes: tuple[str, ...] = ()
+    #: what the subject is, for display: a record's slot and artifact, a key, or for an orphan
+    #: the repository it is registered on
+    slot: str | None = None
+    artifact: Artifact | None = None
+    key: KnownKey | None = None
+    repository: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``environment/slot``, ``environment/key:repository/title``, or
+        ``environment/key:repository#remote-id`` for an orphan, for display."""
+        if self.key is not None:
+            return f"{self.environment}/key:{self.key.name}"
+        if self.slot is not None:
+            return f"{self.environment}/{self.slot}"
+        return f"{self.environment}/key:{self.repository}#{self.remote_id}"
+
+
+#: One step of a plan, whichever kind (``type`` tells them apart).
+Action = Annotated[
+    DeployAction
+    | DecommissionAction
+    | CreateKeyAction
+    | RotateKeyAction
+    | RevokeKeyAction
+    | SyncAction,
+    Field(discriminator="type"),
+]
+#: reads one action from its wire shape (a ``Plan`` reads its actions itself)
+ACTION: TypeAdapter[Action] = TypeAdapter(Action)
+
+#: the actions that change a record (the executor batches their ledger writes)
+RecordAction = DeployAction | DecommissionAction
+#: the actions that change a deploy key
+KeyAction = CreateKeyAction | RotateKeyAction | RevokeKeyAction
+
+
+def slot_of(action: Action) -> str | None:
+    """The slot an action changes or syncs; None for a deploy key's."""
+    if isinstance(action, DeployAction | DecommissionAction | SyncAction):
+        return action.slot
+    return None
+
+
+def key_of(action: Action) -> PlannedKey | None:
+    """The deploy key an action changes or syncs; None for a record's (and an orphan's)."""
+    if isinstance(action, _KeyChange | SyncAction):
+        return action.key
+    return None
+
+
+def targets_of(action: Action) -> tuple[str, ...]:
+    """The targets an action calls: those a change is mirrored to, or a sync's one."""
+    if isinstance(action, SyncAction):
+        return (action.target,)
+    return action.targets
