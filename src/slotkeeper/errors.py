@@ -25,6 +25,24 @@ those as one clear message and exits 1, never with a traceback. Anything else is
         ├── StalePlanError       a saved plan's lineage or serial no longer matches the ledger
         └── SchemaVersionError   the ledger was written by a newer slotkeeper
 
+What the target branch decides (the classes, not their messages, drive it):
+
+- a ``TemporaryTargetError`` is retried where it happens, when retrying is safe (the HTTP client
+  retries 5xx, timeouts and short rate limits with backoff); one that outlasts those retries
+  fails the sync, and when the target's answer named a pause (``retry_after``: a rate limit's
+  retry-after or reset) the sync is journaled "not before" then (:func:`retry_delay`) and the
+  planner holds it until that time, so no reconcile calls the target earlier;
+- a ``PermanentTargetError`` is never retried within the run (the call is not repeated, the
+  HTTP client gives up at once); the next reconcile tries again, level-triggered, because what
+  fixes it (a permission granted, a repository created, another target's deployment, a
+  credential set) happens where slotkeeper cannot see it; the daemon's back-off spaces those
+  tries. Adapters that must not repeat a write whose outcome is unknown (iftrue, Unkey) refuse
+  it themselves, permanently, until the operator looks;
+- a ``BudgetDeferred`` leaves the sync pending, not failed, with no pause journaled: the write
+  budget is slotkeeper's own, kept in the ledger and checked again for free at the next try;
+- a target whose refresh failed with a ``TemporaryTargetError`` is not written to in that run
+  (its writes fail at once as ``TargetUnusable``, caused by that error, and carry its pause).
+
 Third-party exceptions are translated at the edge that calls the library and chained with
 ``raise ... from``. Messages never contain a secret value: they name where a secret is
 referenced, not what it is.
@@ -125,7 +143,8 @@ class TargetUnusable(PermanentTargetError):
 
 
 class TemporaryTargetError(TargetError):
-    """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any."""
+    """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any: the
+    sync is not tried again before it has passed (see :func:`retry_delay`)."""
 
     def __init__(
         self,
@@ -236,3 +255,21 @@ def public_reason(error: BaseException) -> str:
             break
         error = error.__cause__
     return next((text for kind, text in _BY_CLASS if isinstance(error, kind)), "internal error")
+
+
+def retry_delay(error: BaseException) -> float | None:
+    """How long, in seconds, the target asked not to be called again after ``error``: the
+    ``retry_after`` of the first temporary error in its chain (a target left unusable by a
+    rate-limited read carries that error as its cause). None when no answer asked for a pause,
+    and for a spent write budget (``BudgetDeferred``): that limit is slotkeeper's own, checked
+    again for free at the next try."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while isinstance(current, TargetError) and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BudgetDeferred):
+            return None
+        if isinstance(current, TemporaryTargetError) and current.retry_after is not None:
+            return current.retry_after
+        current = current.__cause__
+    return None

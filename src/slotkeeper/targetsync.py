@@ -19,14 +19,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from slotkeeper import observability as obs
-from slotkeeper.errors import BudgetDeferred, TargetError, public_reason
+from slotkeeper.errors import BudgetDeferred, TargetError, public_reason, retry_delay
 from slotkeeper.ledger import Ledger
 from slotkeeper.model import (
     EnvironmentRecord,
     Record,
+    RecordStatus,
     RemoteState,
     Revision,
     SyncStatus,
@@ -146,10 +147,13 @@ class TargetSyncer:
             remote = self._call(target, work, previous, syncs)
         except TargetError as exc:
             status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
+            pause = retry_delay(exc)
             update: dict[str, object] = {
                 "status": status,
                 "last_error": str(exc),  # may quote the target: for operators only
                 "error_reason": public_reason(exc),  # fixed words: what public pages show
+                # the target asked not to be called before then: the planner holds it till then
+                "not_before": self._clock() + timedelta(seconds=pause) if pause else None,
             }
             if exc.remote_id is not None:
                 update["remote_id"] = exc.remote_id
@@ -169,6 +173,7 @@ class TargetSyncer:
                     "status": SyncStatus.SYNCED,
                     "last_error": None,
                     "error_reason": None,
+                    "not_before": None,
                     "updated_at": self._clock(),
                 }
             )
@@ -239,6 +244,13 @@ class TargetSyncer:
             current = previous
             if work.recreate and previous is not None:
                 current = previous.model_copy(update={"remote_id": None, "attempts": 0})
+            if (
+                work.want is RemoteState.INACTIVE
+                and record.status is RecordStatus.SUPERSEDED
+                and target.spec_class.supersedes_itself
+            ):
+                # The target retired it by itself when its successor was recorded there.
+                return Remote(current.remote_id if current else None, RemoteState.INACTIVE)
             subject = RecordSubject(
                 record=record,
                 environment=environment,
