@@ -11,7 +11,6 @@ GitHub's primary rate limit.
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -46,7 +45,7 @@ from slotkeeper.model import (
 )
 from slotkeeper.plan import ActionType, PlanOptions, plan
 from tests.fakes.github import FakeGitHub
-from tests.helpers import Run, environment, image, write_manifests_and_targets
+from tests.helpers import Run, age_ledger, environment, image, write_manifests_and_targets
 from tests.test_ledger import run_sql
 
 Sk = Callable[..., Run]
@@ -236,23 +235,6 @@ def waiting_until(text: str) -> datetime:
     return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def time_passes(state: Path, by: timedelta) -> None:
-    """Move every journaled pause back by ``by``: the time it named has come."""
-    connection = sqlite3.connect(state)
-    try:
-        for rowid, stamp in connection.execute(
-            "SELECT rowid, not_before FROM target_syncs WHERE not_before IS NOT NULL"
-        ).fetchall():
-            moved = datetime.fromisoformat(stamp) - by
-            connection.execute(
-                "UPDATE target_syncs SET not_before = ? WHERE rowid = ?",
-                (moved.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), rowid),
-            )
-        connection.commit()
-    finally:
-        connection.close()
-
-
 @pytest.mark.usefixtures("repo")
 def test_a_rate_limited_github_is_not_called_again_before_its_reset(
     sk: Sk, workdir: Path, gh: FakeGitHub, state: Path
@@ -290,7 +272,7 @@ def test_a_rate_limited_github_is_not_called_again_before_its_reset(
     assert "pending sync: github asked for a pause" in sk("status").out
 
     gh.rate_limit_remaining = gh.rate_limit  # GitHub's reset...
-    time_passes(state, timedelta(hours=1, minutes=1))  # ...has come, as far as the ledger knows
+    age_ledger(state, "target_syncs", "not_before", timedelta(hours=1, minutes=1))  # ...has come
     assert sk("apply", "--yes", "-m", "m").code == 0
     [deployment] = gh.deployments("acme", "web")
     assert deployment["environment"] == "production"

@@ -12,10 +12,11 @@ those as one clear message and exits 1, never with a traceback. Anything else is
     ├── PlanFileError            a saved plan that cannot be read or is not ours
     ├── SecretError              a secret sink refused a write (e.g. a path escaping its root)
     ├── TargetError              a target (GitHub, ...) did not do what was asked
-    │   ├── PermanentTargetError it will not work by retrying: permission, validation, 4xx
+    │   ├── PermanentTargetError retrying now will not help: permission, validation, 4xx
     │   │   ├── TargetFailed     the target took the call but failed it or answered oddly
     │   │   └── TargetUnusable   the target could not be set up (or reached) for this run
-    │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits
+    │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits; with
+    │       │                    retry_after, not before that pause has passed
     │       ├── TargetUnreachable no answer at all (connection refused, timed out)
     │       ├── UnknownOutcome   a write was sent but its answer was lost: look before retrying
     │       └── BudgetDeferred   the write budget is spent: left pending for the next reconcile
@@ -129,7 +130,9 @@ class TargetError(SlotkeeperError):
 
 
 class PermanentTargetError(TargetError):
-    """Retrying will not help (permission denied, validation failed, not found)."""
+    """Retrying now will not help (permission denied, validation failed, not found): the call
+    is not repeated in this run; the next reconcile tries again, since what fixes it (a grant,
+    a repository, a credential) happens outside slotkeeper's sight."""
 
 
 class TargetFailed(PermanentTargetError):

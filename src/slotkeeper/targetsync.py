@@ -6,6 +6,12 @@ a crash the next plan sees the row unsettled and plans a ``sync``; the adapter, 
 attempts, looks for what it may already have created before creating anything. Work for
 different slots runs concurrently under a bound; the calls for one slot stay in order.
 
+A failure is journaled with its message (for operators), its fixed reason (for public pages)
+and, when the target's answer asked for a pause (``errors.retry_delay``: a rate limit's
+retry-after), the time before which it must not be called again: the planner holds the sync
+until then. A target whose spec says it supersedes by itself (Chainloop) is not told that a
+superseded record is retired: it did that when the successor was recorded there.
+
 The row also keeps where the remote copy lives, as the target reported it (the stored one is
 kept when a call reports none), and the adapter is handed it back: a record is retired where it
 was created, even when its environment or the target points elsewhere now.
