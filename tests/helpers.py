@@ -119,11 +119,14 @@ def recorded_state(state: Path) -> RecordedState:
 
 
 def age_ledger(state: Path, table: str, column: str, by: timedelta) -> None:
-    """Move every ``column`` timestamp of ``table`` back by ``by``: time passing, as far as the
-    ledger can tell (a saved plan must be made now, so tests age the ledger instead)."""
+    """Move every ``column`` timestamp of ``table`` back by ``by`` (an empty one stays empty):
+    time passing, as far as the ledger can tell (a saved plan must be made now, so tests age the
+    ledger instead)."""
     connection = sqlite3.connect(state)
     try:
-        rows = connection.execute(f"SELECT rowid, {column} FROM {table}").fetchall()
+        rows = connection.execute(
+            f"SELECT rowid, {column} FROM {table} WHERE {column} IS NOT NULL"
+        ).fetchall()
         for rowid, stamp in rows:
             moved = datetime.fromisoformat(stamp) - by
             connection.execute(

@@ -12,10 +12,11 @@ those as one clear message and exits 1, never with a traceback. Anything else is
     ├── PlanFileError            a saved plan that cannot be read or is not ours
     ├── SecretError              a secret sink refused a write (e.g. a path escaping its root)
     ├── TargetError              a target (GitHub, ...) did not do what was asked
-    │   ├── PermanentTargetError it will not work by retrying: permission, validation, 4xx
+    │   ├── PermanentTargetError retrying now will not help: permission, validation, 4xx
     │   │   ├── TargetFailed     the target took the call but failed it or answered oddly
     │   │   └── TargetUnusable   the target could not be set up (or reached) for this run
-    │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits
+    │   └── TemporaryTargetError retrying later may work: 5xx, timeouts, rate limits; with
+    │       │                    retry_after, not before that pause has passed
     │       ├── TargetUnreachable no answer at all (connection refused, timed out)
     │       ├── UnknownOutcome   a write was sent but its answer was lost: look before retrying
     │       └── BudgetDeferred   the write budget is spent: left pending for the next reconcile
@@ -24,6 +25,24 @@ those as one clear message and exits 1, never with a traceback. Anything else is
         ├── LedgerLockedError    another writer holds the ledger past the wait bound
         ├── StalePlanError       a saved plan's lineage or serial no longer matches the ledger
         └── SchemaVersionError   the ledger was written by a newer slotkeeper
+
+What the target branch decides (the classes, not their messages, drive it):
+
+- a ``TemporaryTargetError`` is retried where it happens, when retrying is safe (the HTTP client
+  retries 5xx, timeouts and short rate limits with backoff); one that outlasts those retries
+  fails the sync, and when the target's answer named a pause (``retry_after``: a rate limit's
+  retry-after or reset) the sync is journaled "not before" then (:func:`retry_delay`) and the
+  planner holds it until that time, so no reconcile calls the target earlier;
+- a ``PermanentTargetError`` is never retried within the run (the call is not repeated, the
+  HTTP client gives up at once); the next reconcile tries again, level-triggered, because what
+  fixes it (a permission granted, a repository created, another target's deployment, a
+  credential set) happens where slotkeeper cannot see it; the daemon's back-off spaces those
+  tries. Adapters that must not repeat a write whose outcome is unknown (iftrue, Unkey) refuse
+  it themselves, permanently, until the operator looks;
+- a ``BudgetDeferred`` leaves the sync pending, not failed, with no pause journaled: the write
+  budget is slotkeeper's own, kept in the ledger and checked again for free at the next try;
+- a target whose refresh failed with a ``TemporaryTargetError`` is not written to in that run
+  (its writes fail at once as ``TargetUnusable``, caused by that error, and carry its pause).
 
 Third-party exceptions are translated at the edge that calls the library and chained with
 ``raise ... from``. Messages never contain a secret value: they name where a secret is
@@ -111,7 +130,9 @@ class TargetError(SlotkeeperError):
 
 
 class PermanentTargetError(TargetError):
-    """Retrying will not help (permission denied, validation failed, not found)."""
+    """Retrying now will not help (permission denied, validation failed, not found): the call
+    is not repeated in this run; the next reconcile tries again, since what fixes it (a grant,
+    a repository, a credential) happens outside slotkeeper's sight."""
 
 
 class TargetFailed(PermanentTargetError):
@@ -125,7 +146,8 @@ class TargetUnusable(PermanentTargetError):
 
 
 class TemporaryTargetError(TargetError):
-    """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any."""
+    """Retrying later may help; ``retry_after`` is the server's hint in seconds, if any: the
+    sync is not tried again before it has passed (see :func:`retry_delay`)."""
 
     def __init__(
         self,
@@ -236,3 +258,21 @@ def public_reason(error: BaseException) -> str:
             break
         error = error.__cause__
     return next((text for kind, text in _BY_CLASS if isinstance(error, kind)), "internal error")
+
+
+def retry_delay(error: BaseException) -> float | None:
+    """How long, in seconds, the target asked not to be called again after ``error``: the
+    ``retry_after`` of the first temporary error in its chain (a target left unusable by a
+    rate-limited read carries that error as its cause). None when no answer asked for a pause,
+    and for a spent write budget (``BudgetDeferred``): that limit is slotkeeper's own, checked
+    again for free at the next try."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while isinstance(current, TargetError) and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BudgetDeferred):
+            return None
+        if isinstance(current, TemporaryTargetError) and current.retry_after is not None:
+            return current.retry_after
+        current = current.__cause__
+    return None

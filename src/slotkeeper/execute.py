@@ -617,7 +617,7 @@ def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _C
     registered: dict[str, Remote] = {}
     for name in action.targets:
         target = context.targets[name]
-        if target.supports_keys:
+        if target.spec_class.holds_deploy_keys:
             registered[name] = target.add_key(KeySubject(key=provisional))
     # The new private half is moved into place as the last step before the ledger commits the
     # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.

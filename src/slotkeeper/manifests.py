@@ -39,6 +39,7 @@ from slotkeeper.model import (
     TargetDocument,
     TargetSpec,
     decide_ref,
+    target_types,
 )
 from slotkeeper.yamlsource import (
     LineDict,
@@ -58,8 +59,6 @@ _KINDS: dict[str, type[EnvironmentDocument] | type[TargetDocument]] = {
     "Environment": EnvironmentDocument,
     "Target": TargetDocument,
 }
-
-_TARGET_TYPES = frozenset({"github", "chainloop", "unkey", "iftrue"})
 
 _PATTERN_MESSAGES = {
     SLUG_PATTERN: "must be a lowercase name of a-z, 0-9 and '-', 1 to 63 characters, "
@@ -685,13 +684,17 @@ def _unknown_field(
     """The message for a field the model does not have at ``loc`` (pydantic's location, with a
     union's tag): its name, and the wire name it is probably a misspelling of."""
     name = str(loc[-1])
-    root = _document_schema(model)
+    root = _document_schema(model, target_types())
     allowed = _field_names(_schema_at(root, loc[:-1]), root)
     return f"unknown field {name!r}" + _did_you_mean(name, sorted(allowed))
 
 
 @cache
-def _document_schema(model: type[EnvironmentDocument] | type[TargetDocument]) -> dict[str, Any]:
+def _document_schema(
+    model: type[EnvironmentDocument] | type[TargetDocument], types: tuple[str, ...]
+) -> dict[str, Any]:
+    """The model's JSON Schema while ``types`` are the known target types (a key of the cache:
+    the schema of a Target document changes with them)."""
     return model.model_json_schema(by_alias=True)
 
 
@@ -748,7 +751,7 @@ def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tupl
     """Pydantic puts a discriminated union's tag into the location; YAML has no such level."""
     if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return (*loc, "type")
-    if len(loc) >= 2 and loc[0] == "spec" and loc[1] in _TARGET_TYPES:
+    if len(loc) >= 2 and loc[0] == "spec" and loc[1] in target_types():
         return (loc[0], *loc[2:])
     return loc
 

@@ -9,13 +9,14 @@ here does I/O or reads the clock.
 from __future__ import annotations
 
 import ipaddress
+import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, reduce
 from pathlib import PurePosixPath
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PlainSerializer,
     StringConstraints,
     ValidationInfo,
@@ -30,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import CoreSchema
 
 API_VERSION = "slotkeeper/v1"
 
@@ -477,10 +480,50 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _TargetBase(_Strict):
+class TargetSpecBase(_Strict):
+    """What every type of target is: its ``type`` name, and what it can do, as data.
+
+    The capabilities are class variables that a target type's spec sets for itself; the pure
+    planner (and the manifests' checks) read them from the spec of each configured target, never
+    from its type name. So a target type has one home: its spec class here, its adapter module in
+    ``slotkeeper.targets``, joined by ``slotkeeper.targets.registry``.
+    """
+
+    if TYPE_CHECKING:
+        #: the name targets files give the type: each spec declares it as one literal (declared
+        #: here for type checkers only, so that every spec's schema keeps its own field order)
+        type: str
+
+    #: the artifact kinds this type of target can deploy; a record of another kind is not sent
+    #: there, and the plan says so
+    artifact_kinds: ClassVar[frozenset[ArtifactKind]] = frozenset(ArtifactKind)
     #: whether a record sent to this type of target needs a git ref of the environment's
     #: repository (decided before anything is sent: see ``decide_ref``)
     needs_git_ref: ClassVar[bool] = False
+    #: whether this type of target holds repository deploy keys (created, rotated, revoked)
+    holds_deploy_keys: ClassVar[bool] = False
+    #: whether the target retires a slot's previous record by itself when a new one is
+    #: recorded there: a superseded record is then never sent again
+    supersedes_itself: ClassVar[bool] = False
+    #: where this type comes among a new record's targets, lowest first: a target that others
+    #: refer to (GitHub's deployment, whose node id iftrue sends) is told first
+    sync_order: ClassVar[int] = 9
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The ``type`` this spec class stands for (its literal), without an instance."""
+        names = get_args(cls.model_fields["type"].annotation)
+        if len(names) != 1 or not isinstance(names[0], str):
+            raise TypeError(f"{cls.__name__}.type must be one Literal string")
+        return names[0]
+
+    def heartbeat(self) -> timedelta | None:
+        """How often a DEPLOYED record is sent again though nothing changed (None: never)."""
+        return None
+
+
+class HttpTargetSpec(TargetSpecBase):
+    """The connection settings every target reached over HTTP has, and the rule for its URLs."""
 
     allow_insecure_http: bool = Field(
         False,
@@ -514,8 +557,10 @@ class WriteLimit(_Strict):
     )
 
 
-class GithubTargetSpec(_TargetBase):
+class GithubTargetSpec(HttpTargetSpec):
     needs_git_ref: ClassVar[bool] = True  # GitHub refuses a deployment of an unknown ref (422)
+    holds_deploy_keys: ClassVar[bool] = True
+    sync_order: ClassVar[int] = 0  # first: iftrue sends the node id of its deployment
 
     type: Literal["github"] = Field(
         description="`github`: GitHub Deployments and the repositories' deploy keys."
@@ -544,7 +589,10 @@ class GithubTargetSpec(_TargetBase):
     )
 
 
-class ChainloopTargetSpec(_TargetBase):
+class ChainloopTargetSpec(HttpTargetSpec):
+    supersedes_itself: ClassVar[bool] = True  # recording a new artifact supersedes the old one
+    sync_order: ClassVar[int] = 1
+
     type: Literal["chainloop"] = Field(description="`chainloop`: Chainloop deployment records.")
     base_url: HttpUrl = Field(
         "https://api.app.chainloop.dev", description="The Chainloop API's URL."
@@ -556,8 +604,14 @@ class ChainloopTargetSpec(_TargetBase):
         "Chainloop's last_seen_at stays true: `90m`, `12h`, `30d`, `2w` (default 1h).",
     )
 
+    def heartbeat(self) -> timedelta | None:
+        return parse_duration(self.heartbeat_interval)
 
-class UnkeyTargetSpec(_TargetBase):
+
+class UnkeyTargetSpec(HttpTargetSpec):
+    artifact_kinds: ClassVar[frozenset[ArtifactKind]] = frozenset({ArtifactKind.CONTAINER_IMAGE})
+    sync_order: ClassVar[int] = 2
+
     type: Literal["unkey"] = Field(description="`unkey`: Unkey deployments of container images.")
     base_url: HttpUrl = Field("https://api.unkey.com", description="The Unkey API's URL.")
     root_key: SecretRef = Field(description="The Unkey root key.")
@@ -573,7 +627,9 @@ class UnkeyTargetSpec(_TargetBase):
     )
 
 
-class IftrueTargetSpec(_TargetBase):
+class IftrueTargetSpec(HttpTargetSpec):
+    sync_order: ClassVar[int] = 3
+
     type: Literal["iftrue"] = Field(description="`iftrue`: DORA tracking, one event per deploy.")
     base_url: HttpUrl = Field("https://api.iftrue.co", description="The iftrue API's URL.")
     token: SecretRef = Field(description="The iftrue API token (a JWT).")
@@ -583,10 +639,40 @@ class IftrueTargetSpec(_TargetBase):
     )
 
 
-TargetSpec = Annotated[
-    GithubTargetSpec | ChainloopTargetSpec | UnkeyTargetSpec | IftrueTargetSpec,
-    Field(discriminator="type"),
+#: Every target type's spec class, in the order messages list their names: the one list that the
+#: ``TargetSpec`` union and the known type names are built from. A new target type adds its
+#: spec here (and its adapter to ``slotkeeper.targets.registry``); a test-only one is added and
+#: removed at run time with ``add_target_spec`` / ``remove_target_spec``.
+TARGET_SPECS: list[type[TargetSpecBase]] = [
+    GithubTargetSpec,
+    ChainloopTargetSpec,
+    UnkeyTargetSpec,
+    IftrueTargetSpec,
 ]
+
+
+def target_types() -> tuple[str, ...]:
+    """The ``type`` names of the known target types, in ``TARGET_SPECS`` order."""
+    return tuple(spec.type_name() for spec in TARGET_SPECS)
+
+
+class _KnownTargetSpecs:
+    """Validates a target spec as the union of ``TARGET_SPECS`` tagged by ``type``: the union is
+    read when a model's schema is built, so the models holding it are rebuilt when it changes."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        if len(TARGET_SPECS) == 1:
+            return handler.generate_schema(TARGET_SPECS[0])
+        union: Any = reduce(operator.or_, TARGET_SPECS)
+        tagged: Any = Annotated[union, Field(discriminator="type")]
+        return handler.generate_schema(tagged)
+
+
+#: a target's spec: one of ``TARGET_SPECS``, chosen by its ``type`` (typed as their base: code
+#: reads its capabilities, never its type name)
+TargetSpec = Annotated[TargetSpecBase, _KnownTargetSpecs()]
 
 
 class TargetDocument(_Strict):
@@ -676,6 +762,30 @@ class DesiredState(BaseModel):
     def slot_location(self, environment: str, slot: str) -> Location | None:
         """Where a slot is declared; else where its environment is; else None."""
         return self.locations.get(f"slot/{environment}/{slot}") or self.locations.get(environment)
+
+
+def add_target_spec(spec: type[TargetSpecBase]) -> None:
+    """Make a target type's spec known: targets files may name its ``type`` from now on.
+
+    For a type that lives outside this list (a test's); ``slotkeeper.targets.registry.register``
+    calls it together with registering the type's adapter."""
+    name = spec.type_name()
+    if name in target_types():
+        raise ValueError(f"a target type named {name!r} is already known")
+    TARGET_SPECS.append(spec)
+    _rebuild_target_models()
+
+
+def remove_target_spec(spec: type[TargetSpecBase]) -> None:
+    """Forget a target type added with :func:`add_target_spec`."""
+    TARGET_SPECS.remove(spec)
+    _rebuild_target_models()
+
+
+def _rebuild_target_models() -> None:
+    """The models that hold a ``TargetSpec`` validate against the union as it is now."""
+    for model in (TargetDocument, DesiredState):
+        model.model_rebuild(force=True)
 
 
 @dataclass(frozen=True)
@@ -855,6 +965,9 @@ class TargetSync(BaseModel):
     #: where the remote copy lives (e.g. GitHub's base URL and repository), as the target said
     #: when it created or last changed it: retirements go there, wherever the target points now
     location: dict[str, str] = Field(default_factory=dict)
+    #: not to be tried again before this time: the target's answer asked for a pause (a rate
+    #: limit's retry-after, journaled with the failure); the planner holds the sync until then
+    not_before: Timestamp | None = None
 
     @property
     def settled(self) -> bool:

@@ -61,9 +61,6 @@ from slotkeeper.model import (
     parse_duration,
 )
 
-#: Target types that manage repository deploy keys.
-KEY_TARGET_TYPES = frozenset({"github"})
-
 PLAN_FORMAT_VERSION = 2
 
 
@@ -244,7 +241,8 @@ def diff(
     )
     guarded = _guard(drafts, desired, recorded, options, now)
     for sync in _sync_actions(desired, recorded, guarded, drift, ids, now=now):
-        reasons = [*_holds(sync, desired, now), *_sync_guard(sync, desired)]
+        reasons = [sync.blocked] if sync.blocked else []  # a target's pause (see _paused)
+        reasons.extend([*_holds(sync, desired, now), *_sync_guard(sync, desired)])
         guarded.append(sync.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else sync)
     actions = sorted(guarded, key=action_order)
     return Plan(
@@ -618,6 +616,7 @@ def _sync_actions(
                 artifact=artifact,
                 key=key,
                 reason=reason,
+                blocked=_paused(target, current, now),
             )
         )
 
@@ -625,7 +624,7 @@ def _sync_actions(
         if record.id in changing:
             continue
         for target in _record_targets(record.environment, desired, recorded):
-            if not accepts(desired.targets[target].type, record.artifact.kind):
+            if record.artifact.kind not in desired.targets[target].artifact_kinds:
                 continue
             sync(
                 target,
@@ -691,20 +690,24 @@ def _sync_actions(
     return actions
 
 
-def accepts(target_type: str, kind: ArtifactKind) -> bool:
-    """Whether a target type can hold artifacts of this kind (Unkey deploys images only)."""
-    return not (target_type == "unkey" and kind is not ArtifactKind.CONTAINER_IMAGE)
+def _paused(target: str, current: TargetSync | None, now: datetime) -> str | None:
+    """Why a sync waits: the target's last answer asked not to be called before a time (a rate
+    limit's retry-after, journaled with the failure) that has not come yet."""
+    if current is None or current.not_before is None or now >= current.not_before:
+        return None
+    until = current.not_before.strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{target} asked for a pause: not tried again before {until}"
 
 
 def _heartbeat_due(
     desired: DesiredState, target: str, current: TargetSync, want: RemoteState, now: datetime
 ) -> str | None:
     spec = desired.targets.get(target)
-    interval = getattr(spec, "heartbeat_interval", None)
+    interval = spec.heartbeat() if spec is not None else None
     if want is not RemoteState.ACTIVE or interval is None:
         return None
     age = now - current.updated_at
-    if age < parse_duration(interval):
+    if age < interval:
         return None
     return f"heartbeat: last recorded on {target} {int(age.total_seconds() // 60)}m ago"
 
@@ -712,11 +715,10 @@ def _heartbeat_due(
 def _deploy_targets(
     spec: EnvironmentSpec, desired: DesiredState, kind: ArtifactKind
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The targets a new record goes to, in call order (GitHub first: others may refer to its
-    deployment), and notes for the ones that cannot take it."""
-    order = {"github": 0, "chainloop": 1, "unkey": 2, "iftrue": 3}
-    names = sorted(spec.targets, key=lambda n: (order.get(desired.targets[n].type, 9), n))
-    taken = tuple(n for n in names if accepts(desired.targets[n].type, kind))
+    """The targets a new record goes to, in call order (each type's ``sync_order``: GitHub
+    first, others may refer to its deployment), and notes for the ones that cannot take it."""
+    names = sorted(spec.targets, key=lambda n: (desired.targets[n].sync_order, n))
+    taken = tuple(n for n in names if kind in desired.targets[n].artifact_kinds)
     notes = tuple(
         f"{n}: a {kind.value} is not deployable on {desired.targets[n].type}, not sent"
         for n in names
@@ -742,7 +744,7 @@ def _key_targets(environment: str, desired: DesiredState, recorded: RecordedStat
     return (
         name
         for name in _record_targets(environment, desired, recorded)
-        if desired.targets[name].type in KEY_TARGET_TYPES
+        if desired.targets[name].holds_deploy_keys
     )
 
 

@@ -2,24 +2,23 @@
 
 The CLI's ``apply`` and (later) the daemon call :func:`reconcile`; ``confirm`` lets the CLI show
 the plan and ask before anything is written, while the ledger's writer lock is held so the plan
-it shows is the plan it applies. This module also wires targets to the ledger: their HTTP cache,
-their write budget and their credentials.
+it shows is the plan it applies. The targets are opened by ``slotkeeper.targets.registry``
+(which wires each to the ledger: its HTTP cache, its write budget, its credentials); a target
+that cannot be set up, or read, stands here as an :class:`UnusableTarget`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from slotkeeper import observability as obs
 from slotkeeper.actions import targets_of
-from slotkeeper.credentials import resolve_secret
 from slotkeeper.errors import (
     ConfigError,
     ManifestErrors,
@@ -32,12 +31,10 @@ from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
 from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import (
-    HttpCacheStore,
     LastGoodReads,
     LastGoodStore,
     StateReads,
     StateStore,
-    WriteLog,
     WriterLock,
 )
 from slotkeeper.manifests import (
@@ -51,18 +48,15 @@ from slotkeeper.manifests import (
     read_tree,
 )
 from slotkeeper.model import (
-    ChainloopTargetSpec,
     DesiredState,
     Drift,
-    GithubTargetSpec,
     ManifestStatus,
     RecordedState,
     RemoteState,
     Revision,
     SyncSubject,
-    TargetSpec,
+    TargetSpecBase,
     TargetSync,
-    UnkeyTargetSpec,
 )
 from slotkeeper.plan import Plan, PlanOptions, diff, recheck
 from slotkeeper.sources import commits_between, git_revision
@@ -74,15 +68,8 @@ from slotkeeper.targets.base import (
     Target,
     read_all,
 )
-from slotkeeper.targets.chainloop import ChainloopTarget
-from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
-from slotkeeper.targets.iftrue import IftrueTarget
-from slotkeeper.targets.pacing import Window, WriteBudget
-from slotkeeper.targets.unkey import UnkeyTarget
-
-
-class TargetsLedger(HttpCacheStore, WriteLog, Protocol):
-    """What the targets keep in the ledger: their HTTP cache and their write budget's log."""
+from slotkeeper.targets.registry import TargetContext, open_target
+from slotkeeper.targets.stores import TargetsLedger
 
 
 class PlanningLedger(StateReads, TargetsLedger, Protocol):
@@ -179,68 +166,22 @@ class RunOptions:
     strict_targets: bool = True
 
 
-class LedgerHttpCache:
-    """Conditional-request cache of one target, kept in the ledger."""
-
-    def __init__(self, ledger: HttpCacheStore, target: str, credential: str, clock: Clock) -> None:
-        self._ledger = ledger
-        self._target = target
-        self._credential = credential
-        self._clock = clock
-
-    def get(self, url: str) -> tuple[str, str] | None:
-        return self._ledger.cache_get(self._target, self._credential, url)
-
-    def put(self, url: str, etag: str, body: str) -> None:
-        self._ledger.cache_put(self._target, self._credential, url, etag, body, at=self._clock())
-
-
-class LedgerWriteLog:
-    """The write budget's log of one target, kept in the ledger so that separate runs share one
-    budget. Writes are noted in memory and stored at most a second later (and when the targets
-    are closed), in one transaction, rather than with a commit per request: a crash forgets at
-    most the last second of them."""
-
-    def __init__(self, ledger: WriteLog, target: str, clock: Clock, every: float = 1.0) -> None:
-        self._ledger = ledger
-        self._target = target
-        self._clock = clock
-        self._every = timedelta(seconds=every)
-        self._pending: list[datetime] = []
-        self._stored_at = clock()
-        self._lock = threading.Lock()
-
-    def note(self, at: datetime) -> None:
-        with self._lock:
-            self._pending.append(at)
-            if at - self._stored_at < self._every:
-                return
-            self._store()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._store()
-
-    def _store(self) -> None:
-        if self._pending:
-            self._ledger.record_writes(self._target, self._pending)
-            self._pending.clear()
-        self._stored_at = self._clock()
-
-
 class UnusableTarget:
     """A target that could not be set up (e.g. its credential is missing) or reached: every
     call fails with why, so its syncs fail and stay pending while the ledger and the other
     targets go on. ``cause``, the error that left it unreachable, is what the failures say
     happened on public pages (a missing credential: a configuration error)."""
 
-    supports_keys = True
-
     def __init__(
-        self, name: str, type: str, reason: str, *, cause: TargetError | None = None
+        self,
+        name: str,
+        spec_class: type[TargetSpecBase],
+        reason: str,
+        *,
+        cause: TargetError | None = None,
     ) -> None:
         self.name = name
-        self.type = type
+        self.spec_class = spec_class
         self._reason = reason
         self._cause = cause
 
@@ -273,97 +214,25 @@ class UnusableTarget:
 def open_targets(
     desired: DesiredState, ledger: TargetsLedger, *, clock: Clock, strict: bool = True
 ) -> Iterator[dict[str, Target]]:
-    """Adapters for every Target document, closed afterwards. ``strict`` (the CLI) fails on a
-    target that cannot be set up; otherwise (the daemon) that target alone fails its calls."""
+    """Adapters for every Target document, as the registry opens them, closed afterwards.
+    ``strict`` (the CLI) fails on a target that cannot be set up; otherwise (the daemon) that
+    target alone fails its calls."""
     opened: dict[str, Target] = {}
-    logs: list[LedgerWriteLog] = []
+    context = TargetContext(ledger=ledger, clock=clock)
     try:
         for name, spec in sorted(desired.targets.items()):
             try:
-                opened[name] = _open_target(name, spec, ledger, clock, logs)
+                opened[name] = open_target(name, spec, context)
             except ConfigError as exc:
                 if strict:
                     raise
                 obs.get_logger().error("target.unusable", target=name, error=str(exc))
-                opened[name] = UnusableTarget(name, spec.type, str(exc))
+                opened[name] = UnusableTarget(name, type(spec), str(exc))
         yield opened
     finally:
-        for log in logs:
-            log.flush()
+        context.flush()
         for target in opened.values():
             target.close()
-
-
-def _open_target(
-    name: str, spec: TargetSpec, ledger: TargetsLedger, clock: Clock, logs: list[LedgerWriteLog]
-) -> Target:
-    owner = f"target {name!r}"
-    if isinstance(spec, GithubTargetSpec):
-        log = LedgerWriteLog(ledger, name, clock)
-        logs.append(log)
-        return _github(name, spec, ledger, clock, log)
-    if isinstance(spec, ChainloopTargetSpec):
-        return ChainloopTarget(
-            name=name,
-            base_url=spec.base_url,
-            token=resolve_secret(spec.token, owner=f"{owner} token"),
-            timeout=spec.timeout_seconds,
-            max_rate_wait=spec.max_wait_seconds,
-            clock=clock,
-        )
-    if isinstance(spec, UnkeyTargetSpec):
-        return UnkeyTarget(
-            name=name,
-            base_url=spec.base_url,
-            root_key=resolve_secret(spec.root_key, owner=f"{owner} rootKey"),
-            project=spec.project,
-            app=spec.app,
-            keyspace_id=spec.keyspace_id,
-            poll_timeout=spec.poll_timeout_seconds,
-            timeout=spec.timeout_seconds,
-            max_rate_wait=spec.max_wait_seconds,
-            clock=clock,
-        )
-    return IftrueTarget(
-        name=name,
-        base_url=spec.base_url,
-        token=resolve_secret(spec.token, owner=f"{owner} token"),
-        member_id=spec.member_id,
-        repository_url=spec.repository_url,
-        timeout=spec.timeout_seconds,
-        max_rate_wait=spec.max_wait_seconds,
-        clock=clock,
-    )
-
-
-def _github(
-    name: str, spec: GithubTargetSpec, ledger: TargetsLedger, clock: Clock, log: LedgerWriteLog
-) -> GitHubTarget:
-    token = resolve_secret(spec.token, owner=f"target {name!r} token")
-    windows = [
-        Window(spec.writes_per_minute, timedelta(minutes=1)),
-        Window(spec.writes_per_hour, timedelta(hours=1)),
-        *(Window(w.writes, timedelta(seconds=w.per_seconds)) for w in spec.write_limits),
-    ]
-    budget = WriteBudget(
-        target=name,
-        windows=windows,
-        max_wait=spec.max_wait_seconds,
-        clock=clock,
-        history=ledger.recent_writes(name, since=clock() - max(w.span for w in windows)),
-        on_write=log.note,
-    )
-    return GitHubTarget(
-        name=name,
-        settings=GitHubSettings(
-            base_url=spec.base_url,
-            token=token,
-            timeout=spec.timeout_seconds,
-            max_rate_wait=spec.max_wait_seconds,
-        ),
-        budget=budget,
-        cache=LedgerHttpCache(ledger, name, credential_digest(token), clock),
-    )
 
 
 @dataclass(frozen=True)
@@ -416,7 +285,7 @@ def refresh(
             )
         keys = []
         titles: dict[str, set[str]] = {}
-        if target.supports_keys:
+        if target.spec_class.holds_deploy_keys:
             for key in recorded.keys.values():
                 # Only keys this target was told about: another target (a second GitHub
                 # Target document) manages its own, and they are no orphans of this one.
@@ -576,7 +445,7 @@ def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) ->
     for name, error in refreshed.failed.items():
         if isinstance(error, TemporaryTargetError):
             usable[name] = UnusableTarget(
-                name, targets[name].type, f"unreachable: {error}", cause=error
+                name, targets[name].spec_class, f"unreachable: {error}", cause=error
             )
     return usable
 

@@ -6,6 +6,12 @@ a crash the next plan sees the row unsettled and plans a ``sync``; the adapter, 
 attempts, looks for what it may already have created before creating anything. Work for
 different slots runs concurrently under a bound; the calls for one slot stay in order.
 
+A failure is journaled with its message (for operators), its fixed reason (for public pages)
+and, when the target's answer asked for a pause (``errors.retry_delay``: a rate limit's
+retry-after), the time before which it must not be called again: the planner holds the sync
+until then. A target whose spec says it supersedes by itself (Chainloop) is not told that a
+superseded record is retired: it did that when the successor was recorded there.
+
 The row also keeps where the remote copy lives, as the target reported it (the stored one is
 kept when a call reports none), and the adapter is handed it back: a record is retired where it
 was created, even when its environment or the target points elsewhere now.
@@ -19,14 +25,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from slotkeeper import observability as obs
-from slotkeeper.errors import BudgetDeferred, TargetError, public_reason
+from slotkeeper.errors import BudgetDeferred, TargetError, public_reason, retry_delay
 from slotkeeper.ledger import StateStore
 from slotkeeper.model import (
     EnvironmentRecord,
     Record,
+    RecordStatus,
     RemoteState,
     Revision,
     SyncStatus,
@@ -146,10 +153,13 @@ class TargetSyncer:
             remote = self._call(target, work, previous, syncs)
         except TargetError as exc:
             status = SyncStatus.PENDING if isinstance(exc, BudgetDeferred) else SyncStatus.FAILED
+            pause = retry_delay(exc)
             update: dict[str, object] = {
                 "status": status,
                 "last_error": str(exc),  # may quote the target: for operators only
                 "error_reason": public_reason(exc),  # fixed words: what public pages show
+                # the target asked not to be called before then: the planner holds it till then
+                "not_before": self._clock() + timedelta(seconds=pause) if pause else None,
             }
             if exc.remote_id is not None:
                 update["remote_id"] = exc.remote_id
@@ -169,6 +179,7 @@ class TargetSyncer:
                     "status": SyncStatus.SYNCED,
                     "last_error": None,
                     "error_reason": None,
+                    "not_before": None,
                     "updated_at": self._clock(),
                 }
             )
@@ -239,6 +250,13 @@ class TargetSyncer:
             current = previous
             if work.recreate and previous is not None:
                 current = previous.model_copy(update={"remote_id": None, "attempts": 0})
+            if (
+                work.want is RemoteState.INACTIVE
+                and record.status is RecordStatus.SUPERSEDED
+                and target.spec_class.supersedes_itself
+            ):
+                # The target retired it by itself when its successor was recorded there.
+                return Remote(current.remote_id if current else None, RemoteState.INACTIVE)
             subject = RecordSubject(
                 record=record,
                 environment=environment,

@@ -237,6 +237,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE target_syncs ADD COLUMN error_reason TEXT",
         ),
     ),
+    Migration(
+        version=9,
+        description="when a target that asked for a pause may be called again, per sync",
+        statements=(
+            # Set from a failure's retry-after (a rate limit): the planner holds the sync until
+            # then. NULL for every row written before, and whenever no pause was asked for.
+            "ALTER TABLE target_syncs ADD COLUMN not_before TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

@@ -93,7 +93,7 @@ def _record(row: Sequence[Any]) -> Record:
 
 _SYNC_COLUMNS = (
     "target, subject, subject_id, wanted, remote_id, remote_state, remote_updated_at, status, "
-    "attempts, last_error, updated_at, remote_detail, location, error_reason"
+    "attempts, last_error, updated_at, remote_detail, location, error_reason, not_before"
 )
 
 
@@ -113,6 +113,7 @@ def _sync(row: Sequence[Any]) -> TargetSync:
         remote_detail=json.loads(row[11]),
         location=json.loads(row[12]),
         error_reason=row[13],
+        not_before=from_text(row[14]) if row[14] else None,
     )
 
 
@@ -215,15 +216,16 @@ class SqlTransaction:
         self._run(
             "INSERT INTO target_syncs (target, subject, subject_id, wanted, remote_id, "
             "remote_state, remote_updated_at, status, attempts, last_error, updated_at, "
-            "remote_detail, location, error_reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "remote_detail, location, error_reason, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, subject, subject_id) DO UPDATE SET "
             "wanted = excluded.wanted, remote_id = excluded.remote_id, "
             "remote_state = excluded.remote_state, "
             "remote_updated_at = excluded.remote_updated_at, status = excluded.status, "
             "attempts = excluded.attempts, last_error = excluded.last_error, "
             "updated_at = excluded.updated_at, remote_detail = excluded.remote_detail, "
-            "location = excluded.location, error_reason = excluded.error_reason",
+            "location = excluded.location, error_reason = excluded.error_reason, "
+            "not_before = excluded.not_before",
             (
                 sync.target,
                 sync.subject.value,
@@ -239,6 +241,7 @@ class SqlTransaction:
                 json.dumps(sync.remote_detail, sort_keys=True),
                 json.dumps(sync.location, sort_keys=True),
                 sync.error_reason,
+                to_text(sync.not_before) if sync.not_before else None,
             ),
         )
 

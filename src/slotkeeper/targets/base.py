@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from slotkeeper.errors import PermanentTargetError
-from slotkeeper.model import Drift, KeyRecord, Record, RemoteState, Revision, TargetSync
+from slotkeeper.model import (
+    Drift,
+    KeyRecord,
+    Record,
+    RemoteState,
+    Revision,
+    TargetSpecBase,
+    TargetSync,
+)
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,13 @@ class Remote:
 
 
 class Target(Protocol):
+    """An adapter for one configured target. ``spec_class`` is its type's spec: the type's name
+    and capabilities (``holds_deploy_keys``, ``supersedes_itself``, ...) are read from there."""
+
     name: str
-    type: str
-    supports_keys: bool
+
+    @property
+    def spec_class(self) -> type[TargetSpecBase]: ...
 
     def sync_record(
         self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
@@ -96,16 +108,19 @@ class RecordsOnly:
     """For targets that mirror records and know nothing of deploy keys or drift reads."""
 
     name: str
-    type: str
-    supports_keys = False
+    spec_class: type[TargetSpecBase]
 
     def add_key(self, subject: KeySubject) -> Remote:
-        raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
+        raise PermanentTargetError(f"{self.name}: {self._type} does not manage deploy keys")
 
     def delete_key(
         self, repository: str, remote_id: str, location: dict[str, str] | None = None
     ) -> Remote:
-        raise PermanentTargetError(f"{self.name}: {self.type} does not manage deploy keys")
+        raise PermanentTargetError(f"{self.name}: {self._type} does not manage deploy keys")
+
+    @property
+    def _type(self) -> str:
+        return self.spec_class.type_name()
 
     def refresh(
         self,

@@ -3,12 +3,14 @@
 Mapping (tests/fakes/specs/API-REFERENCE.md, section 2): a DEPLOYED record is recorded as
 ``DEPLOYED`` with ``environment_name``, ``deployment_name`` = the slot and the artifact's kind,
 name, version and digest; a DECOMMISSIONED record as ``DECOMMISSIONED``. Chainloop supersedes the
-previous record of a slot by itself when a new artifact is recorded there, so slotkeeper never
-posts ``SUPERSEDED``. The POST is an upsert: recording the same artifact again only refreshes
-``last_seen_at``, which is how the heartbeat works and why retrying it is safe. After each write
-the adapter reads the slot back with the list endpoint to confirm, and keeps the remote id and
-the base URL it was recorded through. Chainloop's records have no delete and documents no 404
-for a record: a DECOMMISSIONED is an upsert like any other, so there is no "already gone".
+previous record of a slot by itself when a new artifact is recorded there (its spec says so:
+``supersedes_itself``), so slotkeeper never posts ``SUPERSEDED``: the syncer settles a
+superseded record's retirement here without a call. The POST is an upsert: recording the same
+artifact again only refreshes ``last_seen_at``, which is how the heartbeat works and why
+retrying it is safe. After each write the adapter reads the slot back with the list endpoint to
+confirm, and keeps the remote id and the base URL it was recorded through. Chainloop's records
+have no delete and documents no 404 for a record: a DECOMMISSIONED is an upsert like any other,
+so there is no "already gone".
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotkeeper.errors import TargetFailed
-from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
+from slotkeeper.model import (
+    ChainloopTargetSpec,
+    Drift,
+    RemoteState,
+    SyncSubject,
+    TargetSync,
+)
 from slotkeeper.targets.base import KeySubject, RecordsOnly, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import bearer_api
 from slotkeeper.targets.pacing import WriteBudget
@@ -29,7 +37,7 @@ PAGE_SIZE = 100
 class ChainloopTarget(RecordsOnly):
     """The ``chainloop`` target."""
 
-    type = "chainloop"
+    spec_class = ChainloopTargetSpec
 
     def __init__(
         self,
@@ -60,9 +68,6 @@ class ChainloopTarget(RecordsOnly):
         self, subject: RecordSubject, *, want: RemoteState, current: TargetSync | None
     ) -> Remote:
         record = subject.record
-        if want is RemoteState.INACTIVE and record.status is RecordStatus.SUPERSEDED:
-            # Chainloop marked it SUPERSEDED itself when the new artifact was recorded.
-            return Remote(current.remote_id if current else None, RemoteState.INACTIVE)
         status = "DEPLOYED" if want is RemoteState.ACTIVE else "DECOMMISSIONED"
         answer = self._api.send(
             "POST",

@@ -44,7 +44,14 @@ from typing import Any, Protocol
 import httpx
 
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
-from slotkeeper.model import Drift, RecordStatus, RemoteState, SyncSubject, TargetSync
+from slotkeeper.model import (
+    Drift,
+    GithubTargetSpec,
+    RecordStatus,
+    RemoteState,
+    SyncSubject,
+    TargetSync,
+)
 from slotkeeper.targets.base import KeySubject, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import ApiClient, HttpSettings, default_message
 from slotkeeper.targets.pacing import WriteBudget
@@ -86,8 +93,7 @@ def key_body(public_key: str) -> str:
 class GitHubTarget:
     """The ``github`` target: one client per configured Target document."""
 
-    type = "github"
-    supports_keys = True
+    spec_class = GithubTargetSpec
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
-from slotkeeper.model import RemoteState, SyncStatus, TargetSync
+from slotkeeper.model import IftrueTargetSpec, RemoteState, SyncStatus, TargetSync
 from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
 from slotkeeper.targets.http import bearer_api
 
@@ -60,7 +60,7 @@ def fix_kind(subject: str) -> str | None:
 class IftrueTarget(RecordsOnly):
     """The ``iftrue`` target."""
 
-    type = "iftrue"
+    spec_class = IftrueTargetSpec
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotkeeper.errors import PermanentTargetError, TargetFailed, TemporaryTargetError
-from slotkeeper.model import RemoteState, TargetSync
+from slotkeeper.model import RemoteState, TargetSync, UnkeyTargetSpec
 from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
 from slotkeeper.targets.http import bearer_api
 
@@ -40,7 +40,7 @@ def docker_image(name: str, version: str | None, digest: str | None) -> str:
 class UnkeyTarget(RecordsOnly):
     """The ``unkey`` target."""
 
-    type = "unkey"
+    spec_class = UnkeyTargetSpec
 
     def __init__(
         self,
