@@ -27,7 +27,6 @@ from slotkeeper.errors import (
     TemporaryTargetError,
 )
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
-from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import (
@@ -437,8 +436,7 @@ def _plan(
     refreshing: bool,
     sink: SecretSink | None,
 ) -> tuple[Plan, Refreshed]:
-    with fewer_collections():
-        recorded = ledger.read_state()
+    recorded = ledger.read_state()
     refreshed = (
         refresh(shot.desired, recorded, targets) if refreshing and targets else Refreshed([], {})
     )
@@ -447,16 +445,15 @@ def _plan(
     key_files = (
         key_file_problems(recorded.keys.values(), sink) if sink is not None and refreshing else {}
     )
-    with fewer_collections():
-        the_plan = plan(
-            shot.desired,
-            recorded,
-            now=clock(),
-            options=options,
-            revision=shot.revision,
-            drift=refreshed.drift,
-            key_files=key_files,
-        )
+    the_plan = plan(
+        shot.desired,
+        recorded,
+        now=clock(),
+        options=options,
+        revision=shot.revision,
+        drift=refreshed.drift,
+        key_files=key_files,
+    )
     return the_plan.model_copy(
         update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
     ), refreshed
