@@ -16,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from slotkeeper.daemon.webhook import MAX_BODY, WebhookReceiver
 from slotkeeper.dashboard.pages import Dashboard
 from slotkeeper.errors import ConfigError
 from slotkeeper.ledger import Ledger, open_ledger
+from slotkeeper.observability import configure_logging
 from slotkeeper.web.app import ENDPOINTS, Site, build_app
 from slotkeeper.web.security import SECURITY_HEADERS
 from slotkeeper.web.server import Limits, WebServer, serve
@@ -168,9 +170,8 @@ def test_a_request_that_does_not_arrive_in_time_is_closed(served: Serve) -> None
     slow_body = b"POST /hooks/github HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345"
     assert raw_exchange(server, slow_body) == b""
     assert time.monotonic() - started < 9  # closed by the timeout, not by raw_exchange's wait
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
-        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
-        assert raw.recv(64).startswith(b"HTTP/1.1 200 OK\r\n")
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    assert raw_exchange(server, healthz).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_a_body_over_the_limit_is_refused_as_it_streams(served: Serve) -> None:
@@ -178,13 +179,18 @@ def test_a_body_over_the_limit_is_refused_as_it_streams(served: Serve) -> None:
     closed, the rest never read; a declared size over it is refused before any byte of it."""
     server = served()
 
-    def chunks() -> Iterator[bytes]:
-        for _ in range(MAX_BODY // 65536 + 2):
-            yield b" " * 65536
+    def chunks(size: int) -> Iterator[bytes]:
+        """``size`` bytes in chunks of 64 KiB at most, sent chunked (no Content-Length)."""
+        while size > 0:
+            yield b" " * min(size, 65536)
+            size -= 65536
 
-    streamed = httpx.post(url(server, "/hooks/github"), content=chunks(), timeout=10)
-    assert (streamed.status_code, streamed.json()) == (413, {"error": "bad body size"})
-    assert streamed.headers["connection"] == "close"
+    for size in (MAX_BODY + 1, 3 * MAX_BODY):
+        streamed = httpx.post(url(server, "/hooks/github"), content=chunks(size), timeout=10)
+        assert (streamed.status_code, streamed.json()) == (413, {"error": "bad body size"})
+        assert streamed.headers["connection"] == "close"  # cut off here, not by the receiver
+    at_limit = httpx.post(url(server, "/hooks/github"), content=chunks(MAX_BODY), timeout=10)
+    assert (at_limit.status_code, at_limit.json()) == (401, {"error": "bad signature"})
     declared = f"POST /hooks/github HTTP/1.1\r\nHost: h\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
     assert raw_exchange(server, declared.encode()).startswith(
         b"HTTP/1.1 413 Request Entity Too Large\r\n"
@@ -198,6 +204,21 @@ def test_a_body_over_the_limit_is_refused_as_it_streams(served: Serve) -> None:
         timeout=10,
     )
     assert (signed.status_code, signed.json()) == (202, {"accepted": True, "event": "push"})
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_error(served: Serve) -> None:
+    """A webhook whose client goes away (or is cut off at the deadline) before its body came
+    is dropped quietly: no error event, and the server goes on serving."""
+    server = served(limits=Limits(request_timeout=0.5))
+    configure_logging(fmt="json", level="debug")
+    with capture_logs() as logs:
+        cut = b"POST /hooks/github HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(cut)
+        assert raw_exchange(server, cut) == b""  # closed at the deadline
+        assert httpx.get(url(server, "/healthz"), timeout=5).status_code == 200
+        server.stop()  # waits for every request in flight to end
+    assert [log for log in logs if log["log_level"] == "error"] == []
 
 
 def test_past_the_connection_cap_a_request_is_answered_503(served: Serve) -> None:
