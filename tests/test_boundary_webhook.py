@@ -178,7 +178,7 @@ def test_the_webhook_receiver_at_its_edges(workdir: Path, running: Callable[...,
         f"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
     ).encode()
     assert answers_on_one_connection(daemon, oversized + smuggled) == [
-        b"HTTP/1.0 413 Request Entity Too Large"
+        b"HTTP/1.1 413 Request Entity Too Large"
     ]
     code, err = daemon.terminate()
     assert code == 0 and "Traceback" not in err
@@ -205,19 +205,18 @@ def test_a_replay_check_that_fails_refuses_the_webhook(
         webhook_secret=SECRET.encode(),
     )
     daemon = Daemon(settings, ledger)
-    server = daemon._serve()
+    server = daemon.serve_http()
     try:
         body = push("refs/heads/main")
         digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         answer = httpx.post(
-            f"http://127.0.0.1:{daemon.bound_port}/hooks/github",
+            f"http://127.0.0.1:{server.port}/hooks/github",
             content=body,
             headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={digest}"},
             timeout=5,
         )
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         ledger.close()
     assert (answer.status_code, answer.json()) == (
         200,

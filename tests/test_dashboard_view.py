@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from slotkeeper.dashboard.pages import Dashboard, _ago, _refresh
-from slotkeeper.dashboard.server import answer
 from slotkeeper.dashboard.view import last_apply
 from slotkeeper.ledger import Ledger, open_ledger
 from slotkeeper.manifests import load_manifests
+from slotkeeper.web.app import answer
 from tests.conftest import postgres_schema_url
 from tests.helpers import Run, deploy_key, environment, image, write_manifests
 

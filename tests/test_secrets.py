@@ -244,6 +244,6 @@ def test_malformed_webhook_bodies_are_refused(
     assert daemon.hook(b"{not json", delivery="x-1").status_code == 400
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as raw:
         raw.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
-        assert raw.recv(64).split(b"\r\n")[0] == b"HTTP/1.0 400 Bad Request"
+        assert raw.recv(64).split(b"\r\n")[0] == b"HTTP/1.1 400 Bad Request"
     assert daemon.reconciles() == before
     assert daemon.terminate()[0] == 0

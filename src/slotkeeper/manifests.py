@@ -21,7 +21,6 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
-from slotkeeper.gctuning import fewer_collections
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -269,10 +268,9 @@ def parse(
     The environments may only name the operator's ``targets``."""
     collector = _Collector(operator=targets)
     collector.errors.extend(errors)
-    with fewer_collections():
-        for path in sorted(files):
-            _parse_file(path, files[path], collector)
-        _check_references(collector)
+    for path in sorted(files):
+        _parse_file(path, files[path], collector)
+    _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
     return DesiredState(

@@ -28,7 +28,6 @@ from slotkeeper.errors import (
     TemporaryTargetError,
 )
 from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
-from slotkeeper.gctuning import fewer_collections
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import (
     LastGoodReads,
@@ -328,8 +327,7 @@ def _plan(
     refreshing: bool,
     sink: SecretSink | None,
 ) -> tuple[Plan, Refreshed]:
-    with fewer_collections():
-        recorded = ledger.read_state()
+    recorded = ledger.read_state()
     refreshed = (
         refresh(shot.desired, recorded, targets) if refreshing and targets else Refreshed([], {})
     )
@@ -338,16 +336,15 @@ def _plan(
     key_files = (
         key_file_problems(recorded.keys.values(), sink) if sink is not None and refreshing else {}
     )
-    with fewer_collections():
-        plan = diff(
-            shot.desired,
-            recorded,
-            now=clock(),
-            options=options,
-            revision=shot.revision,
-            drift=refreshed.drift,
-            key_files=key_files,
-        )
+    plan = diff(
+        shot.desired,
+        recorded,
+        now=clock(),
+        options=options,
+        revision=shot.revision,
+        drift=refreshed.drift,
+        key_files=key_files,
+    )
     return plan.model_copy(
         update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
     ), refreshed

@@ -19,11 +19,9 @@ was created, even when its environment or the target points elsewhere now.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -130,7 +128,7 @@ class TargetSyncer:
         if self._concurrency == 1 or len(groups) <= 1:
             results = [run_group(group) for group in groups]
         else:
-            with _quick_handoffs(), ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
                 results = list(pool.map(run_group, groups))
         for group_outcomes in results:
             for outcome in group_outcomes:
@@ -298,19 +296,3 @@ class TargetSyncer:
             remote_id=remote_id,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-
-
-#: the longest a thread whose answer has arrived waits for the interpreter lock (CPython's
-#: default is 5 ms: a quarter of a typical API round trip, spent idle, per request)
-HANDOFF_SECONDS = 0.0005
-
-
-@contextmanager
-def _quick_handoffs() -> Iterator[None]:
-    """While many threads wait on the network, hand the interpreter lock over sooner."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, HANDOFF_SECONDS))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)

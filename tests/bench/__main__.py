@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from slotkeeper.cli import tune_interpreter
 from tests.bench import daemon, economy, ledger, pacing, scale, throughput
 from tests.bench.report import Figure, machine, table, write_json
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="targets to run, e.g. 1,3")
     parser.add_argument("--json", type=Path, default=Path(".slotkeeper/bench.json"))
     args = parser.parse_args(argv)
+    tune_interpreter()  # what runs in-process here runs as under the CLI's entry point
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:

@@ -1,0 +1,119 @@
+"""Leader election through the ledger's writer lock: only its holder reconciles.
+
+A follower stays ready (it serves the dashboard and its probes) and keeps trying. A leader that
+lost the lock (its database session) stops at once, even between two actions of an apply, and
+stands aside for a few election intervals so that a healthy replica can take over. A webhook
+that reaches a follower is left in the ledger as a reconcile request, which the leader picks up
+within a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from slotkeeper import observability as obs
+from slotkeeper.daemon import gauges
+from slotkeeper.daemon.status import DaemonStatus
+from slotkeeper.errors import SlotkeeperError
+from slotkeeper.ledger import ReconcileRequests, WriterLock
+
+
+class LeadershipLedger(WriterLock, ReconcileRequests, Protocol):
+    """What the election uses: the writer lock, and the reconcile requests a follower leaves."""
+
+
+#: election intervals a replica that lost the lock waits before it tries again
+STAND_ASIDE = 3
+
+
+class Leadership:
+    """This replica's part in the election. ``trigger`` queues a reconcile on this replica's
+    loop; the leader flag lives in ``status`` (HTTP threads read it)."""
+
+    def __init__(
+        self,
+        ledger: LeadershipLedger,
+        *,
+        status: DaemonStatus,
+        trigger: Callable[[str], None],
+        interval: float,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ledger = ledger
+        self._status = status
+        self._trigger = trigger
+        self._interval = interval
+        self._clock = clock
+        self._monotonic = monotonic
+        self._stand_after = 0.0
+        self._seen_request: int | None = None
+        self._log = obs.get_logger()
+
+    def elect(self) -> bool:
+        """Whether this replica leads now: keep the lock, notice its loss, or try to take it
+        (a new leader reconciles at once)."""
+        leading = self._status.leader()
+        if leading and not self._ledger.leading():
+            leading = False
+            self._status.set_leader(False)
+            gauges.leader(False)
+            # Stand aside a while so a healthy replica can take over.
+            self._stand_after = self._monotonic() + STAND_ASIDE * self._interval
+            self._log.error("leader.lost", message="lost the ledger's writer lock: not writing")
+        if not leading and self._monotonic() >= self._stand_after:
+            try:
+                won = self._ledger.try_lead()
+            except SlotkeeperError as exc:
+                self._log.warning("leader.election_failed", error=str(exc))
+                won = False
+            if won:
+                leading = True
+                self._status.set_leader(True)
+                gauges.leader(True)
+                self._log.info("leader.elected")
+                self._trigger("elected")
+            else:
+                gauges.leader(False)
+        if not leading:
+            self._status.set_ready()  # a follower is ready: it serves, and stands by
+        return leading
+
+    def lost_mid_apply(self) -> bool:
+        """Between two actions: whether this leader has lost the lock (then it stops at once)."""
+        if self._status.leader() and not self._ledger.leading():
+            self._log.error("leader.lost", message="lost the ledger's writer lock mid-apply")
+            return True
+        return False
+
+    def pick_up_forwarded(self) -> None:
+        """Reconcile once for the requests other replicas left in the ledger since the last
+        look (webhooks that reached them); the first look only notes where the log stands."""
+        try:
+            latest = self._ledger.latest_request()
+        except SlotkeeperError as exc:
+            self._log.warning("ledger.read_failed", error=str(exc))
+            return
+        if self._seen_request is None:
+            self._seen_request = latest
+        elif latest > self._seen_request:
+            self._seen_request = latest
+            self._trigger("forwarded")
+
+    def ask(self, reason: str) -> bool:
+        """Ask for a reconcile (from any thread): queued here when this replica leads, else
+        left in the ledger for the leader. Returns whether this replica leads."""
+        leading = self._status.leader()
+        if leading:
+            self._trigger(reason)
+        else:
+            self._ledger.request_reconcile(reason, at=self._clock())
+        return leading
+
+    def resign(self) -> None:
+        """Let the lock go when stopping, so that another replica takes over at once."""
+        if self._status.leader():
+            self._ledger.resign()

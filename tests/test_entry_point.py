@@ -1,0 +1,74 @@
+"""What only the entry point does to its process: the interpreter's tuning (and nothing in the
+library changes it), and the HTTP server's libraries loaded only by the commands that serve."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import slotkeeper
+
+SOURCE = Path(slotkeeper.__file__).parent
+#: calls that change the whole process, whoever shares it
+PROCESS_WIDE = {
+    ("gc", "set_threshold"),
+    ("gc", "disable"),
+    ("gc", "enable"),
+    ("gc", "freeze"),
+    ("sys", "setswitchinterval"),
+    ("resource", "setrlimit"),
+}
+
+
+def python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_entry_point_tunes_the_interpreter_once_for_the_process() -> None:
+    """`main` raises the young-generation threshold to 100,000 and the switch interval to
+    0.5 ms, whatever the command (here --version)."""
+    done = python(
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print(gc.get_threshold()[0], sys.getswitchinterval()))\n"
+        "from slotkeeper.cli import main\n"
+        "main(['--version'])\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "100000 0.0005"
+
+
+def test_no_library_module_changes_the_process() -> None:
+    """Only cli.py (the entry point) calls gc.set_threshold, sys.setswitchinterval,
+    resource.setrlimit and the like."""
+    found = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and (node.func.value.id, node.func.attr) in PROCESS_WIDE
+            ):
+                found.append(f"{path.relative_to(SOURCE)}: {node.func.value.id}.{node.func.attr}")
+    assert found and all(place.startswith("cli.py: ") for place in found), found
+
+
+def test_only_the_serving_commands_load_the_web_server() -> None:
+    """`slotkeeper --version` (and any command but run and ui) imports neither Starlette nor
+    uvicorn nor slotkeeper's web layer or daemon (httpx brings h11, the client side)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "slotkeeper", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "slotkeeper.cli" in imported
+    for module in ("starlette", "uvicorn", "slotkeeper.web", "slotkeeper.daemon"):
+        assert module not in imported, module
