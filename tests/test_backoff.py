@@ -10,7 +10,7 @@ import pytest
 
 from slotkeeper.daemon.backoff import BackOffPolicy, EnvironmentBackOff
 from slotkeeper.model import DesiredState, EnvironmentSpec, RecordedState
-from slotkeeper.plan import Plan, PlanOptions, plan
+from slotkeeper.plan import Plan, PlanOptions, diff
 from tests.helpers import image
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -52,7 +52,7 @@ def two_environments(**production: Any) -> Plan:
         targets={},
     )
     recorded = RecordedState(lineage="00000000-0000-0000-0000-000000000001", serial=0)
-    return plan(desired, recorded, now=NOW, options=PlanOptions())
+    return diff(desired, recorded, now=NOW, options=PlanOptions())
 
 
 def blocked(plan: Plan) -> dict[str, str | None]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from slotkeeper.dashboard.pages import Dashboard
-from slotkeeper.dashboard.server import answer
 from slotkeeper.ledger import open_ledger
 from slotkeeper.ledger.sqlite import SqliteLedger
+from slotkeeper.web.app import answer
 from tests.helpers import Run, environment, image, write_manifests
 from tests.test_ledger import run_sql
 
