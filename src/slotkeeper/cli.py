@@ -12,7 +12,6 @@ import gc
 import getpass
 import json
 import os
-import re
 import resource
 import signal
 import socket
@@ -112,9 +111,9 @@ def _parse_at(value: str | None) -> datetime | None:
     """``--at``: an ISO-8601 time (UTC when no zone is given) or an offset from now like +30d."""
     if value is None:
         return None
-    if re.fullmatch(r"\+[0-9]+[mhdw]", value):
-        return utcnow() + parse_duration(value[1:])
     try:
+        if value.startswith("+"):
+            return utcnow() + parse_duration(value[1:])
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(
@@ -168,17 +167,23 @@ def targets_option(func: F) -> F:
     )(func)
 
 
-def manifest_options(func: F) -> F:
-    """``-m/--manifests`` and ``--state``, shared by every command that reads them."""
-    func = state_option(func)
+def manifests_option(
+    *, default: Path | None = Path(), help: str = "Manifest directory or file."
+) -> Callable[[F], F]:
+    """``-m/--manifests``: where the manifests are read from (every command declares it here)."""
     return click.option(
         "-m",
         "--manifests",
         type=click.Path(path_type=Path),
-        default=Path(),
-        show_default=True,
-        help="Manifest directory or file.",
-    )(func)
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def manifest_options(func: F) -> F:
+    """``-m/--manifests`` and ``--state``, shared by every command that reads them."""
+    return manifests_option()(state_option(func))
 
 
 def guard_options(func: F) -> F:
@@ -289,7 +294,7 @@ def cli(log_format: str, log_level: str, no_color: bool) -> None:
 
 
 @cli.command()
-@click.option("-m", "--manifests", type=click.Path(path_type=Path), default=Path())
+@manifests_option()
 @click.option(
     "--targets",
     type=click.Path(path_type=Path),
@@ -681,16 +686,10 @@ def keys_rotate(
 
 def _seconds(value: str) -> float:
     """``90``, ``90s``, ``5m``, ``1h`` as seconds."""
-    text = value.strip()
-    if text.endswith("s"):
-        text = text[:-1]
     try:
-        return float(text)
-    except ValueError:
-        try:
-            return parse_duration(text).total_seconds()
-        except ValueError as exc:
-            raise click.BadParameter(f"not a duration: {value!r} (e.g. 30s, 5m, 1h)") from exc
+        return parse_duration(value, seconds=True).total_seconds()
+    except ValueError as exc:
+        raise click.BadParameter(f"not a duration: {value!r} (e.g. 30s, 5m, 1h)") from exc
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -735,14 +734,7 @@ def _webhook_secret(file: Path | None) -> bytes | None:
     help="A manifest directory, or a git remote: git+https://…, "
     "git+ssh://…, file://… (default: -m).",
 )
-@click.option(
-    "-m",
-    "--manifests",
-    type=click.Path(path_type=Path),
-    default=Path(),
-    show_default=True,
-    help="Manifest directory, used when --source is not given.",
-)
+@manifests_option(help="Manifest directory, used when --source is not given.")
 @click.option(
     "--branch",
     default="main",
@@ -851,12 +843,8 @@ def run(
 @cli.command()
 @state_option
 @targets_option
-@click.option(
-    "-m",
-    "--manifests",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also read these manifests, to show suspended and frozen slots.",
+@manifests_option(
+    default=None, help="Also read these manifests, to show suspended and frozen slots."
 )
 @click.option(
     "--listen",

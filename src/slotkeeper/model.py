@@ -64,12 +64,17 @@ def timestamp(moment: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(timestamp, when_used="json")]
 
 
-def parse_duration(text: str) -> timedelta:
-    """Turn ``30d``, ``12h``, ``2w`` or ``90m`` into a timedelta (the format is validated)."""
-    match = re.fullmatch(r"([0-9]+)([mhdw])", text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 30d, 12h, 2w, 90m)")
-    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+def parse_duration(text: str, *, seconds: bool = False) -> timedelta:
+    """Turn ``30d``, ``12h``, ``2w`` or ``90m`` into a timedelta: the one parser of durations
+    (manifests, ``--at +30d``, and with ``seconds`` the command line's intervals, which also
+    take ``90``, ``90s`` or ``0.5``: seconds)."""
+    text = text.strip()
+    if match := re.fullmatch(r"([0-9]+)([mhdw])", text):
+        return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    if seconds and (match := re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)s?", text)):
+        return timedelta(seconds=float(match.group(1)))
+    examples = "30s, 5m, 1h" if seconds else "30d, 12h, 2w, 90m"
+    raise ValueError(f"not a duration: {text!r} (expected e.g. {examples})")
 
 
 class _Strict(BaseModel):
