@@ -14,7 +14,7 @@ from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
 from tests.fakes.iftrue import FakeIftrue
 from tests.fakes.unkey import FakeUnkey
-from tests.helpers import Run
+from tests.helpers import FAKES_EGRESS, Run
 
 if TYPE_CHECKING:
     from tests.fakes.spec import OpenApiChecker
@@ -35,7 +35,7 @@ def egress_to_the_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fakes serve on loopback, which the egress guard refuses unless the operator allows
     it: every test allows loopback (inherited by the daemon it starts), except where a test
     takes the permission away to see the refusal."""
-    monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", "127.0.0.0/8, ::1")
+    monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", FAKES_EGRESS)
 
 
 @pytest.fixture

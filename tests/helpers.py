@@ -18,6 +18,8 @@ from slotkeeper.manifests import OperatorTargets, load_targets
 from slotkeeper.model import RecordedState, RemoteState, SyncStatus, SyncSubject, TargetSync
 
 DIGEST_A = "sha256:" + "a" * 64
+#: the fakes serve on loopback, which the egress guard refuses unless the operator allows it
+FAKES_EGRESS = "127.0.0.0/8, ::1"
 DIGEST_B = "sha256:" + "b" * 64
 
 
@@ -165,3 +167,10 @@ def synced_record(
     }
     values.update(extra)
     return TargetSync(**values)
+
+
+def allow_egress_to_the_fakes() -> None:
+    """Let this process, and what it starts, reach the fakes on loopback (the operator's
+    ``SLOTKEEPER_EGRESS_ALLOW``; one already set is kept): the entry points of `make bench`
+    and `make reliability`, as the tests' conftest does for every test."""
+    os.environ.setdefault("SLOTKEEPER_EGRESS_ALLOW", FAKES_EGRESS)

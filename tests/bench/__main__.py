@@ -18,6 +18,7 @@ from types import ModuleType
 from slotkeeper.cli import tune_interpreter
 from tests.bench import daemon, economy, ledger, pacing, scale, throughput
 from tests.bench.report import Figure, machine, table, write_json
+from tests.helpers import allow_egress_to_the_fakes
 
 BENCHMARKS: dict[str, ModuleType] = {
     "1": scale,
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path(".slotkeeper/bench.json"))
     args = parser.parse_args(argv)
     tune_interpreter()  # what runs in-process here runs as under the CLI's entry point
+    allow_egress_to_the_fakes()
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:

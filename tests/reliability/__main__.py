@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.helpers import allow_egress_to_the_fakes
 from tests.reliability.harness import (
     REPO_ROOT,
     Figures,
@@ -37,6 +38,7 @@ REPORT = REPO_ROOT / ".slotkeeper" / "reliability.json"
 
 
 def main() -> int:
+    allow_egress_to_the_fakes()
     seed = int(os.environ.get("RELIABILITY_SEED", "20240601"))
     kills = int(os.environ.get("RELIABILITY_KILLS", "30"))
     figures = Figures()
