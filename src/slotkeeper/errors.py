@@ -32,7 +32,7 @@ What the target branch decides (the classes, not their messages, drive it):
   retries 5xx, timeouts and short rate limits with backoff); one that outlasts those retries
   fails the sync, and when the target's answer named a pause (``retry_after``: a rate limit's
   retry-after or reset) the sync is journaled "not before" then (:func:`retry_delay`) and the
-  planner holds it until that time, so no reconcile calls the target earlier;
+  planner blocks it until that time, so no reconcile calls the target earlier;
 - a ``PermanentTargetError`` is never retried within the run (the call is not repeated, the
   HTTP client gives up at once); the next reconcile tries again, level-triggered, because what
   fixes it (a permission granted, a repository created, another target's deployment, a
