@@ -4,13 +4,17 @@ stand by and take over when it dies or loses its database session."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from slotkeeper.ledger import open_ledger
 from slotkeeper.ledger.postgres import split_url, writer_lock_key
 from tests.conftest import postgres_schema_url
 from tests.daemon_support import Running, wait_for
@@ -172,3 +176,36 @@ def test_a_webhook_that_reaches_a_follower_reconciles_on_the_leader(
     wait_for(lambda: leader.reconciles() >= before + 1, timeout=10, what="the leader's reconcile")
     assert follower.reconciles() == 0
     assert leader.terminate()[0] == 0 and follower.terminate()[0] == 0
+
+
+def test_replicas_started_together_on_a_fresh_schema_all_come_up_with_one_leader(
+    workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
+) -> None:
+    """Four replicas started at once on a schema that does not exist yet: the schema and its
+    tables are made once (no replica fails on a duplicate key of pg_namespace), all four are
+    ready, and exactly one leads."""
+    declare(workdir, github, "v1")
+    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replicas = list(pool.map(lambda _: running(*common), range(4)))
+    wait_for(lambda: sum(bool(r.status()["leader"]) for r in replicas) == 1, what="one leader")
+    assert all(r.get("/readyz").status_code == 200 for r in replicas)
+    assert len(writer_lock_holders(pg_url)) == 1
+
+
+def test_ledgers_opened_at_once_on_a_fresh_schema_share_one_lineage(pg_url: str) -> None:
+    """Eight writers opening the same fresh schema at the same instant (a barrier) all succeed
+    and find one ledger: schema creation and migrations are serialised."""
+    start = threading.Barrier(8)
+
+    def open_one(_: int) -> str:
+        start.wait()
+        ledger = open_ledger(pg_url, now=datetime.now(UTC))
+        try:
+            return ledger.read_state().lineage
+        finally:
+            ledger.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        lineages = set(pool.map(open_one, range(8)))
+    assert len(lineages) == 1

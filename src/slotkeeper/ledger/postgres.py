@@ -58,7 +58,12 @@ def _connect(
     connection = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     if schema is not None:
         if create:
-            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            # Under the migration lock: two sessions that both find the schema missing would
+            # otherwise both create it, and one fails on pg_namespace's unique index
+            # (CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent CREATE).
+            with connection.transaction():
+                connection.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         connection.execute(f'SET search_path TO "{schema}"')
     return connection
 
