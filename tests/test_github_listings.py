@@ -1,7 +1,7 @@
 """What the refresh reads from GitHub's listings, through the CLI against the fake GitHub: keys
 it did not make are left alone, and listings longer than a page are read whole.
 
-The contract (README, "Deploy keys"): keys without the ``slotkeeper:`` prefix are never touched;
+The contract (docs/targets.md, GitHub): keys without the ``slotkeeper:`` prefix are never touched;
 a key with the prefix and the title of a key this ledger manages in that repository, but unknown
 to the ledger, is what an interrupted rotation leaves, and is deleted (tests/test_github_target.py
 pins that). Everything else a refresh lists is someone else's.
