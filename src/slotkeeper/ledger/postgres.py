@@ -14,10 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import select
+import threading
+import time
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
 
 from slotkeeper.errors import ConfigError, LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
@@ -33,6 +38,17 @@ POSTGRES = Dialect(
 #: serialises migrations of one database across processes (pg_advisory_xact_lock)
 MIGRATION_LOCK = 0x736C6F74  # "slot"
 CONNECT_TIMEOUT = 10
+#: the longest a check of the writer lock's session may take: past it the lock counts as lost,
+#: whatever the network does (a partition makes a query wait as long as TCP retransmits)
+LOCK_CHECK_SECONDS = 5.0
+#: the lock session's TCP keepalives: a peer gone silent is noticed while the session idles
+LOCK_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": int(LOCK_CHECK_SECONDS * 1000),
+}
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -85,6 +101,9 @@ class PostgresLedger(SqlLedger):
         super().__init__(connection, POSTGRES, url=shown)
         self._libpq_url = libpq_url
         self._lock_connection: psycopg.Connection[tuple[object, ...]] | None = None
+        #: one thread at a time on the lock session (the loop and the HTTP threads ask whether
+        #: this replica leads; the check talks to the session below psycopg's own lock)
+        self._lock_session = threading.RLock()
         try:
             if not create and not _has_ledger(connection):
                 raise NoLedgerError(
@@ -104,9 +123,13 @@ class PostgresLedger(SqlLedger):
         self._lock_key = writer_lock_key(self.read_state().lineage)
 
     def _try_lock(self) -> bool:
+        with self._lock_session:
+            return self._take_lock()
+
+    def _take_lock(self) -> bool:
         try:
             if self._lock_connection is None or self._lock_connection.closed:
-                self._lock_connection = _connect(self._libpq_url, None)
+                self._lock_connection = _connect_lock(self._libpq_url)
             row = self._lock_connection.execute(
                 "SELECT pg_try_advisory_lock(%s)", (self._lock_key,)
             ).fetchone()
@@ -119,19 +142,22 @@ class PostgresLedger(SqlLedger):
 
     def _unlock(self) -> None:
         # Closing the session releases the lock even if the unlock call cannot be made.
-        self._drop_lock_connection()
+        with self._lock_session:
+            self._drop_lock_connection()
 
     def _lock_alive(self) -> bool:
+        with self._lock_session:
+            return self._lock_session_answers()
+
+    def _lock_session_answers(self) -> bool:
         connection = self._lock_connection
         if connection is None or connection.closed:
             return False
-        try:
-            connection.execute("SELECT 1")
-        except psycopg.Error:
-            self._drop_lock_connection()
-            self._holds = 0
-            return False
-        return True
+        if _answers_within(connection, LOCK_CHECK_SECONDS):
+            return True
+        self._drop_lock_connection()
+        self._holds = 0
+        return False
 
     def _drop_lock_connection(self) -> None:
         if self._lock_connection is not None:
@@ -142,6 +168,50 @@ class PostgresLedger(SqlLedger):
     def close(self) -> None:
         self._drop_lock_connection()
         super().close()
+
+
+def _connect_lock(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """The writer lock's own session: TCP keepalives, and a statement timeout so that the
+    server ends any statement of it that would run longer than a lock check may wait."""
+    conninfo = make_conninfo(url, **LOCK_KEEPALIVES)
+    connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    connection.execute(f"SET statement_timeout = {int(LOCK_CHECK_SECONDS * 1000)}")
+    return connection
+
+
+def _answers_within(connection: psycopg.Connection[tuple[object, ...]], seconds: float) -> bool:
+    """Whether the session answers ``SELECT 1`` within ``seconds``, by a local deadline: the
+    query is sent and its answer awaited on the socket with a timeout, so a partitioned
+    network (nothing closed, nothing answered) costs ``seconds``, not a TCP retransmission."""
+    pgconn = connection.pgconn
+    deadline = time.monotonic() + seconds
+    try:
+        pgconn.send_query(b"SELECT 1")
+        while pgconn.flush() != 0:  # the query did not fit in the socket's buffer at once
+            if not _wait(pgconn.socket, deadline, write=True):
+                return False
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            if not _wait(pgconn.socket, deadline):
+                return False
+        ok = True
+        while (result := pgconn.get_result()) is not None:
+            ok = ok and result.status == pq.ExecStatus.TUPLES_OK
+        return ok
+    except (psycopg.Error, OSError):
+        return False
+
+
+def _wait(fd: int, deadline: float, *, write: bool = False) -> bool:
+    """Wait until ``fd`` is readable (or writable), or ``deadline`` passes (False)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    readers, writers = ([], [fd]) if write else ([fd], [])
+    readable, writable, _ = select.select(readers, writers, [], remaining)
+    return bool(readable or writable)
 
 
 def _has_ledger(connection: psycopg.Connection[tuple[object, ...]]) -> bool:
