@@ -141,8 +141,12 @@ class PostgresLedger(SqlLedger):
         return bool(row and row[0])
 
     def _unlock(self) -> None:
-        # Closing the session releases the lock even if the unlock call cannot be made.
+        # Unlocked at once where the session answers (closing alone frees the lock only when
+        # the server has ended the session, a moment later); closing frees it in any case.
         with self._lock_session:
+            connection = self._lock_connection
+            if connection is not None and not connection.closed:
+                _answers_within(connection, LOCK_CHECK_SECONDS, b"SELECT pg_advisory_unlock_all()")
             self._drop_lock_connection()
 
     def _lock_alive(self) -> bool:
@@ -179,14 +183,16 @@ def _connect_lock(url: str) -> psycopg.Connection[tuple[object, ...]]:
     return connection
 
 
-def _answers_within(connection: psycopg.Connection[tuple[object, ...]], seconds: float) -> bool:
-    """Whether the session answers ``SELECT 1`` within ``seconds``, by a local deadline: the
+def _answers_within(
+    connection: psycopg.Connection[tuple[object, ...]], seconds: float, query: bytes = b"SELECT 1"
+) -> bool:
+    """Whether the session answers ``query`` within ``seconds``, by a local deadline: the
     query is sent and its answer awaited on the socket with a timeout, so a partitioned
     network (nothing closed, nothing answered) costs ``seconds``, not a TCP retransmission."""
     pgconn = connection.pgconn
     deadline = time.monotonic() + seconds
     try:
-        pgconn.send_query(b"SELECT 1")
+        pgconn.send_query(query)
         while pgconn.flush() != 0:  # the query did not fit in the socket's buffer at once
             if not _wait(pgconn.socket, deadline, write=True):
                 return False
