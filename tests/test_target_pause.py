@@ -11,7 +11,6 @@ GitHub's primary rate limit.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +46,7 @@ from slotkeeper.model import (
 from slotkeeper.plan import PlanOptions, diff
 from tests.fakes.github import FakeGitHub
 from tests.helpers import Run, age_ledger, environment, image, write_manifests_and_targets
+from tests.test_github_target import repo  # noqa: F401  (the fixture)
 from tests.test_ledger import run_sql
 
 Sk = Callable[..., Run]
@@ -209,24 +209,6 @@ def _no_backoff_sleeps() -> Iterator[None]:
     """Retries run without sleeping (stamina's test mode)."""
     with stamina.set_testing(True, attempts=5):
         yield
-
-
-@pytest.fixture
-def repo(workdir: Path, gh: FakeGitHub) -> str:
-    """The work directory as a git work tree of acme/web, with one commit GitHub knows."""
-    (workdir / ".gitignore").write_text(".slotkeeper/\n")
-    for args in (
-        ("init", "-q", "-b", "main"),
-        ("config", "user.name", "Ada"),
-        ("config", "user.email", "ada@example.com"),
-        ("remote", "add", "origin", "https://github.com/acme/web.git"),
-        ("commit", "-q", "--allow-empty", "-m", "manifests"),
-    ):
-        subprocess.run(["git", *args], cwd=workdir, check=True)
-    sha = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return gh.add_commit("acme/web", sha)
 
 
 def waiting_until(text: str) -> datetime:
