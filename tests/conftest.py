@@ -165,6 +165,12 @@ def postgres_schema_url() -> Iterator[str]:
         connection.close()
 
 
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL ledger schema's URL."""
+    yield from postgres_schema_url()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty ledger URL on each backend: an SQLite file, or a PostgreSQL schema."""

@@ -24,6 +24,7 @@ WINDOW = timedelta(days=3)
 def ledger(ledger_url: str) -> Iterator[SqlLedger]:
     opened = open_ledger(ledger_url, now=NOW)
     assert isinstance(opened, SqlLedger)
+    assert opened.try_lead()  # state is written by the writer
     yield opened
     opened.close()
 

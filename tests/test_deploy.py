@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from slotkeeper.cli import cli
+from slotkeeper.cli import _lease, cli
 from slotkeeper.model import SecretRef, TargetDocument
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1211,6 +1212,28 @@ def test_postgres_pod_disruption_budget_keeps_one_replica() -> None:
     assert only(POSTGRES, "Deployment")["spec"]["replicas"] > pdb["spec"]["minAvailable"]
 
 
+#: the writer lease's settings, which only the PostgreSQL variant has
+LEASE_SETTINGS = (
+    "SLOTKEEPER_LEASE_DURATION",
+    "SLOTKEEPER_RENEW_DEADLINE",
+    "SLOTKEEPER_RETRY_PERIOD",
+)
+
+
+def test_postgres_shows_the_lease_settings_and_they_are_valid() -> None:
+    """The PostgreSQL variant passes the lease settings from its ConfigMap to `run`, as the
+    variables `run` reads, with client-go's defaults; the CLI accepts them together."""
+    settings = configmap(POSTGRES, "slotkeeper")["data"]
+    entries = env_entries(POSTGRES)
+    for name in LEASE_SETTINGS:
+        assert entries[name]["valueFrom"]["configMapKeyRef"]["key"] == name
+        assert name in {param.envvar for param in cli.commands["run"].params}
+    assert [settings[name] for name in LEASE_SETTINGS] == ["15s", "10s", "2s"]
+    assert not set(LEASE_SETTINGS) & set(env_entries(BASE))
+    lease = _lease(*(settings[name] for name in LEASE_SETTINGS))
+    assert (lease.duration, lease.renew_deadline, lease.retry_period) == (15, 10, 2)
+
+
 def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
     """The container, probes, resources, security, settings, targets and network policy are the
     base's: only the ledger (and its credential and port), the replicas, the strategy, the
@@ -1228,7 +1251,7 @@ def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
         "securityContext",
     ):
         assert postgres.get(key) == base.get(key), f"container {key} differs from the base"
-    ledger = {"SLOTKEEPER_STATE", "SLOTKEEPER_STATE_FILE"}
+    ledger = {"SLOTKEEPER_STATE", "SLOTKEEPER_STATE_FILE", *LEASE_SETTINGS}
     base_env = {name: item for name, item in env_entries(BASE).items() if name not in ledger}
     postgres_env = {
         name: item for name, item in env_entries(POSTGRES).items() if name not in ledger
@@ -1260,8 +1283,11 @@ def test_postgres_keeps_the_base_pod_where_only_the_ledger_differs() -> None:
     assert template == only(BASE, "Deployment")["spec"]["template"]["metadata"]
     for kind in ("Service", "ServiceAccount"):
         assert only(POSTGRES, kind) == only(BASE, kind), f"{kind} differs from the base"
-    for name in ("slotkeeper", TARGETS_CONFIGMAP):
-        assert configmap(POSTGRES, name) == configmap(BASE, name), f"ConfigMap {name} differs"
+    assert configmap(POSTGRES, TARGETS_CONFIGMAP) == configmap(BASE, TARGETS_CONFIGMAP)
+    settings = copy.deepcopy(configmap(POSTGRES, "slotkeeper"))
+    for name in LEASE_SETTINGS:  # the lease's settings are the PostgreSQL variant's own
+        del settings["data"][name]
+    assert settings == configmap(BASE, "slotkeeper"), "ConfigMap slotkeeper differs"
     # The network policy: the base's, and PostgreSQL.
     policy = only(POSTGRES, "NetworkPolicy")
     postgres_rules = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 5432]

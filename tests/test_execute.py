@@ -22,8 +22,9 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def ledger(ledger_url: str) -> Iterator[Ledger]:
-    """A fresh ledger on each backend."""
+    """A fresh ledger on each backend, held by this process (state is written by its writer)."""
     opened = open_ledger(ledger_url, now=NOW)
+    assert opened.try_lead()
     yield opened
     opened.close()
 

@@ -1,33 +1,26 @@
 """Several `slotkeeper run` replicas on one PostgreSQL ledger: one leader writes, the others
-stand by and take over when it dies or loses its database session."""
+stand by and take over when its lease expires (it died) or is released (it stopped)."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.ledger import open_ledger
-from slotkeeper.ledger.postgres import split_url, writer_lock_key
-from tests.conftest import postgres_schema_url
+from slotkeeper.ledger.postgres import split_url
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
 from tests.helpers import environment, image, write_manifests_and_targets
 from tests.test_github_target import target
 
 SLOTS = 12
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from postgres_schema_url()
 
 
 def leader_gauge(daemon: Running) -> float:
@@ -60,22 +53,18 @@ def deployed_per_slot(url: str) -> list[tuple[object, ...]]:
         )
 
 
-def writer_lock_holders(url: str) -> list[int]:
-    """The backends holding this ledger's writer lock: its own key in its own database, never
-    another ledger's lock (other tests, other checkouts) on the same server."""
+def lease_row(url: str) -> tuple[str, int, bool]:
+    """The writer lease as the ledger holds it: holder, epoch, and whether it has expired."""
     libpq, schema = split_url(url)
     with psycopg.connect(libpq, autocommit=True) as db:
         db.execute(f'SET search_path TO "{schema}"')
-        row = db.execute("SELECT lineage FROM ledger WHERE id = 1").fetchone()
-        assert row is not None
-        key = writer_lock_key(str(row[0])) & 0xFFFF_FFFF_FFFF_FFFF  # as pg_locks splits it
-        rows = db.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s::oid AND objid = %s::oid AND objsubid = 1",
-            (key >> 32, key & 0xFFFF_FFFF),
-        ).fetchall()
-        return [int(pid) for (pid,) in rows]
+        row = db.execute("SELECT holder, epoch, expires_at <= now() FROM lease").fetchone()
+        assert row is not None, "no lease taken"
+        return str(row[0]), int(row[1]), bool(row[2])
+
+
+#: a short lease, so that a takeover after a death takes seconds in these tests
+FAST = ("--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "0.5s")
 
 
 def last_result(daemon: Running) -> str | None:
@@ -95,11 +84,11 @@ def assert_no_duplicates(github: FakeGitHub) -> None:
 def test_one_leader_writes_and_a_follower_takes_over_after_sigkill(
     workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
 ) -> None:
-    """Exactly one replica reconciles; SIGKILL it mid-apply and the other takes over (the lock
-    goes with the dead session) and converges: no duplicate deployment, one DEPLOYED record
-    per slot."""
+    """Exactly one replica reconciles; SIGKILL it mid-apply and the other takes over once the
+    dead one's lease has expired, with the next epoch, and converges: no duplicate deployment,
+    one DEPLOYED record per slot."""
     declare(workdir, github, "v1")
-    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
+    common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m", *FAST)
     first = running(*common)
     wait_for(lambda: first.status()["leader"] is True, what="a leader")
     second = running(*common)
@@ -117,7 +106,9 @@ def test_one_leader_writes_and_a_follower_takes_over_after_sigkill(
     first.process.wait(timeout=10)
     wait_for(lambda: second.status()["leader"] is True, what="the takeover")
     assert leader_gauge(second) == 1.0
-    assert len(writer_lock_holders(pg_url)) == 1
+    lease = second.status()["lease"]
+    assert lease["this_replica"] is True and lease["epoch"] == 2
+    assert lease_row(pg_url)[:2] == (lease["holder"], 2)
     github.latency = 0.0
 
     def converged() -> bool:
@@ -135,29 +126,35 @@ def test_one_leader_writes_and_a_follower_takes_over_after_sigkill(
     assert second.terminate()[0] == 0
 
 
-def test_a_leader_that_loses_its_session_stops_and_another_leads(
+def test_a_leader_whose_sessions_are_ended_reconnects_and_keeps_leading(
     workdir: Path, github: FakeGitHub, pg_url: str, running: Callable[..., Running]
 ) -> None:
-    """When the leader's lock session is cut, it stops leading at once (leader 0) and the
-    standby replica becomes the leader."""
+    """Leadership does not hang on a database session: with every session of the leader
+    ended by the server (what a restart does), it reconnects, renews its lease in time and
+    goes on leading at the same epoch, and the standby stays a standby."""
     declare(workdir, github, "v1")
     common = ("-m", "m", "--state", pg_url, "--resync-interval", "10m")
-    first = running(*common)
-    wait_for(lambda: first.status()["leader"] is True, what="a leader")
+    first = running(*common, environ={"SLOTKEEPER_ACTOR": "replica-a"})
+    wait_for(lambda: last_result(first) == "success", what="v1 applied")
     second = running(*common)
+    holder, epoch, _ = lease_row(pg_url)
     libpq, _ = split_url(pg_url)
     with psycopg.connect(libpq, autocommit=True) as admin:
-        # Another ledger's writer lock on the same server is never taken for this one's.
-        admin.execute("SELECT pg_advisory_lock(%s)", (writer_lock_key("another ledger"),))
-        pids = writer_lock_holders(pg_url)
-        assert len(pids) == 1
-        admin.execute("SELECT pg_terminate_backend(%s)", (pids[0],))
-    wait_for(lambda: second.status()["leader"] is True, what="the standby to lead")
-    wait_for(lambda: first.status()["leader"] is False, what="the old leader to step down")
-    assert leader_gauge(first) == 0.0
-    _, err = first.terminate()
-    assert "leader.lost" in err
-    assert second.terminate()[0] == 0
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'slotkeeper%'"
+        ).fetchall()
+        assert len(ended) >= 4, "both replicas' sessions (main and lease) were ended"
+    declare(workdir, github, "v2")
+    assert first.hook(b'{"ref": "refs/heads/main"}', delivery="r-1").status_code == 202
+    wait_for(
+        lambda: {r["artifact"]["version"] for r in first.status()["slots"]} == {"v2"},
+        timeout=30,
+        what="v2 applied by the same leader",
+    )
+    assert lease_row(pg_url)[:2] == (holder, epoch)
+    assert first.status()["leader"] is True and second.status()["leader"] is False
+    assert first.terminate()[0] == 0 and second.terminate()[0] == 0
 
 
 def test_a_webhook_that_reaches_a_follower_reconciles_on_the_leader(
@@ -190,7 +187,9 @@ def test_replicas_started_together_on_a_fresh_schema_all_come_up_with_one_leader
         replicas = list(pool.map(lambda _: running(*common), range(4)))
     wait_for(lambda: sum(bool(r.status()["leader"]) for r in replicas) == 1, what="one leader")
     assert all(r.get("/readyz").status_code == 200 for r in replicas)
-    assert len(writer_lock_holders(pg_url)) == 1
+    leader = next(r for r in replicas if r.status()["leader"])
+    assert lease_row(pg_url) == (leader.status()["lease"]["holder"], 1, False)
+    assert {r.status()["lease"]["holder"] for r in replicas} == {lease_row(pg_url)[0]}
 
 
 def test_ledgers_opened_at_once_on_a_fresh_schema_share_one_lineage(pg_url: str) -> None:

@@ -101,6 +101,7 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(sk: Sk) -
 def test_schema_allows_one_deployed_record_per_slot(ledger_url: str) -> None:
     """The database itself refuses a second DEPLOYED record in a slot."""
     ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()  # state is written by the writer
     artifact = Artifact.model_validate(image())
     fields = {
         "environment": "p",
@@ -234,6 +235,7 @@ def test_concurrent_applies_serialise_without_corruption(workdir: Path, ledger_u
 def test_events_can_be_filtered_and_the_newest_taken(ledger_url: str) -> None:
     """The dashboard asks for the newest apply events and one slot's deploys, not the log."""
     ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()  # state is written by the writer
     try:
         with ledger.transaction() as tx:
             for n, (kind, slot) in enumerate(
@@ -272,6 +274,7 @@ def _sync(location: dict[str, str]) -> TargetSync:
 def test_a_sync_keeps_where_its_remote_copy_lives(ledger_url: str) -> None:
     """The location a target reported is stored with the sync row and read back as written."""
     ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()  # state is written by the writer
     where = {"base_url": "https://api.github.com", "repository": "acme/web"}
     with ledger.transaction() as tx:
         tx.upsert_sync(_sync(where))
@@ -288,6 +291,7 @@ def test_syncs_written_before_locations_were_kept_get_their_environment_reposito
 ) -> None:
     """Upgrading a ledger fills each existing sync's repository from what it was mirrored to."""
     ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()  # state is written by the writer
     with ledger.transaction() as tx:
         tx.upsert_environment(
             EnvironmentRecord(name="p", protected=False, production=True, repository="acme/web"),

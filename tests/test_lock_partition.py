@@ -1,6 +1,7 @@
-"""The PostgreSQL writer lock when the network to the database fails without closing (a
-partition, through tests/netfault.py): the leader finds out by a local deadline, never by a
-query that hangs for as long as TCP retransmits (issue 17)."""
+"""The PostgreSQL writer lease when the network to the database fails without closing (a
+partition, through tests/netfault.py): the holder finds out by its local renew deadline, never
+by a query that hangs for as long as TCP retransmits; a standby takes the lease once it has
+expired; and when the network heals, every write of the old holder is refused by fencing."""
 
 from __future__ import annotations
 
@@ -11,36 +12,99 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from slotkeeper.ledger import open_ledger
-from slotkeeper.ledger.postgres import LOCK_CHECK_SECONDS
+from slotkeeper.errors import FencedError, LedgerError
+from slotkeeper.ledger.lease import LeaseSettings
+from slotkeeper.ledger.postgres import PostgresLedger
 from tests.conftest import postgres_schema_url
 from tests.netfault import TcpProxy
 
+SHORT = LeaseSettings(duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
 
 @pytest.fixture
-def proxied() -> Iterator[tuple[str, TcpProxy]]:
-    """A fresh ledger schema's URL that reaches PostgreSQL through a proxy that can fail."""
+def proxied() -> Iterator[tuple[str, str, TcpProxy]]:
+    """A fresh ledger schema's URL, direct and through a proxy that can fail."""
     for url in postgres_schema_url():
         parts = urlsplit(url)
         with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
-            yield url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}"), proxy
+            yield url, url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}"), proxy
 
 
-def test_a_partitioned_leader_knows_it_within_the_local_deadline(
-    proxied: tuple[str, TcpProxy],
+def open_pg(url: str) -> PostgresLedger:
+    return PostgresLedger(url, now=datetime.now(UTC), lease=SHORT)
+
+
+def bump(ledger: PostgresLedger) -> int:
+    state = ledger.read_state()
+    with ledger.transaction() as tx:
+        return tx.bump_serial(lineage=state.lineage, expected=state.serial)
+
+
+def test_a_partitioned_holder_stops_by_its_own_deadline_and_a_standby_takes_over(
+    proxied: tuple[str, str, TcpProxy],
 ) -> None:
-    """A leader whose lock session is blackholed answers `leading()` False within the lock
-    check's deadline, instead of hanging; it leads again once the network heals."""
-    url, proxy = proxied
-    ledger = open_ledger(url, now=datetime.now(UTC))
+    """With the holder's network blackholed, ``leading()`` answers at once every time and
+    turns False within the renew deadline; the standby acquires the next epoch once the lease
+    has expired (never before); after the heal the old holder's writes are refused."""
+    direct, through_proxy, proxy = proxied
+    holder, standby = open_pg(through_proxy), open_pg(direct)
     try:
-        assert ledger.try_lead() and ledger.leading()
+        assert holder.try_lead() and holder.leading()
+        assert bump(holder) == 1
+        assert not standby.try_lead()
         proxy.blackhole()
-        started = time.monotonic()
-        assert ledger.leading() is False
-        waited = time.monotonic() - started
-        assert waited >= LOCK_CHECK_SECONDS * 0.9  # it did wait for an answer first
+        cut = time.monotonic()
+        slowest = 0.0
+        while holder.leading():
+            started = time.monotonic()
+            holder.leading()
+            slowest = max(slowest, time.monotonic() - started)
+            assert time.monotonic() - cut < SHORT.renew_deadline + 1, "still leading"
+            time.sleep(0.05)
+        assert slowest < 0.1  # a local check: it never waited on the network
+        while not standby.try_lead():
+            assert time.monotonic() - cut < SHORT.duration + 2 * SHORT.retry_period + 1
+            time.sleep(0.1)
+        # never before the lease could expire: the holder's last renewal was at most one
+        # retry period before the cut
+        assert time.monotonic() - cut >= SHORT.duration - SHORT.retry_period - 0.2
+        takeover = standby.takeover()
+        assert takeover is not None and takeover.epoch == 2
+        assert takeover.previous_holder == holder.holder
+        assert bump(standby) == 2
         proxy.heal()
-        assert ledger.try_lead() and ledger.leading()
+        with pytest.raises(FencedError, match="epoch 1"):
+            bump(holder)
+        assert standby.read_state().serial == 2
     finally:
-        ledger.close()
+        proxy.heal()
+        holder.close()
+        standby.close()
+
+
+def test_a_write_in_flight_across_the_takeover_is_refused_by_the_ledger(
+    proxied: tuple[str, str, TcpProxy],
+) -> None:
+    """A transaction the holder began before its partition (the lease row checked and locked)
+    and tries to commit after the takeover writes nothing: the server ended the idle
+    transaction, so the takeover did not wait for it, and its commit fails."""
+    direct, through_proxy, proxy = proxied
+    holder, standby = open_pg(through_proxy), open_pg(direct)
+    try:
+        assert holder.try_lead()
+        state = holder.read_state()
+        # the commit fails after the heal
+        with pytest.raises(LedgerError), holder.transaction() as tx:
+            tx.bump_serial(lineage=state.lineage, expected=state.serial)
+            proxy.blackhole()
+            started = time.monotonic()
+            while not standby.try_lead():
+                assert time.monotonic() - started < SHORT.duration + SHORT.renew_deadline + 3
+                time.sleep(0.1)
+            assert bump(standby) == 1
+            proxy.heal()
+        assert standby.read_state().serial == 1  # the standby's write, not the old holder's
+    finally:
+        proxy.heal()
+        holder.close()
+        standby.close()

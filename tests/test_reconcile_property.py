@@ -92,6 +92,7 @@ def check_history(history: list[dict[str, dict[str, str] | None]], backend: str)
     clock_start = datetime(2026, 1, 1, tzinfo=UTC)
     with fresh_ledger_url(backend) as url:
         ledger = open_ledger(url, now=clock_start)
+        assert ledger.try_lead()  # state is written by the writer
         sink = SecretSink(Path(tempfile.gettempdir()) / "slotkeeper-property-secrets")
         seen: dict[int, tuple[str, str, str]] = {}
         try:

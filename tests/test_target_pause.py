@@ -185,6 +185,7 @@ def test_the_pause_is_stored_and_an_older_ledger_gains_the_column(ledger_url: st
     """On SQLite and PostgreSQL a sync's "not before" is written and read back exactly; a
     ledger from before migration 9 opens, gains the column, and its rows have no pause."""
     ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()  # state is written by the writer
     sync = paused_state(NOW + timedelta(seconds=90))[1].syncs["gh", SyncSubject.RECORD, 1]
     with ledger.transaction() as tx:
         tx.upsert_sync(sync)

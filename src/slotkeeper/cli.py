@@ -38,7 +38,7 @@ from slotkeeper.errors import (
 )
 from slotkeeper.execute import ActionResult, ApplyResult
 from slotkeeper.keys import SecretSink
-from slotkeeper.ledger import DEFAULT_STATE, Ledger, empty_ledger, open_ledger
+from slotkeeper.ledger import DEFAULT_STATE, LeaseSettings, Ledger, empty_ledger, open_ledger
 from slotkeeper.manifests import (
     NO_TARGETS,
     TARGETS_ENV,
@@ -242,11 +242,58 @@ def apply_options(func: F) -> F:
     return secrets_dir_option(func)
 
 
+def lease_options(func: F) -> F:
+    """The writer lease of a PostgreSQL ledger (client-go's leader election settings)."""
+    for flag, default, env, text in reversed(LEASE_FLAGS):
+        func = click.option(
+            flag, default=default, show_default=True, envvar=env, help=f"{text} Env: {env}."
+        )(func)
+    return func
+
+
+LEASE_FLAGS = (
+    (
+        "--lease-duration",
+        "15s",
+        "SLOTKEEPER_LEASE_DURATION",
+        "PostgreSQL ledger: how long the writer lease lasts past its last renewal; another "
+        "replica takes over once it has expired.",
+    ),
+    (
+        "--renew-deadline",
+        "10s",
+        "SLOTKEEPER_RENEW_DEADLINE",
+        "PostgreSQL ledger: stop writing when the lease could not be renewed for this long "
+        "(shorter than --lease-duration).",
+    ),
+    (
+        "--retry-period",
+        "2s",
+        "SLOTKEEPER_RETRY_PERIOD",
+        "How often the writer renews its lease, and a standby replica tries to take it.",
+    ),
+)
+
+
+def _lease(lease_duration: str, renew_deadline: str, retry_period: str) -> LeaseSettings:
+    return LeaseSettings(
+        duration=_seconds(lease_duration),
+        renew_deadline=_seconds(renew_deadline),
+        retry_period=_seconds(retry_period),
+    )
+
+
 @contextmanager
-def _ledger(state: str, *, create: bool = True, lineage: str | None = None) -> Iterator[Ledger]:
+def _ledger(
+    state: str,
+    *,
+    create: bool = True,
+    lineage: str | None = None,
+    lease: LeaseSettings | None = None,
+) -> Iterator[Ledger]:
     """The ledger at ``state``. Writers create it when missing (with ``lineage``: a saved plan's);
     readers (``create=False``) never do: a mistyped --state is "no ledger at PATH", exit 1."""
-    ledger = open_ledger(state, now=utcnow(), create=create, lineage=lineage)
+    ledger = open_ledger(state, now=utcnow(), create=create, lineage=lineage, lease=lease)
     try:
         yield ledger
     finally:
@@ -513,6 +560,7 @@ def _planned_from(plan: Plan, manifests: Path) -> Path:
 @targets_option
 @guard_options
 @apply_options
+@lease_options
 @refresh_option
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (required without a TTY).")
 def apply(
@@ -526,6 +574,9 @@ def apply(
     secrets_dir: Path,
     lock_timeout: float,
     concurrency: int,
+    lease_duration: str,
+    renew_deadline: str,
+    retry_period: str,
     refresh: bool,
     yes: bool,
 ) -> int:
@@ -537,7 +588,8 @@ def apply(
     # A plan made before the ledger existed (serial 0) creates it with the plan's lineage, so
     # that it applies; any other plan could only be stale on a new ledger.
     lineage = saved.lineage if saved is not None and saved.base_serial == 0 else None
-    with _ledger(state, lineage=lineage) as ledger, _ProgressBar(console) as progress:
+    lease = _lease(lease_duration, renew_deadline, retry_period)
+    with _ledger(state, lineage=lineage, lease=lease) as ledger, _ProgressBar(console) as progress:
         if saved is not None:
             progress.start(len(saved.applicable))
             result = apply_saved(
@@ -641,6 +693,7 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
 @manifest_options
 @targets_option
 @apply_options
+@lease_options
 @click.option("-y", "--yes", is_flag=True, help="Rotate without asking (required without a TTY).")
 def keys_rotate(
     names: tuple[str, ...],
@@ -650,6 +703,9 @@ def keys_rotate(
     secrets_dir: Path,
     lock_timeout: float,
     concurrency: int,
+    lease_duration: str,
+    renew_deadline: str,
+    retry_period: str,
     yes: bool,
 ) -> int:
     """Rotate the named deploy keys now; nothing else in the plan is applied."""
@@ -665,7 +721,8 @@ def keys_rotate(
         return plan.only_rotations(wanted)
 
     console = _stdout()
-    with _ledger(state) as ledger, _ProgressBar(console) as progress:
+    lease = _lease(lease_duration, renew_deadline, retry_period)
+    with _ledger(state, lease=lease) as ledger, _ProgressBar(console) as progress:
         done = reconcile(
             manifests,
             ledger,
@@ -785,6 +842,7 @@ def _webhook_secret(file: Path | None) -> bytes | None:
 @targets_option
 @guard_options
 @apply_options
+@lease_options
 def run(
     source: str | None,
     manifests: Path,
@@ -805,12 +863,16 @@ def run(
     secrets_dir: Path,
     lock_timeout: float,
     concurrency: int,
+    lease_duration: str,
+    renew_deadline: str,
+    retry_period: str,
 ) -> int:
     """Run as a daemon: reconcile on every change, webhook and resync interval."""
     from slotkeeper.daemon import Daemon, DaemonSettings, install_signal_handlers
     from slotkeeper.sources import open_source
 
     secret = _webhook_secret(webhook_secret_file)
+    lease = _lease(lease_duration, renew_deadline, retry_period)
     settings = DaemonSettings(
         source=open_source(
             source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir
@@ -831,8 +893,9 @@ def run(
         branch=branch,
         allowed_hosts=frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None,
         targets=targets,
+        election_interval=lease.retry_period,
     )
-    with _ledger(state) as ledger:
+    with _ledger(state, lease=lease) as ledger:
         daemon = Daemon(settings, ledger)
         if not once:
             install_signal_handlers(daemon)

@@ -186,6 +186,12 @@ class LedgerLockedError(LedgerError):
     """Another process holds the ledger's writer lock longer than we were willing to wait."""
 
 
+class FencedError(LedgerError):
+    """A write by a process that is not (or no longer) the ledger's writer: its lease expired,
+    was released or was taken by another replica. Refused inside the transaction: nothing of
+    it is written."""
+
+
 class StalePlanError(LedgerError):
     """The ledger moved on since a saved plan was made; applying it would act on old facts."""
 

@@ -106,6 +106,38 @@ LAST_SUCCESS = Gauge(
 LEADER = Gauge(
     "slotkeeper_leader", "1 when this replica is the one that writes.", registry=REGISTRY
 )
+LEADER_EPOCH = Gauge(
+    "slotkeeper_leader_epoch",
+    "The fencing epoch of the writer lease this replica holds or held last (PostgreSQL).",
+    registry=REGISTRY,
+)
+LEADER_TAKEOVERS = Counter(
+    "slotkeeper_leader_takeovers",
+    "Times this replica became the leader (acquired the writer lease).",
+    registry=REGISTRY,
+)
+TAKEOVER_SECONDS = Histogram(
+    "slotkeeper_leader_takeover_seconds",
+    "At each takeover: seconds from the previous leader's last lease renewal (or release) to "
+    "this replica's acquisition, on the database's clock: how long the ledger had no writer.",
+    buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+LEASE_RENEWALS = Counter(
+    "slotkeeper_lease_renewals",
+    "Writer lease renewal attempts by result: renewed, failed (no answer in time: tried "
+    "again until the renew deadline) or lost (the lease expired or was taken).",
+    ["result"],
+    registry=REGISTRY,
+)
+FENCED_WRITES = Counter(
+    "slotkeeper_ledger_fenced_writes",
+    "Writes refused because this process no longer held the writer lease: by the local renew "
+    "deadline (before reaching the database), by the ledger (the epoch moved on), or before "
+    "a remote write to a target.",
+    ["by"],
+    registry=REGISTRY,
+)
 LEDGER_COMMITS = Counter(
     "slotkeeper_ledger_commits",
     "Ledger transactions committed (batched where one transaction is safe).",

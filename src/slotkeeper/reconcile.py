@@ -211,13 +211,19 @@ class UnusableTarget:
 
 @contextmanager
 def open_targets(
-    desired: DesiredState, ledger: TargetsLedger, *, clock: Clock, strict: bool = True
+    desired: DesiredState,
+    ledger: TargetsLedger,
+    *,
+    clock: Clock,
+    strict: bool = True,
+    may_write: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Target]]:
     """Adapters for every Target document, as the registry opens them, closed afterwards.
     ``strict`` (the CLI) fails on a target that cannot be set up; otherwise (the daemon) that
-    target alone fails its calls."""
+    target alone fails its calls. ``may_write``: the writer lock's check, made before every
+    write request (a process that lost the lock sends nothing more)."""
     opened: dict[str, Target] = {}
-    context = TargetContext(ledger=ledger, clock=clock)
+    context = TargetContext(ledger=ledger, clock=clock, may_write=may_write)
     try:
         for name, spec in sorted(desired.targets.items()):
             try:
@@ -402,7 +408,9 @@ def reconcile(
     desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
-        open_targets(desired, ledger, clock=clock, strict=run.strict_targets) as opened,
+        open_targets(
+            desired, ledger, clock=clock, strict=run.strict_targets, may_write=ledger.leading
+        ) as opened,
     ):
         planned, refreshed = _plan(  # read, refresh, plan
             shot,
@@ -427,12 +435,18 @@ def reconcile(
             concurrency=run.concurrency,
             history=partial(commits_between, shot.git_dir),
             on_result=on_result,
-            stop=stop,
+            stop=_stops(ledger, stop),
         )
         remember_manifests(ledger, shot, at=clock())
         _read_back(desired, ledger, targets, plan, refreshing=run.refresh)
     problems = (*plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
     return Reconciliation(plan, result.model_copy(update={"problems": problems}))
+
+
+def _stops(lock: WriterLock, stop: Callable[[], bool] | None) -> Callable[[], bool]:
+    """When an apply stops between two actions: asked to (``stop``), or the writer lock was
+    lost (a lease not renewed in time): then nothing more is written."""
+    return lambda: (stop is not None and stop()) or not lock.leading()
 
 
 def _without_unreachable(targets: Mapping[str, Target], refreshed: Refreshed) -> dict[str, Target]:
@@ -497,7 +511,7 @@ def apply_saved(
         )
     with ledger.writer(timeout=run.lock_timeout):
         checked = recheck(plan, shot.desired, now=clock())
-        with open_targets(shot.desired, ledger, clock=clock) as targets:
+        with open_targets(shot.desired, ledger, clock=clock, may_write=ledger.leading) as targets:
             result = execute(
                 checked,
                 ledger,
@@ -508,6 +522,7 @@ def apply_saved(
                 concurrency=run.concurrency,
                 history=partial(commits_between, manifests),
                 on_result=on_result,
+                stop=_stops(ledger, None),
             )
             _read_back(shot.desired, ledger, targets, checked, refreshing=run.refresh)
             return result

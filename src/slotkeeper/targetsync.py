@@ -223,10 +223,11 @@ class TargetSyncer:
         return journal
 
     def _save(self, sync: TargetSync) -> None:
-        if sync.subject_id == 0:
-            return  # orphans (remote keys unknown to the ledger) have no row of their own
-        with self._ledger.transaction() as tx:
-            tx.upsert_sync(sync)
+        with self._ledger.transaction() as tx:  # fenced: only the writer gets past it
+            # orphans (remote keys unknown to the ledger) have no row of their own: the
+            # empty transaction is the writer check their remote call follows
+            if sync.subject_id != 0:
+                tx.upsert_sync(sync)
 
     def _call(
         self,

@@ -13,13 +13,21 @@ from datetime import datetime
 from slotkeeper import observability as obs
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult
-from slotkeeper.ledger import StateReads
+from slotkeeper.ledger import StateReads, Takeover
 from slotkeeper.model import KeyStatus, RecordStatus
 from slotkeeper.plan import Plan
 
 
 def leader(leading: bool) -> None:
     obs.LEADER.set(1 if leading else 0)
+
+
+def elected(takeover: Takeover) -> None:
+    """A lease acquired: its epoch, one more takeover, and how long the ledger had no writer."""
+    obs.LEADER_EPOCH.set(takeover.epoch)
+    obs.LEADER_TAKEOVERS.inc()
+    if takeover.gap_seconds is not None:
+        obs.TAKEOVER_SECONDS.observe(max(0.0, takeover.gap_seconds))
 
 
 def manifests_loaded(broken_files: int) -> None:

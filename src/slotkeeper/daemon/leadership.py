@@ -1,10 +1,13 @@
 """Leader election through the ledger's writer lock: only its holder reconciles.
 
-A follower stays ready (it serves the dashboard and its probes) and keeps trying. A leader that
-lost the lock (its database session) stops at once, even between two actions of an apply, and
-stands aside for a few election intervals so that a healthy replica can take over. A webhook
-that reaches a follower is left in the ledger as a reconcile request, which the leader picks up
-within a second.
+A follower stays ready (it serves the dashboard and its probes) and tries to take the lock
+every election interval (the lease's retry period). A leader that lost the lock (on PostgreSQL:
+its lease was not renewed within the renew deadline, or was taken) stops at once, even between
+two actions of an apply, and stands aside for a few election intervals so that a healthy
+replica can take over; its later writes are refused by fencing anyway. A webhook that reaches a
+follower is left in the ledger as a reconcile request, which the leader picks up within a
+second. Every election is logged with its epoch, whom it was taken from and how long the
+ledger went without a writer; the epoch is bound to every log line of the leader's loop.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import structlog
 
 from slotkeeper import observability as obs
 from slotkeeper.daemon import gauges
 from slotkeeper.daemon.status import DaemonStatus
 from slotkeeper.errors import SlotkeeperError
-from slotkeeper.ledger import ReconcileRequests, WriterLock
+from slotkeeper.ledger import ReconcileRequests, Takeover, WriterLock
+from slotkeeper.model import timestamp
 
 
 class LeadershipLedger(WriterLock, ReconcileRequests, Protocol):
@@ -64,6 +70,7 @@ class Leadership:
             # Stand aside a while so a healthy replica can take over.
             self._stand_after = self._monotonic() + STAND_ASIDE * self._interval
             self._log.error("leader.lost", message="lost the ledger's writer lock: not writing")
+            structlog.contextvars.unbind_contextvars("epoch")
         if not leading and self._monotonic() >= self._stand_after:
             try:
                 won = self._ledger.try_lead()
@@ -74,13 +81,43 @@ class Leadership:
                 leading = True
                 self._status.set_leader(True)
                 gauges.leader(True)
-                self._log.info("leader.elected")
+                self._elected(self._ledger.takeover())
                 self._trigger("elected")
             else:
                 gauges.leader(False)
         if not leading:
             self._status.set_ready()  # a follower is ready: it serves, and stands by
         return leading
+
+    def _elected(self, takeover: Takeover | None) -> None:
+        """Say who leads now, from which epoch, and after how long without a writer."""
+        if takeover is None:  # a file lock: one writer by construction, no epochs
+            self._log.info("leader.elected")
+            return
+        gauges.elected(takeover)
+        structlog.contextvars.bind_contextvars(epoch=takeover.epoch)
+        self._log.info(
+            "leader.elected",
+            previous_holder=takeover.previous_holder,
+            without_writer_seconds=(
+                round(takeover.gap_seconds, 3) if takeover.gap_seconds is not None else None
+            ),
+        )
+
+    def document(self) -> dict[str, Any] | None:
+        """Who holds the writer lease and since when, for ``/status`` (None for a file lock)."""
+        lease = self._ledger.lease()
+        if lease is None:
+            return None
+        return {
+            "holder": lease.holder,
+            "epoch": lease.epoch,
+            "since": timestamp(lease.acquired_at),
+            "renewed_at": timestamp(lease.renewed_at),
+            "expires_at": timestamp(lease.expires_at),
+            "expired": lease.expired,
+            "this_replica": self._status.leader(),
+        }
 
     def lost_mid_apply(self) -> bool:
         """Between two actions: whether this leader has lost the lock (then it stops at once)."""

@@ -86,7 +86,11 @@ class Daemon:
             clock=clock,
             desired=self.status.desired,
             last_reconcile=self.status.last_document,
-            extra=lambda: {"leader": self.status.leader(), "source": settings.source.describe()},
+            extra=lambda: {
+                "leader": self.status.leader(),
+                "lease": self.leadership.document(),
+                "source": settings.source.describe(),
+            },
             source=settings.source.describe(),
         )
         self._log = obs.get_logger()

@@ -32,6 +32,7 @@ from slotkeeper.ledger.base import (
     WriteLog,
     WriterLock,
 )
+from slotkeeper.ledger.lease import LeaseInfo, LeaseSettings, Takeover
 from slotkeeper.ledger.sqlite import MEMORY, SqliteLedger
 from slotkeeper.ledger.urls import is_keyword_dsn
 from slotkeeper.worktree import refuse_if_exposed
@@ -45,12 +46,15 @@ __all__ = [
     "HttpCacheStore",
     "LastGoodReads",
     "LastGoodStore",
+    "LeaseInfo",
+    "LeaseSettings",
     "Ledger",
     "LedgerTransaction",
     "PendingAction",
     "ReconcileRequests",
     "StateReads",
     "StateStore",
+    "Takeover",
     "WriteLog",
     "WriterLock",
     "empty_ledger",
@@ -71,10 +75,17 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_ledger(
-    url: str, *, now: datetime, create: bool = True, lineage: str | None = None
+    url: str,
+    *,
+    now: datetime,
+    create: bool = True,
+    lineage: str | None = None,
+    lease: LeaseSettings | None = None,
 ) -> Ledger:
     """Open the ledger that ``url`` names, migrating it if needed. ``create``: make it when
-    missing (with ``lineage`` when given); otherwise a missing ledger is ``NoLedgerError``."""
+    missing (with ``lineage`` when given); otherwise a missing ledger is ``NoLedgerError``.
+    ``lease``: how a PostgreSQL ledger's writer lease is held (an SQLite ledger's writer lock
+    is a file lock, which has no settings)."""
     if is_keyword_dsn(url):
         # Never echo it: a keyword string usually carries password=...
         raise ConfigError(
@@ -85,7 +96,7 @@ def open_ledger(
     if url.startswith(("postgresql://", "postgres://")):
         from slotkeeper.ledger.postgres import PostgresLedger  # the driver loads only if used
 
-        return PostgresLedger(url, now=now, create=create, lineage=lineage)
+        return PostgresLedger(url, now=now, create=create, lineage=lineage, lease=lease)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path:

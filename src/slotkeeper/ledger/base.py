@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.model import (
     Artifact,
     EnvironmentRecord,
@@ -279,13 +280,13 @@ class AuditLog(Protocol):
 class WriterLock(Protocol):
     """One writer at a time: an apply (the CLI) or a leading replica (the daemon).
 
-    The lock is the ledger's own: a lock file beside an SQLite database, a session-level
-    advisory lock on PostgreSQL, keyed by the lineage. It is re-entrant within one process
-    (``try_lead`` counts, ``resign`` undoes one, the last one releases it), never waited for by
-    readers, and freed when its holder dies (the file lock with the process, the advisory lock
-    with its database session). Used by the pipeline, which holds ``writer`` for a whole apply
-    (read, plan, execute), and by the daemon's leader election (``try_lead``, ``leading``,
-    ``resign``).
+    The lock is the ledger's own: a lock file beside an SQLite database (freed when its process
+    ends), a lease on PostgreSQL (``ledger.lease``: renewed on the database's clock, with a
+    fencing epoch that every state-changing transaction checks, so a holder that lost it, frozen
+    or partitioned, has every later write refused). It is re-entrant within one process
+    (``try_lead`` counts, ``resign`` undoes one, the last one releases it) and never waited for
+    by readers. Used by the pipeline, which holds ``writer`` for a whole apply (read, plan,
+    execute), and by the daemon's leader election (``try_lead``, ``leading``, ``resign``).
     """
 
     def writer(self, *, timeout: float) -> AbstractContextManager[None]:
@@ -302,8 +303,19 @@ class WriterLock(Protocol):
         ...
 
     def leading(self) -> bool:
-        """Whether this process still holds the lock: False once it resigned, or once the
-        database session that held it is gone (a replica that lost it must stop writing)."""
+        """Whether this process may still write: False once it resigned, or once its lease
+        was not renewed within the renew deadline (a local check that never waits on the
+        database: a replica that lost the lock stops before its next action)."""
+        ...
+
+    def takeover(self) -> Takeover | None:
+        """This process's last acquisition of the lease: its epoch and whom it was taken from
+        (None where the lock is a file lock)."""
+        ...
+
+    def lease(self) -> LeaseInfo | None:
+        """Who holds the writer lease, since when and until when, as the ledger says (None
+        where the lock is a file lock, or before anyone wrote)."""
         ...
 
 

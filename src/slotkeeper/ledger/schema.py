@@ -1,7 +1,8 @@
 """The ledger's schema as numbered migrations, shared by every SQL backend.
 
 Each migration is a list of statements in the SQL both SQLite and PostgreSQL accept; the only
-dialect difference, the auto-numbered primary key, is the ``{id}`` placeholder. A migration is
+dialect differences, the auto-numbered primary key and a column of the database's own clock
+times, are the ``{id}`` and ``{timestamp}`` placeholders. A migration is
 never edited once released: a change is a new, higher-numbered migration. Versions need not
 be contiguous (branches may take numbers in parallel): the runner applies, in version order,
 every migration a ledger has not recorded.
@@ -244,6 +245,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Set from a failure's retry-after (a rate limit): the planner holds the sync until
             # then. NULL for every row written before, and whenever no pause was asked for.
             "ALTER TABLE target_syncs ADD COLUMN not_before TEXT",
+        ),
+    ),
+    Migration(
+        version=10,
+        description="the writer lease of a shared ledger: holder, fencing epoch and expiry",
+        statements=(
+            # One row, written only by PostgreSQL ledgers (an SQLite ledger's writer lock is a
+            # file lock): times on the database's clock, the epoch only ever grows.
+            """CREATE TABLE lease (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                holder TEXT NOT NULL,
+                epoch BIGINT NOT NULL,
+                acquired_at {timestamp} NOT NULL,
+                renewed_at {timestamp} NOT NULL,
+                expires_at {timestamp} NOT NULL
+            )""",
         ),
     ),
 )

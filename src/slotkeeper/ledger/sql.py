@@ -6,13 +6,14 @@ adapts both. Timestamps are stored as fixed-width ISO-8601 UTC text so they sort
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
 from slotkeeper.ledger.base import Event, PendingAction
+from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
     Artifact,
@@ -46,6 +48,8 @@ class Dialect:
     id_column: str
     begin: str
     error: type[Exception]
+    #: the column type of a time on the database's clock (the writer lease's)
+    timestamp_column: str = "TEXT"
 
     def sql(self, text: str) -> str:
         return text.replace("?", self.placeholder) if self.placeholder != "?" else text
@@ -470,6 +474,8 @@ class SqlLedger:
 
     def try_lead(self) -> bool:
         """Take the writer lock if it is free (re-entrant); True while this process holds it."""
+        if self._holds and not self._lock_alive():
+            self._holds = 0  # lost meanwhile: taken anew, or not at all
         if self._holds or self._try_lock():
             self._holds += 1
             return True
@@ -484,6 +490,14 @@ class SqlLedger:
     def leading(self) -> bool:
         """Whether this process still holds the writer lock (a lost connection loses it)."""
         return bool(self._holds) and self._lock_alive()
+
+    def takeover(self) -> Takeover | None:
+        """The last acquisition of a writer lease (None where the lock is a file lock)."""
+        return None
+
+    def lease(self) -> LeaseInfo | None:
+        """The writer lease as the ledger holds it (None where the lock is a file lock)."""
+        return None
 
     @contextmanager
     def writer(self, *, timeout: float) -> Iterator[None]:
@@ -503,33 +517,75 @@ class SqlLedger:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def _revive(self) -> bool:
+        """Reconnect when the connection was lost (a database restart); whether it did."""
+        return False
+
+    def _fence(self, cursor: Any) -> None:
+        """Inside a state-changing transaction: refuse it unless this process is the writer
+        (backends whose writer lock can change hands under a live process)."""
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._mutex:
-            cursor = self._connection.cursor()
+            self._revive()
             try:
-                cursor.execute(self._dialect.sql(sql), tuple(params))
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+                return self._fetch(sql, params)
+            except self._dialect.error:
+                if not self._revive():
+                    raise
+                return self._fetch(sql, params)  # once more, on the new connection
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(self._dialect.sql(sql), tuple(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def transaction(self) -> AbstractContextManager[SqlTransaction]:
+        """A transaction that changes the state: fenced (see ``_fence``)."""
+        return self._transaction(fenced=True)
 
     @contextmanager
-    def transaction(self) -> Iterator[SqlTransaction]:
+    def _transaction(self, *, fenced: bool) -> Iterator[SqlTransaction]:
         with self._mutex:
-            cursor = self._connection.cursor()
-            cursor.execute(self._dialect.begin)
+            self._revive()
+            cursor = self._begin()
             try:
+                if fenced:
+                    self._fence(cursor)
                 yield SqlTransaction(cursor, self._dialect)
+                cursor.execute("COMMIT")
             except self._dialect.error as exc:
-                cursor.execute("ROLLBACK")
+                self._rollback(cursor)
                 raise LedgerError(f"ledger write failed: {exc}") from exc
             except BaseException:
-                cursor.execute("ROLLBACK")
+                self._rollback(cursor)
                 raise
             else:
-                cursor.execute("COMMIT")
                 obs.LEDGER_COMMITS.inc()
             finally:
                 cursor.close()
+
+    def _begin(self) -> Any:
+        """A cursor in a new transaction; on a connection found lost at BEGIN (nothing done
+        yet), once more on a new one."""
+        for attempt in (1, 2):
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute(self._dialect.begin)
+                return cursor
+            except self._dialect.error as exc:
+                cursor.close()
+                if attempt == 2 or not self._revive():
+                    raise LedgerError(f"ledger write failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rollback(self, cursor: Any) -> None:
+        # A connection that is gone has rolled back already, on the server's side.
+        with contextlib.suppress(self._dialect.error):
+            cursor.execute("ROLLBACK")
 
     def migrate(
         self, *, now: datetime, lock: str | None = None, lineage: str | None = None
@@ -539,7 +595,7 @@ class SqlLedger:
 
         ``lock`` is a statement that serialises concurrent migrations where the transaction
         alone does not (SQLite's BEGIN IMMEDIATE does)."""
-        with self.transaction() as tx:
+        with self._transaction(fenced=False) as tx:  # at open, before any writer lock
             if lock is not None:
                 tx._run(lock)
             cursor = tx._run(
@@ -560,7 +616,11 @@ class SqlLedger:
                 if migration.version in applied:
                     continue
                 for statement in migration.statements:
-                    cursor.execute(statement.replace("{id}", self._dialect.id_column))
+                    cursor.execute(
+                        statement.replace("{id}", self._dialect.id_column).replace(
+                            "{timestamp}", self._dialect.timestamp_column
+                        )
+                    )
                 tx._run(
                     "INSERT INTO schema_migrations (version, description, applied_at) "
                     "VALUES (?, ?, ?)",
@@ -694,7 +754,7 @@ class SqlLedger:
 
     def request_reconcile(self, reason: str, *, at: datetime) -> None:
         """Ask whichever replica leads to reconcile soon (e.g. a webhook reached a follower)."""
-        with self.transaction() as tx:
+        with self._transaction(fenced=False) as tx:  # any replica may ask
             tx._run(
                 "INSERT INTO reconcile_requests (at, reason) VALUES (?, ?)", (to_text(at), reason)
             )
@@ -705,7 +765,7 @@ class SqlLedger:
 
     def first_delivery(self, keys: Sequence[str], *, at: datetime, window: timedelta) -> bool:
         try:
-            with self.transaction() as tx:
+            with self._transaction(fenced=False) as tx:  # any replica receives webhooks
                 tx._run("DELETE FROM webhook_deliveries WHERE at < ?", (to_text(at - window),))
                 marks = ", ".join("?" for _ in keys)
                 seen = tx._run(
@@ -735,7 +795,7 @@ class SqlLedger:
     def cache_put(
         self, target: str, credential: str, url: str, etag: str, body: str, *, at: datetime
     ) -> None:
-        with self.transaction() as tx:
+        with self._transaction(fenced=False) as tx:  # a plan reads targets without the lock
             tx.cache_put(target, credential, url, etag, body, at=at)
 
     def record_writes(self, target: str, moments: Sequence[datetime]) -> None:

@@ -49,6 +49,7 @@ class ChainloopTarget(RecordsOnly):
         max_rate_wait: float = 60.0,
         budget: WriteBudget | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._api = bearer_api(
@@ -59,6 +60,7 @@ class ChainloopTarget(RecordsOnly):
             max_rate_wait=max_rate_wait,
             clock=clock,
             budget=budget,
+            may_write=may_write,
         )
 
     def close(self) -> None:

@@ -104,6 +104,7 @@ class GitHubTarget:
         cache: HttpCache,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         transport: httpx.BaseTransport | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._budget = budget
@@ -126,6 +127,7 @@ class GitHubTarget:
             budget=budget,
             clock=clock,
             transport=transport,
+            may_write=may_write,
         )
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ import stamina
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import (
+    FencedError,
     PermanentTargetError,
     TargetUnreachable,
     TemporaryTargetError,
@@ -147,6 +148,7 @@ class ApiClient:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         message: Callable[[httpx.Response], str] = default_message,
         transport: httpx.BaseTransport | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._settings = settings
@@ -158,8 +160,9 @@ class ApiClient:
             base_url=settings.base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(settings.timeout),
             headers=settings.headers,
-            # only where the operator's egress policy allows, checked after DNS
-            transport=transport or guarded_transport(settings.base_url),
+            # only where the operator's egress policy allows, checked after DNS; writes only
+            # while this process is the ledger's writer
+            transport=fenced(transport or guarded_transport(settings.base_url), may_write),
         )
 
     def close(self) -> None:
@@ -282,6 +285,43 @@ class ApiClient:
         raise PermanentTargetError(f"{where}: {code} {self._message(response)}", http_status=code)
 
 
+#: the methods that change nothing at a target
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class FencedTransport(httpx.BaseTransport):
+    """Refuses every write request once ``may_write`` turns false: the last check before the
+    bytes leave, so a process that stopped being the ledger's writer (frozen past its renew
+    deadline, then woken) sends nothing more to any target, even a request that was already
+    prepared when it froze, or the second request of a call whose first was answered."""
+
+    def __init__(self, inner: httpx.BaseTransport, may_write: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._may_write = may_write
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in READ_METHODS and not self._may_write():
+            obs.FENCED_WRITES.labels(by="remote").inc()
+            obs.get_logger().warning(
+                "target.write_fenced", method=request.method, path=request.url.path
+            )
+            raise FencedError(
+                f"{request.method} {request.url.path} not sent: this process no longer holds "
+                "the ledger's writer lock"
+            )
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def fenced(
+    transport: httpx.BaseTransport, may_write: Callable[[], bool] | None
+) -> httpx.BaseTransport:
+    """``transport``, refusing writes once ``may_write`` turns false (as is without one)."""
+    return transport if may_write is None else FencedTransport(transport, may_write)
+
+
 def _request_id(response: httpx.Response) -> str | None:
     found = response.headers.get("x-github-request-id") or response.headers.get("x-request-id")
     return str(found) if found else None
@@ -321,6 +361,7 @@ def bearer_api(
     clock: Callable[[], datetime],
     five_hundred_means_not_done: bool = False,
     budget: WriteBudget | None = None,
+    may_write: Callable[[], bool] | None = None,
 ) -> ApiClient:
     """A JSON API client authenticated with ``Authorization: Bearer <token>``."""
     return ApiClient(
@@ -338,4 +379,5 @@ def bearer_api(
         ),
         budget=budget,
         clock=clock,
+        may_write=may_write,
     )

@@ -73,6 +73,7 @@ class IftrueTarget(RecordsOnly):
         timeout: float = 10.0,
         max_rate_wait: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._member_id = member_id
@@ -85,6 +86,7 @@ class IftrueTarget(RecordsOnly):
             max_rate_wait=max_rate_wait,
             clock=clock,
             five_hundred_means_not_done=True,
+            may_write=may_write,
         )
 
     def close(self) -> None:

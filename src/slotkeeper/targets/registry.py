@@ -48,11 +48,15 @@ S = TypeVar("S", bound=TargetSpecBase)
 @dataclass
 class TargetContext:
     """What an opener may use beyond the spec: the ledger (where a target's HTTP cache and
-    write log live), the clock, and the operator's credentials. One context opens all the
+    write log live), the clock, the writer check its HTTP client passes on, and the operator's
+    credentials. One context opens all the
     targets of a run; :meth:`flush` stores what their write logs still hold."""
 
     ledger: TargetsLedger
     clock: Callable[[], datetime]
+    #: whether this process may still write to targets (it holds the ledger's writer lock);
+    #: every adapter's HTTP client checks it before each write request
+    may_write: Callable[[], bool] | None = None
     write_logs: list[LedgerWriteLog] = field(default_factory=list)
 
     def credential(self, reference: SecretRef, *, owner: str) -> str:
@@ -103,6 +107,7 @@ def _open_github(name: str, spec: GithubTargetSpec, context: TargetContext) -> T
         ),
         budget=budget,
         cache=LedgerHttpCache(context.ledger, name, credential_digest(token), clock),
+        may_write=context.may_write,
     )
 
 
@@ -114,6 +119,7 @@ def _open_chainloop(name: str, spec: ChainloopTargetSpec, context: TargetContext
         timeout=spec.timeout_seconds,
         max_rate_wait=spec.max_wait_seconds,
         clock=context.clock,
+        may_write=context.may_write,
     )
 
 
@@ -129,6 +135,7 @@ def _open_unkey(name: str, spec: UnkeyTargetSpec, context: TargetContext) -> Tar
         timeout=spec.timeout_seconds,
         max_rate_wait=spec.max_wait_seconds,
         clock=context.clock,
+        may_write=context.may_write,
     )
 
 
@@ -142,6 +149,7 @@ def _open_iftrue(name: str, spec: IftrueTargetSpec, context: TargetContext) -> T
         timeout=spec.timeout_seconds,
         max_rate_wait=spec.max_wait_seconds,
         clock=context.clock,
+        may_write=context.may_write,
     )
 
 

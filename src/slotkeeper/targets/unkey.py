@@ -56,6 +56,7 @@ class UnkeyTarget(RecordsOnly):
         max_rate_wait: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self._project = project
@@ -72,6 +73,7 @@ class UnkeyTarget(RecordsOnly):
             max_rate_wait=max_rate_wait,
             clock=clock,
             five_hundred_means_not_done=True,
+            may_write=may_write,
         )
 
     def close(self) -> None:
