@@ -158,11 +158,13 @@ def postgres_schema_url() -> Iterator[str]:
         connection = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
+    connection.close()
     try:
         yield f"{POSTGRES}?schema={schema}"
     finally:
-        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        connection.close()
+        # a connection of its own: a test may have restarted the server meanwhile
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -1,13 +1,22 @@
 """A TCP proxy on loopback that fails the network on demand, for the PostgreSQL tests: a
-partition is tested, not assumed. ``blackhole()`` stops forwarding in both directions without
-closing anything (a partition the endpoints cannot see: every byte sent is accepted and
-dropped); ``heal()`` forwards again."""
+partition is tested, not assumed.
+
+- ``blackhole()`` stops forwarding in both directions without closing anything (a partition the
+  endpoints cannot see: every byte sent is accepted and dropped); ``heal()`` forwards again.
+- ``reset()`` ends every connection at once with a TCP reset (what a database restart, a
+  crashed proxy or a NAT that forgot the flow does to a session); new connections are refused
+  while ``refusing`` (``refuse()`` / ``heal()``), as while a server restarts.
+- ``delay(seconds)`` holds every chunk of data that long before forwarding it (a slow or
+  congested network); ``delay(0)`` forwards at once again.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
+import time
 from types import TracebackType
 
 
@@ -20,6 +29,9 @@ class TcpProxy:
         self.host, self.port = self._listener.getsockname()[:2]
         self._forwarding = threading.Event()
         self._forwarding.set()
+        self._refusing = False
+        self._delay = 0.0
+        self._guard = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -29,11 +41,34 @@ class TcpProxy:
         self._forwarding.clear()
 
     def heal(self) -> None:
+        """Forward again, and accept new connections again."""
+        self._refusing = False
         self._forwarding.set()
+
+    def refuse(self) -> None:
+        """Refuse new connections (they are reset as soon as accepted) until ``heal()``."""
+        self._refusing = True
+
+    def reset(self, *, refuse: bool = False) -> int:
+        """End every open connection with a reset, both sides; with ``refuse``, refuse new ones
+        until ``heal()``. Returns how many connections were reset."""
+        if refuse:
+            self.refuse()
+        with self._guard:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _abort(sock)
+        return len(sockets) // 2
+
+    def delay(self, seconds: float) -> None:
+        """Hold every chunk this long before forwarding it (0: at once)."""
+        self._delay = seconds
 
     def close(self) -> None:
         self._closed = True
-        for sock in [self._listener, *self._sockets]:
+        with self._guard:
+            sockets, self._sockets = self._sockets, []
+        for sock in [self._listener, *sockets]:
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -54,12 +89,16 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._refusing:
+                _abort(client)
+                continue
             try:
                 server = socket.create_connection(self._target)
             except OSError:
                 client.close()
                 continue
-            self._sockets += [client, server]
+            with self._guard:
+                self._sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
@@ -73,8 +112,18 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sink.shutdown(socket.SHUT_WR)
                 return
+            if self._delay:
+                time.sleep(self._delay)
             if self._forwarding.is_set():
                 try:
                     sink.sendall(data)
                 except OSError:
                     return
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with a TCP reset (linger on, timeout 0) rather than an orderly close."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()

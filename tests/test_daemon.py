@@ -14,7 +14,13 @@ import pytest
 
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
-from tests.helpers import environment, image, operator_targets, write_manifests_and_targets
+from tests.helpers import (
+    environment,
+    image,
+    operator_targets,
+    write_manifests_and_targets,
+    write_targets,
+)
 from tests.test_github_target import TOKEN, target
 
 
@@ -363,3 +369,38 @@ def test_target_syncs_of_many_slots_run_in_worker_threads_under_the_lock(
     assert all(github.latest_state(d["id"]) == "success" for d in github.deployments("acme", "web"))
     code, err = daemon.terminate()
     assert code == 0 and "leader.lost" not in err
+
+
+def test_a_reconcile_that_errors_is_tried_again_before_the_resync(
+    workdir: Path, github: FakeGitHub, running: Callable[..., Running]
+) -> None:
+    """A reconcile that cannot get to its end (here its git remote is missing) is retried
+    after the back-off's delay, not at the next resync or poll (both 10 minutes away): once
+    the remote exists, it is applied within seconds, with no trigger."""
+    origin = workdir / "origin.git"
+    write_targets(target(github))  # the operator's, read at start
+    daemon = running(
+        "--source",
+        f"file://{origin}",
+        "--path",
+        "envs",
+        "--poll-interval",
+        "10m",
+        "--resync-interval",
+        "10m",
+    )
+    wait_for(lambda: daemon.status()["last_reconcile"]["result"] == "error", what="an error")
+    github.add_tag("acme/web", "v1")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    work = workdir / "work"
+    subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True, capture_output=True)
+    declare(work / "envs", github, "v1", refFrom="version")
+    for args in (
+        ["add", "-A"],
+        ["-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q", "-m", "v1"],
+        ["push", "-q", "origin", "HEAD:main"],
+    ):
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+    wait_for(lambda: versions(daemon) == {"production/api": "v1"}, timeout=20, what="v1 applied")
+    _, err = daemon.terminate()
+    assert "reconcile.retrying" in err

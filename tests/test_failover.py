@@ -7,6 +7,7 @@ the ledger's events and by credential in the fake GitHub's requests (issue 17)."
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,3 +221,41 @@ def test_a_leader_partitioned_mid_apply_is_fenced_when_the_network_heals(
     _, err = first.terminate()
     assert "write_fenced" in err
     assert second.terminate()[0] == 0
+
+
+def restart_postgresql() -> None:
+    """Restart the local PostgreSQL server (``fast``: every session is ended at once)."""
+    [version] = [p.name for p in Path("/etc/postgresql").iterdir()]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_under_a_running_pair_converges_without_duplicates(
+    workdir: Path,
+    github: FakeGitHub,
+    pg_url: str,
+    pair: Callable[..., tuple[Running, Running]],
+) -> None:
+    """The database restarted in the middle of an apply (default lease settings): the
+    replicas reconnect, the apply is taken up again, and the end state has one DEPLOYED record
+    and one remote deployment per record, whoever leads."""
+    first, second = pair()
+    start_a_long_apply(workdir, github)
+    restart_postgresql()
+    github.latency = 0.0
+
+    def converged() -> bool:
+        return any(
+            replica.status()["leader"] and converged_on(replica, "v2")()
+            for replica in (first, second)
+        )
+
+    wait_for(converged, timeout=90, what="convergence after the restart")
+    assert_one_deployment_each(pg_url, github)
+    assert sum(bool(r.status()["leader"]) for r in (first, second)) == 1
+    assert first.terminate()[0] == 0 and second.terminate()[0] == 0

@@ -108,3 +108,57 @@ def test_a_write_in_flight_across_the_takeover_is_refused_by_the_ledger(
         proxy.heal()
         holder.close()
         standby.close()
+
+
+def test_reset_connections_are_reopened_and_the_holder_keeps_its_epoch(
+    proxied: tuple[str, str, TcpProxy],
+) -> None:
+    """Every connection of the holder reset, and new ones refused for a second (what a
+    database restart does): the holder reconnects both sessions, renews within its deadline
+    and writes on at the same epoch; the standby never gets the lease."""
+    direct, through_proxy, proxy = proxied
+    holder, standby = open_pg(through_proxy), open_pg(direct)
+    try:
+        assert holder.try_lead() and bump(holder) == 1
+        assert proxy.reset(refuse=True) == 2  # the main session and the lease's
+        time.sleep(1.0)
+        proxy.heal()
+        time.sleep(SHORT.renew_deadline)  # past a deadline: only renewals kept it
+        assert holder.leading()
+        assert bump(holder) == 2  # the main session was reopened
+        assert not standby.try_lead()
+        assert holder.takeover().epoch == 1  # type: ignore[union-attr]
+        lease = standby.lease()
+        assert lease is not None and (lease.holder, lease.epoch) == (holder.holder, 1)
+    finally:
+        proxy.heal()
+        holder.close()
+        standby.close()
+
+
+def test_a_slow_network_keeps_the_lease_within_the_call_deadline_and_loses_it_beyond(
+    proxied: tuple[str, str, TcpProxy],
+) -> None:
+    """Each packet held 0.2 s (renewals answer within their 1 s deadline): the holder keeps
+    its lease. Held 1.5 s: no renewal answers in time, the holder stops at its renew deadline,
+    and the standby takes the lease once it has expired."""
+    direct, through_proxy, proxy = proxied
+    holder, standby = open_pg(through_proxy), open_pg(direct)
+    try:
+        assert holder.try_lead()
+        proxy.delay(0.2)
+        time.sleep(SHORT.renew_deadline + 0.5)
+        assert holder.leading() and not standby.try_lead()
+        proxy.delay(1.5)
+        slowed = time.monotonic()
+        while holder.leading():
+            assert time.monotonic() - slowed < SHORT.renew_deadline + 1.5, "still leading"
+            time.sleep(0.05)
+        while not standby.try_lead():
+            assert time.monotonic() - slowed < SHORT.duration + 2.5
+            time.sleep(0.1)
+        assert standby.takeover().epoch == 2  # type: ignore[union-attr]
+    finally:
+        proxy.delay(0)
+        holder.close()
+        standby.close()

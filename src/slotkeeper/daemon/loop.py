@@ -71,9 +71,9 @@ class Daemon:
             interval=settings.election_interval,
             clock=clock,
         )
-        self.backoff = EnvironmentBackOff(
-            BackOffPolicy(settings.backoff_base, settings.backoff_max), clock=clock
-        )
+        self._retry = BackOffPolicy(settings.backoff_base, settings.backoff_max)
+        self._errors = 0
+        self.backoff = EnvironmentBackOff(self._retry, clock=clock)
         self.webhook = WebhookReceiver(
             secret=settings.webhook_secret,
             branch=settings.branch,
@@ -139,7 +139,19 @@ class Daemon:
             if self.stopping.is_set():
                 break
             self.reconcile(reason)
-            next_resync = time.monotonic() + self.settings.resync_interval
+            next_resync = time.monotonic() + self._until_next_resync()
+
+    def _until_next_resync(self) -> float:
+        """The resync interval; sooner after a reconcile that did not get to its end (the
+        ledger unreachable, a database restart, the lease lost): then in a back-off's delay,
+        doubling while it keeps happening, so the work left over is not left for minutes."""
+        last = self.status.last()
+        self._errors = self._errors + 1 if last is not None and last.result == "error" else 0
+        if not self._errors:
+            return self.settings.resync_interval
+        delay = min(self._retry.delay(self._errors), self.settings.resync_interval)
+        self._log.warning("reconcile.retrying", in_seconds=delay, errors_in_a_row=self._errors)
+        return delay
 
     def _next_trigger(self, *, resync_due: bool) -> str | None:
         """The next trigger, waited for a second at most ("resync" when none came and one is

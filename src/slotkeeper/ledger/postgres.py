@@ -73,8 +73,6 @@ KEEPALIVES = {
 }
 #: the main session's user timeout (ms): a partition ends a statement under way with an error
 MAIN_USER_TIMEOUT_MS = 10_000
-#: how the lease's session is named in pg_stat_activity (the main one is "slotkeeper")
-LEASE_APP = "slotkeeper-lease"
 #: the server's answer when a lock was not granted within ``lock_timeout``
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -120,11 +118,23 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(query))), schema
 
 
+def application_name(holder: str, role: str = "slotkeeper") -> str:
+    """How a session is named in ``pg_stat_activity``: its role, and the holder name without
+    its host (``slotkeeper 4242/1a2b3c4d``, ``slotkeeper-lease 4242/1a2b3c4d``), so that an
+    operator tells the replicas' sessions apart and sees which one holds the lease."""
+    return f"{role} {holder.split('/', 1)[-1]}"
+
+
 def _connect(
-    url: str, schema: str | None, *, create: bool = True, idle_in_transaction_ms: int = 0
+    url: str,
+    schema: str | None,
+    *,
+    create: bool = True,
+    idle_in_transaction_ms: int = 0,
+    name: str = "slotkeeper",
 ) -> psycopg.Connection[tuple[object, ...]]:
     conninfo = make_conninfo(
-        url, **KEEPALIVES, tcp_user_timeout=MAIN_USER_TIMEOUT_MS, application_name="slotkeeper"
+        url, **KEEPALIVES, tcp_user_timeout=MAIN_USER_TIMEOUT_MS, application_name=name
     )
     connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     if idle_in_transaction_ms:
@@ -162,22 +172,31 @@ class PostgresLedger(SqlLedger):
         shown = redact_url(url)
         self._settings = lease or LeaseSettings()
         self._idle_ms = int(self._settings.renew_deadline * 1000)
+        self.holder = holder_name()
         try:
             connection = _connect(
-                libpq_url, self.schema, create=create, idle_in_transaction_ms=self._idle_ms
+                libpq_url,
+                self.schema,
+                create=create,
+                idle_in_transaction_ms=self._idle_ms,
+                name=application_name(self.holder),
             )
         except psycopg.Error as exc:
             raise LedgerError(f"cannot connect to the ledger at {shown}: {_why(exc, url)}") from exc
         super().__init__(connection, POSTGRES, url=shown)
         self._libpq_url = libpq_url
-        self.holder = holder_name()
         self._local = LocalLease(self._settings)
         self._keeper: LeaseKeeper | None = None
         self._takeover: Takeover | None = None
         #: one thread at a time on the lease session (the loop takes and releases the lease,
         #: the keeper renews it)
         self._lock_session = threading.RLock()
-        self._session = _LeaseSession(libpq_url, self.schema, self._settings)
+        self._session = _LeaseSession(
+            libpq_url,
+            self.schema,
+            self._settings,
+            application_name(self.holder, "slotkeeper-lease"),
+        )
         try:
             if not create and not _has_ledger(connection):
                 raise NoLedgerError(
@@ -317,7 +336,11 @@ class PostgresLedger(SqlLedger):
             self._connection.close()
         try:
             self._connection = _connect(
-                self._libpq_url, self.schema, create=False, idle_in_transaction_ms=self._idle_ms
+                self._libpq_url,
+                self.schema,
+                create=False,
+                idle_in_transaction_ms=self._idle_ms,
+                name=application_name(self.holder),
             )
         except psycopg.Error as exc:
             raise LedgerError(
@@ -349,9 +372,10 @@ class _LeaseSession:
     its answer by that deadline (``max(1 s, retry period)``); a call that misses it drops the
     session, and the next call connects anew."""
 
-    def __init__(self, url: str, schema: str | None, settings: LeaseSettings) -> None:
+    def __init__(self, url: str, schema: str | None, settings: LeaseSettings, name: str) -> None:
         self._url = url
         self._schema = schema
+        self._name = name
         self.deadline = max(1.0, settings.retry_period)
         self._connection: psycopg.Connection[tuple[object, ...]] | None = None
         #: why the last call failed, for messages (never a credential)
@@ -379,7 +403,7 @@ class _LeaseSession:
             self.close()
             millis = int(self.deadline * 1000)
             conninfo = make_conninfo(
-                self._url, **KEEPALIVES, tcp_user_timeout=millis, application_name=LEASE_APP
+                self._url, **KEEPALIVES, tcp_user_timeout=millis, application_name=self._name
             )
             connection = psycopg.connect(
                 conninfo, autocommit=True, connect_timeout=max(2, int(self.deadline))

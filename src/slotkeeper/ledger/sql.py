@@ -528,12 +528,14 @@ class SqlLedger:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._mutex:
             self._revive()
-            try:
-                return self._fetch(sql, params)
-            except self._dialect.error:
-                if not self._revive():
-                    raise
-                return self._fetch(sql, params)  # once more, on the new connection
+            for attempt in (1, 2):
+                try:
+                    return self._fetch(sql, params)
+                except self._dialect.error as exc:
+                    # once more on a new connection when this one was lost (a restart)
+                    if attempt == 2 or not self._revive():
+                        raise LedgerError(f"ledger read failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         cursor = self._connection.cursor()
