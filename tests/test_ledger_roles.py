@@ -239,6 +239,9 @@ def lock_writer_gives_up_after_its_timeout_naming_the_ledger(ledger: Ledger, url
             with pytest.raises(LedgerLockedError) as locked, ledger.writer(timeout=0.2):
                 pytest.fail("the lock was taken twice")
             assert f"writing to {ledger.url} (waited 0.2s" in str(locked.value)
+            lease = other.lease()  # PostgreSQL says who holds it, and until when
+            if lease is not None:
+                assert f"held by {lease.holder} (epoch {lease.epoch}) until" in str(locked.value)
             assert ledger.read_state().serial == 0  # readers do not wait
         with ledger.writer(timeout=1):
             assert ledger.leading() and not other.leading()

@@ -505,9 +505,16 @@ class SqlLedger:
         deadline = time.monotonic() + timeout
         while not self.try_lead():
             if time.monotonic() >= deadline:
+                lease = self.lease()
+                held = (
+                    f"; its writer lease is held by {lease.holder} (epoch {lease.epoch}) until "
+                    f"{lease.expires_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} unless renewed"
+                    if lease is not None and not lease.expired
+                    else ""
+                )
                 raise LedgerLockedError(
                     f"ledger is locked: another slotkeeper is writing to {self.url} "
-                    f"(waited {timeout:g}s; see --lock-timeout)"
+                    f"(waited {timeout:g}s; see --lock-timeout){held}"
                 )
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
         try:
