@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -33,8 +34,9 @@ class TcpProxy:
         self._delay = 0.0
         self._guard = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._start(self._accept)
 
     def blackhole(self) -> None:
         """Stop forwarding: what either side sends is read and dropped, nothing is closed."""
@@ -65,9 +67,18 @@ class TcpProxy:
         self._delay = seconds
 
     def close(self) -> None:
-        self._closed = True
+        """Stop: every thread of the proxy is woken and ends before this returns. (A socket
+        closed under a thread blocked on it is not enough: its descriptor number is reused by
+        the next socket the process opens, and a system call restarted after a signal would
+        then accept or read on that other socket.)"""
         with self._guard:
+            self._closed = True
             sockets, self._sockets = self._sockets, []
+        _wake(self._listener)
+        for sock in sockets:
+            _wake(sock)
+        for thread in self._threads:
+            thread.join(timeout=5)
         for sock in [self._listener, *sockets]:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -89,6 +100,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._closed:
+                client.close()
+                return
             if self._refusing:
                 _abort(client)
                 continue
@@ -98,9 +112,18 @@ class TcpProxy:
                 client.close()
                 continue
             with self._guard:
+                if self._closed:  # closed while this one was being accepted
+                    client.close()
+                    server.close()
+                    return
                 self._sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                self._start(self._pump, source, sink)
+
+    def _start(self, target: Callable[..., None], *args: socket.socket) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         while True:
@@ -108,7 +131,7 @@ class TcpProxy:
                 data = source.recv(65536)
             except OSError:
                 return
-            if not data:
+            if not data or self._closed:
                 with contextlib.suppress(OSError):
                     sink.shutdown(socket.SHUT_WR)
                 return
@@ -121,9 +144,18 @@ class TcpProxy:
                     return
 
 
+def _wake(sock: socket.socket) -> None:
+    """Wake a thread blocked on ``sock`` (accept or recv returns) before it is closed."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _abort(sock: socket.socket) -> None:
-    """Close with a TCP reset (linger on, timeout 0) rather than an orderly close."""
+    """Close with a TCP reset (linger on, timeout 0) rather than an orderly close; the pump
+    blocked on it is woken first (shutting down reading sends nothing)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()

@@ -206,6 +206,8 @@ def test_a_leader_partitioned_mid_apply_is_fenced_when_the_network_heals(
     try:
         time.sleep(0.2)
         cut_at = max_event_seq(pg_url)
+        # it says it no longer leads by its renew deadline (2 s), whatever its loop waits on
+        wait_for(lambda: metric(first, "slotkeeper_leader") == 0, timeout=3.5, what="0")
         wait_for(lambda: second.status()["leader"] is True, timeout=10, what="the takeover")
         assert time.monotonic() - cut <= 3 + 0.5 + 1.5  # lease, a retry, and slack
         github.latency = 0.0

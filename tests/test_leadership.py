@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from slotkeeper import observability as obs
 from slotkeeper.daemon.leadership import STAND_ASIDE, Leadership
 from slotkeeper.daemon.status import DaemonStatus
 from slotkeeper.ledger import Ledger, open_ledger
@@ -54,11 +53,10 @@ def test_one_replica_leads_the_other_stands_by_ready(replicas: tuple[Replica, Re
     is a ready follower; once the leader resigns, the follower takes over."""
     a, b = replicas
     assert a.leadership.elect() is True
-    assert a.triggers == ["elected"] and a.status.leader()
-    assert obs.REGISTRY.get_sample_value("slotkeeper_leader") == 1
+    assert a.triggers == ["elected"] and a.status.leader() and a.leadership.leading()
     assert b.leadership.elect() is False
     assert b.triggers == [] and not b.status.leader() and b.status.ready()
-    assert obs.REGISTRY.get_sample_value("slotkeeper_leader") == 0
+    assert not b.leadership.leading()
     assert a.leadership.elect() is True and a.triggers == ["elected"]  # kept, not re-elected
     a.leadership.resign()
     assert b.leadership.elect() is True and b.triggers == ["elected"]
@@ -71,7 +69,8 @@ def test_a_leader_that_lost_the_lock_stops_and_stands_aside(
     try again for STAND_ASIDE election intervals, even though the lock is free."""
     a, _ = replicas
     assert a.leadership.elect() is True
-    a.ledger.resign()  # the lock is gone (for PostgreSQL: its session was cut)
+    a.ledger.resign()  # the lock is gone (for PostgreSQL: its lease lapsed)
+    assert not a.leadership.leading()  # said at once, before the loop notices
     configure_logging(fmt="json", level="debug")
     with capture_logs() as logs:
         assert a.leadership.lost_mid_apply() is True

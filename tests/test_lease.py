@@ -40,17 +40,21 @@ class Clock:
 def test_settings_must_let_a_holder_stop_before_its_lease_can_be_taken(
     duration: float, deadline: float, retry: float
 ) -> None:
+    """Lease duration > renew deadline > retry period > 0, or a ConfigError naming the flags:
+    otherwise a holder could still write after its lease was taken."""
     with pytest.raises(ConfigError, match=r"--lease-duration .* > --renew-deadline .* > --retry"):
         LeaseSettings(duration=duration, renew_deadline=deadline, retry_period=retry)
 
 
 def test_the_defaults_are_client_gos() -> None:
+    """15 s, 10 s and 2 s, as Kubernetes' client-go leader election."""
     assert LeaseSettings() == LeaseSettings(duration=15, renew_deadline=10, retry_period=2)
 
 
 def test_a_bad_combination_on_the_command_line_exits_1_naming_the_flags(
     sk: Callable[..., Run],
 ) -> None:
+    """Through the CLI: exit 1 with the flags and their values, no traceback."""
     done = sk("apply", "--yes", "--lease-duration", "5s", "--renew-deadline", "5s")
     assert done.code == 1
     assert "--lease-duration (5s) > --renew-deadline (5s)" in done.err
@@ -61,6 +65,8 @@ def test_a_bad_combination_on_the_command_line_exits_1_naming_the_flags(
 
 
 def test_the_local_lease_lapses_at_the_renew_deadline_counted_from_the_renewal_sent() -> None:
+    """``valid`` turns false at the renew deadline after the last renewal *sent*, stays false,
+    and keeps the epoch (the writes under it are fenced)."""
     clock = Clock()
     lease = LocalLease(SHORT, monotonic=clock)
     assert not lease.valid() and lease.epoch is None  # never taken
@@ -90,6 +96,8 @@ def test_a_renewal_sent_after_the_deadline_does_not_revive_the_lease() -> None:
 
 
 def test_the_keeper_renews_until_the_lease_is_lost_and_then_breaks_off() -> None:
+    """Failed attempts are retried; a LOST answer ends the keeper, marks the lease lost and
+    calls ``on_lost`` (which breaks off a call stuck on the main session)."""
     lease = LocalLease(SHORT)
     lease.taken(1, sent=time.monotonic())
     answers = iter([Renewal.RENEWED, Renewal.FAILED, Renewal.RENEWED, Renewal.LOST])
@@ -110,6 +118,8 @@ def test_the_keeper_renews_until_the_lease_is_lost_and_then_breaks_off() -> None
 
 
 def test_the_keeper_gives_up_at_the_deadline_when_no_attempt_answers() -> None:
+    """With every attempt failing, the keeper stops at the renew deadline, not before and not
+    much after."""
     settings = LeaseSettings(duration=1.0, renew_deadline=0.5, retry_period=0.1)
     lease = LocalLease(settings)
     started = time.monotonic()
@@ -188,6 +198,8 @@ def db_row(url: str) -> tuple[object, ...]:
 def test_a_process_that_does_not_hold_the_lease_writes_no_state(
     two: tuple[PostgresLedger, PostgresLedger],
 ) -> None:
+    """A state transaction is refused (FencedError, nothing written) unless this process holds
+    the lease: before it took it, and while another holds it."""
     first, second = two
     with pytest.raises(FencedError, match="does not hold its writer lease"):
         bump(first)
@@ -201,6 +213,8 @@ def test_a_process_that_does_not_hold_the_lease_writes_no_state(
 def test_the_lease_row_is_kept_on_the_database_clock_and_released_on_resign(
     url: str, two: tuple[PostgresLedger, PostgresLedger]
 ) -> None:
+    """The row's times are the database's (expiry exactly the duration after renewal, renewal
+    at its now()); a resign releases it, so the next holder takes it at once, one epoch up."""
     first, second = two
     assert first.try_lead()
     holder, epoch, length, age = db_row(url)

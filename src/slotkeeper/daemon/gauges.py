@@ -8,6 +8,7 @@ end (with the ledger's slot and key figures, read once per reconcile rather than
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from slotkeeper import observability as obs
@@ -18,8 +19,9 @@ from slotkeeper.model import KeyStatus, RecordStatus
 from slotkeeper.plan import Plan
 
 
-def leader(leading: bool) -> None:
-    obs.LEADER.set(1 if leading else 0)
+def track_leader(leading: Callable[[], bool]) -> None:
+    """``slotkeeper_leader`` is read at each scrape from ``leading`` (a local check)."""
+    obs.LEADER.set_function(lambda: 1.0 if leading() else 0.0)
 
 
 def elected(takeover: Takeover) -> None:

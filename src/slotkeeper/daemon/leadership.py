@@ -66,7 +66,6 @@ class Leadership:
         if leading and not self._ledger.leading():
             leading = False
             self._status.set_leader(False)
-            gauges.leader(False)
             # Stand aside a while so a healthy replica can take over.
             self._stand_after = self._monotonic() + STAND_ASIDE * self._interval
             self._log.error("leader.lost", message="lost the ledger's writer lock: not writing")
@@ -80,11 +79,8 @@ class Leadership:
             if won:
                 leading = True
                 self._status.set_leader(True)
-                gauges.leader(True)
                 self._elected(self._ledger.takeover())
                 self._trigger("elected")
-            else:
-                gauges.leader(False)
         if not leading:
             self._status.set_ready()  # a follower is ready: it serves, and stands by
         return leading
@@ -116,8 +112,14 @@ class Leadership:
             "renewed_at": timestamp(lease.renewed_at),
             "expires_at": timestamp(lease.expires_at),
             "expired": lease.expired,
-            "this_replica": self._status.leader(),
+            "this_replica": self.leading(),
         }
+
+    def leading(self) -> bool:
+        """Whether this replica leads, as ``/status`` and ``slotkeeper_leader`` say it: elected,
+        and still holding the lock by its own clock. A leader that lost its lease says so at
+        once, even while its loop is still held up by a database that does not answer."""
+        return self._status.leader() and self._ledger.leading()
 
     def lost_mid_apply(self) -> bool:
         """Between two actions: whether this leader has lost the lock (then it stops at once)."""

@@ -87,14 +87,14 @@ class Daemon:
             desired=self.status.desired,
             last_reconcile=self.status.last_document,
             extra=lambda: {
-                "leader": self.status.leader(),
+                "leader": self.leadership.leading(),
                 "lease": self.leadership.document(),
                 "source": settings.source.describe(),
             },
             source=settings.source.describe(),
         )
         self._log = obs.get_logger()
-        gauges.leader(False)
+        gauges.track_leader(self.leadership.leading)
 
     # -- the loop ---------------------------------------------------------------------------
 
