@@ -119,6 +119,9 @@ class HaFigures:
     #: what an ex-leader had sent before the fault and landed within GRACE of it
     in_flight_remote_writes: int = 0
     in_flight_ledger_events: int = 0
+    #: seconds from an ex-leader's recovery (SIGCONT, heal) until its ``slotkeeper_leader``
+    #: gauge says it follows (while the new leader leads), by fault kind
+    follow_seconds: dict[str, list[float]] = field(default_factory=dict)
     #: log lines of the replicas with a traceback or a logged exception (read, not judged)
     logged_exceptions: int = 0
     duplicates: set[str] = field(default_factory=set)
@@ -176,6 +179,13 @@ class HaFigures:
                 }
                 for kind, seconds in sorted(self.takeover_seconds.items())
             },
+            "ex_leader_follows_after_recovery_seconds": {
+                kind: {
+                    "max": round(max(seconds), 2),
+                    "median": round(statistics.median(seconds), 2),
+                }
+                for kind, seconds in sorted(self.follow_seconds.items())
+            },
             "fenced_writes_refused": self.fenced_refused,
             "ex_leader_writes_after_the_fault": self.ex_leader_writes,
             "ex_leader_remote_writes_after_the_fault": self.ex_leader_remote_writes,
@@ -208,6 +218,13 @@ class HaFigures:
         rows += [
             (f"  {kind}: max / median", f"{by['max']:.2f} / {by['median']:.2f}")
             for kind, by in data["takeover_seconds_by_kind"].items()
+        ]
+        rows += [
+            (
+                f"ex-leader follows after {kind}: max / median",
+                f"{by['max']:.2f} / {by['median']:.2f}",
+            )
+            for kind, by in data["ex_leader_follows_after_recovery_seconds"].items()
         ]
         rows += [
             ("fenced writes refused", str(data["fenced_writes_refused"])),
@@ -634,9 +651,17 @@ def ha_round(
         follower = run.start()
     else:
         follower = leader
+    # The gauge first: /status may wait on the ex-leader's ledger session, /metrics never does.
     follows = wait_until(
-        lambda: not follower.leading(), timeout=15, what=f"{follower.name} to follow"
+        lambda: follower.metric("slotkeeper_leader") == 0.0,
+        timeout=20,
+        what=f"{follower.name}'s slotkeeper_leader gauge to say it follows",
     )
+    wait_until(
+        lambda: not follower.leading(), timeout=20, what=f"{follower.name}'s /status to follow"
+    )
+    if kind != "kill":
+        figures.follow_seconds.setdefault(kind, []).append(follows)
     time.sleep(max(0.0, WATCH - (time.monotonic() - recovered)))
     remote = run.writes_by(leader) - after_grace[0]
     events = events_by(run.pg_url, leader.name, after=after_grace[1])
