@@ -499,7 +499,11 @@ class HaRun:
         for e in range(ENVIRONMENTS):
             for deployment in self.gh.deployments("acme", f"svc{e}"):
                 identity = (deployment.get("payload") or {}).get("slotkeeper") or {}
-                remote.setdefault(identity.get("record_id"), []).append(deployment)
+                record_id = identity.get("record_id")
+                if not isinstance(record_id, int):
+                    figures.fail(f"{where}: deployment {deployment['id']} carries no record id")
+                    continue
+                remote.setdefault(record_id, []).append(deployment)
         for record_id, items in remote.items():
             if len(items) > 1:
                 figures.duplicates.add(f"record {record_id}: {len(items)} GitHub deployments")
