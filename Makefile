@@ -142,8 +142,10 @@ audit: $(VENV)/.dev
 	exit 2
 
 # The full reliability run: 30+ SIGKILLs on a 300+ action change set against the fake GitHub,
-# then a run under injected faults; prints the figures and writes .slotkeeper/reliability.json.
-# (A quick version of both runs inside `make unit`: tests/reliability/test_reliability.py.)
+# then a run under injected faults, the operations corpus, and 21 HA rounds (two replicas on
+# the local PostgreSQL, the leader killed, frozen or partitioned mid-apply); prints the figures
+# and writes .slotkeeper/reliability.json. (A quick version of each inside `make unit`:
+# tests/reliability/test_reliability.py.)
 .PHONY: bench
 # Every performance target of issue 8, both sides of each comparison in one run: prints one
 # table with PASS/FAIL and writes .slotkeeper/bench.json (`make bench BENCH=--quick`: small).
@@ -152,7 +154,7 @@ bench: $(VENV)/.dev postgres
 	$(BIN)/python -m tests.bench $(BENCH)
 
 .PHONY: reliability
-reliability: $(VENV)/.dev
+reliability: $(VENV)/.dev postgres
 	$(BIN)/python -m tests.reliability
 
 # Mutation testing of the trust boundary (cosmic-ray; the modules, functions, operators and tests

@@ -1,10 +1,12 @@
 """``python -m tests.reliability`` (``make reliability``): the full reliability run.
 
 Runs the crash-consistency scenario (30+ SIGKILLs on a 300+ action change set) and the faults
-scenario, then the operations corpus (see ``operations_scenario``), prints a table of figures,
-writes them as JSON to ``.slotkeeper/reliability.json`` and exits 1 when any invariant failed.
-``RELIABILITY_SEED`` and ``RELIABILITY_KILLS`` override the seed and the number of kills; the
-scratch directory is kept when something failed.
+scenario, then the operations corpus (see ``operations_scenario``), then the high-availability
+rounds on PostgreSQL (see ``tests/reliability/ha.py``), prints a table of figures for each,
+writes them as JSON to ``.slotkeeper/reliability.json`` (the HA figures under ``"ha"``) and
+exits 1 when any invariant failed or fewer HA rounds ran than asked. ``RELIABILITY_SEED``,
+``RELIABILITY_KILLS`` and ``RELIABILITY_HA_ROUNDS`` override the seed, the number of kills and
+the number of HA rounds; the scratch directory is kept when something failed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import allow_egress_to_the_fakes
+from tests.reliability.ha import HaFigures, ha_scenario
 from tests.reliability.harness import (
     REPO_ROOT,
     Figures,
@@ -41,14 +44,16 @@ def main() -> int:
     allow_egress_to_the_fakes()
     seed = int(os.environ.get("RELIABILITY_SEED", "20240601"))
     kills = int(os.environ.get("RELIABILITY_KILLS", "30"))
+    ha_rounds = int(os.environ.get("RELIABILITY_HA_ROUNDS", "21"))
     figures = Figures()
+    ha = HaFigures(rounds_asked=ha_rounds)
     scratch = Path(tempfile.mkdtemp(prefix="slotkeeper-reliability-"))
     started = time.monotonic()
 
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    say(f"seed {seed}, {kills} kills, scratch {scratch}")
+    say(f"seed {seed}, {kills} kills, {ha_rounds} HA rounds, scratch {scratch}")
     try:
         crash_scenario(
             scratch / "crash", CRASH_SHAPE, kills=kills, seed=seed, figures=figures, say=say
@@ -57,6 +62,7 @@ def main() -> int:
         operations_scenario(
             scratch / "operations", OPERATIONS_SHAPE, seed=seed, figures=figures, say=say
         )
+        ha_scenario(scratch / "ha", rounds=ha_rounds, seed=seed, figures=ha, say=say)
     except Exception as exc:  # a broken harness is a failed run, with the figures so far
         figures.fail(f"the run itself failed: {exc!r}")
         raise
@@ -66,14 +72,17 @@ def main() -> int:
             figures.fail(f"only {figures.first_kills} of {kills} kills hit an apply in progress")
         if any(n < 300 for n in figures.change_set_actions[:2]):
             figures.fail(f"the crash change sets are too small: {figures.change_set_actions}")
-        write_report(figures, REPORT)
+        write_report(figures, REPORT, {"ha": ha})
         print(figures.table())
+        print()
+        print(ha.table())
         print(f"figures written to {REPORT.relative_to(REPO_ROOT)}")
-        if figures.ok:
+        ok = figures.ok and ha.ok
+        if ok:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
             print(f"scratch directory kept: {scratch}", file=sys.stderr)
-    return 0 if figures.ok else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

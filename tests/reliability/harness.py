@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -338,9 +338,27 @@ class Figures:
         return "\n".join(lines)
 
 
-def write_report(figures: Figures, path: Path) -> None:
+class Section(Protocol):
+    """Figures of another section of the run (the HA one), reported under a key of its own."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+def write_report(
+    figures: Figures, path: Path, sections: Mapping[str, Section] | None = None
+) -> None:
+    """The figures as JSON, each of ``sections`` under its key; ``ok`` only when every part
+    is."""
+    sections = sections or {}
+    data = figures.as_json()
+    for key, section in sections.items():
+        data[key] = section.as_json()
+    data["ok"] = figures.ok and all(section.ok for section in sections.values())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures.as_json(), indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 # -- driving the CLI ------------------------------------------------------------------------

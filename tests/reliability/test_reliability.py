@@ -1,5 +1,6 @@
 """The quick version of ``make reliability``, run by ``make test``: 3 SIGKILLs on a 38-action
-change set and one faults run on a few slots, with every invariant of the full run."""
+change set, one faults run on a few slots, and 3 HA rounds (one fault of each kind on the
+leader of two replicas on PostgreSQL), with every invariant of the full run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.reliability.ha import KINDS, TAKEOVER_BOUND, HaFigures, ha_scenario
 from tests.reliability.harness import (
     FAULT_KINDS,
     TOKEN,
@@ -108,6 +110,22 @@ def test_operations_never_retire_by_accident(tmp_path: Path) -> None:
     assert_clean(figures)
 
 
+def test_a_faulted_leader_is_replaced_and_writes_nothing_more(tmp_path: Path) -> None:
+    """Two replicas on PostgreSQL; the leader killed, frozen and partitioned mid-apply, once
+    each: the standby takes over within the lease, a retry period and slack every time and
+    converges; the ex-leader makes no remote write and no ledger event after the fault;
+    nothing is duplicated or lost."""
+    figures = HaFigures()
+    ha_scenario(tmp_path, rounds=3, seed=7, figures=figures)
+    assert figures.failures == []
+    assert figures.rounds == 3 and figures.takeovers == 3
+    assert dict(figures.faults) == dict.fromkeys(KINDS, 1)
+    assert figures.ex_leader_remote_writes == 0 and figures.ex_leader_ledger_events == 0
+    assert figures.duplicates == set() and figures.lost == set()
+    assert figures.max_takeover <= TAKEOVER_BOUND, figures.takeover_seconds
+    assert figures.ok
+
+
 def test_figures_report(tmp_path: Path) -> None:
     """The table and the JSON report carry the same figures; a failure makes the run fail."""
     figures = Figures(runs=3, applies=2, kills=1)
@@ -123,3 +141,24 @@ def test_figures_report(tmp_path: Path) -> None:
     assert data["bad_inputs_tried"] == figures.bad_inputs_tried >= 0
     table = figures.table()
     assert "duplicates found" in table and "FAIL" in table
+
+
+def test_the_ha_figures_go_under_their_key_and_fail_the_report(tmp_path: Path) -> None:
+    """The HA figures are reported under "ha"; an ex-leader's write after the fault, or fewer
+    rounds than asked, fails them and the whole report."""
+    figures, ha = Figures(), HaFigures(rounds_asked=2, rounds=2)
+    ha.faults["kill"] += 1
+    ha.takeover_seconds = {"kill": [3.2], "freeze": [2.8, 3.4]}
+    report = tmp_path / "reliability.json"
+    write_report(figures, report, {"ha": ha})
+    data = json.loads(report.read_text())
+    assert data["ok"] is True and data["ha"]["ok"] is True
+    assert data["ha"]["takeovers"] == 3 and data["ha"]["max_takeover_seconds"] == 3.4
+    assert data["ha"]["median_takeover_seconds"] == 3.2
+    assert data["ha"]["faults"] == {"kill": 1, "freeze": 0, "partition": 0}
+    ha.ex_leader_remote_writes = 1
+    write_report(figures, report, {"ha": ha})
+    data = json.loads(report.read_text())
+    assert data["ok"] is False and data["ha"]["ex_leader_writes_after_the_fault"] == 1
+    assert "FAIL" in ha.table()
+    assert not HaFigures(rounds_asked=21, rounds=20).ok
