@@ -3,6 +3,7 @@ and on PostgreSQL the lease row, its epochs and the fencing of every state write
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +24,8 @@ SHORT = LeaseSettings(duration=3.0, renew_deadline=2.0, retry_period=0.5)
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -47,8 +48,11 @@ def test_settings_must_let_a_holder_stop_before_its_lease_can_be_taken(
 
 
 def test_the_defaults_are_client_gos() -> None:
-    """15 s, 10 s and 2 s, as Kubernetes' client-go leader election."""
+    """15 s, 10 s and 2 s, as Kubernetes' client-go leader election; settings shared by a
+    ledger and its keeper cannot be changed under them."""
     assert LeaseSettings() == LeaseSettings(duration=15, renew_deadline=10, retry_period=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LeaseSettings().duration = 60  # type: ignore[misc]
 
 
 def test_a_bad_combination_on_the_command_line_exits_1_naming_the_flags(
@@ -67,9 +71,10 @@ def test_a_bad_combination_on_the_command_line_exits_1_naming_the_flags(
 def test_the_local_lease_lapses_at_the_renew_deadline_counted_from_the_renewal_sent() -> None:
     """``valid`` turns false at the renew deadline after the last renewal *sent*, stays false,
     and keeps the epoch (the writes under it are fenced)."""
-    clock = Clock()
+    clock = Clock(now=0.0)  # a process started less than a renew deadline ago
     lease = LocalLease(SHORT, monotonic=clock)
     assert not lease.valid() and lease.epoch is None  # never taken
+    clock.now = 100.0
     lease.taken(7, sent=clock.now)
     assert lease.valid() and lease.epoch == 7
     clock.now += 1.5
@@ -77,6 +82,7 @@ def test_the_local_lease_lapses_at_the_renew_deadline_counted_from_the_renewal_s
     clock.now += 1.8
     assert lease.valid() and lease.remaining() == pytest.approx(0.1)
     clock.now += 0.2
+    assert lease.remaining() == 0  # past the deadline, before anything looked
     assert not lease.valid() and lease.remaining() == 0
     assert not lease.renewed(sent=clock.now)  # too late: it does not come back
     assert not lease.valid() and lease.epoch == 7  # the epoch stays, its writes are fenced
@@ -88,7 +94,10 @@ def test_a_renewal_sent_after_the_deadline_does_not_revive_the_lease() -> None:
     clock = Clock()
     lease = LocalLease(SHORT, monotonic=clock)
     lease.taken(1, sent=clock.now)
-    assert not lease.renewed(sent=clock.now + SHORT.renew_deadline)
+    clock.now += SHORT.renew_deadline
+    assert not lease.valid()  # exactly at the deadline: stopped
+    lease.taken(1, sent=clock.now - SHORT.renew_deadline)
+    assert not lease.renewed(sent=clock.now)
     clock.now += 0.1
     assert not lease.valid()
     lease.taken(2, sent=clock.now)  # only a new acquisition does

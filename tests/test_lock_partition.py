@@ -162,3 +162,21 @@ def test_a_slow_network_keeps_the_lease_within_the_call_deadline_and_loses_it_be
         proxy.delay(0)
         holder.close()
         standby.close()
+
+
+def test_a_standby_that_cannot_reach_the_database_says_so_rather_than_not_elected(
+    proxied: tuple[str, str, TcpProxy],
+) -> None:
+    """Taking the lease with the database unreachable is an error naming the ledger (the
+    election logs it), never a quiet "another replica leads"."""
+    _, through_proxy, proxy = proxied
+    standby = open_pg(through_proxy)
+    try:
+        proxy.reset(refuse=True)
+        with pytest.raises(LedgerError, match="cannot take the writer lease at postgresql://"):
+            standby.try_lead()
+        proxy.heal()
+        assert standby.try_lead()
+    finally:
+        proxy.heal()
+        standby.close()

@@ -269,10 +269,8 @@ class PostgresLedger(SqlLedger):
             self._local.lose()
 
     def _lock_alive(self) -> bool:
-        if self._local.valid():
-            return True
-        self._holds = 0  # lost: the next try_lead acquires anew (a new epoch)
-        return False
+        # lost: the next try_lead acquires anew, at a new epoch (SqlLedger.try_lead)
+        return self._local.valid()
 
     def takeover(self) -> Takeover | None:
         """The last acquisition of the lease by this process."""
