@@ -242,15 +242,7 @@ def apply_options(func: F) -> F:
     return secrets_dir_option(func)
 
 
-def lease_options(func: F) -> F:
-    """The writer lease of a PostgreSQL ledger (client-go's leader election settings)."""
-    for flag, default, env, text in reversed(LEASE_FLAGS):
-        func = click.option(
-            flag, default=default, show_default=True, envvar=env, help=f"{text} Env: {env}."
-        )(func)
-    return func
-
-
+#: the writer lease's flags: (flag, default, environment variable, help)
 LEASE_FLAGS = (
     (
         "--lease-duration",
@@ -273,6 +265,15 @@ LEASE_FLAGS = (
         "How often the writer renews its lease, and a standby replica tries to take it.",
     ),
 )
+
+
+def lease_options(func: F) -> F:
+    """The writer lease of a PostgreSQL ledger (client-go's leader election settings)."""
+    for flag, default, env, text in reversed(LEASE_FLAGS):
+        func = click.option(
+            flag, default=default, show_default=True, envvar=env, help=f"{text} Env: {env}."
+        )(func)
+    return func
 
 
 def _lease(lease_duration: str, renew_deadline: str, retry_period: str) -> LeaseSettings:
