@@ -398,8 +398,9 @@ class FakeGitHub(FakeServer):
         seed: int = 0,
         rate_limit: int = 5000,
         clock: Callable[[], float] = time.time,
+        prefix: str = "",
     ) -> None:
-        super().__init__(token, seed=seed)
+        super().__init__(token, seed=seed, prefix=prefix)
         self.clock = clock
         # Knobs beyond server.py's (latency, error/drop/stall rates, knob_methods).
         # Every accepted token and its permissions; ``token`` holds them all unless ``tokens``

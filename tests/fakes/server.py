@@ -222,14 +222,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
 
+#: where a request outside the API's path prefix is routed: nowhere (a 404)
+OUTSIDE_PREFIX = "/outside-the-api-prefix"
+
+
 class FakeServer:
     """The lifecycle, request log and fault knobs of a fake; subclasses supply the API."""
 
     server_software: ClassVar[str] = "fake"
     content_type: ClassVar[str] = "application/json"
 
-    def __init__(self, token: str, *, seed: int = 0) -> None:
+    def __init__(self, token: str, *, seed: int = 0, prefix: str = "") -> None:
         self.token = token
+        #: the path the API is served under (GitHub Enterprise Server's ``/api/v3``): requests
+        #: outside it are not routed (404), as on such a server
+        self.prefix = prefix.rstrip("/")
         # Knobs: read on every request, so tests may change them while the server runs.
         self.latency: float = 0.0
         self.error_rate: float = 0.0
@@ -291,7 +298,13 @@ class FakeServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``, the fake's stand-in for the API's base URL."""
+        """``http://127.0.0.1:<port>`` and the prefix: the fake's stand-in for the API's base
+        URL."""
+        return f"{self.origin}{self.prefix}"
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:<port>``: the server, without the API's path prefix."""
         if self._server is None:
             name = type(self).__name__
             raise RuntimeError(f"{name} is not running; call start() or use `with`")
@@ -356,10 +369,14 @@ class FakeServer:
     def _serve(self, handler: _Handler) -> None:
         parts = urlsplit(handler.path)
         headers = {name.lower(): value for name, value in handler.headers.items()}
+        path = parts.path
+        if self.prefix:
+            inside = path.startswith(self.prefix + "/")
+            path = path.removeprefix(self.prefix) if inside else OUTSIDE_PREFIX + path
         incoming = Incoming(
             method=handler.command,
             target=handler.path,
-            path=parts.path,
+            path=path,
             query=dict(parse_qsl(parts.query, keep_blank_values=True)),
             headers=headers,
             body=self._read_body(handler, headers),
@@ -382,7 +399,7 @@ class FakeServer:
                 RecordedRequest(
                     method=incoming.method,
                     path=incoming.path,
-                    url=f"{self.base_url}{incoming.target}",
+                    url=f"{self.origin}{incoming.target}",
                     query=incoming.query,
                     headers=headers,
                     json=parsed,
