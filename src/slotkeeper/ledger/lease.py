@@ -146,13 +146,6 @@ class LocalLease:
                 self._lost = True
             return not self._lost
 
-    def remaining(self) -> float:
-        """Seconds left before the renew deadline (0 when lost)."""
-        with self._guard:
-            if self._lost:
-                return 0.0
-            return max(0.0, self._renewed_sent + self._settings.renew_deadline - self._monotonic())
-
 
 class LeaseKeeper:
     """Renews a lease every retry period on its own thread until stopped or lost.
