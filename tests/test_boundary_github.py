@@ -19,7 +19,13 @@ from slotkeeper.errors import BudgetDeferred, PermanentTargetError, UnknownOutco
 from slotkeeper.keys import generate_key
 from slotkeeper.model import Artifact, Record, RecordStatus, RemoteState, SyncStatus, TargetSync
 from slotkeeper.targets.base import EnvironmentInfo, RecordSubject
-from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest, key_body
+from slotkeeper.targets.github import (
+    GitHubSettings,
+    GitHubTarget,
+    credential_digest,
+    key_body,
+    token_target,
+)
 from slotkeeper.targets.pacing import Window, WriteBudget
 from tests.fakes.github import FakeGitHub
 from tests.helpers import image, synced_record
@@ -97,9 +103,10 @@ def github_adapter(
     base_url: str, *, transport: httpx.BaseTransport | None = None, cache: MemoryCache | None = None
 ) -> GitHubTarget:
     """An adapter with a budget roomy enough for a hundred deployments."""
-    return GitHubTarget(
+    return token_target(
         name="github",
-        settings=GitHubSettings(base_url=base_url, token=TOKEN),
+        settings=GitHubSettings(base_url=base_url),
+        token=TOKEN,
         budget=WriteBudget(
             target="github",
             windows=[Window(1000, timedelta(minutes=1))],
@@ -394,9 +401,10 @@ def test_key_writes_take_from_the_write_budget() -> None:
         sent.append(request.method)
         return httpx.Response(201, json={"id": 1})
 
-    spent = GitHubTarget(
+    spent = token_target(
         name="github",
-        settings=GitHubSettings(base_url="https://api.github.com", token=TOKEN),
+        settings=GitHubSettings(base_url="https://api.github.com"),
+        token=TOKEN,
         budget=WriteBudget(
             target="github",
             windows=[Window(1, timedelta(hours=1))],

@@ -12,7 +12,7 @@ from slotkeeper.errors import PermanentTargetError
 from slotkeeper.keys import generate_key
 from slotkeeper.model import KeyRecord, KeyStatus, RemoteState
 from slotkeeper.targets.base import KeySubject
-from slotkeeper.targets.github import GitHubSettings, GitHubTarget
+from slotkeeper.targets.github import GitHubSettings, GitHubTarget, token_target
 from slotkeeper.targets.pacing import Window, WriteBudget
 from tests.fakes.github import FakeGitHub
 from tests.test_github_target import TOKEN
@@ -35,9 +35,10 @@ def github_adapter(
     base_url: str, *, transport: httpx.BaseTransport | None = None, attempts: int = 5
 ) -> GitHubTarget:
     """A GitHub adapter at ``base_url`` with an in-memory cache and a roomy write budget."""
-    return GitHubTarget(
+    return token_target(
         name="github",
-        settings=GitHubSettings(base_url=base_url, token=TOKEN, attempts=attempts),
+        settings=GitHubSettings(base_url=base_url, attempts=attempts),
+        token=TOKEN,
         budget=WriteBudget(
             target="github",
             windows=[Window(80, timedelta(minutes=1))],

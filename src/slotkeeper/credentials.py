@@ -21,19 +21,21 @@ from slotkeeper.model import SecretRef
 MAX_CREDENTIAL_BYTES = 64 * 1024
 
 
-def resolve_secret(reference: SecretRef, *, owner: str) -> str:
-    """The credential ``reference`` points at; ``owner`` names who needs it, for messages."""
+def resolve_secret(reference: SecretRef, *, owner: str, pem: bool = False) -> str:
+    """The credential ``reference`` points at; ``owner`` names who needs it, for messages.
+    ``pem``: the credential is a PEM block (a private key), several lines, not one token."""
+    check = _pem_block if pem else _one_line
     if reference.env is not None:
         value = os.environ.get(reference.env, "")
         if not value.strip():
             raise ConfigError(f"{owner}: environment variable {reference.env} is not set")
-        return _one_line(value.strip(), owner=owner, where=f"environment variable {reference.env}")
+        return check(value.strip(), owner=owner, where=f"environment variable {reference.env}")
     assert reference.file is not None
     path = Path(reference.file).expanduser()
     value = read_credential_file(path, owner=owner).strip()
     if not value:
         raise ConfigError(f"{owner}: credential file {path} is empty")
-    return _one_line(value, owner=owner, where=f"credential file {path}")
+    return check(value, owner=owner, where=f"credential file {path}")
 
 
 def read_credential_file(path: Path, *, owner: str) -> str:
@@ -78,6 +80,15 @@ def _one_line(value: str, *, owner: str, where: str) -> str:
             "control character)"
         )
     return value
+
+
+def _pem_block(value: str, *, owner: str, where: str) -> str:
+    """A PEM block: ``-----BEGIN ...-----`` lines around base64 (what it holds is judged by
+    whoever loads it; here only its shape, so a token pasted by mistake is named as such)."""
+    text = value.replace("\r\n", "\n")
+    if not (text.startswith("-----BEGIN ") and text.rstrip().endswith("-----")):
+        raise ConfigError(f"{owner}: {where} does not hold a PEM private key (-----BEGIN ...)")
+    return text
 
 
 def private_dirs(directory: Path) -> None:

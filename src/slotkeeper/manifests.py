@@ -525,7 +525,7 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
         # By alias only: the wire names are camelCase (deployKeys), as the JSON Schema says.
         document = model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
-        details = exc.errors(include_input=False, include_url=False)
+        details = _optional_branches(exc.errors(include_input=False, include_url=False))
         for detail in details:
             loc = _without_union_tag(tuple(detail["loc"]), detail)
             at = line_of(data, loc, line)
@@ -743,6 +743,30 @@ def _field_names(node: dict[str, Any], root: dict[str, Any]) -> set[str]:
     for branch in (*node.get("anyOf", ()), *node.get("oneOf", ())):
         names |= _field_names(branch, root)
     return names
+
+
+def _optional_branches(details: list[ErrorDetails]) -> list[ErrorDetails]:
+    """pydantic checks an optional model field (``SecretRef | None``) as a union of two
+    branches: a wrong value is reported twice, once as "should be None", and the other error's
+    location names the branch (``token.function-after[...]``). One error, at the field."""
+    optional = {
+        tuple(d["loc"][:-1])
+        for d in details
+        if d["type"] == "none_required" and d["loc"] and d["loc"][-1] == "none"
+    }
+    if not optional:
+        return details
+    kept: list[ErrorDetails] = []
+    for detail in details:
+        loc = tuple(detail["loc"])
+        if detail["type"] == "none_required" and loc[:-1] in optional:
+            continue
+        for prefix in optional:
+            if len(loc) > len(prefix) and loc[: len(prefix)] == prefix:
+                loc = prefix + loc[len(prefix) + 1 :]
+                break
+        kept.append({**detail, "loc": loc})
+    return kept
 
 
 def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tuple[int | str, ...]:

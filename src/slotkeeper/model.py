@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import CoreSchema
 
 API_VERSION = "slotkeeper/v1"
@@ -562,6 +563,45 @@ class WriteLimit(_Strict):
     )
 
 
+class GithubApp(_Strict):
+    """A GitHub App slotkeeper authenticates as: a JWT signed with the App's private key buys
+    short-lived installation tokens, one per installation (organisation or user)."""
+
+    client_id: NonEmpty | None = Field(
+        None,
+        description="The App's client ID (`Iv23...`), the JWT's issuer. Give clientId or appId.",
+    )
+    app_id: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="The App's numeric ID, still accepted as the issuer by GitHub."
+    )
+    private_key: SecretRef = Field(
+        description="The App's private key (PEM), from an environment variable or a file "
+        "(`{file: /run/secrets/github-app.pem}`)."
+    )
+    installation_id: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="The installation to use for every repository (absent: looked up per "
+        "repository, `GET /repos/{owner}/{repo}/installation`, and cached).",
+    )
+
+    @model_validator(mode="after")
+    def _issuer(self) -> GithubApp:
+        if self.client_id is None and self.app_id is None:
+            raise ValueError("give clientId (or appId): the App the JWT is issued by")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        """The JWT's ``iss``: the client ID when given (GitHub's advice), else the App ID."""
+        return self.client_id if self.client_id is not None else str(self.app_id)
+
+
+class GithubAuth(_Strict):
+    """How the GitHub target authenticates, when not with a token."""
+
+    app: GithubApp = Field(description="A GitHub App: clientId (or appId) and privateKey.")
+
+
 class GithubTargetSpec(HttpTargetSpec):
     needs_git_ref: ClassVar[bool] = True  # GitHub refuses a deployment of an unknown ref (422)
     holds_deploy_keys: ClassVar[bool] = True
@@ -575,9 +615,15 @@ class GithubTargetSpec(HttpTargetSpec):
         description="The API: `https://api.github.com`, or `https://HOST/api/v3` for GitHub "
         "Enterprise Server.",
     )
-    token: SecretRef = Field(
-        description="The token: Deployments (write) and, for deploy keys, Administration "
-        "(write) on the repositories (classic tokens: `repo`)."
+    token: SecretRef | SkipJsonSchema[None] = Field(
+        None,
+        description="A token: Deployments (write) and, for deploy keys, Administration "
+        "(write) on the repositories (classic tokens: `repo`). Exactly one of token and auth.",
+    )
+    auth: GithubAuth | SkipJsonSchema[None] = Field(
+        None,
+        description="Authenticate as a GitHub App instead of with a token: "
+        "`{app: {clientId, privateKey: {file: ...}}}`. Exactly one of token and auth.",
     )
     writes_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         80,
@@ -592,6 +638,12 @@ class GithubTargetSpec(HttpTargetSpec):
         description="More windows of the write budget, all of which apply too (e.g. a GitHub "
         "Enterprise Server's own limits): `[{writes: 20, perSeconds: 10}]`.",
     )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GithubTargetSpec:
+        if (self.token is None) == (self.auth is None):
+            raise ValueError("give exactly one of token and auth (a GitHub App)")
+        return self
 
 
 class ChainloopTargetSpec(HttpTargetSpec):

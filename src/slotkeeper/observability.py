@@ -98,6 +98,13 @@ KEY_AGE = Gauge(
     ["repository", "title"],
     registry=REGISTRY,
 )
+CREDENTIAL_EXPIRY = Gauge(
+    "slotkeeper_credential_expiry_seconds",
+    "Seconds until the soonest-expiring short-lived credential of a target expires (a GitHub "
+    "App's installation tokens; minted again 5 minutes before): alert when it stays low.",
+    ["target"],
+    registry=REGISTRY,
+)
 LAST_SUCCESS = Gauge(
     "slotkeeper_last_successful_reconcile_timestamp_seconds",
     "When the last reconcile without failures finished (Unix time).",

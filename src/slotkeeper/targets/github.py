@@ -73,7 +73,6 @@ class HttpCache(Protocol):
 @dataclass(frozen=True)
 class GitHubSettings:
     base_url: str
-    token: str
     timeout: float = 10.0
     #: Longest wait for a rate limit's retry-after before leaving the work pending.
     max_rate_wait: float = 60.0
@@ -90,6 +89,103 @@ def key_body(public_key: str) -> str:
     return " ".join(public_key.split()[:2])
 
 
+def github_api(
+    name: str,
+    settings: GitHubSettings,
+    *,
+    token: str | None = None,
+    auth: httpx.Auth | None = None,
+    budget: WriteBudget | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    transport: httpx.BaseTransport | None = None,
+    may_write: Callable[[], bool] | None = None,
+) -> ApiClient:
+    """A client of GitHub's REST API: its headers, and a ``token`` or an ``auth`` flow."""
+    headers = {
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": API_VERSION,
+        "User-Agent": USER_AGENT,
+    }
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return ApiClient(
+        name=name,
+        settings=HttpSettings(
+            base_url=settings.base_url,
+            headers=headers,
+            timeout=settings.timeout,
+            attempts=settings.attempts,
+            max_rate_wait=settings.max_rate_wait,
+        ),
+        budget=budget,
+        clock=clock,
+        transport=transport,
+        may_write=may_write,
+        auth=auth,
+    )
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One rate-limit budget at GitHub: the client (with its write budget) and its
+    conditional-request cache. A token is one lane; a GitHub App has one per installation."""
+
+    api: ApiClient
+    cache: HttpCache
+
+
+class Lanes(Protocol):
+    """Which lane serves a repository."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    def lane(self, repository: str) -> Lane: ...
+
+    def close(self) -> None: ...
+
+
+class OneLane:
+    """Every repository through one credential (a token)."""
+
+    def __init__(self, lane: Lane) -> None:
+        self._lane = lane
+
+    @property
+    def base_url(self) -> str:
+        return self._lane.api.base_url
+
+    def lane(self, repository: str) -> Lane:
+        return self._lane
+
+    def close(self) -> None:
+        self._lane.api.close()
+
+
+def token_target(
+    *,
+    name: str,
+    settings: GitHubSettings,
+    token: str,
+    budget: WriteBudget,
+    cache: HttpCache,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    transport: httpx.BaseTransport | None = None,
+    may_write: Callable[[], bool] | None = None,
+) -> GitHubTarget:
+    """The adapter of a target authenticated with a token: one lane."""
+    api = github_api(
+        name,
+        settings,
+        token=token,
+        budget=budget,
+        clock=clock,
+        transport=transport,
+        may_write=may_write,
+    )
+    return GitHubTarget(name=name, lanes=OneLane(Lane(api, cache)), clock=clock)
+
+
 class GitHubTarget:
     """The ``github`` target: one client per configured Target document."""
 
@@ -99,39 +195,23 @@ class GitHubTarget:
         self,
         *,
         name: str,
-        settings: GitHubSettings,
-        budget: WriteBudget,
-        cache: HttpCache,
+        lanes: Lanes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        transport: httpx.BaseTransport | None = None,
-        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
-        self._budget = budget
-        self._cache = cache
+        self._lanes = lanes
         self._clock = clock
-        self._api = ApiClient(
-            name=name,
-            settings=HttpSettings(
-                base_url=settings.base_url,
-                headers={
-                    "Accept": "application/vnd.github+json",
-                    "X-GitHub-Api-Version": API_VERSION,
-                    "User-Agent": USER_AGENT,
-                    "Authorization": f"Bearer {settings.token}",
-                },
-                timeout=settings.timeout,
-                attempts=settings.attempts,
-                max_rate_wait=settings.max_rate_wait,
-            ),
-            budget=budget,
-            clock=clock,
-            transport=transport,
-            may_write=may_write,
-        )
 
     def close(self) -> None:
-        self._api.close()
+        self._lanes.close()
+
+    @property
+    def base_url(self) -> str:
+        return self._lanes.base_url
+
+    def api_for(self, repository: str) -> ApiClient:
+        """The client (and so the credential and write budget) that serves ``repository``."""
+        return self._lanes.lane(repository).api
 
     # -- records ----------------------------------------------------------------------------
 
@@ -151,7 +231,7 @@ class GitHubTarget:
                 if found is not None:
                     remote_id, node_id = str(found["id"]), found.get("node_id")
         detail = {"node_id": node_id} if node_id else {}
-        here = {"base_url": self._api.base_url, "repository": repository}
+        here = {"base_url": self.base_url, "repository": repository}
         if want is RemoteState.INACTIVE:
             if remote_id is None:
                 return Remote(None, RemoteState.INACTIVE)
@@ -175,13 +255,13 @@ class GitHubTarget:
         """The repository a record's deployment was created in; refused when it was created
         through another base URL (its id means nothing here, and the credential stays here)."""
         created_at = current.location.get("base_url")
-        if created_at and created_at != self._api.base_url:
+        if created_at and created_at != self.base_url:
             record = subject.record
             repository = current.location.get("repository") or "its repository"
             raise PermanentTargetError(
                 f"{self.name}: deployment {current.remote_id} of {record.environment}/"
                 f"{record.slot} was created at {created_at} ({repository}), but this target now "
-                f"points at {self._api.base_url}: its ids mean nothing there, so nothing is sent. "
+                f"points at {self.base_url}: its ids mean nothing there, so nothing is sent. "
                 f"Point the target back at {created_at} until it is retired"
             )
         return current.location.get("repository") or self._repository(subject)
@@ -229,7 +309,9 @@ class GitHubTarget:
         }
         path = f"repos/{repository}/deployments"
         try:
-            response = self._api.send("POST", path, json=body, write=True, idempotent=False)
+            response = self.api_for(repository).send(
+                "POST", path, json=body, write=True, idempotent=False
+            )
         except UnknownOutcome:
             found = self._find_deployment(repository, subject)
             if found is not None:
@@ -247,7 +329,9 @@ class GitHubTarget:
     def _find_deployment(self, repository: str, subject: RecordSubject) -> dict[str, Any] | None:
         """The deployment an earlier attempt created for this record, found by its payload."""
         for deployment in self._list(
-            f"repos/{repository}/deployments", {"environment": subject.record.environment}
+            repository,
+            f"repos/{repository}/deployments",
+            {"environment": subject.record.environment},
         ):
             payload = deployment.get("payload")
             if isinstance(payload, str):
@@ -273,7 +357,7 @@ class GitHubTarget:
         *,
         accept: tuple[int, ...] = (201,),
     ) -> httpx.Response:
-        return self._api.send(
+        return self.api_for(repository).send(
             "POST",
             f"repos/{repository}/deployments/{deployment_id}/statuses",
             json={"state": state, "description": description[:139], "auto_inactive": False},
@@ -291,7 +375,7 @@ class GitHubTarget:
         if response.status_code == 201:
             result: dict[str, Any] = response.json()
             return result
-        listed = self._api.send(
+        listed = self.api_for(repository).send(
             "GET", f"repos/{repository}/deployments?per_page=1", accept=(200, 404)
         )
         if listed.status_code == 404:
@@ -310,7 +394,7 @@ class GitHubTarget:
         title = f"{KEY_TITLE_PREFIX}{key.title}:{self._clock().strftime('%Y-%m-%d')}"
         path = f"repos/{key.repository}/keys"
         try:
-            response = self._api.send(
+            response = self.api_for(key.repository).send(
                 "POST",
                 path,
                 json={"title": title, "key": key_body(key.public_key), "read_only": key.read_only},
@@ -337,15 +421,15 @@ class GitHubTarget:
             else:
                 remote_id = str(response.json()["id"])
         # Confirm it is listed before anyone deletes the key it replaces.
-        self._api.send("GET", f"{path}/{remote_id}")
+        self.api_for(key.repository).send("GET", f"{path}/{remote_id}")
         return Remote(remote_id, RemoteState.PRESENT, location=self._key_location(key.repository))
 
     def _key_location(self, repository: str) -> dict[str, str]:
-        return {"base_url": self._api.base_url, "repository": repository}
+        return {"base_url": self.base_url, "repository": repository}
 
     def _find_key(self, repository: str, public_key: str) -> str | None:
         wanted = key_body(public_key)
-        for item in self._list(f"repos/{repository}/keys", {}, cached=False):
+        for item in self._list(repository, f"repos/{repository}/keys", {}, cached=False):
             if key_body(str(item.get("key", ""))) == wanted:
                 return str(item["id"])
         return None
@@ -354,14 +438,14 @@ class GitHubTarget:
         self, repository: str, remote_id: str, location: dict[str, str] | None = None
     ) -> Remote:
         registered_at = (location or {}).get("base_url")
-        if registered_at and registered_at != self._api.base_url:
+        if registered_at and registered_at != self.base_url:
             raise PermanentTargetError(
                 f"{self.name}: deploy key {remote_id} of {repository} was registered at "
-                f"{registered_at}, but this target now points at {self._api.base_url}: its ids "
+                f"{registered_at}, but this target now points at {self.base_url}: its ids "
                 f"mean nothing there, so nothing is sent. Point the target back at "
                 f"{registered_at} until the key is deleted"
             )
-        response = self._api.send(
+        response = self.api_for(repository).send(
             "DELETE",
             f"repos/{repository}/keys/{remote_id}",
             write=True,
@@ -394,7 +478,9 @@ class GitHubTarget:
                 by_environment[repository, subject.record.environment].append((subject, sync))
         pairs = sorted(by_environment)
         lists = read_all(
-            lambda pair: self._list(f"repos/{pair[0]}/deployments", {"environment": pair[1]}),
+            lambda pair: self._list(
+                pair[0], f"repos/{pair[0]}/deployments", {"environment": pair[1]}
+            ),
             pairs,
         )
         for (repository, environment), deployments in zip(pairs, lists, strict=True):
@@ -407,7 +493,7 @@ class GitHubTarget:
             if self._here(sync):
                 key_rows[key_subject.key.repository].append((key_subject, sync))
         repositories = sorted(set(key_rows) | set(managed_titles))
-        key_lists = read_all(lambda r: self._list(f"repos/{r}/keys", {}), repositories)
+        key_lists = read_all(lambda r: self._list(r, f"repos/{r}/keys", {}), repositories)
         for repository, listed_keys in zip(repositories, key_lists, strict=True):
             remote = {str(k["id"]): k for k in listed_keys}
             known = {sync.remote_id for _, sync in key_rows.get(repository, [])}
@@ -448,7 +534,7 @@ class GitHubTarget:
         """Whether what the sync made was made through this target's base URL (as far as the
         ledger knows: syncs stored before locations were kept say nothing)."""
         created_at = sync.location.get("base_url")
-        return created_at is None or created_at == self._api.base_url
+        return created_at is None or created_at == self.base_url
 
     def _record_drift(
         self,
@@ -475,7 +561,7 @@ class GitHubTarget:
         if sync.remote_updated_at is not None and updated <= sync.remote_updated_at:
             return  # nothing happened to it since our last status
         statuses = self._list(
-            f"repos/{repository}/deployments/{sync.remote_id}/statuses", {}, pages=1
+            repository, f"repos/{repository}/deployments/{sync.remote_id}/statuses", {}, pages=1
         )
         latest = str(statuses[0]["state"]) if statuses else "none"
         seen = {"success": RemoteState.ACTIVE, "inactive": RemoteState.INACTIVE}.get(latest)
@@ -492,22 +578,31 @@ class GitHubTarget:
     # -- HTTP -------------------------------------------------------------------------------
 
     def _list(
-        self, path: str, params: dict[str, str], *, cached: bool = True, pages: int | None = None
+        self,
+        repository: str,
+        path: str,
+        params: dict[str, str],
+        *,
+        cached: bool = True,
+        pages: int | None = None,
     ) -> list[dict[str, Any]]:
         """Every item of a paginated list, following ``Link: rel="next"``."""
+        lane = self._lanes.lane(repository)
         items: list[dict[str, Any]] = []
-        url: str | None = self._api.url(path, {**params, "per_page": str(PER_PAGE)})
+        url: str | None = lane.api.url(path, {**params, "per_page": str(PER_PAGE)})
         fetched = 0
         while url is not None and (pages is None or fetched < pages):
-            data, url = self._get_page(url, cached=cached)
+            data, url = self._get_page(lane, url, cached=cached)
             items.extend(data)
             fetched += 1
         return items
 
-    def _get_page(self, url: str, *, cached: bool) -> tuple[list[dict[str, Any]], str | None]:
-        hit = self._cache.get(url) if cached else None
+    def _get_page(
+        self, lane: Lane, url: str, *, cached: bool
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        hit = lane.cache.get(url) if cached else None
         headers = {"If-None-Match": hit[0]} if hit else {}
-        response = self._api.send("GET", url, headers=headers, accept=(200, 304))
+        response = lane.api.send("GET", url, headers=headers, accept=(200, 304))
         if response.status_code == 304 and hit is not None:
             page = json.loads(hit[1])
             return page["data"], page["next"]
@@ -515,7 +610,7 @@ class GitHubTarget:
         following = response.links.get("next", {}).get("url")
         etag = response.headers.get("etag")
         if cached and etag:
-            self._cache.put(url, etag, json.dumps({"data": data, "next": following}))
+            lane.cache.put(url, etag, json.dumps({"data": data, "next": following}))
         return data, following
 
 

@@ -149,6 +149,7 @@ class ApiClient:
         message: Callable[[httpx.Response], str] = default_message,
         transport: httpx.BaseTransport | None = None,
         may_write: Callable[[], bool] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.name = name
         self._settings = settings
@@ -160,6 +161,7 @@ class ApiClient:
             base_url=settings.base_url.rstrip("/") + "/",
             timeout=httpx.Timeout(settings.timeout),
             headers=settings.headers,
+            auth=auth,  # a credential set per request (a GitHub App's installation token)
             # only where the operator's egress policy allows, checked after DNS; writes only
             # while this process is the ledger's writer
             transport=fenced(transport or guarded_transport(settings.base_url), may_write),

@@ -26,6 +26,7 @@ from slotkeeper.errors import ConfigError
 from slotkeeper.model import (
     TARGET_SPECS,
     ChainloopTargetSpec,
+    GithubApp,
     GithubTargetSpec,
     IftrueTargetSpec,
     SecretRef,
@@ -36,7 +37,16 @@ from slotkeeper.model import (
 )
 from slotkeeper.targets.base import Target
 from slotkeeper.targets.chainloop import ChainloopTarget
-from slotkeeper.targets.github import GitHubSettings, GitHubTarget, credential_digest
+from slotkeeper.targets.github import (
+    GitHubSettings,
+    GitHubTarget,
+    Lane,
+    Lanes,
+    credential_digest,
+    github_api,
+    token_target,
+)
+from slotkeeper.targets.githubapp import App, AppKey, InstallationAuth, InstallationLanes, JwtAuth
 from slotkeeper.targets.iftrue import IftrueTarget
 from slotkeeper.targets.pacing import Window, WriteBudget
 from slotkeeper.targets.stores import LedgerHttpCache, LedgerWriteLog, TargetsLedger
@@ -59,10 +69,11 @@ class TargetContext:
     may_write: Callable[[], bool] | None = None
     write_logs: list[LedgerWriteLog] = field(default_factory=list)
 
-    def credential(self, reference: SecretRef, *, owner: str) -> str:
+    def credential(self, reference: SecretRef, *, owner: str, pem: bool = False) -> str:
         """The credential a spec references (``{env: ...}`` or ``{file: ...}``); ``owner`` names
-        the field in messages, which never hold the value (a ConfigError when unusable)."""
-        return resolve_secret(reference, owner=owner)
+        the field in messages, which never hold the value (a ConfigError when unusable).
+        ``pem``: a private key in PEM, several lines."""
+        return resolve_secret(reference, owner=owner, pem=pem)
 
     def write_log(self, target: str) -> LedgerWriteLog:
         """The ledger-kept log of ``target``'s writes, stored by :meth:`flush` at the latest."""
@@ -81,34 +92,77 @@ Opener = Callable[[str, S, TargetContext], Target]
 
 
 def _open_github(name: str, spec: GithubTargetSpec, context: TargetContext) -> Target:
-    token = context.credential(spec.token, owner=f"target {name!r} token")
     clock = context.clock
+    settings = GitHubSettings(
+        base_url=spec.base_url, timeout=spec.timeout_seconds, max_rate_wait=spec.max_wait_seconds
+    )
     windows = [
         Window(spec.writes_per_minute, timedelta(minutes=1)),
         Window(spec.writes_per_hour, timedelta(hours=1)),
         *(Window(w.writes, timedelta(seconds=w.per_seconds)) for w in spec.write_limits),
     ]
-    log = context.write_log(name)
-    budget = WriteBudget(
-        target=name,
-        windows=windows,
-        max_wait=spec.max_wait_seconds,
-        clock=clock,
-        history=context.ledger.recent_writes(name, since=clock() - max(w.span for w in windows)),
-        on_write=log.note,
-    )
-    return GitHubTarget(
-        name=name,
-        settings=GitHubSettings(
-            base_url=spec.base_url,
+
+    def budget(key: str) -> WriteBudget:
+        """A write budget whose history is kept in the ledger under ``key``."""
+        log = context.write_log(key)
+        return WriteBudget(
+            target=name,
+            windows=windows,
+            max_wait=spec.max_wait_seconds,
+            clock=clock,
+            history=context.ledger.recent_writes(key, since=clock() - max(w.span for w in windows)),
+            on_write=log.note,
+        )
+
+    if spec.auth is None:
+        assert spec.token is not None  # the spec holds exactly one of token and auth
+        token = context.credential(spec.token, owner=f"target {name!r} token")
+        return token_target(
+            name=name,
+            settings=settings,
             token=token,
-            timeout=spec.timeout_seconds,
-            max_rate_wait=spec.max_wait_seconds,
-        ),
-        budget=budget,
-        cache=LedgerHttpCache(context.ledger, name, credential_digest(token), clock),
-        may_write=context.may_write,
+            budget=budget(name),
+            cache=LedgerHttpCache(context.ledger, name, credential_digest(token), clock),
+            clock=clock,
+            may_write=context.may_write,
+        )
+    lanes = _app_lanes(name, spec.auth.app, settings, budget, context)
+    return GitHubTarget(name=name, lanes=lanes, clock=clock)
+
+
+def _app_lanes(
+    name: str,
+    app_spec: GithubApp,
+    settings: GitHubSettings,
+    budget: Callable[[str], WriteBudget],
+    context: TargetContext,
+) -> Lanes:
+    """A GitHub App's lanes: one per installation, each its own write budget (kept in the
+    ledger as ``NAME@installation-ID``) and conditional-request cache."""
+    owner = f"target {name!r} auth.app.privateKey"
+    pem = context.credential(app_spec.private_key, owner=owner, pem=True)
+    key = AppKey(app_spec.issuer, pem, owner=owner)
+    app = App(
+        target=name,
+        key=key,
+        api=github_api(name, settings, auth=JwtAuth(key, context.clock), clock=context.clock),
+        installation_id=app_spec.installation_id,
+        clock=context.clock,
     )
+
+    def lane(installation: int) -> Lane:
+        api = github_api(
+            name,
+            settings,
+            auth=InstallationAuth(app, installation),
+            budget=budget(f"{name}@installation-{installation}"),
+            clock=context.clock,
+            may_write=context.may_write,
+        )
+        digest = credential_digest(f"{app.key} installation {installation}")
+        return Lane(api, LedgerHttpCache(context.ledger, name, digest, context.clock))
+
+    return InstallationLanes(app, lane)
 
 
 def _open_chainloop(name: str, spec: ChainloopTargetSpec, context: TargetContext) -> Target:
