@@ -100,10 +100,12 @@ def gh(
 
 @pytest.fixture(scope="session")
 def github_spec() -> OpenApiChecker:
-    """GitHub's OpenAPI description (parsed once per session) as a request/response checker."""
-    from tests.fakes.spec import GITHUB_SPEC, OpenApiChecker  # openapi-core is slow to import
+    """GitHub's OpenAPI descriptions (both extracts: deployments, deploy keys and environments;
+    Apps, Actions secrets, meta and rate limit; parsed once per session) as one
+    request/response checker that checks each exchange against the file matching its path."""
+    from tests.fakes.spec import GITHUB_SPECS, OpenApiChecker  # openapi-core is slow to import
 
-    return OpenApiChecker(GITHUB_SPEC)
+    return OpenApiChecker(GITHUB_SPECS)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ SPECS_DIR = REPO / "tests" / "fakes" / "specs"
 # Every vendored description and the licence it is redistributed under; README.md says why.
 VENDORED = {
     "github-deployments.openapi.json": "MIT",
+    "github-apps-secrets.openapi.json": "MIT",
     "chainloop-deployments.openapi.json": "Apache-2.0",
     "unkey-deploy.openapi.json": "Apache-2.0",
 }
@@ -142,7 +143,8 @@ def test_every_spec_the_checkers_use_is_inside_the_repository() -> None:
     """The specs named in tests/fakes/spec.py and the Unkey fake's are vendored files here."""
     from tests.fakes import spec, unkey  # openapi-core is slow to import
 
-    named = [spec.GITHUB_SPEC, spec.CHAINLOOP_SPEC, spec.UNKEY_SPEC, unkey.SPEC_PATH]
+    named = [spec.GITHUB_SPEC, spec.GITHUB_APPS_SPEC, spec.CHAINLOOP_SPEC, spec.UNKEY_SPEC]
+    named += [*spec.GITHUB_SPECS, unkey.SPEC_PATH]
     named += [spec.SPECS / name for name in spec.CONVENTIONS]
 
     for path in named:
@@ -168,6 +170,7 @@ def test_loading_the_specs_opens_no_file_outside_the_repository(tmp_path: Path) 
         "from tests.fakes import spec, unkey\n"
         "for path in (spec.GITHUB_SPEC, spec.CHAINLOOP_SPEC, spec.UNKEY_SPEC):\n"
         "    spec.OpenApiChecker(path)\n"
+        "spec.OpenApiChecker(spec.GITHUB_SPECS)\n"
         "unkey._validators()\n"
         "print(json.dumps(opened))\n"
     )

@@ -60,6 +60,7 @@ class RecordedRequest:
     response_body: bytes
     dropped: bool
     processed: bool
+    arrived_at: float = 0.0  # when it was read, by the fake's clock (``FakeServer._now``)
 
     def response_json(self) -> Any:
         """The parsed response body (None when empty)."""
@@ -212,6 +213,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, by the fake's clock (a client may correct its skew with it)."""
+        return super().date_time_string(self.server.fake._now() if timestamp is None else timestamp)
+
     def _dispatch(self) -> None:
         try:
             self.server.fake._serve(self)
@@ -355,6 +360,11 @@ class FakeServer:
     def _authorized(self, authorization: str) -> bool:
         return bearer_token(authorization) == self.token
 
+    def _now(self) -> float:
+        """The fake's clock, for the ``Date`` header and ``arrived_at``: the wall clock unless a
+        fake has a clock of its own."""
+        return time.time()
+
     def _headers(self, reply: Reply, body: bytes, incoming: Incoming) -> dict[str, str]:
         """The response headers; by default JSON content type and length, then the reply's."""
         headers: dict[str, str] = {}
@@ -373,6 +383,7 @@ class FakeServer:
         if self.prefix:
             inside = path.startswith(self.prefix + "/")
             path = path.removeprefix(self.prefix) if inside else OUTSIDE_PREFIX + path
+        arrived_at = self._now()
         incoming = Incoming(
             method=handler.command,
             target=handler.path,
@@ -409,6 +420,7 @@ class FakeServer:
                     response_body=b"" if drop else reply_bytes,
                     dropped=drop,
                     processed=decision.processed,
+                    arrived_at=arrived_at,
                 )
             )
         if drop:

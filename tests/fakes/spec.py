@@ -6,15 +6,19 @@ every response a fake serves can be checked against the API descriptions vendore
 ``openapi-core`` does the schema work; this module adapts plain recorded values (method, URL,
 headers, bytes) to its ``Request``/``Response`` protocols and turns its errors into
 ``AssertionError`` with a readable message. Requests are matched on their path: the host is
-replaced by the spec's own ``servers[0].url``.
+replaced by the spec's own ``servers[0].url``. One checker may hold several descriptions of one
+API (GitHub's come in two extracts, ``GITHUB_SPECS``): each exchange is then checked against the
+file one of whose paths matches its URL (the first file when none does, which then reports it).
 
 What an API does beyond its description is a ``Conventions`` value, chosen by the spec file:
 
 - GitHub (``GITHUB``): statuses GitHub may send on any endpoint whether or not the spec lists
   them (304 Not Modified, 400 for malformed JSON, 401, 403, 404, 429, 5xx) are allowed
-  everywhere; for them only GitHub's error shape is required. Every request must carry a
-  ``User-Agent`` (``specs/API-REFERENCE.md`` section 1, the headers; GitHub refuses a request
-  without one).
+  everywhere, and 422 on any write (GitHub's validation answer, "Validation failed": the Actions
+  secrets operations list only their successes, yet GitHub refuses a secret name or a sealed
+  value it cannot take); for them only GitHub's error shape is required. Every request must
+  carry a ``User-Agent`` (``specs/API-REFERENCE.md`` section 1, the headers; GitHub refuses a
+  request without one).
 - Chainloop (``CHAINLOOP``): every operation has a ``default`` response, so every status is
   documented; any 4xx/5xx body must be a grpc-gateway ``rpcStatus`` with an integer ``code``
   and a string ``message``.
@@ -30,6 +34,7 @@ body. ``check_recorded`` walks a fake's request log with the marker headers the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -49,6 +54,10 @@ from tests.fakes.server import RecordedRequest
 # Inside the repository: the tests of a fresh clone need nothing beside it.
 SPECS = Path(__file__).resolve().parent / "specs"
 GITHUB_SPEC = SPECS / "github-deployments.openapi.json"
+GITHUB_APPS_SPEC = SPECS / "github-apps-secrets.openapi.json"
+#: everything the fake GitHub serves: deployments, statuses, deploy keys, environments and
+#: commits; Apps, installation tokens, Actions secrets, ``/meta`` and ``/rate_limit``
+GITHUB_SPECS = (GITHUB_SPEC, GITHUB_APPS_SPEC)
 CHAINLOOP_SPEC = SPECS / "chainloop-deployments.openapi.json"
 UNKEY_SPEC = SPECS / "unkey-deploy.openapi.json"
 
@@ -93,6 +102,8 @@ class Conventions:
     name: str
     # Statuses the API may answer on any operation even where the spec does not list them.
     undocumented: frozenset[int] = frozenset()
+    # Statuses the API may answer on any write (POST, PUT, PATCH, DELETE).
+    undocumented_writes: frozenset[int] = frozenset()
     any_5xx: bool = False
     # A complaint about a parsed 4xx/5xx body (given the HTTP status), or None when it is fine.
     error_body: Callable[[int, Any], str | None] = _github_error
@@ -100,13 +111,18 @@ class Conventions:
     # Request headers the API refuses requests without (lower-case names).
     required_headers: tuple[str, ...] = ()
 
-    def sent_anywhere(self, status: int) -> bool:
+    def sent_anywhere(self, status: int, method: str = "GET") -> bool:
+        if method.upper() in ("POST", "PUT", "PATCH", "DELETE") and (
+            status in self.undocumented_writes
+        ):
+            return True
         return status in self.undocumented or (self.any_5xx and 500 <= status <= 599)
 
 
 GITHUB = Conventions(
     "GitHub",
     undocumented=frozenset({304, 400, 401, 403, 404, 429}),
+    undocumented_writes=frozenset({422}),
     any_5xx=True,
     required_headers=("user-agent",),
 )
@@ -120,6 +136,7 @@ UNKEY = Conventions(
 STRICT = Conventions("strict")
 CONVENTIONS: dict[str, Conventions] = {
     GITHUB_SPEC.name: GITHUB,
+    GITHUB_APPS_SPEC.name: GITHUB,
     CHAINLOOP_SPEC.name: CHAINLOOP,
     UNKEY_SPEC.name: UNKEY,
 }
@@ -129,14 +146,46 @@ def _problem_json(data: bytes) -> Any:
     return json.loads(data)
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """One parsed description: its file name, the ``openapi-core`` app, its first server URL
+    and its path templates (as patterns, with the methods each has)."""
+
+    name: str
+    app: OpenAPI
+    server: str
+    paths: tuple[tuple[re.Pattern[str], frozenset[str]], ...]
+
+    def methods_at(self, path: str) -> frozenset[str] | None:
+        """The methods of the path item matching ``path`` (None when none matches)."""
+        for pattern, methods in self.paths:
+            if pattern.fullmatch(path):
+                return methods
+        return None
+
+
+_OPERATIONS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """A spec path (``/repos/{owner}/{repo}``) as a pattern: each parameter one segment."""
+    parts = re.split(r"(\{[^}/]+\})", path)
+    pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+    return re.compile(pattern)
+
+
 @cache
-def _load(spec_path: Path) -> tuple[OpenAPI, str]:
-    """Parse (and validate) a spec once per process; returns it with its first server URL."""
+def _load(spec_path: Path) -> _Spec:
+    """Parse (and validate) a spec once per process."""
     raw = json.loads(spec_path.read_text(encoding="utf-8"))
     servers = raw.get("servers") or [{"url": "http://localhost"}]
     # RFC 7807 bodies are JSON; openapi-core only knows the plain JSON media types.
     config = Config(extra_media_type_deserializers={"application/problem+json": _problem_json})
-    return OpenAPI.from_dict(raw, config=config), str(servers[0]["url"]).rstrip("/")
+    paths = tuple(
+        (_template(path), frozenset(item) & _OPERATIONS) for path, item in raw["paths"].items()
+    )
+    server = str(servers[0]["url"]).rstrip("/")
+    return _Spec(spec_path.name, OpenAPI.from_dict(raw, config=config), server, paths)
 
 
 @dataclass
@@ -173,16 +222,39 @@ def _describe(errors: Iterable[BaseException]) -> str:
 
 
 class OpenApiChecker:
-    """Assert that requests and responses match one OpenAPI description.
+    """Assert that requests and responses match an API's OpenAPI description, in one file or
+    in several (each exchange is checked against the file whose paths match it).
 
-    ``conventions`` defaults to the ones registered for the spec's file name (``CONVENTIONS``),
-    else ``STRICT``.
+    ``conventions`` defaults to the ones registered for the files' names (``CONVENTIONS``; the
+    files must agree), else ``STRICT``.
     """
 
-    def __init__(self, spec_path: Path, conventions: Conventions | None = None) -> None:
-        self.spec_path = spec_path
-        self.conventions = conventions or CONVENTIONS.get(spec_path.name, STRICT)
-        self._app, self._server = _load(spec_path.resolve())
+    def __init__(
+        self, spec_path: Path | Sequence[Path], conventions: Conventions | None = None
+    ) -> None:
+        self.spec_paths = (spec_path,) if isinstance(spec_path, Path) else tuple(spec_path)
+        if not self.spec_paths:
+            raise ValueError("no API description to check against")
+        self.spec_path = self.spec_paths[0]
+        registered = {CONVENTIONS.get(path.name, STRICT) for path in self.spec_paths}
+        if conventions is None and len(registered) > 1:
+            raise ValueError(f"{self.spec_paths} are not descriptions of one API")
+        self.conventions = conventions or registered.pop()
+        self._specs = tuple(_load(path.resolve()) for path in self.spec_paths)
+
+    def _spec_for(self, method: str, url: str) -> _Spec:
+        """The description whose paths match the URL's (preferring one with the method), else
+        the first one, which then reports that nothing matches."""
+        path = urlsplit(url).path
+        matching = [
+            (spec, methods)
+            for spec in self._specs
+            if (methods := spec.methods_at(path)) is not None
+        ]
+        for spec, methods in matching:
+            if method.lower() in methods:
+                return spec
+        return matching[0][0] if matching else self._specs[0]
 
     def check_request(
         self,
@@ -192,11 +264,12 @@ class OpenApiChecker:
         body_bytes: bytes | None,
     ) -> None:
         """Raise ``AssertionError`` unless the request matches a documented operation."""
-        request = self._request(method, url, headers, body_bytes)
-        errors = list(self._app.iter_request_errors(request))
+        spec = self._spec_for(method, url)
+        request = self._request(spec, method, url, headers, body_bytes)
+        errors = list(spec.app.iter_request_errors(request))
         if errors:
             raise AssertionError(
-                f"{method.upper()} {url} does not match {self.spec_path.name}:{_describe(errors)}"
+                f"{method.upper()} {url} does not match {spec.name}:{_describe(errors)}"
             )
         sent = {name.lower(): value for name, value in headers.items()}
         for name in self.conventions.required_headers:
@@ -217,17 +290,18 @@ class OpenApiChecker:
     ) -> None:
         """Raise ``AssertionError`` unless the response is one the operation may give."""
         where = f"{method.upper()} {url} -> {status}"
-        request = self._request(method, url, request_headers, None)
+        spec = self._spec_for(method, url)
+        request = self._request(spec, method, url, request_headers, None)
         headers = Headers(list(response_headers.items()))
         content_type = (headers.get("content-type") or "").lower()
         response = _Response(status, headers, content_type, body_bytes or None)
-        errors = list(self._app.iter_response_errors(request, response))
+        errors = list(spec.app.iter_response_errors(request, response))
 
         path_errors = [error for error in errors if isinstance(error, PathError)]
         if path_errors:
             raise AssertionError(f"{where}: no such operation{_describe(path_errors)}")
         undocumented = any(isinstance(error, ResponseNotFound) for error in errors)
-        if undocumented and not self.conventions.sent_anywhere(status):
+        if undocumented and not self.conventions.sent_anywhere(status, method):
             raise AssertionError(f"{where}: status not documented{_describe(errors)}")
         if not undocumented and errors:
             raise AssertionError(f"{where}: response does not match the spec{_describe(errors)}")
@@ -249,8 +323,9 @@ class OpenApiChecker:
         if complaint is not None:
             raise AssertionError(f"{where}: {complaint}")
 
+    @staticmethod
     def _request(
-        self,
+        spec: _Spec,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -263,7 +338,7 @@ class OpenApiChecker:
         if body and not content_type:
             content_type = "application/json"
         return _Request(
-            host_url=self._server,
+            host_url=spec.server,
             path=parts.path,
             method=method.lower(),
             body=body or None,
