@@ -38,6 +38,18 @@ def egress_to_the_fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLOTKEEPER_EGRESS_ALLOW", FAKES_EGRESS)
 
 
+@pytest.fixture(autouse=True)
+def no_app_tokens_from_earlier_tests() -> Iterator[None]:
+    """GitHub App installation ids and tokens are kept for the life of the process (a daemon's
+    reconciles share them); tests run in one process against fakes whose ports are reused, so
+    each test starts with none."""
+    from slotkeeper.targets.githubapp import APP_TOKENS
+
+    APP_TOKENS.clear()
+    yield
+    APP_TOKENS.clear()
+
+
 @pytest.fixture
 def workdir(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
