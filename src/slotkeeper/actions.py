@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from slotkeeper.model import Artifact, RemoteState, SyncSubject
+from slotkeeper.model import Artifact, KeySecret, RemoteState, SyncSubject
 
 
 class ActionType(StrEnum):
@@ -56,6 +56,8 @@ class PlannedKey(_Value):
     read_only: bool
     rotate_after: str | None
     secret_file: str
+    #: every place the private half goes (the file among them), as the manifests declare
+    sinks: tuple[KeySecret, ...] = Field((), exclude_if=lambda sinks: not sinks)
     previous_id: int | None = None
     previous_fingerprint: str | None = None
     previous_secret_file: str | None = None

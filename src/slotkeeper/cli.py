@@ -8,6 +8,7 @@ its one meaning.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import getpass
 import json
@@ -47,7 +48,14 @@ from slotkeeper.manifests import (
     load_manifests,
     load_targets,
 )
-from slotkeeper.model import SecretRef, SyncSubject, parse_duration
+from slotkeeper.model import (
+    SECRET_NAMESPACES_ENV,
+    SECRET_REPOSITORIES_ENV,
+    SecretRef,
+    SinkPolicy,
+    SyncSubject,
+    parse_duration,
+)
 from slotkeeper.observability import configure_logging
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
@@ -150,13 +158,37 @@ def state_option(func: F) -> F:
     )(func)
 
 
-def _operator_targets(_: click.Context, __: click.Parameter, value: Path | None) -> OperatorTargets:
-    return load_targets(value) if value is not None else NO_TARGETS
+def _operator_targets(
+    context: click.Context, _: click.Parameter, value: Path | None
+) -> OperatorTargets:
+    operator = load_targets(value) if value is not None else NO_TARGETS
+    return dataclasses.replace(operator, sinks=_sink_policy(context))
+
+
+def _sink_policy(context: click.Context) -> SinkPolicy:
+    """The operator's ``--secret-namespaces`` and ``--secret-repositories`` (see
+    ``sink_options``)."""
+    return SinkPolicy(
+        namespaces=frozenset(context.meta.get("secret_namespaces", ())),
+        repositories=tuple(context.meta.get("secret_repositories", ())),
+    )
+
+
+def _secret_places(context: click.Context, parameter: click.Parameter, value: str | None) -> None:
+    """``--secret-namespaces`` / ``--secret-repositories``: eager, so that the ``--targets``
+    callback finds them whatever the order on the command line."""
+    items = [item for item in (value or "").replace(",", " ").split() if item]
+    if parameter.name == "secret_repositories":
+        for repository in items:
+            owner, _, name = repository.partition("/")
+            if not owner or not name or "/" in name:
+                raise click.BadParameter(f"{repository!r} is not owner/repo or owner/*")
+    context.meta[str(parameter.name)] = items
 
 
 def targets_option(func: F) -> F:
     """``--targets``: the operator's targets file, the only place a target's URL and credential
-    come from (the manifests only name targets)."""
+    come from (the manifests only name targets); and where deploy keys may be delivered."""
     return click.option(
         "--targets",
         type=click.Path(path_type=Path),
@@ -164,6 +196,29 @@ def targets_option(func: F) -> F:
         callback=_operator_targets,
         help="The operator's targets file (or directory): Target documents binding each target "
         f"to its URL and credential. The manifests only name targets. Env: {TARGETS_ENV}.",
+    )(sink_options(func))
+
+
+def sink_options(func: F) -> F:
+    """``--secret-namespaces`` and ``--secret-repositories``: where the operator lets deploy
+    keys be delivered beyond the secrets directory (nothing by default)."""
+    func = click.option(
+        "--secret-namespaces",
+        envvar=SECRET_NAMESPACES_ENV,
+        expose_value=False,
+        is_eager=True,
+        callback=_secret_places,
+        help="Kubernetes namespaces deploy keys may be written to as Secrets (comma-separated; "
+        f"none by default). Env: {SECRET_NAMESPACES_ENV}.",
+    )(func)
+    return click.option(
+        "--secret-repositories",
+        envvar=SECRET_REPOSITORIES_ENV,
+        expose_value=False,
+        is_eager=True,
+        callback=_secret_places,
+        help="Repositories (owner/repo or owner/*) whose Actions secrets deploy keys may be "
+        f"written to (comma-separated; none by default). Env: {SECRET_REPOSITORIES_ENV}.",
     )(func)
 
 
@@ -349,6 +404,7 @@ def cli(log_format: str, log_level: str, no_color: bool) -> None:
     envvar=TARGETS_ENV,
     help=f"The operator's targets file (or directory). Env: {TARGETS_ENV}.",
 )
+@sink_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
     "--allow-empty", is_flag=True, help="Accept manifests that declare no environment at all."
@@ -358,6 +414,7 @@ def validate(manifests: Path, targets: Path | None, as_json: bool, allow_empty: 
     declare nothing)."""
     try:
         operator = load_targets(targets) if targets is not None else NO_TARGETS
+        operator = dataclasses.replace(operator, sinks=_sink_policy(click.get_current_context()))
         # with the git revision: refs are checked too
         desired = snapshot(manifests, operator).desired
         if not desired.environments and not allow_empty:
@@ -682,10 +739,11 @@ def keys_list(manifests: Path, state: str, include_retired: bool, as_json: bool)
     with _ledger(state, create=False) as ledger:
         found = ledger.keys(include_retired=include_retired)
         syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.KEY)
+        holdings = {(k.repository, k.title): ledger.sinks_of(k.repository, k.title) for k in found}
     if as_json:
-        _print_json(render.keys_document(found, syncs, public=False))
+        _print_json(render.keys_document(found, syncs, public=False, holdings=holdings))
     else:
-        render.render_keys(found, _stdout(), syncs)
+        render.render_keys(found, _stdout(), syncs, holdings)
     return EXIT_OK
 
 

@@ -107,6 +107,11 @@ class SecretError(SlotkeeperError):
     """A secret could not be stored where it was asked to go."""
 
 
+class DeliveryIncomplete(SlotkeeperError):
+    """A new deploy key is registered and recorded but some place its consumers read it from
+    did not take it: the key it replaces stays registered, and the rotation is retried."""
+
+
 class TargetError(SlotkeeperError):
     """A target call failed; the message names the target and what failed, never a credential.
 

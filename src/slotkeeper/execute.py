@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -45,21 +46,24 @@ from slotkeeper.actions import (
     key_of,
     slot_of,
 )
-from slotkeeper.errors import SlotkeeperError
-from slotkeeper.keys import SecretSink, generate_key
+from slotkeeper.errors import DeliveryIncomplete, SlotkeeperError
+from slotkeeper.keys import KeyPair, SecretSink, generate_key
 from slotkeeper.ledger import LedgerTransaction, PendingAction, StateStore
 from slotkeeper.model import (
     Artifact,
     KeyRecord,
+    KeySecret,
     KeyStatus,
     RecordStatus,
     RemoteState,
+    SinkHolding,
     SyncStatus,
     SyncSubject,
     TargetSync,
     normalize_secret_path,
 )
 from slotkeeper.plan import Plan
+from slotkeeper.sinks.delivery import Deliveries, default_kubernetes
 from slotkeeper.targets.base import KeySubject, Remote, Target
 from slotkeeper.targetsync import History, SyncOutcome, SyncWork, TargetSyncer
 
@@ -133,6 +137,8 @@ class _Context:
         self.groups: dict[str, list[SyncWork]] = {}
         #: secret files written by this apply: never removed by it
         self.written: set[str] = set()
+        #: the places beyond the secrets directory (Kubernetes Secrets, Actions secrets)
+        self.deliveries = Deliveries(targets=targets, kubernetes=default_kubernetes)
 
     def event(
         self,
@@ -312,6 +318,7 @@ def execute(
                 flush()  # results are reported in plan order
                 report(_run(action, context))
     flush()
+    context.deliveries.close()
 
     if context.groups:
         known = {e.name: e for e in ledger.read_state().environments.values()}
@@ -609,7 +616,8 @@ def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _C
     )
     # The sink must be able to take the private half before anything is registered: a failing
     # write after registration would leave an orphan key on the target at every try.
-    context.sink.check_writable(key.secret_file)
+    if key.secret_file:
+        context.sink.check_writable(key.secret_file)
     # Remote first: the new key is registered and confirmed listed on every target before the
     # ledger and the secret file switch to it. A failure here changes nothing locally.
     # Every target the action names is open (apply_saved refuses a plan naming one the operator
@@ -621,7 +629,10 @@ def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _C
             registered[name] = target.add_key(KeySubject(key=provisional))
     # The new private half is moved into place as the last step before the ledger commits the
     # key: if the move fails nothing is recorded, and a failed commit is the only (rare) gap.
-    with context.ledger.transaction() as tx, context.sink.staged(key.secret_file, pair.private_key):
+    staged = (
+        context.sink.staged(key.secret_file, pair.private_key) if key.secret_file else nullcontext()
+    )
+    with context.ledger.transaction() as tx, staged:
         if key.previous_id is not None:
             # Retire the old key first: the ledger allows one ACTIVE key per repository/title.
             tx.set_key_status(key.previous_id, KeyStatus.ROTATED, at=at)
@@ -637,6 +648,7 @@ def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _C
             at=at,
             revision=context.revision,
             action_id=action.id,
+            sinks=key.sinks,
         )
         for name, remote in registered.items():
             tx.upsert_sync(
@@ -659,15 +671,104 @@ def _create_or_rotate_key(action: CreateKeyAction | RotateKeyAction, context: _C
             detail["previous_fingerprint"] = key.previous_fingerprint or ""
         kind = "key.rotated" if key.previous_id is not None else "key.created"
         context.event(tx, action, kind, at, key_id=key_id, detail=detail)
-    context.written.add(normalize_secret_path(key.secret_file))
+    if key.secret_file:
+        context.written.add(normalize_secret_path(key.secret_file))
     kept = ""
-    if key.previous_secret_file is not None and normalize_secret_path(
+    if key.previous_secret_file and normalize_secret_path(
         key.previous_secret_file
     ) != normalize_secret_path(key.secret_file):
         kept = context.remove_secret(key.previous_secret_file)
+    behind = _deliver(action, context, key_id, pair)
+    if behind:
+        # The new key is recorded, registered and in the places that took it; the old one
+        # stays registered, so a consumer still holding it keeps working. The next plan
+        # rotates again (a private half is never kept to be written later).
+        raise DeliveryIncomplete(
+            f"{pair.fingerprint} (#{key_id}) is registered but not yet in every place: "
+            + "; ".join(behind)
+            + (
+                f". Key #{key.previous_id} stays registered until every place holds a new key"
+                if key.previous_id is not None
+                else ""
+            )
+        )
     if key.previous_id is not None:
         _delete_remotely(context, action, key.previous_id)
     return None, key_id, f"{pair.fingerprint} (#{key_id}){kept}"
+
+
+def _deliver(
+    action: CreateKeyAction | RotateKeyAction, context: _Context, key_id: int, pair: KeyPair
+) -> list[str]:
+    """Write the new private half to every place beyond the secrets directory, each confirmed
+    and recorded as it lands; then take the key out of places the key no longer lists. What
+    did not land, one line per place."""
+    key = action.key
+    identity = (key.repository, key.title)
+    behind: list[str] = []
+    holdings = context.ledger.sinks_of(*identity)
+    for sink in key.sinks:
+        if sink.file is not None:
+            continue
+        try:
+            version = context.deliveries.deliver(
+                identity, sink, pair, action.targets, holdings.get(sink.label)
+            )
+        except SlotkeeperError as exc:
+            with context.ledger.transaction() as tx:
+                tx.delivery_failed(*identity, sink.label, error=str(exc), at=context.clock())
+            obs.get_logger().warning(
+                "key.delivery_failed", key=key.name, sink=sink.label, error=str(exc)
+            )
+            behind.append(str(exc))
+            continue
+        with context.ledger.transaction() as tx:
+            tx.delivered(
+                *identity,
+                sink.label,
+                key_id=key_id,
+                fingerprint=pair.fingerprint,
+                version=version,
+                at=context.clock(),
+            )
+        obs.get_logger().info("key.delivered", key=key.name, sink=sink.label, key_id=key_id)
+    if not behind:
+        declared = {sink.label for sink in key.sinks}
+        previous = context.ledger.key(key.previous_id) if key.previous_id is not None else None
+        for label, holding in context.ledger.sinks_of(*identity).items():
+            if label in declared or label.startswith("file:"):
+                continue
+            dropped = next(
+                (s for s in (previous.sinks if previous else ()) if s.label == label), None
+            )
+            _take_out(context, identity, dropped, holding, action.targets)
+    return behind
+
+
+def _take_out(
+    context: _Context,
+    identity: tuple[str, str],
+    sink: KeySecret | None,
+    holding: SinkHolding,
+    targets: tuple[str, ...],
+) -> str:
+    """Remove a key from a place it no longer belongs to (unless the place says to keep it),
+    and forget the place. A failure is logged and the place kept in the ledger: tried again
+    at the next rotation or revocation."""
+    if sink is not None and sink.keep_on_revoke:
+        outcome = "kept (keepOnRevoke)"
+    elif sink is None:
+        outcome = "left in place (its settings are not known)"
+    else:
+        try:
+            outcome = context.deliveries.remove(identity, sink, holding, targets)
+        except SlotkeeperError as exc:
+            obs.get_logger().warning("key.sink_removal_failed", sink=holding.sink, error=str(exc))
+            return f"{holding.sink}: not removed: {exc}"
+    with context.ledger.transaction() as tx:
+        tx.forget_sink(*identity, holding.sink)
+    obs.get_logger().info("key.sink_removed", sink=holding.sink, outcome=outcome)
+    return f"{holding.sink}: {outcome}"
 
 
 def _delete_remotely(context: _Context, action: KeyAction, key_id: int) -> None:
@@ -697,6 +798,19 @@ def _revoke_key(action: RevokeKeyAction, context: _Context) -> _Applied:
             key_id=key.previous_id,
             detail={"fingerprint": key.previous_fingerprint or ""},
         )
-    kept = context.remove_secret(key.secret_file)
+    kept = context.remove_secret(key.secret_file) if key.secret_file else ""
     _delete_remotely(context, action, key.previous_id)
-    return None, key.previous_id, f"revoked {key.previous_fingerprint}{kept}"
+    identity = (key.repository, key.title)
+    notes = [
+        _take_out(
+            context,
+            identity,
+            next((sink for sink in key.sinks if sink.label == label), None),
+            holding,
+            action.targets,
+        )
+        for label, holding in context.ledger.sinks_of(*identity).items()
+        if not label.startswith("file:") and holding.key_id == key.previous_id
+    ]
+    places = "".join(f"; {note}" for note in notes)
+    return None, key.previous_id, f"revoked {key.previous_fingerprint}{kept}{places}"

@@ -77,6 +77,8 @@ def key_file_problems(keys: Iterable[KeyRecord], sink: SecretSink) -> dict[int, 
     be rotated, never silently kept."""
     problems: dict[int, str] = {}
     for key in keys:
+        if not key.secret_file:
+            continue  # delivered elsewhere only (Kubernetes, Actions): see sinks.delivery
         try:
             content = sink.read(key.secret_file)
         except SecretError as exc:

@@ -33,8 +33,10 @@ from slotkeeper.model import (
     DesiredState,
     EnvironmentDocument,
     EnvironmentSpec,
+    KeySecret,
     Location,
     Revision,
+    SinkPolicy,
     TargetDocument,
     TargetSpec,
     decide_ref,
@@ -99,6 +101,8 @@ class OperatorTargets:
     source: Path | None = None
     specs: Mapping[str, TargetSpec] = field(default_factory=dict)
     locations: Mapping[str, Location] = field(default_factory=dict)
+    #: where deploy keys may be delivered beyond the secrets directory (the operator's flags)
+    sinks: SinkPolicy = field(default_factory=SinkPolicy)
 
 
 #: no targets file: the ledger alone records; an environment naming a target is an error
@@ -635,7 +639,7 @@ def _check_references(collector: _Collector) -> None:
                 )
             )
     keys: dict[tuple[str, str], tuple[str, Location]] = {}
-    secret_files: dict[str, tuple[str, Location]] = {}
+    sinks: dict[str, tuple[str, Location]] = {}
     for name, (spec, declared) in collector.environments.items():
         data = collector.environment_data[name]
         for index, key in enumerate(spec.deploy_keys):
@@ -655,19 +659,50 @@ def _check_references(collector: _Collector) -> None:
                     )
                 )
             keys.setdefault(identity, (name, location))
-            if key.secret.file in secret_files:
-                owner, first = secret_files[key.secret.file]
-                file_at = line_of(data, ("spec", "deployKeys", index, "secret", "file"), at)
-                collector.errors.append(
-                    ManifestError(
-                        Path(location.file),
-                        file_at,
-                        f"{field_path}.secret.file",
-                        f"secret file {key.secret.file!r} is already used by deploy key "
-                        f"{owner} at {first}",
+            for number, sink in enumerate(key.sinks):
+                base = ("secret",) if key.secret is not None else ("secrets", number)
+                kind, detail = _sink_fields(sink)
+                sink_field = f"{field_path}." + ".".join(
+                    str(step) if isinstance(step, str) else f"[{step}]" for step in base
+                ).replace(".[", "[")
+                kind_at = line_of(data, ("spec", "deployKeys", index, *base, kind), at)
+                for problem in collector.operator.sinks.refusals(sink):
+                    detail_at = line_of(
+                        data, ("spec", "deployKeys", index, *base, kind, detail), kind_at
                     )
-                )
-            secret_files.setdefault(key.secret.file, (f"{key.repository}/{key.title}", location))
+                    collector.errors.append(
+                        ManifestError(
+                            Path(location.file), detail_at, f"{sink_field}.{kind}.{detail}", problem
+                        )
+                    )
+                owner = f"{key.repository}/{key.title}"
+                if sink.label in sinks:
+                    other, first = sinks[sink.label]
+                    collector.errors.append(
+                        ManifestError(
+                            Path(location.file),
+                            kind_at,
+                            f"{sink_field}.{kind}",
+                            f"{_sink_words(sink)} is already used by deploy key {other} at {first}",
+                        )
+                    )
+                sink_where = Location(file=location.file, line=kind_at)
+                sinks.setdefault(sink.label, (owner, sink_where))
+
+
+def _sink_fields(sink: KeySecret) -> tuple[str, str]:
+    """The wire name of a place's kind, and of the field an operator's refusal concerns."""
+    if sink.kubernetes is not None:
+        return "kubernetes", "namespace"
+    if sink.github_actions is not None:
+        return "githubActions", "repository"
+    return "file", "file"
+
+
+def _sink_words(sink: KeySecret) -> str:
+    if sink.file is not None:
+        return f"secret file {sink.file!r}"
+    return sink.label
 
 
 def _did_you_mean(name: str, choices: list[str]) -> str:

@@ -174,17 +174,93 @@ class SecretRef(_Strict):
         return self
 
 
-class KeySecret(_Strict):
-    """Where a deploy key's private half is written: a path relative to the secrets directory."""
+#: a Kubernetes namespace (an RFC 1123 label)
+K8S_NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: a Kubernetes object name (an RFC 1123 subdomain)
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+#: an Actions secret's name: letters, digits and ``_``, not starting with a digit
+ACTIONS_SECRET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 
-    file: NonEmpty = Field(
-        description="Where the private key is written (mode 0600), relative to the secrets "
-        "directory (`--secrets-dir`): no absolute path, no `..`. One file per key."
+
+class KubernetesSecretSink(_Strict):
+    """A Kubernetes Secret that a GitOps controller reads the deploy key from."""
+
+    namespace: Annotated[str, StringConstraints(pattern=K8S_NAMESPACE_PATTERN)] = Field(
+        description="The Secret's namespace; the operator allows namespaces with "
+        "`--secret-namespaces` (SLOTKEEPER_SECRET_NAMESPACES)."
+    )
+    name: Annotated[str, StringConstraints(pattern=K8S_NAME_PATTERN)] = Field(
+        description="The Secret's name. An existing Secret slotkeeper does not manage is never "
+        "overwritten."
+    )
+    format: Literal["flux", "argocd", "opaque"] = Field(
+        description="What reads it: `flux` (identity, identity.pub, known_hosts), `argocd` (a "
+        "repository Secret: type, url, sshPrivateKey) or `opaque` (identity, identity.pub)."
+    )
+    url: NonEmpty | None = Field(
+        None,
+        description="The repository URL Argo CD clones (`argocd` only; default "
+        "`ssh://git@HOST/OWNER/REPO.git` of the key's repository).",
+    )
+
+    @model_validator(mode="after")
+    def _url_for_argocd(self) -> KubernetesSecretSink:
+        if self.url is not None and self.format != "argocd":
+            raise ValueError("url is read by Argo CD only: give it with format: argocd")
+        return self
+
+
+class ActionsSecretSink(_Strict):
+    """A GitHub Actions secret a workflow reads the deploy key from (repository-wide, or of
+    one deployment environment), written through the environment's GitHub target."""
+
+    repository: Repository = Field(
+        description="The `owner/repo` of the secret; the operator allows repositories with "
+        "`--secret-repositories` (SLOTKEEPER_SECRET_REPOSITORIES)."
+    )
+    name: Annotated[str, StringConstraints(pattern=ACTIONS_SECRET_PATTERN)] = Field(
+        description="The secret's name: letters, digits and `_`, not starting with a digit or "
+        "`GITHUB_`. An existing secret slotkeeper did not write is never overwritten."
+    )
+    environment: NonEmpty | None = Field(
+        None, description="A deployment environment's secret instead of the repository's."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.upper().startswith("GITHUB_"):
+            raise ValueError("names starting with GITHUB_ are GitHub's own")
+        return value
+
+
+class KeySecret(_Strict):
+    """One place a deploy key's private half is delivered to: a file under the secrets
+    directory, a Kubernetes Secret or a GitHub Actions secret (exactly one)."""
+
+    file: NonEmpty | None = Field(
+        None,
+        description="A file (mode 0600), relative to the secrets directory (`--secrets-dir`): no "
+        "absolute path, no `..`.",
+    )
+    kubernetes: KubernetesSecretSink | SkipJsonSchema[None] = Field(
+        None, description="A Kubernetes Secret: `{namespace, name, format: flux|argocd|opaque}`."
+    )
+    github_actions: ActionsSecretSink | SkipJsonSchema[None] = Field(
+        None,
+        description="A GitHub Actions secret: `{repository, name, environment?}`.",
+    )
+    keep_on_revoke: bool = Field(
+        False,
+        description="Leave the secret in place when the key is revoked or stops listing this "
+        "place (default false: slotkeeper removes what it wrote, if it still holds the key).",
     )
 
     @field_validator("file")
     @classmethod
-    def _inside_secrets_dir(cls, value: str) -> str:
+    def _inside_secrets_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if "\x00" in value:
             raise ValueError("must not contain a NUL character")
         path = PurePosixPath(value)
@@ -198,6 +274,70 @@ class KeySecret(_Strict):
         if not normal:
             raise ValueError("must name a file inside the secrets directory")
         return normal
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KeySecret:
+        given = [self.file, self.kubernetes, self.github_actions]
+        if sum(place is not None for place in given) != 1:
+            raise ValueError("give exactly one of file, kubernetes and githubActions")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The sink's identity: ``file:PATH``, ``kubernetes:NS/NAME`` or
+        ``githubActions:OWNER/REPO[/ENVIRONMENT]/NAME``."""
+        if self.kubernetes is not None:
+            return f"kubernetes:{self.kubernetes.namespace}/{self.kubernetes.name}"
+        if self.github_actions is not None:
+            actions = self.github_actions
+            where = actions.repository
+            if actions.environment is not None:
+                where += f"/{actions.environment}"
+            return f"githubActions:{where}/{actions.name.upper()}"
+        return f"file:{self.file}"
+
+
+SECRET_NAMESPACES_ENV = "SLOTKEEPER_SECRET_NAMESPACES"
+SECRET_REPOSITORIES_ENV = "SLOTKEEPER_SECRET_REPOSITORIES"
+
+
+@dataclass(frozen=True)
+class SinkPolicy:
+    """Where the operator lets deploy keys be delivered beyond the secrets directory: the
+    Kubernetes namespaces and the repositories (``owner/repo`` or ``owner/*``) whose Actions
+    secrets slotkeeper may write. Nothing is allowed unless the operator says so: a manifest
+    (anyone who can push) must not be able to put a key into ``kube-system``, or replace another
+    team's Actions secret."""
+
+    namespaces: frozenset[str] = frozenset()
+    repositories: tuple[str, ...] = ()
+
+    def refusals(self, sink: KeySecret) -> list[str]:
+        """Why ``sink`` may not be written (empty when it may)."""
+        if sink.kubernetes is not None and sink.kubernetes.namespace not in self.namespaces:
+            allowed = ", ".join(sorted(self.namespaces)) or "none"
+            return [
+                f"namespace {sink.kubernetes.namespace!r} is not one the operator lets slotkeeper "
+                f"write Secrets to (allowed: {allowed}; --secret-namespaces or "
+                f"{SECRET_NAMESPACES_ENV})"
+            ]
+        if sink.github_actions is not None and not self.allows_repository(
+            sink.github_actions.repository
+        ):
+            allowed = ", ".join(self.repositories) or "none"
+            return [
+                f"repository {sink.github_actions.repository!r} is not one whose Actions secrets "
+                f"the operator lets slotkeeper write (allowed: {allowed}; --secret-repositories "
+                f"or {SECRET_REPOSITORIES_ENV})"
+            ]
+        return []
+
+    def allows_repository(self, repository: str) -> bool:
+        owner = repository.split("/", 1)[0].lower()
+        return any(
+            allowed.lower() == repository.lower() or allowed.lower() == f"{owner}/*"
+            for allowed in self.repositories
+        )
 
 
 def normalize_secret_path(path: str) -> str:
@@ -364,7 +504,37 @@ class DeployKeySpec(_Strict):
         description="Rotate the key once it is older than this: `90m`, `12h`, `30d`, `2w` "
         "(absent: never for its age).",
     )
-    secret: KeySecret = Field(description="Where the private half is written.")
+    secret: KeySecret | SkipJsonSchema[None] = Field(
+        None,
+        description="Where the private half is delivered: `{file: PATH}`, `{kubernetes: ...}` or "
+        "`{githubActions: ...}`. Exactly one of secret and secrets.",
+    )
+    secrets: Annotated[list[KeySecret], Field(max_length=10)] = Field(
+        [],
+        description="Several places the private half is delivered to (at most one file). A "
+        "rotation deletes the old key on GitHub only once every one holds the new key.",
+    )
+
+    @model_validator(mode="after")
+    def _delivered(self) -> DeployKeySpec:
+        if (self.secret is None) == (not self.secrets):
+            raise ValueError("give exactly one of secret and secrets")
+        labels = [sink.label for sink in self.sinks]
+        if len(set(labels)) != len(labels):
+            raise ValueError("a place is listed twice under secrets")
+        if sum(sink.file is not None for sink in self.sinks) > 1:
+            raise ValueError("at most one file per key under secrets")
+        return self
+
+    @property
+    def sinks(self) -> tuple[KeySecret, ...]:
+        """Every place the private half goes, in the order declared."""
+        return (self.secret,) if self.secret is not None else tuple(self.secrets)
+
+    @property
+    def secret_file(self) -> str:
+        """The file the private half is written to, or "" when it goes to no file."""
+        return next((sink.file for sink in self.sinks if sink.file is not None), "")
 
 
 class EnvironmentSpec(_Strict):
@@ -816,6 +986,14 @@ class DesiredState(BaseModel):
     def declared_by_valid_file(self, environment: str) -> bool:
         return environment in self.environments and environment not in self.stand_ins
 
+    def deploy_key(self, repository: str, title: str) -> DeployKeySpec | None:
+        """The deploy key the manifests declare for ``repository``/``title``, if any."""
+        for spec in self.environments.values():
+            for key in spec.deploy_keys:
+                if (key.repository, key.title) == (repository, title):
+                    return key
+        return None
+
     def slot_location(self, environment: str, slot: str) -> Location | None:
         """Where a slot is declared; else where its environment is; else None."""
         return self.locations.get(f"slot/{environment}/{slot}") or self.locations.get(environment)
@@ -953,6 +1131,36 @@ class KeyRecord(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
     replaced_by: int | None = None
+    #: where the private half was declared to go (the file among them)
+    sinks: tuple[KeySecret, ...] = ()
+
+
+class SinkFinding(BaseModel):
+    """What a place of a deploy key said when the targets were refreshed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: why slotkeeper may not write there (the key's action is held)
+    refused: tuple[str, ...] = ()
+    #: what someone else changed or deleted (a rotation repairs it)
+    drift: tuple[str, ...] = ()
+
+
+class SinkHolding(BaseModel):
+    """What one place (a file, a Kubernetes Secret, an Actions secret) of a deploy key is known
+    to hold: the key last delivered there, and the last failure to deliver one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: str
+    title: str
+    sink: str
+    key_id: int | None = None
+    fingerprint: str | None = None
+    version: str | None = None
+    delivered_at: Timestamp | None = None
+    last_error: str | None = None
+    failed_at: Timestamp | None = None
 
 
 class EnvironmentRecord(BaseModel):
@@ -1081,6 +1289,8 @@ class RecordedState(BaseModel):
     #: retired records and keys some target still has to be told about, by id
     retired_records: dict[int, Record] = Field(default_factory=dict)
     retired_keys: dict[int, KeyRecord] = Field(default_factory=dict)
+    #: what each place of each deploy key holds, by (repository, title) and place
+    sinks: dict[tuple[str, str], dict[str, SinkHolding]] = Field(default_factory=dict)
 
     @cached_property
     def syncs_by_subject(self) -> dict[tuple[SyncSubject, int], list[TargetSync]]:

@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,9 +49,13 @@ from slotkeeper.model import (
     EnvironmentRecord,
     EnvironmentSpec,
     KeyRecord,
+    KeySecret,
+    KeyStatus,
     RecordedState,
     RemoteState,
     Revision,
+    SinkFinding,
+    SinkHolding,
     SyncStatus,
     SyncSubject,
     TargetSync,
@@ -166,6 +170,7 @@ def diff(
     revision: Revision | None = None,
     drift: Sequence[Drift] = (),
     key_files: Mapping[int, str] | None = None,
+    sinks: Mapping[tuple[str, str], Mapping[str, SinkFinding]] | None = None,
 ) -> Plan:
     """Diff ``desired`` against ``recorded`` (and what targets reported in ``drift``) and return
     the plan that converges them. ``key_files`` says, by key id, what is wrong with the private
@@ -237,6 +242,7 @@ def diff(
             ids=ids,
             drift=drift,
             key_files=key_files or {},
+            sinks=sinks or {},
         )
     )
     guarded = _guard(drafts, desired, recorded, options, now)
@@ -327,6 +333,7 @@ def _key_actions(
     ids: _ActionIds,
     drift: Sequence[Drift],
     key_files: Mapping[int, str],
+    sinks: Mapping[tuple[str, str], Mapping[str, SinkFinding]],
 ) -> list[Action]:
     actions: list[Action] = []
     declared: set[tuple[str, str]] = set()
@@ -340,6 +347,8 @@ def _key_actions(
             identity = (spec.repository, spec.title)
             declared.add(identity)
             current = recorded.keys.get(identity)
+            found = sinks.get(identity, {})
+            refused = "; ".join(r for finding in found.values() for r in finding.refused) or None
             if current is None:
                 actions.append(
                     CreateKeyAction(
@@ -348,6 +357,7 @@ def _key_actions(
                         key=_declared_key(spec),
                         targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason="declared, not yet created",
+                        blocked=refused,
                     )
                 )
                 continue
@@ -356,6 +366,11 @@ def _key_actions(
                 why = key_files[current.id]
             if why is None and current.id in deleted_remotely:
                 why = f"deleted on {deleted_remotely[current.id].target}"
+            if why is None:
+                why = next((d for finding in found.values() for d in finding.drift), None)
+            wait = None
+            if why is None:
+                why, wait = _behind(spec, current, recorded, now)
             if why is not None:
                 actions.append(
                     RotateKeyAction(
@@ -364,6 +379,7 @@ def _key_actions(
                         key=_successor_key(spec, current),
                         targets=tuple(_key_targets(env_name, desired, recorded)),
                         reason=why,
+                        blocked=refused or wait,
                     )
                 )
     for identity, current in sorted(recorded.keys.items()):
@@ -381,6 +397,50 @@ def _key_actions(
     return actions
 
 
+#: how long after a failed delivery to a place the rotation that retries it waits
+DELIVERY_RETRY = timedelta(minutes=10)
+
+
+def behind_places(
+    sinks: Sequence[KeySecret], current: KeyRecord, recorded: RecordedState
+) -> list[SinkHolding | str]:
+    """The places beyond the secrets directory that do not hold ``current`` (the key's ACTIVE
+    one): what the ledger knows of each (its holding), or its name when nothing was ever
+    delivered there. Files are judged by their content instead (``keys.key_file_problems``)."""
+    holdings = recorded.sinks.get((current.repository, current.title), {})
+    behind: list[SinkHolding | str] = []
+    for sink in sinks:
+        if sink.file is not None:
+            continue
+        holding = holdings.get(sink.label)
+        if holding is None:
+            behind.append(sink.label)
+        elif holding.key_id != current.id:
+            behind.append(holding)
+    return behind
+
+
+def _behind(
+    spec: DeployKeySpec, current: KeyRecord, recorded: RecordedState, now: datetime
+) -> tuple[str | None, str | None]:
+    """Why the key must be rotated because a place does not hold it (a private half is never
+    kept to be written again), and why that rotation waits: a place that just failed is
+    retried after ``DELIVERY_RETRY``, not at every reconcile (each try registers a key)."""
+    behind = behind_places(spec.sinks, current, recorded)
+    if not behind:
+        return None, None
+    first = behind[0]
+    if isinstance(first, str):
+        return f"{first} does not hold the current key yet", None
+    why = f"{first.sink} does not hold the current key"
+    if first.last_error and first.failed_at is not None:
+        why += f" (last delivery failed: {first.last_error})"
+        retry = first.failed_at + DELIVERY_RETRY
+        if now < retry:
+            return why, f"delivery to {first.sink} is retried after {retry:%Y-%m-%d %H:%M:%SZ}"
+    return why, None
+
+
 def _declared_key(spec: DeployKeySpec) -> PlannedKey:
     """A key as the manifests declare it: what a creation makes."""
     return PlannedKey(
@@ -388,7 +448,8 @@ def _declared_key(spec: DeployKeySpec) -> PlannedKey:
         title=spec.title,
         read_only=spec.read_only,
         rotate_after=spec.rotate_after,
-        secret_file=spec.secret.file,
+        secret_file=spec.secret_file,
+        sinks=spec.sinks,
     )
 
 
@@ -400,7 +461,8 @@ def _successor_key(spec: DeployKeySpec, current: KeyRecord) -> KnownKey:
         title=spec.title,
         read_only=spec.read_only,
         rotate_after=spec.rotate_after,
-        secret_file=spec.secret.file,
+        secret_file=spec.secret_file,
+        sinks=spec.sinks,
         previous_id=current.id,
         previous_fingerprint=current.fingerprint,
         previous_secret_file=current.secret_file,
@@ -415,6 +477,7 @@ def _recorded_key(key: KeyRecord) -> KnownKey:
         read_only=key.read_only,
         rotate_after=key.rotate_after,
         secret_file=key.secret_file,
+        sinks=key.sinks,
         previous_id=key.id,
         previous_fingerprint=key.fingerprint,
     )
@@ -429,7 +492,7 @@ def _rotation_reason(
         return "rotation requested"
     if spec.read_only != current.read_only:
         return f"readOnly changed to {str(spec.read_only).lower()}"
-    if spec.secret.file != normalize_secret_path(current.secret_file):
+    if spec.secret_file != normalize_secret_path(current.secret_file):
         return "secret file changed"
     if spec.rotate_after is not None:
         age = now - current.created_at
@@ -462,7 +525,8 @@ def _guard(
     empty = not desired.environments and not desired.broken and not options.allow_empty
     guarded: list[Action] = []
     for action in actions:
-        reasons = _unconfigured(action, desired, recorded)
+        reasons = [action.blocked] if action.blocked else []  # a place refused, a retry waits
+        reasons.extend(_unconfigured(action, desired, recorded))
         if action.type in REMOVALS:
             if not options.allow_decommission and _protected(action.environment, desired, recorded):
                 reasons.append(_protected_reason(action.environment))
@@ -661,6 +725,8 @@ def _sync_actions(
                 key=_recorded_key(key),
             )
     for key in sorted(recorded.retired_keys.values(), key=lambda k: k.id):
+        if key.status is KeyStatus.ROTATED and _consumer_may_hold(key, desired, recorded):
+            continue  # never delete a key a place may still hold (see behind_places)
         for target in _synced_targets(recorded, SyncSubject.KEY, key.id, desired):
             successor = recorded.syncs.get((target, SyncSubject.KEY, key.replaced_by or 0))
             if key.replaced_by is not None and (successor is None or not successor.settled):
@@ -688,6 +754,18 @@ def _sync_actions(
                 )
             )
     return actions
+
+
+def _consumer_may_hold(key: KeyRecord, desired: DesiredState, recorded: RecordedState) -> bool:
+    """Whether some place of ``key``'s deploy key may still hold it: one that does not hold
+    the ACTIVE key of the same repository and title (a rotation not yet delivered
+    everywhere)."""
+    active = recorded.keys.get((key.repository, key.title))
+    if active is None:
+        return False
+    spec = desired.deploy_key(key.repository, key.title)
+    declared = spec.sinks if spec is not None else active.sinks
+    return bool(behind_places(declared, active, recorded))
 
 
 def _paused(target: str, current: TargetSync | None, now: datetime) -> str | None:

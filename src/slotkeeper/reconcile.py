@@ -58,6 +58,7 @@ from slotkeeper.model import (
     TargetSync,
 )
 from slotkeeper.plan import Plan, PlanOptions, diff, recheck
+from slotkeeper.sinks.delivery import Deliveries, default_kubernetes, observe_sinks
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import (
     EnvironmentInfo,
@@ -342,6 +343,13 @@ def _plan(
     key_files = (
         key_file_problems(recorded.keys.values(), sink) if sink is not None and refreshing else {}
     )
+    sinks = {}
+    if refreshing and targets:
+        deliveries = Deliveries(targets=targets, kubernetes=default_kubernetes)
+        try:
+            sinks = observe_sinks(shot.desired, recorded, deliveries)
+        finally:
+            deliveries.close()
     plan = diff(
         shot.desired,
         recorded,
@@ -350,6 +358,7 @@ def _plan(
         revision=shot.revision,
         drift=refreshed.drift,
         key_files=key_files,
+        sinks=sinks,
     )
     return plan.model_copy(
         update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}

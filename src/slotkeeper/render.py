@@ -12,7 +12,7 @@ text the target chose.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from slotkeeper.model import (
     ManifestStatus,
     Record,
     RecordStatus,
+    SinkHolding,
     SyncStatus,
     SyncSubject,
     TargetSync,
@@ -545,23 +546,72 @@ def next_rotation(key: KeyRecord) -> datetime | None:
     return key.created_at + parse_duration(key.rotate_after) if key.rotate_after else None
 
 
-def keys_document(
-    keys: list[KeyRecord], syncs: dict[int, list[TargetSync]] | None = None, *, public: bool
+def places_document(
+    key: KeyRecord, holdings: Mapping[str, SinkHolding], *, public: bool
 ) -> list[dict[str, Any]]:
-    """Deploy keys with their next rotation and each target's sync state (``public`` as for
-    :func:`status_document`)."""
+    """Where a deploy key's private half goes, and what each place holds: ``current`` (this
+    key), ``behind`` (an older key, or none yet), ``failed`` (its last delivery failed; the
+    error itself only when not ``public``: it may quote the place's own answer) or ``file``
+    (checked by its content at each refresh)."""
+    places = []
+    for sink in key.sinks:
+        if sink.file is not None:
+            places.append({"place": sink.label, "state": "file"})
+            continue
+        holding = holdings.get(sink.label)
+        if holding is not None and holding.key_id == key.id:
+            state = "current"
+        elif holding is not None and holding.last_error:
+            state = "failed"
+        else:
+            state = "behind"
+        place: dict[str, Any] = {
+            "place": sink.label,
+            "state": state,
+            "delivered_at": timestamp(holding.delivered_at)
+            if holding and holding.delivered_at
+            else None,
+        }
+        if not public and holding is not None:
+            place["last_error"] = holding.last_error
+        places.append(place)
+    return places
+
+
+def keys_document(
+    keys: list[KeyRecord],
+    syncs: dict[int, list[TargetSync]] | None = None,
+    *,
+    public: bool,
+    holdings: Mapping[tuple[str, str], Mapping[str, SinkHolding]] | None = None,
+) -> list[dict[str, Any]]:
+    """Deploy keys with their next rotation, each target's sync state and each place's
+    (``public`` as for :func:`status_document`)."""
     rows = []
     for key in keys:
-        row = key.model_dump(mode="json")
+        row = key.model_dump(mode="json", by_alias=True, exclude={"sinks"})
         due = next_rotation(key)
         row["next_rotation"] = timestamp(due) if due and key.status.value == "ACTIVE" else None
         row["targets"] = _target_states((syncs or {}).get(key.id, []), public=public)
+        held = (holdings or {}).get((key.repository, key.title), {})
+        row["places"] = places_document(key, held, public=public)
         rows.append(row)
     return rows
 
 
+def _places_cell(key: KeyRecord, holdings: Mapping[str, SinkHolding]) -> str:
+    return ", ".join(
+        f"{place['place']} {place['state']}"
+        for place in places_document(key, holdings, public=True)
+        if place["state"] != "file"
+    )
+
+
 def render_keys(
-    keys: list[KeyRecord], console: Console, syncs: dict[int, list[TargetSync]] | None = None
+    keys: list[KeyRecord],
+    console: Console,
+    syncs: dict[int, list[TargetSync]] | None = None,
+    holdings: Mapping[tuple[str, str], Mapping[str, SinkHolding]] | None = None,
 ) -> None:
     if not keys:
         console.print("No deploy keys recorded.")
@@ -577,6 +627,7 @@ def render_keys(
         "CREATED",
         "NEXT ROTATION",
         "TARGETS",
+        "PLACES",
     ):
         table.add_column(column)
     for key in keys:
@@ -591,6 +642,9 @@ def render_keys(
             _when(key.created_at),
             _when(due) if due and key.status.value == "ACTIVE" else "",
             _targets_cell((syncs or {}).get(key.id, [])),
+            _places_cell(key, (holdings or {}).get((key.repository, key.title), {}))
+            if key.status.value == "ACTIVE"
+            else "",
         )
     _print_table(console, table)
 

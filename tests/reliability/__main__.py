@@ -29,6 +29,7 @@ from tests.reliability.harness import (
     operations_scenario,
     write_report,
 )
+from tests.reliability.rotation import RotationFigures, rotation_scenario
 
 #: 6 environments x 40 slots; each change set supersedes 180, decommissions 60 (or 108),
 #: deploys 108 (or 60) new slots and rotates 6 deploy keys: 354 actions either way.
@@ -47,6 +48,7 @@ def main() -> int:
     ha_rounds = int(os.environ.get("RELIABILITY_HA_ROUNDS", "21"))
     figures = Figures()
     ha = HaFigures(rounds_asked=ha_rounds)
+    rotation = RotationFigures()
     scratch = Path(tempfile.mkdtemp(prefix="slotkeeper-reliability-"))
     started = time.monotonic()
 
@@ -63,6 +65,7 @@ def main() -> int:
             scratch / "operations", OPERATIONS_SHAPE, seed=seed, figures=figures, say=say
         )
         ha_scenario(scratch / "ha", rounds=ha_rounds, seed=seed, figures=ha, say=say)
+        rotation_scenario(scratch / "rotation", rotation, say=say)
     except Exception as exc:  # a broken harness is a failed run, with the figures so far
         figures.fail(f"the run itself failed: {exc!r}")
         raise
@@ -72,12 +75,14 @@ def main() -> int:
             figures.fail(f"only {figures.first_kills} of {kills} kills hit an apply in progress")
         if any(n < 300 for n in figures.change_set_actions[:2]):
             figures.fail(f"the crash change sets are too small: {figures.change_set_actions}")
-        write_report(figures, REPORT, {"ha": ha})
+        write_report(figures, REPORT, {"ha": ha, "rotation": rotation})
         print(figures.table())
         print()
         print(ha.table())
+        print()
+        print(rotation.table())
         print(f"figures written to {REPORT.relative_to(REPO_ROOT)}")
-        ok = figures.ok and ha.ok
+        ok = figures.ok and ha.ok and rotation.ok
         if ok:
             shutil.rmtree(scratch, ignore_errors=True)
         else:

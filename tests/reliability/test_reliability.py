@@ -24,6 +24,7 @@ from tests.reliability.harness import (
     operations_scenario,
     write_report,
 )
+from tests.reliability.rotation import RotationFigures, rotation_scenario
 
 # 2 environments x 12 slots: 8 superseded, 4 decommissioned, 6 new, 1 key rotated, each.
 SMALL_CRASH = Shape(environments=2, slots=12, changed=8, removed=4, added=6)
@@ -162,3 +163,16 @@ def test_the_ha_figures_go_under_their_key_and_fail_the_report(tmp_path: Path) -
     assert data["ok"] is False and data["ha"]["ex_leader_writes_after_the_fault"] == 1
     assert "FAIL" in ha.table()
     assert not HaFigures(rounds_asked=21, rounds=20).ok
+
+
+def test_a_rotation_killed_at_its_steps_never_leaves_a_consumer_with_a_dead_key(
+    tmp_path: Path,
+) -> None:
+    """`keys rotate` delivering to Flux, Argo CD and Actions, SIGKILLed at a few of its steps
+    (the full run: every step): at every request either fake received, each consumer held a
+    registered key, and each round converges to one key held by all."""
+    figures = RotationFigures()
+    rotation_scenario(tmp_path, figures, steps=(2, 7, 12))
+    assert figures.steps >= 12 and figures.kills >= 2
+    assert figures.ok, (figures.violations, figures.failures)
+    assert figures.checks > 50 and figures.rounds == 4

@@ -202,7 +202,15 @@ def overview(
             ],
         },
         "states": dict.fromkeys(STATES, 0),
-        "keys": [_key(key, now) for key in managed],
+        "keys": [
+            {
+                **_key(key, now),
+                "places": render.places_document(
+                    key, ledger.sinks_of(key.repository, key.title), public=True
+                ),
+            }
+            for key in managed
+        ],
         "blocked": [
             {
                 "action": p.type,

@@ -37,12 +37,14 @@ from slotkeeper.model import (
     Artifact,
     EnvironmentRecord,
     KeyRecord,
+    KeySecret,
     KeyStatus,
     ManifestStatus,
     Record,
     RecordedState,
     RecordStatus,
     Revision,
+    SinkHolding,
     SyncSubject,
     TargetSync,
 )
@@ -156,8 +158,33 @@ class LedgerTransaction(Protocol):
         at: datetime,
         revision: str | None,
         action_id: str,
+        sinks: Sequence[KeySecret] = (),
     ) -> int:
         """A new ACTIVE deploy key (its id): its public half and where its private half is."""
+        ...
+
+    def delivered(
+        self,
+        repository: str,
+        title: str,
+        sink: str,
+        *,
+        key_id: int,
+        fingerprint: str,
+        version: str | None,
+        at: datetime,
+    ) -> None:
+        """Record that the place ``sink`` of a deploy key now holds key ``key_id``."""
+        ...
+
+    def delivery_failed(
+        self, repository: str, title: str, sink: str, *, error: str, at: datetime
+    ) -> None:
+        """Record a failure to deliver to ``sink``; what it holds is unchanged."""
+        ...
+
+    def forget_sink(self, repository: str, title: str, sink: str) -> None:
+        """The place ``sink`` holds nothing of this key any more."""
         ...
 
     def set_key_status(self, key_id: int, status: KeyStatus, *, at: datetime) -> None: ...
@@ -209,6 +236,10 @@ class StateReads(Protocol):
 
     def history(self, environment: str, slot: str | None = None) -> list[Record]:
         """Every record of an environment (or one slot of it), newest first."""
+        ...
+
+    def sinks_of(self, repository: str, title: str) -> dict[str, SinkHolding]:
+        """What each place of the deploy key ``repository``/``title`` holds, by place."""
         ...
 
     def keys(self, *, include_retired: bool = False) -> list[KeyRecord]:

@@ -263,6 +263,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=11,
+        description="where each deploy key's private half is delivered, and what each place holds",
+        statements=(
+            # The places a key was declared with (JSON list of the manifests' secret entries),
+            # so a revocation knows where to remove it after it left the manifests.
+            "ALTER TABLE deploy_keys ADD COLUMN sinks TEXT NOT NULL DEFAULT '[]'",
+            # One row per deploy key identity and place: the key the place is known to hold
+            # (NULL until one is delivered), the place's version after that write (resource
+            # version, updated_at) and the last failure. Keys are never deleted on GitHub while
+            # a place may still hold them.
+            """CREATE TABLE key_sinks (
+                repository TEXT NOT NULL,
+                title TEXT NOT NULL,
+                sink TEXT NOT NULL,
+                key_id INTEGER REFERENCES deploy_keys (id),
+                fingerprint TEXT,
+                version TEXT,
+                delivered_at TEXT,
+                last_error TEXT,
+                failed_at TEXT,
+                PRIMARY KEY (repository, title, sink)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

@@ -29,6 +29,7 @@ from slotkeeper.model import (
     BrokenFile,
     EnvironmentRecord,
     KeyRecord,
+    KeySecret,
     KeyStatus,
     ManifestStatus,
     Record,
@@ -36,6 +37,7 @@ from slotkeeper.model import (
     RecordStatus,
     RemoteState,
     Revision,
+    SinkHolding,
     SyncStatus,
     SyncSubject,
     TargetSync,
@@ -73,7 +75,10 @@ _RECORD_COLUMNS = (
 )
 _KEY_COLUMNS = (
     "id, environment, repository, title, fingerprint, public_key, read_only, secret_file, "
-    "rotate_after, status, created_at, updated_at, replaced_by"
+    "rotate_after, status, created_at, updated_at, replaced_by, sinks"
+)
+_SINK_COLUMNS = (
+    "repository, title, sink, key_id, fingerprint, version, delivered_at, last_error, failed_at"
 )
 
 
@@ -136,6 +141,21 @@ def _key(row: Sequence[Any]) -> KeyRecord:
         created_at=from_text(row[10]),
         updated_at=from_text(row[11]),
         replaced_by=row[12],
+        sinks=tuple(KeySecret.model_validate(sink) for sink in json.loads(row[13] or "[]")),
+    )
+
+
+def _holding(row: Sequence[Any]) -> SinkHolding:
+    return SinkHolding(
+        repository=row[0],
+        title=row[1],
+        sink=row[2],
+        key_id=row[3],
+        fingerprint=row[4],
+        version=row[5],
+        delivered_at=from_text(row[6]) if row[6] else None,
+        last_error=row[7],
+        failed_at=from_text(row[8]) if row[8] else None,
     )
 
 
@@ -351,6 +371,7 @@ class SqlTransaction:
         at: datetime,
         revision: str | None,
         action_id: str,
+        sinks: Sequence[KeySecret] = (),
     ) -> int:
         stamp = to_text(at)
         return self._insert(
@@ -368,6 +389,48 @@ class SqlTransaction:
             updated_at=stamp,
             revision=revision,
             action_id=action_id,
+            sinks=json.dumps(
+                [sink.model_dump(mode="json", by_alias=True, exclude_none=True) for sink in sinks]
+            ),
+        )
+
+    def delivered(
+        self,
+        repository: str,
+        title: str,
+        sink: str,
+        *,
+        key_id: int,
+        fingerprint: str,
+        version: str | None,
+        at: datetime,
+    ) -> None:
+        """Record that ``sink`` now holds key ``key_id`` (its last failure is cleared)."""
+        self._run(
+            "INSERT INTO key_sinks (repository, title, sink, key_id, fingerprint, version, "
+            "delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository, title, sink) "
+            "DO UPDATE SET key_id = excluded.key_id, fingerprint = excluded.fingerprint, "
+            "version = excluded.version, delivered_at = excluded.delivered_at, "
+            "last_error = NULL, failed_at = NULL",
+            (repository, title, sink, key_id, fingerprint, version, to_text(at)),
+        )
+
+    def delivery_failed(
+        self, repository: str, title: str, sink: str, *, error: str, at: datetime
+    ) -> None:
+        """Record a failure to deliver to ``sink``; what it holds is unchanged."""
+        self._run(
+            "INSERT INTO key_sinks (repository, title, sink, last_error, failed_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, title, sink) "
+            "DO UPDATE SET last_error = excluded.last_error, failed_at = excluded.failed_at",
+            (repository, title, sink, error, to_text(at)),
+        )
+
+    def forget_sink(self, repository: str, title: str, sink: str) -> None:
+        """``sink`` holds nothing of this key any more (removed, or dropped from the key)."""
+        self._run(
+            "DELETE FROM key_sinks WHERE repository = ? AND title = ? AND sink = ?",
+            (repository, title, sink),
         )
 
     def set_key_status(self, key_id: int, status: KeyStatus, *, at: datetime) -> None:
@@ -695,6 +758,10 @@ class SqlLedger:
                 ("key", RemoteState.ABSENT.value),
             )
         ]
+        sinks: dict[tuple[str, str], dict[str, SinkHolding]] = {}
+        for row in self._query(f"SELECT {_SINK_COLUMNS} FROM key_sinks ORDER BY 1, 2, 3"):
+            holding = _holding(row)
+            sinks.setdefault((holding.repository, holding.title), {})[holding.sink] = holding
         return RecordedState(
             lineage=lineage,
             serial=int(serial),
@@ -704,6 +771,7 @@ class SqlLedger:
             syncs={(s.target, s.subject, s.subject_id): s for s in syncs},
             retired_records={r.id: r for r in retired_records},
             retired_keys={k.id: k for k in retired_keys},
+            sinks=sinks,
         )
 
     def revision(self, sha: str) -> Revision | None:
@@ -839,6 +907,14 @@ class SqlLedger:
             sql += " AND slot = ?"
             params.append(slot)
         return [_record(row) for row in self._query(sql + " ORDER BY id DESC", params)]
+
+    def sinks_of(self, repository: str, title: str) -> dict[str, SinkHolding]:
+        rows = self._query(
+            f"SELECT {_SINK_COLUMNS} FROM key_sinks WHERE repository = ? AND title = ? "
+            "ORDER BY sink",
+            (repository, title),
+        )
+        return {row[2]: _holding(row) for row in rows}
 
     def keys(self, *, include_retired: bool = False) -> list[KeyRecord]:
         where = "" if include_retired else " WHERE status = 'ACTIVE'"
