@@ -407,3 +407,17 @@ def test_no_private_key_sealed_value_or_kubernetes_token_leaves_where_it_belongs
         if needle in text
     ]
     assert leaks == []
+
+
+def test_a_plan_saved_before_the_operator_narrowed_the_places_writes_nothing_there(
+    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, kube: FakeKubernetes
+) -> None:
+    """A plan saved while flux-system was allowed, applied after the operator dropped it: the
+    key's creation is held with the refusal, and no Secret is written."""
+    declare(workdir, gh, FLUX, ACTIONS)
+    assert sk("plan", "-m", "m", *ALLOW, "--out", "saved.plan").code == 0
+    declare(workdir, gh, ACTIONS)
+    result = sk("apply", "saved.plan", "-m", "m", "--secret-repositories", "acme/ci")
+    assert "namespace 'flux-system' is not one the operator lets" in result.out + result.err
+    assert gh.keys("acme", "platform") == []
+    assert not [r for r in kube.requests if r.method != "GET"]

@@ -280,6 +280,7 @@ def parse(
     return DesiredState(
         environments={name: spec for name, (spec, _) in collector.environments.items()},
         targets=dict(targets.specs),
+        sink_policy=targets.sinks,
         locations={
             **{name: loc for name, (_, loc) in collector.environments.items()},
             **{f"target/{name}": loc for name, loc in targets.locations.items()},
@@ -373,7 +374,7 @@ def load_tolerant(
     problems: dict[Path, list[str]] = {}
     broken: set[Path] = set()
     valid = dict(tree.files)
-    desired = DesiredState(environments={}, targets=dict(targets.specs))
+    desired = DesiredState(environments={}, targets=dict(targets.specs), sink_policy=targets.sinks)
     while True:  # every round drops at least one file, so this ends
         for error in failed.errors:
             broken.add(error.file)

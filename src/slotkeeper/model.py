@@ -982,6 +982,8 @@ class DesiredState(BaseModel):
     locations: dict[str, Location] = Field(default_factory=dict)
     broken: tuple[BrokenFile, ...] = ()
     stand_ins: frozenset[str] = frozenset()
+    #: where the operator lets deploy keys be delivered beyond the secrets directory
+    sink_policy: SinkPolicy = Field(default_factory=SinkPolicy)
 
     def declared_by_valid_file(self, environment: str) -> bool:
         return environment in self.environments and environment not in self.stand_ins

@@ -295,6 +295,11 @@ def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
             actions.append(action)
             continue
         reasons = _holds(action, desired, now)
+        if isinstance(action, CreateKeyAction | RotateKeyAction):
+            # the operator may have narrowed where keys may go since the plan was made
+            reasons.extend(
+                r for sink in action.key.sinks for r in desired.sink_policy.refusals(sink)
+            )
         spec = desired.environments.get(action.environment)
         if (
             action.type in REMOVALS
