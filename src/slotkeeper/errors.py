@@ -112,6 +112,12 @@ class DeliveryIncomplete(SlotkeeperError):
     did not take it: the key it replaces stays registered, and the rotation is retried."""
 
 
+class SinkRefused(SlotkeeperError):
+    """A deploy key may not be written to a place: a Secret or Actions secret slotkeeper does
+    not own, or a namespace the service account may not write. Permanent until someone changes
+    the manifests or the place."""
+
+
 class TargetError(SlotkeeperError):
     """A target call failed; the message names the target and what failed, never a credential.
 

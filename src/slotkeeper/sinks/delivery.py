@@ -16,24 +16,31 @@ The GitHub target that writes an Actions secret, and whose ``GET /meta`` gives F
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from slotkeeper import observability as obs
-from slotkeeper.errors import PermanentTargetError, SlotkeeperError
+from slotkeeper.errors import PermanentTargetError, SinkRefused, SlotkeeperError
 from slotkeeper.keys import KeyPair
 from slotkeeper.model import DesiredState, KeySecret, RecordedState, SinkFinding, SinkHolding
-from slotkeeper.sinks.kubernetes import KubernetesSecrets, SecretPlace, SinkRefused, client_for
 from slotkeeper.targets.base import Target
 from slotkeeper.targets.github import GitHubTarget
 from slotkeeper.targets.githubsecrets import ActionsPlace, ActionsSecrets, git_host, known_hosts
+
+if TYPE_CHECKING:  # lightkube is imported only when a Kubernetes place is used
+    from slotkeeper.sinks.kubernetes import KubernetesSecrets, SecretPlace
 
 
 def default_kubernetes() -> KubernetesSecrets:
     """The operator's Kubernetes API: the pod's service account in a cluster, else the
     kubeconfig of ``KUBECONFIG`` or ``~/.kube/config`` (lightkube's own discovery)."""
+    from slotkeeper.sinks.kubernetes import KubernetesSecrets, client_for
+
     return KubernetesSecrets(client_for())
 
 
 def kubernetes_place(sink: KeySecret, repository: str, host: str) -> SecretPlace:
+    from slotkeeper.sinks.kubernetes import SecretPlace
+
     assert sink.kubernetes is not None
     spec = sink.kubernetes
     url = spec.url

@@ -37,7 +37,7 @@ from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
-from slotkeeper.errors import ConfigError, SlotkeeperError, TemporaryTargetError
+from slotkeeper.errors import ConfigError, SinkRefused, SlotkeeperError, TemporaryTargetError
 from slotkeeper.keys import KeyPair, private_key_fingerprint
 
 Format = Literal["flux", "argocd", "opaque"]
@@ -55,11 +55,6 @@ PRIVATE_KEY_FIELD: dict[str, str] = {
     "argocd": "sshPrivateKey",
     "opaque": "identity",
 }
-
-
-class SinkRefused(SlotkeeperError):
-    """slotkeeper may not write there: the Secret is not its own, or the operator does not
-    allow it. Permanent until someone changes the manifests or the Secret."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
@@ -74,6 +73,8 @@ class AppKey:
 
     def jwt(self, now: datetime) -> str:
         """A fresh JWT: ``iat`` ``CLOCK_DRIFT`` s ago, ``exp`` ``JWT_LIFETIME`` s after it."""
+        import jwt  # only for a GitHub App target
+
         issued = int(now.timestamp()) - CLOCK_DRIFT
         claims = {"iat": issued, "exp": issued + JWT_LIFETIME, "iss": self.issuer}
         return jwt.encode(claims, self._key, algorithm="RS256")

@@ -19,8 +19,6 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from nacl.public import PublicKey, SealedBox
-
 from slotkeeper.errors import PermanentTargetError, TemporaryTargetError
 from slotkeeper.targets.github import GitHubTarget
 
@@ -68,6 +66,8 @@ class ActionsSecrets:
     def write(self, place: ActionsPlace, value: bytes) -> ActionsObserved:
         """Seal and store ``value``; confirmed by a newer ``updated_at``. The caller has
         checked that slotkeeper may write there (it owns the secret, or there is none)."""
+        from nacl.public import PublicKey, SealedBox  # only when a secret is written
+
         api = self._target.api_for(place.repository)
         before = self.observe(place)
         answer = api.send("GET", f"{place.collection}/public-key").json()
