@@ -27,6 +27,10 @@ BASE = KUBERNETES / "base"
 POSTGRES = KUBERNETES / "postgres"
 # Each self-contained kustomize directory: the SQLite base and the PostgreSQL variant.
 VARIANTS = {"base": BASE, "postgres": POSTGRES}
+# The deploy keys' delivery to Kubernetes Secrets (tests/test_deploy_key_delivery.py): a
+# Component an overlay adds to either variant, and the Roles of the namespaces it writes to.
+KEY_DELIVERY = KUBERNETES / "key-delivery"
+KEY_DELIVERY_RBAC = KEY_DELIVERY / "rbac"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
 HOOKS = ROOT / ".pre-commit-hooks.yaml"
@@ -486,14 +490,14 @@ def test_manifest_is_valid_kubernetes(path: Path) -> None:
 
 
 def test_every_variant_is_validated() -> None:
-    """The validation above covers every file of both directories (a new variant needs its own
-    checks here)."""
+    """The validation above covers every file of both directories and of the key-delivery
+    Roles (a new variant needs its own checks here, a new directory its own test file)."""
     validated = set(manifest_files())
-    for directory in VARIANTS.values():
+    for directory in [*VARIANTS.values(), KEY_DELIVERY_RBAC]:
         assert manifest_files(directory), f"{directory.name} holds no manifest"
         assert set(manifest_files(directory)) <= validated
     directories = {path.parent for path in KUBERNETES.rglob("kustomization.yaml")}
-    assert directories == set(VARIANTS.values())
+    assert directories == {*VARIANTS.values(), KEY_DELIVERY, KEY_DELIVERY_RBAC}
 
 
 def broken_deployments() -> Iterator[Any]:
@@ -527,13 +531,19 @@ def test_validator_rejects_an_unknown_kind() -> None:
 
 
 def test_kustomization_lists_exactly_the_manifest_files() -> None:
-    """Every resource a kustomization names exists, and every manifest file is named by one."""
+    """Every resource a kustomization names exists, and every manifest file is named by one.
+    Each is a Kustomization, but key-delivery/, a Component of inline patches only."""
     kustomizations = sorted(KUBERNETES.rglob("kustomization.yaml"))
     assert BASE / "kustomization.yaml" in kustomizations
     assert POSTGRES / "kustomization.yaml" in kustomizations
     listed: set[Path] = set()
     for path in kustomizations:
         kustomization = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.parent == KEY_DELIVERY:
+            assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+            assert kustomization["kind"] == "Component"
+            assert "resources" not in kustomization
+            continue
         assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
         assert kustomization["kind"] == "Kustomization"
         resources = kustomization["resources"]
