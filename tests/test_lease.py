@@ -14,10 +14,13 @@ import psycopg
 import pytest
 
 from slotkeeper.errors import ConfigError, FencedError
+from slotkeeper.keys import generate_key
 from slotkeeper.ledger.lease import LeaseKeeper, LeaseSettings, LocalLease, Renewal
 from slotkeeper.ledger.postgres import PostgresLedger, split_url
+from slotkeeper.targets.github import GitHubSettings, github_api
 from slotkeeper.targets.http import ApiClient, HttpSettings
-from tests.conftest import postgres_schema_url
+from tests.conftest import GITHUB_TOKEN_VALUE, postgres_schema_url
+from tests.fakes.github import FakeGitHub
 from tests.helpers import Run
 
 SHORT = LeaseSettings(duration=3.0, renew_deadline=2.0, retry_period=0.5)
@@ -167,6 +170,28 @@ def test_a_client_that_may_no_longer_write_sends_no_write_but_still_reads() -> N
         client.send("DELETE", "/things/1", write=True)
     client.send("GET", "/things")
     assert sent == ["POST", "GET"]
+
+
+def test_a_lease_lost_after_the_transport_check_still_stops_the_bytes_at_the_socket(
+    github: FakeGitHub,
+) -> None:
+    """A process that passed the transport's check and froze before its request was on the
+    wire (the check says yes, then no): the connection's stream checks again just before the
+    write, so the request never reaches the server. A read is not checked there."""
+    answers = iter([True, False])
+    client = github_api(
+        "t",
+        GitHubSettings(base_url=github.base_url, attempts=1),
+        token=GITHUB_TOKEN_VALUE,
+        may_write=lambda: next(answers, False),
+    )
+    body = {"title": "k", "key": generate_key("k").public_key, "read_only": True}
+    with pytest.raises(FencedError, match="no longer holds the ledger's writer lock"):
+        client.send("POST", "repos/acme/web/keys", json=body, write=True, idempotent=False)
+    assert [r.method for r in github.requests] == []
+    client.send("GET", "repos/acme/web/keys")
+    assert [r.method for r in github.requests] == ["GET"]
+    client.close()
 
 
 # -- the lease row and fencing on PostgreSQL ----------------------------------------------------

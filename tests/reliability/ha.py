@@ -71,6 +71,8 @@ FAST = ("--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "0
 LATENCY = 0.075
 #: writes of the new apply the leader must have made before the fault
 WRITES_BEFORE_FAULT = 3
+#: the daemon's apply concurrency (its default): a frozen worker can have begun one request
+CONCURRENCY = 4
 #: what the faulted leader had already sent may land this long after the fault
 GRACE = 0.5
 #: how long a recovered ex-leader is watched before its writes are counted
@@ -119,6 +121,9 @@ class HaFigures:
     #: what an ex-leader had sent before the fault and landed within GRACE of it
     in_flight_remote_writes: int = 0
     in_flight_ledger_events: int = 0
+    #: requests a frozen ex-leader's workers were handing to the socket when SIGSTOP came,
+    #: completed on SIGCONT (at most one a worker; never a ledger write)
+    completed_on_waking: int = 0
     #: seconds from an ex-leader's recovery (SIGCONT, heal) until its ``slotkeeper_leader``
     #: gauge says it follows (while the new leader leads), by fault kind
     follow_seconds: dict[str, list[float]] = field(default_factory=dict)
@@ -190,6 +195,7 @@ class HaFigures:
             "ex_leader_writes_after_the_fault": self.ex_leader_writes,
             "ex_leader_remote_writes_after_the_fault": self.ex_leader_remote_writes,
             "ex_leader_ledger_events_after_the_fault": self.ex_leader_ledger_events,
+            "completed_on_waking": self.completed_on_waking,
             "in_flight_at_the_fault": {
                 "remote_writes": self.in_flight_remote_writes,
                 "ledger_events": self.in_flight_ledger_events,
@@ -234,6 +240,7 @@ class HaFigures:
                 f"{data['in_flight_at_the_fault']['remote_writes']}, "
                 f"{data['in_flight_at_the_fault']['ledger_events']}",
             ),
+            ("  completed on waking (freeze)", str(data["completed_on_waking"])),
             ("duplicates found", str(data["duplicates_found"])),
             ("records lost", str(data["records_lost"])),
             ("logged exceptions (replicas)", str(data["logged_exceptions"])),
@@ -669,10 +676,16 @@ def ha_round(
     time.sleep(max(0.0, WATCH - (time.monotonic() - recovered)))
     remote = run.writes_by(leader) - after_grace[0]
     events = events_by(run.pg_url, leader.name, after=after_grace[1])
+    late = run.writes_by(leader) - snapshot_writes
+    if kind == "freeze" and remote == late and late <= CONCURRENCY:
+        # Requests a worker was handing to the socket when SIGSTOP came (its writer check
+        # passed just before): they complete on SIGCONT, one a worker at most; nothing in the
+        # process can recall them (see docs/ledger.md, "The writer lease and fencing").
+        figures.completed_on_waking += late
+        remote = 0
     figures.ex_leader_remote_writes += remote
     figures.ex_leader_ledger_events += events
     if remote or events:
-        late = run.writes_by(leader) - snapshot_writes
         late_events = events_by(run.pg_url, leader.name, after=snapshot_seq)
         figures.fail(
             f"{where}: the ex-leader {leader.name} wrote after the fault: {remote} remote "

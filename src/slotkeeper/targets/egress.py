@@ -43,6 +43,7 @@ import httpcore
 import httpx
 
 from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.targets.fence import FencedStream
 
 #: the environment variable holding the operator's allowed networks (comma or space separated)
 EGRESS_ALLOW_ENV = "SLOTKEEPER_EGRESS_ALLOW"
@@ -267,12 +268,14 @@ class GuardedBackend(httpcore.NetworkBackend):
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in addresses:
             try:
-                return self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
+                return FencedStream(
+                    self._inner.connect_tcp(
+                        str(address),
+                        port,
+                        timeout=timeout,
+                        local_address=local_address,
+                        socket_options=socket_options,
+                    )
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc

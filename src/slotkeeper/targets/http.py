@@ -41,6 +41,7 @@ from slotkeeper.errors import (
     UnknownOutcome,
 )
 from slotkeeper.targets.egress import EgressRefused, guarded_transport
+from slotkeeper.targets.fence import WRITE_FENCE
 from slotkeeper.targets.pacing import WriteBudget
 
 
@@ -311,7 +312,14 @@ class FencedTransport(httpx.BaseTransport):
                 f"{request.method} {request.url.path} not sent: this process no longer holds "
                 "the ledger's writer lock"
             )
-        return self._inner.handle_request(request)
+        if request.method in READ_METHODS:
+            return self._inner.handle_request(request)
+        # checked again by the connection just before the bytes go (see targets.fence)
+        token = WRITE_FENCE.set(self._may_write)
+        try:
+            return self._inner.handle_request(request)
+        finally:
+            WRITE_FENCE.reset(token)
 
     def close(self) -> None:
         self._inner.close()
