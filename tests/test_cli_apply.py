@@ -398,3 +398,35 @@ def test_digest_added_to_the_same_version_shows_it(sk: Sk, manifests: Path) -> N
     slot = {"api": image(version="v2", digest=DIGEST_A)}
     write_manifests(manifests, environment("production", slot))
     assert "v2 -> v2@sha256:aaaaaaaaaaaa " in plan_line(sk, "production/api")
+
+
+def test_apply_detailed_exitcode_says_applied_nothing_to_do_or_held(
+    sk: Sk, manifests: Path
+) -> None:
+    """`apply --detailed-exitcode`: 2 when it applied changes, 0 when there was nothing to do,
+    3 when an action was held (a protected decommission), so CI sees what was held."""
+    write_manifests(
+        manifests,
+        environment("production", {"api": image(), "web": image("web")}, protected=True),
+    )
+    args = ("apply", "--yes", "-m", "manifests", "--detailed-exitcode")
+    assert sk(*args).code == 2
+    assert sk(*args).code == 0
+    write_manifests(manifests, environment("production", {"api": image()}, protected=True))
+    held = sk(*args)
+    assert held.code == 3, held.out + held.err
+    assert "blocked" in held.out
+    assert sk("apply", "--yes", "-m", "manifests").code == 0  # without the flag: a success
+    write_manifests(manifests, environment("production", {"api": image(version="v2")}))
+    assert sk(*args, "--allow-decommission").code == 2
+
+
+def test_apply_of_a_saved_plan_shows_the_actions_it_applies(sk: Sk, manifests: Path) -> None:
+    """`apply PLANFILE` prints the plan it applies (holds decided now), as `apply` does, then
+    the result; with --detailed-exitcode it says it applied changes."""
+    write_manifests(manifests, environment("production", {"api": image()}))
+    assert sk("plan", "-m", "manifests", "--out", "saved.plan").code == 0
+    applied = sk("apply", "saved.plan", "--detailed-exitcode")
+    assert applied.code == 2, applied.out + applied.err
+    assert "production/api" in applied.out and "new slot" in applied.out
+    assert applied.out.index("new slot") < applied.out.index("Apply complete!")

@@ -1418,8 +1418,12 @@ def test_github_actions_workflow() -> None:
 
     assert apply["concurrency"] == {"group": "slotkeeper-apply", "cancel-in-progress": False}
     assert "refs/heads/main" in apply["if"]
-    apply_commands = shell_commands(run_steps(apply))
-    assert apply_commands == [["apply", "--yes", "-m", "environments"]]
+    apply_script = run_steps(apply)
+    apply_commands = shell_commands(apply_script)
+    assert apply_commands == [["apply", "--yes", "--detailed-exitcode", "-m", "environments"]]
+    # 2 (applied) passes, 3 (something held) fails the job with an error annotation
+    assert '"$status" -ne 2' in apply_script and '"$status" -eq 3' in apply_script
+    assert "::error::" in apply_script
 
 
 def test_workflow_commands_parse_with_the_real_cli() -> None:

@@ -1,9 +1,11 @@
 """The ``slotkeeper`` command line: a thin shell over load, plan, execute and the ledger.
 
-Exit codes: 0 success (``plan --detailed-exitcode``: no changes); 1 any error, invalid manifests,
+Exit codes: 0 success (``--detailed-exitcode``: nothing to do); 1 any error, invalid manifests,
 a stale plan, a locked ledger, a failed action or a refused confirmation; 2 only with
-``plan --detailed-exitcode``, when the plan has changes. Usage errors exit 1 too, so that 2 keeps
-its one meaning.
+``plan --detailed-exitcode``, when the plan has changes, and ``apply --detailed-exitcode``, when
+it applied changes; 3 only with ``apply --detailed-exitcode``, when some action was held (a
+guard, a freeze, a suspend): CI sees a held production change. Usage errors exit 1 too, so that
+2 and 3 keep their one meaning.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from slotkeeper.errors import (
     NoLedgerError,
     SlotkeeperError,
 )
-from slotkeeper.execute import ActionResult, ApplyResult
+from slotkeeper.execute import ActionResult, ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import DEFAULT_STATE, LeaseSettings, Ledger, empty_ledger, open_ledger
 from slotkeeper.manifests import (
@@ -64,6 +66,7 @@ from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_HELD = 3
 
 DEFAULT_SECRETS_DIR = ".slotkeeper/secrets"
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -594,9 +597,17 @@ class _ProgressBar:
             self._progress.stop()
 
 
-def _finish(result: ApplyResult, console: Console) -> int:
+def _finish(result: ApplyResult, console: Console, *, detailed: bool = False) -> int:
+    """Show what an apply did; its exit code (see the module docstring)."""
     render.render_apply(result, console)
-    return EXIT_OK if result.ok else EXIT_ERROR
+    if not result.ok:
+        return EXIT_ERROR
+    if not detailed:
+        return EXIT_OK
+    if result.count(Outcome.BLOCKED):
+        return EXIT_HELD
+    changed = result.count(Outcome.APPLIED) + result.count(Outcome.DEFERRED)
+    return EXIT_CHANGES if changed else EXIT_OK
 
 
 def _planned_from(plan: Plan, manifests: Path) -> Path:
@@ -621,6 +632,12 @@ def _planned_from(plan: Plan, manifests: Path) -> Path:
 @lease_options
 @refresh_option
 @click.option("-y", "--yes", is_flag=True, help="Apply without asking (required without a TTY).")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there was nothing to do, 2 when changes were applied, 3 when some action "
+    "was held (blocked by a guard, a freeze or a suspend), 1 on error.",
+)
 def apply(
     planfile: Path | None,
     manifests: Path,
@@ -637,6 +654,7 @@ def apply(
     retry_period: str,
     refresh: bool,
     yes: bool,
+    detailed_exitcode: bool,
 ) -> int:
     """Converge the ledger on the manifests, or apply exactly a saved PLANFILE."""
     console = _stdout()
@@ -660,8 +678,9 @@ def apply(
                 run=run,
                 on_result=progress.advance,
                 operator=targets,
+                show=lambda plan: render.render_plan(plan, console),
             )
-            return _finish(result, console)
+            return _finish(result, console, detailed=detailed_exitcode)
         done = reconcile(
             manifests,
             ledger,
@@ -676,7 +695,7 @@ def apply(
         )
     if done.result is None:
         return EXIT_ERROR
-    return _finish(done.result, console)
+    return _finish(done.result, console, detailed=detailed_exitcode)
 
 
 @cli.command()

@@ -503,8 +503,10 @@ def apply_saved(
     run: RunOptions = RunOptions(),
     on_result: ProgressHook | None = None,
     operator: OperatorTargets = NO_TARGETS,
+    show: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """Apply a saved plan exactly; refused as stale when the ledger moved since it was made.
+    ``show`` is given the plan as it is applied (its holds decided now) before it runs.
 
     The manifests are read again (they must be valid) for what is decided at apply time (the
     holds: suspend and freeze windows; and protection), which turns actions of the saved plan
@@ -520,6 +522,8 @@ def apply_saved(
         )
     with ledger.writer(timeout=run.lock_timeout):
         checked = recheck(plan, shot.desired, now=clock())
+        if show is not None:
+            show(checked)
         with open_targets(shot.desired, ledger, clock=clock, may_write=ledger.leading) as targets:
             result = execute(
                 checked,
