@@ -52,6 +52,7 @@ def test_every_command_with_a_ledger_is_listed() -> None:
         "apply",
         "status",
         "history",
+        "events",
         "keys list",
         "keys rotate",
         "run",

@@ -748,6 +748,72 @@ def keys() -> None:
     """Deploy keys slotkeeper manages."""
 
 
+def _moment(value: str | None, flag: str) -> datetime | None:
+    """``--since``/``--until``: an ISO-8601 time (UTC when no zone is given) or a duration back
+    from now (``24h``, ``7d``)."""
+    if value is None:
+        return None
+    try:
+        return utcnow() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            "expected a duration back from now such as 24h or 7d, or an ISO-8601 time such as "
+            "2026-12-24T00:00:00Z",
+            param_hint=flag,
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.argument("where", required=False, metavar="[ENV[/SLOT]]")
+@manifest_options
+@click.option("--since", help="Only events at or after this: 24h, 7d, or an ISO-8601 time.")
+@click.option("--until", help="Only events before this: 24h, 7d, or an ISO-8601 time.")
+@click.option(
+    "--type", "types", multiple=True, help="Only events of this type (repeat for several)."
+)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="At most this many events: the newest.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def events(
+    where: str | None,
+    manifests: Path,
+    state: str,
+    since: str | None,
+    until: str | None,
+    types: tuple[str, ...],
+    last: int,
+    as_json: bool,
+) -> int:
+    """The audit log: who changed what, when, at which revision; oldest first."""
+    del manifests
+    environment, _, slot = (where or "").partition("/")
+    after, before = _moment(since, "--since"), _moment(until, "--until")
+    with _ledger(state, create=False) as ledger:
+        found = ledger.events(
+            types=types,
+            environment=environment or None,
+            slot=slot or None,
+            last=last,
+            after=after,
+            before=before,
+        )
+    if as_json:
+        _print_json(render.events_document(found))
+    else:
+        render.render_events(found, _stdout())
+    return EXIT_OK
+
+
 @keys.command("list")
 @manifest_options
 @click.option("--all", "include_retired", is_flag=True, help="Include rotated and revoked keys.")

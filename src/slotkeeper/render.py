@@ -31,7 +31,7 @@ from slotkeeper.actions import (
 )
 from slotkeeper.errors import ManifestErrors
 from slotkeeper.execute import ApplyResult, Outcome
-from slotkeeper.ledger import PendingAction
+from slotkeeper.ledger import Event, PendingAction
 from slotkeeper.model import (
     Artifact,
     DesiredState,
@@ -645,6 +645,44 @@ def render_keys(
             _places_cell(key, (holdings or {}).get((key.repository, key.title), {}))
             if key.status.value == "ACTIVE"
             else "",
+        )
+    _print_table(console, table)
+
+
+def events_document(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """Audit events as ``events --json`` prints them, oldest first."""
+    return [event.model_dump(mode="json") for event in events]
+
+
+def _event_summary(event: Event) -> str:
+    detail = event.detail
+    parts = [str(detail[key]) for key in ("reason", "fingerprint", "error") if detail.get(key)]
+    if "artifact" in detail and isinstance(detail["artifact"], dict):
+        artifact = detail["artifact"]
+        parts.insert(
+            0, " ".join(str(artifact.get(k)) for k in ("name", "version") if artifact.get(k))
+        )
+    return "; ".join(parts)
+
+
+def render_events(events: list[Event], console: Console) -> None:
+    """The audit log as a table: when, what, where, who, and the gist of its detail."""
+    if not events:
+        console.print("No events.")
+        return
+    table = _grid()
+    for column in ("SEQ", "AT", "TYPE", "WHERE", "ACTOR", "SERIAL", "DETAIL"):
+        table.add_column(column)
+    for event in events:
+        where = "/".join(part for part in (event.environment, event.slot) if part)
+        table.add_row(
+            str(event.seq),
+            _when(event.at),
+            event.type,
+            where,
+            event.actor,
+            str(event.serial),
+            _event_summary(event),
         )
     _print_table(console, table)
 

@@ -301,10 +301,12 @@ class AuditLog(Protocol):
         environment: str | None = None,
         slot: str | None = None,
         last: int | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
     ) -> list[Event]:
-        """Events after ``since``, oldest first; only of ``types`` and of that environment
-        and slot when given (the database filters: a caller reads only what it asked for);
-        only the newest ``last`` of them when given."""
+        """Events after ``since``, oldest first; only of ``types``, of that environment and
+        slot, and at or after ``after`` and before ``before`` when given (the database filters:
+        a caller reads only what it asked for); only the newest ``last`` of them when given."""
         ...
 
 

@@ -951,11 +951,19 @@ class SqlLedger:
         environment: str | None = None,
         slot: str | None = None,
         last: int | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
     ) -> list[Event]:
         """Events after ``since``, oldest first; only of ``types`` / that environment and slot
-        when given; only the newest ``last`` of them when given."""
+        / that time span when given; only the newest ``last`` of them when given."""
         where = ["seq > ?"]
         params: list[Any] = [since]
+        if after is not None:  # stored as UTC text of one width: compared as text
+            where.append("at >= ?")
+            params.append(to_text(after))
+        if before is not None:
+            where.append("at < ?")
+            params.append(to_text(before))
         if types:
             where.append(f"type IN ({', '.join('?' for _ in types)})")
             params.extend(types)
