@@ -64,3 +64,51 @@ def test_events_by_time_and_a_bad_time_is_one_clear_error(
     bad = sk("events", "--since", "yesterday", "--state", ledger_url)
     assert bad.code == 1 and "--since" in bad.err and "24h" in bad.err
     assert "Traceback" not in bad.err
+
+
+def test_status_at_a_serial_or_a_time_shows_what_was_deployed_then(
+    sk: Callable[..., Run], workdir: Path, ledger_url: str
+) -> None:
+    """After serial 1, api was at v1; after serial 2 at v2; a time before anything shows
+    nothing; a time now shows today's. Removed slots leave the view at their decommission."""
+    apply_twice(sk, workdir, ledger_url)
+    write_manifests(workdir / "m", environment("production", {"api": image(version="v2")}))
+    assert sk("apply", "--yes", "-m", "m", "--state", ledger_url).code == 0
+
+    def versions(*args: str) -> dict[str, str]:
+        result = sk("status", "--json", "--state", ledger_url, *args)
+        assert result.code == 0, result.err
+        return {row["slot"]: row["artifact"]["version"] for row in result.json()["slots"]}
+
+    assert versions("--serial", "1") == {"api": "v1", "web": "v1"}
+    assert versions("--serial", "2") == {"api": "v2", "web": "v1"}
+    assert versions("--serial", "3") == {"api": "v2"}
+    assert versions("--at", "2000-01-01T00:00:00Z") == {}
+    assert versions("--at", "2999-01-01T00:00:00Z") == {"api": "v2"}
+    table = sk("status", "--serial", "1", "--state", ledger_url).out
+    assert "Deployed at serial 1" in table and "DEPLOYED" in table
+    both = sk("status", "--serial", "1", "--at", "1h", "--state", ledger_url)
+    assert both.code == 1 and "not both" in both.err
+
+
+def test_diff_lists_each_slot_whose_artifact_changed_between_two_moments(
+    sk: Callable[..., Run], workdir: Path, ledger_url: str
+) -> None:
+    """`diff 1 3`: api v1 -> v2, web v1 -> none; `diff 2 2`: no change; serials and times
+    alike."""
+    apply_twice(sk, workdir, ledger_url)
+    write_manifests(workdir / "m", environment("production", {"api": image(version="v2")}))
+    assert sk("apply", "--yes", "-m", "m", "--state", ledger_url).code == 0
+    found = sk("diff", "1", "3", "--json", "--state", ledger_url).json()
+    summary = {
+        row["slot"]: tuple(
+            side["artifact"]["version"] if side else None for side in (row["before"], row["after"])
+        )
+        for row in found["changes"]
+    }
+    assert summary == {"api": ("v1", "v2"), "web": ("v1", None)}
+    assert sk("diff", "2", "2", "--json", "--state", ledger_url).json()["changes"] == []
+    assert "No change between" in sk("diff", "2", "2", "--state", ledger_url).out
+    everything = sk("diff", "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "--state", ledger_url)
+    assert "ghcr.io/acme/api v2" in everything.out and "—" not in everything.out.split("\n")[0]
+    assert sk("diff", "1", "soon", "--state", ledger_url).code == 1

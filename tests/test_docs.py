@@ -53,6 +53,7 @@ def test_every_command_with_a_ledger_is_listed() -> None:
         "status",
         "history",
         "events",
+        "diff",
         "keys list",
         "keys rotate",
         "run",

@@ -41,7 +41,13 @@ from slotkeeper.errors import (
 )
 from slotkeeper.execute import ActionResult, ApplyResult, Outcome
 from slotkeeper.keys import SecretSink
-from slotkeeper.ledger import DEFAULT_STATE, LeaseSettings, Ledger, empty_ledger, open_ledger
+from slotkeeper.ledger import (
+    DEFAULT_STATE,
+    LeaseSettings,
+    Ledger,
+    empty_ledger,
+    open_ledger,
+)
 from slotkeeper.manifests import (
     NO_TARGETS,
     TARGETS_ENV,
@@ -53,6 +59,8 @@ from slotkeeper.manifests import (
 from slotkeeper.model import (
     SECRET_NAMESPACES_ENV,
     SECRET_REPOSITORIES_ENV,
+    Record,
+    RecordStatus,
     SecretRef,
     SinkPolicy,
     SyncSubject,
@@ -62,6 +70,7 @@ from slotkeeper.observability import configure_logging
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
+from slotkeeper.timeline import RECORD_EVENTS, Cut, changes, deployed_at
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -698,12 +707,48 @@ def apply(
     return _finish(done.result, console, detailed=detailed_exitcode)
 
 
+def _cut(value: str, flag: str) -> Cut:
+    """A moment of the ledger's past: a serial (a number) or a time (see ``_moment``)."""
+    if value.isdigit():
+        return Cut(serial=int(value))
+    moment = _moment(value, flag)
+    assert moment is not None
+    return Cut(at=moment)
+
+
+def _records_at(ledger: Ledger, cut: Cut) -> list[Record]:
+    """The records DEPLOYED at ``cut``, shown as they were then (DEPLOYED)."""
+    held = deployed_at(ledger.events(types=RECORD_EVENTS), cut)
+    records = [ledger.record(record_id) for _, record_id in sorted(held.items())]
+    return [r.model_copy(update={"status": RecordStatus.DEPLOYED}) for r in records]
+
+
 @cli.command()
 @manifest_options
 @click.option("--json", "as_json", is_flag=True)
-def status(manifests: Path, state: str, as_json: bool) -> int:
-    """What is recorded in every environment/slot ever seen, and what is held back."""
+@click.option(
+    "--at", "at", help="What was deployed at this time (ISO-8601, or 24h, 7d back from now)."
+)
+@click.option("--serial", type=click.IntRange(min=0), help="What was deployed after serial N.")
+def status(manifests: Path, state: str, as_json: bool, at: str | None, serial: int | None) -> int:
+    """What is recorded in every environment/slot ever seen, and what is held back; with --at
+    or --serial, what was deployed where at that moment (replayed from the audit log)."""
     del manifests  # accepted for symmetry with the other commands; status reads only the ledger
+    if at is not None or serial is not None:
+        if at is not None and serial is not None:
+            raise click.UsageError("give --at or --serial, not both")
+        cut = Cut(serial=serial) if serial is not None else _cut(at or "", "--at")
+        with _ledger(state, create=False) as ledger:
+            records = _records_at(ledger, cut)
+        if as_json:
+            _print_json(
+                {"at": cut.describe(), "slots": render.status_document(records, [], public=False)}
+            )
+        else:
+            console = _stdout()
+            console.print(f"Deployed at {cut.describe()}:")
+            render.render_status(records, [], console)
+        return EXIT_OK
     with _ledger(state, create=False) as ledger:
         records = ledger.latest_records()
         pending = ledger.pending()
@@ -811,6 +856,41 @@ def events(
         _print_json(render.events_document(found))
     else:
         render.render_events(found, _stdout())
+    return EXIT_OK
+
+
+@cli.command("diff")
+@click.argument("before", metavar="A")
+@click.argument("after", metavar="B")
+@manifest_options
+@click.option("--json", "as_json", is_flag=True)
+def diff_command(before: str, after: str, manifests: Path, state: str, as_json: bool) -> int:
+    """What changed between two moments A and B of the ledger (serials, or times: ISO-8601 or
+    24h, 7d back from now): each slot whose deployed artifact differs."""
+    del manifests
+    first, second = _cut(before, "A"), _cut(after, "B")
+    with _ledger(state, create=False) as ledger:
+        events = ledger.events(types=RECORD_EVENTS)
+        found = changes(deployed_at(events, first), deployed_at(events, second))
+        records = {
+            record_id: ledger.record(record_id)
+            for change in found
+            for record_id in (change.before, change.after)
+            if record_id is not None
+        }
+    rows = [
+        {
+            "environment": change.environment,
+            "slot": change.slot,
+            "before": render.record_brief(records[change.before] if change.before else None),
+            "after": render.record_brief(records[change.after] if change.after else None),
+        }
+        for change in found
+    ]
+    if as_json:
+        _print_json({"from": first.describe(), "to": second.describe(), "changes": rows})
+    else:
+        render.render_changes(rows, first.describe(), second.describe(), _stdout())
     return EXIT_OK
 
 

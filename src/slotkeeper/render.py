@@ -649,6 +649,30 @@ def render_keys(
     _print_table(console, table)
 
 
+def record_brief(record: Record | None) -> dict[str, Any] | None:
+    """A record as ``diff`` shows it: its id and artifact (None: the slot held none)."""
+    if record is None:
+        return None
+    return {"id": record.id, "artifact": record.artifact.model_dump(mode="json")}
+
+
+def render_changes(rows: list[dict[str, Any]], before: str, after: str, console: Console) -> None:
+    """What ``diff`` found: one line per slot whose deployed artifact differs."""
+    if not rows:
+        console.print(f"No change between {before} and {after}.")
+        return
+    table = _grid()
+    for column in ("ENVIRONMENT", "SLOT", before.upper(), after.upper()):
+        table.add_column(column)
+    for row in rows:
+        cells = [
+            _artifact(Artifact.model_validate(side["artifact"])) if side else "—"
+            for side in (row["before"], row["after"])
+        ]
+        table.add_row(row["environment"], row["slot"], *cells)
+    _print_table(console, table)
+
+
 def events_document(events: Iterable[Event]) -> list[dict[str, Any]]:
     """Audit events as ``events --json`` prints them, oldest first."""
     return [event.model_dump(mode="json") for event in events]
