@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Run, environment, image, write_manifests
 
 
@@ -112,3 +114,25 @@ def test_diff_lists_each_slot_whose_artifact_changed_between_two_moments(
     everything = sk("diff", "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "--state", ledger_url)
     assert "ghcr.io/acme/api v2" in everything.out and "—" not in everything.out.split("\n")[0]
     assert sk("diff", "1", "soon", "--state", ledger_url).code == 1
+
+
+def test_a_removal_let_through_by_a_guard_flag_says_so_in_the_audit_trail(
+    sk: Callable[..., Run], workdir: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A protected decommission applied with --allow-decommission: its event names the flag
+    and the actor (SLOTKEEPER_ACTOR); a deploy's event names no flag."""
+    monkeypatch.setenv("SLOTKEEPER_ACTOR", "tester")
+    write_manifests(
+        workdir / "m",
+        environment("production", {"api": image(), "web": image("web")}, protected=True),
+    )
+    assert sk("apply", "--yes", "-m", "m", "--state", ledger_url).code == 0
+    write_manifests(workdir / "m", environment("production", {"api": image()}, protected=True))
+    applied = sk("apply", "--yes", "-m", "m", "--state", ledger_url, "--allow-decommission")
+    assert applied.code == 0, applied.err
+    found = sk("events", "--json", "--state", ledger_url, "--type", "record.decommissioned").json()
+    [removal] = found
+    assert removal["detail"]["allowed_by"] == ["--allow-decommission"]
+    assert removal["actor"] == "tester"
+    deploys = sk("events", "--json", "--state", ledger_url, "--type", "record.deployed").json()
+    assert all("allowed_by" not in event["detail"] for event in deploys)

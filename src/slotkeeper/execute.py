@@ -151,6 +151,20 @@ class _Context:
         **fields: Any,
     ) -> None:
         detail: dict[str, Any] = {"reason": action.reason}
+        if action.type in (ActionType.DECOMMISSION, ActionType.REVOKE_KEY):
+            # the flags that let a removal through, for the audit trail
+            options = self.plan.options
+            allowed = [
+                flag
+                for flag, given in (
+                    ("--allow-decommission", options.allow_decommission),
+                    ("--allow-mass-decommission", options.allow_mass_decommission),
+                    ("--allow-empty", options.allow_empty),
+                )
+                if given
+            ]
+            if allowed:
+                detail["allowed_by"] = allowed
         if artifact is not None:
             detail["artifact"] = artifact.model_dump(mode="json")
         if self.plan.revision is not None and self.plan.revision.dirty:
