@@ -299,3 +299,30 @@ def test_a_long_lived_token_is_kept_across_applies_of_one_process(
     assert len(gh.tokens_issued) == 1
     lookups = [r for r in gh.requests if r.path.endswith("/installation")]
     assert len(lookups) == 1
+
+
+def test_an_app_named_by_its_app_id_with_a_fixed_installation_looks_nothing_up(
+    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, app: tuple[AppCredentials, Path]
+) -> None:
+    """`appId` is the JWT's issuer when no clientId is given, and `installationId` spares the
+    lookup: the apply mints one token for that installation and asks nothing else of /app."""
+    credentials, key_file = app
+    installation = gh.add_installation(credentials, "globex")
+    target = target_document(
+        "github",
+        type="github",
+        baseUrl=gh.base_url,
+        auth={
+            "app": {
+                "appId": credentials.app_id,
+                "privateKey": {"file": str(key_file)},
+                "installationId": installation,
+            }
+        },
+    )
+    write_manifests_and_targets(workdir / "m", production("globex/shop", "shop"), target)
+    result = sk("apply", "--yes", "-m", "m")
+    assert result.code == 0, result.err
+    assert [i for i, _ in gh.tokens_issued] == [installation]
+    assert not [r for r in gh.requests if r.path.endswith("/installation")]
+    assert len(gh.deployments("globex", "shop")) == 1

@@ -421,3 +421,22 @@ def test_a_plan_saved_before_the_operator_narrowed_the_places_writes_nothing_the
     assert "namespace 'flux-system' is not one the operator lets" in result.out + result.err
     assert gh.keys("acme", "platform") == []
     assert not [r for r in kube.requests if r.method != "GET"]
+
+
+def test_a_place_dropped_from_the_key_is_emptied_at_its_next_rotation(
+    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, kube: FakeKubernetes
+) -> None:
+    """The Actions secret leaves the key's list: it keeps its working key until the key next
+    rotates; then the Flux Secret holds the new key and the Actions secret is deleted."""
+    declare(workdir, gh, FLUX, ACTIONS)
+    assert sk("apply", "--yes", "-m", "m", *ALLOW).code == 0
+    [first] = registered(gh)
+    declare(workdir, gh, FLUX)
+    assert sk("apply", "--yes", "-m", "m", *ALLOW).code == 0
+    assert held(kube, gh)["actions"] == first
+    rotated = sk("keys", "rotate", "acme/platform/gitops", "-m", "m", "--yes", *ALLOW)
+    assert rotated.code == 0, rotated.out + rotated.err
+    [second] = registered(gh) - {first} or registered(gh)
+    assert held(kube, gh) == {"flux": second, "argocd": None, "actions": None}
+    state = recorded_state(workdir / ".slotkeeper" / "state.db")
+    assert set(state.sinks[("acme/platform", "gitops")]) == {"kubernetes:flux-system/flux-system"}

@@ -180,3 +180,17 @@ def test_removal_deletes_only_our_secret_still_holding_that_key(
     assert secrets.remove(FLUX, KEY, pair.fingerprint) == "already gone"
     kube.put_secret("flux-system", "flux-system", {"identity": "theirs"})
     assert secrets.remove(FLUX, KEY, pair.fingerprint).startswith("left in place")
+
+
+def test_an_opaque_secret_holds_the_key_pair_only(
+    kube: FakeKubernetes, secrets: KubernetesSecrets
+) -> None:
+    """`opaque`: identity and identity.pub, no known_hosts and no Argo CD label."""
+    place = SecretPlace("ci", "deploy-key", "opaque")
+    pair = generate_key("slotkeeper:ci")
+    secrets.write(place, KEY, pair, known_hosts=HOSTS)
+    data = kube.decoded("ci", "deploy-key")
+    assert set(data) == {"identity", "identity.pub"}
+    assert private_key_fingerprint(data["identity"].encode()) == pair.fingerprint
+    stored = kube.secret("ci", "deploy-key")
+    assert stored is not None and ARGOCD_LABEL not in stored["metadata"]["labels"]

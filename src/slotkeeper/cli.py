@@ -127,6 +127,12 @@ def _actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _iso_time(value: str) -> datetime:
+    """An ISO-8601 time, UTC when it names no zone (``ValueError`` when it is none)."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _parse_at(value: str | None) -> datetime | None:
     """``--at``: an ISO-8601 time (UTC when no zone is given) or an offset from now like +30d."""
     if value is None:
@@ -134,13 +140,12 @@ def _parse_at(value: str | None) -> datetime | None:
     try:
         if value.startswith("+"):
             return utcnow() + parse_duration(value[1:])
-        moment = datetime.fromisoformat(value)
+        return _iso_time(value)
     except ValueError as exc:
         raise click.BadParameter(
             "expected an ISO-8601 time such as 2026-12-24T00:00:00Z or an offset such as +30d",
             param_hint="--at",
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 STATE_FILE_ENV = "SLOTKEEPER_STATE_FILE"
@@ -803,14 +808,13 @@ def _moment(value: str | None, flag: str) -> datetime | None:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(value)
+        return _iso_time(value)
     except ValueError as exc:
         raise click.BadParameter(
             "expected a duration back from now such as 24h or 7d, or an ISO-8601 time such as "
             "2026-12-24T00:00:00Z",
             param_hint=flag,
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @cli.command()

@@ -63,7 +63,7 @@ from slotkeeper.model import (
     normalize_secret_path,
 )
 from slotkeeper.plan import Plan
-from slotkeeper.sinks.delivery import Deliveries, default_kubernetes
+from slotkeeper.sinks.delivery import Deliveries
 from slotkeeper.targets.base import KeySubject, Remote, Target
 from slotkeeper.targetsync import History, SyncOutcome, SyncWork, TargetSyncer
 
@@ -138,7 +138,7 @@ class _Context:
         #: secret files written by this apply: never removed by it
         self.written: set[str] = set()
         #: the places beyond the secrets directory (Kubernetes Secrets, Actions secrets)
-        self.deliveries = Deliveries(targets=targets, kubernetes=default_kubernetes)
+        self.deliveries = Deliveries(targets=targets)
 
     def event(
         self,

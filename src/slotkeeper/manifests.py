@@ -663,9 +663,11 @@ def _check_references(collector: _Collector) -> None:
             for number, sink in enumerate(key.sinks):
                 base = ("secret",) if key.secret is not None else ("secrets", number)
                 kind, detail = _sink_fields(sink)
-                sink_field = f"{field_path}." + ".".join(
-                    str(step) if isinstance(step, str) else f"[{step}]" for step in base
-                ).replace(".[", "[")
+                sink_field = (
+                    f"{field_path}.secret"
+                    if key.secret is not None
+                    else f"{field_path}.secrets[{number}]"
+                )
                 kind_at = line_of(data, ("spec", "deployKeys", index, *base, kind), at)
                 for problem in collector.operator.sinks.refusals(sink):
                     detail_at = line_of(

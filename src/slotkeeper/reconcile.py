@@ -58,7 +58,7 @@ from slotkeeper.model import (
     TargetSync,
 )
 from slotkeeper.plan import Plan, PlanOptions, diff, recheck
-from slotkeeper.sinks.delivery import Deliveries, default_kubernetes, observe_sinks
+from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commits_between, git_revision
 from slotkeeper.targets.base import (
     EnvironmentInfo,
@@ -345,7 +345,7 @@ def _plan(
     )
     sinks = {}
     if refreshing and targets:
-        deliveries = Deliveries(targets=targets, kubernetes=default_kubernetes)
+        deliveries = Deliveries(targets=targets)
         try:
             sinks = observe_sinks(shot.desired, recorded, deliveries)
         finally:

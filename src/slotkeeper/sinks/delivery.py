@@ -62,7 +62,7 @@ class Deliveries:
         self,
         *,
         targets: Mapping[str, Target],
-        kubernetes: Callable[[], KubernetesSecrets] | None = None,
+        kubernetes: Callable[[], KubernetesSecrets] = default_kubernetes,
     ) -> None:
         self._targets = targets
         self._make_kubernetes = kubernetes
@@ -73,10 +73,9 @@ class Deliveries:
         if self._kubernetes is not None:
             self._kubernetes.close()
 
-    def _kube(self, label: str) -> KubernetesSecrets:
+    def _kube(self) -> KubernetesSecrets:
+        """The Kubernetes API, connected on first use (a ConfigError when none is set up)."""
         if self._kubernetes is None:
-            if self._make_kubernetes is None:
-                raise SinkRefused(f"{label}: no Kubernetes API is configured (--kubeconfig)")
             self._kubernetes = self._make_kubernetes()
         return self._kubernetes
 
@@ -107,9 +106,7 @@ class Deliveries:
             if place.format == "flux":
                 hosts = self._known_hosts.get(github.name) or known_hosts(github, repository)
                 self._known_hosts[github.name] = hosts
-            written = self._kube(sink.label).write(
-                place, f"{repository}/{title}", pair, known_hosts=hosts
-            )
+            written = self._kube().write(place, f"{repository}/{title}", pair, known_hosts=hosts)
             return written.resource_version
         secrets = ActionsSecrets(github)
         where = actions_place(sink)
@@ -138,7 +135,7 @@ class Deliveries:
         github = self.github(targets, sink.label)
         if sink.kubernetes is not None:
             place = kubernetes_place(sink, repository, git_host(github.base_url))
-            seen = self._kube(sink.label).observe(place)
+            seen = self._kube().observe(place)
             owner = f"{repository}/{title}"
             if seen.exists and seen.owner is None:
                 return SinkFinding(
@@ -190,9 +187,7 @@ class Deliveries:
         github = self.github(targets, sink.label)
         if sink.kubernetes is not None:
             place = kubernetes_place(sink, repository, git_host(github.base_url))
-            return self._kube(sink.label).remove(
-                place, f"{repository}/{title}", holding.fingerprint or ""
-            )
+            return self._kube().remove(place, f"{repository}/{title}", holding.fingerprint or "")
         secrets = ActionsSecrets(github)
         where = actions_place(sink)
         seen = secrets.observe(where)
