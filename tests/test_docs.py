@@ -54,6 +54,8 @@ def test_every_command_with_a_ledger_is_listed() -> None:
         "history",
         "events",
         "diff",
+        "approve",
+        "reject",
         "keys list",
         "keys rotate",
         "run",

@@ -15,6 +15,9 @@ empty value.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -104,6 +107,14 @@ class _WireAction:
     blocked: str | None = None
 
 
+@dataclass(slots=True, kw_only=True)
+class _WireApprovalAction(_WireAction):
+    """An action that waits for, or went through with, an operator's decision: the wire shape
+    plus ``approval``, written only then (plan files of every other action are unchanged)."""
+
+    approval: ActionApproval
+
+
 #: the keys a kind may leave out on the wire, with their empty value
 _ABSENT: dict[str, Any] = {
     wire.name: wire.default if wire.default_factory is MISSING else wire.default_factory()
@@ -120,6 +131,56 @@ def _is_absent(name: str, value: Any) -> bool:
     return type(value) is type(empty) and value == empty
 
 
+class ApprovalState(StrEnum):
+    """Where a held action stands with the operators (see :class:`ActionApproval`)."""
+
+    #: only guards that wait for a person hold it: ``slotkeeper approve`` lets it through
+    AWAITING = "awaiting"
+    #: an approval lets it through the guards that held it
+    APPROVED = "approved"
+    #: an operator refused it: it stays held, and is no longer asked about
+    REJECTED = "rejected"
+
+
+#: the guards an approval lifts, by name (a freeze only with ``--override-freeze``)
+PROTECTED, MASS, FREEZE = "protected", "mass", "freeze"
+
+
+class ActionApproval(_Value):
+    """An action's standing with the operators: set only on an action that a guard which waits
+    for a person held (a protected environment, the mass guard, a freeze window), and on which
+    nothing else holds (a broken manifest, an empty checkout, a suspended slot are fixed in the
+    manifests, never approved away)."""
+
+    state: ApprovalState
+    #: the action's content digest (:func:`content_digest`), which an approval names
+    digest: str
+    #: the guards that held it (``protected``, ``mass``, ``freeze``)
+    guards: tuple[str, ...]
+    #: the decision this state comes from (an approval's or a rejection's ledger id), who made
+    #: it and why
+    decision: int | None = None
+    actor: str | None = None
+    note: str | None = None
+
+
+def approve_command(action_id: str, guards: Iterable[str]) -> str:
+    """The command that lets a held action through: with ``--override-freeze`` when a freeze
+    window is among what holds it."""
+    flag = " --override-freeze" if FREEZE in guards else ""
+    return f"slotkeeper approve {action_id}{flag}"
+
+
+def approval_hint(action_id: str, state: str | None, guards: Iterable[str]) -> str | None:
+    """What a surface says about a held action's standing with the operators, if it has one:
+    the command to run while it awaits approval."""
+    if state == ApprovalState.AWAITING:
+        return f"awaiting approval: {approve_command(action_id, guards)}"
+    if state == ApprovalState.REJECTED:
+        return f"rejected: {approve_command(action_id, guards)} lets it through after all"
+    return None
+
+
 class _ActionBase(_Value):
     """What every action has: a stable id, its kind, the environment it changes, a reason
     people read, and, when a guard, a hold or the daemon's back-off refuses it, why it is
@@ -130,11 +191,12 @@ class _ActionBase(_Value):
     environment: str
     reason: str
     blocked: str | None = None
+    approval: ActionApproval | None = None
 
     @model_serializer(mode="wrap")
     def _flat(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> _WireAction | dict[str, Any]:
+    ) -> _WireApprovalAction | _WireAction | dict[str, Any]:
         """The flat wire shape (see the module's docstring): every key of every kind in a fixed
         order, the ones this kind does not carry with their empty value."""
         if (
@@ -146,7 +208,11 @@ class _ActionBase(_Value):
         ):
             own: dict[str, Any] = handler(self)
             return own  # a part was asked for, not the wire shape
-        return _WireAction(**self.__dict__)
+        if self.approval is not None:
+            return _WireApprovalAction(**self.__dict__)
+        wire = dict(self.__dict__)
+        del wire["approval"]
+        return _WireAction(**wire)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +222,8 @@ class _ActionBase(_Value):
         if not isinstance(data, dict):
             return data
         carried = cls.model_fields
+        if data.get("approval", True) is None:
+            data = {name: value for name, value in data.items() if name != "approval"}
         return {
             name: value
             for name, value in data.items()
@@ -311,3 +379,17 @@ def targets_of(action: Action) -> tuple[str, ...]:
     if isinstance(action, SyncAction):
         return (action.target,)
     return action.targets
+
+
+#: what an action's content digest leaves out: its id (which moves with the ledger's serial),
+#: the words about it, and who is told (which targets hold a copy can change between plans)
+_NOT_CONTENT = frozenset({"id", "reason", "blocked", "approval", "notes", "targets"})
+
+
+def content_digest(action: Action) -> str:
+    """What an approval names: a digest of what ``action`` does (its kind, environment, slot or
+    key, artifacts and record or key ids), the same in every plan that does exactly that, and
+    another as soon as anything it does changes (a new version, another record)."""
+    content = action.model_dump(mode="json", exclude=set(_NOT_CONTENT))
+    material = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -35,6 +35,7 @@ from slotkeeper import observability as obs
 from slotkeeper.actions import (
     Action,
     ActionType,
+    ApprovalState,
     CreateKeyAction,
     DecommissionAction,
     DeployAction,
@@ -43,6 +44,7 @@ from slotkeeper.actions import (
     RevokeKeyAction,
     RotateKeyAction,
     SyncAction,
+    approval_hint,
     key_of,
     slot_of,
 )
@@ -89,6 +91,8 @@ class ActionResult(BaseModel):
     record_id: int | None = None
     key_id: int | None = None
     duration_ms: float = 0.0
+    #: for a blocked action that waits for a person: the command that lets it through
+    hint: str | None = None
 
 
 class ApplyResult(BaseModel):
@@ -165,6 +169,14 @@ class _Context:
             ]
             if allowed:
                 detail["allowed_by"] = allowed
+        if action.approval is not None and action.approval.state is ApprovalState.APPROVED:
+            # the operator's approval that let it through the guards that wait for a person
+            detail["approval"] = {
+                "id": action.approval.decision,
+                "by": action.approval.actor,
+                "reason": action.approval.note or "",
+                "guards": list(action.approval.guards),
+            }
         if artifact is not None:
             detail["artifact"] = artifact.model_dump(mode="json")
         if self.plan.revision is not None and self.plan.revision.dirty:
@@ -181,6 +193,30 @@ class _Context:
             action_id=action.id,
             revision=self.revision,
             **fields,
+        )
+
+    def use_approval(self, tx: LedgerTransaction, action: Action, at: datetime) -> None:
+        """Use up the approval that let ``action`` through, with its audit event."""
+        approval = action.approval
+        if approval is None or approval.state is not ApprovalState.APPROVED:
+            return
+        assert approval.decision is not None  # an approved action names its approval
+        tx.use_approval(approval.decision, serial=self.serial, at=at)
+        tx.append_event(
+            serial=self.serial,
+            at=at,
+            type="approval.used",
+            actor=self.actor,
+            detail={
+                "approval": approval.decision,
+                "approved_by": approval.actor or "",
+                "digest": approval.digest,
+                "guards": list(approval.guards),
+            },
+            environment=action.environment,
+            slot=slot_of(action),
+            action_id=action.id,
+            revision=self.revision,
         )
 
     def enqueue(self, group: str, work: SyncWork) -> None:
@@ -266,6 +302,9 @@ def execute(
                 blocked=action.blocked or "",
                 serial=serial,
                 at=started,
+                digest=action.approval.digest if action.approval else None,
+                approval=action.approval.state.value if action.approval else None,
+                guards=action.approval.guards if action.approval else (),
             )
             for action in plan.blocked
         )
@@ -319,7 +358,12 @@ def execute(
         if action.blocked is not None:
             flush()  # results are reported in plan order
             log.warning(obs.ACTION_BLOCKED, **_log_fields(action), blocked=action.blocked)
-            report(_result(action, Outcome.BLOCKED, action.blocked))
+            hint = (
+                approval_hint(action.id, action.approval.state, action.approval.guards)
+                if action.approval is not None
+                else None
+            )
+            report(_result(action, Outcome.BLOCKED, action.blocked, hint=hint))
             continue
         match action:
             case SyncAction():
@@ -509,6 +553,7 @@ def _write_deploy(tx: LedgerTransaction, action: DeployAction, context: _Context
             detail={"superseded_by": record_id},
         )
     context.event(tx, action, "record.deployed", at, artifact=action.artifact, record_id=record_id)
+    context.use_approval(tx, action, at)
     return record_id
 
 
@@ -538,6 +583,7 @@ def _write_decommission(
     context.event(
         tx, action, "record.decommissioned", at, artifact=action.artifact, record_id=action.record
     )
+    context.use_approval(tx, action, at)
     return action.record
 
 
@@ -812,6 +858,7 @@ def _revoke_key(action: RevokeKeyAction, context: _Context) -> _Applied:
             key_id=key.previous_id,
             detail={"fingerprint": key.previous_fingerprint or ""},
         )
+        context.use_approval(tx, action, at)
     kept = context.remove_secret(key.secret_file) if key.secret_file else ""
     _delete_remotely(context, action, key.previous_id)
     identity = (key.repository, key.title)

@@ -42,6 +42,7 @@ from slotkeeper.model import (
     decide_ref,
     target_types,
 )
+from slotkeeper.notify.spec import NotifierDocument, NotifierSpec
 from slotkeeper.yamlsource import (
     LineDict,
     LineList,
@@ -56,10 +57,16 @@ from slotkeeper.yamlsource import (
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES_ENV = "SLOTKEEPER_MAX_MANIFEST_BYTES"
 
-_KINDS: dict[str, type[EnvironmentDocument] | type[TargetDocument]] = {
+#: a document model of the manifests or of the operator's targets file
+DocumentModel = type[EnvironmentDocument] | type[TargetDocument] | type[NotifierDocument]
+
+_KINDS: dict[str, DocumentModel] = {
     "Environment": EnvironmentDocument,
     "Target": TargetDocument,
+    "Notifier": NotifierDocument,
 }
+#: the kinds each kind of file holds
+_FILE_KINDS = {"Environment": ("Environment",), "Target": ("Target", "Notifier")}
 
 _PATTERN_MESSAGES = {
     SLUG_PATTERN: "must be a lowercase name of a-z, 0-9 and '-', 1 to 63 characters, "
@@ -101,6 +108,8 @@ class OperatorTargets:
     source: Path | None = None
     specs: Mapping[str, TargetSpec] = field(default_factory=dict)
     locations: Mapping[str, Location] = field(default_factory=dict)
+    #: where messages about transitions go (the targets file's Notifier documents)
+    notifiers: Mapping[str, NotifierSpec] = field(default_factory=dict)
     #: where deploy keys may be delivered beyond the secrets directory (the operator's flags)
     sinks: SinkPolicy = field(default_factory=SinkPolicy)
 
@@ -108,8 +117,8 @@ class OperatorTargets:
 #: no targets file: the ledger alone records; an environment naming a target is an error
 NO_TARGETS = OperatorTargets()
 
-_TARGET_KIND_IN_MANIFESTS = (
-    "Target documents belong to the operator, not to the manifests (whoever can push writes "
+_OPERATOR_KIND_IN_MANIFESTS = (
+    "{kind} documents belong to the operator, not to the manifests (whoever can push writes "
     "those): move this one to the targets file given with --targets or " + TARGETS_ENV + "; "
     "an environment only names its targets in spec.targets"
 )
@@ -126,6 +135,7 @@ class _Collector:
     errors: list[ManifestError] = field(default_factory=list)
     environments: dict[str, tuple[EnvironmentSpec, Location]] = field(default_factory=dict)
     targets: dict[str, tuple[TargetSpec, Location]] = field(default_factory=dict)
+    notifiers: dict[str, tuple[NotifierSpec, Location]] = field(default_factory=dict)
     #: (target name, where, environment name when known, index in spec.targets)
     target_refs: list[tuple[str, Location, str | None, int]] = field(default_factory=list)
     environment_data: dict[str, LineDict] = field(default_factory=dict)
@@ -290,8 +300,8 @@ def parse(
 
 
 def load_targets(source: Path) -> OperatorTargets:
-    """The operator's targets file (or a directory of them: a mounted ConfigMap): Target
-    documents only; raise ``ManifestErrors`` naming file, line and field on any problem. An
+    """The operator's targets file (or a directory of them: a mounted ConfigMap): Target and
+    Notifier documents only; raise ``ManifestErrors`` naming file, line and field on any problem. An
     empty file configures no target."""
     tree = read_tree(source)
     collector = _Collector(kind="Target")
@@ -304,6 +314,7 @@ def load_targets(source: Path) -> OperatorTargets:
         source=source,
         specs={name: spec for name, (spec, _) in sorted(collector.targets.items())},
         locations={name: location for name, (_, location) in collector.targets.items()},
+        notifiers={name: spec for name, (spec, _) in sorted(collector.notifiers.items())},
     )
 
 
@@ -519,12 +530,12 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
     if model is None:
         error(line_of(data, ("kind",), line), "kind", f"must be one of {', '.join(_KINDS)}")
         return
-    if kind != collector.kind:
+    if kind not in _FILE_KINDS[collector.kind]:
         at = line_of(data, ("kind",), line)
-        if kind == "Target":
-            error(at, "kind", _TARGET_KIND_IN_MANIFESTS)
+        if collector.kind == "Environment":
+            error(at, "kind", _OPERATOR_KIND_IN_MANIFESTS.format(kind=kind))
         else:
-            error(at, "kind", "the targets file holds Target documents only")
+            error(at, "kind", "the targets file holds Target and Notifier documents only")
         return
     try:
         # By alias only: the wire names are camelCase (deployKeys), as the JSON Schema says.
@@ -544,8 +555,10 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
     name_line = line_of(data, ("metadata", "name"), line)
     if isinstance(document, EnvironmentDocument):
         _add_environment(document, data, location, name_line, collector, error)
+    elif isinstance(document, NotifierDocument):
+        _add_named("notifier", collector.notifiers, document, location, name_line, error)
     else:
-        _add_target(document, location, name_line, collector, error)
+        _add_named("target", collector.targets, document, location, name_line, error)
 
 
 def _add_environment(
@@ -568,23 +581,25 @@ def _add_environment(
     collector.environment_data[name] = data
 
 
-def _add_target(
-    document: TargetDocument,
+def _add_named(
+    what: str,
+    table: dict[str, tuple[Any, Location]],
+    document: TargetDocument | NotifierDocument,
     location: Location,
     name_line: int,
-    collector: _Collector,
     error: Any,
 ) -> None:
+    """Keep an operator's target or notifier under its name, once."""
     name = document.metadata.name
-    if name in collector.targets:
-        first = collector.targets[name][1]
-        error(name_line, "metadata.name", f"target {name!r} is already declared at {first}")
+    if name in table:
+        first = table[name][1]
+        error(name_line, "metadata.name", f"{what} {name!r} is already declared at {first}")
         return
-    collector.targets[name] = (document.spec, location)
+    table[name] = (document.spec, location)
 
 
 def _salvage_references(
-    model: type[EnvironmentDocument] | type[TargetDocument],
+    model: DocumentModel,
     data: LineDict,
     details: list[ErrorDetails],
     location: Location,
@@ -593,7 +608,7 @@ def _salvage_references(
     """What the references check needs from an Environment that failed validation, read from
     its raw data, so that one run reports every error: its target names (those that are
     themselves valid names)."""
-    if model is TargetDocument:
+    if model is not EnvironmentDocument:
         return
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, LineDict) else None
@@ -714,9 +729,7 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _unknown_field(
-    model: type[EnvironmentDocument] | type[TargetDocument], loc: tuple[int | str, ...]
-) -> str:
+def _unknown_field(model: DocumentModel, loc: tuple[int | str, ...]) -> str:
     """The message for a field the model does not have at ``loc`` (pydantic's location, with a
     union's tag): its name, and the wire name it is probably a misspelling of."""
     name = str(loc[-1])
@@ -726,9 +739,7 @@ def _unknown_field(
 
 
 @cache
-def _document_schema(
-    model: type[EnvironmentDocument] | type[TargetDocument], types: tuple[str, ...]
-) -> dict[str, Any]:
+def _document_schema(model: DocumentModel, types: tuple[str, ...]) -> dict[str, Any]:
     """The model's JSON Schema while ``types`` are the known target types (a key of the cache:
     the schema of a Target document changes with them)."""
     return model.model_json_schema(by_alias=True)

@@ -90,6 +90,10 @@ class _Strict(BaseModel):
     )
 
 
+#: the base of manifest parts declared outside this module (the operator's notifiers)
+Strict = _Strict
+
+
 class ArtifactKind(StrEnum):
     """What an artifact is: a container image or a Helm chart."""
 
@@ -561,7 +565,15 @@ class EnvironmentSpec(_Strict):
     protected: bool = Field(
         False,
         description="Guards removals, not deploys: decommissions and deploy-key revocations "
-        "here need `--allow-decommission` (default false).",
+        "here need `--allow-decommission` or an approval (default false).",
+    )
+    order: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Where the environment is shown among the others (dashboard columns, "
+        "lower first), e.g. 10 dev, 20 staging, 30 production. Without it, production "
+        "environments come after the others, each group by name.",
     )
     suspend: bool = Field(
         False,
@@ -629,7 +641,7 @@ HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-def _check_url(value: str, allow_insecure_http: bool) -> str:
+def check_url(value: str, allow_insecure_http: bool) -> str:
     """A URL with a host; plain http:// only to a loopback host unless explicitly allowed."""
     try:
         parts = urlsplit(value)
@@ -719,7 +731,7 @@ class HttpTargetSpec(TargetSpecBase):
     def _secure_url(cls, value: str, info: ValidationInfo) -> str:
         if "allow_insecure_http" not in info.data:
             return value  # itself invalid, and reported: judge the URL once it is fixed
-        return _check_url(value, bool(info.data["allow_insecure_http"]))
+        return check_url(value, bool(info.data["allow_insecure_http"]))
 
 
 class WriteLimit(_Strict):
@@ -1165,6 +1177,48 @@ class SinkHolding(BaseModel):
     failed_at: Timestamp | None = None
 
 
+class Decision(StrEnum):
+    """What an operator decided about one held action."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+#: how long an approval lets its action through, unless ``approve --expires-in`` says otherwise
+APPROVAL_TTL = timedelta(hours=24)
+
+
+class Approval(BaseModel):
+    """An operator's decision about one held action (``slotkeeper approve`` / ``reject``),
+    bound to the action's content digest: an action that changed is another action.
+
+    An approval lets exactly that action through the guards that wait for a person (a
+    protected environment, the mass guard; a freeze window only with ``override_freeze``) until
+    ``expires_at``, once: applying the action uses it up. A rejection keeps the action held and
+    stops asking for an approval, until someone approves it after all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    digest: str
+    action_id: str
+    decision: Decision
+    actor: str
+    reason: str = ""
+    override_freeze: bool = False
+    at: Timestamp
+    expires_at: Timestamp | None = None
+    used_at: Timestamp | None = None
+
+    def valid(self, now: datetime) -> bool:
+        """An approval that may still be used at ``now`` (a rejection never is)."""
+        return (
+            self.decision is Decision.APPROVED
+            and self.used_at is None
+            and (self.expires_at is None or now < self.expires_at)
+        )
+
+
 class EnvironmentRecord(BaseModel):
     """What the ledger remembers of an environment, so guards hold and targets can still be
     told about its records after it leaves the manifests."""
@@ -1293,6 +1347,8 @@ class RecordedState(BaseModel):
     retired_keys: dict[int, KeyRecord] = Field(default_factory=dict)
     #: what each place of each deploy key holds, by (repository, title) and place
     sinks: dict[tuple[str, str], dict[str, SinkHolding]] = Field(default_factory=dict)
+    #: the latest unused decision about each held action, by the action's content digest
+    approvals: dict[str, Approval] = Field(default_factory=dict)
 
     @cached_property
     def syncs_by_subject(self) -> dict[tuple[SyncSubject, int], list[TargetSync]]:

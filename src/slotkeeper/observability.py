@@ -110,6 +110,17 @@ LAST_SUCCESS = Gauge(
     "When the last reconcile without failures finished (Unix time).",
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "slotkeeper_notifications",
+    "Notification messages by notifier and outcome (sent, retry, wait, gone, refused, given_up).",
+    ["notifier", "outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_QUEUED = Gauge(
+    "slotkeeper_notifications_queued",
+    "Notification messages in the ledger's outbox, neither sent nor given up.",
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "slotkeeper_leader", "1 when this replica is the one that writes.", registry=REGISTRY
 )

@@ -26,8 +26,13 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from slotkeeper.actions import (
+    FREEZE,
+    MASS,
+    PROTECTED,
     Action,
+    ActionApproval,
     ActionType,
+    ApprovalState,
     CreateKeyAction,
     DecommissionAction,
     DeployAction,
@@ -36,13 +41,16 @@ from slotkeeper.actions import (
     RevokeKeyAction,
     RotateKeyAction,
     SyncAction,
+    content_digest,
     key_of,
     slot_of,
     targets_of,
 )
 from slotkeeper.model import (
+    Approval,
     Artifact,
     ArtifactKind,
+    Decision,
     DeployKeySpec,
     DesiredState,
     Drift,
@@ -284,17 +292,31 @@ def needed_targets(actions: Iterable[Action]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
-    """A saved plan as it may be applied ``now``: what only the manifests and the clock decide
-    (the holds: suspend and freeze windows; and protection) is evaluated again, so a freeze
-    that started or a ``suspend`` committed since the plan was made turns its actions into
-    blocked ones. Pure, like :func:`diff`."""
+def recheck(
+    saved: Plan,
+    desired: DesiredState,
+    *,
+    now: datetime,
+    approvals: Mapping[str, Approval] | None = None,
+) -> Plan:
+    """A saved plan as it may be applied ``now``: what only the manifests, the clock and the
+    operators decide (the holds: suspend and freeze windows; protection; approvals) is
+    evaluated again, so a freeze that started or a ``suspend`` committed since the plan was
+    made turns its actions into blocked ones, and so does an approval the plan relied on that
+    expired, was used or was withdrawn since. A blocked action stays blocked (approving it
+    takes a new plan). Pure, like :func:`diff`."""
+    current = approvals or {}
     actions = []
     for action in saved.actions:
         if action.blocked is not None:
             actions.append(action)
             continue
-        reasons = _holds(action, desired, now)
+        approved = _still_approved(action, current, now)
+        suspended = _suspended(action, desired)
+        reasons = list(suspended)
+        frozen = None if suspended else _frozen(action, desired, now)
+        if frozen is not None and not (approved is not None and approved.override_freeze):
+            reasons.append(frozen)
         if isinstance(action, CreateKeyAction | RotateKeyAction):
             # the operator may have narrowed where keys may go since the plan was made
             reasons.extend(
@@ -306,8 +328,14 @@ def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
             and spec is not None
             and spec.protected
             and not saved.options.allow_decommission
+            and approved is None
         ):
             reasons.append(_protected_reason(action.environment))
+        if action.approval is not None and approved is None:
+            reasons.append(
+                f"approval #{action.approval.decision} is no longer valid (it expired, was used "
+                "or was withdrawn since the plan was saved): make a new plan"
+            )
         actions.append(
             action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
         )
@@ -318,6 +346,19 @@ def recheck(saved: Plan, desired: DesiredState, *, now: datetime) -> Plan:
             "targets": needed_targets(actions),
         }
     )
+
+
+def _still_approved(
+    action: Action, approvals: Mapping[str, Approval], now: datetime
+) -> Approval | None:
+    """The approval a saved plan's action went through with, if it is still the one on record
+    for that action and still valid ``now``."""
+    if action.approval is None or action.approval.state is not ApprovalState.APPROVED:
+        return None
+    decision = approvals.get(action.approval.digest)
+    if decision is None or decision.id != action.approval.decision or not decision.valid(now):
+        return None
+    return decision
 
 
 def summarize(actions: Iterable[Action]) -> dict[str, int]:
@@ -523,20 +564,25 @@ def _guard(
     protected environment, when the manifests declare nothing at all (an empty checkout), when
     a broken manifest file leaves it unknown whether they are meant, when they would take away
     more than half of what exists (whatever its size), and when a target that holds a copy of
-    what goes is no longer configured (it could not be told)."""
+    what goes is no longer configured (it could not be told).
+
+    Three guards wait for a person rather than for a fix: a protected environment, the mass
+    guard and a freeze window. An operator's approval of exactly one action lifts them for it
+    (a freeze only when the approval says so); see :func:`_decide`."""
     removals = sum(1 for a in actions if a.type in REMOVALS)
     existing = len(recorded.deployed) + len(recorded.keys)
     mass = not options.allow_mass_decommission and removals * 2 > existing
     empty = not desired.environments and not desired.broken and not options.allow_empty
     guarded: list[Action] = []
     for action in actions:
-        reasons = [action.blocked] if action.blocked else []  # a place refused, a retry waits
-        reasons.extend(_unconfigured(action, desired, recorded))
+        fixes = [action.blocked] if action.blocked else []  # a place refused, a retry waits
+        fixes.extend(_unconfigured(action, desired, recorded))
+        waits: dict[str, str] = {}
         if action.type in REMOVALS:
             if not options.allow_decommission and _protected(action.environment, desired, recorded):
-                reasons.append(_protected_reason(action.environment))
+                waits[PROTECTED] = _protected_reason(action.environment)
             if empty:
-                reasons.append(
+                fixes.append(
                     "the manifests declare no environment (an empty or wrong checkout?): "
                     "nothing is removed unless --allow-empty is passed"
                 )
@@ -544,17 +590,77 @@ def _guard(
                 action.type is ActionType.REVOKE_KEY
                 or not desired.declared_by_valid_file(action.environment)
             ):
-                reasons.append(_broken_reason(desired))
+                fixes.append(_broken_reason(desired))
             if mass and not empty:
-                reasons.append(
+                waits[MASS] = (
                     f"would remove {removals} of {existing} deployed slots and active deploy keys "
                     "(pass --allow-mass-decommission if that is intended)"
                 )
-        reasons.extend(_holds(action, desired, now))
-        guarded.append(
-            action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
-        )
+        suspended = _suspended(action, desired)
+        fixes.extend(suspended)
+        frozen = None if suspended else _frozen(action, desired, now)
+        if frozen is not None:
+            waits[FREEZE] = frozen
+        guarded.append(_decide(action, fixes, waits, recorded.approvals, now))
     return guarded
+
+
+def _decide(
+    action: Action,
+    fixes: list[str],
+    waits: Mapping[str, str],
+    approvals: Mapping[str, Approval],
+    now: datetime,
+) -> Action:
+    """``action`` as the guards leave it: ``fixes`` are reasons only a change of the manifests
+    or the targets file ends; ``waits`` (by guard) are reasons a person may approve away.
+
+    An action held only by ``waits`` awaits approval (its ``approval`` says so, and every
+    surface shows the command to run); a valid approval of its content lets it through (a
+    freeze only with ``override_freeze``); a rejection keeps it held without asking again.
+    While a fix is needed, no approval counts: an approval never lets through what a broken or
+    empty checkout holds."""
+    if not waits or fixes:
+        reasons = [*fixes, *waits.values()]
+        return action.model_copy(update={"blocked": "; ".join(reasons)}) if reasons else action
+    digest = content_digest(action)
+    guards = tuple(waits)
+    decision = approvals.get(digest)
+    left = list(waits.values())
+    if decision is not None and decision.valid(now):
+        if decision.override_freeze or FREEZE not in waits:
+            approval = ActionApproval(
+                state=ApprovalState.APPROVED,
+                digest=digest,
+                guards=guards,
+                decision=decision.id,
+                actor=decision.actor,
+                note=decision.reason or None,
+            )
+            return action.model_copy(update={"approval": approval})
+        left = [waits[FREEZE], f"approval #{decision.id} does not override the freeze"]
+        state = ApprovalState.AWAITING
+    elif decision is not None and decision.decision is Decision.REJECTED:
+        said = f": {decision.reason}" if decision.reason else ""
+        left.append(f"rejected by {decision.actor} at {_moment(decision.at)}{said}")
+        state = ApprovalState.REJECTED
+    else:
+        if decision is not None and decision.used_at is None:
+            left.append(f"approval #{decision.id} expired at {_moment(decision.expires_at or now)}")
+        state = ApprovalState.AWAITING
+    approval = ActionApproval(
+        state=state,
+        digest=digest,
+        guards=guards,
+        decision=decision.id if decision is not None else None,
+        actor=decision.actor if decision is not None else None,
+        note=(decision.reason or None) if decision is not None else None,
+    )
+    return action.model_copy(update={"blocked": "; ".join(left), "approval": approval})
+
+
+def _moment(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _protected_reason(environment: str) -> str:
@@ -873,6 +979,13 @@ def _holds(action: Action, desired: DesiredState, now: datetime) -> list[str]:
     """The operator's holds on ``action``, as reasons: a suspended environment or slot changes
     nothing; a freeze window stops deploys and decommissions (key rotations and target syncs
     of what is recorded go on)."""
+    suspended = _suspended(action, desired)
+    frozen = None if suspended else _frozen(action, desired, now)
+    return suspended if frozen is None else [frozen]
+
+
+def _suspended(action: Action, desired: DesiredState) -> list[str]:
+    """Why ``action`` is suspended by the manifests (the environment or its slot), if it is."""
     spec = desired.environments.get(action.environment)
     if spec is None:
         return []
@@ -882,11 +995,16 @@ def _holds(action: Action, desired: DesiredState, now: datetime) -> list[str]:
     slot = spec.slots.get(slot_name) if slot_name else None
     if slot is not None and slot.suspend:
         return [f"slot {action.environment}/{slot_name} is suspended"]
-    if action.type in (ActionType.DEPLOY, ActionType.DECOMMISSION):
-        until = spec.frozen_until(now)
-        if until is not None:
-            return [f"frozen until {until.strftime('%Y-%m-%d %H:%M:%SZ')}"]
     return []
+
+
+def _frozen(action: Action, desired: DesiredState, now: datetime) -> str | None:
+    """The freeze window that stops ``action`` (a deploy or a decommission) now, if one does."""
+    spec = desired.environments.get(action.environment)
+    if spec is None or action.type not in (ActionType.DEPLOY, ActionType.DECOMMISSION):
+        return None
+    until = spec.frozen_until(now)
+    return None if until is None else f"frozen until {_moment(until)}"
 
 
 def _protected(environment: str, desired: DesiredState, recorded: RecordedState) -> bool:

@@ -521,7 +521,7 @@ def apply_saved(
             f"apply it with --targets (or {TARGETS_ENV}) naming the file it was made with"
         )
     with ledger.writer(timeout=run.lock_timeout):
-        checked = recheck(plan, shot.desired, now=clock())
+        checked = recheck(plan, shot.desired, now=clock(), approvals=ledger.read_state().approvals)
         if show is not None:
             show(checked)
         with open_targets(shot.desired, ledger, clock=clock, may_write=ledger.leading) as targets:

@@ -23,9 +23,12 @@ from rich.text import Text
 from slotkeeper.actions import (
     Action,
     ActionType,
+    ApprovalState,
     DecommissionAction,
     DeployAction,
     SyncAction,
+    approval_hint,
+    approve_command,
     key_of,
     slot_of,
 )
@@ -150,17 +153,26 @@ def _detail(action: Action) -> str:
     """The last column of ``plan``: why, where it goes and what the plan notes; for a blocked
     action, only why it is blocked."""
     if action.blocked is not None:
-        return f"BLOCKED: {action.blocked}"
+        hint = _hint(action)
+        return f"BLOCKED: {action.blocked}" + (f"; {hint}" if hint else "")
     if isinstance(action, SyncAction):
         detail = f"{action.target} -> {action.want.value}: {action.reason}"
     else:
         detail = action.reason
         if isinstance(action, DeployAction) and action.supersedes is not None:
             detail = f"{detail} (supersedes #{action.supersedes})"
+        if action.approval is not None and action.approval.state is ApprovalState.APPROVED:
+            detail = f"{detail} (approved by {action.approval.actor}, #{action.approval.decision})"
         if action.targets:
             detail = f"{detail} [{', '.join(action.targets)}]"
     notes = action.notes if isinstance(action, DeployAction | SyncAction) else ()
     return f"{detail} ({'; '.join(notes)})" if notes else detail
+
+
+def _hint(action: Action) -> str | None:
+    """The command that lets a held action through, when it waits for a person."""
+    approval = action.approval
+    return approval_hint(action.id, approval.state, approval.guards) if approval else None
 
 
 def _aligned(rows: list[tuple[Text, ...]]) -> Text:
@@ -196,12 +208,18 @@ def summary_line(plan: Plan) -> Text:
     if s["sync"]:
         text.append(f" {s['sync']} target sync{'s' if s['sync'] != 1 else ''}.")
     if s["blocked"]:
-        text.append(f" {s['blocked']} blocked.", style="bold magenta")
+        text.append(f" {s['blocked']} blocked", style="bold magenta")
+        awaiting = sum(
+            1 for a in plan.actions if a.approval and a.approval.state is ApprovalState.AWAITING
+        )
+        text.append(f" ({awaiting} awaiting approval)." if awaiting else ".", style="bold magenta")
     return text
 
 
 def render_apply(result: ApplyResult, console: Console) -> None:
     for item in result.results:
+        if item.outcome is Outcome.BLOCKED and item.hint:
+            console.print(f"[magenta]  held[/]  {item.type.value} {item.label}: {item.hint}")
         if item.outcome is Outcome.DEFERRED:
             console.print(f"[yellow]  deferred[/]  {item.type.value} {item.label}: {item.message}")
         if item.outcome is Outcome.FAILED:
@@ -392,11 +410,7 @@ def status_document(
                 "created_at": timestamp(record.created_at) if record else None,
                 "updated_at": timestamp(record.updated_at) if record else None,
                 "last_seen_at": timestamp(record.last_seen_at) if record else None,
-                "pending": (
-                    {"action": blocked.type, "reason": blocked.reason, "blocked": blocked.blocked}
-                    if blocked
-                    else None
-                ),
+                "pending": pending_document(blocked) if blocked else None,
                 "targets": _target_states(
                     (syncs or {}).get(record.id, []) if record else [], public=public
                 ),
@@ -405,9 +419,25 @@ def status_document(
     return rows
 
 
+def pending_document(held: PendingAction) -> dict[str, Any]:
+    """A held action as ``status --json`` and ``/status`` show it: what, why, and when it waits
+    for a person, its id, its standing and the command that lets it through."""
+    return {
+        "action": held.type,
+        "action_id": held.action_id,
+        "reason": held.reason,
+        "blocked": held.blocked,
+        "approval": held.approval,
+        "command": approve_command(held.action_id, held.guards) if held.approval else None,
+    }
+
+
 def _pending_cell(blocked: PendingAction | None) -> Text | str:
     """The last column of ``status``: the blocked action waiting in this slot, if any."""
-    return Text(f"pending {blocked.type}: {blocked.blocked}", style="magenta") if blocked else ""
+    if blocked is None:
+        return ""
+    hint = f"; {blocked.hint}" if blocked.hint else ""
+    return Text(f"pending {blocked.type}: {blocked.blocked}{hint}", style="magenta")
 
 
 def _targets_cell(syncs: list[TargetSync]) -> Text:
@@ -469,7 +499,8 @@ def render_status(
         if item.slot is None:
             console.print(
                 Text(
-                    f"pending {item.type} {item.key} in {item.environment}: {item.blocked}",
+                    f"pending {item.type} {item.key} in {item.environment}: {item.blocked}"
+                    + (f"; {item.hint}" if item.hint else ""),
                     style="magenta",
                 )
             )
@@ -681,6 +712,12 @@ def events_document(events: Iterable[Event]) -> list[dict[str, Any]]:
 def _event_summary(event: Event) -> str:
     detail = event.detail
     parts = [str(detail[key]) for key in ("reason", "fingerprint", "error") if detail.get(key)]
+    approval = detail.get("approval")
+    if isinstance(approval, dict):  # an action an approval let through
+        parts.append(f"approved by {approval.get('by')} (#{approval.get('id')})")
+    elif isinstance(approval, int):  # a decision, or its use
+        by = f" by {detail['approved_by']}" if detail.get("approved_by") else ""
+        parts.insert(0, f"approval #{approval}{by}")
     if "artifact" in detail and isinstance(detail["artifact"], dict):
         artifact = detail["artifact"]
         parts.insert(
@@ -727,7 +764,8 @@ def plan_markdown(plan: Plan) -> str:
         if isinstance(action, SyncAction):
             why = f"{action.target}: {action.reason}"
         if action.blocked:
-            why = f"**blocked**: {action.blocked}"
+            hint = _hint(action)
+            why = f"**blocked**: {action.blocked}" + (f"; {hint}" if hint else "")
         cells = [f"`{symbol}`", action.type.value, f"`{_where(action)}`", what, why]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", f"**{summary_line(plan).plain}**"]

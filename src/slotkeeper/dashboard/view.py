@@ -103,11 +103,7 @@ def _cell(
         #: why a target failed, in fixed words (``error_reason``), for targets that did
         "errors": {sync.target: sync.public_error for sync in syncs if sync.public_error},
         "hold": hold,
-        "blocked": (
-            {"action": blocked.type, "reason": blocked.reason, "blocked": blocked.blocked}
-            if blocked
-            else None
-        ),
+        "blocked": render.pending_document(blocked) if blocked else None,
     }
 
 
@@ -213,15 +209,24 @@ def overview(
         ],
         "blocked": [
             {
-                "action": p.type,
+                **render.pending_document(p),
                 "environment": p.environment,
                 "slot": p.slot,
                 "key": p.key,
-                "reason": p.reason,
-                "blocked": p.blocked,
                 "at": timestamp(p.at),
             }
             for p in pending
+        ],
+        # what only a person can let through, with the command to run
+        "awaiting_approval": [
+            {
+                **render.pending_document(p),
+                "environment": p.environment,
+                "subject": p.subject,
+                "at": timestamp(p.at),
+            }
+            for p in pending
+            if p.awaiting
         ],
         "manifests": render.manifests_document(ledger.manifest_status()),
         "last_reconcile": last_reconcile,

@@ -32,9 +32,12 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from slotkeeper.actions import approval_hint
 from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.model import (
+    Approval,
     Artifact,
+    Decision,
     EnvironmentRecord,
     KeyRecord,
     KeySecret,
@@ -64,6 +67,58 @@ class PendingAction(BaseModel):
     blocked: str
     serial: int
     at: datetime
+    #: for an action that waits for a person: its content digest and standing (``awaiting``,
+    #: ``rejected``), see ``actions.ActionApproval``
+    digest: str | None = None
+    approval: str | None = None
+    guards: tuple[str, ...] = ()
+
+    @property
+    def subject(self) -> str:
+        """``SLOT`` or ``key:REPOSITORY/TITLE``: what the action changes in its environment."""
+        return self.slot if self.slot is not None else f"key:{self.key}"
+
+    @property
+    def awaiting(self) -> bool:
+        return self.approval == "awaiting"
+
+    @property
+    def hint(self) -> str | None:
+        """The command that lets it through, as surfaces show it (see ``approval_hint``)."""
+        return approval_hint(self.action_id, self.approval, self.guards)
+
+
+class NotifyState(BaseModel):
+    """What notifications last saw: the audit events told up to ``cursor`` (an event seq), how
+    many looks there were, and the conditions (failing targets, held actions, freezes, broken
+    files) that held at the last look, as the notifier's own JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cursor: int
+    generation: int
+    conditions: dict[str, Any]
+
+
+class OutboxMessage(BaseModel):
+    """One message for one notifier, in the ledger's outbox until it is sent or given up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int = 0
+    notifier: str
+    #: the message's own id, the same on every try (receivers deduplicate on it)
+    message_id: str
+    event: str
+    environment: str | None
+    #: the message as JSON (never a credential)
+    body: str
+    created_at: datetime
+    due_at: datetime
+    attempts: int = 0
+    sent_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
 
 
 class Event(BaseModel):
@@ -114,6 +169,10 @@ class LedgerTransaction(Protocol):
 
     def replace_pending(self, pending: Iterable[PendingAction]) -> None:
         """The held actions of this apply replace those of the last one."""
+        ...
+
+    def use_approval(self, approval_id: int, *, serial: int, at: datetime) -> None:
+        """Mark an approval used by the apply at ``serial``: it lets nothing else through."""
         ...
 
     def upsert_sync(self, sync: TargetSync) -> None:
@@ -443,9 +502,71 @@ class LastGoodStore(LastGoodReads, Protocol):
         ...
 
 
+class Approvals(Protocol):
+    """Operators' decisions about held actions (``slotkeeper approve`` / ``reject``): written
+    by any process, leader or not, one transaction each with its audit event."""
+
+    def decide(
+        self,
+        held: PendingAction,
+        decision: Decision,
+        *,
+        actor: str,
+        reason: str,
+        at: datetime,
+        expires_at: datetime | None = None,
+        override_freeze: bool = False,
+    ) -> Approval:
+        """Record a decision about ``held``, which must wait for a person (has a digest)."""
+        ...
+
+    def approvals(self) -> list[Approval]:
+        """Every decision ever recorded, newest first."""
+        ...
+
+
+class Outbox(Protocol):
+    """Notifications: what was last seen, and the messages waiting to be sent.
+
+    ``record_notifications`` is fenced like every state change (only the writer moves what
+    was told); the sender's bookkeeping is too, so a process that lost the lease neither sends
+    (its HTTP client is fenced) nor marks anything."""
+
+    def notify_state(self) -> NotifyState | None:
+        """What the last look saw; None before the first."""
+        ...
+
+    def record_notifications(self, state: NotifyState, messages: Sequence[OutboxMessage]) -> None:
+        """In one transaction: keep ``state`` and queue ``messages`` (one already queued, same
+        notifier and message id, is not queued again)."""
+        ...
+
+    def due_messages(self, *, now: datetime, limit: int) -> list[OutboxMessage]:
+        """Messages neither sent nor given up whose time has come, oldest first."""
+        ...
+
+    def mark_sent(self, ids: Sequence[int], *, at: datetime) -> None: ...
+
+    def retry_later(self, ids: Sequence[int], *, due_at: datetime, error: str) -> None:
+        """Count a failed try and wait until ``due_at`` (``error`` in fixed words)."""
+        ...
+
+    def delay(self, ids: Sequence[int], *, due_at: datetime) -> None:
+        """Wait until ``due_at`` without counting a try (a rate limit)."""
+        ...
+
+    def give_up(self, ids: Sequence[int], *, at: datetime, error: str) -> None: ...
+
+    def outbox(self, *, last: int = 100) -> list[OutboxMessage]:
+        """The newest messages, sent or not, newest first."""
+        ...
+
+
 class Ledger(
     StateStore,
     AuditLog,
+    Approvals,
+    Outbox,
     WriterLock,
     HttpCacheStore,
     WriteLog,

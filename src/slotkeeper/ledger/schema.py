@@ -288,6 +288,71 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=12,
+        description="operators' approvals and rejections of held actions",
+        statements=(
+            # One row per decision, never updated but to mark an approval used: the held
+            # action's content digest (what the decision is about), its id and what it is for
+            # display, who decided, why, until when, and the apply that used it.
+            """CREATE TABLE approvals (
+                id {id},
+                digest TEXT NOT NULL,
+                action_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+                actor TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                override_freeze INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                expires_at TEXT,
+                used_at TEXT,
+                used_serial INTEGER
+            )""",
+            "CREATE INDEX approvals_by_digest ON approvals (digest, id)",
+            # A held action's content digest, standing (awaiting, rejected) and the guards that
+            # hold it (comma-separated), when it waits for a person: what `approve ACTION_ID`
+            # and `approve ENV/SLOT` find.
+            "ALTER TABLE pending ADD COLUMN digest TEXT",
+            "ALTER TABLE pending ADD COLUMN approval TEXT",
+            "ALTER TABLE pending ADD COLUMN guards TEXT",
+        ),
+    ),
+    Migration(
+        version=13,
+        description="notifications: what was last told, and the outbox of messages to send",
+        statements=(
+            # One row: the audit events told up to (seq), how many times transitions were
+            # looked for (numbers the messages), and what held at the last look (JSON).
+            """CREATE TABLE notify_state (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                cursor BIGINT NOT NULL,
+                generation BIGINT NOT NULL,
+                conditions TEXT NOT NULL
+            )""",
+            # One row per message and notifier, written in the transaction that moves
+            # notify_state (a crash or a failover loses or repeats none), sent by the leader:
+            # the message (JSON, no credential), when it may go, tries, and how it ended.
+            """CREATE TABLE outbox (
+                id {id},
+                notifier TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                environment TEXT,
+                body TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                due_at TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                sent_at TEXT,
+                failed_at TEXT,
+                last_error TEXT,
+                UNIQUE (notifier, message_id)
+            )""",
+            "CREATE INDEX outbox_due ON outbox (sent_at, failed_at, due_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

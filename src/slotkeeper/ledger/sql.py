@@ -20,13 +20,15 @@ from typing import Any
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
-from slotkeeper.ledger.base import Event, PendingAction
+from slotkeeper.ledger.base import Event, NotifyState, OutboxMessage, PendingAction
 from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
+    Approval,
     Artifact,
     ArtifactKind,
     BrokenFile,
+    Decision,
     EnvironmentRecord,
     KeyRecord,
     KeySecret,
@@ -142,6 +144,49 @@ def _key(row: Sequence[Any]) -> KeyRecord:
         updated_at=from_text(row[11]),
         replaced_by=row[12],
         sinks=tuple(KeySecret.model_validate(sink) for sink in json.loads(row[13] or "[]")),
+    )
+
+
+_APPROVAL_COLUMNS = (
+    "id, digest, action_id, decision, actor, reason, override_freeze, at, expires_at, used_at"
+)
+
+
+def _approval(row: Sequence[Any]) -> Approval:
+    return Approval(
+        id=int(row[0]),
+        digest=row[1],
+        action_id=row[2],
+        decision=Decision(row[3]),
+        actor=row[4],
+        reason=row[5],
+        override_freeze=bool(row[6]),
+        at=from_text(row[7]),
+        expires_at=from_text(row[8]) if row[8] else None,
+        used_at=from_text(row[9]) if row[9] else None,
+    )
+
+
+_OUTBOX_COLUMNS = (
+    "id, notifier, message_id, event, environment, body, created_at, due_at, attempts, "
+    "sent_at, failed_at, last_error"
+)
+
+
+def _message(row: Sequence[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=int(row[0]),
+        notifier=row[1],
+        message_id=row[2],
+        event=row[3],
+        environment=row[4],
+        body=row[5],
+        created_at=from_text(row[6]),
+        due_at=from_text(row[7]),
+        attempts=int(row[8]),
+        sent_at=from_text(row[9]) if row[9] else None,
+        failed_at=from_text(row[10]) if row[10] else None,
+        last_error=row[11],
     )
 
 
@@ -292,7 +337,7 @@ class SqlTransaction:
         for item in pending:
             self._run(
                 "INSERT INTO pending (action_id, type, environment, slot, key, reason, blocked, "
-                "serial, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "serial, at, digest, approval, guards) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.action_id,
                     item.type,
@@ -303,8 +348,17 @@ class SqlTransaction:
                     item.blocked,
                     item.serial,
                     to_text(item.at),
+                    item.digest,
+                    item.approval,
+                    ",".join(item.guards) or None,
                 ),
             )
+
+    def use_approval(self, approval_id: int, *, serial: int, at: datetime) -> None:
+        self._run(
+            "UPDATE approvals SET used_at = ?, used_serial = ? WHERE id = ? AND used_at IS NULL",
+            (to_text(at), serial, approval_id),
+        )
 
     def touch(self, record_ids: Sequence[int], *, at: datetime) -> None:
         stamp = to_text(at)
@@ -758,6 +812,17 @@ class SqlLedger:
                 ("key", RemoteState.ABSENT.value),
             )
         ]
+        # the latest unused decision about each held action (a later one overrides: a rejection
+        # withdraws an approval, an approval overrides a rejection)
+        approvals = {
+            approval.digest: approval
+            for approval in map(
+                _approval,
+                self._query(
+                    f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE used_at IS NULL ORDER BY id"
+                ),
+            )
+        }
         sinks: dict[tuple[str, str], dict[str, SinkHolding]] = {}
         for row in self._query(f"SELECT {_SINK_COLUMNS} FROM key_sinks ORDER BY 1, 2, 3"):
             holding = _holding(row)
@@ -772,6 +837,7 @@ class SqlLedger:
             retired_records={r.id: r for r in retired_records},
             retired_keys={k.id: k for k in retired_keys},
             sinks=sinks,
+            approvals=approvals,
         )
 
     def revision(self, sha: str) -> Revision | None:
@@ -925,8 +991,8 @@ class SqlLedger:
 
     def pending(self) -> list[PendingAction]:
         rows = self._query(
-            "SELECT action_id, type, environment, slot, key, reason, blocked, serial, at "
-            "FROM pending ORDER BY environment, slot, key"
+            "SELECT action_id, type, environment, slot, key, reason, blocked, serial, at, "
+            "digest, approval, guards FROM pending ORDER BY environment, slot, key"
         )
         return [
             PendingAction(
@@ -939,9 +1005,153 @@ class SqlLedger:
                 blocked=row[6],
                 serial=row[7],
                 at=from_text(row[8]),
+                digest=row[9],
+                approval=row[10],
+                guards=tuple(row[11].split(",")) if row[11] else (),
             )
             for row in rows
         ]
+
+    def decide(
+        self,
+        held: PendingAction,
+        decision: Decision,
+        *,
+        actor: str,
+        reason: str,
+        at: datetime,
+        expires_at: datetime | None = None,
+        override_freeze: bool = False,
+    ) -> Approval:
+        """Record an operator's decision about the held action ``held`` (which must wait for
+        a person: it has a digest), and its audit event. Any process may decide, leader or
+        not: an operator approves from a laptop against the daemon's ledger."""
+        if held.digest is None:
+            raise ValueError(f"action {held.action_id} does not wait for an approval")
+        with self._transaction(fenced=False) as tx:
+            _, serial = tx._current()
+            approval_id = tx._insert(
+                "approvals",
+                digest=held.digest,
+                action_id=held.action_id,
+                type=held.type,
+                environment=held.environment,
+                subject=held.subject,
+                decision=decision.value,
+                actor=actor,
+                reason=reason,
+                override_freeze=int(override_freeze),
+                at=to_text(at),
+                expires_at=to_text(expires_at) if expires_at else None,
+            )
+            detail: dict[str, Any] = {
+                "approval": approval_id,
+                "digest": held.digest,
+                "action": held.type,
+                "reason": reason,
+                "blocked": held.blocked,
+            }
+            if expires_at is not None:
+                detail["expires_at"] = to_text(expires_at)
+            if override_freeze:
+                detail["override_freeze"] = True
+            tx.append_event(
+                serial=serial,
+                at=at,
+                type=f"approval.{'granted' if decision is Decision.APPROVED else 'rejected'}",
+                actor=actor,
+                detail=detail,
+                environment=held.environment,
+                slot=held.slot,
+                action_id=held.action_id,
+            )
+        return Approval(
+            id=approval_id,
+            digest=held.digest,
+            action_id=held.action_id,
+            decision=decision,
+            actor=actor,
+            reason=reason,
+            override_freeze=override_freeze,
+            at=at,
+            expires_at=expires_at,
+        )
+
+    def notify_state(self) -> NotifyState | None:
+        rows = self._query("SELECT cursor, generation, conditions FROM notify_state WHERE id = 1")
+        if not rows:
+            return None
+        cursor, generation, conditions = rows[0]
+        return NotifyState(
+            cursor=int(cursor), generation=int(generation), conditions=json.loads(conditions)
+        )
+
+    def record_notifications(self, state: NotifyState, messages: Sequence[OutboxMessage]) -> None:
+        with self.transaction() as tx:  # fenced: only the writer moves what was told
+            tx._run(
+                "INSERT INTO notify_state (id, cursor, generation, conditions) "
+                "VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor, "
+                "generation = excluded.generation, conditions = excluded.conditions",
+                (state.cursor, state.generation, json.dumps(state.conditions, sort_keys=True)),
+            )
+            for message in messages:
+                tx._run(
+                    "INSERT INTO outbox (notifier, message_id, event, environment, body, "
+                    "created_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (notifier, message_id) DO NOTHING",
+                    (
+                        message.notifier,
+                        message.message_id,
+                        message.event,
+                        message.environment,
+                        message.body,
+                        to_text(message.created_at),
+                        to_text(message.due_at),
+                    ),
+                )
+
+    def due_messages(self, *, now: datetime, limit: int) -> list[OutboxMessage]:
+        rows = self._query(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL "
+            f"AND due_at <= ? ORDER BY id LIMIT {int(limit)}",
+            (to_text(now),),
+        )
+        return [_message(row) for row in rows]
+
+    def _update_outbox(self, ids: Sequence[int], assignments: str, params: Sequence[Any]) -> None:
+        if not ids:
+            return
+        marks = ", ".join("?" for _ in ids)
+        with self.transaction() as tx:  # fenced, like the sending itself
+            tx._run(
+                f"UPDATE outbox SET {assignments} WHERE id IN ({marks}) AND sent_at IS NULL",
+                (*params, *ids),
+            )
+
+    def mark_sent(self, ids: Sequence[int], *, at: datetime) -> None:
+        self._update_outbox(ids, "sent_at = ?, attempts = attempts + 1", (to_text(at),))
+
+    def retry_later(self, ids: Sequence[int], *, due_at: datetime, error: str) -> None:
+        self._update_outbox(
+            ids, "due_at = ?, attempts = attempts + 1, last_error = ?", (to_text(due_at), error)
+        )
+
+    def delay(self, ids: Sequence[int], *, due_at: datetime) -> None:
+        self._update_outbox(ids, "due_at = ?", (to_text(due_at),))
+
+    def give_up(self, ids: Sequence[int], *, at: datetime, error: str) -> None:
+        self._update_outbox(ids, "failed_at = ?, last_error = ?", (to_text(at), error))
+
+    def outbox(self, *, last: int = 100) -> list[OutboxMessage]:
+        rows = self._query(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT {int(last)}"
+        )
+        return [_message(row) for row in rows]
+
+    def approvals(self) -> list[Approval]:
+        """Every decision ever recorded, newest first."""
+        rows = self._query(f"SELECT {_APPROVAL_COLUMNS} FROM approvals ORDER BY id DESC")
+        return [_approval(row) for row in rows]
 
     def events(
         self,

@@ -1,0 +1,1 @@
+"""Notifications: messages about transitions, sent to the operator's webhooks and Slack."""
