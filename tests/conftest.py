@@ -13,7 +13,9 @@ from tests.daemon_support import running, ui  # noqa: F401  (fixtures shared by 
 from tests.fakes.chainloop import FakeChainloop
 from tests.fakes.github import FakeGitHub
 from tests.fakes.iftrue import FakeIftrue
+from tests.fakes.slack import FakeSlack
 from tests.fakes.unkey import FakeUnkey
+from tests.fakes.webhook import FakeWebhook
 from tests.helpers import FAKES_EGRESS, Run
 
 if TYPE_CHECKING:
@@ -194,3 +196,23 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/ledger.db"
     else:
         yield from postgres_schema_url()
+
+
+@pytest.fixture
+def webhook() -> Iterator[FakeWebhook]:
+    """A running webhook receiver at ``/hook`` (no secret), checking each message against the
+    notification schema; at teardown no message may have broken the contract (a test that
+    sends bad ones on purpose clears ``violations``) and the fake itself may not have failed."""
+    with FakeWebhook() as fake:
+        yield fake
+    assert fake.violations == [], "messages broke the notification contract"
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A running fake of Slack's incoming webhooks (no hook until the test adds one); at
+    teardown Slack may not have refused a message as malformed (a test that sends bad ones on
+    purpose clears ``violations``) and the fake itself may not have failed."""
+    with FakeSlack() as fake:
+        yield fake
+    assert fake.violations == [], "Slack refused messages as malformed"
