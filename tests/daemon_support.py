@@ -29,6 +29,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def daemon_process(
+    root: Path, port: int, state: str, log: Path, *extra: str, **environ: str
+) -> subprocess.Popen[bytes]:
+    """``slotkeeper run`` on ``root``'s manifests (``m/``) and targets file (``targets.yaml``),
+    its JSON log to ``log`` (a pipe nobody reads would block it once full)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SLOTKEEPER_STATE", "SLOTKEEPER_STATE_FILE", "PYTEST_CURRENT_TEST")
+    }
+    env.update(
+        NO_COLOR="1",
+        SLOTKEEPER_TARGETS=str(root / "targets.yaml"),
+        SLOTKEEPER_WEBHOOK_SECRET=SECRET,
+        **environ,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "slotkeeper",
+        "--log-format",
+        "json",
+        "run",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "-m",
+        "m",
+        "--state",
+        state,
+        *extra,
+    ]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

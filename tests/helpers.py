@@ -68,12 +68,16 @@ def deploy_key(title: str, *, repository: str = "acme/web", **extra: Any) -> dic
 
 def target_document(name: str, **spec: Any) -> dict[str, Any]:
     """A Target document (of the operator's targets file, never of the manifests)."""
-    return {
-        "apiVersion": "slotkeeper/v1",
-        "kind": "Target",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    return operator_document("Target", name, spec)
+
+
+def notifier_document(name: str, **spec: Any) -> dict[str, Any]:
+    """A Notifier document (of the operator's targets file, never of the manifests)."""
+    return operator_document("Notifier", name, spec)
+
+
+def operator_document(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "slotkeeper/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def write_targets(*documents: dict[str, Any], path: Path | None = None) -> Path:

@@ -56,7 +56,9 @@ def test_an_approval_lets_exactly_one_protected_decommission_through_once(
     protected_production(sk, workdir, ledger_url)
     first = sk("apply", "--yes", "--detailed-exitcode", "-m", "m", "--state", ledger_url)
     assert first.code == 3, first.out
-    assert "held  decommission production/web: awaiting approval: slotkeeper approve" in first.out
+    assert (
+        "blocked  decommission production/web: awaiting approval: slotkeeper approve" in first.out
+    )
     pending = held(sk, ledger_url)
     assert set(pending) == {"web", "db"}
     assert pending["web"]["approval"] == "awaiting"

@@ -69,6 +69,7 @@ from slotkeeper.model import (
     SyncSubject,
     parse_duration,
 )
+from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.observability import configure_logging
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
@@ -698,18 +699,23 @@ def apply(
                 show=lambda plan: render.render_plan(plan, console),
             )
             return _finish(result, console, detailed=detailed_exitcode)
-        done = reconcile(
-            manifests,
-            ledger,
-            options=_options(allow_decommission, allow_mass_decommission, allow_empty),
-            clock=utcnow,
-            actor=_actor(),
-            sink=sink,
-            run=run,
-            confirm=_confirm_on_tty(yes, console, progress),
-            on_result=progress.advance,
-            operator=targets,
-        )
+        notifications = Notifications(ledger, targets.notifiers, clock=utcnow)
+        try:
+            done = reconcile(
+                manifests,
+                ledger,
+                options=_options(allow_decommission, allow_mass_decommission, allow_empty),
+                clock=utcnow,
+                actor=_actor(),
+                sink=sink,
+                run=run,
+                confirm=_confirm_on_tty(yes, console, progress),
+                on_result=progress.advance,
+                operator=targets,
+                notifications=notifications,
+            )
+        finally:
+            notifications.close()
     if done.result is None:
         return EXIT_ERROR
     return _finish(done.result, console, detailed=detailed_exitcode)

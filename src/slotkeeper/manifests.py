@@ -42,7 +42,7 @@ from slotkeeper.model import (
     decide_ref,
     target_types,
 )
-from slotkeeper.notify.spec import NotifierDocument, NotifierSpec
+from slotkeeper.notify.spec import NOTIFIER_TYPES, NotifierDocument, NotifierSpec
 from slotkeeper.yamlsource import (
     LineDict,
     LineList,
@@ -822,7 +822,7 @@ def _without_union_tag(loc: tuple[int | str, ...], detail: ErrorDetails) -> tupl
     """Pydantic puts a discriminated union's tag into the location; YAML has no such level."""
     if detail["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return (*loc, "type")
-    if len(loc) >= 2 and loc[0] == "spec" and loc[1] in target_types():
+    if len(loc) >= 2 and loc[0] == "spec" and loc[1] in (*target_types(), *NOTIFIER_TYPES):
         return (loc[0], *loc[2:])
     return loc
 

@@ -23,6 +23,7 @@ from slotkeeper.errors import (
     ConfigError,
     ManifestErrors,
     PlanFileError,
+    SlotkeeperError,
     TargetError,
     TargetUnusable,
     TemporaryTargetError,
@@ -57,6 +58,7 @@ from slotkeeper.model import (
     TargetSpecBase,
     TargetSync,
 )
+from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan, PlanOptions, diff, recheck
 from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commits_between, git_revision
@@ -408,10 +410,12 @@ def reconcile(
     on_result: ProgressHook | None = None,
     stop: Callable[[], bool] | None = None,
     operator: OperatorTargets = NO_TARGETS,
+    notifications: Notifications | None = None,
 ) -> Reconciliation:
     """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan,
     ``stop`` ends the apply early (between actions) when it turns true. The ``operator``'s
-    targets are used when ``source`` is a path to load."""
+    targets are used when ``source`` is a path to load. With ``notifications`` (a one-shot
+    apply's), what changed is queued and sent while the writer lock is still held."""
     # load: a bad manifest stops here, nothing written (the daemon loads tolerantly itself)
     shot = source if isinstance(source, Snapshot) else snapshot(source, operator)
     desired = shot.desired
@@ -433,6 +437,7 @@ def reconcile(
         plan = select(planned)
         if not confirm(plan):
             return Reconciliation(plan, None)
+        _notify(notifications, lambda n: n.prime(desired))
         targets = _without_unreachable(opened, refreshed)
         result = execute(  # execute and record
             plan,
@@ -448,8 +453,24 @@ def reconcile(
         )
         remember_manifests(ledger, shot, at=clock())
         _read_back(desired, ledger, targets, plan, refreshing=run.refresh)
+        _notify(notifications, lambda n: n.tell(desired, within=FLUSH_SECONDS))
     problems = (*plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
     return Reconciliation(plan, result.model_copy(update={"problems": problems}))
+
+
+#: how long a one-shot apply waits to send its notifications (pacing, a 429) before leaving
+#: the rest in the outbox for the next apply or the daemon
+FLUSH_SECONDS = 5.0
+
+
+def _notify(notifications: Notifications | None, step: Callable[[Notifications], None]) -> None:
+    """A notifications step of a one-shot apply: a failure is logged, never the apply's."""
+    if notifications is None or not notifications.configured:
+        return
+    try:
+        step(notifications)
+    except SlotkeeperError as exc:
+        obs.get_logger().warning("notify.failed", error=str(exc))
 
 
 def _stops(lock: WriterLock, stop: Callable[[], bool] | None) -> Callable[[], bool]:

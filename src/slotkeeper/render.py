@@ -219,7 +219,7 @@ def summary_line(plan: Plan) -> Text:
 def render_apply(result: ApplyResult, console: Console) -> None:
     for item in result.results:
         if item.outcome is Outcome.BLOCKED and item.hint:
-            console.print(f"[magenta]  held[/]  {item.type.value} {item.label}: {item.hint}")
+            console.print(f"[magenta]  blocked[/]  {item.type.value} {item.label}: {item.hint}")
         if item.outcome is Outcome.DEFERRED:
             console.print(f"[yellow]  deferred[/]  {item.type.value} {item.label}: {item.message}")
         if item.outcome is Outcome.FAILED:

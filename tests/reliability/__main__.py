@@ -6,7 +6,9 @@ rounds on PostgreSQL (see ``tests/reliability/ha.py``), prints a table of figure
 writes them as JSON to ``.slotkeeper/reliability.json`` (the HA figures under ``"ha"``) and
 exits 1 when any invariant failed or fewer HA rounds ran than asked. ``RELIABILITY_SEED``,
 ``RELIABILITY_KILLS`` and ``RELIABILITY_HA_ROUNDS`` override the seed, the number of kills and
-the number of HA rounds; the scratch directory is kept when something failed.
+the number of HA rounds (each also checks that every deploy was told to a webhook once), and
+``RELIABILITY_NOTIFY_KILLS`` (20) the SIGKILLs of a notifying daemon (see ``notify.py``); the
+scratch directory is kept when something failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.reliability.harness import (
     operations_scenario,
     write_report,
 )
+from tests.reliability.notify import NotifyFigures, kill_scenario
 from tests.reliability.rotation import RotationFigures, rotation_scenario
 
 #: 6 environments x 40 slots; each change set supersedes 180, decommissions 60 (or 108),
@@ -49,6 +52,8 @@ def main() -> int:
     figures = Figures()
     ha = HaFigures(rounds_asked=ha_rounds)
     rotation = RotationFigures()
+    told = NotifyFigures()
+    notify_kills = int(os.environ.get("RELIABILITY_NOTIFY_KILLS", "20"))
     scratch = Path(tempfile.mkdtemp(prefix="slotkeeper-reliability-"))
     started = time.monotonic()
 
@@ -64,8 +69,9 @@ def main() -> int:
         operations_scenario(
             scratch / "operations", OPERATIONS_SHAPE, seed=seed, figures=figures, say=say
         )
-        ha_scenario(scratch / "ha", rounds=ha_rounds, seed=seed, figures=ha, say=say)
+        ha_scenario(scratch / "ha", rounds=ha_rounds, seed=seed, figures=ha, say=say, notify=told)
         rotation_scenario(scratch / "rotation", rotation, say=say)
+        kill_scenario(scratch / "notify", kills=notify_kills, seed=seed, figures=told, say=say)
     except Exception as exc:  # a broken harness is a failed run, with the figures so far
         figures.fail(f"the run itself failed: {exc!r}")
         raise
@@ -75,14 +81,18 @@ def main() -> int:
             figures.fail(f"only {figures.first_kills} of {kills} kills hit an apply in progress")
         if any(n < 300 for n in figures.change_set_actions[:2]):
             figures.fail(f"the crash change sets are too small: {figures.change_set_actions}")
-        write_report(figures, REPORT, {"ha": ha, "rotation": rotation})
+        if told.kills < notify_kills:
+            told.failures.append(f"only {told.kills} of {notify_kills} daemon kills ran")
+        write_report(figures, REPORT, {"ha": ha, "rotation": rotation, "notifications": told})
         print(figures.table())
         print()
         print(ha.table())
         print()
         print(rotation.table())
+        print()
+        print(told.table())
         print(f"figures written to {REPORT.relative_to(REPO_ROOT)}")
-        ok = figures.ok and ha.ok and rotation.ok
+        ok = figures.ok and ha.ok and rotation.ok and told.ok
         if ok:
             shutil.rmtree(scratch, ignore_errors=True)
         else:

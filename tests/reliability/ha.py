@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import signal
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -52,11 +50,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.ledger.postgres import split_url
 from tests.conftest import POSTGRES
-from tests.daemon_support import SECRET, free_port
+from tests.daemon_support import daemon_process, free_port
 from tests.fakes.github import ALL_PERMISSIONS
+from tests.fakes.webhook import FakeWebhook
 from tests.helpers import environment, image, write_manifests
 from tests.netfault import TcpProxy
 from tests.reliability.harness import TRACEBACK, RecordingGitHub
+from tests.reliability.notify import NotifyFigures, check_told, notifier_document
 from tests.test_failover import events_by, max_event_seq
 
 ENVIRONMENTS = 2
@@ -299,39 +299,17 @@ class Replica:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "logs" / f"{name}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("SLOTKEEPER_STATE", "SLOTKEEPER_STATE_FILE", "PYTEST_CURRENT_TEST")
-        }
-        env.update(
-            GITHUB_TOKEN=token,
-            NO_COLOR="1",
-            SLOTKEEPER_ACTOR=name,
-            SLOTKEEPER_TARGETS=str(root / "targets.yaml"),
-            SLOTKEEPER_WEBHOOK_SECRET=SECRET,
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "slotkeeper",
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "-m",
-            "m",
-            "--state",
+        self.process = daemon_process(
+            root,
+            self.port,
             state,
+            self.log,
             "--resync-interval",
             "10m",
             *FAST,
-        ]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            GITHUB_TOKEN=token,
+            SLOTKEEPER_ACTOR=name,
+        )
         self.frozen = False
         try:
             wait_until(self.ready, timeout=30, what=f"{name} to be ready")
@@ -412,6 +390,7 @@ class HaRun:
         pg_url: str,
         figures: HaFigures,
         say: Callable[[str], None],
+        notifier_url: str | None = None,
     ) -> None:
         self.root = root
         self.gh = gh
@@ -420,6 +399,9 @@ class HaRun:
         self.say = say
         self.serial = 0
         self.replicas: list[Replica] = []  # every one started, for the logs and the cleanup
+        #: when a leader was faulted, and when a frozen or cut-off one came back (wall clock):
+        #: a notification in flight then may be received twice (see tests/reliability/notify.py)
+        self.faults: list[float] = []
         for e in range(ENVIRONMENTS):
             gh.add_repository(f"acme/svc{e}")
         root.mkdir(parents=True, exist_ok=True)
@@ -435,7 +417,8 @@ class HaRun:
                 "writesPerHour": 100_000,
             },
         }
-        (root / "targets.yaml").write_text(yaml.safe_dump(target, sort_keys=False))
+        documents = [target, notifier_document(notifier_url)] if notifier_url else [target]
+        (root / "targets.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
     def declare(self, version: str) -> None:
         documents = []
@@ -553,13 +536,15 @@ def ha_scenario(
     seed: int,
     figures: HaFigures,
     say: Callable[[str], None] = lambda _: None,
+    notify: NotifyFigures | None = None,
 ) -> None:
-    """``rounds`` faults on the leader of two replicas, mid-apply; see the module."""
+    """``rounds`` faults on the leader of two replicas, mid-apply; see the module. With
+    ``notify``, the replicas tell a webhook of every deploy, and each must be told once."""
     figures.rounds_asked = rounds
     started = time.monotonic()
     kinds = schedule(rounds, seed)
-    with fresh_schema() as pg_url, RecordingGitHub(seed=seed) as gh:
-        run = HaRun(scratch, gh, pg_url, figures, say)
+    with fresh_schema() as pg_url, RecordingGitHub(seed=seed) as gh, FakeWebhook() as webhook:
+        run = HaRun(scratch, gh, pg_url, figures, say, webhook.url if notify else None)
         try:
             run.declare("v1")
             leader = run.start()
@@ -578,6 +563,8 @@ def ha_scenario(
                     figures.fail(f"round {number} ({kind}): {exc}")
                     break
                 figures.rounds += 1
+            if notify is not None:
+                check_told("ha", pg_url, webhook, notify, faults=run.faults)
         finally:
             gh.latency = 0.0
             run.stop()
@@ -605,6 +592,7 @@ def ha_round(
     at_fault_writes = run.writes_by(leader)
     at_fault_seq = max_event_seq(run.pg_url)
     fault = time.monotonic()
+    run.faults.append(time.time())
     if kind == "kill":
         leader.process.send_signal(signal.SIGKILL)
         leader.process.wait(timeout=10)
@@ -656,6 +644,7 @@ def ha_round(
             leader.frozen = False
         elif kind == "partition":
             leader.proxy.heal()
+        run.faults.append(time.time())
     recovered = time.monotonic()
     if kind == "kill":
         leader.stop()

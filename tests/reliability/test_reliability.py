@@ -24,6 +24,7 @@ from tests.reliability.harness import (
     operations_scenario,
     write_report,
 )
+from tests.reliability.notify import NotifyFigures, kill_scenario
 from tests.reliability.rotation import RotationFigures, rotation_scenario
 
 # 2 environments x 12 slots: 8 superseded, 4 decommissioned, 6 new, 1 key rotated, each.
@@ -115,10 +116,13 @@ def test_a_faulted_leader_is_replaced_and_writes_nothing_more(tmp_path: Path) ->
     """Two replicas on PostgreSQL; the leader killed, frozen and partitioned mid-apply, once
     each: the standby takes over within the lease, a retry period and slack every time and
     converges; the ex-leader makes no remote write and no ledger event after the fault;
-    nothing is duplicated or lost."""
-    figures = HaFigures()
-    ha_scenario(tmp_path, rounds=3, seed=7, figures=figures)
+    nothing is duplicated or lost; every deploy is told to the webhook once (again only when
+    in flight at a fault)."""
+    figures, told = HaFigures(), NotifyFigures()
+    ha_scenario(tmp_path, rounds=3, seed=7, figures=figures, notify=told)
     assert figures.failures == []
+    assert told.ok, told.as_json()
+    assert told.expected["ha"] >= 4 * 20 and told.lost["ha"] == []
     assert figures.rounds == 3 and figures.takeovers == 3
     assert dict(figures.faults) == dict.fromkeys(KINDS, 1)
     assert figures.ex_leader_remote_writes == 0 and figures.ex_leader_ledger_events == 0
@@ -176,3 +180,13 @@ def test_a_rotation_killed_at_its_steps_never_leaves_a_consumer_with_a_dead_key(
     assert figures.steps >= 12 and figures.kills >= 2
     assert figures.ok, (figures.violations, figures.failures)
     assert figures.checks > 50 and figures.rounds == 4
+
+
+def test_a_sigkilled_daemon_tells_each_deploy_once(tmp_path: Path) -> None:
+    """A daemon SIGKILLed three times while it applies and sends notifications: every deploy
+    the ledger recorded reaches the webhook, none twice unless it was in flight at a kill."""
+    figures = NotifyFigures()
+    kill_scenario(tmp_path, kills=3, seed=11, figures=figures)
+    assert figures.kills == 3
+    assert figures.ok, figures.as_json()
+    assert figures.expected["kill"] == figures.received["kill"] - figures.in_doubt["kill"]

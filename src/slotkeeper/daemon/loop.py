@@ -34,6 +34,7 @@ from slotkeeper import observability as obs
 from slotkeeper.daemon import gauges
 from slotkeeper.daemon.backoff import BackOffPolicy, EnvironmentBackOff
 from slotkeeper.daemon.leadership import Leadership
+from slotkeeper.daemon.notifier import NotificationSender
 from slotkeeper.daemon.settings import DaemonSettings
 from slotkeeper.daemon.status import DaemonStatus, LastReconcile
 from slotkeeper.daemon.watch import watch
@@ -42,6 +43,7 @@ from slotkeeper.dashboard.pages import Dashboard
 from slotkeeper.errors import SlotkeeperError, TargetError, public_reason
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import Ledger
+from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan
 from slotkeeper.reconcile import reconcile, tolerant_snapshot
 from slotkeeper.web.app import Site, build_app
@@ -90,9 +92,17 @@ class Daemon:
                 "leader": self.leadership.leading(),
                 "lease": self.leadership.document(),
                 "source": settings.source.describe(),
+                "notifications": self.notifications.document(),
             },
             source=settings.source.describe(),
         )
+        self.notifications = Notifications(
+            ledger,
+            settings.targets.notifiers,
+            clock=clock,
+            may_write=self.leadership.leading,
+        )
+        self.sender = NotificationSender(self.notifications, self.stopping)
         self._log = obs.get_logger()
         gauges.track_leader(self.leadership.leading)
 
@@ -101,8 +111,12 @@ class Daemon:
     def run(self, *, once: bool = False) -> int:
         """Reconcile until stopped (or once); the exit code is 0 unless ``once`` failed."""
         if once:
-            return 0 if self.reconcile("once") else 1
+            ok = self.reconcile("once")
+            self.sender.send_now()
+            self.sender.stop()
+            return 0 if ok else 1
         server = self.serve_http()
+        self.sender.start()
         self._watch_source()
         self._log.info(
             "daemon.started",
@@ -119,6 +133,7 @@ class Daemon:
             self._loop()
         finally:
             self.stop()
+            self.sender.stop()
             self.leadership.resign()
             server.stop()
             self._log.info("daemon.stopped")
@@ -204,6 +219,7 @@ class Daemon:
         self.status.revision_known(revision)
         structlog.contextvars.bind_contextvars(revision=revision)
         self._log.info(obs.RECONCILE_STARTED, reason=last.reason, revision=revision)
+        self.sender.before_reconcile(shot.desired)
         done = reconcile(
             shot,
             self.ledger,
@@ -220,6 +236,7 @@ class Daemon:
         self.backoff.record(
             (a.environment for a in done.plan.actions), failed_environments(done.plan, done.result)
         )
+        self.sender.after_reconcile(shot.desired)
         broken = shot.desired.broken
         return replace(
             last,

@@ -7,7 +7,7 @@ never from the manifests, which anyone who can push writes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -21,22 +21,7 @@ from slotkeeper.model import (
     check_url,
     parse_duration,
 )
-
-EventName = Literal[
-    "deployed",
-    "superseded",
-    "decommissioned",
-    "blocked",
-    "awaiting-approval",
-    "failed",
-    "recovered",
-    "frozen",
-    "key-rotated",
-    "manifests-invalid",
-    "manifests-fixed",
-]
-#: every event a notifier can be told about, in the order of a reconcile's life
-EVENTS: tuple[str, ...] = get_args(EventName)
+from slotkeeper.notify.message import EVENTS, EventName
 
 
 class _NotifierBase(Strict):
@@ -127,6 +112,9 @@ class SlackNotifierSpec(_NotifierBase):
         "{file: PATH}, never inline."
     )
 
+
+#: the notifier types, as ``type`` names them
+NOTIFIER_TYPES = ("webhook", "slack")
 
 NotifierSpec = Annotated[WebhookNotifierSpec | SlackNotifierSpec, Field(discriminator="type")]
 
