@@ -150,6 +150,13 @@ def test_the_dashboard_in_chromium(
     expect(cell(page, "staging", "web")).to_have_attribute("data-state", "suspended")
     expect(cell(page, "dev", "chart")).to_have_attribute("data-state", "decommissioned")
     expect(page.locator("#blocked")).to_contain_text("production/worker")
+    # only a person can let the protected removal through: listed with its command, cell marked
+    expect(page.locator("#awaiting-approval code")).to_contain_text("slotkeeper approve")
+    expect(page.locator("#awaiting-approval")).to_contain_text("production/worker")
+    expect(cell(page, "production", "worker")).to_have_attribute("data-awaiting", "approval")
+    expect(page.locator('th[data-environment="production"] .badge')).to_have_text(
+        ["production", "protected"]
+    )
     wait_for(lambda: github.deployments("acme", "web") != [], what="GitHub deployments")
     page.goto(daemon.url + "/?refresh=0")  # a still page for the picture
     shoot(page, tmp_path, "dashboard.png", matrix=True)

@@ -87,13 +87,17 @@ class Dashboard:
         last_reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
         extra: Callable[[], dict[str, Any]] = dict,
         source: str | None = None,
+        manifests_url: str | None = None,
     ) -> None:
+        """``manifests_url``: the web page of the manifests' repository (or its git remote
+        URL), which revisions link to; see ``view.overview``."""
         self._ledger = ledger
         self._clock = clock
         self._desired = desired
         self._last_reconcile = last_reconcile
         self._extra = extra
         self._source = source
+        self._manifests_url = manifests_url
         self._templates = _templates()
         self._css = files("slotkeeper.dashboard").joinpath("static/dashboard.css").read_bytes()
 
@@ -105,6 +109,17 @@ class Dashboard:
             desired=self._desired(),
             last_reconcile=self._last_reconcile(),
             extra=self._extra(),
+            manifests_url=self._manifests_url,
+        )
+
+    def slot(self, environment: str, slot: str) -> dict[str, Any] | None:
+        """The ``/status/slots/ENV/SLOT`` document a slot's page shows, or None."""
+        return slot_history(
+            self._ledger,
+            environment,
+            slot,
+            desired=self._desired(),
+            manifests_url=self._manifests_url,
         )
 
     def get(self, path: str, query: str = "") -> Answer | None:
@@ -115,7 +130,7 @@ class Dashboard:
         if parts == ["status"]:
             return _json(200, self.status())
         if len(parts) == 4 and parts[:2] == ["status", "slots"]:
-            found = slot_history(self._ledger, parts[2], parts[3])
+            found = self.slot(parts[2], parts[3])
             return _json(200, found) if found else _json(404, {"error": "no such slot"})
         refresh = _refresh(query)
         if not parts:
@@ -123,9 +138,11 @@ class Dashboard:
         if parts == ["keys"]:
             return self._page(200, "keys.html", self.status(), refresh, page="keys")
         if len(parts) == 3 and parts[0] == "slots":
-            found = slot_history(self._ledger, parts[1], parts[2])
+            found = self.slot(parts[1], parts[2])
             if found is None:
-                message = f"The ledger has no record of {parts[1]}/{parts[2]}."
+                message = (
+                    f"The ledger has no record of {parts[1]}/{parts[2]} and holds nothing there."
+                )
                 return self._page(404, "missing.html", {}, 0, page="", message=message)
             return self._page(200, "slot.html", found, refresh, page="slot")
         return None

@@ -4,22 +4,28 @@
 are rendered from, so the page and the API cannot disagree; ``slot_history`` is the same for a
 slot's page (``/status/slots/ENV/SLOT``). Everything comes from the ledger, plus the manifests
 when they are known (the daemon's last snapshot, or ``slotkeeper ui -m``) for what only they
-say: a suspended environment or slot, a freeze window open now. Nothing secret is in the ledger,
-and nothing else is read. Anyone who can reach the port reads these: a target's failure is
-shown by its fixed reason (status code and phrase), never by the text the target answered,
-which only ``slotkeeper status`` shows.
+say: a suspended environment or slot, a freeze window open now, the version a slot waits to
+deploy, where each environment is shown. Nothing secret is in the ledger, and nothing else is
+read. Anyone who can reach the port reads these: a target's failure is shown by its fixed
+reason (status code and phrase), never by the text the target answered, which only
+``slotkeeper status`` shows. Links to the repositories are built by ``links``, from checked
+parts only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from slotkeeper import render
+from slotkeeper.actions import FREEZE
+from slotkeeper.dashboard.links import commit_url, https_base, ref_url
 from slotkeeper.ledger import AuditLog, Event, LastGoodReads, PendingAction, StateReads
 from slotkeeper.model import (
+    Artifact,
     DesiredState,
+    EnvironmentRecord,
     KeyRecord,
     Record,
     RecordStatus,
@@ -62,28 +68,69 @@ def _holds(desired: DesiredState | None, now: datetime) -> dict[tuple[str, str |
     return holds
 
 
+def _declared(desired: DesiredState | None, environment: str, slot: str) -> Artifact | None:
+    """What the manifests put in a slot, when they are known and declare it."""
+    spec = desired.environments.get(environment) if desired else None
+    declared = spec.slots.get(slot) if spec else None
+    return declared.artifact if declared else None
+
+
+def _waiting(declared: Artifact | None, record: Record | None) -> dict[str, Any] | None:
+    """The version a slot waits to deploy: what the manifests declare there when the ledger
+    records something else (or nothing, or a decommissioned record)."""
+    if declared is None:
+        return None
+    if (
+        record is not None
+        and record.status is not RecordStatus.DECOMMISSIONED
+        and record.artifact == declared
+    ):
+        return None
+    return {"version": declared.version, "digest": _short_digest(declared.digest)}
+
+
+def _state(hold: str | None, blocked: PendingAction | None) -> str | None:
+    """A cell's state as the manifests' hold or the held action says it (None: neither does).
+
+    A held action that awaits a person for more than a freeze window (a protected environment,
+    the mass guard) is blocked: only an approval lets it through. One held by a freeze alone
+    shows frozen, as every cell of a frozen environment does: the window ending lets it
+    through as well (an approval that overrides the freeze only sooner)."""
+    if hold == "suspended":
+        return "suspended"
+    if blocked is not None and blocked.awaiting and set(blocked.guards) - {FREEZE}:
+        return "blocked"
+    if hold is not None:
+        return "frozen"
+    return "blocked" if blocked is not None else None
+
+
+def _held(blocked: PendingAction | None) -> dict[str, Any]:
+    """The keys a cell has of its held action: the action, and whether it awaits a person."""
+    return {
+        "blocked": render.pending_document(blocked) if blocked else None,
+        "awaiting_approval": bool(blocked and blocked.awaiting),
+    }
+
+
 def _cell(
     record: Record,
     syncs: list[TargetSync],
     blocked: PendingAction | None,
     hold: str | None,
+    waiting: dict[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
     confirmed = all(sync.settled for sync in syncs)
     if record.status is RecordStatus.DECOMMISSIONED and blocked is None:
         hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
-    if hold == "suspended":
-        state = "suspended"
-    elif hold is not None:
-        state = "frozen"
-    elif blocked is not None:
-        state = "blocked"
-    elif record.status is RecordStatus.DECOMMISSIONED:
-        state = "decommissioned"
-    elif not confirmed:
-        state = "pending"
-    else:
-        state = "deployed"
+    state = _state(hold, blocked) or (
+        "decommissioned"
+        if record.status is RecordStatus.DECOMMISSIONED
+        else "pending"
+        if not confirmed
+        else "deployed"
+    )
     since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
     artifact = record.artifact
     return {
@@ -103,8 +150,79 @@ def _cell(
         #: why a target failed, in fixed words (``error_reason``), for targets that did
         "errors": {sync.target: sync.public_error for sync in syncs if sync.public_error},
         "hold": hold,
-        "blocked": render.pending_document(blocked) if blocked else None,
+        **_held(blocked),
+        "waiting": waiting,
     }
+
+
+def _first_deploy_cell(
+    blocked: PendingAction,
+    hold: str | None,
+    declared: Artifact | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The cell of a slot the ledger has no record of, whose first deploy is held: the state of
+    its hold, no version, and (when the manifests are known) the version it waits to deploy."""
+    return {
+        "environment": blocked.environment,
+        "slot": blocked.slot,
+        "record_id": None,
+        "status": None,
+        "state": _state(hold, blocked),
+        "artifact": declared.name if declared else None,
+        "kind": declared.kind.value if declared else None,
+        "version": None,
+        "digest": None,
+        "since": timestamp(blocked.at),
+        "age_seconds": max(0, int((now - blocked.at).total_seconds())),
+        "confirmed": True,
+        "targets": {},
+        "errors": {},
+        "hold": hold,
+        **_held(blocked),
+        "waiting": _waiting(declared, None),
+    }
+
+
+def _columns(
+    names: Iterable[str],
+    desired: DesiredState | None,
+    recorded: Callable[[], Mapping[str, EnvironmentRecord]],
+) -> list[dict[str, Any]]:
+    """The matrix's columns, in the order they are shown: by ``order`` (from the manifests),
+    then those without one, production environments after the others, each group by name.
+    Whether an environment is production or protected comes from the manifests when they
+    declare it, else from the ledger's record of its last apply (``recorded``, read only then).
+    """
+    columns = []
+    for name in set(names):
+        spec = desired.environments.get(name) if desired else None
+        if spec is not None:
+            production, protected, order = spec.production, spec.protected, spec.order
+        else:
+            known = recorded().get(name)
+            production = bool(known and known.production)
+            protected = bool(known and known.protected)
+            order = None
+        columns.append(
+            {"name": name, "production": production, "protected": protected, "order": order}
+        )
+    return sorted(
+        columns,
+        key=lambda c: (c["order"] is None, c["order"] or 0, c["production"], c["name"]),
+    )
+
+
+def _recorded_environments(ledger: DashboardLedger) -> Callable[[], dict[str, EnvironmentRecord]]:
+    """The ledger's environment records, read once and only when first asked for."""
+    read: list[dict[str, EnvironmentRecord]] = []
+
+    def environments() -> dict[str, EnvironmentRecord]:
+        if not read:
+            read.append(ledger.read_state().environments)
+        return read[0]
+
+    return environments
 
 
 def _key(key: KeyRecord, now: datetime) -> dict[str, Any]:
@@ -166,32 +284,57 @@ def overview(
     desired: DesiredState | None = None,
     last_reconcile: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    manifests_url: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the matrix page shows (and ``/status`` returns)."""
+    """Everything the matrix page shows (and ``/status`` returns).
+
+    ``manifests_url``: the web page of the manifests' repository (``https://github.com/acme/
+    deploy``; a git remote URL is turned into it, see ``links.web_url``), which the revision
+    of the last reconcile links to; without it, or when it is not an ``https://`` page, nothing
+    links there."""
     records = ledger.latest_records()
     pending = ledger.pending()
     syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
     managed = ledger.keys()
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
-    environments = sorted(
-        {r.environment for r in records} | (set(desired.environments) if desired else set())
-    )
+
+    def hold_of(environment: str, slot: str) -> str | None:
+        return holds.get((environment, slot)) or holds.get((environment, None))
+
     cells: dict[str, dict[str, Any]] = {}
     for record in records:
-        hold = holds.get((record.environment, record.slot)) or holds.get((record.environment, None))
+        where = (record.environment, record.slot)
         cells.setdefault(record.slot, {})[record.environment] = _cell(
             record,
             syncs.get(record.id, []),
-            blocked_at.get((record.environment, record.slot)),
-            hold,
+            blocked_at.get(where),
+            hold_of(*where),
+            _waiting(_declared(desired, *where), record),
             now,
         )
+    # a slot whose first deploy is held has no record: it gets a cell all the same
+    for (environment, slot), held in blocked_at.items():
+        if slot is not None and environment not in cells.get(slot, {}):
+            cells.setdefault(slot, {})[environment] = _first_deploy_cell(
+                held, hold_of(environment, slot), _declared(desired, environment, slot), now
+            )
+    columns = _columns(
+        {env for row in cells.values() for env in row}
+        | set(desired.environments if desired else ()),
+        desired,
+        _recorded_environments(ledger),
+    )
+    environments = [column["name"] for column in columns]
+    base = https_base(manifests_url)
+    applied = last_apply(ledger.events(types=_APPLY_EVENTS, last=2))
+    shown = last_reconcile or applied
     document: dict[str, Any] = {
         "generated_at": timestamp(now),
         "slots": render.status_document(records, pending, syncs, public=True),
         "matrix": {
             "environments": environments,
+            "columns": columns,
             "rows": [
                 {"slot": slot, "cells": [cells[slot].get(env) for env in environments]}
                 for slot in sorted(cells)
@@ -230,7 +373,10 @@ def overview(
         ],
         "manifests": render.manifests_document(ledger.manifest_status()),
         "last_reconcile": last_reconcile,
-        "last_apply": last_apply(ledger.events(types=_APPLY_EVENTS, last=2)),
+        "last_apply": applied,
+        "manifests_url": base,
+        #: the page of the revision the last reconcile panel shows, when it can be linked
+        "last_revision_url": commit_url(base, shown.get("revision") if shown else None),
     }
     for row in cells.values():
         for cell in row.values():
@@ -239,19 +385,40 @@ def overview(
     return document
 
 
-def slot_history(ledger: DashboardLedger, environment: str, slot: str) -> dict[str, Any] | None:
+def slot_history(
+    ledger: DashboardLedger,
+    environment: str,
+    slot: str,
+    *,
+    desired: DesiredState | None = None,
+    manifests_url: str | None = None,
+) -> dict[str, Any] | None:
     """A slot's records newest first, each with who recorded it, at which revision, what it
-    superseded, and what every target holds of it; None when the ledger never saw the slot.
+    superseded, and what every target holds of it, and the action held in it (``pending``);
+    None when the ledger never saw the slot and holds nothing for it.
+
+    Each record's ``ref`` links to the environment's GitHub repository (from the manifests
+    when they declare the environment, else from the ledger's record of it, read only then)
+    and its revision to ``manifests_url`` (see ``overview``).
 
     Only this slot's deploy events are read (the ledger filters them, by index): the audit log
     of a busy ledger is far longer than one slot's history."""
     records = ledger.history(environment, slot)
-    if not records:
+    held = next(
+        (p for p in ledger.pending() if (p.environment, p.slot) == (environment, slot)), None
+    )
+    if not records and held is None:
         return None
     syncs = {record.id: ledger.syncs_for(SyncSubject.RECORD, record.id) for record in records}
-    deploys = ledger.events(types=("record.deployed",), environment=environment, slot=slot)
+    deploys = (
+        ledger.events(types=("record.deployed",), environment=environment, slot=slot)
+        if records
+        else []
+    )
     deployed_by = {event.record_id: event for event in deploys}
     rows = render.history_document(records, syncs, public=True)
+    repository = _repository(ledger, environment, desired) if any(r.ref for r in records) else None
+    base = https_base(manifests_url)
     revisions: dict[str, Any] = {}
     for row in rows:
         event = deployed_by.get(row["id"])
@@ -264,4 +431,24 @@ def slot_history(ledger: DashboardLedger, environment: str, slot: str) -> dict[s
         row["supersedes"] = next(
             (other["id"] for other in rows if other.get("superseded_by") == row["id"]), None
         )
-    return {"environment": environment, "slot": slot, "records": rows}
+        row["ref_url"] = ref_url(repository, row.get("ref"))
+        row["revision_url"] = commit_url(base, sha)
+    return {
+        "environment": environment,
+        "slot": slot,
+        "manifests_url": base,
+        "pending": {**render.pending_document(held), "at": timestamp(held.at)} if held else None,
+        "records": rows,
+    }
+
+
+def _repository(
+    ledger: DashboardLedger, environment: str, desired: DesiredState | None
+) -> str | None:
+    """``owner/repo`` of an environment: the manifests' when they declare it, else the one of
+    its last apply the ledger remembers."""
+    spec = desired.environments.get(environment) if desired else None
+    if spec is not None:
+        return spec.repository
+    known = ledger.read_state().environments.get(environment)
+    return known.repository if known else None
