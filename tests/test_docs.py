@@ -388,9 +388,12 @@ EXAMPLE_PAGES = [path for path in PAGES if any(as_documents(b) for b in yaml_blo
 
 
 def test_the_docs_show_both_kinds_of_document() -> None:
-    """The YAML examples checked below cover manifests and targets files, every target type."""
+    """The YAML examples checked below cover manifests and targets files, every target type
+    and every notifier type."""
     shown = [doc for path in EXAMPLE_PAGES for b in yaml_blocks(path) for doc, _ in as_documents(b)]
-    assert {doc["kind"] for doc in shown} == {"Environment", "Target"}
+    assert {doc["kind"] for doc in shown} == {"Environment", "Target", "Notifier"}
+    notifiers = {doc["spec"]["type"] for doc in shown if doc["kind"] == "Notifier"}
+    assert notifiers == {"webhook", "slack"}
     types = {doc["spec"]["type"] for doc in shown if doc["kind"] == "Target"}
     assert types == {"github", "chainloop", "unkey", "iftrue"}
 
@@ -398,9 +401,13 @@ def test_the_docs_show_both_kinds_of_document() -> None:
 @pytest.mark.parametrize("path", EXAMPLE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_yaml_example_in_the_docs_is_valid(sk: Sk, path: Path) -> None:
     """Each manifest or targets-file example in the docs validates against `slotkeeper schema`
-    (or `--targets`): no unknown field, no wrong type. A fragment may leave out required
-    fields, and a placeholder (`sha256:<64 lowercase hex>`, `…`) may miss its pattern."""
-    schemas = {"Environment": sk("schema").json(), "Target": sk("schema", "--targets").json()}
+    (or `--targets`, `--notifier`): no unknown field, no wrong type. A fragment may leave out
+    required fields, and a placeholder (`sha256:<64 lowercase hex>`, `…`) may miss its pattern."""
+    schemas = {
+        "Environment": sk("schema").json(),
+        "Target": sk("schema", "--targets").json(),
+        "Notifier": sk("schema", "--notifier").json(),
+    }
     for block in yaml_blocks(path):
         for document, fragment in as_documents(block):
             validator = jsonschema.Draft202012Validator(schemas[document["kind"]])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slotkeeper.sources import commits_between, git_revision
+from slotkeeper.sources import DirectorySource, commits_between, git_revision, origin_url
 from slotkeeper.targets.iftrue import fix_kind, pull_request_number
 from tests.helpers import Run, git
 
@@ -154,3 +154,20 @@ def test_git_fetch_error_never_shows_a_credential(
     assert "fatal: unable to access" in error
     for secret in (*secrets, "ghp_fromtheenvironment0123"):
         assert secret not in run.out + run.err
+
+
+def test_the_manifests_remote_for_links_never_carries_a_credential(repo: Path) -> None:
+    """A watched directory's remote is its work tree's origin, credentials stripped (the
+    dashboard links the manifests' commits there); outside a git work tree there is none."""
+    git(
+        repo,
+        "remote",
+        "add",
+        "origin",
+        "https://x-access-token:ghs_s3cret@github.com/acme/deploy.git",
+    )
+    assert DirectorySource(repo).remote() == "https://github.com/acme/deploy.git"
+    assert origin_url(repo) == "https://github.com/acme/deploy.git"
+    outside = repo.parent / "plain"
+    outside.mkdir()
+    assert DirectorySource(outside).remote() is None

@@ -74,6 +74,7 @@ from slotkeeper.observability import configure_logging
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
+from slotkeeper.sources import origin_url
 from slotkeeper.timeline import RECORD_EVENTS, Cut, changes, deployed_at
 
 EXIT_OK = 0
@@ -1267,6 +1268,7 @@ def ui(
             clock=utcnow,
             desired=lambda: desired,
             source=str(manifests) if manifests is not None else None,
+            manifests_url=origin_url(manifests) if manifests is not None else None,
         )
         site = Site(
             dashboard=dashboard,
@@ -1310,11 +1312,20 @@ def _raise_open_files_limit() -> None:
     "--targets",
     "of_targets",
     is_flag=True,
-    help="The schema of a document of the operator's targets file instead.",
+    help="The schema of a Target document of the operator's targets file instead.",
 )
-def schema(of_targets: bool) -> int:
+@click.option(
+    "--notifier",
+    "of_notifiers",
+    is_flag=True,
+    help="The schema of a Notifier document of the operator's targets file instead.",
+)
+def schema(of_targets: bool, of_notifiers: bool) -> int:
     """Print the JSON Schema of a manifest document (or of a targets file document)."""
-    _print_json(json_schema("Target" if of_targets else "Environment"))
+    if of_targets and of_notifiers:
+        raise click.UsageError("give --targets or --notifier, not both")
+    kind = "Target" if of_targets else "Notifier" if of_notifiers else "Environment"
+    _print_json(json_schema(kind))
     return EXIT_OK
 
 

@@ -872,9 +872,11 @@ def json_schema(kind: str = "Environment") -> dict[str, Any]:
     _tagged_unions_as_if_then(schema)
     _without_field_titles(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = (
-        "slotkeeper manifest document" if kind == "Environment" else "slotkeeper target document"
-    )
+    schema["title"] = {
+        "Environment": "slotkeeper manifest document",
+        "Target": "slotkeeper target document",
+        "Notifier": "slotkeeper notifier document",
+    }[kind]
     return schema
 
 

@@ -118,7 +118,7 @@ NOTIFICATIONS = Counter(
 )
 NOTIFICATIONS_QUEUED = Gauge(
     "slotkeeper_notifications_queued",
-    "Notification messages in the ledger's outbox, neither sent nor given up.",
+    "Notification messages in the ledger's outbox that are due and not yet sent.",
     registry=REGISTRY,
 )
 LEADER = Gauge(

@@ -67,6 +67,13 @@ def git_revision(manifests: Path) -> Revision | None:
     )
 
 
+def origin_url(manifests: Path) -> str | None:
+    """The git remote ``origin`` of the work tree holding ``manifests`` (None outside one)."""
+    directory = manifests if manifests.is_dir() else manifests.parent
+    found = _git(directory.resolve(), "config", "--get", "remote.origin.url")
+    return without_userinfo(found.strip()) if found and found.strip() else None
+
+
 _OWNER_REPO = re.compile(r"([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})")
 
 
@@ -135,6 +142,10 @@ class DirectorySource:
     def describe(self) -> str:
         return str(self.path)
 
+    def remote(self) -> str | None:
+        """Where the manifests come from, as a git URL without credentials (for links)."""
+        return origin_url(self.path) if self.path.exists() else None
+
     def fetch(self) -> Checkout:
         if not self.path.exists():
             raise SourceError(f"manifest directory {self.path} does not exist")
@@ -192,6 +203,10 @@ class GitSource:
 
     def describe(self) -> str:
         return f"{redact_text(self.url)}#{self.branch}:{self.subpath}"
+
+    def remote(self) -> str | None:
+        """Where the manifests come from, as a git URL without credentials (for links)."""
+        return without_userinfo(self.url)
 
     def fetch(self) -> Checkout:
         private_dirs(self.cache)

@@ -95,6 +95,7 @@ class Daemon:
                 "notifications": self.notifications.document(),
             },
             source=settings.source.describe(),
+            manifests_url=settings.source.remote(),
         )
         self.notifications = Notifications(
             ledger,

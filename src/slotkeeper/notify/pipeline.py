@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from slotkeeper import observability as obs
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.ledger.base import Event, Ledger, NotifyState, OutboxMessage
-from slotkeeper.model import Artifact, DesiredState, parse_duration
+from slotkeeper.model import Artifact, DesiredState, RecordedState, parse_duration
 from slotkeeper.notify.channels import Channel, Next, open_channel
 from slotkeeper.notify.message import Notification, NotificationDigest
 from slotkeeper.notify.spec import NotifierSpec, SlackNotifierSpec
@@ -143,7 +143,9 @@ class Notifications:
             first = NotifyState(
                 cursor=latest[-1].seq if latest else 0,
                 generation=0,
-                conditions=self._conditions(desired).model_dump(mode="json"),
+                conditions=self._conditions(self._ledger.read_state(), desired).model_dump(
+                    mode="json"
+                ),
             )
             self._ledger.record_notifications(first, [])
 
@@ -156,7 +158,8 @@ class Notifications:
         state = ledger.notify_state()
         assert state is not None  # primed
         now = self._clock()
-        after = self._conditions(desired)
+        recorded = ledger.read_state()
+        after = self._conditions(recorded, desired)
         before = Conditions.model_validate(state.conditions)
         events = ledger.events(since=state.cursor)
         cursor = events[-1].seq if events else state.cursor
@@ -167,7 +170,7 @@ class Notifications:
             before,
             after,
             recent,
-            lineage=ledger.read_state().lineage,
+            lineage=recorded.lineage,
             generation=state.generation + 1,
             now=now,
             artifacts=self._artifacts(recent),
@@ -186,10 +189,10 @@ class Notifications:
             self._log.info("notify.queued", messages=len(messages))
         return len(messages)
 
-    def _conditions(self, desired: DesiredState | None) -> Conditions:
+    def _conditions(self, recorded: RecordedState, desired: DesiredState | None) -> Conditions:
         status = self._ledger.manifest_status()
         return observe(
-            self._ledger.read_state(),
+            recorded,
             self._ledger.pending(),
             desired=desired,
             broken=[b.file for b in status.broken] if status else (),
