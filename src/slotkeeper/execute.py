@@ -23,7 +23,7 @@ rest is re-derived by the next plan (level-triggered).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from datetime import datetime
 from enum import StrEnum
@@ -53,6 +53,7 @@ from slotkeeper.keys import KeyPair, SecretSink, generate_key
 from slotkeeper.ledger import LedgerTransaction, PendingAction, StateStore
 from slotkeeper.model import (
     Artifact,
+    CommitInfo,
     KeyRecord,
     KeySecret,
     KeyStatus,
@@ -115,6 +116,8 @@ class ApplyResult(BaseModel):
 
 
 ProgressHook = Callable[[ActionResult], None]
+#: the commits a deployment at a ref brings after one at another ref (None: unknown)
+Commits = Callable[[str | None, str], tuple[CommitInfo, ...] | None]
 
 
 class _Context:
@@ -128,8 +131,14 @@ class _Context:
         sink: SecretSink,
         targets: Mapping[str, Target],
         ledger: StateStore,
+        commits: Commits | None = None,
     ) -> None:
         self.plan = plan
+        self.commits = commits
+        #: the commits between two refs, found once per apply (many slots share their refs)
+        self.brought: dict[tuple[str | None, str], tuple[CommitInfo, ...] | None] = {}
+        #: the ref each deploy is counted from (its superseded record's), by action id
+        self.bases: dict[str, str | None] = {}
         self.serial = serial
         self.clock = clock
         self.actor = actor
@@ -219,6 +228,26 @@ class _Context:
             revision=self.revision,
         )
 
+    def find_commits(self, actions: Iterable[Action]) -> None:
+        """Before a batch is written: the commits each deploy brings, from the superseded
+        record's ref to its own (a slot's first deploy: its own commit), so that the record
+        and its commits are written together, at deploy time (a branch moves later)."""
+        if self.commits is None:
+            return
+        for action in actions:
+            if not isinstance(action, DeployAction) or action.ref is None:
+                continue
+            base = self.ledger.record(action.supersedes).ref if action.supersedes else None
+            self.bases[action.id] = base
+            if (base, action.ref) not in self.brought:
+                self.brought[base, action.ref] = self.commits(base, action.ref)
+
+    def commits_of(self, action: DeployAction) -> tuple[CommitInfo, ...] | None:
+        """What :meth:`find_commits` found for ``action`` (None: unknown)."""
+        if action.ref is None or action.id not in self.bases:
+            return None
+        return self.brought.get((self.bases[action.id], action.ref))
+
     def enqueue(self, group: str, work: SyncWork) -> None:
         # Work for a target that is not configured is queued too: it fails, loudly, rather
         # than being dropped (the planner blocks such retirements; a stale saved plan may not).
@@ -270,6 +299,7 @@ def execute(
     targets: Mapping[str, Target] | None = None,
     concurrency: int = 4,
     history: History | None = None,
+    commits: Commits | None = None,
     on_result: ProgressHook | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> ApplyResult:
@@ -327,6 +357,7 @@ def execute(
         sink=sink,
         targets=targets or {},
         ledger=ledger,
+        commits=commits,
     )
 
     results: list[ActionResult] = []
@@ -344,6 +375,7 @@ def execute(
             # Asked to stop (SIGTERM, or the writer lock was lost): nothing more is written.
             results = [_result(a, Outcome.DEFERRED, "stopped before it ran") for a in batch]
         else:
+            context.find_commits(batch)
             results = _run_batch(batch, context) if batch else []
         for result in results:
             report(result)
@@ -541,6 +573,7 @@ def _write_deploy(tx: LedgerTransaction, action: DeployAction, context: _Context
         action_id=action.id,
         annotations=action.annotations,
     )
+    tx.set_commits(record_id, context.commits_of(action))
     if action.supersedes is not None:
         tx.set_superseded_by(action.supersedes, record_id)
         context.event(

@@ -1107,6 +1107,31 @@ class KeyStatus(StrEnum):
     REVOKED = "REVOKED"
 
 
+class CommitInfo(BaseModel):
+    """A commit a deployment brought: when it was written and committed, and its subject."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha: str
+    authored_at: Timestamp
+    committed_at: Timestamp
+    subject: str
+
+
+_FIX = re.compile(r"^(fix|hotfix)(\([^)]*\))?!?:", re.IGNORECASE)
+
+
+def fix_kind(subject: str) -> str | None:
+    """``fix`` or ``hotfix`` for a conventional-commit subject with that prefix."""
+    match = _FIX.match(subject)
+    return match.group(1).lower() if match else None
+
+
+def is_fix(annotations: dict[str, str]) -> bool:
+    """A record its slot's annotations mark as a fix or a hotfix."""
+    return annotations.get("fix") == "true" or annotations.get("hotfix") == "true"
+
+
 class Record(BaseModel):
     """One row of the ledger: an artifact deployed into a slot."""
 

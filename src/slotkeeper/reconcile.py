@@ -28,7 +28,7 @@ from slotkeeper.errors import (
     TargetUnusable,
     TemporaryTargetError,
 )
-from slotkeeper.execute import ApplyResult, Clock, ProgressHook, execute
+from slotkeeper.execute import ApplyResult, Clock, Commits, ProgressHook, execute
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import (
     LastGoodReads,
@@ -61,7 +61,7 @@ from slotkeeper.model import (
 from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan, PlanOptions, diff, recheck
 from slotkeeper.sinks.delivery import Deliveries, observe_sinks
-from slotkeeper.sources import commits_between, git_revision
+from slotkeeper.sources import commit_infos, commits_between, git_revision, is_work_tree
 from slotkeeper.targets.base import (
     EnvironmentInfo,
     KeySubject,
@@ -448,6 +448,7 @@ def reconcile(
             targets=targets,
             concurrency=run.concurrency,
             history=partial(commits_between, shot.git_dir),
+            commits=_commits(shot.git_dir),
             on_result=on_result,
             stop=_stops(ledger, stop),
         )
@@ -471,6 +472,12 @@ def _notify(notifications: Notifications | None, step: Callable[[Notifications],
         step(notifications)
     except SlotkeeperError as exc:
         obs.get_logger().warning("notify.failed", error=str(exc))
+
+
+def _commits(manifests: Path) -> Commits | None:
+    """Where a deploy's commits are found: the manifests' git repository, when they are in
+    one (a monorepo, whose refs are the application's)."""
+    return partial(commit_infos, manifests) if is_work_tree(manifests) else None
 
 
 def _stops(lock: WriterLock, stop: Callable[[], bool] | None) -> Callable[[], bool]:
@@ -555,6 +562,7 @@ def apply_saved(
                 targets=targets,
                 concurrency=run.concurrency,
                 history=partial(commits_between, manifests),
+                commits=_commits(manifests),
                 on_result=on_result,
                 stop=_stops(ledger, None),
             )

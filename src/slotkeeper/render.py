@@ -770,3 +770,109 @@ def plan_markdown(plan: Plan) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", f"**{summary_line(plan).plain}**"]
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float | None) -> str:
+    """``3d 4h``, ``2h 5m``, ``42m``, ``12s``; ``no data`` for none."""
+    if seconds is None:
+        return "no data"
+    total = round(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def _percent(rate: float | None) -> str:
+    return "no data" if rate is None else f"{rate * 100:.1f} %"
+
+
+def _dora_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, value, sample, band) for the table of ``dora``."""
+    frequency = metrics["deployment_frequency"]
+    lead = metrics["lead_time"]
+    failures = metrics["change_failure_rate"]
+    recovery = metrics["recovery_time"]
+    rework = metrics["rework_rate"]
+    per_week = frequency["per_week"]
+    return [
+        (
+            "deployment frequency",
+            "no data" if per_week is None else f"{per_week:.2f} a week",
+            f"{frequency['deployments']} deployments",
+            frequency["band"] or "",
+        ),
+        (
+            "lead time for changes",
+            f"median {_duration(lead['median_seconds'])}, p90 {_duration(lead['p90_seconds'])}",
+            f"{lead['commits']} commits, {lead['unknown_deployments']} deployments unknown",
+            lead["band"] or "",
+        ),
+        (
+            "change failure rate",
+            _percent(failures["rate"]),
+            f"{failures['failed']} of {failures['deployments']}",
+            failures["band"] or "",
+        ),
+        (
+            "failed deployment recovery time",
+            f"median {_duration(recovery['median_seconds'])}, "
+            f"p90 {_duration(recovery['p90_seconds'])}",
+            f"{recovery['recovered']} recovered, {len(recovery['unrecovered'])} not yet",
+            recovery["band"] or "",
+        ),
+        (
+            "deployment rework rate",
+            _percent(rework["rate"]),
+            f"{rework['rework']} of {rework['deployments']}",
+            "",
+        ),
+    ]
+
+
+def _print_dora_metrics(metrics: dict[str, Any], console: Console) -> None:
+    table = _grid()
+    for column in ("METRIC", "VALUE", "SAMPLE", "BAND"):
+        table.add_column(column)
+    for row in _dora_rows(metrics):
+        table.add_row(*row)
+    _print_table(console, table)
+
+
+def render_dora(document: dict[str, Any], console: Console) -> None:
+    """``dora``: the figures with their bands, the failures behind them and the weekly trend."""
+    where = ", ".join(document["slots"] or document["environments"])
+    console.print(
+        f"Delivery metrics of {where}, {document['since'][:10]} to {document['until'][:10]}"
+    )
+    _print_dora_metrics(document["metrics"], console)
+    for failure in document["metrics"]["change_failure_rate"]["failures"]:
+        recovered = failure["recovered_by"]
+        console.print(
+            f"  failed: #{failure['record']} {failure['environment']}/{failure['slot']} "
+            f"({', '.join(failure['reasons'])}"
+            + (f", undone by #{failure['undone_by']}" if failure["undone_by"] else "")
+            + (f", recovered by #{recovered}" if recovered else ", not recovered")
+            + ")"
+        )
+    for group in document["groups"]:
+        console.print(f"\n{document['by']} {group['group']}:")
+        _print_dora_metrics(group["metrics"], console)
+    console.print("\nweekly trend:")
+    trend = _grid()
+    for column in ("WEEK", "DEPLOYMENTS", "FAILED", "FAILURE RATE", "MEDIAN LEAD TIME"):
+        trend.add_column(column)
+    for week in document["weekly"]:
+        trend.add_row(
+            week["week"],
+            str(week["deployments"]),
+            str(week["failed"]),
+            _percent(week["change_failure_rate"]),
+            _duration(week["median_lead_time_seconds"]),
+        )
+    _print_table(console, trend)
+    console.print(f"Bands from the {document['report']} (see docs/dora.md).")

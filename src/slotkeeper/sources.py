@@ -18,7 +18,7 @@ import watchfiles
 
 from slotkeeper.credentials import private_dirs, read_credential_file
 from slotkeeper.errors import ConfigError, SlotkeeperError
-from slotkeeper.model import Revision
+from slotkeeper.model import CommitInfo, Revision
 from slotkeeper.redact import redact_text, without_userinfo
 from slotkeeper.targets.base import Commit
 from slotkeeper.yamlsource import is_yaml_name
@@ -118,6 +118,43 @@ def commits_between(manifests: Path, since: str | None, until: str) -> tuple[Com
             sha, author, subject = line.split("\x1f", 2)
             commits.append(Commit(sha=sha, subject=subject, author=author))
     return tuple(commits)
+
+
+def is_work_tree(manifests: Path) -> bool:
+    """Whether ``manifests`` lie in a git work tree."""
+    directory = (manifests if manifests.is_dir() else manifests.parent).resolve()
+    return (_git(directory, "rev-parse", "--is-inside-work-tree") or "").strip() == "true"
+
+
+def commit_infos(manifests: Path, base: str | None, head: str) -> tuple[CommitInfo, ...] | None:
+    """The commits a deployment at ``head`` brings after one at ``base`` (``head`` alone for a
+    slot's first deployment), oldest first, with their author and committer times, when both
+    refs resolve in the git repository of ``manifests`` (a monorepo); None when they do not."""
+    directory = (manifests if manifests.is_dir() else manifests.parent).resolve()
+    selection = [f"{base}..{head}"] if base else ["-1", head]
+    log = _git(
+        directory,
+        "log",
+        "--reverse",
+        f"--format=%H{_FIELD}%aI{_FIELD}%cI{_FIELD}%s",
+        *selection,
+        "--",
+    )
+    if log is None:
+        return None
+    found = []
+    for line in log.splitlines():
+        if line.strip():
+            sha, authored, committed, subject = line.split("\x1f", 3)
+            found.append(
+                CommitInfo(
+                    sha=sha,
+                    authored_at=datetime.fromisoformat(authored),
+                    committed_at=datetime.fromisoformat(committed),
+                    subject=subject,
+                )
+            )
+    return tuple(found)
 
 
 class SourceError(SlotkeeperError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from slotkeeper.errors import ConfigError
 from slotkeeper.ledger.base import (
     AuditLog,
+    DeliveryRow,
     Event,
     HttpCacheStore,
     LastGoodReads,
@@ -45,6 +46,7 @@ DEFAULT_STATE = "sqlite:///.slotkeeper/state.db"
 __all__ = [
     "DEFAULT_STATE",
     "AuditLog",
+    "DeliveryRow",
     "Event",
     "HttpCacheStore",
     "LastGoodReads",

@@ -37,6 +37,7 @@ from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.model import (
     Approval,
     Artifact,
+    CommitInfo,
     Decision,
     EnvironmentRecord,
     KeyRecord,
@@ -121,6 +122,18 @@ class OutboxMessage(BaseModel):
     last_error: str | None = None
 
 
+class DeliveryRow(BaseModel):
+    """A record as the delivery metrics read it: when and what, what it superseded, its marks,
+    the commits it brought (None: unknown) and whether a target reported it failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record: Record
+    replaced: Artifact | None
+    commits: tuple[CommitInfo, ...] | None
+    target_failed: bool
+
+
 class Event(BaseModel):
     """One entry of the append-only audit log."""
 
@@ -169,6 +182,10 @@ class LedgerTransaction(Protocol):
 
     def replace_pending(self, pending: Iterable[PendingAction]) -> None:
         """The held actions of this apply replace those of the last one."""
+        ...
+
+    def set_commits(self, record_id: int, commits: Sequence[CommitInfo] | None) -> None:
+        """Keep the commits a deployment brought (None: they could not be known)."""
         ...
 
     def use_approval(self, approval_id: int, *, serial: int, at: datetime) -> None:
@@ -525,6 +542,20 @@ class Approvals(Protocol):
         ...
 
 
+class DeliveryReads(Protocol):
+    """What the delivery metrics read."""
+
+    def delivery_rows(
+        self, *, environments: Sequence[str] | None, until: datetime
+    ) -> list[DeliveryRow]:
+        """Every record of ``environments`` (None: all) created before ``until``."""
+        ...
+
+    def environment_records(self) -> list[EnvironmentRecord]:
+        """Every environment the ledger knows."""
+        ...
+
+
 class Outbox(Protocol):
     """Notifications: what was last seen, and the messages waiting to be sent.
 
@@ -566,6 +597,7 @@ class Ledger(
     StateStore,
     AuditLog,
     Approvals,
+    DeliveryReads,
     Outbox,
     WriterLock,
     HttpCacheStore,

@@ -353,6 +353,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX outbox_due ON outbox (sent_at, failed_at, due_at)",
         ),
     ),
+    Migration(
+        version=14,
+        description="the commits each deployment brought, for delivery metrics",
+        statements=(
+            # Recorded at deploy time (a branch ref moves later): one row per commit between
+            # the superseded record's ref and the new one's (its own commit for a new slot).
+            """CREATE TABLE record_commits (
+                record_id INTEGER NOT NULL REFERENCES records (id),
+                sha TEXT NOT NULL,
+                authored_at TEXT NOT NULL,
+                committed_at TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                PRIMARY KEY (record_id, sha)
+            )""",
+            # 1 when the commits were found (possibly none), NULL when they could not be known
+            "ALTER TABLE records ADD COLUMN commits_known INTEGER",
+            "CREATE INDEX records_by_environment_time ON records (environment, created_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

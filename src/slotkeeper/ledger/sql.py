@@ -20,7 +20,13 @@ from typing import Any
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
-from slotkeeper.ledger.base import Event, NotifyState, OutboxMessage, PendingAction
+from slotkeeper.ledger.base import (
+    DeliveryRow,
+    Event,
+    NotifyState,
+    OutboxMessage,
+    PendingAction,
+)
 from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
@@ -28,6 +34,7 @@ from slotkeeper.model import (
     Artifact,
     ArtifactKind,
     BrokenFile,
+    CommitInfo,
     Decision,
     EnvironmentRecord,
     KeyRecord,
@@ -146,6 +153,9 @@ def _key(row: Sequence[Any]) -> KeyRecord:
         sinks=tuple(KeySecret.model_validate(sink) for sink in json.loads(row[13] or "[]")),
     )
 
+
+#: what a target reports of a deployment that failed: Unkey's status, GitHub's states
+TARGET_FAILURES = frozenset({"FAILED", "failure", "error"})
 
 _APPROVAL_COLUMNS = (
     "id, digest, action_id, decision, actor, reason, override_freeze, at, expires_at, used_at"
@@ -351,6 +361,23 @@ class SqlTransaction:
                     item.digest,
                     item.approval,
                     ",".join(item.guards) or None,
+                ),
+            )
+
+    def set_commits(self, record_id: int, commits: Sequence[CommitInfo] | None) -> None:
+        if commits is None:
+            return  # unknown: commits_known stays NULL
+        self._run("UPDATE records SET commits_known = 1 WHERE id = ?", (record_id,))
+        for commit in commits:
+            self._run(
+                "INSERT INTO record_commits (record_id, sha, authored_at, committed_at, subject) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id, sha) DO NOTHING",
+                (
+                    record_id,
+                    commit.sha,
+                    to_text(commit.authored_at),
+                    to_text(commit.committed_at),
+                    commit.subject,
                 ),
             )
 
@@ -1147,6 +1174,70 @@ class SqlLedger:
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT {int(last)}"
         )
         return [_message(row) for row in rows]
+
+    def delivery_rows(
+        self, *, environments: Sequence[str] | None, until: datetime
+    ) -> list[DeliveryRow]:
+        where = ["r.created_at < ?"]
+        params: list[Any] = [to_text(until)]
+        if environments is not None:
+            if not environments:
+                return []
+            where.append(f"r.environment IN ({', '.join('?' for _ in environments)})")
+            params.extend(environments)
+        condition = " AND ".join(where)
+        columns = ", ".join(f"r.{c.strip()}" for c in _RECORD_COLUMNS.split(","))
+        rows = self._query(
+            f"SELECT {columns}, r.commits_known, p.artifact_kind, p.artifact_name, "
+            "p.artifact_version, p.artifact_digest FROM records r "
+            f"LEFT JOIN records p ON p.superseded_by = r.id WHERE {condition} ORDER BY r.id",
+            params,
+        )
+        commits: dict[int, list[CommitInfo]] = {}
+        for record_id, sha, authored, committed, subject in self._query(
+            "SELECT c.record_id, c.sha, c.authored_at, c.committed_at, c.subject "
+            f"FROM record_commits c JOIN records r ON r.id = c.record_id WHERE {condition} "
+            "ORDER BY c.record_id, c.committed_at",
+            params,
+        ):
+            commits.setdefault(int(record_id), []).append(
+                CommitInfo(
+                    sha=sha,
+                    authored_at=from_text(authored),
+                    committed_at=from_text(committed),
+                    subject=subject,
+                )
+            )
+        failed = {
+            int(subject_id)
+            for subject_id, detail in self._query(
+                "SELECT s.subject_id, s.remote_detail FROM target_syncs s "
+                f"JOIN records r ON r.id = s.subject_id WHERE s.subject = 'record' AND {condition}",
+                params,
+            )
+            if str(json.loads(detail or "{}").get("status", "")) in TARGET_FAILURES
+        }
+        found = []
+        for row in rows:
+            record = _record(row[:16])
+            replaced = (
+                Artifact(kind=ArtifactKind(row[17]), name=row[18], version=row[19], digest=row[20])
+                if row[17] is not None
+                else None
+            )
+            known = row[16] is not None
+            found.append(
+                DeliveryRow(
+                    record=record,
+                    replaced=replaced,
+                    commits=tuple(commits.get(record.id, ())) if known else None,
+                    target_failed=record.id in failed,
+                )
+            )
+        return found
+
+    def environment_records(self) -> list[EnvironmentRecord]:
+        return list(self.read_state().environments.values())
 
     def approvals(self) -> list[Approval]:
         """Every decision ever recorded, newest first."""

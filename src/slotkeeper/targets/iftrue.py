@@ -29,14 +29,13 @@ from urllib.parse import urlsplit
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import PermanentTargetError, UnknownOutcome
-from slotkeeper.model import IftrueTargetSpec, RemoteState, SyncStatus, TargetSync
+from slotkeeper.model import IftrueTargetSpec, RemoteState, SyncStatus, TargetSync, fix_kind
 from slotkeeper.targets.base import RecordsOnly, RecordSubject, Remote
 from slotkeeper.targets.http import bearer_api
 
 SUCCESS = "succes"  # sic: the API's own spelling
 _PR_MERGE = re.compile(r"^Merge pull request #(\d+)")
 _PR_SQUASH = re.compile(r"\(#(\d+)\)\s*$")
-_FIX = re.compile(r"^(fix|hotfix)(\([^)]*\))?!?:", re.IGNORECASE)
 UNKNOWN = "unknown"
 #: hosts whose repositories iftrue knows as GitHub's ("deployment_node_id ... Required for GitHub")
 GITHUB_HOSTS = frozenset({"github.com", "www.github.com"})
@@ -49,12 +48,6 @@ def pull_request_number(subject: str) -> int | None:
         if match:
             return int(match.group(1))
     return None
-
-
-def fix_kind(subject: str) -> str | None:
-    """``fix`` or ``hotfix`` for a conventional-commit subject with that prefix."""
-    match = _FIX.match(subject)
-    return match.group(1).lower() if match else None
 
 
 class IftrueTarget(RecordsOnly):

@@ -1,0 +1,1 @@
+"""Delivery (DORA) metrics computed from the ledger: what slotkeeper records, measured."""
