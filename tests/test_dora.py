@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.dora.metrics import Deployment, Rules, figures, judge
+from tests.daemon_support import Running, wait_for
 from tests.fakes.unkey import FakeUnkey
 from tests.helpers import Run, git, target_document, write_manifests, write_targets
 
@@ -52,15 +54,18 @@ def commit(repo: Path, subject: str, when: str, tag: str) -> None:
     git(repo, "tag", tag)
 
 
-def production(slots: dict[str, str]) -> dict[str, Any]:
-    """The production environment on Unkey, each slot's ref its tag ``SLOT-VERSION``."""
+def production(
+    slots: dict[str, str], targets: tuple[str, ...] | list[str] = ("unkey",)
+) -> dict[str, Any]:
+    """The production environment (on Unkey unless told), each slot's ref its tag
+    ``SLOT-VERSION``."""
     return {
         "apiVersion": "slotkeeper/v1",
         "kind": "Environment",
         "metadata": {"name": "production"},
         "spec": {
             "production": True,
-            "targets": ["unkey"],
+            "targets": list(targets),
             "slots": {
                 slot: {
                     "artifact": {
@@ -279,3 +284,35 @@ def test_rolling_back_and_forward_again_counts_each_deployment_once() -> None:
     verdicts = judge(history, Rules())
     assert [r for r, v in verdicts.items() if v.failed] == [2, 3]
     assert {r: v.rework for r, v in verdicts.items() if v.rework} == {3: "rollback", 4: "rollback"}
+
+
+def test_the_daemon_exports_the_figures_for_prometheus(
+    sk: Sk, workdir: Path, running: Callable[..., Running]
+) -> None:
+    """Three deployments of production/api (v1, v2, then v1 again: #2 rolled back) made with
+    the CLI; the daemon on that ledger exports them per environment and window:
+    deployments 3, change failure rate and rework rate 1/3; lead times unknown (no git)."""
+    for version in ("v1", "v2", "v1"):
+        write_manifests(workdir / "m", production({"api": version}, targets=[]))
+        assert sk("apply", "--yes", "-m", "m").code == 0
+    daemon = running("-m", "m", "--resync-interval", "10m")
+    wait_for(lambda: sample(daemon, "slotkeeper_dora_deployments", "7d") == 3.0, what="gauges")
+    assert sample(daemon, "slotkeeper_dora_deployments", "30d") == 3.0
+    third = pytest.approx(1 / 3, abs=1e-4)  # the report's rates have four decimals
+    assert sample(daemon, "slotkeeper_dora_change_failure_rate", "7d") == third
+    assert sample(daemon, "slotkeeper_dora_rework_rate", "30d") == third
+    assert sample(daemon, "slotkeeper_dora_lead_time_seconds", "7d") is None  # no data
+
+
+def sample(daemon: Running, name: str, window: str) -> float | None:
+    """The value of ``name`` for production and ``window`` (the first quantile for those
+    that have one), or None when the series is absent."""
+    for family in text_string_to_metric_families(daemon.get("/metrics").text):
+        for found in family.samples:
+            if (
+                found.name == name
+                and found.labels.get("environment") == "production"
+                and found.labels.get("window") == window
+            ):
+                return float(found.value)
+    return None

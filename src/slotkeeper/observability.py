@@ -121,6 +121,38 @@ NOTIFICATIONS_QUEUED = Gauge(
     "Notification messages in the ledger's outbox that are due and not yet sent.",
     registry=REGISTRY,
 )
+#: delivery metrics per environment over the last 7 and 30 days (``window``), refreshed by the
+#: daemon every few minutes; a series is absent while it has no data
+DORA_DEPLOYMENTS = Gauge(
+    "slotkeeper_dora_deployments",
+    "Deployments (records made DEPLOYED) in the window.",
+    ["environment", "window"],
+    registry=REGISTRY,
+)
+DORA_LEAD_TIME = Gauge(
+    "slotkeeper_dora_lead_time_seconds",
+    "Lead time for changes (deployment time minus commit time), median and p90.",
+    ["environment", "window", "quantile"],
+    registry=REGISTRY,
+)
+DORA_FAILURE_RATE = Gauge(
+    "slotkeeper_dora_change_failure_rate",
+    "Share of the window's deployments that failed (rolled back, fixed, or a target failed).",
+    ["environment", "window"],
+    registry=REGISTRY,
+)
+DORA_RECOVERY = Gauge(
+    "slotkeeper_dora_recovery_time_seconds",
+    "Failed deployment recovery time, median and p90.",
+    ["environment", "window", "quantile"],
+    registry=REGISTRY,
+)
+DORA_REWORK_RATE = Gauge(
+    "slotkeeper_dora_rework_rate",
+    "Share of the window's deployments that were rollbacks or fix/hotfix deployments.",
+    ["environment", "window"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "slotkeeper_leader", "1 when this replica is the one that writes.", registry=REGISTRY
 )

@@ -7,14 +7,21 @@ end (with the ledger's slot and key figures, read once per reconcile rather than
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Gauge
 
 from slotkeeper import observability as obs
+from slotkeeper.dora.metrics import Rules
+from slotkeeper.dora.report import Query, report
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult
 from slotkeeper.ledger import StateReads, Takeover
+from slotkeeper.ledger.base import DeliveryReads
 from slotkeeper.model import KeyStatus, RecordStatus
 from slotkeeper.plan import Plan
 
@@ -74,3 +81,80 @@ def ledger_figures(ledger: StateReads, *, now: datetime) -> None:
             obs.KEY_AGE.labels(repository=key.repository, title=key.title).set(
                 (now - key.created_at).total_seconds()
             )
+
+
+#: the windows of the delivery gauges, by label
+DORA_WINDOWS = {"7d": timedelta(days=7), "30d": timedelta(days=30)}
+#: how often the delivery gauges are computed again (they read a month of records)
+DORA_EVERY = 300.0
+
+
+class DeliveryGauges:
+    """``slotkeeper_dora_*`` per environment and window, from the ledger, at most every
+    ``every`` seconds (at the end of a reconcile)."""
+
+    def __init__(
+        self, *, every: float = DORA_EVERY, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every = every
+        self._monotonic = monotonic
+        self._next = 0.0
+        self._shown: set[tuple[str, str]] = set()
+
+    def update(self, ledger: DeliveryReads, *, now: datetime) -> None:
+        if self._monotonic() < self._next:
+            return
+        self._next = self._monotonic() + self._every
+        rules = Rules()
+        longest = max(DORA_WINDOWS.values())
+        try:
+            rows = ledger.delivery_rows(environments=None, since=now - longest, until=now)
+        except SlotkeeperError:
+            return
+        environments = sorted({row.record.environment for row in rows})
+        shown: set[tuple[str, str]] = set()
+        for window, length in DORA_WINDOWS.items():
+            for environment in environments:
+                query = Query(
+                    environments=(environment,), since=now - length, until=now, rules=rules
+                )
+                metrics = report(rows, query)["metrics"]
+                self._set(environment, window, metrics)
+                shown.add((environment, window))
+        for environment, window in self._shown - shown:
+            self._clear(environment, window)
+        self._shown = shown
+
+    @staticmethod
+    def _set(environment: str, window: str, metrics: dict[str, Any]) -> None:
+        labels = {"environment": environment, "window": window}
+        obs.DORA_DEPLOYMENTS.labels(**labels).set(metrics["deployment_frequency"]["deployments"])
+        pairs = (
+            (obs.DORA_LEAD_TIME, metrics["lead_time"]),
+            (obs.DORA_RECOVERY, metrics["recovery_time"]),
+        )
+        for gauge, figure in pairs:
+            for quantile, key in (("0.5", "median_seconds"), ("0.9", "p90_seconds")):
+                _set_or_clear(gauge, figure[key], **labels, quantile=quantile)
+        _set_or_clear(obs.DORA_FAILURE_RATE, metrics["change_failure_rate"]["rate"], **labels)
+        _set_or_clear(obs.DORA_REWORK_RATE, metrics["rework_rate"]["rate"], **labels)
+
+    @staticmethod
+    def _clear(environment: str, window: str) -> None:
+        labels = {"environment": environment, "window": window}
+        obs.DORA_DEPLOYMENTS.labels(**labels).set(0)
+        for gauge in (obs.DORA_LEAD_TIME, obs.DORA_RECOVERY):
+            for quantile in ("0.5", "0.9"):
+                _set_or_clear(gauge, None, **labels, quantile=quantile)
+        _set_or_clear(obs.DORA_FAILURE_RATE, None, **labels)
+        _set_or_clear(obs.DORA_REWORK_RATE, None, **labels)
+
+
+def _set_or_clear(gauge: Gauge, value: float | None, **labels: str) -> None:
+    """A figure, or no series at all while there is no data (never a made-up 0); ``labels``
+    in the gauge's own order."""
+    if value is not None:
+        gauge.labels(**labels).set(value)
+        return
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels.values())

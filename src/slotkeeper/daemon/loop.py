@@ -104,6 +104,7 @@ class Daemon:
             may_write=self.leadership.leading,
         )
         self.sender = NotificationSender(self.notifications, self.stopping)
+        self.delivery_gauges = gauges.DeliveryGauges()
         self._log = obs.get_logger()
         gauges.track_leader(self.leadership.leading)
 
@@ -257,6 +258,7 @@ class Daemon:
         result = "error" if last.result == "running" else last.result
         gauges.reconcile_finished(result, elapsed)
         gauges.ledger_figures(self.ledger, now=self.clock())
+        self.delivery_gauges.update(self.ledger, now=self.clock())
         self._log.info(obs.RECONCILE_FINISHED, result=result, duration_ms=round(elapsed * 1000, 1))
         structlog.contextvars.unbind_contextvars("reconcile_id", "revision")
         last = replace(last, result=result, finished_at=self.clock(), duration_seconds=elapsed)

@@ -58,6 +58,11 @@ class Rules:
     fix: timedelta | None = WINDOW
     target: bool = True
 
+    @property
+    def reach(self) -> timedelta:
+        """How far after a period its deployments' judges may come."""
+        return max((w for w in (self.rollback, self.fix) if w is not None), default=timedelta(0))
+
 
 @dataclass
 class Judgement:

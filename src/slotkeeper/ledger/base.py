@@ -546,9 +546,14 @@ class DeliveryReads(Protocol):
     """What the delivery metrics read."""
 
     def delivery_rows(
-        self, *, environments: Sequence[str] | None, until: datetime
+        self,
+        *,
+        environments: Sequence[str] | None,
+        until: datetime,
+        since: datetime | None = None,
     ) -> list[DeliveryRow]:
-        """Every record of ``environments`` (None: all) created before ``until``."""
+        """Every record of ``environments`` (None: all) created before ``until`` (and not
+        before ``since``): a deployment's judges are the later ones of its slot."""
         ...
 
     def environment_records(self) -> list[EnvironmentRecord]:

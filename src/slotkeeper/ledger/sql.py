@@ -1176,10 +1176,17 @@ class SqlLedger:
         return [_message(row) for row in rows]
 
     def delivery_rows(
-        self, *, environments: Sequence[str] | None, until: datetime
+        self,
+        *,
+        environments: Sequence[str] | None,
+        until: datetime,
+        since: datetime | None = None,
     ) -> list[DeliveryRow]:
         where = ["r.created_at < ?"]
         params: list[Any] = [to_text(until)]
+        if since is not None:
+            where.append("r.created_at >= ?")
+            params.append(to_text(since))
         if environments is not None:
             if not environments:
                 return []
