@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.dora.metrics import Deployment, Rules, figures, judge
 from tests.daemon_support import Running, wait_for
+from tests.fakes.github import FakeGitHub
 from tests.fakes.unkey import FakeUnkey
 from tests.helpers import Run, git, target_document, write_manifests, write_targets
 
@@ -316,3 +318,49 @@ def sample(daemon: Running, name: str, window: str) -> float | None:
             ):
                 return float(found.value)
     return None
+
+
+# -- four-keys sees the same deployments -------------------------------------------------------
+
+
+def four_keys_deployments(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The GitHub branch of four-keys' ``deployments`` query (queries/deployments.sql), in
+    Python: events of type ``deployment_status`` whose ``$.deployment_status.state`` is
+    ``success``; ``deploy_id`` is the status's id and ``main_commit`` ``$.deployment.sha``."""
+    return [
+        (str(event["metadata"]["deployment_status"]["id"]), event["metadata"]["deployment"]["sha"])
+        for event in events
+        if event["event_type"] == "deployment_status"
+        and event["metadata"]["deployment_status"]["state"] == "success"
+    ]
+
+
+def test_four_keys_counts_the_deployments_dora_counts(
+    sk: Sk, workdir: Path, gh: FakeGitHub
+) -> None:
+    """slotkeeper deploys production/api v1, v2, then v3 to GitHub; the `deployment_status`
+    webhook events GitHub would send for what the API holds, run through four-keys' query, give
+    one successful deployment per record, each at the commit its tag names — the deployments
+    `dora` counts."""
+    shas = {v: gh.add_tag("acme/web", v, f"{n:040x}") for n, v in enumerate(("v1", "v2", "v3"), 1)}
+    write_targets(
+        target_document("github", type="github", baseUrl=gh.base_url, token={"env": "GITHUB_TOKEN"})
+    )
+    for version in ("v1", "v2", "v3"):
+        document = production({"api": version}, targets=["github"])
+        document["spec"]["repository"] = "acme/web"
+        document["spec"]["slots"]["api"]["refFrom"] = "version"
+        write_manifests(workdir / "m", document)
+        applied = sk("apply", "--yes", "-m", "m")
+        assert applied.code == 0, applied.out + applied.err
+    api = httpx.Client(base_url=gh.base_url, headers={"Authorization": f"Bearer {gh.token}"})
+    events = []
+    for deployment in api.get("/repos/acme/web/deployments").json():
+        for status in api.get(f"/repos/acme/web/deployments/{deployment['id']}/statuses").json():
+            metadata = {"deployment_status": status, "deployment": deployment}
+            events.append({"event_type": "deployment_status", "metadata": metadata})
+    api.close()
+    seen = four_keys_deployments(events)
+    assert sorted(sha for _, sha in seen) == sorted(shas.values())
+    counted = sk("dora", "--json").json()["metrics"]["deployment_frequency"]["deployments"]
+    assert counted == len(seen) == 3
