@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.dora.metrics import Deployment, Rules, figures, judge
-from tests.daemon_support import Running, wait_for
+from tests.daemon_support import Running, Ui, wait_for
 from tests.fakes.github import FakeGitHub
 from tests.fakes.unkey import FakeUnkey
 from tests.helpers import Run, git, target_document, write_manifests, write_targets
@@ -364,3 +364,27 @@ def test_four_keys_counts_the_deployments_dora_counts(
     assert sorted(sha for _, sha in seen) == sorted(shas.values())
     counted = sk("dora", "--json").json()["metrics"]["deployment_frequency"]["deployments"]
     assert counted == len(seen) == 3
+
+
+def test_the_dashboard_draws_delivery_and_each_slots_failures(
+    sk: Sk, workdir: Path, ui: Callable[..., Ui]
+) -> None:
+    """/dora shows each environment's figures with their bands and the weekly trend as an
+    inline SVG (no script); /status/dora is its JSON twin; the slot page lists the slot's failed
+    deployment (#2, rolled back by #3) and what recovered it."""
+    for version in ("v1", "v2", "v1"):
+        write_manifests(workdir / "m", production({"api": version}, targets=[]))
+        assert sk("apply", "--yes", "-m", "m").code == 0
+    server = ui()
+    page = server.get("/dora")
+    assert page.status_code == 200
+    assert "<script" not in page.text and "<svg" in page.text and 'class="bar"' in page.text
+    assert "change failure rate" in page.text and "33.3 %" in page.text
+    document = server.get("/status/dora").json()
+    [production_env] = document["environments"]
+    assert production_env["metrics"]["change_failure_rate"]["failed"] == 1
+    assert len(production_env["chart"]["bars"]) == len(production_env["weekly"]) >= 13
+    slot = server.get("/slots/production/api")
+    assert 'id="failures"' in slot.text and "rolled-back" in slot.text
+    [failure] = server.get("/status/slots/production/api").json()["failures"]
+    assert (failure["record"], failure["undone_by"], failure["recovered_by"]) == (2, 3, 3)

@@ -772,7 +772,7 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     """``3d 4h``, ``2h 5m``, ``42m``, ``12s``; ``no data`` for none."""
     if seconds is None:
         return "no data"
@@ -808,7 +808,7 @@ def _dora_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ),
         (
             "lead time for changes",
-            f"median {_duration(lead['median_seconds'])}, p90 {_duration(lead['p90_seconds'])}",
+            f"median {duration(lead['median_seconds'])}, p90 {duration(lead['p90_seconds'])}",
             f"{lead['commits']} commits, {lead['unknown_deployments']} deployments unknown",
             lead["band"] or "",
         ),
@@ -820,8 +820,8 @@ def _dora_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ),
         (
             "failed deployment recovery time",
-            f"median {_duration(recovery['median_seconds'])}, "
-            f"p90 {_duration(recovery['p90_seconds'])}",
+            f"median {duration(recovery['median_seconds'])}, "
+            f"p90 {duration(recovery['p90_seconds'])}",
             f"{recovery['recovered']} recovered, {len(recovery['unrecovered'])} not yet",
             recovery["band"] or "",
         ),
@@ -872,7 +872,7 @@ def render_dora(document: dict[str, Any], console: Console) -> None:
             str(week["deployments"]),
             str(week["failed"]),
             _percent(week["change_failure_rate"]),
-            _duration(week["median_lead_time_seconds"]),
+            duration(week["median_lead_time_seconds"]),
         )
     _print_table(console, trend)
     console.print(f"Bands from the {document['report']} (see docs/dora.md).")

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, unquote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from slotkeeper.dashboard.delivery import delivery, slot_failures
 from slotkeeper.dashboard.view import DashboardLedger, overview, slot_history
 from slotkeeper.model import DesiredState, timestamp
+from slotkeeper.render import duration
 
 #: how often an open page reloads itself unless ``?refresh=N`` says otherwise (seconds)
 DEFAULT_REFRESH = 10
@@ -71,7 +73,9 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(ago=_ago, when=_when, seconds=_seconds, unconfirmed=_unconfirmed)
+    environment.filters.update(
+        ago=_ago, when=_when, seconds=_seconds, span=duration, unconfirmed=_unconfirmed
+    )
     return environment
 
 
@@ -114,13 +118,20 @@ class Dashboard:
 
     def slot(self, environment: str, slot: str) -> dict[str, Any] | None:
         """The ``/status/slots/ENV/SLOT`` document a slot's page shows, or None."""
-        return slot_history(
+        found = slot_history(
             self._ledger,
             environment,
             slot,
             desired=self._desired(),
             manifests_url=self._manifests_url,
         )
+        if found is not None:
+            found["failures"] = slot_failures(self._ledger, environment, slot, now=self._clock())
+        return found
+
+    def delivery(self) -> dict[str, Any]:
+        """The ``/status/dora`` document the delivery page shows."""
+        return delivery(self._ledger, now=self._clock())
 
     def get(self, path: str, query: str = "") -> Answer | None:
         """The answer to ``GET path?query``, or None when the dashboard does not serve path."""
@@ -129,6 +140,8 @@ class Dashboard:
             return Answer(200, self._css, CSS)
         if parts == ["status"]:
             return _json(200, self.status())
+        if parts == ["status", "dora"]:
+            return _json(200, self.delivery())
         if len(parts) == 4 and parts[:2] == ["status", "slots"]:
             found = self.slot(parts[2], parts[3])
             return _json(200, found) if found else _json(404, {"error": "no such slot"})
@@ -137,6 +150,8 @@ class Dashboard:
             return self._page(200, "matrix.html", self.status(), refresh, page="matrix")
         if parts == ["keys"]:
             return self._page(200, "keys.html", self.status(), refresh, page="keys")
+        if parts == ["dora"]:
+            return self._page(200, "dora.html", self.delivery(), refresh, page="dora")
         if len(parts) == 3 and parts[0] == "slots":
             found = self.slot(parts[1], parts[2])
             if found is None:

@@ -4,8 +4,8 @@
 
     GET  /healthz  /readyz                 health (async: answered even when the pool is busy)
     GET  /metrics                          Prometheus (the daemon)
-    GET  /  /keys  /slots/ENV/SLOT         the dashboard's pages
-    GET  /status  /status/slots/ENV/SLOT   their JSON twins
+    GET  /  /keys  /dora  /slots/ENV/SLOT  the dashboard's pages
+    GET  /status  /status/dora  /status/slots/ENV/SLOT   their JSON twins
     GET  /static/dashboard.css             the stylesheet
     POST /hooks/github                     the signed webhook (the daemon)
 
@@ -40,7 +40,9 @@ ENDPOINTS = frozenset({"/", "/keys", "/healthz", "/readyz", "/metrics", "/status
 DASHBOARD_PATHS = (
     "/",
     "/keys",
+    "/dora",
     "/status",
+    "/status/dora",
     "/status/slots/{environment}/{slot}",
     "/slots/{environment}/{slot}",
     "/static/dashboard.css",
