@@ -388,3 +388,36 @@ def test_the_dashboard_draws_delivery_and_each_slots_failures(
     assert 'id="failures"' in slot.text and "rolled-back" in slot.text
     [failure] = server.get("/status/slots/production/api").json()["failures"]
     assert (failure["record"], failure["undone_by"], failure["recovered_by"]) == (2, 3, 3)
+
+
+def test_lead_time_from_githubs_compare_api_when_the_refs_are_not_in_the_manifests_repository(
+    sk: Sk, workdir: Path, gh: FakeGitHub
+) -> None:
+    """Manifests outside git, the application in acme/web on GitHub: each deploy's commits come
+    from GitHub at deploy time (`commits/v1`, then `compare/v1...v2`): lead times 12 h (the
+    first deploy's own commit), then 30 h and 6 h: median 12 h."""
+    gh.add_history(
+        "acme/web",
+        [
+            ("a" * 40, "2026-10-01T00:00:00Z", "feat: one"),
+            ("b" * 40, "2026-10-01T06:00:00Z", "feat: two"),
+            ("c" * 40, "2026-10-02T06:00:00Z", "feat: three"),
+        ],
+    )
+    gh.add_tag("acme/web", "v1", "a" * 40)
+    gh.add_tag("acme/web", "v2", "c" * 40)
+    write_targets(
+        target_document("github", type="github", baseUrl=gh.base_url, token={"env": "GITHUB_TOKEN"})
+    )
+    state = workdir / ".slotkeeper" / "state.db"
+    for version, when in (("v1", "2026-10-01T12:00:00"), ("v2", "2026-10-02T12:00:00")):
+        document = production({"api": version}, targets=["github"])
+        document["spec"]["repository"] = "acme/web"
+        document["spec"]["slots"]["api"]["refFrom"] = "version"
+        write_manifests(workdir / "m", document)
+        assert sk("apply", "--yes", "-m", "m").code == 0
+        date_records(state, when)
+    shown = sk("dora", "--since", "2026-10-01", "--until", "2026-10-03", "--json").json()
+    lead = shown["metrics"]["lead_time"]
+    assert lead["commits"] == 3 and lead["unknown_deployments"] == 0
+    assert lead["median_seconds"] == 12 * HOUR and lead["p90_seconds"] == 30 * HOUR

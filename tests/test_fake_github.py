@@ -846,8 +846,11 @@ def test_the_default_token_holds_deployments_and_administration_write(
     github: FakeGitHub,
 ) -> None:
     """A fake made without ``tokens`` accepts its one token with every permission its
-    operations need; ``tokens`` adds others (or narrows that one)."""
-    assert github.tokens == {TOKEN: {"deployments": "write", "administration": "write"}}
+    operations need (contents read for compare); ``tokens`` adds others (or narrows that
+    one)."""
+    assert github.tokens == {
+        TOKEN: {"deployments": "write", "administration": "write", "contents": "read"}
+    }
     assert github.tokens[TOKEN] == ALL_PERMISSIONS
     narrowed = FakeGitHub(TOKEN, tokens={TOKEN: {"deployments": "read"}, "ghp_b": {}})
     assert narrowed.tokens == {TOKEN: {"deployments": "read"}, "ghp_b": {}}
@@ -1194,3 +1197,27 @@ def test_checker_rejects_requests_the_spec_does_not_allow(
         github_spec.check_request("POST", f"{base}/1/statuses", headers, b'{"state": "success"}')
     with_agent = {**headers, "User-Agent": "slotkeeper-tests"}
     github_spec.check_request("POST", f"{base}/1/statuses", with_agent, b'{"state": "success"}')
+
+
+def test_compare_and_commits_answer_from_the_seeded_history(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """``compare/BASE...HEAD`` lists the commits after BASE up to HEAD, oldest first, paged
+    with ``total_commits``; ``commits/{ref}`` one commit; an unknown ref is 404."""
+    shas = [f"{n:040x}" for n in range(1, 5)]
+    github.add_history(
+        "acme/web",
+        [(sha, f"2026-10-0{n}T12:00:00Z", f"feat: {n}") for n, sha in enumerate(shas, 1)],
+    )
+    github.add_tag("acme/web", "v1", shas[0])
+    github.add_tag("acme/web", "v4", shas[3])
+    compared = gh.get("/repos/acme/web/compare/v1...v4", params={"per_page": 2})
+    assert compared.status_code == 200
+    body = compared.json()
+    assert body["total_commits"] == 3 and body["status"] == "ahead"
+    assert [c["sha"] for c in body["commits"]] == shas[1:3]
+    page_two = gh.get("/repos/acme/web/compare/v1...v4", params={"per_page": 2, "page": 2})
+    assert [c["sha"] for c in page_two.json()["commits"]] == shas[3:]
+    one = gh.get("/repos/acme/web/commits/v4").json()
+    assert one["sha"] == shas[3] and one["commit"]["committer"]["date"] == "2026-10-04T12:00:00Z"
+    assert gh.get("/repos/acme/web/compare/v1...nope").status_code == 404

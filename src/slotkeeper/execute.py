@@ -116,8 +116,9 @@ class ApplyResult(BaseModel):
 
 
 ProgressHook = Callable[[ActionResult], None]
-#: the commits a deployment at a ref brings after one at another ref (None: unknown)
-Commits = Callable[[str | None, str], tuple[CommitInfo, ...] | None]
+#: the commits a deployment in an environment at a ref brings after one at another ref
+#: (None: unknown)
+Commits = Callable[[str, str | None, str], tuple[CommitInfo, ...] | None]
 
 
 class _Context:
@@ -136,7 +137,7 @@ class _Context:
         self.plan = plan
         self.commits = commits
         #: the commits between two refs, found once per apply (many slots share their refs)
-        self.brought: dict[tuple[str | None, str], tuple[CommitInfo, ...] | None] = {}
+        self.brought: dict[tuple[str, str | None, str], tuple[CommitInfo, ...] | None] = {}
         #: the ref each deploy is counted from (its superseded record's), by action id
         self.bases: dict[str, str | None] = {}
         self.serial = serial
@@ -239,14 +240,15 @@ class _Context:
                 continue
             base = self.ledger.record(action.supersedes).ref if action.supersedes else None
             self.bases[action.id] = base
-            if (base, action.ref) not in self.brought:
-                self.brought[base, action.ref] = self.commits(base, action.ref)
+            key = (action.environment, base, action.ref)
+            if key not in self.brought:
+                self.brought[key] = self.commits(*key)
 
     def commits_of(self, action: DeployAction) -> tuple[CommitInfo, ...] | None:
         """What :meth:`find_commits` found for ``action`` (None: unknown)."""
         if action.ref is None or action.id not in self.bases:
             return None
-        return self.brought.get((self.bases[action.id], action.ref))
+        return self.brought.get((action.environment, self.bases[action.id], action.ref))
 
     def enqueue(self, group: str, work: SyncWork) -> None:
         # Work for a target that is not configured is queued too: it fails, loudly, rather

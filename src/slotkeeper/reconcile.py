@@ -48,6 +48,7 @@ from slotkeeper.manifests import (
     read_tree,
 )
 from slotkeeper.model import (
+    CommitInfo,
     DesiredState,
     Drift,
     ManifestStatus,
@@ -63,6 +64,7 @@ from slotkeeper.plan import Plan, PlanOptions, diff, recheck
 from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commit_infos, commits_between, git_revision, is_work_tree
 from slotkeeper.targets.base import (
+    CommitSource,
     EnvironmentInfo,
     KeySubject,
     RecordSubject,
@@ -448,7 +450,7 @@ def reconcile(
             targets=targets,
             concurrency=run.concurrency,
             history=partial(commits_between, shot.git_dir),
-            commits=_commits(shot.git_dir),
+            commits=_commits(shot.git_dir, desired, targets),
             on_result=on_result,
             stop=_stops(ledger, stop),
         )
@@ -474,10 +476,26 @@ def _notify(notifications: Notifications | None, step: Callable[[Notifications],
         obs.get_logger().warning("notify.failed", error=str(exc))
 
 
-def _commits(manifests: Path) -> Commits | None:
-    """Where a deploy's commits are found: the manifests' git repository, when they are in
-    one (a monorepo, whose refs are the application's)."""
-    return partial(commit_infos, manifests) if is_work_tree(manifests) else None
+def _commits(manifests: Path, desired: DesiredState, targets: Mapping[str, Target]) -> Commits:
+    """Where a deploy's commits are found: the manifests' git repository when the refs resolve
+    there (a monorepo, whose refs are the application's), else a target of the environment
+    that can tell (GitHub's compare API on the environment's ``repository``)."""
+    local = partial(commit_infos, manifests) if is_work_tree(manifests) else None
+
+    def find(environment: str, base: str | None, head: str) -> tuple[CommitInfo, ...] | None:
+        found = local(base, head) if local is not None else None
+        spec = desired.environments.get(environment)
+        if found is not None or spec is None or spec.repository is None:
+            return found
+        for name in spec.targets:
+            target = targets.get(name)
+            if isinstance(target, CommitSource):
+                found = target.commits_between(spec.repository, base, head)
+                if found is not None:
+                    return found
+        return None
+
+    return find
 
 
 def _stops(lock: WriterLock, stop: Callable[[], bool] | None) -> Callable[[], bool]:
@@ -562,7 +580,7 @@ def apply_saved(
                 targets=targets,
                 concurrency=run.concurrency,
                 history=partial(commits_between, manifests),
-                commits=_commits(manifests),
+                commits=_commits(manifests, shot.desired, targets),
                 on_result=on_result,
                 stop=_stops(ledger, None),
             )

@@ -48,7 +48,8 @@ value counts as none).
 
 Tokens carry permissions, as fine-grained personal access tokens and GitHub App installations
 do: ``tokens`` maps each accepted token to its repository permissions, ``{"deployments":
-"write", "administration": "write"}`` by default (``ALL_PERMISSIONS``; a level is ``"read"`` or
+"write", "administration": "write", "contents": "read"}`` by default (``ALL_PERMISSIONS``;
+``contents`` read answers ``compare`` and ``commits/{ref}``; a level is ``"read"`` or
 ``"write"``, and write includes read). ``specs/API-REFERENCE.md`` section 1, "Scopes": the
 "Deployments" permission, read for GETs and write for POST/DELETE, covers deployments and their
 statuses; section 5, "Permissions": "Administration read & write (deploy keys)", and section 1,
@@ -176,7 +177,11 @@ KEY_TYPES = frozenset(
 )
 #: what a token holds unless a test says otherwise: all that deployments, their statuses, deploy
 #: keys and environments need (Actions secrets need more: ``INSTALLATION_PERMISSIONS`` holds it)
-ALL_PERMISSIONS: Mapping[str, str] = {"deployments": "write", "administration": "write"}
+ALL_PERMISSIONS: Mapping[str, str] = {
+    "deployments": "write",
+    "administration": "write",
+    "contents": "read",
+}
 # OpenSSH public key types ``key_blob`` can read, the refused DSA included
 _OPENSSH_TYPES = KEY_TYPES | {"ssh-dss"}
 _FIRST_IDS = {
@@ -214,6 +219,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", rf"{_REPO}/keys", "_post_key"),
         ("GET", rf"{_REPO}/keys/(?P<key_id>\d+)", "_get_key"),
         ("DELETE", rf"{_REPO}/keys/(?P<key_id>\d+)", "_delete_key"),
+        ("GET", rf"{_REPO}/compare/(?P<basehead>[^/]+\.\.\.[^/]+)", "_compare"),
+        ("GET", rf"{_REPO}/commits/(?P<ref>[^/]+)", "_get_commit"),
         ("GET", rf"{_REPO}/environments", "_list_environments"),
         ("GET", rf"{_REPO}/environments/(?P<name>[^/]+)", "_get_environment"),
         ("PUT", rf"{_REPO}/environments/(?P<name>[^/]+)", "_put_environment"),
@@ -229,6 +236,8 @@ _NEEDS: dict[str, tuple[str, str]] = {
     "_get_deployment": ("deployments", "read"),
     "_delete_deployment": ("deployments", "write"),
     "_list_statuses": ("deployments", "read"),
+    "_compare": ("contents", "read"),
+    "_get_commit": ("contents", "read"),
     "_post_status": ("deployments", "write"),
     "_get_status": ("deployments", "read"),
     "_list_keys": ("administration", "read"),
@@ -258,6 +267,11 @@ class _Refs:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     commits: set[str] = field(default_factory=set)
+    #: a linear history (oldest first) of commits with their dates and messages, which
+    #: ``compare`` and ``commits/{ref}`` answer from (seeded with ``add_history``; a ref
+    #: outside it is a commit of ``SEEDED_DATE`` for ``commits/{ref}``, and two such refs
+    #: compare as having no commit between them)
+    history: list[JsonObject] = field(default_factory=list)
 
     def resolve(self, ref: str) -> str | None:
         """The commit ``ref`` names in this repository, or None."""
@@ -274,6 +288,35 @@ class _Refs:
             matches = [sha for sha in self.commits if sha.startswith(ref.lower())]
             return matches[0] if len(matches) == 1 else None
         return None
+
+
+#: the date of a commit the fake was seeded with outside ``add_history``
+SEEDED_DATE = "2026-01-01T00:00:00Z"
+
+
+def _commit_body(repository: str, sha: str, when: str, message: str) -> JsonObject:
+    """A commit as the commits and compare endpoints show it (the fields slotkeeper reads and
+    the ones the description requires)."""
+    person = {"name": "Ada", "email": "ada@example.com", "date": when}
+    api = f"https://api.github.com/repos/{repository}"
+    return {
+        "sha": sha,
+        "node_id": f"C_{sha[:20]}",
+        "url": f"{api}/commits/{sha}",
+        "html_url": f"https://github.com/{repository}/commit/{sha}",
+        "comments_url": f"{api}/commits/{sha}/comments",
+        "commit": {
+            "url": f"{api}/git/commits/{sha}",
+            "author": person,
+            "committer": person,
+            "message": message,
+            "comment_count": 0,
+            "tree": {"sha": sha, "url": f"{api}/git/trees/{sha}"},
+        },
+        "author": _user("octocat", 1),
+        "committer": _user("octocat", 1),
+        "parents": [],
+    }
 
 
 def sha_of(repository: str, name: str) -> str:
@@ -515,6 +558,15 @@ class FakeGitHub(GitHubApps, ActionsSecrets, FakeServer):
         with self._lock:
             self._seeded_refs(repository).commits.add(sha.lower())
             return sha.lower()
+
+    def add_history(self, repository: str, commits: Iterable[tuple[str, str, str]]) -> None:
+        """Append commits ``(sha, ISO time, message)`` to ``owner/repo``'s linear history
+        (author and committer time alike), making each known."""
+        with self._lock:
+            refs = self._seeded_refs(repository)
+            for sha, when, message in commits:
+                refs.commits.add(sha.lower())
+                refs.history.append(_commit_body(repository, sha.lower(), when, message))
 
     # -- drift: change state as someone else would, without a request --------------------------
 
@@ -955,6 +1007,61 @@ class FakeGitHub(GitHubApps, ActionsSecrets, FakeServer):
                 self._append_status(other, {"state": "inactive"}, stamp)
 
     # deploy keys
+
+    def _history(self, call: _Call) -> _Refs:
+        return self._seeded_refs(f"{call.owner}/{call.repo}")
+
+    def _compare(self, call: _Call) -> Reply:
+        """``compare/BASE...HEAD`` over the linear history: the commits after BASE up to HEAD,
+        oldest first, ``total_commits`` all of them, ``commits`` one page (``per_page``)."""
+        refs = self._history(call)
+        base_ref, _, head_ref = call.args["basehead"].partition("...")
+        base, head = refs.resolve(base_ref), refs.resolve(head_ref)
+        if base is None or head is None:
+            raise _not_found()
+        order = [c["sha"] for c in refs.history]
+        if base not in order or head not in order:
+            # refs seeded without history: the fake knows no commit between them
+            seeded = _commit_body(f"{call.owner}/{call.repo}", base, SEEDED_DATE, "seeded")
+            refs = _Refs(history=[seeded])
+            order = [base]
+            head = base
+        start, end = order.index(base), order.index(head)
+        ahead = refs.history[start + 1 : end + 1] if end > start else []
+        behind = end - start if end < start else 0
+        page, headers = self._paginate(ahead, call)
+        status = "identical" if start == end else "ahead" if end > start else "behind"
+        web = f"https://github.com/{call.owner}/{call.repo}/compare/{call.args['basehead']}"
+        api = f"https://api.github.com/repos/{call.owner}/{call.repo}"
+        return Reply(
+            200,
+            {
+                "url": f"{api}/compare/{call.args['basehead']}",
+                "html_url": web,
+                "permalink_url": web,
+                "diff_url": f"{web}.diff",
+                "patch_url": f"{web}.patch",
+                "base_commit": copy.deepcopy(refs.history[start]),
+                "merge_base_commit": copy.deepcopy(refs.history[min(start, end)]),
+                "status": status,
+                "ahead_by": len(ahead),
+                "behind_by": -behind if behind else 0,
+                "total_commits": len(ahead),
+                "commits": copy.deepcopy(page),
+                "files": [],
+            },
+            headers,
+        )
+
+    def _get_commit(self, call: _Call) -> Reply:
+        refs = self._history(call)
+        found = refs.resolve(call.args["ref"])
+        if found is None:
+            raise _not_found()
+        body = next((c for c in refs.history if c["sha"] == found), None)
+        if body is None:  # a seeded ref without history: a commit of a fixed, old date
+            body = _commit_body(f"{call.owner}/{call.repo}", found, SEEDED_DATE, "seeded")
+        return Reply(200, copy.deepcopy(body))
 
     def _list_keys(self, call: _Call) -> Reply:
         repo_key = (call.owner.lower(), call.repo.lower())

@@ -102,6 +102,7 @@ INSTALLATION_PERMISSIONS: Mapping[str, str] = {
     "secrets": "write",
     "environments": "write",
     "metadata": "read",
+    "contents": "read",
 }
 DEFAULT_APP_ID = 12345
 TOKEN_LIFETIME = 3600.0

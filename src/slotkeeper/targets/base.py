@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from slotkeeper.errors import PermanentTargetError
 from slotkeeper.model import (
+    CommitInfo,
     Drift,
     KeyRecord,
     Record,
@@ -102,6 +103,15 @@ class Target(Protocol):
     ) -> list[Drift]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CommitSource(Protocol):
+    """A target that can say which commits a deployment brings (GitHub's compare API)."""
+
+    def commits_between(
+        self, repository: str, base: str | None, head: str
+    ) -> tuple[CommitInfo, ...] | None: ...
 
 
 class RecordsOnly:

@@ -40,11 +40,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
-from slotkeeper.errors import PermanentTargetError, UnknownOutcome
+from slotkeeper.errors import PermanentTargetError, TargetError, UnknownOutcome
 from slotkeeper.model import (
+    CommitInfo,
     Drift,
     GithubTargetSpec,
     RecordStatus,
@@ -212,6 +214,34 @@ class GitHubTarget:
     def api_for(self, repository: str) -> ApiClient:
         """The client (and so the credential and write budget) that serves ``repository``."""
         return self._lanes.lane(repository).api
+
+    # -- the commits a deployment brings (delivery metrics) ----------------------------------
+
+    def commits_between(
+        self, repository: str, base: str | None, head: str
+    ) -> tuple[CommitInfo, ...] | None:
+        """The commits after ``base`` up to ``head`` in ``repository``, oldest first (``head``
+        alone without a base), from the compare API (``commits/{ref}``); None when GitHub
+        cannot tell (an unknown ref, no ``contents`` read permission, more than
+        ``MAX_COMPARED`` commits, an error)."""
+        api = self.api_for(repository)
+        try:
+            if base is None:
+                body = api.send("GET", f"repos/{repository}/commits/{quote(head, safe='')}")
+                return (_commit_info(body.json()),)
+            found: list[CommitInfo] = []
+            basehead = f"{quote(base, safe='')}...{quote(head, safe='')}"
+            for page in range(1, MAX_COMPARED // 100 + 1):
+                body = api.send(
+                    "GET", f"repos/{repository}/compare/{basehead}?per_page=100&page={page}"
+                ).json()
+                found.extend(_commit_info(c) for c in body.get("commits", []))
+                total = int(body.get("total_commits", len(found)))
+                if len(found) >= total or not body.get("commits"):
+                    return tuple(found) if len(found) >= total else None
+            return None
+        except (TargetError, ValueError, KeyError, TypeError):
+            return None
 
     # -- records ----------------------------------------------------------------------------
 
@@ -612,6 +642,21 @@ class GitHubTarget:
         if cached and etag:
             lane.cache.put(url, etag, json.dumps({"data": data, "next": following}))
         return data, following
+
+
+#: the most commits one deployment is looked up with (ten pages of the compare API)
+MAX_COMPARED = 1000
+
+
+def _commit_info(body: dict[str, Any]) -> CommitInfo:
+    """A commit of the commits or compare API: its sha, author and committer times, subject."""
+    commit = body["commit"]
+    return CommitInfo(
+        sha=body["sha"],
+        authored_at=datetime.fromisoformat(commit["author"]["date"].replace("Z", "+00:00")),
+        committed_at=datetime.fromisoformat(commit["committer"]["date"].replace("Z", "+00:00")),
+        subject=str(commit.get("message", "")).splitlines()[0] if commit.get("message") else "",
+    )
 
 
 def _retired(subject: RecordSubject) -> str:
