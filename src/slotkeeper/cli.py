@@ -1082,9 +1082,7 @@ def dora(
     with _ledger(state, create=False) as ledger:
         query = _dora_query(ledger, where, since=since, until=until, by=by, rules=rules)
         rows = ledger.delivery_rows(
-            environments=query.environments,
-            until=query.until
-            + (max(w for w in (rules.rollback, rules.fix, timedelta(0)) if w is not None)),
+            environments=query.environments, since=query.since, until=query.until + rules.reach
         )
     document = report(rows, query)
     if as_json:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import economy, pacing, scale, throughput
+from tests.bench import dora, economy, pacing, scale, throughput
 from tests.bench.__main__ import main
 from tests.bench.generate import Tree
 
@@ -65,7 +65,7 @@ def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
 def test_the_runner_runs_every_benchmark_quick(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`python -m tests.bench --quick`: all six targets run, every bounded figure passes, the
+    """`python -m tests.bench --quick`: all seven targets run, every bounded figure passes, the
     table is printed and the JSON written. The runner lets itself reach its fakes on loopback
     (`make bench` runs outside the tests' conftest, which otherwise allows it)."""
     monkeypatch.delenv("SLOTKEEPER_EGRESS_ALLOW")
@@ -74,7 +74,17 @@ def test_the_runner_runs_every_benchmark_quick(
     document = json.loads(out.read_text())
     assert document["machine"]["cores"] and document["passed"] is True
     targets = {f["target"].split()[0] for f in document["figures"]}
-    assert targets == {"1", "2", "3", "4", "5", "6"}
+    assert targets == {"1", "2", "3", "4", "5", "6", "7"}
     assert all(f["verdict"] != "FAIL" for f in document["figures"])
     printed = capsys.readouterr().out
     assert "| 3 pacing" in printed and "every target PASSED" in printed
+
+
+def test_the_delivery_benchmark_builds_a_ledger_dora_can_read(tmp_path: Path) -> None:
+    """The DORA benchmark's small version: 20,000 records written straight into a migrated
+    SQLite ledger, one environment's 90 days read back by `slotkeeper dora` as a subprocess
+    (its time and peak RSS reported, not held)."""
+    figures = dora.run(tmp_path, quick=True)
+    names = [f.name for f in figures]
+    assert "SQLite: dora peak RSS" in names and all(f.value > 0 for f in figures)
+    assert all(f.passed is None for f in figures)

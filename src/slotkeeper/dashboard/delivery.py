@@ -72,7 +72,7 @@ def slot_failures(
     ledger: DeliveryReads, environment: str, slot: str, *, now: datetime
 ) -> list[dict[str, Any]]:
     """Every failed deployment of one slot (ever), with why and what recovered it."""
-    rows = ledger.delivery_rows(environments=[environment], until=now)
+    rows = ledger.delivery_rows(environments=[environment], slot=slot, until=now)
     start = min((row.record.created_at for row in rows), default=now)
     query = Query(environments=(environment,), slots=((environment, slot),), since=start, until=now)
     failures: list[dict[str, Any]] = report(rows, query)["metrics"]["change_failure_rate"][

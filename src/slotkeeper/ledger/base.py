@@ -551,9 +551,11 @@ class DeliveryReads(Protocol):
         environments: Sequence[str] | None,
         until: datetime,
         since: datetime | None = None,
+        slot: str | None = None,
     ) -> list[DeliveryRow]:
         """Every record of ``environments`` (None: all) created before ``until`` (and not
-        before ``since``): a deployment's judges are the later ones of its slot."""
+        before ``since``; of that ``slot`` alone): a deployment's judges are the later ones
+        of its slot."""
         ...
 
     def environment_records(self) -> list[EnvironmentRecord]:

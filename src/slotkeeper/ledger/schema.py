@@ -369,7 +369,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             # 1 when the commits were found (possibly none), NULL when they could not be known
             "ALTER TABLE records ADD COLUMN commits_known INTEGER",
+            # the delivery metrics read an environment's records of a period, each with the
+            # record it superseded and its targets' reports: by index, at a million records
             "CREATE INDEX records_by_environment_time ON records (environment, created_at)",
+            "CREATE INDEX records_by_successor ON records (superseded_by)",
+            "CREATE INDEX target_syncs_by_subject ON target_syncs (subject, subject_id)",
         ),
     ),
 )

@@ -801,20 +801,7 @@ class SqlLedger:
                 f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status = 'ACTIVE'"
             )
         ]
-        environments = [
-            EnvironmentRecord(
-                name=row[0],
-                protected=bool(row[1]),
-                production=bool(row[2]),
-                repository=row[3],
-                transient=bool(row[4]),
-                targets=tuple(json.loads(row[5])),
-            )
-            for row in self._query(
-                "SELECT name, protected, production, repository, transient, targets "
-                "FROM environments"
-            )
-        ]
+        environments = self.environment_records()
         syncs = [_sync(row) for row in self._query(f"SELECT {_SYNC_COLUMNS} FROM target_syncs")]
         # Retired records and keys some target may still hold as live: a copy was made (or an
         # attempt whose answer was lost may have made one) and it was not yet retired there.
@@ -1181,12 +1168,16 @@ class SqlLedger:
         environments: Sequence[str] | None,
         until: datetime,
         since: datetime | None = None,
+        slot: str | None = None,
     ) -> list[DeliveryRow]:
         where = ["r.created_at < ?"]
         params: list[Any] = [to_text(until)]
         if since is not None:
             where.append("r.created_at >= ?")
             params.append(to_text(since))
+        if slot is not None:
+            where.append("r.slot = ?")
+            params.append(slot)
         if environments is not None:
             if not environments:
                 return []
@@ -1244,7 +1235,20 @@ class SqlLedger:
         return found
 
     def environment_records(self) -> list[EnvironmentRecord]:
-        return list(self.read_state().environments.values())
+        return [
+            EnvironmentRecord(
+                name=row[0],
+                protected=bool(row[1]),
+                production=bool(row[2]),
+                repository=row[3],
+                transient=bool(row[4]),
+                targets=tuple(json.loads(row[5])),
+            )
+            for row in self._query(
+                "SELECT name, protected, production, repository, transient, targets "
+                "FROM environments ORDER BY name"
+            )
+        ]
 
     def approvals(self) -> list[Approval]:
         """Every decision ever recorded, newest first."""
