@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime
 from enum import StrEnum
@@ -133,9 +134,11 @@ class _Context:
         targets: Mapping[str, Target],
         ledger: StateStore,
         commits: Commits | None = None,
+        concurrency: int = 4,
     ) -> None:
         self.plan = plan
         self.commits = commits
+        self.concurrency = max(1, concurrency)
         #: the commits between two refs, found once per apply (many slots share their refs)
         self.brought: dict[tuple[str, str | None, str], tuple[CommitInfo, ...] | None] = {}
         #: the ref each deploy is counted from (its superseded record's), by action id
@@ -233,16 +236,24 @@ class _Context:
         """Before a batch is written: the commits each deploy brings, from the superseded
         record's ref to its own (a slot's first deploy: its own commit), so that the record
         and its commits are written together, at deploy time (a branch moves later)."""
-        if self.commits is None:
+        commits = self.commits
+        if commits is None:
             return
+        wanted: set[tuple[str, str | None, str]] = set()
         for action in actions:
             if not isinstance(action, DeployAction) or action.ref is None:
                 continue
             base = self.ledger.record(action.supersedes).ref if action.supersedes else None
             self.bases[action.id] = base
-            key = (action.environment, base, action.ref)
-            if key not in self.brought:
-                self.brought[key] = self.commits(*key)
+            if (action.environment, base, action.ref) not in self.brought:
+                wanted.add((action.environment, base, action.ref))
+        if not wanted:
+            return
+        ordered = sorted(wanted, key=str)
+        # a lookup may ask a target (GitHub's compare API): as many at once as the apply's
+        # concurrency, never one after another on the apply's path
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            self.brought.update(zip(ordered, pool.map(lambda k: commits(*k), ordered), strict=True))
 
     def commits_of(self, action: DeployAction) -> tuple[CommitInfo, ...] | None:
         """What :meth:`find_commits` found for ``action`` (None: unknown)."""
@@ -360,6 +371,7 @@ def execute(
         targets=targets or {},
         ledger=ledger,
         commits=commits,
+        concurrency=concurrency,
     )
 
     results: list[ActionResult] = []

@@ -17,7 +17,7 @@ from prometheus_client import Gauge
 
 from slotkeeper import observability as obs
 from slotkeeper.dora.metrics import Rules
-from slotkeeper.dora.report import Query, report
+from slotkeeper.dora.report import Query, by_environment, report
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.execute import ApplyResult
 from slotkeeper.ledger import StateReads, Takeover
@@ -108,17 +108,18 @@ class DeliveryGauges:
         rules = Rules()
         longest = max(DORA_WINDOWS.values())
         try:
-            rows = ledger.delivery_rows(environments=None, since=now - longest, until=now)
+            rows = by_environment(
+                ledger.delivery_rows(environments=None, since=now - longest, until=now)
+            )
         except SlotkeeperError:
             return
-        environments = sorted({row.record.environment for row in rows})
         shown: set[tuple[str, str]] = set()
         for window, length in DORA_WINDOWS.items():
-            for environment in environments:
+            for environment, own in sorted(rows.items()):
                 query = Query(
                     environments=(environment,), since=now - length, until=now, rules=rules
                 )
-                metrics = report(rows, query)["metrics"]
+                metrics = report(own, query)["metrics"]
                 self._set(environment, window, metrics)
                 shown.add((environment, window))
         for environment, window in self._shown - shown:

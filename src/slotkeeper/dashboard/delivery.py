@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from slotkeeper.dora.metrics import Rules
-from slotkeeper.dora.report import Query, report
+from slotkeeper.dora.report import Query, by_environment, report
 from slotkeeper.ledger.base import DeliveryReads
 
 #: the period the page shows
@@ -46,11 +46,13 @@ def delivery(ledger: DeliveryReads, *, now: datetime) -> dict[str, Any]:
     rules = Rules()
     known = sorted(ledger.environment_records(), key=lambda e: (not e.production, e.name))
     since = now - PERIOD
-    rows = ledger.delivery_rows(environments=[e.name for e in known], since=since, until=now)
+    rows = by_environment(
+        ledger.delivery_rows(environments=[e.name for e in known], since=since, until=now)
+    )
     environments = []
     for environment in known:
         query = Query(environments=(environment.name,), since=since, until=now, rules=rules)
-        found = report(rows, query)
+        found = report(rows.get(environment.name, []), query)
         environments.append(
             {
                 "name": environment.name,

@@ -43,6 +43,14 @@ def identity(artifact: Artifact) -> str:
     return artifact.digest or f"{artifact.name}@{artifact.version}"
 
 
+def by_environment(rows: Iterable[DeliveryRow]) -> dict[str, list[DeliveryRow]]:
+    """The rows of each environment: a report per environment reads its own rows only."""
+    found: dict[str, list[DeliveryRow]] = {}
+    for row in rows:
+        found.setdefault(row.record.environment, []).append(row)
+    return found
+
+
 def deployment(row: DeliveryRow) -> Deployment:
     """A ledger record as the metrics see it."""
     record = row.record
