@@ -421,3 +421,50 @@ def test_lead_time_from_githubs_compare_api_when_the_refs_are_not_in_the_manifes
     lead = shown["metrics"]["lead_time"]
     assert lead["commits"] == 3 and lead["unknown_deployments"] == 0
     assert lead["median_seconds"] == 12 * HOUR and lead["p90_seconds"] == 30 * HOUR
+
+
+def test_a_failure_github_reports_is_recorded_and_never_overwritten(
+    sk: Sk, workdir: Path, gh: FakeGitHub
+) -> None:
+    """The workflow that rolled a deployment out sets its GitHub status to `failure`: `plan`
+    shows the report as a sync that sends nothing, `apply` records it without writing to
+    GitHub (the failure stays there), and the next plan is clean. The deployment counts as
+    failed (`target-failed`) even after its successor retired it on GitHub (inactive)."""
+    gh.add_history("acme/web", [("a" * 40, "2026-10-01T00:00:00Z", "feat: one")])
+    gh.add_tag("acme/web", "v1", "a" * 40)
+    gh.add_tag("acme/web", "v2", "a" * 40)
+    write_targets(
+        target_document("github", type="github", baseUrl=gh.base_url, token={"env": "GITHUB_TOKEN"})
+    )
+
+    def deploy(version: str) -> None:
+        document = production({"api": version}, targets=["github"])
+        document["spec"]["repository"] = "acme/web"
+        document["spec"]["slots"]["api"]["refFrom"] = "version"
+        write_manifests(workdir / "m", document)
+        assert sk("apply", "--yes", "-m", "m").code == 0
+
+    deploy("v1")
+    [deployment] = gh.deployments("acme", "web")
+    gh.add_status("acme", "web", deployment["id"], "failure")
+    planned = sk("plan", "-m", "m", "--detailed-exitcode")
+    assert planned.code == 2
+    assert "github (nothing sent): github reports the deployment failure" in planned.out
+    gh.reset_log()
+    assert sk("apply", "--yes", "-m", "m").code == 0
+    assert gh.writes() == []
+    assert gh.latest_state(deployment["id"]) == "failure"
+    assert sk("plan", "-m", "m", "--detailed-exitcode").code == 0
+    [row] = sk("history", "production/api", "--json").json()
+    assert row["targets"]["github"]["detail"]["status"] == "failure"
+
+    deploy("v2")
+    assert gh.latest_state(deployment["id"]) == "inactive"
+    failures = sk("dora", "--json").json()["metrics"]["change_failure_rate"]
+    assert failures["failed"] == 1
+    [failure] = failures["failures"]
+    assert (failure["record"], failure["reasons"], failure["recovered_by"]) == (
+        1,
+        ["target-failed"],
+        2,
+    )

@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -336,3 +336,58 @@ def test_a_migration_numbered_below_the_applied_ones_still_runs(
     open_ledger(ledger_url, now=NOW).close()
     assert run_sql(ledger_url, "SELECT COUNT(*) FROM late_arrival") == [(0,)]
     assert (missing,) in run_sql(ledger_url, "SELECT version FROM schema_migrations")
+
+
+def test_a_reported_failure_is_kept_once_and_older_ledgers_gain_theirs(ledger_url: str) -> None:
+    """A record's sync row saved with a failure a target reported (Unkey FAILED, GitHub
+    failure) is kept in the ledger's failures, first report only, and survives the row changing
+    (the deployment retired: inactive); a ledger from before migration 15 gains the failures its
+    sync rows then held, and nothing for a successful one."""
+    ledger = open_ledger(ledger_url, now=NOW)
+    assert ledger.try_lead()
+    with ledger.transaction() as tx:
+        ids = [
+            tx.insert_record(
+                environment="p",
+                slot=slot,
+                artifact=Artifact.model_validate(image()),
+                ref=None,
+                at=NOW,
+                revision=None,
+                action_id=slot,
+            )
+            for slot in ("api", "web", "jobs")
+        ]
+    api, web, jobs = ids
+    with ledger.transaction() as tx:
+        tx.upsert_sync(synced_record("unkey", api, remote_id="d1", at=NOW))
+        tx.upsert_sync(
+            synced_record("unkey", api, remote_id="d1", at=NOW, remote_detail={"status": "FAILED"})
+        )
+        tx.upsert_sync(
+            synced_record("unkey", api, remote_id="d2", at=NOW, remote_detail={"status": "error"})
+        )
+        tx.upsert_sync(synced_record("unkey", api, remote_id="d2", at=NOW, remote_detail={}))
+
+    def failed() -> set[int]:
+        rows = ledger.delivery_rows(environments=["p"], until=NOW + timedelta(days=1))
+        return {row.record.id for row in rows if row.target_failed}
+
+    assert failed() == {api}
+    assert run_sql(ledger_url, "SELECT record_id, target, status FROM target_failures") == [
+        (api, "unkey", "FAILED")
+    ]
+    ledger.close()
+
+    run_sql(ledger_url, "DROP TABLE target_failures")
+    run_sql(ledger_url, "DELETE FROM schema_migrations WHERE version = 15")
+    for record, detail in ((web, '{"status": "failure"}'), (jobs, '{"status": "success"}')):
+        run_sql(
+            ledger_url,
+            "INSERT INTO target_syncs (target, subject, subject_id, wanted, status, updated_at, "
+            f"remote_detail) VALUES ('github', 'record', {record}, 'active', 'synced', "
+            f"'2026-11-23T00:00:00Z', '{detail}')",
+        )
+    ledger = open_ledger(ledger_url, now=NOW)
+    assert failed() == {web}  # the current row of api says nothing any more
+    ledger.close()

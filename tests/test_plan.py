@@ -452,6 +452,61 @@ def test_chainloop_records_get_a_heartbeat_when_due() -> None:
     assert beat.reason.startswith("heartbeat")
 
 
+GITHUB = {"type": "github", "token": {"env": "T"}}
+
+
+def test_a_failure_a_target_reports_is_recorded_even_for_a_deployment_being_replaced() -> None:
+    """GitHub reports the deployed record failed while the manifests already replace it: the
+    plan deploys the new artifact and records the report (a sync that sends nothing), and
+    never plans a `success` over it; a report the ledger holds already plans nothing."""
+    from slotkeeper.model import Drift, SyncSubject
+
+    failed = Drift(
+        target="github",
+        subject=SyncSubject.RECORD,
+        subject_id=1,
+        observed="failure",
+        remote_id="77",
+        failure=True,
+        updated_at="2026-11-23T11:00:00Z",
+    )
+    manifests = with_targets(
+        desired(production={"targets": ["github"], "slots": {"api": image(version="2.0.0")}}),
+        github=GITHUB,
+    )
+    state = recorded(record(1, "production", "api", image())).model_copy(
+        update={
+            "syncs": {
+                ("github", SyncSubject.RECORD, 1): synced_record(
+                    "github", 1, remote_id="77", at=NOW
+                )
+            }
+        }
+    )
+    actions = diff(manifests, state, now=NOW, options=PlanOptions(), drift=[failed]).actions
+    by_type = {a.type: a for a in actions}
+    assert set(by_type) == {ActionType.DEPLOY, ActionType.SYNC}
+    report = by_type[ActionType.SYNC]
+    assert report.reported is not None and report.reported.state == "failure"
+    assert report.reported.at == "2026-11-23T11:00:00Z" and report.subject_id == 1
+
+    unchanged = with_targets(
+        desired(production={"targets": ["github"], "slots": {"api": image()}}), github=GITHUB
+    )
+    [alone] = diff(unchanged, state, now=NOW, options=PlanOptions(), drift=[failed]).actions
+    assert alone.type is ActionType.SYNC and alone.reported is not None
+    held = state.model_copy(
+        update={
+            "syncs": {
+                ("github", SyncSubject.RECORD, 1): synced_record(
+                    "github", 1, remote_id="77", at=NOW, remote_detail={"status": "failure"}
+                )
+            }
+        }
+    )
+    assert diff(unchanged, held, now=NOW, options=PlanOptions(), drift=[failed]).actions == ()
+
+
 def test_suspended_environment_or_slot_changes_nothing_but_says_so() -> None:
     """Suspension blocks every change in that environment or slot, with the reason."""
     state = recorded(

@@ -70,6 +70,14 @@ class PlannedKey(_Value):
         return f"{self.repository}/{self.title}"
 
 
+class ReportedFailure(_Value):
+    """A deployment's failure as a target reports it: its state there (GitHub's ``failure`` or
+    ``error``) and the target's time of it."""
+
+    state: str
+    at: str | None = None
+
+
 class KnownKey(PlannedKey):
     """A planned key tied to a key the ledger holds: ``previous_id`` is the key a rotation
     replaces, a revocation retires or a sync mirrors."""
@@ -113,6 +121,14 @@ class _WireApprovalAction(_WireAction):
     plus ``approval``, written only then (plan files of every other action are unchanged)."""
 
     approval: ActionApproval
+
+
+@dataclass(slots=True, kw_only=True)
+class _WireReportedAction(_WireAction):
+    """A sync that records a failure a target reported: the wire shape plus ``reported``,
+    written only then."""
+
+    reported: ReportedFailure
 
 
 #: the keys a kind may leave out on the wire, with their empty value
@@ -196,7 +212,7 @@ class _ActionBase(_Value):
     @model_serializer(mode="wrap")
     def _flat(
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> _WireApprovalAction | _WireAction | dict[str, Any]:
+    ) -> _WireApprovalAction | _WireReportedAction | _WireAction | dict[str, Any]:
         """The flat wire shape (see the module's docstring): every key of every kind in a fixed
         order, the ones this kind does not carry with their empty value."""
         if (
@@ -208,10 +224,13 @@ class _ActionBase(_Value):
         ):
             own: dict[str, Any] = handler(self)
             return own  # a part was asked for, not the wire shape
-        if self.approval is not None:
-            return _WireApprovalAction(**self.__dict__)
         wire = dict(self.__dict__)
+        reported = wire.pop("reported", None)  # a sync's only
+        if wire["approval"] is not None:
+            return _WireApprovalAction(**wire)
         del wire["approval"]
+        if reported is not None:
+            return _WireReportedAction(**wire, reported=reported)
         return _WireAction(**wire)
 
     @model_validator(mode="before")
@@ -329,6 +348,8 @@ class SyncAction(_ActionBase):
     artifact: Artifact | None = None
     key: KnownKey | None = None
     repository: str | None = None
+    #: the target reports the deployment failed: record that, write nothing to the target
+    reported: ReportedFailure | None = None
 
     @property
     def label(self) -> str:

@@ -553,6 +553,7 @@ def _enqueue_sync(action: SyncAction, context: _Context) -> None:
             remote_id=action.remote_id if action.subject_id is None else None,
             recreate=action.recreate,
             repository=action.repository,
+            reported=action.reported,
         ),
     )
 

@@ -1353,6 +1353,15 @@ class Drift(BaseModel):
     remote_id: str | None = None
     repository: str | None = None
     detail: str = ""
+    #: the target reports the deployment failed (set there by someone else, e.g. the workflow
+    #: that rolled it out): a fact to record, never a difference to overwrite
+    failure: bool = False
+    #: the target's own time of what was observed (to read nothing again till it changes)
+    updated_at: str | None = None
+
+
+#: what a target reports of a deployment that failed: Unkey's status, GitHub's states
+TARGET_FAILURES = frozenset({"FAILED", "failure", "error"})
 
 
 class RecordedState(BaseModel):

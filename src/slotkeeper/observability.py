@@ -28,6 +28,7 @@ TARGET_REQUEST = "target.request"
 TARGET_REQUEST_FAILED = "target.request_failed"
 TARGET_SYNCED = "target.synced"
 TARGET_SYNC_FAILED = "target.sync_failed"
+TARGET_REPORTED_FAILURE = "target.reported_failure"
 
 
 def configure_logging(*, fmt: LogFormat = "auto", level: str = "warning") -> None:

@@ -38,6 +38,7 @@ from slotkeeper.actions import (
     DeployAction,
     KnownKey,
     PlannedKey,
+    ReportedFailure,
     RevokeKeyAction,
     RotateKeyAction,
     SyncAction,
@@ -752,6 +753,8 @@ def _sync_actions(
         observed = seen.get((target, subject, subject_id)) if subject_id else None
         recreate = False
         notes: tuple[str, ...] = ()
+        if observed is not None and observed.failure:
+            return  # a reported failure is recorded, not overwritten (see _reported_failures)
         if observed is not None:
             reason = observed.detail or f"{observed.observed} on {target}"
             recreate = observed.observed == "missing"
@@ -850,6 +853,7 @@ def _sync_actions(
                 environment=key.environment,
                 key=_recorded_key(key),
             )
+    actions.extend(_reported_failures(desired, recorded, drift, ids))
     for observed in drift:
         if observed.observed == "orphan" and observed.target in desired.targets:
             actions.append(
@@ -865,6 +869,40 @@ def _sync_actions(
                 )
             )
     return actions
+
+
+def _reported_failures(
+    desired: DesiredState, recorded: RecordedState, drift: Sequence[Drift], ids: _ActionIds
+) -> Iterator[SyncAction]:
+    """A ``sync`` that records, for every deployment a target reports failed (set there by
+    someone else: the workflow that rolled it out), that it failed, and writes nothing to the
+    target: the ledger keeps the report for the delivery metrics; re-asserting our success
+    would erase it. Planned for a deployment this plan supersedes too (its report would be
+    lost with it otherwise)."""
+    records = {record.id: record for record in recorded.deployed.values()}
+    live = set(records)
+    records.update(recorded.retired_records)
+    for observed in drift:
+        record = records.get(observed.subject_id or 0) if observed.failure else None
+        if record is None or observed.target not in desired.targets:
+            continue
+        current = recorded.syncs.get((observed.target, SyncSubject.RECORD, record.id))
+        if current is not None and current.remote_detail.get("status") == observed.observed:
+            continue  # recorded already
+        yield SyncAction(
+            id=ids.make(ActionType.SYNC, observed.target, "reported", record.id),
+            environment=record.environment,
+            target=observed.target,
+            subject=SyncSubject.RECORD,
+            subject_id=record.id,
+            want=RemoteState.ACTIVE if record.id in live else RemoteState.INACTIVE,
+            remote_id=observed.remote_id,
+            slot=record.slot,
+            artifact=record.artifact,
+            reason=f"{observed.target} reports the deployment {observed.observed}: recorded as "
+            "failed, not overwritten",
+            reported=ReportedFailure(state=observed.observed, at=observed.updated_at),
+        )
 
 
 def _consumer_may_hold(key: KeyRecord, desired: DesiredState, recorded: RecordedState) -> bool:

@@ -155,7 +155,9 @@ def _detail(action: Action) -> str:
     if action.blocked is not None:
         hint = _hint(action)
         return f"BLOCKED: {action.blocked}" + (f"; {hint}" if hint else "")
-    if isinstance(action, SyncAction):
+    if isinstance(action, SyncAction) and action.reported is not None:
+        detail = f"{action.target} (nothing sent): {action.reason}"
+    elif isinstance(action, SyncAction):
         detail = f"{action.target} -> {action.want.value}: {action.reason}"
     else:
         detail = action.reason

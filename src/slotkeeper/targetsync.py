@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from slotkeeper import observability as obs
+from slotkeeper.actions import ReportedFailure
 from slotkeeper.errors import BudgetDeferred, TargetError, public_reason, retry_delay
 from slotkeeper.ledger import StateStore
 from slotkeeper.model import (
@@ -66,6 +67,8 @@ class SyncWork:
     #: forget the journaled remote id (it was deleted remotely) and make a new one
     recreate: bool = False
     repository: str | None = None
+    #: the target reports the deployment failed: record that, call nothing
+    reported: ReportedFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ class TargetSyncer:
             return self._outcome(work, SyncStatus.FAILED, "target is not configured", None, started)
         syncs = self._syncs(work)
         previous = next((sync for sync in syncs if sync.target == work.target), None)
+        if work.reported is not None:
+            return self._record_report(work, work.reported, previous, started)
         journal = self._journal(work, previous)
         try:
             remote = self._call(target, work, previous, syncs)
@@ -185,6 +190,40 @@ class TargetSyncer:
         log.info(obs.TARGET_SYNCED, subject=work.label, want=work.want.value)
         return self._outcome(
             work, SyncStatus.SYNCED, f"{work.target}: {work.want.value}", remote.remote_id, started
+        )
+
+    def _record_report(
+        self,
+        work: SyncWork,
+        reported: ReportedFailure,
+        previous: TargetSync | None,
+        started: float,
+    ) -> SyncOutcome:
+        """Keep what the target reports of a deployment (it failed) in the journal row, and so
+        in the ledger's failures: nothing is sent to the target."""
+        if previous is None:  # it made the deployment, so the ledger knows the row
+            return self._outcome(work, SyncStatus.FAILED, "nothing recorded there", None, started)
+        self._save(
+            previous.model_copy(
+                update={
+                    "remote_detail": {**previous.remote_detail, "status": reported.state},
+                    "remote_updated_at": reported.at or previous.remote_updated_at,
+                    "updated_at": self._clock(),
+                }
+            )
+        )
+        obs.get_logger().warning(
+            obs.TARGET_REPORTED_FAILURE,
+            target=work.target,
+            subject=work.label,
+            state=reported.state,
+        )
+        return self._outcome(
+            work,
+            SyncStatus.SYNCED,
+            f"{work.target}: reported {reported.state}, recorded",
+            previous.remote_id,
+            started,
         )
 
     def _syncs(self, work: SyncWork) -> list[TargetSync]:

@@ -57,11 +57,13 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def rows(
-    now: datetime, per_slot: int, span: timedelta
-) -> Iterator[tuple[tuple[object, ...], tuple[object, ...]]]:
-    """(record, commit) rows: every slot's deployments in time order, each superseding the one
-    before (ids assigned here, in order), one commit a few hours before each."""
+Row = tuple[object, ...]
+
+
+def rows(now: datetime, per_slot: int, span: timedelta) -> Iterator[tuple[Row, Row, Row | None]]:
+    """(record, commit, failure) rows: every slot's deployments in time order, each superseding
+    the one before (ids assigned here, in order), one commit a few hours before each, and one
+    deployment in fifty reported failed by a target."""
     rng = random.Random(7)
     record_id = 0
     start = now - span
@@ -99,7 +101,8 @@ def rows(
                 )
                 commit_at = stamp(at - timedelta(hours=rng.randrange(1, 72)))
                 commit = (record_id, f"{record_id:040x}", commit_at, commit_at, f"feat: {n}")
-                yield record, commit
+                failure = (record_id, "unkey", "FAILED", stamp(at)) if n % 50 == 7 else None
+                yield record, commit, failure
 
 
 RECORD_INSERT = (
@@ -107,6 +110,9 @@ RECORD_INSERT = (
     "artifact_version, artifact_digest, ref, status, created_at, updated_at, last_seen_at, "
     "superseded_by, revision, action_id, annotations, commits_known) "
     "VALUES ({marks})"
+)
+FAILURE_INSERT = (
+    "INSERT INTO target_failures (record_id, target, status, reported_at) VALUES ({marks})"
 )
 COMMIT_INSERT = (
     "INSERT INTO record_commits (record_id, sha, authored_at, committed_at, subject) "
@@ -121,7 +127,7 @@ def fill_sqlite(path: Path, now: datetime, per_slot: int, span: timedelta) -> in
     try:
         db.execute("PRAGMA foreign_keys = OFF")
         db.executemany(ENVIRONMENT_INSERT.format(marks=", ".join("?" * 5)), environment_rows(now))
-        batch: list[tuple[tuple[object, ...], tuple[object, ...]]] = []
+        batch: list[tuple[Row, Row, Row | None]] = []
         for pair in rows(now, per_slot, span):
             batch.append(pair)
             if len(batch) == 50_000:
@@ -135,9 +141,12 @@ def fill_sqlite(path: Path, now: datetime, per_slot: int, span: timedelta) -> in
     return count
 
 
-def _sqlite_batch(db: sqlite3.Connection, batch: list[tuple[tuple[object, ...], ...]]) -> int:
-    db.executemany(RECORD_INSERT.format(marks=", ".join("?" * 17)), [r for r, _ in batch])
-    db.executemany(COMMIT_INSERT.format(marks=", ".join("?" * 5)), [c for _, c in batch])
+def _sqlite_batch(db: sqlite3.Connection, batch: list[tuple[Row, Row, Row | None]]) -> int:
+    db.executemany(RECORD_INSERT.format(marks=", ".join("?" * 17)), [r for r, _, _ in batch])
+    db.executemany(COMMIT_INSERT.format(marks=", ".join("?" * 5)), [c for _, c, _ in batch])
+    db.executemany(
+        FAILURE_INSERT.format(marks=", ".join("?" * 4)), [f for _, _, f in batch if f is not None]
+    )
     return len(batch)
 
 
@@ -163,9 +172,12 @@ def fill_postgres(url: str, now: datetime, per_slot: int, span: timedelta) -> in
                 "commits_known) FROM STDIN"
             ) as records:
                 commits = []
-                for record, commit in rows(now, per_slot, span):
+                failures = []
+                for record, commit, failure in rows(now, per_slot, span):
                     records.write_row(record)
                     commits.append(commit)
+                    if failure is not None:
+                        failures.append(failure)
                     count += 1
             with cursor.copy(
                 "COPY record_commits (record_id, sha, authored_at, committed_at, subject) "
@@ -173,8 +185,14 @@ def fill_postgres(url: str, now: datetime, per_slot: int, span: timedelta) -> in
             ) as copied:
                 for commit in commits:
                     copied.write_row(commit)
+            with cursor.copy(
+                "COPY target_failures (record_id, target, status, reported_at) FROM STDIN"
+            ) as copied:
+                for failure in failures:
+                    copied.write_row(failure)
             cursor.execute("ANALYZE records")
             cursor.execute("ANALYZE record_commits")
+            cursor.execute("ANALYZE target_failures")
         connection.commit()
     return count
 

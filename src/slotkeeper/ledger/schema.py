@@ -376,6 +376,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX target_syncs_by_subject ON target_syncs (subject, subject_id)",
         ),
     ),
+    Migration(
+        version=15,
+        description="the failures targets reported of deployments, kept once reported",
+        statements=(
+            # A target's journal row changes with each sync (a retired deployment's status
+            # becomes inactive); that a target once reported the deployment failed stays here,
+            # first report kept, for the delivery metrics.
+            """CREATE TABLE target_failures (
+                record_id INTEGER NOT NULL REFERENCES records (id),
+                target TEXT NOT NULL,
+                status TEXT NOT NULL,
+                reported_at TEXT NOT NULL,
+                PRIMARY KEY (record_id, target)
+            )""",
+            # what the journal rows of earlier versions say now (the detail is sorted JSON)
+            *(
+                "INSERT INTO target_failures (record_id, target, status, reported_at) "
+                f"SELECT subject_id, target, '{status}', updated_at FROM target_syncs "
+                f"WHERE subject = 'record' AND remote_detail LIKE '%\"status\": \"{status}\"%'"
+                for status in ("FAILED", "failure", "error")
+            ),
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

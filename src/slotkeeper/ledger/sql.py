@@ -30,6 +30,7 @@ from slotkeeper.ledger.base import (
 from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
 from slotkeeper.model import (
+    TARGET_FAILURES,
     Approval,
     Artifact,
     ArtifactKind,
@@ -153,9 +154,6 @@ def _key(row: Sequence[Any]) -> KeyRecord:
         sinks=tuple(KeySecret.model_validate(sink) for sink in json.loads(row[13] or "[]")),
     )
 
-
-#: what a target reports of a deployment that failed: Unkey's status, GitHub's states
-TARGET_FAILURES = frozenset({"FAILED", "failure", "error"})
 
 _APPROVAL_COLUMNS = (
     "id, digest, action_id, decision, actor, reason, override_freeze, at, expires_at, used_at"
@@ -323,6 +321,13 @@ class SqlTransaction:
                 to_text(sync.not_before) if sync.not_before else None,
             ),
         )
+        status = str(sync.remote_detail.get("status", ""))
+        if sync.subject is SyncSubject.RECORD and status in TARGET_FAILURES:
+            self._run(
+                "INSERT INTO target_failures (record_id, target, status, reported_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (record_id, target) DO NOTHING",
+                (sync.subject_id, sync.target, status, to_text(sync.updated_at)),
+            )
 
     def record_write(self, target: str, *, at: datetime) -> None:
         """Log one content-creating request for the write budget; drop entries over a day old."""
@@ -1207,13 +1212,12 @@ class SqlLedger:
                 )
             )
         failed = {
-            int(subject_id)
-            for subject_id, detail in self._query(
-                "SELECT s.subject_id, s.remote_detail FROM target_syncs s "
-                f"JOIN records r ON r.id = s.subject_id WHERE s.subject = 'record' AND {condition}",
+            int(record_id)
+            for (record_id,) in self._query(
+                "SELECT f.record_id FROM target_failures f "
+                f"JOIN records r ON r.id = f.record_id WHERE {condition}",
                 params,
             )
-            if str(json.loads(detail or "{}").get("status", "")) in TARGET_FAILURES
         }
         found = []
         for row in rows:

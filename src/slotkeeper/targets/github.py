@@ -46,6 +46,7 @@ import httpx
 
 from slotkeeper.errors import PermanentTargetError, TargetError, UnknownOutcome
 from slotkeeper.model import (
+    TARGET_FAILURES,
     CommitInfo,
     Drift,
     GithubTargetSpec,
@@ -594,15 +595,22 @@ class GitHubTarget:
             repository, f"repos/{repository}/deployments/{sync.remote_id}/statuses", {}, pages=1
         )
         latest = str(statuses[0]["state"]) if statuses else "none"
+        # A failure someone else (the workflow that rolled it out) reports is a fact for the
+        # ledger (a failed deployment), never overwritten with our success.
+        failure = latest in TARGET_FAILURES
         seen = {"success": RemoteState.ACTIVE, "inactive": RemoteState.INACTIVE}.get(latest)
-        if seen is not sync.wanted:
+        if failure or seen is not sync.wanted:
             yield Drift(
                 target=self.name,
                 subject=SyncSubject.RECORD,
                 subject_id=record_id,
                 observed=latest,
                 remote_id=sync.remote_id,
-                detail=f"deployment is {latest} on GitHub",
+                detail=f"GitHub reports the deployment {latest}"
+                if failure
+                else f"deployment is {latest} on GitHub",
+                failure=failure,
+                updated_at=updated or None,
             )
 
     # -- HTTP -------------------------------------------------------------------------------
