@@ -56,6 +56,7 @@ def test_every_command_with_a_ledger_is_listed() -> None:
         "diff",
         "approve",
         "reject",
+        "release-hold",
         "dora",
         "keys list",
         "keys rotate",

@@ -159,7 +159,7 @@ class ApprovalState(StrEnum):
 
 
 #: the guards an approval lifts, by name (a freeze only with ``--override-freeze``)
-PROTECTED, MASS, FREEZE = "protected", "mass", "freeze"
+PROTECTED, MASS, FREEZE, PROMOTION = "protected", "mass", "freeze", "promotion"
 
 
 class ActionApproval(_Value):
@@ -171,7 +171,7 @@ class ActionApproval(_Value):
     state: ApprovalState
     #: the action's content digest (:func:`content_digest`), which an approval names
     digest: str
-    #: the guards that held it (``protected``, ``mass``, ``freeze``)
+    #: the guards that held it (``protected``, ``mass``, ``freeze``, ``promotion``)
     guards: tuple[str, ...]
     #: the decision this state comes from (an approval's or a rejection's ledger id), who made
     #: it and why

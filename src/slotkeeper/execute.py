@@ -600,6 +600,17 @@ def _write_deploy(tx: LedgerTransaction, action: DeployAction, context: _Context
             record_id=action.supersedes,
             detail={"superseded_by": record_id},
         )
+        hold = tx.hold_rollback(record_id, action.supersedes, at=at)
+        if hold is not None:  # a rollback: what it replaced is not deployed here again
+            context.event(
+                tx,
+                action,
+                "hold.created",
+                at,
+                artifact=hold.artifact,
+                record_id=hold.record,
+                detail={"hold": hold.id, "rolled_back_by": record_id},
+            )
     context.event(tx, action, "record.deployed", at, artifact=action.artifact, record_id=record_id)
     context.use_approval(tx, action, at)
     return record_id

@@ -654,6 +654,7 @@ def _check_references(collector: _Collector) -> None:
                     + _did_you_mean(target, sorted(target_names)),
                 )
             )
+    _check_promotions(collector)
     keys: dict[tuple[str, str], tuple[str, Location]] = {}
     sinks: dict[str, tuple[str, Location]] = {}
     for name, (spec, declared) in collector.environments.items():
@@ -706,6 +707,67 @@ def _check_references(collector: _Collector) -> None:
                     )
                 sink_where = Location(file=location.file, line=kind_at)
                 sinks.setdefault(sink.label, (owner, sink_where))
+
+
+def _check_promotions(collector: _Collector) -> None:
+    """Promotion policies name a declared upstream environment (not themselves, no cycle), and
+    required targets that environment is mirrored to."""
+    environments = collector.environments
+    for name, (spec, declared) in sorted(environments.items()):
+        if spec.promotion is None:
+            continue
+        data = collector.environment_data[name]
+        for path, message in _promotion_problems(name, spec, environments):
+            at = line_of(data, ("spec", *path), declared.line)
+            field_path = "spec." + ".".join(str(part) for part in path)
+            collector.errors.append(ManifestError(Path(declared.file), at, field_path, message))
+
+
+def _promotion_problems(
+    name: str, spec: EnvironmentSpec, environments: Mapping[str, tuple[EnvironmentSpec, Location]]
+) -> list[tuple[tuple[str, ...], str]]:
+    policy = spec.promotion
+    assert policy is not None
+    if policy.from_ == name:
+        return [(("promotion", "from"), f"{name!r} cannot be promoted from itself")]
+    upstream = environments.get(policy.from_)
+    if upstream is None:
+        known = sorted(environments)
+        return [
+            (
+                ("promotion", "from"),
+                f"no environment {policy.from_!r} is declared" + _did_you_mean(policy.from_, known),
+            )
+        ]
+    problems: list[tuple[tuple[str, ...], str]] = []
+    seen = [name]
+    step: str | None = policy.from_
+    while step is not None and step not in seen:
+        seen.append(step)
+        found = environments.get(step)
+        step = found[0].promotion.from_ if found and found[0].promotion else None
+    if step is not None:
+        circle = " <- ".join([*seen, step])
+        problems.append((("promotion", "from"), f"promotion goes round in a circle: {circle}"))
+    rules: list[tuple[tuple[str, ...], list[str]]] = [
+        (("promotion", "requireTargets"), policy.require_targets)
+    ]
+    for slot_name, slot in sorted(spec.slots.items()):
+        if slot.promotion is not None and slot.promotion.require_targets is not None:
+            at = ("slots", slot_name, "promotion", "requireTargets")
+            rules.append((at, slot.promotion.require_targets))
+    offered = upstream[0].targets
+    for path, required in rules:
+        problems.extend(
+            (
+                path,
+                f"target {target!r} is not one of {policy.from_!r}'s targets "
+                f"({', '.join(offered) or 'none'})",
+            )
+            for target in required
+            if target not in offered
+        )
+    return problems
 
 
 def _sink_fields(sink: KeySecret) -> tuple[str, str]:

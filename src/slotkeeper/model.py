@@ -461,6 +461,46 @@ def render_ref_rule(rule: str, version: str) -> str:
     return version if rule == "version" else rule.replace(VERSION_PLACEHOLDER, version)
 
 
+class SlotPromotion(_Strict):
+    """A slot's own promotion rule, over its environment's ``promotion``."""
+
+    soak: Duration | None = Field(
+        None, description="This slot's soak time upstream, over the environment's."
+    )
+    require_targets: list[Slug] | None = Field(
+        None, description="This slot's required upstream targets, over the environment's."
+    )
+    exempt: bool = Field(
+        False,
+        description="The slot is not promoted from upstream (it exists here only): the policy "
+        "does not hold its deploys.",
+    )
+
+
+class PromotionPolicy(_Strict):
+    """How artifacts reach this environment: from the upstream environment ``from``, once they
+    ran there long enough without being rolled back or fixed."""
+
+    from_: Slug = Field(
+        alias="from", description="The upstream environment this one is promoted from."
+    )
+    soak: Duration = Field(
+        "0m",
+        description="How long the artifact must have been DEPLOYED upstream, not rolled back "
+        "nor superseded by a fix there: `30m`, `2h`, `1d`.",
+    )
+    require_targets: list[Slug] = Field(
+        default_factory=list,
+        description="Upstream targets whose sync of the artifact must have settled (e.g. Unkey "
+        "READY); each must be one of the upstream environment's targets.",
+    )
+    auto: bool = Field(
+        False,
+        description="The daemon opens a pull request on the manifests repository for each "
+        "artifact ready to promote here (see the operator's --promotion-* settings).",
+    )
+
+
 class SlotSpec(_Strict):
     """A place in an environment that holds exactly one artifact at a time."""
 
@@ -486,6 +526,11 @@ class SlotSpec(_Strict):
         description='Free-form notes carried on the record; `fix: "true"` / `hotfix: "true"` '
         "mark the deployment as a fix for iftrue (DORA tracking). A change here alone deploys "
         "nothing: it describes the slot's next deployment.",
+    )
+    promotion: SlotPromotion | None = Field(
+        None,
+        description="This slot's promotion rule over the environment's `promotion` (soak, "
+        "requireTargets, or exempt).",
     )
 
     _ref = field_validator("ref")(_check_ref)
@@ -584,6 +629,12 @@ class EnvironmentSpec(_Strict):
         default_factory=list,
         description="Windows with no deploys or decommissions (key rotations and target syncs of "
         "what is recorded go on).",
+    )
+    promotion: PromotionPolicy | None = Field(
+        None,
+        description="Artifacts come here from an upstream environment: a deploy of an artifact "
+        "that did not soak there, was rolled back or fixed there, or was rolled back here, is "
+        "held with the reason (approvable).",
     )
     targets: list[Slug] = Field(
         default_factory=list,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from slotkeeper.actions import (
     FREEZE,
     MASS,
+    PROMOTION,
     PROTECTED,
     Action,
     ActionApproval,
@@ -73,6 +74,7 @@ from slotkeeper.model import (
     normalize_secret_path,
     parse_duration,
 )
+from slotkeeper.promotion import Facts, hold_reason, identity, rule_for
 
 PLAN_FORMAT_VERSION = 2
 
@@ -180,10 +182,14 @@ def diff(
     drift: Sequence[Drift] = (),
     key_files: Mapping[int, str] | None = None,
     sinks: Mapping[tuple[str, str], Mapping[str, SinkFinding]] | None = None,
+    promotion: Facts | None = None,
 ) -> Plan:
     """Diff ``desired`` against ``recorded`` (and what targets reported in ``drift``) and return
     the plan that converges them. ``key_files`` says, by key id, what is wrong with the private
     half of an ACTIVE key in its secret sink (missing, another key): such a key is rotated.
+    ``promotion`` is what the ledger knows of the artifacts deploys bring into environments
+    promoted from another (see :mod:`slotkeeper.promotion`); read by the shell for exactly
+    those (:func:`promotion_candidates`).
 
     Pure: no I/O, no clock (``now`` is an argument), no randomness.
     """
@@ -254,7 +260,7 @@ def diff(
             sinks=sinks or {},
         )
     )
-    guarded = _guard(drafts, desired, recorded, options, now)
+    guarded = _guard(drafts, desired, recorded, options, now, promotion or {})
     for sync in _sync_actions(desired, recorded, guarded, drift, ids, now=now):
         reasons = [sync.blocked] if sync.blocked else []  # a target's pause (see _paused)
         reasons.extend([*_holds(sync, desired, now), *_sync_guard(sync, desired)])
@@ -558,6 +564,7 @@ def _guard(
     recorded: RecordedState,
     options: PlanOptions,
     now: datetime,
+    promotion: Facts,
 ) -> list[Action]:
     """Mark the actions a safety guard refuses as blocked, with the reason.
 
@@ -567,9 +574,10 @@ def _guard(
     more than half of what exists (whatever its size), and when a target that holds a copy of
     what goes is no longer configured (it could not be told).
 
-    Three guards wait for a person rather than for a fix: a protected environment, the mass
-    guard and a freeze window. An operator's approval of exactly one action lifts them for it
-    (a freeze only when the approval says so); see :func:`_decide`."""
+    Four guards wait for a person rather than for a fix: a protected environment, the mass
+    guard, a freeze window and a promotion policy (a deploy of an artifact that did not soak
+    upstream, failed there, or was rolled back here). An operator's approval of exactly one
+    action lifts them for it (a freeze only when the approval says so); see :func:`_decide`."""
     removals = sum(1 for a in actions if a.type in REMOVALS)
     existing = len(recorded.deployed) + len(recorded.keys)
     mass = not options.allow_mass_decommission and removals * 2 > existing
@@ -602,8 +610,40 @@ def _guard(
         frozen = None if suspended else _frozen(action, desired, now)
         if frozen is not None:
             waits[FREEZE] = frozen
+        if isinstance(action, DeployAction):
+            held = _promotion_hold(action, desired, promotion, now)
+            if held is not None:
+                waits[PROMOTION] = held
         guarded.append(_decide(action, fixes, waits, recorded.approvals, now))
     return guarded
+
+
+def promotion_candidates(
+    desired: DesiredState, recorded: RecordedState
+) -> list[tuple[str, str, str, Artifact]]:
+    """The (environment, slot, upstream environment, artifact) of every deploy the manifests
+    ask of a slot under a promotion policy: what the shell reads the evidence of."""
+    found = []
+    for name, spec in sorted(desired.environments.items()):
+        if spec.promotion is None:
+            continue
+        for slot_name, slot in sorted(spec.slots.items()):
+            current = recorded.deployed.get((name, slot_name))
+            rule = rule_for(spec, slot_name)
+            if rule is not None and (current is None or current.artifact != slot.artifact):
+                found.append((name, slot_name, rule.upstream, slot.artifact))
+    return found
+
+
+def _promotion_hold(
+    action: DeployAction, desired: DesiredState, facts: Facts, now: datetime
+) -> str | None:
+    spec = desired.environments.get(action.environment)
+    rule = rule_for(spec, action.slot) if spec is not None else None
+    if rule is None:
+        return None
+    evidence = facts.get((action.environment, action.slot, identity(action.artifact)))
+    return hold_reason(rule, action.environment, action.slot, action.artifact, evidence, now)
 
 
 def _decide(

@@ -33,6 +33,7 @@ from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import (
     LastGoodReads,
     LastGoodStore,
+    PromotionReads,
     StateReads,
     StateStore,
     WriterLock,
@@ -60,7 +61,7 @@ from slotkeeper.model import (
     TargetSync,
 )
 from slotkeeper.notify.pipeline import Notifications
-from slotkeeper.plan import Plan, PlanOptions, diff, recheck
+from slotkeeper.plan import Plan, PlanOptions, diff, promotion_candidates, recheck
 from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commit_infos, commits_between, git_revision, is_work_tree
 from slotkeeper.targets.base import (
@@ -76,11 +77,12 @@ from slotkeeper.targets.registry import TargetContext, open_target
 from slotkeeper.targets.stores import TargetsLedger
 
 
-class PlanningLedger(StateReads, TargetsLedger, Protocol):
-    """What a plan uses: the recorded state, read, and the targets' part (a refresh)."""
+class PlanningLedger(StateReads, PromotionReads, TargetsLedger, Protocol):
+    """What a plan uses: the recorded state and what promotion decides from, read, and the
+    targets' part (a refresh)."""
 
 
-class ApplyLedger(StateStore, WriterLock, TargetsLedger, Protocol):
+class ApplyLedger(StateStore, PromotionReads, WriterLock, TargetsLedger, Protocol):
     """What applying a plan uses: the state, written under the writer lock, and the targets'."""
 
 
@@ -330,7 +332,7 @@ def refresh(
 
 def _plan(
     shot: Snapshot,
-    ledger: StateReads,
+    ledger: PlanningLedger,
     targets: Mapping[str, Target],
     *,
     options: PlanOptions,
@@ -354,6 +356,7 @@ def _plan(
             sinks = observe_sinks(shot.desired, recorded, deliveries)
         finally:
             deliveries.close()
+    candidates = promotion_candidates(shot.desired, recorded)
     plan = diff(
         shot.desired,
         recorded,
@@ -363,6 +366,7 @@ def _plan(
         drift=refreshed.drift,
         key_files=key_files,
         sinks=sinks,
+        promotion=ledger.promotion_evidence(candidates) if candidates else {},
     )
     return plan.model_copy(
         update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}

@@ -52,6 +52,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
 )
+from slotkeeper.promotion import Evidence, SlotHold
 
 
 class PendingAction(BaseModel):
@@ -219,6 +220,11 @@ class LedgerTransaction(Protocol):
     def set_record_status(self, record_id: int, status: RecordStatus, *, at: datetime) -> None: ...
 
     def set_superseded_by(self, record_id: int, successor: int) -> None: ...
+
+    def hold_rollback(self, record_id: int, superseded: int, *, at: datetime) -> SlotHold | None:
+        """Hold the artifact of ``superseded`` in its slot when ``record_id``, its successor,
+        puts back an artifact the slot ran before it (a rollback); the hold, or None."""
+        ...
 
     def insert_key(
         self,
@@ -563,6 +569,31 @@ class DeliveryReads(Protocol):
         ...
 
 
+class PromotionReads(Protocol):
+    """What promotion decides from (see :mod:`slotkeeper.promotion`)."""
+
+    def promotion_evidence(
+        self, candidates: Sequence[tuple[str, str, str, Artifact]]
+    ) -> dict[tuple[str, str, tuple[str, str, str]], Evidence]:
+        """For each (environment, slot, upstream environment, artifact): its stints upstream
+        and the holds standing on it in the slot."""
+        ...
+
+    def holds(self, environment: str | None = None, slot: str | None = None) -> list[SlotHold]:
+        """The holds not released, oldest first."""
+        ...
+
+
+class Holds(PromotionReads, Protocol):
+    """Operators end holds (``slotkeeper release-hold``): any process, leader or not."""
+
+    def release_holds(
+        self, environment: str, slot: str, *, actor: str, reason: str, at: datetime
+    ) -> list[SlotHold]:
+        """End every hold standing on the slot, each with its audit event; the ones ended."""
+        ...
+
+
 class Outbox(Protocol):
     """Notifications: what was last seen, and the messages waiting to be sent.
 
@@ -605,6 +636,7 @@ class Ledger(
     AuditLog,
     Approvals,
     DeliveryReads,
+    Holds,
     Outbox,
     WriterLock,
     HttpCacheStore,

@@ -399,6 +399,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         ),
     ),
+    Migration(
+        version=16,
+        description="holds on artifacts rolled back in a slot, until an operator releases them",
+        statements=(
+            # Written in the apply that rolls a slot back (a deploy that puts back an artifact
+            # the slot ran before): the artifact it replaced is not deployed in that slot again
+            # while the hold stands; `release-hold` ends it, with who and why.
+            """CREATE TABLE slot_holds (
+                id {id},
+                environment TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                artifact_kind TEXT NOT NULL,
+                artifact_name TEXT NOT NULL,
+                artifact_version TEXT,
+                artifact_digest TEXT,
+                record_id INTEGER NOT NULL REFERENCES records (id),
+                by_record INTEGER NOT NULL REFERENCES records (id),
+                created_at TEXT NOT NULL,
+                released_at TEXT,
+                released_by TEXT,
+                release_reason TEXT
+            )""",
+            "CREATE INDEX slot_holds_by_slot ON slot_holds (environment, slot, released_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

@@ -20,6 +20,7 @@ from typing import Any
 
 from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
+from slotkeeper.ledger import holds as slot_holds
 from slotkeeper.ledger.base import (
     DeliveryRow,
     Event,
@@ -52,6 +53,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
 )
+from slotkeeper.promotion import Evidence, SlotHold
 
 
 @dataclass(frozen=True)
@@ -442,6 +444,15 @@ class SqlTransaction:
 
     def set_superseded_by(self, record_id: int, successor: int) -> None:
         self._run("UPDATE records SET superseded_by = ? WHERE id = ?", (successor, record_id))
+
+    def hold_rollback(self, record_id: int, superseded: int, *, at: datetime) -> SlotHold | None:
+        return slot_holds.hold_rollback(
+            lambda sql, params: list(self._run(sql, params).fetchall()),
+            self._insert,
+            record_id,
+            superseded,
+            to_text(at),
+        )
 
     def insert_key(
         self,
@@ -1166,6 +1177,47 @@ class SqlLedger:
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT {int(last)}"
         )
         return [_message(row) for row in rows]
+
+    def promotion_evidence(
+        self, candidates: Sequence[tuple[str, str, str, Artifact]]
+    ) -> dict[tuple[str, str, tuple[str, str, str]], Evidence]:
+        return slot_holds.evidence(self._query, candidates)
+
+    def holds(self, environment: str | None = None, slot: str | None = None) -> list[SlotHold]:
+        return slot_holds.standing_holds(self._query, environment, slot)
+
+    def release_holds(
+        self, environment: str, slot: str, *, actor: str, reason: str, at: datetime
+    ) -> list[SlotHold]:
+        """End every hold standing on ``environment``/``slot``, with its audit event. Any
+        process may, leader or not: an operator releases from a laptop."""
+        with self._transaction(fenced=False) as tx:
+            _, serial = tx._current()
+            released = slot_holds.standing_holds(
+                lambda sql, params: list(tx._run(sql, params).fetchall()), environment, slot
+            )
+            for hold in released:
+                tx._run(
+                    "UPDATE slot_holds SET released_at = ?, released_by = ?, release_reason = ? "
+                    "WHERE id = ?",
+                    (to_text(at), actor, reason, hold.id),
+                )
+                tx.append_event(
+                    serial=serial,
+                    at=at,
+                    type="hold.released",
+                    actor=actor,
+                    detail={
+                        "hold": hold.id,
+                        "artifact": hold.artifact.model_dump(mode="json"),
+                        "rolled_back": hold.record,
+                        "reason": reason,
+                    },
+                    environment=environment,
+                    slot=slot,
+                    record_id=hold.record,
+                )
+        return released
 
     def delivery_rows(
         self,
