@@ -114,9 +114,10 @@ def gh(
 
 @pytest.fixture(scope="session")
 def github_spec() -> OpenApiChecker:
-    """GitHub's OpenAPI descriptions (both extracts: deployments, deploy keys and environments;
-    Apps, Actions secrets, meta and rate limit; parsed once per session) as one
-    request/response checker that checks each exchange against the file matching its path."""
+    """GitHub's OpenAPI descriptions (the three extracts: deployments, deploy keys and
+    environments; Apps, Actions secrets, meta and rate limit; pull requests; parsed once per
+    session) as one request/response checker that checks each exchange against the file
+    matching its path."""
     from tests.fakes.spec import GITHUB_SPECS, OpenApiChecker  # openapi-core is slow to import
 
     return OpenApiChecker(GITHUB_SPECS)

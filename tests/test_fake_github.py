@@ -846,10 +846,15 @@ def test_the_default_token_holds_deployments_and_administration_write(
     github: FakeGitHub,
 ) -> None:
     """A fake made without ``tokens`` accepts its one token with every permission its
-    operations need (contents read for compare); ``tokens`` adds others (or narrows that
-    one)."""
+    operations need (contents read for compare, pull requests write); ``tokens`` adds others
+    (or narrows that one)."""
     assert github.tokens == {
-        TOKEN: {"deployments": "write", "administration": "write", "contents": "read"}
+        TOKEN: {
+            "deployments": "write",
+            "administration": "write",
+            "contents": "read",
+            "pull_requests": "write",
+        }
     }
     assert github.tokens[TOKEN] == ALL_PERMISSIONS
     narrowed = FakeGitHub(TOKEN, tokens={TOKEN: {"deployments": "read"}, "ghp_b": {}})

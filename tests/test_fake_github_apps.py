@@ -952,9 +952,10 @@ def test_apps_tokens_and_secrets_work_under_the_api_v3_prefix(
 def test_the_checker_picks_the_description_whose_paths_match(
     github: FakeGitHub, github_spec: OpenApiChecker
 ) -> None:
-    """One checker holds both GitHub descriptions: an installation token without ``token``,
-    a secret without ``updated_at`` and a deployment without ``sha`` each fail against their
-    own file; a path neither file has is "no such operation"; both files are loaded."""
+    """One checker holds the three GitHub descriptions: an installation token without
+    ``token``, a secret without ``updated_at``, a deployment without ``sha`` and a pull request
+    without ``head`` each fail against their own file; a path no file has is "no such
+    operation"; the three files are loaded."""
     base = github.base_url
     json_headers = {"content-type": "application/json; charset=utf-8"}
 
@@ -973,6 +974,7 @@ def test_the_checker_picks_the_description_whose_paths_match(
             {"name": "K", "created_at": "2026-01-01T00:00:00Z"},
         ),
         "sha": response("GET", "/repos/a/b/deployments/1", 200, {"id": 1}),
+        "head": response("GET", "/repos/a/b/pulls/1", 200, {"number": 1}),
         "no such operation": response("GET", "/app/installations", 200, []),
     }
     for expected, check in failing.items():
@@ -983,4 +985,5 @@ def test_the_checker_picks_the_description_whose_paths_match(
     assert [path.name for path in github_spec.spec_paths] == [
         "github-deployments.openapi.json",
         "github-apps-secrets.openapi.json",
+        "github-pulls-checks.openapi.json",
     ]

@@ -30,6 +30,7 @@ SPECS_DIR = REPO / "tests" / "fakes" / "specs"
 VENDORED = {
     "github-deployments.openapi.json": "MIT",
     "github-apps-secrets.openapi.json": "MIT",
+    "github-pulls-checks.openapi.json": "MIT",
     "chainloop-deployments.openapi.json": "Apache-2.0",
     "unkey-deploy.openapi.json": "Apache-2.0",
 }
@@ -143,7 +144,8 @@ def test_every_spec_the_checkers_use_is_inside_the_repository() -> None:
     """The specs named in tests/fakes/spec.py and the Unkey fake's are vendored files here."""
     from tests.fakes import spec, unkey  # openapi-core is slow to import
 
-    named = [spec.GITHUB_SPEC, spec.GITHUB_APPS_SPEC, spec.CHAINLOOP_SPEC, spec.UNKEY_SPEC]
+    named = [spec.GITHUB_SPEC, spec.GITHUB_APPS_SPEC, spec.GITHUB_PULLS_SPEC]
+    named += [spec.CHAINLOOP_SPEC, spec.UNKEY_SPEC]
     named += [*spec.GITHUB_SPECS, unkey.SPEC_PATH]
     named += [spec.SPECS / name for name in spec.CONVENTIONS]
 

@@ -1,5 +1,5 @@
 """A stateful fake of GitHub's deployments, deployment statuses, deploy keys and environments,
-and of the GitHub App, Actions secrets, ``/meta`` and ``/rate_limit`` operations.
+and of the GitHub App, Actions secrets, pull request, ``/meta`` and ``/rate_limit`` operations.
 
 ``FakeGitHub`` serves real HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread (the
 plumbing is ``server.py``'s), so the adapter under test goes through httpx, sockets, timeouts
@@ -9,13 +9,15 @@ on create, ``auto_inactive``, the delete rule, deploy-key uniqueness across all 
 pagination with ``Link``, ``ETag`` / 304, and the primary and secondary rate limits. Every
 response is meant to match ``tests/fakes/specs/github-deployments.openapi.json`` or, for the
 operations of ``API-REFERENCE.md`` section 5,
-``tests/fakes/specs/github-apps-secrets.openapi.json``; ``tests/test_fake_github.py`` and
-``tests/test_fake_github_apps.py`` check that.
+``tests/fakes/specs/github-apps-secrets.openapi.json``, or, for pull requests,
+``tests/fakes/specs/github-pulls-checks.openapi.json``; ``tests/test_fake_github.py``,
+``tests/test_fake_github_apps.py`` and ``tests/test_fake_github_pulls.py`` check that.
 
 One class serves it all; the App half (App JWTs, installations and their tokens,
 per-installation rate limits, ``/meta``, ``/rate_limit``) is the mixin
-``github_apps.GitHubApps`` and the Actions secrets the mixin ``github_secrets.ActionsSecrets``,
-each documented in its module; ``github_wire.py`` holds what the three modules share. Time is
+``github_apps.GitHubApps``, the Actions secrets the mixin ``github_secrets.ActionsSecrets`` and
+the pull requests the mixin ``github_pulls.GitHubPulls``, each documented in its module;
+``github_wire.py`` holds what the four modules share. Time is
 the ``clock`` knob (``time.time`` unless a test passes a clock it moves): write stamps, primary
 rate-limit resets, App JWT and installation token expiry, the ``Date`` header and each recorded
 request's ``arrived_at`` follow it. ``on_request``, when set, is called with the fake after
@@ -48,36 +50,42 @@ value counts as none).
 
 Tokens carry permissions, as fine-grained personal access tokens and GitHub App installations
 do: ``tokens`` maps each accepted token to its repository permissions, ``{"deployments":
-"write", "administration": "write", "contents": "read"}`` by default (``ALL_PERMISSIONS``;
-``contents`` read answers ``compare`` and ``commits/{ref}``; a level is ``"read"`` or
-``"write"``, and write includes read). ``specs/API-REFERENCE.md`` section 1, "Scopes": the
-"Deployments" permission, read for GETs and write for POST/DELETE, covers deployments and their
-statuses; section 5, "Permissions": "Administration read & write (deploy keys)", and section 1,
-"Environments": creating or updating an environment needs admin. Listing and reading
-environments needs only read access to the repository (the spec's description of
-``repos/get-all-environments``). A token without the permission an operation needs gets GitHub's
-documented answer, 403 "Resource not accessible by personal access token" ("by integration" for
-an installation token) with the ``X-Accepted-GitHub-Permissions`` header naming what was needed
-(docs.github.com, "Choosing permissions for a GitHub App": "If your app makes a REST API request
-with insufficient permissions, the API will return a 403 response"); a repository that does not
-exist is a 404 whatever the token holds. ``tokens`` is a knob like the others (add, remove or
-narrow a token while the server runs; ``token`` only names the one the fake was made with).
+"write", "administration": "write", "contents": "read", "pull_requests": "write"}`` by default
+(``ALL_PERMISSIONS``; ``contents`` read answers ``compare`` and ``commits/{ref}``; a level is
+``"read"`` or ``"write"``, and write includes read). ``specs/API-REFERENCE.md`` section 1,
+"Scopes": the "Deployments" permission, read for GETs and write for POST/DELETE, covers
+deployments and their statuses; section 5, "Permissions": "Administration read & write (deploy
+keys)", and section 1, "Environments": creating or updating an environment needs admin. Listing
+and reading environments needs only read access to the repository (the spec's description of
+``repos/get-all-environments``). "Pull requests" (``pull_requests``), read for the GETs and
+write for POST/PATCH, covers pull requests (GitHub's "Permissions required for fine-grained
+personal access tokens"); an App installation holds it too unless ``add_installation`` says
+otherwise (``INSTALLATION_PERMISSIONS``). A token without the permission an operation needs gets
+GitHub's documented answer, 403 "Resource not accessible by personal access token" ("by
+integration" for an installation token) with the ``X-Accepted-GitHub-Permissions`` header naming
+what was needed (docs.github.com, "Choosing permissions for a GitHub App": "If your app makes a
+REST API request with insufficient permissions, the API will return a 403 response"); a
+repository that does not exist is a 404 whatever the token holds. ``tokens`` is a knob like the
+others (add, remove or narrow a token while the server runs; ``token`` only names the one the
+fake was made with).
 
 Refs are per repository, as on GitHub: a deployment's ``ref`` must be a branch, a tag or a
 commit of *that* repository (``refs/heads/X`` and ``refs/tags/X`` too; a tag wins over a branch
 of the same name, as in git; an abbreviated SHA of 7 or more hex digits names the one known
 commit it starts), else the create is refused with 422 "No ref found for: X". Tests seed refs
-with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. GitHub's other
-documented refusals are kept, each a 422: a deploy key of a type GitHub no longer takes (DSA,
-``ssh-dss``, see ``KEY_TYPES``), a status ``description`` over 140 characters, and an
-environment name that is empty, longer than 255 characters or holds a control character (on a
-deployment, a status or an environment). A deployment's ``payload`` is a JSON object or a string
-of JSON text (the spec's request schema for ``repos/create-deployment``: ``oneOf`` object or
-string, default ``""``; its description: "It is a JSON text field"; ``API-REFERENCE.md``
-section 1, "Create deployment": "JSON object or JSON-encoded string"): any other value, or a
-non-empty string that does not parse as JSON, is a 422. GitHub does not document how it answers
-a string that is not JSON; the fake holds clients to the documented contract, and a string
-payload is kept as sent (a string), as GitHub does.
+with ``add_repository``, ``add_branch``, ``add_tag`` and ``add_commit``. A pull request's head
+and base are branches too: the seeded ones, or, once ``link_git`` backs the repository by a real
+git directory, the branches git has there (``github_pulls.py``; deployments, ``compare`` and
+``commits/{ref}`` still read the seeded refs). GitHub's other documented refusals are kept, each
+a 422: a deploy key of a type GitHub no longer takes (DSA, ``ssh-dss``, see ``KEY_TYPES``), a
+status ``description`` over 140 characters, and an environment name that is empty, longer than
+255 characters or holds a control character (on a deployment, a status or an environment). A
+deployment's ``payload`` is a JSON object or a string of JSON text (the spec's request schema
+for ``repos/create-deployment``: ``oneOf`` object or string, default ``""``; its description:
+"It is a JSON text field"; ``API-REFERENCE.md`` section 1, "Create deployment": "JSON object or
+JSON-encoded string"): any other value, or a non-empty string that does not parse as JSON, is a
+422. GitHub does not document how it answers a string that is not JSON; the fake holds clients
+to the documented contract, and a string payload is kept as sent (a string), as GitHub does.
 
 Simplifications: repository names are case-insensitive (the API answers with the spelling the
 repository was created with); a repository created without refs has one branch, ``main``, at a
@@ -112,6 +120,7 @@ from tests.fakes.github_apps import (
     GitHubApps,
     IssuedToken,
 )
+from tests.fakes.github_pulls import PULL_NEEDS, PULL_ROUTES, GitHubPulls
 from tests.fakes.github_secrets import SECRET_NEEDS, SECRET_ROUTES, ActionsSecrets
 from tests.fakes.github_wire import DOCS, Caller, RateBudget
 from tests.fakes.github_wire import LEVELS as _LEVELS
@@ -176,11 +185,13 @@ KEY_TYPES = frozenset(
     }
 )
 #: what a token holds unless a test says otherwise: all that deployments, their statuses, deploy
-#: keys and environments need (Actions secrets need more: ``INSTALLATION_PERMISSIONS`` holds it)
+#: keys, environments and pull requests need (Actions secrets need more:
+#: ``INSTALLATION_PERMISSIONS`` holds it)
 ALL_PERMISSIONS: Mapping[str, str] = {
     "deployments": "write",
     "administration": "write",
     "contents": "read",
+    "pull_requests": "write",
 }
 # OpenSSH public key types ``key_blob`` can read, the refused DSA included
 _OPENSSH_TYPES = KEY_TYPES | {"ssh-dss"}
@@ -192,6 +203,7 @@ _FIRST_IDS = {
     "rule": 90000001,
     "installation": 50000001,
     "repository": 400000001,
+    "pull": 2000000001,
 }
 #: GitHub's answer to a request without a User-Agent, as its edge sends it (HTML, not JSON)
 NO_USER_AGENT = (
@@ -226,6 +238,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("PUT", rf"{_REPO}/environments/(?P<name>[^/]+)", "_put_environment"),
         *APP_ROUTES,
         *SECRET_ROUTES,
+        *PULL_ROUTES,
     )
 ]
 # The permission (and level) each operation needs, by the name of the method that answers it;
@@ -246,6 +259,7 @@ _NEEDS: dict[str, tuple[str, str]] = {
     "_delete_key": ("administration", "write"),
     "_put_environment": ("administration", "write"),
     **SECRET_NEEDS,
+    **PULL_NEEDS,
 }
 
 
@@ -384,9 +398,9 @@ def key_blob(key: str) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-class FakeGitHub(GitHubApps, ActionsSecrets, FakeServer):
-    """GitHub's deployment, App and Actions secrets APIs for tokens with permissions, in
-    memory, over HTTP on loopback."""
+class FakeGitHub(GitHubApps, ActionsSecrets, GitHubPulls, FakeServer):
+    """GitHub's deployment, App, Actions secrets and pull request APIs for tokens with
+    permissions, in memory, over HTTP on loopback."""
 
     server_software: ClassVar[str] = "GitHub.com"
     content_type: ClassVar[str] = "application/json; charset=utf-8"
@@ -440,6 +454,7 @@ class FakeGitHub(GitHubApps, ActionsSecrets, FakeServer):
         self._served = 0
         self._init_apps(seed)
         self._init_secrets(seed)
+        self._init_pulls()
         for repository in repositories:
             self.add_repository(repository)
 

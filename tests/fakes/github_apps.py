@@ -103,6 +103,7 @@ INSTALLATION_PERMISSIONS: Mapping[str, str] = {
     "environments": "write",
     "metadata": "read",
     "contents": "read",
+    "pull_requests": "write",
 }
 DEFAULT_APP_ID = 12345
 TOKEN_LIFETIME = 3600.0

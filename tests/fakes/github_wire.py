@@ -2,9 +2,9 @@
 call, who is calling and the rate-limit budget a call spends.
 
 ``github.py`` (deployments, statuses, deploy keys, environments), ``github_apps.py`` (App JWTs,
-installations and their tokens, ``/meta``, ``/rate_limit``) and ``github_secrets.py`` (Actions
-secrets) make up one fake, ``FakeGitHub``; this module holds what they all use, so that none of
-them imports another's internals.
+installations and their tokens, ``/meta``, ``/rate_limit``), ``github_secrets.py`` (Actions
+secrets) and ``github_pulls.py`` (pull requests) make up one fake, ``FakeGitHub``; this module
+holds what they all use, so that none of them imports another's internals.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ every response a fake serves can be checked against the API descriptions vendore
 headers, bytes) to its ``Request``/``Response`` protocols and turns its errors into
 ``AssertionError`` with a readable message. Requests are matched on their path: the host is
 replaced by the spec's own ``servers[0].url``. One checker may hold several descriptions of one
-API (GitHub's come in two extracts, ``GITHUB_SPECS``): each exchange is then checked against the
-file one of whose paths matches its URL (the first file when none does, which then reports it).
+API (GitHub's come in three extracts, ``GITHUB_SPECS``): each exchange is then checked against
+the file one of whose paths matches its URL (the first file when none does, which then reports
+it).
 
 What an API does beyond its description is a ``Conventions`` value, chosen by the spec file:
 
@@ -55,9 +56,11 @@ from tests.fakes.server import RecordedRequest
 SPECS = Path(__file__).resolve().parent / "specs"
 GITHUB_SPEC = SPECS / "github-deployments.openapi.json"
 GITHUB_APPS_SPEC = SPECS / "github-apps-secrets.openapi.json"
+GITHUB_PULLS_SPEC = SPECS / "github-pulls-checks.openapi.json"
 #: everything the fake GitHub serves: deployments, statuses, deploy keys, environments and
-#: commits; Apps, installation tokens, Actions secrets, ``/meta`` and ``/rate_limit``
-GITHUB_SPECS = (GITHUB_SPEC, GITHUB_APPS_SPEC)
+#: commits; Apps, installation tokens, Actions secrets, ``/meta`` and ``/rate_limit``; pull
+#: requests
+GITHUB_SPECS = (GITHUB_SPEC, GITHUB_APPS_SPEC, GITHUB_PULLS_SPEC)
 CHAINLOOP_SPEC = SPECS / "chainloop-deployments.openapi.json"
 UNKEY_SPEC = SPECS / "unkey-deploy.openapi.json"
 
@@ -137,6 +140,7 @@ STRICT = Conventions("strict")
 CONVENTIONS: dict[str, Conventions] = {
     GITHUB_SPEC.name: GITHUB,
     GITHUB_APPS_SPEC.name: GITHUB,
+    GITHUB_PULLS_SPEC.name: GITHUB,
     CHAINLOOP_SPEC.name: CHAINLOOP,
     UNKEY_SPEC.name: UNKEY,
 }
