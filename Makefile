@@ -51,6 +51,9 @@ run: $(VENV)/.runtime
 	@echo
 	$(SK) keys list $(QS_FLAGS)
 	@echo
+	@echo "== promotion: what promoting staging's api into production would write (--dry-run) =="
+	$(SK) promote staging production api -m $(QUICKSTART)/2-next $(QS_FLAGS) --dry-run
+	@echo
 	@echo "The same in a browser: $(SK) ui $(QS_FLAGS) -m $(QUICKSTART)/2-next  (http://127.0.0.1:8080/)"
 
 lint: $(VENV)/.dev

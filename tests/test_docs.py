@@ -57,6 +57,8 @@ def test_every_command_with_a_ledger_is_listed() -> None:
         "approve",
         "reject",
         "release-hold",
+        "promote",
+        "rollback",
         "dora",
         "keys list",
         "keys rotate",

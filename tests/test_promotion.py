@@ -7,6 +7,7 @@ Time passes the way the ledger can tell: its records are aged (moved back) in th
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_support import Ui
 from tests.helpers import Run, age_ledger, environment, image, write_manifests
 
 Sk = Callable[..., Run]
@@ -201,3 +203,116 @@ def test_promotion_in_a_circle_is_refused(sk: Sk, workdir: Path) -> None:
     write_manifests(workdir / "m", first, second)
     done = sk("validate", "-m", "m")
     assert done.code == 1 and "promotion goes round in a circle" in done.err
+
+
+def test_the_pipeline_shows_what_is_behind_and_what_comes_next(
+    sk: Sk, workdir: Path, state: Path, ui: Callable[..., Ui]
+) -> None:
+    """`status --promotion` lists each slot's environments in promotion order (a promoted-
+    from-nothing one first), marks production behind staging with the move a promotion would
+    make (held with the reason, then ready once soaked), as a table, as JSON and on the
+    dashboard's /promotion page (without a script), which without the manifests says so."""
+    manifests(workdir, "v1", None)
+    apply(sk)
+    age(state, timedelta(hours=3))
+    manifests(workdir, "v2", None)
+    write_manifests(
+        workdir / "m",
+        environment("staging", {"api": image(version="v2")}),
+        environment(
+            "production",
+            {"api": image(version="v1")},
+            promotion={"from": "staging", "soak": "2h"},
+        ),
+        environment(
+            "canary",
+            {"api": image(version="v1")},
+            promotion={"from": "production", "soak": "1h"},
+        ),
+    )
+    approved = sk("apply", "--yes", "-m", "m")
+    assert approved.code == 0
+    age(state, timedelta(minutes=30))
+    shown = sk("status", "--promotion", "-m", "m")
+    assert shown.code == 0, shown.err
+    lines = [line for line in shown.out.splitlines() if line.strip()]
+    assert [
+        line.split()[1] if line.startswith("api") else line.split()[0] for line in lines[1:]
+    ] == [
+        "staging",
+        "production",
+        "canary",
+    ]
+    assert "behind: held: ghcr.io/acme/api v2 soaked 30 m of 2 h in staging" in shown.out
+    document = sk("status", "--promotion", "--json", "-m", "m").json()
+    [row] = document["slots"]
+    stages = {stage["environment"]: stage for stage in row["stages"]}
+    assert stages["staging"]["upstream"] is None and not stages["staging"]["behind"]
+    assert stages["production"]["behind"] and not stages["production"]["next"]["ready"]
+    assert stages["production"]["next"]["from"] == "staging #3"  # after production #2
+    assert stages["canary"]["upstream"] == "production" and stages["canary"]["artifact"] is None
+    assert (
+        stages["canary"]["next"]["held"] == "ghcr.io/acme/api v1 soaked 30 m of 1 h in production"
+    )
+
+    age(state, timedelta(hours=2))
+    ready = sk("status", "--promotion", "-m", "m")
+    assert "behind: ghcr.io/acme/api v2 ready to promote, 2h 30m in staging" in ready.out
+
+    page = ui("-m", "m").get("/promotion")
+    assert page.status_code == 200 and "<script" not in page.text
+    assert 'id="pipeline-api"' in page.text and "ready" in page.text
+    bare = ui()
+    assert bare.get("/status/promotion").json() == {"manifests": False, "slots": []}
+    assert "does not read" in bare.get("/promotion").text
+
+
+GOLDEN = Path(__file__).parent / "golden" / "promote"
+
+
+def test_promote_keeps_a_hand_written_manifest_byte_for_byte(
+    sk: Sk, workdir: Path, state: Path
+) -> None:
+    """`promote staging production` on a hand-written manifest (comments beside and above,
+    an anchor and its alias, flow mappings in both spacings, single-, double- and unquoted
+    scalars, a blank line) changes only the promoted values: the file is byte for byte the
+    golden one; promoting again has nothing to do."""
+    (workdir / "m").mkdir()
+    shutil.copy(GOLDEN / "production.in.yaml", workdir / "m" / "production.yaml")
+    shutil.copy(GOLDEN / "staging.yaml", workdir / "m" / "staging.yaml")
+    apply(sk)
+    age(state, timedelta(hours=3))
+    done = sk("promote", "staging", "production", "-m", "m")
+    assert done.code == 0, done.err
+    assert "+        version: 'v1.5.0'          # single-quoted on purpose" in done.out
+    written = (workdir / "m" / "production.yaml").read_bytes()
+    assert written == (GOLDEN / "production.out.yaml").read_bytes()
+    again = sk("promote", "staging", "production", "-m", "m")
+    assert again.code == 0 and "Nothing to promote" in again.out
+
+
+def test_promote_and_rollback_refuse_what_they_cannot_do(sk: Sk, workdir: Path) -> None:
+    """Clear refusals, exit 1, nothing written: an unknown environment or slot, a rollback
+    with nothing deployed or nothing before it, a malformed ENV/SLOT; `--force` writes a held
+    promotion, which the planner still holds until approved."""
+    manifests(workdir, "v1", "v1")
+    apply(sk)
+    before = (workdir / "m" / "envs.yaml").read_bytes()
+    for args, message in (
+        (("promote", "qa", "production"), "no environment 'qa'"),
+        (("promote", "staging", "production", "web"), "declares no slot 'web'"),
+        (("rollback", "production/api"), "nothing is deployed in production/api"),
+        (("rollback", "staging/api"), "ran nothing before #1"),
+        (("rollback", "staging"), "expected ENV/SLOT"),
+    ):
+        done = sk(*args, "-m", "m")
+        assert done.code == 1 and message in done.err, (args, done.err)
+    assert (workdir / "m" / "envs.yaml").read_bytes() == before
+    manifests(workdir, "v2", "v1")
+    apply(sk)
+    held = sk("promote", "staging", "production", "-m", "m")
+    assert held.code == 1 and "v2 soaked 0 m of 2 h in staging" in held.err
+    forced = sk("promote", "staging", "production", "-m", "m", "--force", "incident 42")
+    assert forced.code == 0 and "+        version: v2" in forced.out
+    planned = sk("plan", "-m", "m")
+    assert "BLOCKED: ghcr.io/acme/api v2 soaked" in planned.out  # approval still needed

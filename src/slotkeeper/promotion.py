@@ -21,11 +21,11 @@ The rules, each a sentence of the docs (docs/promotion.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from slotkeeper.model import Artifact, EnvironmentSpec, parse_duration
+from slotkeeper.model import Artifact, EnvironmentSpec, Record, parse_duration
 
 
 def identity(artifact: Artifact) -> tuple[str, str, str]:
@@ -164,3 +164,193 @@ def span(length: timedelta) -> str:
     if minutes and not days:
         parts.append(f"{minutes} m")
     return " ".join(parts) or "0 m"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One artifact to write into one slot's manifest (a promotion or a rollback), and the
+    reason the planner would hold it (None: it would go through)."""
+
+    environment: str
+    slot: str
+    artifact: Artifact
+    previous: Artifact | None
+    #: where it comes from, for people: ``staging #12`` (a record upstream) or ``#9``
+    source: str
+    #: the upstream environment whose record of the artifact decides (None: no policy)
+    upstream: str | None = None
+    held: str | None = None
+
+
+def moves_between(
+    desired: Mapping[str, EnvironmentSpec],
+    deployed: Mapping[tuple[str, str], Record],
+    source: str,
+    target: str,
+    slots: Sequence[str] = (),
+) -> list[Move]:
+    """What promoting ``source`` into ``target`` writes: for each slot the target's manifest
+    declares (or each of ``slots``) whose artifact deployed in ``source`` differs from the one
+    the manifest asks for, that artifact. Holds are not decided here (see :func:`decide`)."""
+    spec = desired[target]
+    found = []
+    for slot in slots or sorted(spec.slots):
+        upstream = deployed.get((source, slot))
+        if upstream is None or slot not in spec.slots:
+            continue
+        wanted = spec.slots[slot].artifact
+        if upstream.artifact == wanted:
+            continue
+        found.append(
+            Move(
+                environment=target,
+                slot=slot,
+                artifact=upstream.artifact,
+                previous=wanted,
+                source=f"{source} #{upstream.id}",
+                upstream=source,
+            )
+        )
+    return found
+
+
+def candidates(moves: Sequence[Move]) -> list[tuple[str, str, str, Artifact]]:
+    """The evidence a ledger reads for ``moves`` (see :func:`decide`)."""
+    return [
+        (move.environment, move.slot, move.upstream, move.artifact)
+        for move in moves
+        if move.upstream is not None
+    ]
+
+
+def decide(
+    moves: Sequence[Move],
+    desired: Mapping[str, EnvironmentSpec],
+    facts: Facts,
+    now: datetime,
+) -> list[Move]:
+    """``moves`` with the reason the planner would hold each (the same rule, the same words)."""
+    decided = []
+    for move in moves:
+        rule = rule_for(desired[move.environment], move.slot)
+        held = (
+            hold_reason(
+                rule,
+                move.environment,
+                move.slot,
+                move.artifact,
+                facts.get((move.environment, move.slot, identity(move.artifact))),
+                now,
+            )
+            if rule is not None
+            else None
+        )
+        decided.append(replace(move, held=held))
+    return decided
+
+
+def order(desired: Mapping[str, EnvironmentSpec]) -> list[str]:
+    """The environments in promotion order: each after the one it is promoted from (those
+    promoted from nothing first), then by name."""
+
+    def depth(name: str) -> int:
+        seen = {name}
+        steps = 0
+        policy = desired[name].promotion
+        while policy is not None and policy.from_ in desired and policy.from_ not in seen:
+            seen.add(policy.from_)
+            steps += 1
+            policy = desired[policy.from_].promotion
+        return steps
+
+    return sorted(desired, key=lambda name: (depth(name), name))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One environment of a slot's pipeline: what it holds, and for an environment promoted
+    from another whether it is behind and what would be promoted next."""
+
+    environment: str
+    artifact: Artifact | None
+    record: int | None
+    since: datetime | None
+    upstream: str | None = None
+    behind: bool = False
+    #: the move a promotion would make now (its ``held`` says whether the planner lets it in)
+    next: Move | None = None
+
+
+def _involved(desired: Mapping[str, EnvironmentSpec]) -> list[str]:
+    """The environments in a promotion (promoted, or promoted from), in promotion order."""
+    names = set()
+    for name, spec in desired.items():
+        if spec.promotion is not None and spec.promotion.from_ in desired:
+            names |= {name, spec.promotion.from_}
+    return [name for name in order(desired) if name in names]
+
+
+def _upstream(desired: Mapping[str, EnvironmentSpec], name: str) -> str | None:
+    policy = desired[name].promotion
+    return policy.from_ if policy is not None and policy.from_ in desired else None
+
+
+def behind(
+    desired: Mapping[str, EnvironmentSpec], deployed: Mapping[tuple[str, str], Record]
+) -> list[Move]:
+    """Every slot of a promoted environment whose deployed artifact differs from the one its
+    upstream slot holds: the move a promotion would make (undecided)."""
+    found = []
+    for name in _involved(desired):
+        upstream = _upstream(desired, name)
+        if upstream is None:
+            continue
+        for slot in sorted(desired[name].slots):
+            ahead = deployed.get((upstream, slot))
+            current = deployed.get((name, slot))
+            if ahead is not None and (current is None or current.artifact != ahead.artifact):
+                found.append(
+                    Move(
+                        environment=name,
+                        slot=slot,
+                        artifact=ahead.artifact,
+                        previous=current.artifact if current else None,
+                        source=f"{upstream} #{ahead.id}",
+                        upstream=upstream,
+                    )
+                )
+    return found
+
+
+def pipelines(
+    desired: Mapping[str, EnvironmentSpec],
+    deployed: Mapping[tuple[str, str], Record],
+    decided: Sequence[Move],
+) -> dict[str, list[Stage]]:
+    """Per slot of the environments in a promotion, its stages in promotion order, each
+    promoted stage with the move a promotion would make now (``decided``: :func:`behind`'s
+    moves as :func:`decide` left them)."""
+    moves = {(move.environment, move.slot): move for move in decided}
+    ordered = _involved(desired)
+    found: dict[str, list[Stage]] = {}
+    for slot in sorted({slot for name in ordered for slot in desired[name].slots}):
+        stages = []
+        for name in ordered:
+            if slot not in desired[name].slots:
+                continue
+            current = deployed.get((name, slot))
+            move = moves.get((name, slot))
+            stages.append(
+                Stage(
+                    environment=name,
+                    artifact=current.artifact if current else None,
+                    record=current.id if current else None,
+                    since=current.created_at if current else None,
+                    upstream=_upstream(desired, name),
+                    behind=move is not None,
+                    next=move,
+                )
+            )
+        if len(stages) > 1:
+            found[slot] = stages
+    return found

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,8 @@ from slotkeeper.targets.base import Commit
 from slotkeeper.yamlsource import is_yaml_name
 
 _FIELD = "%x1f"
+#: the branches slotkeeper pushes its proposals (auto-promotion) to: nothing else
+PROPOSAL_PREFIX = "slotkeeper/"
 
 
 def _git(directory: Path, *args: str) -> str | None:
@@ -278,8 +280,52 @@ class GitSource:
             raise SourceError(f"{self.describe()}: branch {self.branch!r} not found")
         return out.split()[0]
 
-    def _run(self, *args: str) -> str:
-        env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    def push_change(
+        self, branch: str, files: Mapping[Path, str], message: str, *, author: tuple[str, str]
+    ) -> str | None:
+        """Commit ``files`` (paths in the checkout, their new text) on top of the followed
+        branch as fetched, and force-push that commit to ``branch`` of the remote; the commit's
+        sha, or None when ``branch`` already holds exactly that change on that base. The
+        checkout is not touched (a separate index), and the followed branch is never pushed."""
+        if branch == self.branch or not branch.startswith(PROPOSAL_PREFIX):
+            raise SourceError(
+                f"refused to push to {branch!r}: proposals go to {PROPOSAL_PREFIX}* branches, "
+                f"never to the followed branch {self.branch!r}"
+            )
+        base = self._run("rev-parse", f"origin/{self.branch}").strip()
+        index = self.cache / ".git" / "slotkeeper-proposal-index"
+        staged = {"GIT_INDEX_FILE": str(index)}
+        self._run("read-tree", base, extra=staged)
+        root = self.cache.resolve()
+        for path, text in sorted(files.items()):
+            blob = self._run("hash-object", "-w", "--stdin", stdin=text).strip()
+            name = path.resolve().relative_to(root).as_posix()
+            self._run("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}", extra=staged)
+        tree = self._run("write-tree", extra=staged).strip()
+        index.unlink(missing_ok=True)
+        remote = self._run("ls-remote", self.url, f"refs/heads/{branch}").split()
+        if remote:
+            self._run("fetch", "-q", "--depth", "1", self.url, f"refs/heads/{branch}")
+            # the raw object: a shallow fetch hides the parent from `git show`, not from it
+            raw = self._run("cat-file", "commit", "FETCH_HEAD").split("\n\n", 1)[0]
+            if f"tree {tree}" in raw.splitlines() and f"parent {base}" in raw.splitlines():
+                return None
+        name, email = author
+        signed = {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+        commit = self._run("commit-tree", tree, "-p", base, "-F", "-", stdin=message, extra=signed)
+        sha = commit.strip()
+        self._run("push", "-q", "--force", self.url, f"{sha}:refs/heads/{branch}")
+        return sha
+
+    def _run(
+        self, *args: str, stdin: str | None = None, extra: Mapping[str, str] | None = None
+    ) -> str:
+        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", **(extra or {}))
         token = _git_token()
         if token and self.url.startswith("https://"):
             basic = _basic(f"x-access-token:{token}")
@@ -291,6 +337,7 @@ class GitSource:
         try:
             result = subprocess.run(
                 ["git", "-C", str(self.cache), *args],
+                input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=300,

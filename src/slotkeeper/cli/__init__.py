@@ -57,8 +57,9 @@ from slotkeeper.cli.common import (
     targets_option,
     utcnow,
 )
-from slotkeeper.cli.promotion import release_hold
+from slotkeeper.cli.promotion import promote, release_hold, rollback
 from slotkeeper.credentials import read_credential_file
+from slotkeeper.daemon.promoter import PromotionSettings
 from slotkeeper.dora.metrics import Rules
 from slotkeeper.dora.report import GROUPINGS, Query, report
 from slotkeeper.errors import (
@@ -90,10 +91,12 @@ from slotkeeper.model import (
 )
 from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.observability import configure_logging
+from slotkeeper.pipelineview import pipeline_document, render_pipelines
 from slotkeeper.plan import Plan, PlanOptions
 from slotkeeper.planfile import load_plan, save_plan
+from slotkeeper.promote import read_pipelines
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
-from slotkeeper.sources import origin_url
+from slotkeeper.sources import open_source, origin_url, repository_of
 from slotkeeper.timeline import RECORD_EVENTS, Cut, changes, deployed_at
 
 
@@ -446,10 +449,37 @@ def _records_at(ledger: Ledger, cut: Cut) -> list[Record]:
     "--at", "at", help="What was deployed at this time (ISO-8601, or 24h, 7d back from now)."
 )
 @click.option("--serial", type=click.IntRange(min=0), help="What was deployed after serial N.")
-def status(manifests: Path, state: str, as_json: bool, at: str | None, serial: int | None) -> int:
+@click.option(
+    "--promotion",
+    is_flag=True,
+    help="Each slot's promotion pipeline: environments in promotion order, what is behind, "
+    "what would be promoted next (reads the manifests of -m).",
+)
+@targets_option
+def status(
+    manifests: Path,
+    state: str,
+    as_json: bool,
+    at: str | None,
+    serial: int | None,
+    promotion: bool,
+    targets: OperatorTargets,
+) -> int:
     """What is recorded in every environment/slot ever seen, and what is held back; with --at
-    or --serial, what was deployed where at that moment (replayed from the audit log)."""
-    del manifests  # accepted for symmetry with the other commands; status reads only the ledger
+    or --serial, what was deployed where at that moment (replayed from the audit log); with
+    --promotion, each slot's promotion pipeline (which reads the manifests' policies)."""
+    if promotion:
+        if at is not None or serial is not None:
+            raise click.UsageError("--promotion shows now: not with --at or --serial")
+        desired = load_manifests(manifests, targets=targets)
+        now = utcnow()
+        with _ledger(state, create=False) as ledger:
+            found = read_pipelines(desired.environments, ledger, now)
+        if as_json:
+            _print_json(pipeline_document(found, now))
+        else:
+            render_pipelines(found, _stdout(), now)
+        return EXIT_OK
     if at is not None or serial is not None:
         if at is not None and serial is not None:
             raise click.UsageError("give --at or --serial, not both")
@@ -897,6 +927,26 @@ def keys_rotate(
     return _finish(done.result, console)
 
 
+def _promotion_settings(
+    target: str | None,
+    repository: str | None,
+    remote: str | None,
+    branch: str,
+    targets: OperatorTargets,
+) -> PromotionSettings | None:
+    """Where auto-promotion proposes, from the operator's flags (checked at start)."""
+    if target is None:
+        if repository is not None:
+            raise click.UsageError("--promotion-repository needs --promotion-target")
+        return None
+    if target not in targets.specs:
+        raise ConfigError(f"--promotion-target {target!r}: the targets file has no such target")
+    found = repository or (repository_of(remote) if remote else None)
+    if found is None:
+        raise ConfigError("--promotion-repository is needed: the source names no GitHub repository")
+    return PromotionSettings(target=target, repository=found, base=branch)
+
+
 def _listen(value: str) -> tuple[str, int]:
     """``--listen HOST:PORT`` (an empty host: every interface), the port from 0 to 65535."""
     host, _, port = value.rpartition(":")
@@ -986,6 +1036,18 @@ def _webhook_secret(file: Path | None) -> bytes | None:
     help="Answer HTTP requests only for this Host name (repeatable; default: any, since probes "
     "come by pod IP).",
 )
+@click.option(
+    "--promotion-target",
+    metavar="NAME",
+    help="The GitHub target (of the targets file) auto-promotion opens pull requests through "
+    "(environments with spec.promotion.auto; needs a git --source).",
+)
+@click.option(
+    "--promotion-repository",
+    metavar="OWNER/REPO",
+    help="The manifests' repository the pull requests are opened on (default: the one the git "
+    "--source names on GitHub).",
+)
 @state_option
 @targets_option
 @guard_options
@@ -1003,6 +1065,8 @@ def run(
     cache_dir: Path,
     once: bool,
     allowed_hosts: tuple[str, ...],
+    promotion_target: str | None,
+    promotion_repository: str | None,
     state: str,
     targets: OperatorTargets,
     allow_decommission: bool,
@@ -1017,14 +1081,16 @@ def run(
 ) -> int:
     """Run as a daemon: reconcile on every change, webhook and resync interval."""
     from slotkeeper.daemon import Daemon, DaemonSettings, install_signal_handlers
-    from slotkeeper.sources import open_source
 
     secret = _webhook_secret(webhook_secret_file)
     lease = _lease(lease_duration, renew_deadline, retry_period)
+    opened = open_source(source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir)
+    promotion = _promotion_settings(
+        promotion_target, promotion_repository, opened.remote(), branch, targets
+    )
     settings = DaemonSettings(
-        source=open_source(
-            source or str(manifests), branch=branch, path=subpath, cache_dir=cache_dir
-        ),
+        source=opened,
+        promotion=promotion,
         options=_options(allow_decommission, allow_mass_decommission, allow_empty),
         run=RunOptions(
             refresh=True,
@@ -1202,6 +1268,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
+cli.add_command(promote)
+cli.add_command(rollback)
 cli.add_command(release_hold)
 
 __all__ = ["cli", "main"]

@@ -35,6 +35,7 @@ from slotkeeper.daemon import gauges
 from slotkeeper.daemon.backoff import BackOffPolicy, EnvironmentBackOff
 from slotkeeper.daemon.leadership import Leadership
 from slotkeeper.daemon.notifier import NotificationSender
+from slotkeeper.daemon.promoter import Promoter
 from slotkeeper.daemon.settings import DaemonSettings
 from slotkeeper.daemon.status import DaemonStatus, LastReconcile
 from slotkeeper.daemon.watch import watch
@@ -104,6 +105,16 @@ class Daemon:
             may_write=self.leadership.leading,
         )
         self.sender = NotificationSender(self.notifications, self.stopping)
+        self._once = False
+        # proposes as the leader, or as the one `run --once` (GitHub refuses a second open pull
+        # request from one branch, so even two of those never make two)
+        self.promoter = Promoter(
+            settings.promotion,
+            settings.source,
+            ledger,
+            clock=clock,
+            may_write=lambda: self._once or self.leadership.leading(),
+        )
         self.delivery_gauges = gauges.DeliveryGauges()
         self._log = obs.get_logger()
         gauges.track_leader(self.leadership.leading)
@@ -113,6 +124,7 @@ class Daemon:
     def run(self, *, once: bool = False) -> int:
         """Reconcile until stopped (or once); the exit code is 0 unless ``once`` failed."""
         if once:
+            self._once = True
             ok = self.reconcile("once")
             self.sender.send_now()
             self.sender.stop()
@@ -239,6 +251,8 @@ class Daemon:
             (a.environment for a in done.plan.actions), failed_environments(done.plan, done.result)
         )
         self.sender.after_reconcile(shot.desired)
+        if not shot.desired.broken:  # proposes only from a whole, valid checkout
+            self.promoter.propose(shot.desired)
         broken = shot.desired.broken
         return replace(
             last,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slotkeeper.daemon.promoter import PromotionSettings
 from slotkeeper.keys import SecretSink
 from slotkeeper.manifests import NO_TARGETS, OperatorTargets
 from slotkeeper.plan import PlanOptions
@@ -33,3 +34,5 @@ class DaemonSettings:
     election_interval: float = 1.0
     #: the operator's targets (``--targets``), read at start: the manifests only name them
     targets: OperatorTargets = NO_TARGETS
+    #: where auto-promotion proposes (``--promotion-target``); None: it does not
+    promotion: PromotionSettings | None = None

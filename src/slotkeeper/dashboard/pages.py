@@ -21,6 +21,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from slotkeeper.dashboard.delivery import delivery, slot_failures
 from slotkeeper.dashboard.view import DashboardLedger, overview, slot_history
 from slotkeeper.model import DesiredState, timestamp
+from slotkeeper.pipelineview import pipeline_document
+from slotkeeper.promote import read_pipelines
 from slotkeeper.render import duration
 
 #: how often an open page reloads itself unless ``?refresh=N`` says otherwise (seconds)
@@ -133,6 +135,16 @@ class Dashboard:
         """The ``/status/dora`` document the delivery page shows."""
         return delivery(self._ledger, now=self._clock())
 
+    def promotion(self) -> dict[str, Any]:
+        """The ``/status/promotion`` document the promotion page shows: each slot's pipeline
+        (``manifests`` false when the policies, which are in the manifests, are not known)."""
+        desired = self._desired()
+        if desired is None:
+            return {"manifests": False, "slots": []}
+        now = self._clock()
+        found = read_pipelines(desired.environments, self._ledger, now)
+        return {"manifests": True, **pipeline_document(found, now)}
+
     def get(self, path: str, query: str = "") -> Answer | None:
         """The answer to ``GET path?query``, or None when the dashboard does not serve path."""
         parts = [unquote(p) for p in path.strip("/").split("/")] if path != "/" else []
@@ -142,6 +154,8 @@ class Dashboard:
             return _json(200, self.status())
         if parts == ["status", "dora"]:
             return _json(200, self.delivery())
+        if parts == ["status", "promotion"]:
+            return _json(200, self.promotion())
         if len(parts) == 4 and parts[:2] == ["status", "slots"]:
             found = self.slot(parts[2], parts[3])
             return _json(200, found) if found else _json(404, {"error": "no such slot"})
@@ -152,6 +166,8 @@ class Dashboard:
             return self._page(200, "keys.html", self.status(), refresh, page="keys")
         if parts == ["dora"]:
             return self._page(200, "dora.html", self.delivery(), refresh, page="dora")
+        if parts == ["promotion"]:
+            return self._page(200, "promotion.html", self.promotion(), refresh, page="promotion")
         if len(parts) == 3 and parts[0] == "slots":
             found = self.slot(parts[1], parts[2])
             if found is None:

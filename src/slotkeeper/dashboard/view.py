@@ -22,7 +22,7 @@ from slotkeeper import render
 from slotkeeper.actions import FREEZE
 from slotkeeper.dashboard.links import commit_url, https_base, ref_url
 from slotkeeper.ledger import AuditLog, Event, LastGoodReads, PendingAction, StateReads
-from slotkeeper.ledger.base import DeliveryReads
+from slotkeeper.ledger.base import DeliveryReads, PromotionReads
 from slotkeeper.model import (
     Artifact,
     DesiredState,
@@ -37,7 +37,7 @@ from slotkeeper.model import (
 )
 
 
-class DashboardLedger(StateReads, AuditLog, LastGoodReads, DeliveryReads, Protocol):
+class DashboardLedger(StateReads, AuditLog, LastGoodReads, DeliveryReads, PromotionReads, Protocol):
     """What the dashboard reads of the ledger: reads only, so that the type checker proves no
     page (which anyone who can reach the port may ask for) writes to it."""
 

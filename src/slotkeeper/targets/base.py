@@ -114,6 +114,24 @@ class CommitSource(Protocol):
     ) -> tuple[CommitInfo, ...] | None: ...
 
 
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request slotkeeper opened or updated: its number, page, and whether it is new."""
+
+    number: int
+    url: str
+    created: bool
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """A target that can open (or update) a pull request: auto-promotion's (GitHub)."""
+
+    def propose(
+        self, repository: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest: ...
+
+
 class RecordsOnly:
     """For targets that mirror records and know nothing of deploy keys or drift reads."""
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -55,7 +55,7 @@ from slotkeeper.model import (
     SyncSubject,
     TargetSync,
 )
-from slotkeeper.targets.base import KeySubject, RecordSubject, Remote, read_all
+from slotkeeper.targets.base import KeySubject, PullRequest, RecordSubject, Remote, read_all
 from slotkeeper.targets.http import ApiClient, HttpSettings, default_message
 from slotkeeper.targets.pacing import WriteBudget
 
@@ -215,6 +215,42 @@ class GitHubTarget:
     def api_for(self, repository: str) -> ApiClient:
         """The client (and so the credential and write budget) that serves ``repository``."""
         return self._lanes.lane(repository).api
+
+    # -- pull requests (auto-promotion) -----------------------------------------------------
+
+    def propose(
+        self, repository: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """Open a pull request of branch ``head`` into ``base`` on ``repository``, or update
+        the title and body of the one open from that branch into that base (when they differ):
+        one pull request per branch, never two."""
+        api = self.api_for(repository)
+        owner = repository.split("/")[0]
+        query = urlencode({"state": "open", "head": f"{owner}:{head}", "base": base})
+        found = api.send("GET", f"repos/{repository}/pulls?{query}", accept=(200,)).json()
+        if found:
+            number = int(found[0]["number"])
+            if (found[0].get("title"), found[0].get("body")) == (title, body):
+                return PullRequest(number=number, url=str(found[0]["html_url"]), created=False)
+            updated = api.send(
+                "PATCH",
+                f"repos/{repository}/pulls/{number}",
+                json={"title": title, "body": body},
+                write=True,
+                accept=(200,),
+            ).json()
+            return PullRequest(number=number, url=str(updated["html_url"]), created=False)
+        created = api.send(
+            "POST",
+            f"repos/{repository}/pulls",
+            json={"title": title, "head": head, "base": base, "body": body},
+            write=True,
+            idempotent=False,
+            accept=(201,),
+        ).json()
+        return PullRequest(
+            number=int(created["number"]), url=str(created["html_url"]), created=True
+        )
 
     # -- the commits a deployment brings (delivery metrics) ----------------------------------
 

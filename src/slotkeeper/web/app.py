@@ -4,8 +4,8 @@
 
     GET  /healthz  /readyz                 health (async: answered even when the pool is busy)
     GET  /metrics                          Prometheus (the daemon)
-    GET  /  /keys  /dora  /slots/ENV/SLOT  the dashboard's pages
-    GET  /status  /status/dora  /status/slots/ENV/SLOT   their JSON twins
+    GET  /  /keys  /dora  /promotion  /slots/ENV/SLOT  the dashboard's pages
+    GET  /status  /status/dora  /status/promotion  /status/slots/ENV/SLOT   their JSON twins
     GET  /static/dashboard.css             the stylesheet
     POST /hooks/github                     the signed webhook (the daemon)
 
@@ -41,8 +41,10 @@ DASHBOARD_PATHS = (
     "/",
     "/keys",
     "/dora",
+    "/promotion",
     "/status",
     "/status/dora",
+    "/status/promotion",
     "/status/slots/{environment}/{slot}",
     "/slots/{environment}/{slot}",
     "/static/dashboard.css",
