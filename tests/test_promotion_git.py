@@ -222,3 +222,60 @@ def test_promote_rollback_and_holds_through_git_and_the_daemon(
         for ref in git(repo.remote, "for-each-ref", "--format=%(refname)").splitlines()
         if ref.startswith("refs/heads/slotkeeper")
     }
+
+
+def test_auto_promotion_as_a_github_app_opens_its_pull_request_with_the_installation_token(
+    sk: Sk, repo: Repository, tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the promotion target authenticated as a GitHub App, the pull request is looked up
+    and opened with an installation token the App minted (the App's JWT only finds the
+    installation and mints it), and nothing is proposed before the soak is met."""
+    credentials = gh.add_app()
+    gh.add_installation(credentials, "acme")
+    key_file = tmp_path / "app.pem"
+    key_file.write_bytes(credentials.private_key_pem)
+    key_file.chmod(0o600)
+    write_targets(
+        target_document(
+            "github",
+            type="github",
+            baseUrl=gh.base_url,
+            auth={
+                "app": {"clientId": credentials.client_id, "privateKey": {"file": str(key_file)}}
+            },
+        )
+    )
+    gh.add_repository("acme/deployments")
+    gh.link_git("acme/deployments", repo.remote)
+    monkeypatch.chdir(repo.work)
+    state = tmp_path / "ledger.db"
+    repo.write("staging.yaml", staging("v2"))  # production asks for v1, which staging never ran
+    repo.write("production.yaml", PRODUCTION.format(auto="\n    auto: true"))
+    repo.push("auto-promoted production")
+    run = (
+        "run",
+        "--once",
+        "--source",
+        f"file://{repo.remote}",
+        "--path",
+        "m",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--state",
+        str(state),
+        "--promotion-target",
+        "github",
+        "--promotion-repository",
+        "acme/deployments",
+    )
+    assert sk(*run).code == 0
+    assert gh.pulls("acme", "deployments") == []  # v2 just reached staging: not soaked
+    age(state, timedelta(hours=3))
+    assert sk(*run).code == 0
+    [pull] = gh.pulls("acme", "deployments")
+    assert pull["title"] == "promote staging -> production: api v2"
+    pulls = [r for r in gh.requests if "/pulls" in r.path]
+    assert pulls and all(
+        gh.issued_token(r.headers.get("authorization", "").removeprefix("Bearer ")) is not None
+        for r in pulls
+    )
