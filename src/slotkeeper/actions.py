@@ -164,9 +164,9 @@ PROTECTED, MASS, FREEZE, PROMOTION = "protected", "mass", "freeze", "promotion"
 
 class ActionApproval(_Value):
     """An action's standing with the operators: set only on an action that a guard which waits
-    for a person held (a protected environment, the mass guard, a freeze window), and on which
-    nothing else holds (a broken manifest, an empty checkout, a suspended slot are fixed in the
-    manifests, never approved away)."""
+    for a person held (a protected environment, the mass guard, a freeze window, a promotion
+    policy), and on which nothing else holds (a broken manifest, an empty checkout, a suspended
+    slot are fixed in the manifests, never approved away)."""
 
     state: ApprovalState
     #: the action's content digest (:func:`content_digest`), which an approval names

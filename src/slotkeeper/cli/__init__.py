@@ -660,8 +660,9 @@ def approve(
     wanted: str, state: str, reason: str, expires_in: str | None, override_freeze: bool
 ) -> int:
     """Let one held action through the guards that wait for a person (a protected
-    environment, the mass guard; a freeze with --override-freeze), at the next apply or
-    reconcile, once. The action is named by its id or by ENV/SLOT (ENV/key:REPO/TITLE)."""
+    environment, the mass guard, a promotion policy; a freeze with --override-freeze), at the
+    next apply or reconcile, once. The action is named by its id or by ENV/SLOT
+    (ENV/key:REPO/TITLE)."""
     ttl = _expiry(expires_in)
     _decide(
         state,
