@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -59,7 +59,6 @@ from slotkeeper.cli.common import (
 )
 from slotkeeper.cli.promotion import promote, release_hold, rollback
 from slotkeeper.credentials import read_credential_file
-from slotkeeper.daemon.promoter import PromotionSettings
 from slotkeeper.dora.metrics import Rules
 from slotkeeper.dora.report import GROUPINGS, Query, report
 from slotkeeper.errors import (
@@ -98,6 +97,9 @@ from slotkeeper.promote import read_pipelines
 from slotkeeper.reconcile import RunOptions, apply_saved, make_plan, reconcile, snapshot
 from slotkeeper.sources import open_source, origin_url, repository_of
 from slotkeeper.timeline import RECORD_EVENTS, Cut, changes, deployed_at
+
+if TYPE_CHECKING:
+    from slotkeeper.daemon.promoter import PromotionSettings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -945,6 +947,8 @@ def _promotion_settings(
     found = repository or (repository_of(remote) if remote else None)
     if found is None:
         raise ConfigError("--promotion-repository is needed: the source names no GitHub repository")
+    from slotkeeper.daemon.promoter import PromotionSettings  # the daemon loads only for `run`
+
     return PromotionSettings(target=target, repository=found, base=branch)
 
 
