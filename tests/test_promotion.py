@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from tests.daemon_support import Ui
-from tests.helpers import Run, age_ledger, environment, image, write_manifests
+from tests.fakes.unkey import FakeUnkey
+from tests.helpers import (
+    Run,
+    age_ledger,
+    environment,
+    image,
+    target_document,
+    write_manifests,
+    write_targets,
+)
 
 Sk = Callable[..., Run]
 
@@ -316,3 +325,53 @@ def test_promote_and_rollback_refuse_what_they_cannot_do(sk: Sk, workdir: Path) 
     assert forced.code == 0 and "+        version: v2" in forced.out
     planned = sk("plan", "-m", "m")
     assert "BLOCKED: ghcr.io/acme/api v2 soaked" in planned.out  # approval still needed
+
+
+def test_required_upstream_targets_must_have_settled_the_artifact(
+    sk: Sk, workdir: Path, state: Path, unkey: FakeUnkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`requireTargets: [unkey]`: an artifact Unkey never made READY in staging (it is still
+    waiting for approval there) is held however long it ran; one Unkey reported FAILED is held
+    as failed; one READY there goes through once soaked."""
+    monkeypatch.setenv("UNKEY_ROOT_KEY", unkey.token)
+    unkey.fail_images = {"broken"}
+    unkey.await_approval_images = {"waiting"}
+    write_targets(
+        target_document(
+            "unkey",
+            type="unkey",
+            baseUrl=unkey.base_url,
+            rootKey={"env": "UNKEY_ROOT_KEY"},
+            project="acme",
+            app="api",
+            pollTimeoutSeconds=1,
+        )
+    )
+
+    def both(upstream: str, downstream: str) -> None:
+        staging = environment("staging", {"api": image(version=upstream)}, targets=["unkey"])
+        production = environment(
+            "production",
+            {"api": image(version=downstream)},
+            promotion={"from": "staging", "soak": "1h", "requireTargets": ["unkey"]},
+        )
+        write_manifests(workdir / "m", staging, production)
+        sk("apply", "--yes", "-m", "m")
+
+    both("waiting", "v0")
+    age(state, timedelta(hours=2))
+    both("waiting", "waiting")
+    assert (
+        "ghcr.io/acme/api waiting has not settled on unkey in staging" in sk("plan", "-m", "m").out
+    )
+    both("broken", "waiting")
+    age(state, timedelta(hours=2))
+    both("broken", "broken")
+    assert (
+        "ghcr.io/acme/api broken was reported failed by unkey in staging"
+        in sk("plan", "-m", "m").out
+    )
+    both("v1", "broken")
+    age(state, timedelta(hours=2))
+    both("v1", "v1")
+    assert production_version(sk) == "v1"
