@@ -18,7 +18,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from slotkeeper.cli import _lease, cli
+from slotkeeper.cli import cli
+from slotkeeper.cli.common import _lease
 from slotkeeper.model import SecretRef, TargetDocument
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,10 +447,10 @@ def docker_env() -> dict[str, str]:
 
 def check_cli(argv: list[str]) -> None:
     """Parse ``slotkeeper ARGV`` with the real CLI (options and choices), without running it."""
-    index = next(i for i, arg in enumerate(argv) if arg in cli.commands)
+    index = next(i for i, arg in enumerate(argv) if arg in cli.every_command)
     name = argv[index]
     with cli.make_context("slotkeeper", [*argv[:index], name]) as parent:
-        cli.commands[name].make_context(name, argv[index + 1 :], parent=parent).close()
+        cli.every_command[name].make_context(name, argv[index + 1 :], parent=parent).close()
 
 
 def shell_commands(script: str) -> list[list[str]]:
@@ -755,7 +756,7 @@ def test_args_use_the_daemon_flags_and_defined_variables(variant: Path) -> None:
     # ledger's URL, with its password, from a file in the postgres variant).
     assert "--state" not in args
     assert "--secrets-dir" not in args
-    run_envvars = {param.envvar for param in cli.commands["run"].params}
+    run_envvars = {param.envvar for param in cli.every_command["run"].params}
     assert {"SLOTKEEPER_STATE", "SLOTKEEPER_SECRETS_DIR"} <= run_envvars
     state = "SLOTKEEPER_STATE_FILE" if variant == POSTGRES else "SLOTKEEPER_STATE"
     assert {state, "SLOTKEEPER_SECRETS_DIR"} <= set(env_names)
@@ -1237,7 +1238,7 @@ def test_postgres_shows_the_lease_settings_and_they_are_valid() -> None:
     entries = env_entries(POSTGRES)
     for name in LEASE_SETTINGS:
         assert entries[name]["valueFrom"]["configMapKeyRef"]["key"] == name
-        assert name in {param.envvar for param in cli.commands["run"].params}
+        assert name in {param.envvar for param in cli.every_command["run"].params}
     assert [settings[name] for name in LEASE_SETTINGS] == ["15s", "10s", "2s"]
     assert not set(LEASE_SETTINGS) & set(env_entries(BASE))
     lease = _lease(*(settings[name] for name in LEASE_SETTINGS))

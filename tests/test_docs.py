@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from slotkeeper.cli import cli
+from slotkeeper.cli.lazy import LazyGroup
 from tests.helpers import Run, deploy_key, environment, image, write_manifests, write_targets
 from tests.test_schema import editor_documents
 
@@ -33,9 +34,16 @@ def page(name: str) -> str:
     return " ".join((DOCS / name).read_text(encoding="utf-8").split())
 
 
+def every(group: click.Command) -> dict[str, click.Command]:
+    """A group's commands, each imported (the root group imports its own when used)."""
+    if isinstance(group, LazyGroup):
+        return group.every_command
+    return group.commands if isinstance(group, click.Group) else {}
+
+
 def commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     """The path of every command that takes --state (``("keys", "list")``...)."""
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(every(group).items()):
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
         elif any(param.name == "state" for param in command.params):
@@ -293,7 +301,7 @@ def test_the_anchor_rule_tells_a_heading_only_one_side_finds() -> None:
 
 def all_commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     """The path of every command (``("keys", "rotate")``...)."""
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(every(group).items()):
         if isinstance(command, click.Group):
             yield from all_commands(command, (*path, name))
         else:
@@ -310,7 +318,7 @@ def test_every_command_and_flag_is_in_the_commands_page(path: tuple[str, ...]) -
     [row] = [line for line in text.splitlines() if re.match(rf"\| `{name}( [A-Z\[]|`)", line)]
     command = cli
     for step in path:
-        command = command.commands[step]
+        command = every(command)[step]
     flags = [
         flag
         for param in command.params

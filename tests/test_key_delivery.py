@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from slotkeeper import cli
+from slotkeeper.cli import common
 from slotkeeper.keys import fingerprint, private_key_fingerprint
 from tests.daemon_support import Running, Ui, wait_for
 from tests.fakes.github import ALL_PERMISSIONS, FakeGitHub
@@ -148,7 +148,7 @@ def at(monkeypatch: pytest.MonkeyPatch) -> Callable[[timedelta], None]:
 
     def move(offset: timedelta) -> None:
         moment = datetime.now(UTC) + offset
-        monkeypatch.setattr(cli, "utcnow", lambda: moment)
+        monkeypatch.setattr(common, "utcnow", lambda: moment)
 
     return move
 

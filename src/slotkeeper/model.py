@@ -527,7 +527,7 @@ class SlotSpec(_Strict):
         "mark the deployment as a fix for iftrue (DORA tracking). A change here alone deploys "
         "nothing: it describes the slot's next deployment.",
     )
-    promotion: SlotPromotion | None = Field(
+    promotion: SlotPromotion | SkipJsonSchema[None] = Field(
         None,
         description="This slot's promotion rule over the environment's `promotion` (soak, "
         "requireTargets, or exempt).",
@@ -630,7 +630,7 @@ class EnvironmentSpec(_Strict):
         description="Windows with no deploys or decommissions (key rotations and target syncs of "
         "what is recorded go on).",
     )
-    promotion: PromotionPolicy | None = Field(
+    promotion: PromotionPolicy | SkipJsonSchema[None] = Field(
         None,
         description="Artifacts come here from an upstream environment: a deploy of an artifact "
         "that did not soak there, was rolled back or fixed there, or was rolled back here, is "

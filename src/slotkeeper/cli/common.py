@@ -41,11 +41,7 @@ from slotkeeper.model import (
     SinkPolicy,
     parse_duration,
 )
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-EXIT_HELD = 3
+from slotkeeper.plan import PlanOptions
 
 DEFAULT_SECRETS_DIR = ".slotkeeper/secrets"
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -367,3 +363,36 @@ def _ledger_to_plan(state: str) -> Iterator[tuple[Ledger, str | None]]:
         yield ledger, note
     finally:
         ledger.close()
+
+
+def _options(
+    allow_decommission: bool,
+    allow_mass_decommission: bool,
+    allow_empty: bool = False,
+    rotate: frozenset[str] = frozenset(),
+) -> PlanOptions:
+    return PlanOptions(
+        allow_decommission=allow_decommission,
+        allow_mass_decommission=allow_mass_decommission,
+        allow_empty=allow_empty,
+        rotate=rotate,
+    )
+
+
+def _moment(value: str | None, flag: str) -> datetime | None:
+    """``--since``/``--until``: an ISO-8601 time (UTC when no zone is given) or a duration back
+    from now (``24h``, ``7d``)."""
+    if value is None:
+        return None
+    try:
+        return utcnow() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return _iso_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            "expected a duration back from now such as 24h or 7d, or an ISO-8601 time such as "
+            "2026-12-24T00:00:00Z",
+            param_hint=flag,
+        ) from exc

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from slotkeeper.cli import common
+from slotkeeper.cli.codes import EXIT_OK
 from slotkeeper.cli.common import (
-    EXIT_OK,
     _actor,
     _ledger,
     _stderr,
@@ -17,7 +18,6 @@ from slotkeeper.cli.common import (
     manifest_options,
     state_option,
     targets_option,
-    utcnow,
 )
 from slotkeeper.errors import ConfigError
 from slotkeeper.ledger import Ledger
@@ -52,7 +52,7 @@ def write_options(func: click.decorators.FC) -> click.decorators.FC:
 
 def _decided(ledger: Ledger, desired: DesiredState, moves: Sequence[Move]) -> list[Move]:
     facts = ledger.promotion_evidence(candidates(moves))
-    return decide(moves, desired.environments, facts, utcnow())
+    return decide(moves, desired.environments, facts, common.utcnow())
 
 
 def _carry_out(
@@ -222,10 +222,12 @@ def release_hold(where: str, state: str, reason: str) -> int:
     environment, slot = _slot_argument(where)
     actor = _actor()
     with _ledger(state, create=False) as ledger:
-        released = ledger.release_holds(environment, slot, actor=actor, reason=reason, at=utcnow())
+        released = ledger.release_holds(
+            environment, slot, actor=actor, reason=reason, at=common.utcnow()
+        )
         if not released:
             raise ConfigError(f"no hold stands on {environment}/{slot}")
-        ledger.request_reconcile(f"release-hold {environment}/{slot}", at=utcnow())
+        ledger.request_reconcile(f"release-hold {environment}/{slot}", at=common.utcnow())
     console = _stdout()
     for hold in released:
         console.print(
