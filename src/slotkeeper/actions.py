@@ -48,7 +48,7 @@ class ActionType(StrEnum):
 
 
 class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class PlannedKey(_Value):
@@ -373,7 +373,7 @@ Action = Annotated[
     Field(discriminator="type"),
 ]
 #: reads one action from its wire shape (a ``Plan`` reads its actions itself)
-ACTION: TypeAdapter[Action] = TypeAdapter(Action)
+ACTION: TypeAdapter[Action] = TypeAdapter(Action, config=ConfigDict(defer_build=True))
 
 #: the actions that change a record (the executor batches their ledger writes)
 RecordAction = DeployAction | DecommissionAction

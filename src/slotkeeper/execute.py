@@ -82,7 +82,7 @@ class Outcome(StrEnum):
 
 
 class ActionResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     action_id: str
     type: ActionType
@@ -101,7 +101,7 @@ class ApplyResult(BaseModel):
     """What an apply did, action by action and target by target; the CLI and the daemon
     render this value."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     serial: int
     results: tuple[ActionResult, ...]

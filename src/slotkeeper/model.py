@@ -82,6 +82,7 @@ class _Strict(BaseModel):
     """Manifest parts: unknown fields are errors, types are not coerced, values are frozen."""
 
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         frozen=True,
         strict=True,
@@ -984,7 +985,7 @@ class TargetDocument(_Strict):
 class Location(BaseModel):
     """Where a document was declared, for messages."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     file: str
     line: int
@@ -996,7 +997,7 @@ class Location(BaseModel):
 class Revision(BaseModel):
     """The git commit the manifests were read at (``dirty`` when the work tree had changes)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     sha: str
     message: str
@@ -1011,7 +1012,7 @@ class Revision(BaseModel):
 class BrokenFile(BaseModel):
     """A manifest file that does not validate, and whether its last good version stands in."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     file: str
     errors: tuple[str, ...]
@@ -1021,7 +1022,7 @@ class BrokenFile(BaseModel):
 class ManifestStatus(BaseModel):
     """Broken manifest files as last seen by a reconcile: what is held back, and since when."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     at: datetime
     #: the revision whose broken files are not applied
@@ -1036,7 +1037,7 @@ class DesiredState(BaseModel):
     ``broken``, and the environments only their last good versions declare in ``stand_ins``.
     Nothing is removed outside the environments of valid files while anything is broken."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     environments: dict[str, EnvironmentSpec]
     targets: dict[str, TargetSpec]
@@ -1161,7 +1162,7 @@ class KeyStatus(StrEnum):
 class CommitInfo(BaseModel):
     """A commit a deployment brought: when it was written and committed, and its subject."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     sha: str
     authored_at: Timestamp
@@ -1186,7 +1187,7 @@ def is_fix(annotations: dict[str, str]) -> bool:
 class Record(BaseModel):
     """One row of the ledger: an artifact deployed into a slot."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: int
     environment: str
@@ -1206,7 +1207,7 @@ class Record(BaseModel):
 class KeyRecord(BaseModel):
     """One deploy key slotkeeper created; the private half lives only in the secret sink."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: int
     environment: str
@@ -1228,7 +1229,7 @@ class KeyRecord(BaseModel):
 class SinkFinding(BaseModel):
     """What a place of a deploy key said when the targets were refreshed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     #: why slotkeeper may not write there (the key's action is held)
     refused: tuple[str, ...] = ()
@@ -1240,7 +1241,7 @@ class SinkHolding(BaseModel):
     """What one place (a file, a Kubernetes Secret, an Actions secret) of a deploy key is known
     to hold: the key last delivered there, and the last failure to deliver one."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     repository: str
     title: str
@@ -1273,7 +1274,7 @@ class Approval(BaseModel):
     ``expires_at``, once: applying the action uses it up. A rejection keeps the action held and
     stops asking for an approval, until someone approves it after all."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: int
     digest: str
@@ -1299,7 +1300,7 @@ class EnvironmentRecord(BaseModel):
     """What the ledger remembers of an environment, so guards hold and targets can still be
     told about its records after it leaves the manifests."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     name: str
     protected: bool
@@ -1337,7 +1338,7 @@ UNEXPLAINED_ERROR = "failed (details in `slotkeeper status`)"
 class TargetSync(BaseModel):
     """What one target holds for one record or key, as last confirmed (or attempted)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     target: str
     subject: SyncSubject
@@ -1395,7 +1396,7 @@ class Drift(BaseModel):
     know, left by an interrupted rotation) or the remote state seen (e.g. ``inactive``).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     target: str
     subject: SyncSubject
@@ -1418,7 +1419,7 @@ TARGET_FAILURES = frozenset({"FAILED", "failure", "error"})
 class RecordedState(BaseModel):
     """What the ledger says is deployed right now: the planner's second input."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     lineage: str
     serial: int

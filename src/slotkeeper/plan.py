@@ -93,7 +93,7 @@ TYPE_ORDER: dict[ActionType, int] = {
 
 
 class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class PlanOptions(_Value):

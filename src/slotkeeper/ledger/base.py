@@ -58,7 +58,7 @@ from slotkeeper.promotion import Evidence, SlotHold
 class PendingAction(BaseModel):
     """An action a guard held back at the last apply, shown by ``status``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     action_id: str
     type: str
@@ -95,7 +95,7 @@ class NotifyState(BaseModel):
     many looks there were, and the conditions (failing targets, held actions, freezes, broken
     files) that held at the last look, as the notifier's own JSON."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     cursor: int
     generation: int
@@ -105,7 +105,7 @@ class NotifyState(BaseModel):
 class OutboxMessage(BaseModel):
     """One message for one notifier, in the ledger's outbox until it is sent or given up."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     id: int = 0
     notifier: str
@@ -127,7 +127,7 @@ class DeliveryRow(BaseModel):
     """A record as the delivery metrics read it: when and what, what it superseded, its marks,
     the commits it brought (None: unknown) and whether a target reported it failed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     record: Record
     replaced: Artifact | None
@@ -138,7 +138,7 @@ class DeliveryRow(BaseModel):
 class Event(BaseModel):
     """One entry of the append-only audit log."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     seq: int
     serial: int

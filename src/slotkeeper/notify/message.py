@@ -102,6 +102,7 @@ class _Message(BaseModel):
     out of a body)."""
 
     model_config = ConfigDict(
+        defer_build=True,
         frozen=True,
         extra="forbid",
         populate_by_name=True,

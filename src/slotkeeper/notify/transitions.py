@@ -40,7 +40,7 @@ _TOLD = {
 class HeldAction(BaseModel):
     """An action held at the last look, as notifications remember it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     action: str
     action_id: str
@@ -54,7 +54,7 @@ class Conditions(BaseModel):
     reason), actions held (``ENV/SUBJECT``), environments frozen (to until when) and the
     manifest files found broken."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     failing: dict[str, str] = Field(default_factory=dict)
     held: dict[str, HeldAction] = Field(default_factory=dict)
