@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import dora, economy, pacing, scale, throughput
+from tests.bench import dora, economy, pacing, process, scale, throughput
 from tests.bench.__main__ import main
 from tests.bench.generate import Tree
 
@@ -65,7 +65,7 @@ def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
 def test_the_runner_runs_every_benchmark_quick(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`python -m tests.bench --quick`: all seven targets run, every bounded figure passes, the
+    """`python -m tests.bench --quick`: all eight targets run, every bounded figure passes, the
     table is printed and the JSON written. The runner lets itself reach its fakes on loopback
     (`make bench` runs outside the tests' conftest, which otherwise allows it)."""
     monkeypatch.delenv("SLOTKEEPER_EGRESS_ALLOW")
@@ -74,7 +74,7 @@ def test_the_runner_runs_every_benchmark_quick(
     document = json.loads(out.read_text())
     assert document["machine"]["cores"] and document["passed"] is True
     targets = {f["target"].split()[0] for f in document["figures"]}
-    assert targets == {"1", "2", "3", "4", "5", "6", "7"}
+    assert targets == {"1", "2", "3", "4", "5", "6", "7", "8"}
     assert all(f["verdict"] != "FAIL" for f in document["figures"])
     printed = capsys.readouterr().out
     assert "| 3 pacing" in printed and "every target PASSED" in printed
@@ -88,3 +88,15 @@ def test_the_delivery_benchmark_builds_a_ledger_dora_can_read(tmp_path: Path) ->
     names = [f.name for f in figures]
     assert "SQLite: dora peak RSS" in names and all(f.value > 0 for f in figures)
     assert all(f.passed is None for f in figures)
+
+
+def test_the_process_benchmark_times_whole_processes(tmp_path: Path) -> None:
+    """Target 8 times `--version`, a first plan against a bare parse process and an unchanged
+    plan, each as a child process (the commands must succeed for a figure to exist)."""
+    figures = {f.name: f for f in process.run(tmp_path, quick=True)}
+    assert figures["`slotkeeper --version`, whole process"].value > 0
+    ratio = next(
+        f for name, f in figures.items() if name.startswith("first `plan`") and "/" in name
+    )
+    assert ratio.value > 1  # slotkeeper does more than parse
+    assert any("nothing to do" in name for name in figures)
