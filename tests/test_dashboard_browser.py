@@ -8,6 +8,7 @@ The screenshots land in ``.slotkeeper/screenshots/``; with ``SLOTKEEPER_UPDATE_S
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.daemon_support import Running, wait_for
+from tests.bench.generate import Tree, write
+from tests.daemon_support import Running, Ui, wait_for
 from tests.fakes.github import FakeGitHub
 from tests.helpers import deploy_key, environment, image, write_manifests_and_targets
 from tests.test_github_target import target
@@ -196,3 +198,44 @@ def test_the_dashboard_in_chromium(
     shoot(phone, tmp_path, "phone.png")
     page.close()
     phone.close()
+
+
+def test_the_matrix_of_10000_slots_stays_small_filters_and_updates_in_place(
+    browser: Browser, workdir: Path, sk: Callable[..., Any], ui: Callable[..., Ui]
+) -> None:
+    """A ledger of 10,000 slots (200 environments of 50, applied through the CLI): `/` is a
+    window of it under 500 KB whose legend counts the whole set; the filter form narrows it in
+    the browser (an environment, then a slot and a state), the pager keeps the filter; with
+    its script the open page updates in place (no reload: the page's own state survives)."""
+    root = write(Tree(200, 50), workdir / "big")
+    applied = sk("apply", "--yes", "--no-refresh", "-m", str(root), "--secrets-dir", "secrets")
+    assert applied.code == 0, applied.err
+    server = ui()
+    whole = server.get("/")
+    assert whole.status_code == 200 and len(whole.content) <= 500_000
+    document = server.get("/status?env=env-0007").json()
+    assert [column["name"] for column in document["matrix"]["columns"]] == ["env-0007"]
+    assert sum(document["states"].values()) == 10_000  # the whole set, whatever the filter
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.url + "/?refresh=1")
+    assert page.locator("td.cell").count() <= 500
+    expect(page.locator("#legend")).to_contain_text("deployed 10000")
+    page.evaluate("window.__kept = 'still here'")
+    expect(page.locator("body")).to_have_attribute("data-updated", re.compile(r"\d+"))
+    assert page.evaluate("window.__kept") == "still here"  # updated in place, not reloaded
+
+    page.fill("input[name=env]", "env-0007")
+    page.click("button[type=submit]")
+    expect(page.locator("thead th[data-environment]")).to_have_count(1)
+    expect(page.locator("thead th[data-environment]")).to_have_text("env-0007")
+    page.fill("input[name=slot]", "api")
+    page.select_option("select[name=state]", "deployed")
+    page.click("button[type=submit]")
+    slots = page.locator("tbody th[scope=row]").all_inner_texts()
+    assert slots and all("api" in slot for slot in slots)
+    assert "env=env-0007" in page.url and "state=deployed" in page.url
+    page.goto(server.url + "/?slot=a&rows=10&page=2")
+    expect(page.locator("#pager")).to_contain_text("slots 11–20 of 22")
+    assert "slot=a" in (page.locator("a[rel=prev]").get_attribute("href") or "")
+    page.close()

@@ -113,7 +113,7 @@ def test_held_removals_await_approval_on_the_matrix_and_the_slot_page(
         assert cells(status)["production", slot]["awaiting_approval"] is True
     assert "data-awaiting" not in shown["production", "api"]
     assert 'title="awaiting approval: slotkeeper approve' in page
-    assert "<script" not in page
+    assert "<script>" not in page  # no inline script: the matrix's one is its own file
 
     web = server.get("/status/slots/production/web").json()
     assert web["pending"] == {

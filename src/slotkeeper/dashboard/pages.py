@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from slotkeeper.dashboard.delivery import delivery, slot_failures
-from slotkeeper.dashboard.view import DashboardLedger, overview, slot_history
+from slotkeeper.dashboard.view import (
+    STATES,
+    WHOLE,
+    DashboardLedger,
+    View,
+    keys_overview,
+    overview,
+    slot_history,
+)
 from slotkeeper.model import DesiredState, timestamp
 from slotkeeper.pipelineview import pipeline_document
 from slotkeeper.promote import read_pipelines
@@ -30,6 +38,7 @@ DEFAULT_REFRESH = 10
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 CSS = "text/css; charset=utf-8"
+SCRIPT = "text/javascript; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,13 @@ def _unconfirmed(targets: dict[str, str], errors: dict[str, str] | None = None) 
     )
 
 
+def _with_query(query: str, **changes: object) -> str:
+    """The page's own query string with ``changes`` made: a pager link keeps the filters."""
+    values = {name: found[0] for name, found in parse_qs(query).items() if found}
+    values.update({name: str(value) for name, value in changes.items()})
+    return "?" + urlencode(values)
+
+
 def _templates() -> Environment:
     environment = Environment(
         loader=PackageLoader("slotkeeper.dashboard", "templates"),
@@ -76,7 +92,12 @@ def _templates() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        ago=_ago, when=_when, seconds=_seconds, span=duration, unconfirmed=_unconfirmed
+        ago=_ago,
+        when=_when,
+        seconds=_seconds,
+        span=duration,
+        unconfirmed=_unconfirmed,
+        with_query=_with_query,
     )
     return environment
 
@@ -105,10 +126,13 @@ class Dashboard:
         self._source = source
         self._manifests_url = manifests_url
         self._templates = _templates()
-        self._css = files("slotkeeper.dashboard").joinpath("static/dashboard.css").read_bytes()
+        static = files("slotkeeper.dashboard").joinpath("static")
+        self._css = static.joinpath("dashboard.css").read_bytes()
+        self._script = static.joinpath("refresh.js").read_bytes()
 
-    def status(self) -> dict[str, Any]:
-        """The ``/status`` document: what the matrix, keys and reconcile panels show."""
+    def status(self, view: View = WHOLE, *, slots: bool = True) -> dict[str, Any]:
+        """The ``/status`` document: what the matrix, keys and reconcile panels show, the
+        matrix as ``view`` filters and windows it (``slots``: with every slot's status row)."""
         return overview(
             self._ledger,
             now=self._clock(),
@@ -116,6 +140,8 @@ class Dashboard:
             last_reconcile=self._last_reconcile(),
             extra=self._extra(),
             manifests_url=self._manifests_url,
+            view=view,
+            slots=slots,
         )
 
     def slot(self, environment: str, slot: str) -> dict[str, Any] | None:
@@ -150,8 +176,10 @@ class Dashboard:
         parts = [unquote(p) for p in path.strip("/").split("/")] if path != "/" else []
         if path == "/static/dashboard.css":
             return Answer(200, self._css, CSS)
+        if path == "/static/refresh.js":
+            return Answer(200, self._script, SCRIPT)
         if parts == ["status"]:
-            return _json(200, self.status())
+            return _json(200, self.status(_view(query, whole=True)))
         if parts == ["status", "dora"]:
             return _json(200, self.delivery())
         if parts == ["status", "promotion"]:
@@ -161,9 +189,13 @@ class Dashboard:
             return _json(200, found) if found else _json(404, {"error": "no such slot"})
         refresh = _refresh(query)
         if not parts:
-            return self._page(200, "matrix.html", self.status(), refresh, page="matrix")
+            doc = self.status(_view(query, whole=False), slots=False)
+            return self._page(
+                200, "matrix.html", doc, refresh, page="matrix", query=query, live=True
+            )
         if parts == ["keys"]:
-            return self._page(200, "keys.html", self.status(), refresh, page="keys")
+            keys = keys_overview(self._ledger, now=self._clock())
+            return self._page(200, "keys.html", keys, refresh, page="keys")
         if parts == ["dora"]:
             return self._page(200, "dora.html", self.delivery(), refresh, page="dora")
         if parts == ["promotion"]:
@@ -190,6 +222,36 @@ class Dashboard:
             **context,
         )
         return Answer(status, html.encode(), HTML)
+
+
+#: the most a page shows at once, whatever the query asks (rows of slots, environments)
+MAX_ROWS, MAX_COLUMNS = 500, 50
+
+
+def _view(query: str, *, whole: bool) -> View:
+    """The matrix's filters and window from the query string (``env``, ``slot``, ``state``,
+    ``page``, ``rows``, ``window``, ``columns``); ``whole``: without any of them, everything
+    (``/status``, as before), else the page's default window."""
+    values = {name: found[0] for name, found in parse_qs(query).items() if found}
+    if whole and not values.keys() & {"env", "slot", "state", "page", "rows", "window", "columns"}:
+        return WHOLE
+
+    def number(name: str, default: int, most: int) -> int:
+        try:
+            return min(max(1, int(values.get(name, default))), most)
+        except ValueError:
+            return default
+
+    state = values.get("state", "")
+    return View(
+        environment=values.get("env", "")[:100],
+        slot=values.get("slot", "")[:100],
+        state=state if state in STATES else "",
+        page=number("page", 1, 1_000_000),
+        rows=number("rows", View.rows, MAX_ROWS),
+        window=number("window", 1, 1_000_000),
+        columns=number("columns", View.columns, MAX_COLUMNS),
+    )
 
 
 def _refresh(query: str) -> int:

@@ -15,7 +15,9 @@ parts only.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from slotkeeper import render
@@ -114,14 +116,11 @@ def _held(blocked: PendingAction | None) -> dict[str, Any]:
     }
 
 
-def _cell(
-    record: Record,
-    syncs: list[TargetSync],
-    blocked: PendingAction | None,
-    hold: str | None,
-    waiting: dict[str, Any] | None,
-    now: datetime,
-) -> dict[str, Any]:
+def _cell_state(
+    record: Record, syncs: list[TargetSync], blocked: PendingAction | None, hold: str | None
+) -> tuple[str, str | None, bool]:
+    """A record's cell's state, the hold it shows and whether every target confirmed it:
+    what the counts and the state filter need of every cell (the rest only for those shown)."""
     confirmed = all(sync.settled for sync in syncs)
     if record.status is RecordStatus.DECOMMISSIONED and blocked is None:
         hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
@@ -132,6 +131,18 @@ def _cell(
         if not confirmed
         else "deployed"
     )
+    return state, hold, confirmed
+
+
+def _cell(
+    record: Record,
+    syncs: list[TargetSync],
+    blocked: PendingAction | None,
+    hold: str | None,
+    waiting: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    state, hold, confirmed = _cell_state(record, syncs, blocked, hold)
     since = record.created_at if record.status is RecordStatus.DEPLOYED else record.updated_at
     artifact = record.artifact
     return {
@@ -220,7 +231,7 @@ def _recorded_environments(ledger: DashboardLedger) -> Callable[[], dict[str, En
 
     def environments() -> dict[str, EnvironmentRecord]:
         if not read:
-            read.append(ledger.read_state().environments)
+            read.append({record.name: record for record in ledger.environment_records()})
         return read[0]
 
     return environments
@@ -278,6 +289,38 @@ def last_apply(events: Iterable[Event]) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class View:
+    """Which part of the matrix a page shows: filters (an environment or slot name holding
+    ``environment``/``slot``, a ``state``) and a window of it (``page`` of ``rows`` slots,
+    ``window`` of ``columns`` environments), so a page of 10,000 slots stays small. The counts
+    per state are always those of the whole set."""
+
+    environment: str = ""
+    slot: str = ""
+    state: str = ""
+    page: int = 1
+    rows: int = 50
+    window: int = 1
+    columns: int = 10
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.environment or self.slot or self.state)
+
+
+#: a view that shows everything at once (``/status`` without a query, and the tests' reads)
+WHOLE = View(rows=1_000_000, columns=1_000_000)
+
+
+def _window(count: int, size: int, wanted: int) -> tuple[int, int, int]:
+    """(page, pages, first index) of a window of ``size`` over ``count`` items; the page
+    asked for, kept within what exists."""
+    pages = max(1, -(-count // size))
+    page = min(max(1, wanted), pages)
+    return page, pages, (page - 1) * size
+
+
 def overview(
     ledger: DashboardLedger,
     *,
@@ -286,8 +329,12 @@ def overview(
     last_reconcile: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     manifests_url: str | None = None,
+    view: View = WHOLE,
+    slots: bool = True,
 ) -> dict[str, Any]:
-    """Everything the matrix page shows (and ``/status`` returns).
+    """Everything the matrix page shows (and ``/status`` returns): the matrix as ``view``
+    filters and windows it, the counts per state of the whole set, and (``slots``) every
+    slot's status row.
 
     ``manifests_url``: the web page of the manifests' repository (``https://github.com/acme/
     deploy``; a git remote URL is turned into it, see ``links.web_url``), which the revision
@@ -296,61 +343,89 @@ def overview(
     records = ledger.latest_records()
     pending = ledger.pending()
     syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
-    managed = ledger.keys()
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
 
     def hold_of(environment: str, slot: str) -> str | None:
         return holds.get((environment, slot)) or holds.get((environment, None))
 
-    cells: dict[str, dict[str, Any]] = {}
+    # Every cell's state (for the counts and the filter); a cell's whole document is built
+    # only for the cells the view shows.
+    states: dict[str, dict[str, str]] = {}
+    build: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {}
     for record in records:
         where = (record.environment, record.slot)
-        cells.setdefault(record.slot, {})[record.environment] = _cell(
+        own = syncs.get(record.id, [])
+        hold = hold_of(*where) if holds else None
+        states.setdefault(record.slot, {})[record.environment] = _cell_state(
+            record, own, blocked_at.get(where), hold
+        )[0]
+        build[where] = partial(
+            _cell,
             record,
-            syncs.get(record.id, []),
+            own,
             blocked_at.get(where),
-            hold_of(*where),
+            hold,
             _waiting(_declared(desired, *where), record),
             now,
         )
     # a slot whose first deploy is held has no record: it gets a cell all the same
     for (environment, slot), held in blocked_at.items():
-        if slot is not None and environment not in cells.get(slot, {}):
-            cells.setdefault(slot, {})[environment] = _first_deploy_cell(
+        if slot is not None and environment not in states.get(slot, {}):
+            first = _first_deploy_cell(
                 held, hold_of(environment, slot), _declared(desired, environment, slot), now
             )
+            states.setdefault(slot, {})[environment] = first["state"]
+            build[environment, slot] = partial(dict, first)
+    cells = states
     columns = _columns(
         {env for row in cells.values() for env in row}
         | set(desired.environments if desired else ()),
         desired,
         _recorded_environments(ledger),
     )
+    wanted_env, wanted_slot = view.environment.lower(), view.slot.lower()
+    columns = [column for column in columns if wanted_env in column["name"].lower()]
+    shown_rows = []
+    for slot in sorted(cells):
+        if wanted_slot not in slot.lower():
+            continue
+        if view.state and view.state not in cells[slot].values():
+            continue
+        shown_rows.append(slot)
+    window, windows, first_column = _window(len(columns), view.columns, view.window)
+    columns = columns[first_column : first_column + view.columns]
     environments = [column["name"] for column in columns]
+    shown_rows = [slot for slot in shown_rows if any(env in cells[slot] for env in environments)]
+    matched = len(shown_rows)
+    page, pages, first_row = _window(matched, view.rows, view.page)
+    shown_rows = shown_rows[first_row : first_row + view.rows]
+
+    def in_view(environment: str, slot: str) -> dict[str, Any] | None:
+        state = cells[slot].get(environment)
+        if state is None or (view.state and state != view.state):
+            return None
+        return build[environment, slot]()
+
     base = https_base(manifests_url)
     applied = last_apply(ledger.events(types=_APPLY_EVENTS, last=2))
     shown = last_reconcile or applied
     document: dict[str, Any] = {
         "generated_at": timestamp(now),
-        "slots": render.status_document(records, pending, syncs, public=True),
+        "slots": render.status_document(records, pending, syncs, public=True) if slots else [],
         "matrix": {
             "environments": environments,
             "columns": columns,
             "rows": [
-                {"slot": slot, "cells": [cells[slot].get(env) for env in environments]}
-                for slot in sorted(cells)
+                {"slot": slot, "cells": [in_view(env, slot) for env in environments]}
+                for slot in shown_rows
             ],
+            "filter": {"environment": view.environment, "slot": view.slot, "state": view.state},
+            "page": {"number": page, "of": pages, "rows": view.rows, "slots": matched},
+            "window": {"number": window, "of": windows, "columns": view.columns},
         },
         "states": dict.fromkeys(STATES, 0),
-        "keys": [
-            {
-                **_key(key, now),
-                "places": render.places_document(
-                    key, ledger.sinks_of(key.repository, key.title), public=True
-                ),
-            }
-            for key in managed
-        ],
+        "keys": keys_overview(ledger, now=now)["keys"],
         "blocked": [
             {
                 **render.pending_document(p),
@@ -380,10 +455,29 @@ def overview(
         "last_revision_url": commit_url(base, shown.get("revision") if shown else None),
     }
     for row in cells.values():
-        for cell in row.values():
-            document["states"][cell["state"]] += 1
+        for state in row.values():
+            document["states"][state] += 1
     document.update(extra or {})
     return document
+
+
+def keys_overview(ledger: DashboardLedger, *, now: datetime) -> dict[str, Any]:
+    """What the deploy-keys page shows: the managed keys with where each is delivered (and the
+    manifests' state for the banner), without the matrix's work over every slot."""
+    managed = ledger.keys(include_retired=False)
+    return {
+        "generated_at": timestamp(now),
+        "keys": [
+            {
+                **_key(key, now),
+                "places": render.places_document(
+                    key, ledger.sinks_of(key.repository, key.title), public=True
+                ),
+            }
+            for key in managed
+        ],
+        "manifests": render.manifests_document(ledger.manifest_status()),
+    }
 
 
 def slot_history(

@@ -48,6 +48,7 @@ DASHBOARD_PATHS = (
     "/status/slots/{environment}/{slot}",
     "/slots/{environment}/{slot}",
     "/static/dashboard.css",
+    "/static/refresh.js",
 )
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: sent with every answer: no page of ours runs a script, is framed, sniffed as another type,
-#: kept in a cache (a shared proxy or the browser's disk: the pages show what is deployed where)
-#: or tells another site where its reader came from
+#: sent with every answer: no page of ours runs a script but our own file (the matrix's
+#: in-place refresh, which asks only this origin), is framed, sniffed as another type, kept in
+#: a cache (a shared proxy or the browser's disk: the pages show what is deployed where), sends
+#: a form anywhere but here (the matrix's filter) or tells another site where its reader came
+#: from
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'; form-action 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
