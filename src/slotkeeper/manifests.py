@@ -9,10 +9,11 @@ raised together as :class:`ManifestErrors`, each naming file, line and field pat
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -276,14 +277,16 @@ def parse(
     *,
     errors: Iterable[ManifestError] = (),
     targets: OperatorTargets = NO_TARGETS,
+    parse_cache: ParseCache | None = None,
 ) -> DesiredState:
     """Validate manifest contents (by the path they are reported under) into a DesiredState;
     raise ``ManifestErrors`` with every problem, ``errors`` (found while reading) included.
-    The environments may only name the operator's ``targets``."""
+    The environments may only name the operator's ``targets``. With a ``parse_cache``, a file whose
+    content it has seen is not parsed again."""
     collector = _Collector(operator=targets)
     collector.errors.extend(errors)
     for path in sorted(files):
-        _parse_file(path, files[path], collector)
+        _parse_file(path, files[path], collector, parse_cache=parse_cache)
     _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
@@ -360,6 +363,7 @@ def load_tolerant(
     last_good: Callable[[], Mapping[str, bytes]],
     check: Callable[[DesiredState], list[ManifestError]] = lambda _: [],
     targets: OperatorTargets = NO_TARGETS,
+    parse_cache: ParseCache | None = None,
 ) -> DesiredState:
     """Load ``tree`` even when some files are broken: each broken file is left out, or replaced
     by its last good version (``last_good()``: content by relative path, read only when needed).
@@ -373,7 +377,7 @@ def load_tolerant(
     """
 
     def load(files: Mapping[Path, bytes], errors: Iterable[ManifestError] = ()) -> DesiredState:
-        desired = parse(files, errors=errors, targets=targets)
+        desired = parse(files, errors=errors, targets=targets, parse_cache=parse_cache)
         if found := check(desired):
             raise ManifestErrors(found)
         return desired
@@ -479,30 +483,95 @@ def _read_file(path: Path, max_file_bytes: int, errors: list[ManifestError]) -> 
     return raw
 
 
-def _parse_file(path: Path, raw: bytes, collector: _Collector, *, empty_ok: bool = False) -> None:
+@dataclass(frozen=True)
+class _FileResult:
+    """What one file contributes to a load, worked out from its content alone: its own errors,
+    and the steps that add its documents to the load (which depend on the other files: a name
+    declared twice, references). Immutable, so a file whose content did not change reuses it."""
+
+    errors: tuple[ManifestError, ...]
+    steps: tuple[Callable[[_Collector], None], ...]
+
+    def apply(self, collector: _Collector) -> None:
+        collector.errors.extend(self.errors)
+        for step in self.steps:
+            step(collector)
+
+
+class ParseCache:
+    """Each file's parse and validation, by path, content digest and the kind of file: a file
+    that did not change is not parsed again. The daemon keeps one across its reconciles; what a
+    load did not use is dropped at its end, so the cache holds one version of each file."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Path, str, str, bool], _FileResult] = {}
+        self._used: set[tuple[Path, str, str, bool]] = set()
+        #: files reused and parsed since the last ``forget_unused``
+        self.hits = self.misses = 0
+
+    def result(self, path: Path, raw: bytes, kind: str, empty_ok: bool) -> _FileResult:
+        key = (path, hashlib.sha256(raw).hexdigest(), kind, empty_ok)
+        self._used.add(key)
+        found = self._entries.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = self._entries[key] = _read_documents(path, raw, kind, empty_ok=empty_ok)
+        return found
+
+    def forget_unused(self) -> tuple[int, int]:
+        """Drop what the last load did not use (older versions, deleted files); the files it
+        reused and parsed (and count from zero again)."""
+        self._entries = {key: value for key, value in self._entries.items() if key in self._used}
+        self._used = set()
+        counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
+        return counts
+
+
+def _parse_file(
+    path: Path,
+    raw: bytes,
+    collector: _Collector,
+    *,
+    empty_ok: bool = False,
+    parse_cache: ParseCache | None = None,
+) -> None:
+    if parse_cache is not None:
+        found = parse_cache.result(path, raw, collector.kind, empty_ok)
+    else:
+        found = _read_documents(path, raw, collector.kind, empty_ok=empty_ok)
+    found.apply(collector)
+
+
+def _read_documents(path: Path, raw: bytes, kind: str, *, empty_ok: bool) -> _FileResult:
+    errors: list[ManifestError] = []
+    steps: list[Callable[[_Collector], None]] = []
+
     def error(line: int | None, field_path: str | None, message: str) -> None:
-        collector.errors.append(ManifestError(path, line, field_path, message))
+        errors.append(ManifestError(path, line, field_path, message))
 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         error(raw.count(b"\n", 0, exc.start) + 1, None, f"not valid UTF-8 (byte {exc.start})")
-        return
+        return _FileResult(tuple(errors), ())
     try:
         documents, problems = parse_documents(text)
     except yaml.YAMLError as exc:
         line, message = describe_yaml_error(exc, text)
         error(line, None, message)
-        return
+        return _FileResult(tuple(errors), ())
     except YamlRefused as exc:
         error(exc.line, exc.path, exc.message)
-        return
+        return _FileResult(tuple(errors), ())
     for problem in problems:
         error(problem.line, problem.path, problem.message)
     if not documents and not empty_ok:
         error(None, None, "holds no slotkeeper document (an empty manifest file is not allowed)")
     for document in documents:
-        _load_document(path, document.data, document.line, collector)
+        _load_document(path, document.data, document.line, kind, errors, steps)
+    return _FileResult(tuple(errors), tuple(steps))
 
 
 def _size(path: Path) -> int:
@@ -512,9 +581,16 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> None:
+def _load_document(
+    path: Path,
+    data: Any,
+    line: int,
+    kind_of_file: str,
+    errors: list[ManifestError],
+    steps: list[Callable[[_Collector], None]],
+) -> None:
     def error(at: int, field_path: str | None, message: str) -> None:
-        collector.errors.append(ManifestError(path, at, field_path, message))
+        errors.append(ManifestError(path, at, field_path, message))
 
     if not isinstance(data, LineDict):
         error(line, None, f"a document must be a mapping with apiVersion: {API_VERSION}")
@@ -530,9 +606,9 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
     if model is None:
         error(line_of(data, ("kind",), line), "kind", f"must be one of {', '.join(_KINDS)}")
         return
-    if kind not in _FILE_KINDS[collector.kind]:
+    if kind not in _FILE_KINDS[kind_of_file]:
         at = line_of(data, ("kind",), line)
-        if collector.kind == "Environment":
+        if kind_of_file == "Environment":
             error(at, "kind", _OPERATOR_KIND_IN_MANIFESTS.format(kind=kind))
         else:
             error(at, "kind", "the targets file holds Target and Notifier documents only")
@@ -549,10 +625,37 @@ def _load_document(path: Path, data: Any, line: int, collector: _Collector) -> N
             if detail["type"] == "extra_forbidden":
                 message = _unknown_field(model, tuple(detail["loc"]))
             error(at, field_path, message)
-        _salvage_references(model, data, details, Location(file=str(path), line=line), collector)
+        where = Location(file=str(path), line=line)
+        steps.append(partial(_salvage_step, model, data, details, where))
         return
     location = Location(file=str(path), line=line)
     name_line = line_of(data, ("metadata", "name"), line)
+    steps.append(partial(_add_step, path, document, data, location, name_line))
+
+
+def _salvage_step(
+    model: DocumentModel,
+    data: LineDict,
+    details: list[ErrorDetails],
+    location: Location,
+    collector: _Collector,
+) -> None:
+    _salvage_references(model, data, details, location, collector)
+
+
+def _add_step(
+    path: Path,
+    document: EnvironmentDocument | TargetDocument | NotifierDocument,
+    data: LineDict,
+    location: Location,
+    name_line: int,
+    collector: _Collector,
+) -> None:
+    """Add a valid document to the load: names are unique across files."""
+
+    def error(at: int, field_path: str | None, message: str) -> None:
+        collector.errors.append(ManifestError(path, at, field_path, message))
+
     if isinstance(document, EnvironmentDocument):
         _add_environment(document, data, location, name_line, collector, error)
     elif isinstance(document, NotifierDocument):

@@ -63,6 +63,12 @@ def get_logger() -> structlog.typing.FilteringBoundLogger:
 
 #: The metrics slotkeeper exports on ``/metrics`` (its own registry, no process defaults).
 REGISTRY = CollectorRegistry(auto_describe=True)
+MANIFEST_FILES = Counter(
+    "slotkeeper_manifest_files",
+    "Manifest files a reconcile loaded: parsed, or reused unchanged from the last load.",
+    ["how"],
+    registry=REGISTRY,
+)
 RECONCILES = Counter(
     "slotkeeper_reconciles", "Reconciles run, by result.", ["result"], registry=REGISTRY
 )

@@ -43,6 +43,7 @@ from slotkeeper.manifests import (
     TARGETS_ENV,
     ManifestTree,
     OperatorTargets,
+    ParseCache,
     check_refs,
     load_tolerant,
     parse,
@@ -120,11 +121,15 @@ def snapshot(manifests: Path, operator: OperatorTargets = NO_TARGETS) -> Snapsho
 
 
 def tolerant_snapshot(
-    manifests: Path, ledger: LastGoodReads, operator: OperatorTargets = NO_TARGETS
+    manifests: Path,
+    ledger: LastGoodReads,
+    operator: OperatorTargets = NO_TARGETS,
+    parse_cache: ParseCache | None = None,
 ) -> Snapshot:
     """Load the manifests even when some files are broken: a broken file is replaced by its
     last good version from the ledger (or left out), and listed in ``desired.broken`` so the
-    planner blocks removals it cannot be sure of (see ``manifests.load_tolerant``)."""
+    planner blocks removals it cannot be sure of (see ``manifests.load_tolerant``). With a
+    ``parse_cache`` (the daemon's), files whose content did not change are not parsed again."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
     desired = load_tolerant(
@@ -132,7 +137,12 @@ def tolerant_snapshot(
         ledger.last_good_manifests,
         check=lambda loaded: check_refs(loaded, revision),
         targets=operator,
+        parse_cache=parse_cache,
     )
+    if parse_cache is not None:
+        reused, parsed = parse_cache.forget_unused()
+        obs.MANIFEST_FILES.labels("reused").inc(reused)
+        obs.MANIFEST_FILES.labels("parsed").inc(parsed)
     if desired.broken:
         obs.get_logger().error(
             "manifests.invalid",

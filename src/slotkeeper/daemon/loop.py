@@ -44,6 +44,7 @@ from slotkeeper.dashboard.pages import Dashboard
 from slotkeeper.errors import SlotkeeperError, TargetError, public_reason
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import Ledger
+from slotkeeper.manifests import ParseCache
 from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan
 from slotkeeper.reconcile import reconcile, tolerant_snapshot
@@ -116,6 +117,8 @@ class Daemon:
             may_write=lambda: self._once or self.leadership.leading(),
         )
         self.delivery_gauges = gauges.DeliveryGauges()
+        #: each manifest file's parse, by content: a reconcile parses only what changed
+        self.parse_cache = ParseCache()
         self._log = obs.get_logger()
         gauges.track_leader(self.leadership.leading)
 
@@ -226,7 +229,9 @@ class Daemon:
         ledger), reconcile with the back-off's holds, and say how it ended."""
         checkout = self.settings.source.fetch()
         self.status.set_fetched(checkout.version)
-        shot = tolerant_snapshot(checkout.manifests, self.ledger, self.settings.targets)
+        shot = tolerant_snapshot(
+            checkout.manifests, self.ledger, self.settings.targets, self.parse_cache
+        )
         gauges.manifests_loaded(len(shot.desired.broken))
         self.status.set_desired(shot.desired)
         revision = shot.revision.sha if shot.revision else checkout.version
