@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -621,3 +623,22 @@ def test_a_bug_in_the_slack_fake_answers_500_and_fails_on_exit(
         response = post_slack(client, fake.add_hook("#deploys"), note())
         assert response.status_code == 500
         assert "KeyError" in response.text
+
+
+def test_a_request_cut_short_is_never_handled(client: httpx.Client) -> None:
+    """A client killed mid-request (a daemon SIGKILLed while it sends): the fake, like any HTTP
+    server, drops a request whose body did not all come: no message and no violation are
+    recorded for it, and the next request is served as ever."""
+    body = webhook_body(note())
+    with FakeWebhook() as hook:
+        host, port = hook.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            raw.sendall(
+                b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[: len(body) // 2]
+            )
+        assert send(client, hook, note(id_="n-0002")).status_code == 200
+        time.sleep(0.2)  # the cut connection's thread has read to its end by now
+        assert hook.violations == []
+        assert hook.ids() == ["n-0002"]

@@ -177,6 +177,10 @@ def random_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its request's body had all come."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -377,6 +381,12 @@ class FakeServer:
     # -- the request pipeline ----------------------------------------------------------------
 
     def _serve(self, handler: _Handler) -> None:
+        try:
+            self._serve_whole(handler)
+        except ClientGone:
+            handler.close_connection = True  # half a request: nothing to answer, nothing done
+
+    def _serve_whole(self, handler: _Handler) -> None:
         parts = urlsplit(handler.path)
         headers = {name.lower(): value for name, value in handler.headers.items()}
         path = parts.path
@@ -442,18 +452,30 @@ class FakeServer:
 
     @staticmethod
     def _read_body(handler: _Handler, headers: dict[str, str]) -> bytes:
+        """The request's body; ``ClientGone`` when the connection ends before all of it came
+        (a client killed mid-request): like any HTTP server, the fake never handles a request
+        it did not receive whole."""
         if headers.get("transfer-encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
             while True:
-                size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = handler.rfile.readline()
+                if not line:
+                    raise ClientGone
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
-                chunks.append(handler.rfile.read(size))
+                chunk = handler.rfile.read(size)
+                if len(chunk) < size:
+                    raise ClientGone
+                chunks.append(chunk)
                 handler.rfile.readline()
         length = int(headers.get("content-length") or 0)
-        return handler.rfile.read(length) if length > 0 else b""
+        body = handler.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            raise ClientGone
+        return body
 
     def _decide(self, incoming: Incoming) -> Decision:
         """Admission, then the knobs, then the route. Callers hold the lock."""
