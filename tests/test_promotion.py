@@ -375,3 +375,28 @@ def test_required_upstream_targets_must_have_settled_the_artifact(
     age(state, timedelta(hours=2))
     both("v1", "v1")
     assert production_version(sk) == "v1"
+
+
+def test_a_slots_own_rule_overrides_its_environments(sk: Sk, workdir: Path, state: Path) -> None:
+    """production soaks 2 h, but its slot `api` only 30 m (its own `promotion.soak`), and its
+    slot `status-page`, exempt, is never held although staging never ran it."""
+    upstream = environment("staging", {"api": image(version="v1")})
+    downstream = environment(
+        "production",
+        {
+            "api": image(version="v1"),
+            "status-page": image("ghcr.io/acme/status", "v3"),
+        },
+        promotion={"from": "staging", "soak": "2h"},
+    )
+    downstream["spec"]["slots"]["api"]["promotion"] = {"soak": "30m"}
+    downstream["spec"]["slots"]["status-page"]["promotion"] = {"exempt": True}
+    write_manifests(workdir / "m", upstream, downstream)
+    apply(sk)
+    deployed = {
+        row["slot"] for row in sk("status", "--json").json()["slots"] if row["status"] == "DEPLOYED"
+    }
+    assert "status-page" in deployed  # exempt: never held
+    age(state, timedelta(minutes=45))
+    apply(sk)
+    assert production_version(sk) == "v1"  # 45 m of its own 30 m
