@@ -97,6 +97,22 @@ def repo(tmp_path: Path) -> Repository:
     return Repository(tmp_path / "repo")
 
 
+def run_once(repo: Repository, tmp_path: Path, state: Path) -> tuple[str, ...]:
+    """`slotkeeper run --once` following the remote's manifests on ``state``."""
+    return (
+        "run",
+        "--once",
+        "--source",
+        f"file://{repo.remote}",
+        "--path",
+        "m",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--state",
+        str(state),
+    )
+
+
 def age(state: Path, by: timedelta) -> None:
     for column in ("created_at", "updated_at"):
         age_ledger(state, "records", column, by)
@@ -126,19 +142,7 @@ def test_promote_rollback_and_holds_through_git_and_the_daemon(
     monkeypatch.chdir(repo.work)
 
     def daemon(*extra: str) -> Run:
-        done = sk(
-            "run",
-            "--once",
-            "--source",
-            f"file://{repo.remote}",
-            "--path",
-            "m",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--state",
-            str(state),
-            *extra,
-        )
+        done = sk(*run_once(repo, tmp_path, state), *extra)
         assert done.code == 0, done.err
         return done
 
@@ -253,16 +257,7 @@ def test_auto_promotion_as_a_github_app_opens_its_pull_request_with_the_installa
     repo.write("production.yaml", PRODUCTION.format(auto="\n    auto: true"))
     repo.push("auto-promoted production")
     run = (
-        "run",
-        "--once",
-        "--source",
-        f"file://{repo.remote}",
-        "--path",
-        "m",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--state",
-        str(state),
+        *run_once(repo, tmp_path, state),
         "--promotion-target",
         "github",
         "--promotion-repository",

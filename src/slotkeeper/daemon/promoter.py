@@ -25,7 +25,7 @@ from slotkeeper.model import DesiredState
 from slotkeeper.promote import edit, message
 from slotkeeper.promotion import Move, behind, candidates, decide
 from slotkeeper.reconcile import open_targets
-from slotkeeper.sources import PROPOSAL_PREFIX, GitSource
+from slotkeeper.sources import PROPOSAL_PREFIX, DirectorySource, GitSource
 from slotkeeper.targets.base import Proposer
 
 AUTHOR = ("slotkeeper", "slotkeeper@users.noreply.github.com")
@@ -58,7 +58,7 @@ class Promoter:
     def __init__(
         self,
         settings: PromotionSettings | None,
-        source: object,
+        source: DirectorySource | GitSource | None,
         ledger: Ledger,
         *,
         clock: Callable[[], datetime],

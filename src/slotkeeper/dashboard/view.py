@@ -167,6 +167,20 @@ def _cell(
     }
 
 
+def _shown_cell(
+    record: Record,
+    syncs: list[TargetSync],
+    blocked: PendingAction | None,
+    hold: str | None,
+    desired: DesiredState | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A record's cell as a page shows it, with the version the manifests wait to deploy
+    there: worked out only for the cells a view shows."""
+    waiting = _waiting(_declared(desired, record.environment, record.slot), record)
+    return _cell(record, syncs, blocked, hold, waiting, now)
+
+
 def _first_deploy_cell(
     blocked: PendingAction,
     hold: str | None,
@@ -304,10 +318,6 @@ class View:
     window: int = 1
     columns: int = 10
 
-    @property
-    def filtered(self) -> bool:
-        return bool(self.environment or self.slot or self.state)
-
 
 #: a view that shows everything at once (``/status`` without a query, and the tests' reads)
 WHOLE = View(rows=1_000_000, columns=1_000_000)
@@ -360,15 +370,7 @@ def overview(
         states.setdefault(record.slot, {})[record.environment] = _cell_state(
             record, own, blocked_at.get(where), hold
         )[0]
-        build[where] = partial(
-            _cell,
-            record,
-            own,
-            blocked_at.get(where),
-            hold,
-            _waiting(_declared(desired, *where), record),
-            now,
-        )
+        build[where] = partial(_shown_cell, record, own, blocked_at.get(where), hold, desired, now)
     # a slot whose first deploy is held has no record: it gets a cell all the same
     for (environment, slot), held in blocked_at.items():
         if slot is not None and environment not in states.get(slot, {}):
@@ -425,7 +427,7 @@ def overview(
             "window": {"number": window, "of": windows, "columns": view.columns},
         },
         "states": dict.fromkeys(STATES, 0),
-        "keys": keys_overview(ledger, now=now)["keys"],
+        "keys": _keys(ledger, now),
         "blocked": [
             {
                 **render.pending_document(p),
@@ -464,20 +466,24 @@ def overview(
 def keys_overview(ledger: DashboardLedger, *, now: datetime) -> dict[str, Any]:
     """What the deploy-keys page shows: the managed keys with where each is delivered (and the
     manifests' state for the banner), without the matrix's work over every slot."""
-    managed = ledger.keys(include_retired=False)
     return {
         "generated_at": timestamp(now),
-        "keys": [
-            {
-                **_key(key, now),
-                "places": render.places_document(
-                    key, ledger.sinks_of(key.repository, key.title), public=True
-                ),
-            }
-            for key in managed
-        ],
+        "keys": _keys(ledger, now),
         "manifests": render.manifests_document(ledger.manifest_status()),
     }
+
+
+def _keys(ledger: DashboardLedger, now: datetime) -> list[dict[str, Any]]:
+    """The managed keys, each with the places it is delivered to."""
+    return [
+        {
+            **_key(key, now),
+            "places": render.places_document(
+                key, ledger.sinks_of(key.repository, key.title), public=True
+            ),
+        }
+        for key in ledger.keys(include_retired=False)
+    ]
 
 
 def slot_history(

@@ -579,10 +579,6 @@ class PromotionReads(Protocol):
         and the holds standing on it in the slot."""
         ...
 
-    def holds(self, environment: str | None = None, slot: str | None = None) -> list[SlotHold]:
-        """The holds not released, oldest first."""
-        ...
-
 
 class Holds(PromotionReads, Protocol):
     """Operators end holds (``slotkeeper release-hold``): any process, leader or not."""

@@ -51,12 +51,7 @@ def hold_rollback(
     replaced, back = _artifact(old), _artifact(new)
     if identity(replaced) == identity(back):
         return None  # the same artifact again (annotations changed, say): not a rollback
-    condition, params = same_artifact(back)
-    earlier = query(
-        f"SELECT 1 FROM records WHERE environment = ? AND slot = ? AND id < ? AND {condition}",
-        (environment, slot, superseded, *params),
-    )
-    if not earlier:
+    if not _ran_before(query, environment, slot, superseded, back):
         return None
     hold_id = insert(
         "slot_holds",
@@ -81,20 +76,24 @@ def hold_rollback(
     )
 
 
-def standing_holds(
-    query: Query, environment: str | None = None, slot: str | None = None
-) -> list[SlotHold]:
-    """The holds not released, oldest first (of one environment, or one slot)."""
-    where = ["released_at IS NULL"]
-    params: list[Any] = []
-    if environment is not None:
-        where.append("environment = ?")
-        params.append(environment)
-    if slot is not None:
-        where.append("slot = ?")
-        params.append(slot)
+def _ran_before(query: Query, environment: str, slot: str, before: int, artifact: Artifact) -> bool:
+    """Whether a record of the slot older than record ``before`` carried ``artifact``: what
+    makes the deploy that puts it back a rollback."""
+    condition, params = same_artifact(artifact)
+    return bool(
+        query(
+            f"SELECT 1 FROM records WHERE environment = ? AND slot = ? AND id < ? AND {condition}",
+            (environment, slot, before, *params),
+        )
+    )
+
+
+def standing_holds(query: Query, environment: str, slot: str) -> list[SlotHold]:
+    """The holds of one slot not released, oldest first."""
     rows = query(
-        f"SELECT {_HOLD_COLUMNS} FROM slot_holds WHERE {' AND '.join(where)} ORDER BY id", params
+        f"SELECT {_HOLD_COLUMNS} FROM slot_holds WHERE released_at IS NULL "
+        "AND environment = ? AND slot = ? ORDER BY id",
+        (environment, slot),
     )
     return [_hold(row) for row in rows]
 
@@ -169,11 +168,7 @@ def _successor_verdict(
     )
     came = datetime.fromisoformat(created_at)
     back = _artifact([kind, name, version, digest])
-    condition, params = same_artifact(back)
-    if identity(back) != identity(artifact) and query(
-        f"SELECT 1 FROM records WHERE environment = ? AND slot = ? AND id < ? AND {condition}",
-        (*slot, record_id, *params),
-    ):
+    if identity(back) != identity(artifact) and _ran_before(query, *slot, record_id, back):
         return f"was rolled back (by #{successor})", came
     subjects = query("SELECT subject FROM record_commits WHERE record_id = ?", (successor,))
     marked = any(fix_kind(subject) for (subject,) in subjects)

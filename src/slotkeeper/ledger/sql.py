@@ -1194,9 +1194,6 @@ class SqlLedger:
     ) -> dict[tuple[str, str, tuple[str, str, str]], Evidence]:
         return slot_holds.evidence(self._query, candidates)
 
-    def holds(self, environment: str | None = None, slot: str | None = None) -> list[SlotHold]:
-        return slot_holds.standing_holds(self._query, environment, slot)
-
     def release_holds(
         self, environment: str, slot: str, *, actor: str, reason: str, at: datetime
     ) -> list[SlotHold]:
