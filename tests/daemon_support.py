@@ -141,6 +141,17 @@ class Running:
             if sample.name == "slotkeeper_reconciles_total"
         )
 
+    def counted(self, counter: str, label: str) -> dict[str, float]:
+        """A counter of ``/metrics`` (``slotkeeper_plans``) by the values of one label."""
+        families = text_string_to_metric_families(self.get("/metrics").text)
+        return {
+            sample.labels[label]: sample.value
+            for family in families
+            if family.name == counter
+            for sample in family.samples
+            if sample.name == f"{counter}_total"
+        }
+
     def slots(self) -> dict[str, float]:
         """The ``slotkeeper_slots`` gauge: slots by the status of their newest record."""
         families = text_string_to_metric_families(self.get("/metrics").text)

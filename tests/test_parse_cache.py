@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from slotkeeper.errors import ManifestErrors
 from slotkeeper.manifests import ParseCache, parse
@@ -63,14 +62,7 @@ def test_errors_and_cross_file_rules_hold_with_reused_files(tmp_path: Path) -> N
 
 
 def parsed_files(daemon: Running) -> dict[str, float]:
-    families = text_string_to_metric_families(daemon.get("/metrics").text)
-    return {
-        sample.labels["how"]: sample.value
-        for family in families
-        if family.name == "slotkeeper_manifest_files"
-        for sample in family.samples
-        if sample.name == "slotkeeper_manifest_files_total"
-    }
+    return daemon.counted("slotkeeper_manifest_files", "how")
 
 
 def test_the_daemon_parses_only_the_file_that_changed(

@@ -60,6 +60,7 @@ from slotkeeper.model import (
     KeyStatus,
     RecordStatus,
     RemoteState,
+    Scope,
     SinkHolding,
     SyncStatus,
     SyncSubject,
@@ -315,9 +316,11 @@ def execute(
     commits: Commits | None = None,
     on_result: ProgressHook | None = None,
     stop: Callable[[], bool] | None = None,
+    scope: Scope | None = None,
 ) -> ApplyResult:
     """Apply ``plan``; the caller holds the writer lock. Never raises for one action's failure;
-    raises ``StalePlanError`` before touching anything if the plan is stale."""
+    raises ``StalePlanError`` before touching anything if the plan is stale. A plan of a
+    ``scope`` replaces the held actions of its environments only."""
     log = obs.get_logger()
     started = clock()
     applicable = plan.applicable
@@ -335,21 +338,24 @@ def execute(
         for environment in plan.environments:
             tx.upsert_environment(environment, at=started)
         tx.replace_pending(
-            PendingAction(
-                action_id=action.id,
-                type=action.type.value,
-                environment=action.environment,
-                slot=slot_of(action),
-                key=key.name if (key := key_of(action)) else None,
-                reason=action.reason,
-                blocked=action.blocked or "",
-                serial=serial,
-                at=started,
-                digest=action.approval.digest if action.approval else None,
-                approval=action.approval.state.value if action.approval else None,
-                guards=action.approval.guards if action.approval else (),
-            )
-            for action in plan.blocked
+            (
+                PendingAction(
+                    action_id=action.id,
+                    type=action.type.value,
+                    environment=action.environment,
+                    slot=slot_of(action),
+                    key=key.name if (key := key_of(action)) else None,
+                    reason=action.reason,
+                    blocked=action.blocked or "",
+                    serial=serial,
+                    at=started,
+                    digest=action.approval.digest if action.approval else None,
+                    approval=action.approval.state.value if action.approval else None,
+                    guards=action.approval.guards if action.approval else (),
+                )
+                for action in plan.blocked
+            ),
+            scope,
         )
         tx.touch(plan.unchanged, at=started)
         if applicable:

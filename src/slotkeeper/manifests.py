@@ -140,6 +140,8 @@ class _Collector:
     #: (target name, where, environment name when known, index in spec.targets)
     target_refs: list[tuple[str, Location, str | None, int]] = field(default_factory=list)
     environment_data: dict[str, LineDict] = field(default_factory=dict)
+    #: where each slot is declared, by ``slot/ENV/SLOT``
+    slot_locations: dict[str, Location] = field(default_factory=dict)
 
 
 def find_manifest_files(root: Path) -> list[Path]:
@@ -297,7 +299,7 @@ def parse(
         locations={
             **{name: loc for name, (_, loc) in collector.environments.items()},
             **{f"target/{name}": loc for name, loc in targets.locations.items()},
-            **_slot_locations(collector),
+            **collector.slot_locations,
         },
     )
 
@@ -319,17 +321,6 @@ def load_targets(source: Path) -> OperatorTargets:
         locations={name: location for name, (_, location) in collector.targets.items()},
         notifiers={name: spec for name, (spec, _) in sorted(collector.notifiers.items())},
     )
-
-
-def _slot_locations(collector: _Collector) -> dict[str, Location]:
-    return {
-        f"slot/{name}/{slot}": Location(
-            file=declared.file,
-            line=line_of(collector.environment_data[name], ("spec", "slots", slot), declared.line),
-        )
-        for name, (spec, declared) in collector.environments.items()
-        for slot in spec.slots
-    }
 
 
 def check_refs(desired: DesiredState, revision: Revision | None) -> list[ManifestError]:
@@ -508,6 +499,9 @@ class ParseCache:
         self._used: set[tuple[Path, str, str, bool]] = set()
         #: files reused and parsed since the last ``forget_unused``
         self.hits = self.misses = 0
+        self._parsed: set[Path] = set()
+        #: the files the last load parsed (new, or changed since the load before)
+        self.last_parsed: frozenset[Path] = frozenset()
 
     def result(self, path: Path, raw: bytes, kind: str, empty_ok: bool) -> _FileResult:
         key = (path, hashlib.sha256(raw).hexdigest(), kind, empty_ok)
@@ -517,6 +511,7 @@ class ParseCache:
             self.hits += 1
             return found
         self.misses += 1
+        self._parsed.add(path)
         found = self._entries[key] = _read_documents(path, raw, kind, empty_ok=empty_ok)
         return found
 
@@ -525,6 +520,7 @@ class ParseCache:
         reused and parsed (and count from zero again)."""
         self._entries = {key: value for key, value in self._entries.items() if key in self._used}
         self._used = set()
+        self.last_parsed, self._parsed = frozenset(self._parsed), set()
         counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
         return counts
 
@@ -630,7 +626,26 @@ def _load_document(
         return
     location = Location(file=str(path), line=line)
     name_line = line_of(data, ("metadata", "name"), line)
-    steps.append(partial(_add_step, path, document, data, location, name_line))
+    slots = (
+        _slot_locations(document, data, location)
+        if isinstance(document, EnvironmentDocument)
+        else {}
+    )
+    steps.append(partial(_add_step, path, document, data, location, name_line, slots))
+
+
+def _slot_locations(
+    document: EnvironmentDocument, data: LineDict, declared: Location
+) -> dict[str, Location]:
+    """Where each slot of an Environment document is declared, by ``slot/ENV/SLOT`` (worked
+    out once per file content: a parse cache keeps it)."""
+    name = document.metadata.name
+    return {
+        f"slot/{name}/{slot}": Location.model_construct(
+            file=declared.file, line=line_of(data, ("spec", "slots", slot), declared.line)
+        )
+        for slot in document.spec.slots
+    }
 
 
 def _salvage_step(
@@ -649,6 +664,7 @@ def _add_step(
     data: LineDict,
     location: Location,
     name_line: int,
+    slots: dict[str, Location],
     collector: _Collector,
 ) -> None:
     """Add a valid document to the load: names are unique across files."""
@@ -657,7 +673,8 @@ def _add_step(
         collector.errors.append(ManifestError(path, at, field_path, message))
 
     if isinstance(document, EnvironmentDocument):
-        _add_environment(document, data, location, name_line, collector, error)
+        if _add_environment(document, data, location, name_line, collector, error):
+            collector.slot_locations.update(slots)
     elif isinstance(document, NotifierDocument):
         _add_named("notifier", collector.notifiers, document, location, name_line, error)
     else:
@@ -671,17 +688,19 @@ def _add_environment(
     name_line: int,
     collector: _Collector,
     error: Any,
-) -> None:
+) -> bool:
+    """Add an environment unless its name is taken (then say where); whether it was added."""
     name = document.metadata.name
     if name in collector.environments:
         first = collector.environments[name][1]
         error(name_line, "metadata.name", f"environment {name!r} is already declared at {first}")
-        return
+        return False
     collector.environments[name] = (document.spec, location)
     for index, target in enumerate(document.spec.targets):
         at = line_of(data, ("spec", "targets", index), location.line)
         collector.target_refs.append((target, Location(file=location.file, line=at), name, index))
     collector.environment_data[name] = data
+    return True
 
 
 def _add_named(

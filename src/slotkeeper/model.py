@@ -1030,6 +1030,15 @@ class ManifestStatus(BaseModel):
     broken: tuple[BrokenFile, ...]
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The environments a reconcile plans (see :mod:`slotkeeper.scope`), and the repositories
+    whose deploy keys they hold: the ledger reads only their rows."""
+
+    environments: frozenset[str]
+    repositories: frozenset[str]
+
+
 class DesiredState(BaseModel):
     """Everything the manifests declare, validated and cross-checked.
 

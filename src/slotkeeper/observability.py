@@ -72,6 +72,13 @@ MANIFEST_FILES = Counter(
 RECONCILES = Counter(
     "slotkeeper_reconciles", "Reconciles run, by result.", ["result"], registry=REGISTRY
 )
+PLANS = Counter(
+    "slotkeeper_plans",
+    "Plans a reconcile made: of every environment (whole), or of the environments an edit "
+    "changed (scoped).",
+    ["scope"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "slotkeeper_reconcile_duration_seconds",
     "How long a reconcile took, by result.",

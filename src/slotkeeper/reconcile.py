@@ -57,12 +57,14 @@ from slotkeeper.model import (
     RecordedState,
     RemoteState,
     Revision,
+    Scope,
     SyncSubject,
     TargetSpecBase,
     TargetSync,
 )
 from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan, PlanOptions, diff, promotion_candidates, recheck
+from slotkeeper.scope import narrowed, removes
 from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commit_infos, commits_between, git_revision, is_work_tree
 from slotkeeper.targets.base import (
@@ -349,11 +351,14 @@ def _plan(
     clock: Clock,
     refreshing: bool,
     sink: SecretSink | None,
-) -> tuple[Plan, Refreshed]:
-    recorded = ledger.read_state()
-    refreshed = (
-        refresh(shot.desired, recorded, targets) if refreshing and targets else Refreshed([], {})
-    )
+    scope: Scope | None = None,
+) -> tuple[Plan, Refreshed, Scope | None]:
+    """Read, refresh and plan: the whole manifests, or only a ``scope`` of them (see
+    :mod:`slotkeeper.scope`), which is planned whole after all when it would remove anything;
+    with the scope the plan has (None: every environment)."""
+    desired = shot.desired if scope is None else narrowed(shot.desired, scope)
+    recorded = ledger.read_state(scope)
+    refreshed = refresh(desired, recorded, targets) if refreshing and targets else Refreshed([], {})
     # The private key files are part of what a refresh looks at: `--no-refresh` (a plan in CI
     # for a pull request, far from the secrets directory) does not read them either.
     key_files = (
@@ -363,12 +368,12 @@ def _plan(
     if refreshing and targets:
         deliveries = Deliveries(targets=targets)
         try:
-            sinks = observe_sinks(shot.desired, recorded, deliveries)
+            sinks = observe_sinks(desired, recorded, deliveries)
         finally:
             deliveries.close()
-    candidates = promotion_candidates(shot.desired, recorded)
+    candidates = promotion_candidates(desired, recorded)
     plan = diff(
-        shot.desired,
+        desired,
         recorded,
         now=clock(),
         options=options,
@@ -378,9 +383,22 @@ def _plan(
         sinks=sinks,
         promotion=ledger.promotion_evidence(candidates) if candidates else {},
     )
-    return plan.model_copy(
-        update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
-    ), refreshed
+    if scope is not None and removes(plan.actions):
+        obs.get_logger().info(
+            "reconcile.unscoped",
+            environments=sorted(scope.environments),
+            message="the scoped plan removes something: planning every environment",
+        )
+        return _plan(
+            shot, ledger, targets, options=options, clock=clock, refreshing=refreshing, sink=sink
+        )
+    return (
+        plan.model_copy(
+            update={"manifests": str(shot.git_dir.absolute()), "warnings": refreshed.warnings()}
+        ),
+        refreshed,
+        scope,
+    )
 
 
 def make_plan(
@@ -400,7 +418,7 @@ def make_plan(
     shot = snapshot(manifests, operator)
     desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
     with open_targets(desired, ledger, clock=clock, strict=False) as targets:
-        plan, _ = _plan(
+        plan, _, _ = _plan(
             shot,
             ledger,
             targets,
@@ -427,6 +445,7 @@ def reconcile(
     stop: Callable[[], bool] | None = None,
     operator: OperatorTargets = NO_TARGETS,
     notifications: Notifications | None = None,
+    scope: Scope | None = None,
 ) -> Reconciliation:
     """Converge the ledger and the targets on the manifests; ``select`` may narrow the plan,
     ``stop`` ends the apply early (between actions) when it turns true. The ``operator``'s
@@ -441,7 +460,7 @@ def reconcile(
             desired, ledger, clock=clock, strict=run.strict_targets, may_write=ledger.leading
         ) as opened,
     ):
-        planned, refreshed = _plan(  # read, refresh, plan
+        planned, refreshed, scope = _plan(  # read, refresh, plan
             shot,
             ledger,
             opened,
@@ -449,7 +468,9 @@ def reconcile(
             clock=clock,
             refreshing=run.refresh,
             sink=sink,
+            scope=scope,
         )
+        obs.PLANS.labels("whole" if scope is None else "scoped").inc()
         plan = select(planned)
         if not confirm(plan):
             return Reconciliation(plan, None)
@@ -467,9 +488,10 @@ def reconcile(
             commits=_commits(shot.git_dir, desired, targets),
             on_result=on_result,
             stop=_stops(ledger, stop),
+            scope=scope,
         )
         remember_manifests(ledger, shot, at=clock())
-        _read_back(desired, ledger, targets, plan, refreshing=run.refresh)
+        _read_back(desired, ledger, targets, plan, refreshing=run.refresh, scope=scope)
         _notify(notifications, lambda n: n.tell(desired, within=FLUSH_SECONDS))
     problems = (*plan.warnings, *(f"{b.file}: invalid" for b in desired.broken))
     return Reconciliation(plan, result.model_copy(update={"problems": problems}))
@@ -537,12 +559,15 @@ def _read_back(
     applied: Plan,
     *,
     refreshing: bool,
+    scope: Scope | None = None,
 ) -> None:
     """After writing to targets, read back what they hold: it confirms the writes, and the
     ETags it caches let the next reconcile's refresh be answered with 304s (no rate limit)."""
     if not refreshing or not any(targets_of(action) for action in applied.applicable):
         return
-    for drift in refresh(desired, ledger.read_state(), targets).drift:
+    if scope is not None:
+        desired = narrowed(desired, scope)
+    for drift in refresh(desired, ledger.read_state(scope), targets).drift:
         obs.get_logger().warning(
             "target.drift_after_apply",
             target=drift.target,

@@ -45,11 +45,17 @@ from slotkeeper.errors import SlotkeeperError, TargetError, public_reason
 from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import Ledger
 from slotkeeper.manifests import ParseCache
+from slotkeeper.model import DesiredState, Scope
 from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan
 from slotkeeper.reconcile import reconcile, tolerant_snapshot
+from slotkeeper.scope import scope_of
 from slotkeeper.web.app import Site, build_app
 from slotkeeper.web.server import WebServer
+
+#: the triggers that come from a change of the source: their reconcile plans only the
+#: environments whose files changed (a full one runs on every other trigger)
+SCOPED_REASONS = frozenset({"change", "webhook"})
 
 
 class Daemon:
@@ -119,6 +125,8 @@ class Daemon:
         self.delivery_gauges = gauges.DeliveryGauges()
         #: each manifest file's parse, by content: a reconcile parses only what changed
         self.parse_cache = ParseCache()
+        #: the environments the last reconcile converged, all of them (None: it did not)
+        self._converged: frozenset[str] | None = None
         self._log = obs.get_logger()
         gauges.track_leader(self.leadership.leading)
 
@@ -239,6 +247,10 @@ class Daemon:
         structlog.contextvars.bind_contextvars(revision=revision)
         self._log.info(obs.RECONCILE_STARTED, reason=last.reason, revision=revision)
         self.sender.before_reconcile(shot.desired)
+        scope = self._scope(last.reason, shot.desired)
+        if scope is not None:
+            self._log.info("reconcile.scoped", environments=sorted(scope.environments))
+        self._converged = None
         done = reconcile(
             shot,
             self.ledger,
@@ -249,6 +261,7 @@ class Daemon:
             run=self.settings.run,
             select=self.backoff.block,
             stop=self._should_stop,
+            scope=scope,
         )
         assert done.result is not None
         gauges.actions_done(done.plan, done.result)
@@ -258,6 +271,8 @@ class Daemon:
         self.sender.after_reconcile(shot.desired)
         if not shot.desired.broken:  # proposes only from a whole, valid checkout
             self.promoter.propose(shot.desired)
+        if done.result.ok and not done.result.count(Outcome.DEFERRED) and not shot.desired.broken:
+            self._converged = frozenset(shot.desired.environments)
         broken = shot.desired.broken
         return replace(
             last,
@@ -270,6 +285,27 @@ class Daemon:
             ],
             error="; ".join(e for b in broken for e in b.errors) if broken else None,
         )
+
+    def _scope(self, reason: str, desired: DesiredState) -> Scope | None:
+        """The environments this reconcile plans: after an edit of the source, those whose
+        files changed since the last reconcile (and those sharing a repository with them, see
+        :mod:`slotkeeper.scope`); every one at start, on the resync interval, on a signal, on
+        a request (an approval, a released hold), after a reconcile that did not end well,
+        while a file is broken, or when an environment was removed."""
+        known = self._converged
+        if reason not in SCOPED_REASONS or known is None or desired.broken:
+            return None
+        if not known <= desired.environments.keys():
+            return None
+        parsed = {str(path) for path in self.parse_cache.last_parsed}
+        changed = {
+            name
+            for name in desired.environments
+            if name not in known
+            or (where := desired.locations.get(name)) is None
+            or where.file in parsed
+        }
+        return scope_of(changed, desired)
 
     def _finish(self, last: LastReconcile, elapsed: float) -> LastReconcile:
         """Count the reconcile (one that did not get to its end is an error), then publish it:

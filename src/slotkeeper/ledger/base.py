@@ -48,6 +48,7 @@ from slotkeeper.model import (
     RecordedState,
     RecordStatus,
     Revision,
+    Scope,
     SinkHolding,
     SyncSubject,
     TargetSync,
@@ -181,8 +182,9 @@ class LedgerTransaction(Protocol):
 
     def upsert_environment(self, environment: EnvironmentRecord, *, at: datetime) -> None: ...
 
-    def replace_pending(self, pending: Iterable[PendingAction]) -> None:
-        """The held actions of this apply replace those of the last one."""
+    def replace_pending(self, pending: Iterable[PendingAction], scope: Scope | None = None) -> None:
+        """The held actions of this apply replace those of the last one (of the ``scope``'s
+        environments only, after a scoped plan)."""
         ...
 
     def set_commits(self, record_id: int, commits: Sequence[CommitInfo] | None) -> None:
@@ -303,9 +305,11 @@ class StateReads(Protocol):
     on each method.
     """
 
-    def read_state(self) -> RecordedState:
+    def read_state(self, scope: Scope | None = None) -> RecordedState:
         """The serial and lineage, every DEPLOYED record, ACTIVE key, environment and sync
-        row, and the retired records and keys some target may still hold as live."""
+        row, and the retired records and keys some target may still hold as live. With a
+        ``scope``: only its environments' records, keys and environments, the keys on its
+        repositories, the sync rows of those, and the sinks of keys on its repositories."""
         ...
 
     def latest_records(self) -> list[Record]:

@@ -48,6 +48,7 @@ from slotkeeper.model import (
     RecordStatus,
     RemoteState,
     Revision,
+    Scope,
     SinkHolding,
     SyncStatus,
     SyncSubject,
@@ -121,6 +122,21 @@ def _record(row: Sequence[Any]) -> Record:
         action_id=row[14],
         annotations=json.loads(row[15]) if row[15] != "{}" else {},
     )
+
+
+def _within(scope: Scope | None, *columns: str) -> tuple[str, tuple[str, ...]]:
+    """`` AND (…)`` keeping the rows of a scope (by environment, or repository too), with its
+    parameters; nothing without one."""
+    if scope is None:
+        return "", ()
+    values = {"environment": sorted(scope.environments), "repository": sorted(scope.repositories)}
+    tests = [
+        f"{column} IN ({', '.join('?' * len(values[column]))})"
+        for column in columns
+        if values[column]
+    ]
+    params = tuple(value for column in columns for value in values[column])
+    return f" AND ({' OR '.join(tests) or '1 = 0'})", params
 
 
 _SYNC_COLUMNS = (
@@ -360,8 +376,9 @@ class SqlTransaction:
             (target, credential, url, etag, body, to_text(at)),
         )
 
-    def replace_pending(self, pending: Iterable[PendingAction]) -> None:
-        self._run("DELETE FROM pending")
+    def replace_pending(self, pending: Iterable[PendingAction], scope: Scope | None = None) -> None:
+        where, params = _within(scope, "environment")
+        self._run(f"DELETE FROM pending WHERE 1 = 1{where}", params)
         for item in pending:
             self._run(
                 "INSERT INTO pending (action_id, type, environment, slot, key, reason, blocked, "
@@ -814,22 +831,45 @@ class SqlLedger:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def read_state(self) -> RecordedState:
+    def read_state(self, scope: Scope | None = None) -> RecordedState:
         lineage, serial = self._query("SELECT lineage, serial FROM ledger WHERE id = 1")[0]
+        # A scope reads its environments' records and keys, and every key on its repositories
+        # (a key is the repository's, whichever environment declared it).
+        records_in, record_params = _within(scope, "environment")
+        keys_in, key_params = _within(scope, "environment", "repository")
         deployed = [
             _record(row)
             for row in self._query(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE status = 'DEPLOYED'"
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE status = 'DEPLOYED'{records_in}",
+                record_params,
             )
         ]
         keys = [
             _key(row)
             for row in self._query(
-                f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status = 'ACTIVE'"
+                f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status = 'ACTIVE'{keys_in}",
+                key_params,
             )
         ]
-        environments = self.environment_records()
-        syncs = [_sync(row) for row in self._query(f"SELECT {_SYNC_COLUMNS} FROM target_syncs")]
+        environments = [
+            e for e in self.environment_records() if scope is None or e.name in scope.environments
+        ]
+        syncs_in = ""
+        sync_params: tuple[str, ...] = ()
+        if scope is not None:
+            syncs_in = (
+                f" WHERE (subject = 'record' AND subject_id IN "
+                f"(SELECT id FROM records WHERE 1 = 1{records_in})) "
+                f"OR (subject = 'key' AND subject_id IN "
+                f"(SELECT id FROM deploy_keys WHERE 1 = 1{keys_in}))"
+            )
+            sync_params = (*record_params, *key_params)
+        syncs = [
+            _sync(row)
+            for row in self._query(
+                f"SELECT {_SYNC_COLUMNS} FROM target_syncs{syncs_in}", sync_params
+            )
+        ]
         # Retired records and keys some target may still hold as live: a copy was made (or an
         # attempt whose answer was lost may have made one) and it was not yet retired there.
         unsettled = (
@@ -841,16 +881,16 @@ class SqlLedger:
             _record(row)
             for row in self._query(
                 f"SELECT {_RECORD_COLUMNS} FROM records WHERE status != 'DEPLOYED' "
-                f"AND id IN ({unsettled})",
-                ("record", RemoteState.INACTIVE.value),
+                f"AND id IN ({unsettled}){records_in}",
+                ("record", RemoteState.INACTIVE.value, *record_params),
             )
         ]
         retired_keys = [
             _key(row)
             for row in self._query(
                 f"SELECT {_KEY_COLUMNS} FROM deploy_keys WHERE status != 'ACTIVE' "
-                f"AND id IN ({unsettled})",
-                ("key", RemoteState.ABSENT.value),
+                f"AND id IN ({unsettled}){keys_in}",
+                ("key", RemoteState.ABSENT.value, *key_params),
             )
         ]
         # the latest unused decision about each held action (a later one overrides: a rejection
@@ -867,7 +907,8 @@ class SqlLedger:
         sinks: dict[tuple[str, str], dict[str, SinkHolding]] = {}
         for row in self._query(f"SELECT {_SINK_COLUMNS} FROM key_sinks ORDER BY 1, 2, 3"):
             holding = _holding(row)
-            sinks.setdefault((holding.repository, holding.title), {})[holding.sink] = holding
+            if scope is None or holding.repository in scope.repositories:
+                sinks.setdefault((holding.repository, holding.title), {})[holding.sink] = holding
         return RecordedState(
             lineage=lineage,
             serial=int(serial),
