@@ -200,7 +200,7 @@ class DirectorySource:
             self.path,
             stop_event=stop,
             debounce=400,
-            step=100,
+            step=50,
             raise_interrupt=False,
             watch_filter=lambda _change, path: is_manifest_path(root, Path(path)),
         ):
