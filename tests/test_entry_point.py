@@ -82,3 +82,39 @@ def test_the_version_is_the_installed_distributions() -> None:
     import slotkeeper
 
     assert slotkeeper.__version__ == version("slotkeeper")
+
+
+def test_a_plan_without_a_refresh_loads_neither_the_executor_nor_the_clients(
+    tmp_path: Path,
+) -> None:
+    """`slotkeeper plan --no-refresh` opens no target: it imports neither the executor nor
+    any target's HTTP client, nor the key cryptography or the file watcher, yet plans."""
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "env.yaml").write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: dev}\n"
+        "spec:\n  slots:\n    api:\n      artifact: {kind: CONTAINER_IMAGE, name: x, version: v1}\n"
+    )
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    command = ["plan", "--no-refresh", "-m", str(manifests), "--state", state]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "slotkeeper", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dev/api" in done.stdout, done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "slotkeeper.reconcile" in imported and "slotkeeper.plan" in imported
+    for module in (
+        "slotkeeper.execute",
+        "slotkeeper.targets.registry",
+        "httpx",
+        "cryptography",
+        "watchfiles",
+        "rich.progress",
+    ):
+        assert module not in imported, module

@@ -16,10 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from slotkeeper.errors import SecretError
 from slotkeeper.model import KeyRecord
 from slotkeeper.worktree import refuse_if_exposed
@@ -34,6 +30,10 @@ class KeyPair:
 
 def generate_key(comment: str) -> KeyPair:
     """A fresh ed25519 pair: OpenSSH public key (with ``comment``) and OpenSSH private key."""
+    # imported where keys are made or read: a plan without a refresh does neither
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     public = (
         private.public_key()
@@ -61,6 +61,9 @@ def fingerprint(public_key: str) -> str:
 
 def private_key_fingerprint(content: bytes) -> str | None:
     """The fingerprint of the OpenSSH private key in ``content``, or None if it holds none."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         private = serialization.load_ssh_private_key(content, password=None)
         public = private.public_key().public_bytes(

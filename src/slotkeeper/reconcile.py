@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from slotkeeper import observability as obs
 from slotkeeper.actions import targets_of
@@ -28,7 +28,6 @@ from slotkeeper.errors import (
     TargetUnusable,
     TemporaryTargetError,
 )
-from slotkeeper.execute import ApplyResult, Clock, Commits, ProgressHook, execute
 from slotkeeper.keys import SecretSink, key_file_problems
 from slotkeeper.ledger import (
     LastGoodReads,
@@ -62,10 +61,8 @@ from slotkeeper.model import (
     TargetSpecBase,
     TargetSync,
 )
-from slotkeeper.notify.pipeline import Notifications
 from slotkeeper.plan import Plan, PlanOptions, diff, promotion_candidates, recheck
 from slotkeeper.scope import narrowed, removes
-from slotkeeper.sinks.delivery import Deliveries, observe_sinks
 from slotkeeper.sources import commit_infos, commits_between, git_revision, is_work_tree
 from slotkeeper.targets.base import (
     CommitSource,
@@ -76,8 +73,11 @@ from slotkeeper.targets.base import (
     Target,
     read_all,
 )
-from slotkeeper.targets.registry import TargetContext, open_target
 from slotkeeper.targets.stores import TargetsLedger
+
+if TYPE_CHECKING:  # a plan imports neither the executor nor the targets' clients
+    from slotkeeper.execute import ApplyResult, Clock, Commits, ProgressHook
+    from slotkeeper.notify.pipeline import Notifications
 
 
 class PlanningLedger(StateReads, PromotionReads, TargetsLedger, Protocol):
@@ -241,6 +241,11 @@ def open_targets(
     ``strict`` (the CLI) fails on a target that cannot be set up; otherwise (the daemon) that
     target alone fails its calls. ``may_write``: the writer lock's check, made before every
     write request (a process that lost the lock sends nothing more)."""
+    if not desired.targets:  # nothing to open: the clients are not even imported
+        yield {}
+        return
+    from slotkeeper.targets.registry import TargetContext, open_target
+
     opened: dict[str, Target] = {}
     context = TargetContext(ledger=ledger, clock=clock, may_write=may_write)
     try:
@@ -366,6 +371,8 @@ def _plan(
     )
     sinks = {}
     if refreshing and targets:
+        from slotkeeper.sinks.delivery import Deliveries, observe_sinks
+
         deliveries = Deliveries(targets=targets)
         try:
             sinks = observe_sinks(desired, recorded, deliveries)
@@ -476,6 +483,8 @@ def reconcile(
             return Reconciliation(plan, None)
         _notify(notifications, lambda n: n.prime(desired))
         targets = _without_unreachable(opened, refreshed)
+        from slotkeeper.execute import execute
+
         result = execute(  # execute and record
             plan,
             ledger,
@@ -610,6 +619,8 @@ def apply_saved(
         if show is not None:
             show(checked)
         with open_targets(shot.desired, ledger, clock=clock, may_write=ledger.leading) as targets:
+            from slotkeeper.execute import execute
+
             result = execute(
                 checked,
                 ledger,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.color import ColorSystem
@@ -37,7 +37,6 @@ from slotkeeper.actions import (
     slot_of,
 )
 from slotkeeper.errors import ManifestErrors
-from slotkeeper.execute import ApplyResult, Outcome
 from slotkeeper.ledger import Event, PendingAction
 from slotkeeper.model import (
     Artifact,
@@ -54,6 +53,9 @@ from slotkeeper.model import (
     timestamp,
 )
 from slotkeeper.plan import Plan
+
+if TYPE_CHECKING:  # a plan's output does not import the executor
+    from slotkeeper.execute import ApplyResult
 
 _SYMBOLS: dict[ActionType, tuple[str, str]] = {
     ActionType.CREATE_KEY: ("+", "green"),
@@ -263,6 +265,8 @@ def summary_line(plan: Plan) -> Text:
 
 
 def render_apply(result: ApplyResult, console: Console) -> None:
+    from slotkeeper.execute import Outcome
+
     for item in result.results:
         if item.outcome is Outcome.BLOCKED and item.hint:
             console.print(f"[magenta]  blocked[/]  {item.type.value} {item.label}: {item.hint}")

@@ -14,8 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import watchfiles
-
 from slotkeeper.credentials import private_dirs, read_credential_file
 from slotkeeper.errors import ConfigError, SlotkeeperError
 from slotkeeper.model import CommitInfo, Revision
@@ -195,6 +193,8 @@ class DirectorySource:
         """Call ``changed`` after each burst of changes to manifest files (debounced) until
         ``stop``. Other files are not watched: a ledger or a secrets directory inside the tree
         changes at every reconcile and would trigger the next one."""
+        import watchfiles  # the daemon's alone: a one-shot command never watches
+
         root = self.path.absolute()
         for _ in watchfiles.watch(
             self.path,

@@ -24,8 +24,8 @@ from slotkeeper.cli.lazy import LazyGroup
 
 #: every command: its name, and where it is defined (imported when it is run or listed)
 COMMANDS = {
-    "validate": "slotkeeper.cli.apply:validate",
-    "plan": "slotkeeper.cli.apply:plan_command",
+    "validate": "slotkeeper.cli.planning:validate",
+    "plan": "slotkeeper.cli.planning:plan_command",
     "apply": "slotkeeper.cli.apply:apply",
     "status": "slotkeeper.cli.reads:status",
     "history": "slotkeeper.cli.reads:history",
