@@ -83,12 +83,9 @@ def _apply(sk: Callable[..., Run], root: Path, state: str) -> None:
     assert result.code == 0, result.err
 
 
-def test_the_ledger_reads_only_a_scopes_rows(
-    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, ledger_url: str
-) -> None:
-    """A scoped read holds the scope's DEPLOYED records and environments, every key on its
-    repositories (whoever declared it) and the sync rows of exactly those, the same rows as
-    the whole read; held actions of other environments survive a scoped replacement."""
+def three_environments(sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, url: str) -> None:
+    """a and b on acme/one, c on acme/two with a key on acme/one, all to the fake GitHub; a
+    redeployed once (its first records superseded, their sync rows kept)."""
     for repository in ("acme/one", "acme/two"):
         gh.add_repository(repository)
     write_targets(target(gh))
@@ -99,10 +96,18 @@ def test_the_ledger_reads_only_a_scopes_rows(
     put(root, "b", env("b", "acme/one", **on_github))
     c_key = [deploy_key("c-key", repository="acme/one")]
     put(root, "c", env("c", "acme/two", deployKeys=c_key, **on_github))
-    _apply(sk, root, ledger_url)
+    _apply(sk, root, url)
     put(root, "a", env("a", "acme/one", "v2", deployKeys=a_key, **on_github))
-    _apply(sk, root, ledger_url)  # a's v1 records are superseded: their syncs stay rows
+    _apply(sk, root, url)  # a's v1 records are superseded: their syncs stay rows
 
+
+def test_the_ledger_reads_only_a_scopes_rows(
+    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, ledger_url: str
+) -> None:
+    """A scoped read holds the scope's DEPLOYED records and environments, every key on its
+    repositories (whoever declared it) and the sync rows of exactly those, the same rows as
+    the whole read; held actions of other environments survive a scoped replacement."""
+    three_environments(sk, workdir, gh, ledger_url)
     ledger = open_ledger(ledger_url, now=datetime.now(UTC))
     try:
         whole = ledger.read_state()
@@ -229,3 +234,45 @@ def test_scoped_and_whole_plans_converge_on_the_same_ledger(
             ledger.close()
 
     assert slots("sqlite:///daemon.db") == slots("sqlite:///whole.db")
+
+
+def test_a_page_reads_each_slot_in_brief_and_whole_records_by_id(
+    sk: Callable[..., Run], workdir: Path, gh: FakeGitHub, ledger_url: str
+) -> None:
+    """What the dashboard reads of every slot (its newest record's id, status and whether
+    every target confirmed it) agrees with the whole records and their sync rows; records and
+    sync rows are read by id for the cells a page shows."""
+    for repository in ("acme/one", "acme/two"):
+        gh.add_repository(repository)
+    three_environments(sk, workdir, gh, ledger_url)
+    put(workdir / "m", "e", env("e", "acme/two", targets=["github"], ref="main"))
+    gh.forbidden = True  # e's records are written, GitHub refuses their copies: unconfirmed
+    refused = sk("apply", "--yes", "-m", str(workdir / "m"), "--state", ledger_url)
+    assert refused.code == 1, refused.out + refused.err
+    gh.forbidden = False
+    ledger = open_ledger(ledger_url, now=datetime.now(UTC))
+    try:
+        latest = ledger.latest_records()
+        syncs = ledger.all_syncs()
+        heads = ledger.slot_heads()
+        some = [record.id for record in latest[::2]]
+        by_id = ledger.records([*some, 10**9])
+        their_syncs = ledger.syncs_of(SyncSubject.RECORD, some)
+    finally:
+        ledger.close()
+    settled = {
+        record.id: all(
+            s.settled
+            for s in syncs
+            if s.subject is SyncSubject.RECORD and s.subject_id == record.id
+        )
+        for record in latest
+    }
+    assert [(h.record_id, h.environment, h.slot, h.status, h.confirmed) for h in heads] == [
+        (r.id, r.environment, r.slot, r.status, settled[r.id]) for r in latest
+    ]
+    assert {h.environment for h in heads if not h.confirmed} == {"e"}
+    assert by_id == sorted((r for r in latest if r.id in some), key=lambda r: r.id)
+    assert their_syncs == [
+        s for s in syncs if s.subject is SyncSubject.RECORD and s.subject_id in some
+    ]

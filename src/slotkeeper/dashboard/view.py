@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any, Protocol
 
 from slotkeeper import render
 from slotkeeper.actions import FREEZE
 from slotkeeper.dashboard.links import commit_url, https_base, ref_url
-from slotkeeper.ledger import AuditLog, Event, LastGoodReads, PendingAction, StateReads
+from slotkeeper.ledger import AuditLog, Event, LastGoodReads, PendingAction, SlotHead, StateReads
 from slotkeeper.ledger.base import DeliveryReads, PromotionReads
 from slotkeeper.model import (
     Artifact,
@@ -116,6 +115,26 @@ def _held(blocked: PendingAction | None) -> dict[str, Any]:
     }
 
 
+def _head_state(head: SlotHead, blocked: PendingAction | None, hold: str | None) -> str:
+    """A cell's state from its slot's newest record in brief (what ``_cell_state`` says of the
+    whole record)."""
+    if head.status is RecordStatus.DECOMMISSIONED and blocked is None:
+        hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
+    return _state(hold, blocked) or (
+        "decommissioned"
+        if head.status is RecordStatus.DECOMMISSIONED
+        else "pending"
+        if not head.confirmed
+        else "deployed"
+    )
+
+
+def _status_rows(ledger: DashboardLedger, pending: list[PendingAction]) -> list[dict[str, Any]]:
+    """Every slot's status row (``/status``): every newest record and its sync rows."""
+    syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
+    return render.status_document(ledger.latest_records(), pending, syncs, public=True)
+
+
 def _cell_state(
     record: Record, syncs: list[TargetSync], blocked: PendingAction | None, hold: str | None
 ) -> tuple[str, str | None, bool]:
@@ -124,13 +143,8 @@ def _cell_state(
     confirmed = all(sync.settled for sync in syncs)
     if record.status is RecordStatus.DECOMMISSIONED and blocked is None:
         hold = None  # a hold on a slot that is gone changes nothing: it shows as gone
-    state = _state(hold, blocked) or (
-        "decommissioned"
-        if record.status is RecordStatus.DECOMMISSIONED
-        else "pending"
-        if not confirmed
-        else "deployed"
-    )
+    head = SlotHead(record.id, record.environment, record.slot, record.status, confirmed)
+    state = _head_state(head, blocked, hold)
     return state, hold, confirmed
 
 
@@ -350,27 +364,26 @@ def overview(
     deploy``; a git remote URL is turned into it, see ``links.web_url``), which the revision
     of the last reconcile links to; without it, or when it is not an ``https://`` page, nothing
     links there."""
-    records = ledger.latest_records()
+    heads = ledger.slot_heads()
     pending = ledger.pending()
-    syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
 
     def hold_of(environment: str, slot: str) -> str | None:
         return holds.get((environment, slot)) or holds.get((environment, None))
 
-    # Every cell's state (for the counts and the filter); a cell's whole document is built
-    # only for the cells the view shows.
+    # Every cell's state (for the counts and the filter) from each slot's newest record in
+    # brief; whole records and their sync rows are read only for the cells the view shows.
     states: dict[str, dict[str, str]] = {}
-    build: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {}
-    for record in records:
-        where = (record.environment, record.slot)
-        own = syncs.get(record.id, [])
+    record_of: dict[tuple[str, str], int] = {}
+    first_deploys: dict[tuple[str, str], dict[str, Any]] = {}
+    for head in heads:
+        where = (head.environment, head.slot)
         hold = hold_of(*where) if holds else None
-        states.setdefault(record.slot, {})[record.environment] = _cell_state(
-            record, own, blocked_at.get(where), hold
-        )[0]
-        build[where] = partial(_shown_cell, record, own, blocked_at.get(where), hold, desired, now)
+        states.setdefault(head.slot, {})[head.environment] = _head_state(
+            head, blocked_at.get(where), hold
+        )
+        record_of[where] = head.record_id
     # a slot whose first deploy is held has no record: it gets a cell all the same
     for (environment, slot), held in blocked_at.items():
         if slot is not None and environment not in states.get(slot, {}):
@@ -378,7 +391,7 @@ def overview(
                 held, hold_of(environment, slot), _declared(desired, environment, slot), now
             )
             states.setdefault(slot, {})[environment] = first["state"]
-            build[environment, slot] = partial(dict, first)
+            first_deploys[environment, slot] = first
     cells = states
     columns = _columns(
         {env for row in cells.values() for env in row}
@@ -403,23 +416,42 @@ def overview(
     page, pages, first_row = _window(matched, view.rows, view.page)
     shown_rows = shown_rows[first_row : first_row + view.rows]
 
-    def in_view(environment: str, slot: str) -> dict[str, Any] | None:
-        state = cells[slot].get(environment)
-        if state is None or (view.state and state != view.state):
-            return None
-        return build[environment, slot]()
+    shown = [
+        (environment, slot)
+        for slot in shown_rows
+        for environment in environments
+        if (state := cells[slot].get(environment)) is not None
+        and (not view.state or state == view.state)
+    ]
+    ids = [record_of[where] for where in shown if where in record_of]
+    records = {record.id: record for record in ledger.records(ids)}
+    syncs = render.syncs_by_subject(ledger.syncs_of(SyncSubject.RECORD, ids), SyncSubject.RECORD)
+    built: dict[tuple[str, str], dict[str, Any]] = {}
+    for where in shown:
+        record = records.get(record_of.get(where, -1))
+        if record is None:
+            built[where] = first_deploys[where]
+            continue
+        built[where] = _shown_cell(
+            record,
+            syncs.get(record.id, []),
+            blocked_at.get(where),
+            hold_of(*where) if holds else None,
+            desired,
+            now,
+        )
 
     base = https_base(manifests_url)
     applied = last_apply(ledger.events(types=_APPLY_EVENTS, last=2))
-    shown = last_reconcile or applied
+    latest = last_reconcile or applied
     document: dict[str, Any] = {
         "generated_at": timestamp(now),
-        "slots": render.status_document(records, pending, syncs, public=True) if slots else [],
+        "slots": _status_rows(ledger, pending) if slots else [],
         "matrix": {
             "environments": environments,
             "columns": columns,
             "rows": [
-                {"slot": slot, "cells": [in_view(env, slot) for env in environments]}
+                {"slot": slot, "cells": [built.get((env, slot)) for env in environments]}
                 for slot in shown_rows
             ],
             "filter": {"environment": view.environment, "slot": view.slot, "state": view.state},
@@ -454,7 +486,7 @@ def overview(
         "last_apply": applied,
         "manifests_url": base,
         #: the page of the revision the last reconcile panel shows, when it can be linked
-        "last_revision_url": commit_url(base, shown.get("revision") if shown else None),
+        "last_revision_url": commit_url(base, latest.get("revision") if latest else None),
     }
     for row in cells.values():
         for state in row.values():

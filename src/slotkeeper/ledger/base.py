@@ -25,10 +25,10 @@ commits on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -54,6 +54,18 @@ from slotkeeper.model import (
     TargetSync,
 )
 from slotkeeper.promotion import Evidence, SlotHold
+
+
+class SlotHead(NamedTuple):
+    """A slot's newest record in brief: what a page needs of every slot to count and filter
+    them (the whole record is read only for the slots it shows)."""
+
+    record_id: int
+    environment: str
+    slot: str
+    status: RecordStatus
+    #: every target's copy is as the record wants it (none yet: none to wait for)
+    confirmed: bool
 
 
 class PendingAction(BaseModel):
@@ -314,6 +326,18 @@ class StateReads(Protocol):
 
     def latest_records(self) -> list[Record]:
         """The newest record of every environment/slot ever seen, by environment and slot."""
+        ...
+
+    def slot_heads(self) -> list[SlotHead]:
+        """Every environment/slot's newest record in brief, by environment and slot."""
+        ...
+
+    def records(self, ids: Collection[int]) -> list[Record]:
+        """The records of ``ids`` (those that exist), by id."""
+        ...
+
+    def syncs_of(self, subject: SyncSubject, ids: Collection[int]) -> list[TargetSync]:
+        """The sync rows of the records (or keys) of ``ids``, by subject id and target."""
         ...
 
     def slot_counts(self) -> dict[RecordStatus, int]:

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ from slotkeeper.ledger.base import (
     NotifyState,
     OutboxMessage,
     PendingAction,
+    SlotHead,
 )
 from slotkeeper.ledger.lease import LeaseInfo, Takeover
 from slotkeeper.ledger.schema import LATEST_VERSION, MIGRATIONS
@@ -122,6 +123,10 @@ def _record(row: Sequence[Any]) -> Record:
         action_id=row[14],
         annotations=json.loads(row[15]) if row[15] != "{}" else {},
     )
+
+
+#: ids asked for in one statement (far below SQLite's and PostgreSQL's parameter limits)
+_BATCH = 900
 
 
 def _within(scope: Scope | None, *columns: str) -> tuple[str, tuple[str, ...]]:
@@ -1039,6 +1044,54 @@ class SqlLedger:
             "ORDER BY environment, slot"
         )
         return [_record(row) for row in rows]
+
+    def slot_heads(self) -> list[SlotHead]:
+        unsettled = (
+            "SELECT 1 FROM target_syncs s WHERE s.subject = 'record' AND s.subject_id = r.id "
+            "AND NOT (s.status = 'synced' AND s.remote_state IS NOT NULL "
+            "AND s.remote_state = s.wanted)"
+        )
+        rows = self._query(
+            f"SELECT r.id, r.environment, r.slot, r.status, NOT EXISTS ({unsettled}) "
+            "FROM records r WHERE r.id IN "
+            "(SELECT MAX(id) FROM records GROUP BY environment, slot) "
+            "ORDER BY r.environment, r.slot"
+        )
+        return [
+            SlotHead(int(id_), environment, slot, _STATUS[status], bool(confirmed))
+            for id_, environment, slot, status, confirmed in rows
+        ]
+
+    def records(self, ids: Collection[int]) -> list[Record]:
+        found: list[Record] = []
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            found += map(
+                _record,
+                self._query(
+                    f"SELECT {_RECORD_COLUMNS} FROM records "
+                    f"WHERE id IN ({', '.join('?' * len(batch))}) ORDER BY id",
+                    batch,
+                ),
+            )
+        return found
+
+    def syncs_of(self, subject: SyncSubject, ids: Collection[int]) -> list[TargetSync]:
+        found: list[TargetSync] = []
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            found += map(
+                _sync,
+                self._query(
+                    f"SELECT {_SYNC_COLUMNS} FROM target_syncs WHERE subject = ? "
+                    f"AND subject_id IN ({', '.join('?' * len(batch))}) "
+                    "ORDER BY subject_id, target",
+                    (subject.value, *batch),
+                ),
+            )
+        return found
 
     def slot_counts(self) -> dict[RecordStatus, int]:
         """How many slots have each status as their newest record (counted by the database)."""
