@@ -1063,35 +1063,24 @@ class SqlLedger:
         ]
 
     def records(self, ids: Collection[int]) -> list[Record]:
-        found: list[Record] = []
-        wanted = sorted(set(ids))
-        for start in range(0, len(wanted), _BATCH):
-            batch = wanted[start : start + _BATCH]
-            found += map(
-                _record,
-                self._query(
-                    f"SELECT {_RECORD_COLUMNS} FROM records "
-                    f"WHERE id IN ({', '.join('?' * len(batch))}) ORDER BY id",
-                    batch,
-                ),
-            )
-        return found
+        sql = f"SELECT {_RECORD_COLUMNS} FROM records WHERE id IN ({{ids}}) ORDER BY id"
+        return [_record(row) for row in self._by_ids(sql, ids)]
 
     def syncs_of(self, subject: SyncSubject, ids: Collection[int]) -> list[TargetSync]:
-        found: list[TargetSync] = []
+        sql = (
+            f"SELECT {_SYNC_COLUMNS} FROM target_syncs WHERE subject = ? "
+            "AND subject_id IN ({ids}) ORDER BY subject_id, target"
+        )
+        return [_sync(row) for row in self._by_ids(sql, ids, subject.value)]
+
+    def _by_ids(self, sql: str, ids: Collection[int], *params: Any) -> list[Any]:
+        """The rows of ``sql`` for ``ids`` (its ``{ids}``), asked in batches, in id order."""
+        rows: list[Any] = []
         wanted = sorted(set(ids))
         for start in range(0, len(wanted), _BATCH):
             batch = wanted[start : start + _BATCH]
-            found += map(
-                _sync,
-                self._query(
-                    f"SELECT {_SYNC_COLUMNS} FROM target_syncs WHERE subject = ? "
-                    f"AND subject_id IN ({', '.join('?' * len(batch))}) "
-                    "ORDER BY subject_id, target",
-                    (subject.value, *batch),
-                ),
-            )
-        return found
+            rows += self._query(sql.format(ids=", ".join("?" * len(batch))), (*params, *batch))
+        return rows
 
     def slot_counts(self) -> dict[RecordStatus, int]:
         """How many slots have each status as their newest record (counted by the database)."""
