@@ -140,8 +140,8 @@ class _Collector:
     #: (target name, where, environment name when known, index in spec.targets)
     target_refs: list[tuple[str, Location, str | None, int]] = field(default_factory=list)
     environment_data: dict[str, LineDict] = field(default_factory=dict)
-    #: where each slot is declared, by ``slot/ENV/SLOT``
-    slot_locations: dict[str, Location] = field(default_factory=dict)
+    #: the line of each slot, by environment and slot
+    slot_lines: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def find_manifest_files(root: Path) -> list[Path]:
@@ -299,8 +299,8 @@ def parse(
         locations={
             **{name: loc for name, (_, loc) in collector.environments.items()},
             **{f"target/{name}": loc for name, loc in targets.locations.items()},
-            **collector.slot_locations,
         },
+        slot_lines=collector.slot_lines,
     )
 
 
@@ -626,25 +626,18 @@ def _load_document(
         return
     location = Location(file=str(path), line=line)
     name_line = line_of(data, ("metadata", "name"), line)
-    slots = (
-        _slot_locations(document, data, location)
-        if isinstance(document, EnvironmentDocument)
-        else {}
-    )
+    slots = _slot_lines(document, data, line) if isinstance(document, EnvironmentDocument) else {}
     steps.append(partial(_add_step, path, document, data, location, name_line, slots))
 
 
-def _slot_locations(
-    document: EnvironmentDocument, data: LineDict, declared: Location
-) -> dict[str, Location]:
-    """Where each slot of an Environment document is declared, by ``slot/ENV/SLOT`` (worked
-    out once per file content: a parse cache keeps it)."""
+def _slot_lines(
+    document: EnvironmentDocument, data: LineDict, line: int
+) -> dict[tuple[str, str], int]:
+    """The line of each slot of an Environment document (worked out once per file content: a
+    parse cache keeps it)."""
     name = document.metadata.name
     return {
-        f"slot/{name}/{slot}": Location.model_construct(
-            file=declared.file, line=line_of(data, ("spec", "slots", slot), declared.line)
-        )
-        for slot in document.spec.slots
+        (name, slot): line_of(data, ("spec", "slots", slot), line) for slot in document.spec.slots
     }
 
 
@@ -664,7 +657,7 @@ def _add_step(
     data: LineDict,
     location: Location,
     name_line: int,
-    slots: dict[str, Location],
+    slots: dict[tuple[str, str], int],
     collector: _Collector,
 ) -> None:
     """Add a valid document to the load: names are unique across files."""
@@ -674,7 +667,7 @@ def _add_step(
 
     if isinstance(document, EnvironmentDocument):
         if _add_environment(document, data, location, name_line, collector, error):
-            collector.slot_locations.update(slots)
+            collector.slot_lines.update(slots)
     elif isinstance(document, NotifierDocument):
         _add_named("notifier", collector.notifiers, document, location, name_line, error)
     else:
@@ -699,8 +692,23 @@ def _add_environment(
     for index, target in enumerate(document.spec.targets):
         at = line_of(data, ("spec", "targets", index), location.line)
         collector.target_refs.append((target, Location(file=location.file, line=at), name, index))
-    collector.environment_data[name] = data
+    collector.environment_data[name] = _without_slots(data)
     return True
+
+
+def _without_slots(data: LineDict) -> LineDict:
+    """An Environment document's data for the checks across files (deploy keys, promotion),
+    without its slots: each slot's line is kept already (``_slot_lines``), and the slots
+    are nearly all of a large estate's documents, which a load would otherwise hold to its end."""
+    spec = data.get("spec")
+    if not isinstance(spec, LineDict) or "slots" not in spec:
+        return data
+    kept = LineDict((key, value) for key, value in spec.items() if key != "slots")
+    kept.line, kept.key_lines = spec.line, spec.key_lines
+    pruned = LineDict(data)
+    pruned.line, pruned.key_lines = data.line, data.key_lines
+    pruned["spec"] = kept
+    return pruned
 
 
 def _add_named(

@@ -1050,9 +1050,10 @@ class DesiredState(BaseModel):
 
     environments: dict[str, EnvironmentSpec]
     targets: dict[str, TargetSpec]
-    #: where each environment (by name), target (``target/NAME``) and slot (``slot/ENV/SLOT``)
-    #: is declared
+    #: where each environment (by name) and target (``target/NAME``) is declared
     locations: dict[str, Location] = Field(default_factory=dict)
+    #: the line of each slot (by environment and slot) in its environment's file
+    slot_lines: dict[tuple[str, str], int] = Field(default_factory=dict)
     broken: tuple[BrokenFile, ...] = ()
     stand_ins: frozenset[str] = frozenset()
     #: where the operator lets deploy keys be delivered beyond the secrets directory
@@ -1071,7 +1072,11 @@ class DesiredState(BaseModel):
 
     def slot_location(self, environment: str, slot: str) -> Location | None:
         """Where a slot is declared; else where its environment is; else None."""
-        return self.locations.get(f"slot/{environment}/{slot}") or self.locations.get(environment)
+        declared = self.locations.get(environment)
+        line = self.slot_lines.get((environment, slot))
+        if declared is None or line is None:
+            return declared
+        return Location(file=declared.file, line=line)
 
 
 def add_target_spec(spec: type[TargetSpecBase]) -> None:

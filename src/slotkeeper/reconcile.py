@@ -111,15 +111,19 @@ class Snapshot:
     files: Mapping[str, bytes] = field(default_factory=dict)
 
 
-def snapshot(manifests: Path, operator: OperatorTargets = NO_TARGETS) -> Snapshot:
+def snapshot(
+    manifests: Path, operator: OperatorTargets = NO_TARGETS, *, keep_files: bool = True
+) -> Snapshot:
     """Load and validate the manifests at ``manifests`` against the ``operator``'s targets
-    (raises ``ManifestErrors``), each GitHub slot with a decidable ref: never a 422 at apply."""
+    (raises ``ManifestErrors``), each GitHub slot with a decidable ref: never a 422 at apply.
+    ``keep_files``: with the files' contents (what an apply keeps as the last good set; a plan
+    does not need them)."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
     desired = parse(tree.files, errors=tree.errors, targets=operator)
     if errors := check_refs(desired, revision):
         raise ManifestErrors(errors)
-    return Snapshot(desired, revision, manifests, _by_name(tree))
+    return Snapshot(desired, revision, manifests, _by_name(tree) if keep_files else {})
 
 
 def tolerant_snapshot(
@@ -422,7 +426,7 @@ def make_plan(
 
     Without refresh no target is set up, so no credential is needed (a pull request from a
     fork gets none); a target that cannot be set up or asked is a warning on the plan."""
-    shot = snapshot(manifests, operator)
+    shot = snapshot(manifests, operator, keep_files=False)
     desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
     with open_targets(desired, ledger, clock=clock, strict=False) as targets:
         plan, _, _ = _plan(

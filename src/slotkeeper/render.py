@@ -201,15 +201,23 @@ def write_aligned(console: Console, rows: Sequence[tuple[tuple[str, str], ...]])
     widths = [max(cell_len(text) for text, _ in column) for column in zip(*rows, strict=True)]
     paint = _painter(console)
     last = len(widths) - 1
-    lines = []
+    lines: list[str] = []
     for row in rows:
         parts = [
             paint(text, style) + ("" if index == last else " " * (widths[index] - cell_len(text)))
             for index, (text, style) in enumerate(row)
         ]
         lines.append("  ".join(parts).rstrip())
-    console.file.write("\n".join(lines) + "\n")
+        if len(lines) == _LINES_AT_ONCE:  # a huge plan is never held as one more string
+            console.file.write("\n".join(lines) + "\n")
+            lines.clear()
+    if lines:
+        console.file.write("\n".join(lines) + "\n")
     console.file.flush()
+
+
+#: lines written to the terminal in one write
+_LINES_AT_ONCE = 1000
 
 
 #: rich's names of colour systems (``Console.color_system``), to its enum's
