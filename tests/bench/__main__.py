@@ -16,7 +16,18 @@ from pathlib import Path
 from types import ModuleType
 
 from slotkeeper.cli import tune_interpreter
-from tests.bench import daemon, dora, economy, estate, ledger, pacing, process, scale, throughput
+from tests.bench import (
+    daemon,
+    dora,
+    economy,
+    estate,
+    installations,
+    ledger,
+    pacing,
+    process,
+    scale,
+    throughput,
+)
 from tests.bench.report import Figure, machine, table, write_json
 from tests.helpers import allow_egress_to_the_fakes
 
@@ -29,6 +40,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "6": daemon,
     "7": dora,
     "8": process,
+    "9": installations,
     "10": estate,
 }
 

@@ -45,6 +45,9 @@ class Tree:
     slots_per_environment: int
     #: repositories the environments are spread over (environment i uses repository i % n)
     repositories: int = 10
+    #: the accounts that own the repositories (repository r belongs to owner r % len(owners)):
+    #: several owners are several GitHub App installations
+    owners: tuple[str, ...] = ("acme",)
     #: deploy keys per environment (each one on the environment's repository)
     keys_per_environment: int = 1
     #: Target documents to write and to name in every environment (e.g. ("github",))
@@ -66,7 +69,8 @@ class Tree:
         return f"env-{e:04d}"
 
     def repository(self, e: int) -> str:
-        return f"acme/repo-{e % self.repositories:03d}"
+        number = e % self.repositories
+        return f"{self.owners[number % len(self.owners)]}/repo-{number:03d}"
 
     def repository_names(self) -> list[str]:
         """Every repository the environments name, once each (a fake GitHub must hold them)."""

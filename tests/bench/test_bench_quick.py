@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import dora, economy, pacing, process, scale, throughput
+from tests.bench import dora, economy, installations, pacing, process, scale, throughput
 from tests.bench.__main__ import main
 from tests.bench.generate import Tree
 
@@ -55,6 +55,17 @@ def test_pacing_meets_no_limit_and_the_baseline_does(tmp_path: Path) -> None:
     assert baseline.limited > 0
 
 
+def test_an_app_spreads_its_writes_over_its_installations(tmp_path: Path) -> None:
+    """At the fake's secondary limit per installation, an App installed on four organisations
+    writes each repository with its own installation's token, at its own budget: no 403/429,
+    and a quarter of the writes (two per slot) under each installation."""
+    limit = pacing.Limit(5, 1)
+    four = installations.measure(tmp_path, 16, 4, limit)
+    assert four.limited == 0
+    assert four.total == 32 and sorted(four.writes.values()) == [8, 8, 8, 8]
+    assert four.floor(limit) == 8 / 5
+
+
 def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
     """The throughput benchmark takes every slot to both targets: four requests a slot at least."""
     found = throughput.measure_slotkeeper(tmp_path, 20, latency=0.0, concurrency=4)
@@ -63,9 +74,9 @@ def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
 
 
 def test_the_runner_runs_every_benchmark_quick(
-    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`python -m tests.bench --quick`: all eight targets run, every bounded figure passes, the
+    """`python -m tests.bench --quick`: all ten targets run, every bounded figure passes, the
     table is printed and the JSON written. The runner lets itself reach its fakes on loopback
     (`make bench` runs outside the tests' conftest, which otherwise allows it)."""
     monkeypatch.delenv("SLOTKEEPER_EGRESS_ALLOW")
@@ -74,10 +85,13 @@ def test_the_runner_runs_every_benchmark_quick(
     document = json.loads(out.read_text())
     assert document["machine"]["cores"] and document["passed"] is True
     targets = {f["target"].split()[0] for f in document["figures"]}
-    assert targets == {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert targets == {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
     assert all(f["verdict"] != "FAIL" for f in document["figures"])
     printed = capsys.readouterr().out
     assert "| 3 pacing" in printed and "every target PASSED" in printed
+    estate = {f["name"]: f["value"] for f in document["figures"] if f["target"] == "10 estate"}
+    assert estate["dashboard `/` at 200 slots, size"] > 10  # KB: a real page was served
+    assert estate["`run` holding 1,000 slots, idle RSS"] > 20  # MB: the daemon ran
 
 
 def test_the_delivery_benchmark_builds_a_ledger_dora_can_read(tmp_path: Path) -> None:
