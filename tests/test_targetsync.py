@@ -315,3 +315,15 @@ def test_a_decommissioned_record_is_always_told(ledger: Ledger) -> None:
     target = Scripted(ledger, Remote("r1", RemoteState.INACTIVE), spec_class=ChainloopTargetSpec)
     syncer(ledger, target).apply(work(RemoteState.INACTIVE))
     assert [want for want, _ in target.calls] == [RemoteState.INACTIVE]
+
+
+def test_groups_are_taken_in_turn_from_each_write_budget() -> None:
+    """The workers take the slots in turn from each lane (repository, so installation): three
+    slots of a, two of b and one of c run as a b c a b a, each lane's slots in order."""
+    from slotkeeper.targetsync import interleaved
+
+    assert interleaved(["a", "a", "a", "b", "b", "c"]) == [0, 3, 5, 1, 4, 2]
+    assert interleaved(["x", "y", "x", "y"]) == [0, 1, 2, 3]
+    assert interleaved([]) == []
+    order = interleaved([f"r{i % 4}" for i in range(400)])
+    assert sorted(order) == list(range(400))

@@ -55,6 +55,7 @@ from slotkeeper.ledger import LedgerTransaction, PendingAction, StateStore
 from slotkeeper.model import (
     Artifact,
     CommitInfo,
+    EnvironmentRecord,
     KeyRecord,
     KeySecret,
     KeyStatus,
@@ -443,7 +444,11 @@ def execute(
             history=history,
             stop=stopping,
         )
-        syncer.run(list(context.groups.values()), on_outcome=lambda o: report(_sync_result(o)))
+        syncer.run(
+            list(context.groups.values()),
+            on_outcome=lambda o: report(_sync_result(o)),
+            lanes=[_lane(name, known) for name in context.groups],
+        )
 
     outcome = ApplyResult(serial=serial, results=tuple(results))
     if applicable:
@@ -543,6 +548,16 @@ def _apply(action: _LedgerAction, context: _Context) -> _Applied:
             return _create_or_rotate_key(action, context)
         case RevokeKeyAction():
             return _revoke_key(action, context)
+
+
+def _lane(group: str, environments: Mapping[str, EnvironmentRecord]) -> str:
+    """The write budget a group spends from, as near as its name tells: the repository of its
+    environment (``ENV/SLOT``, ``key:ENV/…``), else what precedes its last ``/``."""
+    name = group.removeprefix("key:")
+    known = environments.get(name.split("/", 1)[0])
+    if known is not None and known.repository:
+        return known.repository
+    return name.rsplit("/", 1)[0]
 
 
 def _enqueue_sync(action: SyncAction, context: _Context) -> None:

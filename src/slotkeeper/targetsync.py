@@ -80,6 +80,19 @@ class SyncOutcome:
     duration_ms: float
 
 
+def interleaved(lanes: Sequence[str]) -> list[int]:
+    """The indexes of ``lanes``' items taken in turn from each lane (in the order the lanes
+    first appear, each lane's items in their order): ``a a a b b c`` runs as ``a b c a b a``."""
+    queues: dict[str, list[int]] = {}
+    for index, lane in enumerate(lanes):
+        queues.setdefault(lane, []).append(index)
+    order: list[int] = []
+    rounds = max((len(queue) for queue in queues.values()), default=0)
+    for turn in range(rounds):
+        order.extend(queue[turn] for queue in queues.values() if turn < len(queue))
+    return order
+
+
 class TargetSyncer:
     """Runs groups of :class:`SyncWork` (one group per slot or key) against the targets."""
 
@@ -109,7 +122,14 @@ class TargetSyncer:
         self,
         groups: Sequence[Sequence[SyncWork]],
         on_outcome: Callable[[SyncOutcome], None] | None = None,
+        *,
+        lanes: Sequence[str] | None = None,
     ) -> list[SyncOutcome]:
+        """Run every group (its work in order, the groups ``concurrency`` at a time); the
+        outcomes are reported in the groups' order. ``lanes`` names each group's write budget
+        (its repository: a GitHub App has one budget per installation): the groups are taken
+        in turn from each lane, so the workers spread over the budgets instead of queueing on
+        the one the first groups share."""
         outcomes: list[SyncOutcome] = []
 
         def run_group(group: Sequence[SyncWork]) -> list[SyncOutcome]:
@@ -131,8 +151,12 @@ class TargetSyncer:
         if self._concurrency == 1 or len(groups) <= 1:
             results = [run_group(group) for group in groups]
         else:
+            order = interleaved(lanes) if lanes is not None else list(range(len(groups)))
             with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
-                results = list(pool.map(run_group, groups))
+                done = dict(
+                    zip(order, pool.map(run_group, (groups[i] for i in order)), strict=True)
+                )
+            results = [done[i] for i in range(len(groups))]
         for group_outcomes in results:
             for outcome in group_outcomes:
                 outcomes.append(outcome)

@@ -4,7 +4,7 @@ write budget per installation of an App (the GitHub target's lanes), so an estat
 repositories belong to several organisations, the App installed on each, can be written at
 several budgets at once.
 
-The same 400 new slots (8 environments of 50, one repository each) are applied twice by a real
+The same 800 new slots (8 environments of 100, one repository each) are applied twice by a real
 ``slotkeeper apply`` process authenticated as a GitHub App, against the fake GitHub enforcing a
 secondary write limit per installation (GitHub's 80 a minute, 15 times faster: 40 in any 2 s);
 slotkeeper's ``writeLimits`` are set to the same figure:
@@ -144,7 +144,7 @@ def measure(
 
 def run(work: Path, *, quick: bool) -> list[Figure]:
     limit = QUICK_LIMIT if quick else LIMIT
-    slots = 16 if quick else 400
+    slots = 16 if quick else 800
     one = measure(work / "one", slots, 1, limit)
     four = measure(work / "four", slots, len(OWNERS), limit)
     ratio = four.throughput / one.throughput
