@@ -15,7 +15,7 @@ import yaml
 
 from slotkeeper.ledger import open_ledger
 from slotkeeper.manifests import parse
-from slotkeeper.model import RecordedState, Scope, SyncSubject
+from slotkeeper.model import Record, RecordedState, Scope, SyncSubject, TargetSync
 from slotkeeper.scope import scope_of
 from tests.daemon_support import Running, wait_for
 from tests.fakes.github import FakeGitHub
@@ -272,6 +272,10 @@ def test_a_page_reads_each_slot_in_brief_and_whole_records_by_id(
         (r.id, r.environment, r.slot, r.status, settled[r.id]) for r in latest
     ]
     assert {h.environment for h in heads if not h.confirmed} == {"e"}
+    # read back without validating again, yet every record and row is what validation gives
+    for model, read in ((Record, latest), (TargetSync, syncs)):
+        assert read and all(model.model_validate(one.model_dump()) == one for one in read)
+        assert all(one.model_fields_set == set(model.model_fields) for one in read)
     assert by_id == sorted((r for r in latest if r.id in some), key=lambda r: r.id)
     assert their_syncs == [
         s for s in syncs if s.subject is SyncSubject.RECORD and s.subject_id in some
