@@ -9,12 +9,14 @@ the table's ratios are what the targets hold, absolute times are reported alongs
 from __future__ import annotations
 
 import argparse
+import compileall
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 
+import slotkeeper
 from slotkeeper.cli import tune_interpreter
 from tests.bench import (
     daemon,
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path(".slotkeeper/bench.json"))
     args = parser.parse_args(argv)
     tune_interpreter()  # what runs in-process here runs as under the CLI's entry point
+    # slotkeeper's modules compiled, as an installed wheel has them (pip compiles at install;
+    # this editable checkout, under PYTHONDONTWRITEBYTECODE, would compile them in every child)
+    compileall.compile_dir(Path(slotkeeper.__file__).parent, quiet=1)
     allow_egress_to_the_fakes()
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
