@@ -129,6 +129,12 @@ def _head_state(head: SlotHead, blocked: PendingAction | None, hold: str | None)
     )
 
 
+def _base_state(status: RecordStatus, confirmed: bool, hold: str | None) -> str:
+    """The state of a cell no action is held in and no hold of its own is on: its slot's
+    newest record's, or its environment's ``hold``."""
+    return _head_state(SlotHead(0, "", "", status, confirmed), None, hold)
+
+
 def _status_rows(ledger: DashboardLedger, pending: list[PendingAction]) -> list[dict[str, Any]]:
     """Every slot's status row (``/status``): every newest record and its sync rows."""
     syncs = render.syncs_by_subject(ledger.all_syncs(), SyncSubject.RECORD)
@@ -357,14 +363,13 @@ def overview(
     slots: bool = True,
 ) -> dict[str, Any]:
     """Everything the matrix page shows (and ``/status`` returns): the matrix as ``view``
-    filters and windows it, the counts per state of the whole set, and (``slots``) every
-    slot's status row.
+    filters and windows it, the counts per state of the whole set, and (``slots``, for
+    ``/status``) every slot's status row and every deploy key.
 
     ``manifests_url``: the web page of the manifests' repository (``https://github.com/acme/
     deploy``; a git remote URL is turned into it, see ``links.web_url``), which the revision
     of the last reconcile links to; without it, or when it is not an ``https://`` page, nothing
     links there."""
-    heads = ledger.slot_heads()
     pending = ledger.pending()
     holds = _holds(desired, now)
     blocked_at = {(p.environment, p.slot): p for p in pending if p.slot is not None}
@@ -372,46 +377,61 @@ def overview(
     def hold_of(environment: str, slot: str) -> str | None:
         return holds.get((environment, slot)) or holds.get((environment, None))
 
-    # Every cell's state (for the counts and the filter) from each slot's newest record in
-    # brief; whole records and their sync rows are read only for the cells the view shows.
-    states: dict[str, dict[str, str]] = {}
-    record_of: dict[tuple[str, str], int] = {}
-    first_deploys: dict[tuple[str, str], dict[str, Any]] = {}
-    for head in heads:
-        where = (head.environment, head.slot)
-        hold = hold_of(*where) if holds else None
-        states.setdefault(head.slot, {})[head.environment] = _head_state(
-            head, blocked_at.get(where), hold
-        )
-        record_of[where] = head.record_id
-    # a slot whose first deploy is held has no record: it gets a cell all the same
-    for (environment, slot), held in blocked_at.items():
-        if slot is not None and environment not in states.get(slot, {}):
-            first = _first_deploy_cell(
-                held, hold_of(environment, slot), _declared(desired, environment, slot), now
-            )
-            states.setdefault(slot, {})[environment] = first["state"]
-            first_deploys[environment, slot] = first
-    cells = states
-    columns = _columns(
-        {env for row in cells.values() for env in row}
-        | set(desired.environments if desired else ()),
-        desired,
-        _recorded_environments(ledger),
+    # The counts per state of the whole set, from the ledger's tally by environment (a hold on
+    # an environment turns all of its slots), corrected for the few cells a held action or a
+    # slot's own hold changes; a slot whose first deploy is held has no record but a cell.
+    counts = dict.fromkeys(STATES, 0)
+    names: set[str] = set(desired.environments if desired else ())
+    for environment, status, confirmed, count in ledger.head_tally():
+        names.add(environment)
+        counts[_base_state(status, confirmed, holds.get((environment, None)))] += count
+    special = set(blocked_at) | {(env, slot) for env, slot in holds if slot is not None}
+    known = (
+        {
+            (head.environment, head.slot): head
+            for head in ledger.slot_heads(environments={env for env, _ in special})
+            if (head.environment, head.slot) in special
+        }
+        if special
+        else {}
     )
+    first_deploys: dict[tuple[str, str], dict[str, Any]] = {}
+    for where in sorted(special):
+        head = known.get(where)
+        if head is not None:
+            plain = _base_state(head.status, head.confirmed, holds.get((where[0], None)))
+            counts[plain] -= 1
+            counts[_head_state(head, blocked_at.get(where), hold_of(*where))] += 1
+        elif (held := blocked_at.get(where)) is not None:
+            first = _first_deploy_cell(held, hold_of(*where), _declared(desired, *where), now)
+            first_deploys[where] = first
+            counts[first["state"]] += 1
+            names.add(where[0])
+
+    columns = _columns(names, desired, _recorded_environments(ledger))
     wanted_env, wanted_slot = view.environment.lower(), view.slot.lower()
     columns = [column for column in columns if wanted_env in column["name"].lower()]
-    shown_rows = []
-    for slot in sorted(cells):
-        if wanted_slot not in slot.lower():
-            continue
-        if view.state and view.state not in cells[slot].values():
-            continue
-        shown_rows.append(slot)
     window, windows, first_column = _window(len(columns), view.columns, view.window)
     columns = columns[first_column : first_column + view.columns]
     environments = [column["name"] for column in columns]
-    shown_rows = [slot for slot in shown_rows if any(env in cells[slot] for env in environments)]
+
+    # The cells of the environments shown, from their slots' newest records in brief; a row
+    # is a slot with a cell there (of the state asked for, when one is).
+    cells: dict[str, dict[str, str]] = {}
+    record_of: dict[tuple[str, str], int] = {}
+    for head in ledger.slot_heads(environments=environments) if environments else []:
+        where = (head.environment, head.slot)
+        cell = _head_state(head, blocked_at.get(where), hold_of(*where) if holds else None)
+        cells.setdefault(head.slot, {})[head.environment] = cell
+        record_of[where] = head.record_id
+    for (environment, slot), first in first_deploys.items():
+        if environment in environments:
+            cells.setdefault(slot, {})[environment] = first["state"]
+    shown_rows = [
+        slot
+        for slot in sorted(cells)
+        if wanted_slot in slot.lower() and (not view.state or view.state in cells[slot].values())
+    ]
     matched = len(shown_rows)
     page, pages, first_row = _window(matched, view.rows, view.page)
     shown_rows = shown_rows[first_row : first_row + view.rows]
@@ -420,8 +440,8 @@ def overview(
         (environment, slot)
         for slot in shown_rows
         for environment in environments
-        if (state := cells[slot].get(environment)) is not None
-        and (not view.state or state == view.state)
+        if (found := cells[slot].get(environment)) is not None
+        and (not view.state or found == view.state)
     ]
     ids = [record_of[where] for where in shown if where in record_of]
     records = {record.id: record for record in ledger.records(ids)}
@@ -458,8 +478,8 @@ def overview(
             "page": {"number": page, "of": pages, "rows": view.rows, "slots": matched},
             "window": {"number": window, "of": windows, "columns": view.columns},
         },
-        "states": dict.fromkeys(STATES, 0),
-        "keys": _keys(ledger, now),
+        "states": counts,
+        "keys": _keys(ledger, now) if slots else [],
         "blocked": [
             {
                 **render.pending_document(p),
@@ -488,9 +508,6 @@ def overview(
         #: the page of the revision the last reconcile panel shows, when it can be linked
         "last_revision_url": commit_url(base, latest.get("revision") if latest else None),
     }
-    for row in cells.values():
-        for state in row.values():
-            document["states"][state] += 1
     document.update(extra or {})
     return document
 
@@ -506,12 +523,13 @@ def keys_overview(ledger: DashboardLedger, *, now: datetime) -> dict[str, Any]:
 
 
 def _keys(ledger: DashboardLedger, now: datetime) -> list[dict[str, Any]]:
-    """The managed keys, each with the places it is delivered to."""
+    """The managed keys, each with the places it is delivered to (read at once)."""
+    sinks = ledger.all_sinks()
     return [
         {
             **_key(key, now),
             "places": render.places_document(
-                key, ledger.sinks_of(key.repository, key.title), public=True
+                key, sinks.get((key.repository, key.title), {}), public=True
             ),
         }
         for key in ledger.keys(include_retired=False)

@@ -328,8 +328,14 @@ class StateReads(Protocol):
         """The newest record of every environment/slot ever seen, by environment and slot."""
         ...
 
-    def slot_heads(self) -> list[SlotHead]:
-        """Every environment/slot's newest record in brief, by environment and slot."""
+    def slot_heads(self, environments: Collection[str] | None = None) -> list[SlotHead]:
+        """Every environment/slot's newest record in brief (of ``environments`` only, when
+        given), by environment and slot."""
+        ...
+
+    def head_tally(self) -> list[tuple[str, RecordStatus, bool, int]]:
+        """How many slots of each environment have a newest record of each status, confirmed
+        by every target or not: (environment, status, confirmed, count), by environment."""
         ...
 
     def records(self, ids: Collection[int]) -> list[Record]:
@@ -346,6 +352,10 @@ class StateReads(Protocol):
 
     def history(self, environment: str, slot: str | None = None) -> list[Record]:
         """Every record of an environment (or one slot of it), newest first."""
+        ...
+
+    def all_sinks(self) -> dict[tuple[str, str], dict[str, SinkHolding]]:
+        """What each place of each deploy key holds, by (repository, title) and place."""
         ...
 
     def sinks_of(self, repository: str, title: str) -> dict[str, SinkHolding]:

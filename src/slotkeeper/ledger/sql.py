@@ -145,6 +145,12 @@ def _record(row: Sequence[Any]) -> Record:
     )
 
 
+#: a sync row of record ``r`` that does not (yet) hold what the record wants there
+_UNSETTLED = (
+    "SELECT 1 FROM target_syncs s WHERE s.subject = 'record' AND s.subject_id = r.id "
+    "AND NOT (s.status = 'synced' AND s.remote_state IS NOT NULL AND s.remote_state = s.wanted)"
+)
+
 #: ids asked for in one statement (far below SQLite's and PostgreSQL's parameter limits)
 _BATCH = 900
 
@@ -933,11 +939,11 @@ class SqlLedger:
                 ),
             )
         }
-        sinks: dict[tuple[str, str], dict[str, SinkHolding]] = {}
-        for row in self._query(f"SELECT {_SINK_COLUMNS} FROM key_sinks ORDER BY 1, 2, 3"):
-            holding = _holding(row)
-            if scope is None or holding.repository in scope.repositories:
-                sinks.setdefault((holding.repository, holding.title), {})[holding.sink] = holding
+        sinks = {
+            key: held
+            for key, held in self.all_sinks().items()
+            if scope is None or key[0] in scope.repositories
+        }
         return RecordedState(
             lineage=lineage,
             serial=int(serial),
@@ -1069,21 +1075,35 @@ class SqlLedger:
         )
         return [_record(row) for row in rows]
 
-    def slot_heads(self) -> list[SlotHead]:
-        unsettled = (
-            "SELECT 1 FROM target_syncs s WHERE s.subject = 'record' AND s.subject_id = r.id "
-            "AND NOT (s.status = 'synced' AND s.remote_state IS NOT NULL "
-            "AND s.remote_state = s.wanted)"
-        )
+    def slot_heads(self, environments: Collection[str] | None = None) -> list[SlotHead]:
+        within = ""
+        params: tuple[str, ...] = ()
+        if environments is not None:
+            wanted = sorted(set(environments))
+            within = f" WHERE environment IN ({', '.join('?' * len(wanted))})"
+            params = tuple(wanted)
         rows = self._query(
-            f"SELECT r.id, r.environment, r.slot, r.status, NOT EXISTS ({unsettled}) "
+            f"SELECT r.id, r.environment, r.slot, r.status, NOT EXISTS ({_UNSETTLED}) "
             "FROM records r WHERE r.id IN "
-            "(SELECT MAX(id) FROM records GROUP BY environment, slot) "
-            "ORDER BY r.environment, r.slot"
+            f"(SELECT MAX(id) FROM records{within} GROUP BY environment, slot) "
+            "ORDER BY r.environment, r.slot",
+            params,
         )
         return [
             SlotHead(int(id_), environment, slot, _STATUS[status], bool(confirmed))
             for id_, environment, slot, status, confirmed in rows
+        ]
+
+    def head_tally(self) -> list[tuple[str, RecordStatus, bool, int]]:
+        rows = self._query(
+            f"SELECT r.environment, r.status, NOT EXISTS ({_UNSETTLED}) AS confirmed, COUNT(*) "
+            "FROM records r WHERE r.id IN "
+            "(SELECT MAX(id) FROM records GROUP BY environment, slot) "
+            "GROUP BY r.environment, r.status, confirmed ORDER BY r.environment"
+        )
+        return [
+            (environment, _STATUS[status], bool(confirmed), int(count))
+            for environment, status, confirmed, count in rows
         ]
 
     def records(self, ids: Collection[int]) -> list[Record]:
@@ -1121,6 +1141,13 @@ class SqlLedger:
             sql += " AND slot = ?"
             params.append(slot)
         return [_record(row) for row in self._query(sql + " ORDER BY id DESC", params)]
+
+    def all_sinks(self) -> dict[tuple[str, str], dict[str, SinkHolding]]:
+        sinks: dict[tuple[str, str], dict[str, SinkHolding]] = {}
+        for row in self._query(f"SELECT {_SINK_COLUMNS} FROM key_sinks ORDER BY 1, 2, 3"):
+            holding = _holding(row)
+            sinks.setdefault((holding.repository, holding.title), {})[holding.sink] = holding
+        return sinks
 
     def sinks_of(self, repository: str, title: str) -> dict[str, SinkHolding]:
         rows = self._query(
