@@ -92,8 +92,8 @@ class _Frame:
 #: characters that make the cheap bound of ``_plainly_within_limits`` unsound: anchors (only
 #: they make aliases possible) and line breaks YAML knows besides ``\n`` and ``\r``
 _NEEDS_SCAN = re.compile("[&\x85\u2028\u2029]")
-#: what may stand before a block collection's first key or entry on its line
-_BLOCK_PREFIX = " -?:"
+#: what may stand before a block collection's first key or entry on its line: each line's run
+_LEADING = re.compile(r"^[ ?:-]*", re.MULTILINE)
 
 
 def _plainly_within_limits(text: str) -> bool:
@@ -106,7 +106,7 @@ def _plainly_within_limits(text: str) -> bool:
     """
     if _NEEDS_SCAN.search(text):
         return False
-    widest = max(len(line) - len(line.lstrip(_BLOCK_PREFIX)) for line in text.split("\n"))
+    widest = max(map(len, _LEADING.findall(text)))
     depth_bound = 2 * (widest + 1) + text.count("[") + text.count("{") + 1
     return depth_bound <= MAX_DEPTH
 
@@ -231,6 +231,8 @@ def describe_yaml_error(exc: yaml.YAMLError, text: str) -> tuple[int | None, str
 _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
+#: the keys PyYAML's ``flatten_mapping`` acts on: merges (``<<``) and ``=`` value keys
+_FLATTENED = frozenset({"tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"})
 
 #: where a value sits: (the place of its parent, its key or index); None for a document's root.
 #: Built as one small tuple per value and only turned into a field path when there is an error.
@@ -296,21 +298,28 @@ class _Loader(_BaseLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, place: Place) -> LineDict:
-    own_keys = {id(key_node) for key_node, _ in node.value}
-    loader.flatten_mapping(node)  # merged (<<) entries come first; own keys may override them
+    pairs = node.value
+    own_keys: set[int] | None = None  # None: every key is the mapping's own
+    if any(key_node.tag in _FLATTENED for key_node, _ in pairs):
+        own_keys = {id(key_node) for key_node, _ in pairs}
+        loader.flatten_mapping(node)  # merged (<<) entries come first; own keys may override
+        pairs = node.value
     data = LineDict()
     data.line = node.start_mark.line + 1
     data.key_lines = key_lines = {}
     own_lines: dict[Any, int] = {}
-    for key_node, value_node in node.value:
-        key = loader.build(key_node, place)
+    for key_node, value_node in pairs:
+        if key_node.tag == _STR and isinstance(key_node, yaml.ScalarNode):
+            key = key_node.value  # nearly every key: a plain string
+        else:
+            key = loader.build(key_node, place)
         key_line = key_node.start_mark.line + 1
-        if not isinstance(key, Hashable):
+        if type(key) is not str and not isinstance(key, Hashable):
             loader.problems.append(
                 Problem(key_line, _field_path(place) or None, "a mapping key must be a plain value")
             )
             continue
-        if id(key_node) in own_keys:
+        if own_keys is None or id(key_node) in own_keys:
             if key in own_lines:
                 loader.problems.append(
                     Problem(
