@@ -10,6 +10,7 @@ import pytest
 from slotkeeper.actions import Action, ActionType, slot_of
 from slotkeeper.model import (
     Artifact,
+    ArtifactKind,
     BrokenFile,
     DesiredState,
     EnvironmentRecord,
@@ -772,3 +773,23 @@ def test_only_rotations_keeps_the_named_rotations_and_every_blocked_action() -> 
     assert (narrowed.unchanged, narrowed.environments) == ((), ())
     assert (narrowed.lineage, narrowed.base_serial) == (full.lineage, full.base_serial)
     assert full.only_rotations(set()).actions == full.blocked
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        Artifact(kind=ArtifactKind.CONTAINER_IMAGE, name="ghcr.io/acme/api", version="v1"),
+        Artifact(
+            kind=ArtifactKind.HELM_CHART,
+            name="oci://x/chart",
+            version=None,
+            digest="sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_an_artifact_in_an_action_id_is_its_json(artifact: Artifact) -> None:
+    """The id of a deploy digests the artifact's JSON: written out field by field for speed, it
+    must be exactly pydantic's, or every id (and every saved plan's) would change."""
+    from slotkeeper.plan import _material
+
+    assert _material(artifact) == artifact.model_dump(mode="json")

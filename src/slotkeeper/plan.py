@@ -1137,6 +1137,19 @@ def _version(artifact: Artifact, *, kind: bool = False, name: bool = False, dige
     return " ".join([*parts, text])
 
 
+def _material(part: object) -> object:
+    """What an id is a digest of, for one part: a model as its JSON (an artifact's written out
+    field by field, the same JSON without pydantic's work: an id per slot of a first plan)."""
+    if type(part) is Artifact:
+        return {
+            "kind": part.kind.value,
+            "name": part.name,
+            "version": part.version,
+            "digest": part.digest,
+        }
+    return part.model_dump(mode="json") if isinstance(part, BaseModel) else part
+
+
 class _ActionIds:
     """Stable action ids: a digest of what the action does and of the ledger state it starts
     from, so a re-plan of the same inputs gives the same ids and no two applies share one."""
@@ -1145,10 +1158,6 @@ class _ActionIds:
         self._base = [lineage, serial]
 
     def make(self, kind: ActionType, *parts: object) -> str:
-        material = [
-            *self._base,
-            kind.value,
-            *(p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts),
-        ]
+        material = [*self._base, kind.value, *map(_material, parts)]
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
         return digest[:12]
