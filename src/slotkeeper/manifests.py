@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ from slotkeeper.yamlsource import (
     describe_yaml_error,
     is_yaml_name,
     line_of,
+    lined_to_plain,
     parse_documents,
+    plain_to_lined,
 )
 
 #: compared in lower case: ``prod.YAML`` is read like ``prod.yaml``, never silently skipped
@@ -475,6 +478,26 @@ def _read_file(path: Path, max_file_bytes: int, errors: list[ManifestError]) -> 
 
 
 @dataclass(frozen=True)
+class _Kept:
+    """A valid Environment document of a file, as a stored parse holds it."""
+
+    document: EnvironmentDocument
+    data: LineDict  # without its slots (see ``_without_slots``)
+    line: int
+    name_line: int
+    slots: dict[tuple[str, str], int]
+
+    def plain(self) -> dict[str, Any]:
+        return {
+            "document": self.document.model_dump(mode="json", by_alias=True),
+            "data": lined_to_plain(self.data),
+            "line": self.line,
+            "name_line": self.name_line,
+            "slots": [[slot, line] for (_, slot), line in self.slots.items()],
+        }
+
+
+@dataclass(frozen=True)
 class _FileResult:
     """What one file contributes to a load, worked out from its content alone: its own errors,
     and the steps that add its documents to the load (which depend on the other files: a name
@@ -482,6 +505,9 @@ class _FileResult:
 
     errors: tuple[ManifestError, ...]
     steps: tuple[Callable[[_Collector], None], ...]
+    #: the valid Environment documents, to be stored (None: the file cannot be, e.g. it has
+    #: errors, or it is not a manifest file)
+    kept: tuple[_Kept, ...] | None = None
 
     def apply(self, collector: _Collector) -> None:
         collector.errors.extend(self.errors)
@@ -492,9 +518,19 @@ class _FileResult:
 class ParseCache:
     """Each file's parse and validation, by path, content digest and the kind of file: a file
     that did not change is not parsed again. The daemon keeps one across its reconciles; what a
-    load did not use is dropped at its end, so the cache holds one version of each file."""
+    load did not use is dropped at its end, so the cache holds one version of each file.
 
-    def __init__(self) -> None:
+    ``stored``: parses kept in the ledger by an earlier apply (:func:`stored_parse`), by content
+    digest: a manifest file whose content has one is validated from it instead of parsed (the
+    same documents, lines and errors; validated again, so a stored parse can say nothing a
+    manifest could not). A stored parse that no longer validates is ignored."""
+
+    def __init__(self, stored: Mapping[str, str] | None = None) -> None:
+        self._stored = stored or {}
+        self._keep_fresh = stored is not None
+        #: the storable parses of manifest files this cache parsed, by content digest (with
+        #: ``stored`` only: what an apply stores next)
+        self.fresh: dict[str, tuple[_Kept, ...]] = {}
         self._entries: dict[tuple[Path, str, str, bool], _FileResult] = {}
         self._used: set[tuple[Path, str, str, bool]] = set()
         #: files reused and parsed since the last ``forget_unused``
@@ -504,15 +540,24 @@ class ParseCache:
         self.last_parsed: frozenset[Path] = frozenset()
 
     def result(self, path: Path, raw: bytes, kind: str, empty_ok: bool) -> _FileResult:
-        key = (path, hashlib.sha256(raw).hexdigest(), kind, empty_ok)
+        digest = hashlib.sha256(raw).hexdigest()
+        key = (path, digest, kind, empty_ok)
         self._used.add(key)
         found = self._entries.get(key)
         if found is not None:
             self.hits += 1
             return found
+        if kind == "Environment" and (stored := self._stored.get(digest)) is not None:
+            found = _from_stored(path, stored)
+            if found is not None:
+                self.hits += 1
+                self._entries[key] = found
+                return found
         self.misses += 1
         self._parsed.add(path)
         found = self._entries[key] = _read_documents(path, raw, kind, empty_ok=empty_ok)
+        if found.kept is not None and self._keep_fresh:
+            self.fresh[digest] = found.kept
         return found
 
     def forget_unused(self) -> tuple[int, int]:
@@ -523,6 +568,52 @@ class ParseCache:
         self.last_parsed, self._parsed = frozenset(self._parsed), set()
         counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
         return counts
+
+
+#: what a stored parse is valid for: this slotkeeper's manifest model and parser, by digest of
+#: their source (a new version, or a changed model, parses again)
+PARSE_FORMAT = hashlib.sha256(
+    b"".join(
+        (Path(__file__).parent / name).read_bytes()
+        for name in ("model.py", "manifests.py", "yamlsource.py")
+    )
+).hexdigest()[:16]
+
+
+def stored_parse(kept: tuple[_Kept, ...]) -> str | None:
+    """A manifest file's valid documents as the ledger keeps them (None when they hold a
+    value JSON cannot, e.g. a YAML timestamp: such a file is parsed every time)."""
+    try:
+        return json.dumps([one.plain() for one in kept], separators=(",", ":"))
+    except TypeError:
+        return None
+
+
+def storable(cache: ParseCache) -> dict[str, str]:
+    """What the ledger stores of the files ``cache`` parsed, by content digest."""
+    return {digest: text for digest, kept in cache.fresh.items() if (text := stored_parse(kept))}
+
+
+def _from_stored(path: Path, stored: str) -> _FileResult | None:
+    """A file's result from its stored parse (None: it does not validate any more)."""
+    steps: list[Callable[[_Collector], None]] = []
+    kept: list[_Kept] = []
+    try:
+        for plain in json.loads(stored):
+            document = EnvironmentDocument.model_validate(
+                plain["document"], by_alias=True, by_name=False
+            )
+            data = plain_to_lined(plain["data"])
+            name = document.metadata.name
+            slots = {(name, slot): line for slot, line in plain["slots"]}
+            location = Location(file=str(path), line=plain["line"])
+            kept.append(_Kept(document, data, plain["line"], plain["name_line"], slots))
+            steps.append(
+                partial(_add_step, path, document, data, location, plain["name_line"], slots)
+            )
+    except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
+    return _FileResult((), tuple(steps), tuple(kept))
 
 
 def _parse_file(
@@ -565,9 +656,11 @@ def _read_documents(path: Path, raw: bytes, kind: str, *, empty_ok: bool) -> _Fi
         error(problem.line, problem.path, problem.message)
     if not documents and not empty_ok:
         error(None, None, "holds no slotkeeper document (an empty manifest file is not allowed)")
+    kept: list[_Kept] = []
     for document in documents:
-        _load_document(path, document.data, document.line, kind, errors, steps)
-    return _FileResult(tuple(errors), tuple(steps))
+        _load_document(path, document.data, document.line, kind, errors, steps, kept)
+    storable = kind == "Environment" and not errors and len(kept) == len(steps)
+    return _FileResult(tuple(errors), tuple(steps), tuple(kept) if storable else None)
 
 
 def _size(path: Path) -> int:
@@ -584,6 +677,7 @@ def _load_document(
     kind_of_file: str,
     errors: list[ManifestError],
     steps: list[Callable[[_Collector], None]],
+    kept: list[_Kept] | None = None,
 ) -> None:
     def error(at: int, field_path: str | None, message: str) -> None:
         errors.append(ManifestError(path, at, field_path, message))
@@ -628,6 +722,8 @@ def _load_document(
     name_line = line_of(data, ("metadata", "name"), line)
     slots = _slot_lines(document, data, line) if isinstance(document, EnvironmentDocument) else {}
     steps.append(partial(_add_step, path, document, data, location, name_line, slots))
+    if kept is not None and isinstance(document, EnvironmentDocument):
+        kept.append(_Kept(document, _without_slots(data), line, name_line, slots))
 
 
 def _slot_lines(

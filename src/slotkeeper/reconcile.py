@@ -9,6 +9,7 @@ that cannot be set up, or read, stands here as an :class:`UnusableTarget`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from slotkeeper.ledger import (
 )
 from slotkeeper.manifests import (
     NO_TARGETS,
+    PARSE_FORMAT,
     TARGETS_ENV,
     ManifestTree,
     OperatorTargets,
@@ -47,6 +49,7 @@ from slotkeeper.manifests import (
     load_tolerant,
     parse,
     read_tree,
+    storable,
 )
 from slotkeeper.model import (
     CommitInfo,
@@ -80,12 +83,12 @@ if TYPE_CHECKING:  # a plan imports neither the executor nor the targets' client
     from slotkeeper.notify.pipeline import Notifications
 
 
-class PlanningLedger(StateReads, PromotionReads, TargetsLedger, Protocol):
+class PlanningLedger(StateReads, PromotionReads, TargetsLedger, LastGoodReads, Protocol):
     """What a plan uses: the recorded state and what promotion decides from, read, and the
     targets' part (a refresh)."""
 
 
-class ApplyLedger(StateStore, PromotionReads, WriterLock, TargetsLedger, Protocol):
+class ApplyLedger(StateStore, PromotionReads, WriterLock, TargetsLedger, LastGoodReads, Protocol):
     """What applying a plan uses: the state, written under the writer lock, and the targets'."""
 
 
@@ -109,21 +112,37 @@ class Snapshot:
     git_dir: Path
     #: the manifest files by relative path: the last good set, once all of them are valid
     files: Mapping[str, bytes] = field(default_factory=dict)
+    #: the load's parses, when it was made with the ledger's (what an apply stores next)
+    parses: ParseCache | None = None
+    #: the content digests of the manifest files
+    digests: frozenset[str] = frozenset()
 
 
 def snapshot(
-    manifests: Path, operator: OperatorTargets = NO_TARGETS, *, keep_files: bool = True
+    manifests: Path,
+    operator: OperatorTargets = NO_TARGETS,
+    *,
+    keep_files: bool = True,
+    stored: LastGoodReads | None = None,
 ) -> Snapshot:
     """Load and validate the manifests at ``manifests`` against the ``operator``'s targets
     (raises ``ManifestErrors``), each GitHub slot with a decidable ref: never a 422 at apply.
     ``keep_files``: with the files' contents (what an apply keeps as the last good set; a plan
-    does not need them)."""
+    does not need them). ``stored``: the ledger whose stored parses spare parsing the files
+    whose content an earlier apply stored (see ``manifests.ParseCache``)."""
     tree = read_tree(manifests)
     revision = git_revision(manifests)
-    desired = parse(tree.files, errors=tree.errors, targets=operator)
+    digests = frozenset(hashlib.sha256(content).hexdigest() for content in tree.files.values())
+    cache = ParseCache(stored.stored_parses(digests, PARSE_FORMAT)) if stored is not None else None
+    desired = parse(tree.files, errors=tree.errors, targets=operator, parse_cache=cache)
+    if cache is not None:
+        obs.get_logger().info(
+            "manifests.loaded", files=len(tree.files), parsed=cache.misses, stored=cache.hits
+        )
     if errors := check_refs(desired, revision):
         raise ManifestErrors(errors)
-    return Snapshot(desired, revision, manifests, _by_name(tree) if keep_files else {})
+    files = _by_name(tree) if keep_files else {}
+    return Snapshot(desired, revision, manifests, files, parses=cache, digests=digests)
 
 
 def tolerant_snapshot(
@@ -175,6 +194,8 @@ def remember_manifests(ledger: LastGoodStore, shot: Snapshot, *, at: datetime) -
         # an empty checkout is no version worth keeping
         kept = shot.files if shot.desired.environments else None
         ledger.remember_whole(kept, revision=sha, at=at)
+        if shot.parses is not None and kept is not None:
+            ledger.store_parses(storable(shot.parses), keep=shot.digests, format=PARSE_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -426,7 +447,7 @@ def make_plan(
 
     Without refresh no target is set up, so no credential is needed (a pull request from a
     fork gets none); a target that cannot be set up or asked is a warning on the plan."""
-    shot = snapshot(manifests, operator, keep_files=False)
+    shot = snapshot(manifests, operator, keep_files=False, stored=ledger)
     desired = shot.desired if run.refresh else DesiredState(environments={}, targets={})
     with open_targets(desired, ledger, clock=clock, strict=False) as targets:
         plan, _, _ = _plan(
@@ -463,7 +484,7 @@ def reconcile(
     targets are used when ``source`` is a path to load. With ``notifications`` (a one-shot
     apply's), what changed is queued and sent while the writer lock is still held."""
     # load: a bad manifest stops here, nothing written (the daemon loads tolerantly itself)
-    shot = source if isinstance(source, Snapshot) else snapshot(source, operator)
+    shot = source if isinstance(source, Snapshot) else snapshot(source, operator, stored=ledger)
     desired = shot.desired
     with (
         ledger.writer(timeout=run.lock_timeout),
@@ -610,7 +631,7 @@ def apply_saved(
     holds: suspend and freeze windows; and protection), which turns actions of the saved plan
     into blocked ones. Where and how to reach the targets is the ``operator``'s, never the
     plan's: a target the plan needs that the operator does not configure refuses the apply."""
-    shot = snapshot(manifests, operator)
+    shot = snapshot(manifests, operator, stored=ledger)
     missing = [name for name in plan.targets if name not in shot.desired.targets]
     if missing:
         raise PlanFileError(

@@ -52,6 +52,37 @@ class LineList(list[Any]):
     item_lines: list[int]
 
 
+def lined_to_plain(data: Any) -> Any:
+    """Parsed data with its lines as plain JSON values: a mapping as ``{"m": [[key, value,
+    key line]...], "l": line}``, a sequence as ``{"s": [[value, line]...], "l": line}``, a
+    scalar as ``{"v": value}`` (keys are strings or scalars JSON holds)."""
+    if isinstance(data, LineDict):
+        pairs = [[key, lined_to_plain(value), data.key_lines[key]] for key, value in data.items()]
+        return {"m": pairs, "l": data.line}
+    if isinstance(data, LineList):
+        return {
+            "s": [[lined_to_plain(v), n] for v, n in zip(data, data.item_lines, strict=True)],
+            "l": data.line,
+        }
+    return {"v": data}
+
+
+def plain_to_lined(plain: Any) -> Any:
+    """What :func:`lined_to_plain` made, back as ``LineDict`` / ``LineList`` / scalars."""
+    if "m" in plain:
+        mapping = LineDict()
+        mapping.line, mapping.key_lines = plain["l"], {}
+        for key, value, line in plain["m"]:
+            mapping[key] = plain_to_lined(value)
+            mapping.key_lines[key] = line
+        return mapping
+    if "s" in plain:
+        sequence = LineList(plain_to_lined(value) for value, _ in plain["s"])
+        sequence.line, sequence.item_lines = plain["l"], [line for _, line in plain["s"]]
+        return sequence
+    return plain["v"]
+
+
 @dataclass(frozen=True)
 class Problem:
     """Something wrong in the YAML itself, at a line, under a field path."""

@@ -546,6 +546,10 @@ class LastGoodReads(Protocol):
         """The broken files at the last load, or None when there were none."""
         ...
 
+    def stored_parses(self, digests: Collection[str], format: str) -> dict[str, str]:
+        """The stored parses (``format``) of the manifest files with these content digests."""
+        ...
+
 
 class LastGoodStore(LastGoodReads, Protocol):
     """The last good manifests, read and written, one transaction per call: by the pipeline
@@ -560,6 +564,13 @@ class LastGoodStore(LastGoodReads, Protocol):
 
     def remember_broken(self, status: ManifestStatus) -> None:
         """Some files are broken: record which; the last good set stays as it is."""
+        ...
+
+    def store_parses(
+        self, parses: Mapping[str, str], *, keep: Collection[str], format: str
+    ) -> None:
+        """Keep ``parses`` (by content digest) as ``format``'s, and of those kept before only
+        the ones of digests in ``keep`` (the files of the set just loaded)."""
         ...
 
 

@@ -424,6 +424,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX slot_holds_by_slot ON slot_holds (environment, slot, released_at)",
         ),
     ),
+    Migration(
+        version=17,
+        description="each manifest file's parse, by content, so an unchanged file is not parsed",
+        statements=(
+            # Written by an apply for the manifest set it loaded whole; read by every plan and
+            # apply, which validate a file whose content has one from it instead of parsing it.
+            # `format` is the parser's and manifest model's version (a new one parses again).
+            """CREATE TABLE manifest_parses (
+                digest TEXT NOT NULL,
+                format TEXT NOT NULL,
+                parsed TEXT NOT NULL,
+                PRIMARY KEY (digest, format)
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = max(migration.version for migration in MIGRATIONS)

@@ -1117,7 +1117,7 @@ class SqlLedger:
         )
         return [_sync(row) for row in self._by_ids(sql, ids, subject.value)]
 
-    def _by_ids(self, sql: str, ids: Collection[int], *params: Any) -> list[Any]:
+    def _by_ids(self, sql: str, ids: Collection[Any], *params: Any) -> list[Any]:
         """The rows of ``sql`` for ``ids`` (its ``{ids}``), asked in batches, in id order."""
         rows: list[Any] = []
         wanted = sorted(set(ids))
@@ -1526,6 +1526,29 @@ class SqlLedger:
     def remember_broken(self, status: ManifestStatus) -> None:
         with self.transaction() as tx:
             tx.set_manifest_status(status)
+
+    def stored_parses(self, digests: Collection[str], format: str) -> dict[str, str]:
+        sql = "SELECT digest, parsed FROM manifest_parses WHERE format = ? AND digest IN ({ids})"
+        return dict(self._by_ids(sql, digests, format))
+
+    def store_parses(
+        self, parses: Mapping[str, str], *, keep: Collection[str], format: str
+    ) -> None:
+        kept = set(keep)
+        with self.transaction() as tx:
+            stored = tx._run("SELECT digest, format FROM manifest_parses").fetchall()
+            for digest, stored_format in stored:
+                if stored_format != format or digest not in kept:
+                    tx._run(
+                        "DELETE FROM manifest_parses WHERE digest = ? AND format = ?",
+                        (digest, stored_format),
+                    )
+            for digest, parsed in parses.items():
+                tx._run(
+                    "INSERT INTO manifest_parses (digest, format, parsed) VALUES (?, ?, ?) "
+                    "ON CONFLICT (digest, format) DO NOTHING",
+                    (digest, format, parsed),
+                )
 
     def manifest_status(self) -> ManifestStatus | None:
         rows = self._query("SELECT at, revision, broken FROM manifest_status WHERE id = 1")
