@@ -114,7 +114,7 @@ def test_a_plan_after_an_apply_parses_only_the_changed_file(
     root = workdir / "m"
     for name in ("a", "b", "c"):
         put(root, name, environment(name, {"api": image()}))
-    log = ("--log-format", "json", "--log-level", "info")
+    log = ("--log-format", "json", "--log-level", "debug")
     applied = sk(*log, "apply", "--yes", "-m", "m")
     assert applied.code == 0, applied.err
     assert (_loaded(applied)["files"], _loaded(applied)["parsed"]) == (3, 3)

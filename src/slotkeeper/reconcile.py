@@ -136,7 +136,7 @@ def snapshot(
     cache = ParseCache(stored.stored_parses(digests, PARSE_FORMAT)) if stored is not None else None
     desired = parse(tree.files, errors=tree.errors, targets=operator, parse_cache=cache)
     if cache is not None:
-        obs.get_logger().info(
+        obs.get_logger().debug(
             "manifests.loaded", files=len(tree.files), parsed=cache.misses, stored=cache.hits
         )
     if errors := check_refs(desired, revision):
