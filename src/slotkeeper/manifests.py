@@ -720,10 +720,13 @@ def _load_document(
         return
     location = Location(file=str(path), line=line)
     name_line = line_of(data, ("metadata", "name"), line)
-    slots = _slot_lines(document, data, line) if isinstance(document, EnvironmentDocument) else {}
+    slots = {}
+    if isinstance(document, EnvironmentDocument):
+        slots = _slot_lines(document, data, line)
+        data = _without_slots(data)  # what a parse cache keeps holds no slot twice
+        if kept is not None:
+            kept.append(_Kept(document, data, line, name_line, slots))
     steps.append(partial(_add_step, path, document, data, location, name_line, slots))
-    if kept is not None and isinstance(document, EnvironmentDocument):
-        kept.append(_Kept(document, _without_slots(data), line, name_line, slots))
 
 
 def _slot_lines(
@@ -788,7 +791,7 @@ def _add_environment(
     for index, target in enumerate(document.spec.targets):
         at = line_of(data, ("spec", "targets", index), location.line)
         collector.target_refs.append((target, Location(file=location.file, line=at), name, index))
-    collector.environment_data[name] = _without_slots(data)
+    collector.environment_data[name] = data  # without its slots (``_load_document``)
     return True
 
 
