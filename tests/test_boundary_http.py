@@ -136,6 +136,56 @@ def test_a_url_outside_the_base_is_never_requested() -> None:
     assert transport.requests == []
 
 
+@pytest.mark.parametrize(
+    "base",
+    ["https://api.example.com/v3", "https://ghe.example.com/api/v3/", "http://127.0.0.1:8123"],
+)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "v1/deployments",
+        "/v1/deployments",
+        "repos/a b/x",
+        "repos/o/r/pulls?state=open&head=o:b&base=main",
+        "repos/ü/ñ",
+        "x/%2e%2e/y",
+        "",
+        "?q=1",
+        "a#frag",
+        "https://other.example/x?a=1",
+    ],
+)
+@pytest.mark.parametrize(
+    "params", [None, {}, {"per_page": "100"}, {"environment_name": "a b&c", "x": "ü/+"}]
+)
+def test_url_is_the_url_httpx_builds_for_the_request(
+    base: str, path: str, params: dict[str, str] | None
+) -> None:
+    """``url`` joins and encodes exactly as a request httpx builds would (the conditional-read
+    cache is keyed by it), without building the request."""
+    api = ApiClient(name="t", settings=HttpSettings(base_url=base, headers={}))
+    built = api.client.build_request("GET", path, params=params or {}).url
+    assert api.url(path, params) == str(built)
+
+
+def test_a_retry_sends_a_request_built_again_with_the_same_content() -> None:
+    """Each attempt is a request of its own, with the same method, URL, headers and body."""
+    transport = Recorder(answer(503), answer(503), answer(201))
+    api = client(transport)
+    api.send("POST", "repos/a/b?x=1", json={"k": "v"}, headers={"If-None-Match": '"e"'})
+    first, *others = transport.requests
+    assert len(others) == 2 and all(other is not first for other in others)
+    for other in others:
+        assert (other.method, other.url, other.headers.raw, other.content) == (
+            first.method,
+            first.url,
+            first.headers.raw,
+            first.content,
+        )
+    assert first.url == "https://api.example.com/v3/repos/a/b?x=1"
+    assert first.content == b'{"k":"v"}' and first.headers["if-none-match"] == '"e"'
+
+
 def test_an_idempotent_call_is_retried_through_5xx_and_transport_errors() -> None:
     """A GET answered 503, then not at all, then 200 returns the 200 after three calls."""
     transport = Recorder(answer(503), httpx.ReadTimeout("slow"), answer(200))

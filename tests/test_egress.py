@@ -11,7 +11,9 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +59,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"ok")
             self.close_connection = True
             return
+        if self.path == "/slow":  # answered late: requests sent together overlap
+            time.sleep(0.3)
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -224,6 +228,24 @@ def test_an_allowed_network_reaches_the_server(server: LoopbackServer) -> None:
     with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
         assert client.get(server.url("/fine")).text == "ok"
     assert server.connections == 1
+
+
+def test_connections_are_kept_alive_one_per_request_in_flight(server: LoopbackServer) -> None:
+    """Requests one after another share one connection; four at once have one each, and the
+    requests after them reuse those four (each request borrows a pool of its own, see
+    targets.pools, and gives it back with its connection open)."""
+    with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+        for _ in range(3):
+            assert client.get(server.url("/one")).text == "ok"
+        assert server.connections == 1
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.get(server.url("/slow")).text, range(4)))
+        assert answers == ["ok"] * 4 and server.connections == 4
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: client.get(server.url("/slow")).text, range(4)))
+        for _ in range(3):
+            client.get(server.url("/one"))
+    assert server.connections == 4 and len(server.requests) == 14
 
 
 def test_localhost_is_refused_after_resolving_it(server: LoopbackServer) -> None:

@@ -1,4 +1,5 @@
-"""Measuring helpers shared by the benchmarks: best-of timing, child processes and their RSS."""
+"""Measuring helpers shared by the benchmarks: best-of timing, child processes (wall time, CPU
+time, peak RSS), and a second process keeping one core busy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +33,11 @@ class Child:
     peak_rss_mb: float
     out: str
     err: str
+    cpu_seconds: float = 0.0  # user + system time of that process
 
 
-#: runs its command and reports its exit code, wall time and peak RSS to a file: a small,
-#: fresh process between the benchmark and what it measures. The peak RSS ``wait4`` reports
+#: runs its command and reports its exit code, wall time, peak RSS and CPU time to a file: a
+#: small, fresh process between the benchmark and what it measures. The peak RSS ``wait4`` reports
 #: for a child counts the memory it had between ``fork`` and ``exec``, a copy of its parent's:
 #: forked straight from a benchmark holding a million rows, a 90 MB command read as 420 MB.
 _LAUNCHER = """
@@ -44,13 +47,14 @@ child = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(child.pid, 0)
 seconds = time.perf_counter() - started
 with open(sys.argv[1], "w") as report:
-    report.write(f"{os.waitstatus_to_exitcode(status)} {seconds} {usage.ru_maxrss}")
+    cpu = usage.ru_utime + usage.ru_stime
+    report.write(f"{os.waitstatus_to_exitcode(status)} {seconds} {usage.ru_maxrss} {cpu}")
 """
 
 
 def run_child(command: list[str], *, env: Mapping[str, str] | None = None) -> Child:
-    """Run ``command``; its wall time and the peak RSS of that process alone (``wait4`` in a
-    small launcher process, see ``_LAUNCHER``)."""
+    """Run ``command``; its wall time, and the peak RSS and CPU time of that process alone
+    (``wait4`` in a small launcher process, see ``_LAUNCHER``)."""
     with (
         tempfile.TemporaryFile("w+") as out,
         tempfile.TemporaryFile("w+") as err,
@@ -64,10 +68,10 @@ def run_child(command: list[str], *, env: Mapping[str, str] | None = None) -> Ch
             text=True,
             check=False,
         )
-        code, seconds, rss = report.read().split()
+        code, seconds, rss, cpu = report.read().split()
         out.seek(0)
         err.seek(0)
-        return Child(int(code), float(seconds), int(rss) / 1024, out.read(), err.read())
+        return Child(int(code), float(seconds), int(rss) / 1024, out.read(), err.read(), float(cpu))
 
 
 def slotkeeper(*args: str, env: Mapping[str, str] | None = None) -> Child:
@@ -77,3 +81,19 @@ def slotkeeper(*args: str, env: Mapping[str, str] | None = None) -> Child:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+#: the whole program of the process that keeps one core busy
+_BURN = "while True: pass"
+
+
+@contextmanager
+def one_core_busy() -> Iterator[subprocess.Popen[bytes]]:
+    """Another process using one core for as long as the block runs (as on a shared machine):
+    started before the block, killed after it."""
+    burner = subprocess.Popen([sys.executable, "-c", _BURN])
+    try:
+        yield burner
+    finally:
+        burner.kill()
+        burner.wait()

@@ -11,6 +11,7 @@ import pytest
 from tests.bench import dora, economy, installations, pacing, process, scale, throughput
 from tests.bench.__main__ import main
 from tests.bench.generate import Tree
+from tests.bench.measure import one_core_busy
 
 
 def test_scale_plans_every_slot_and_key(tmp_path: Path) -> None:
@@ -71,6 +72,14 @@ def test_throughput_reaches_both_targets(tmp_path: Path) -> None:
     found = throughput.measure_slotkeeper(tmp_path, 20, latency=0.0, concurrency=4)
     assert found.slots == 20
     assert found.requests >= 4 * 20  # GitHub: deployment + status; Chainloop: record + read
+    assert found.cpu_seconds > 0 and found.cpu_ms_per_request > 0
+
+
+def test_the_loaded_measurement_keeps_a_process_busy_only_while_it_runs() -> None:
+    """Target 4's measurement under load runs another process for the block, and only then."""
+    with one_core_busy() as burner:
+        assert burner.poll() is None
+    assert burner.poll() is not None
 
 
 def test_the_runner_runs_every_benchmark_quick(

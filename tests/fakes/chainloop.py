@@ -174,6 +174,11 @@ class FakeChainloop(FakeServer):
         self._window = SlidingWindow()
         self._ids_rng = random.Random(f"chainloop-ids:{seed}")
         self._records: dict[str, JsonObject] = {}  # by id, oldest first
+        # The same records by environment and by (environment, deployment name), oldest first:
+        # a slot's write and a filtered list look only at what they may match (a scan of every
+        # record made 1,000 slots cost the fake more than the client).
+        self._by_environment: dict[str, list[JsonObject]] = {}
+        self._by_name: dict[tuple[str, str], list[JsonObject]] = {}
         self._environment_ids: dict[str, str] = {}
         self._artifact_ids: dict[tuple[str, ...], str] = {}
         self._last_tick = 0
@@ -216,7 +221,9 @@ class FakeChainloop(FakeServer):
     def delete_record(self, record_id: str) -> None:
         """Remove a record, which the API never does (``KeyError`` if it is not there)."""
         with self._lock:
-            del self._records[record_id]
+            record = self._records.pop(record_id)
+            self._by_environment[record["environment_name"]].remove(record)
+            self._by_name[record["environment_name"], record["deployment_name"]].remove(record)
 
     # -- admission and errors ----------------------------------------------------------------
 
@@ -266,7 +273,8 @@ class FakeChainloop(FakeServer):
 
     def _record(self, recording: _Recording) -> JsonObject:
         stamp = self._tick()
-        in_slot = [r for r in self._newest_first() if self._slot(r) == recording.slot]
+        named = self._newest_first(recording.environment_name, recording.deployment_name)
+        in_slot = [r for r in named if self._slot(r) == recording.slot]
         if recording.status == "DEPLOYED":
             active = [r for r in in_slot if r["status"] == "DEPLOYED"]
             same = next((r for r in active if recording.same_artifact(r)), None)
@@ -311,6 +319,9 @@ class FakeChainloop(FakeServer):
             "last_seen_at": stamp,
         }
         self._records[record["id"]] = record
+        self._by_environment.setdefault(recording.environment_name, []).append(record)
+        name = (recording.environment_name, recording.deployment_name)
+        self._by_name.setdefault(name, []).append(record)
         return record
 
     def _list(self, query: dict[str, str]) -> Reply:
@@ -339,7 +350,9 @@ class FakeChainloop(FakeServer):
 
         found = [
             record
-            for record in self._newest_first()
+            for record in self._newest_first(
+                query.get("environment_name"), query.get("deployment_name")
+            )
             if query.get("environment_name") in (None, "", record["environment_name"])
             and query.get("deployment_name") in (None, "", record["deployment_name"])
             and status in (STATUS_UNSPECIFIED, record["status"])
@@ -359,8 +372,18 @@ class FakeChainloop(FakeServer):
 
     # -- state helpers (callers hold the lock) ------------------------------------------------
 
-    def _newest_first(self) -> list[JsonObject]:
-        return list(reversed(self._records.values()))
+    def _newest_first(
+        self, environment_name: str | None = None, deployment_name: str | None = None
+    ) -> list[JsonObject]:
+        """Every record, newest first; given names (empty means none), only those of that
+        environment (and deployment name): the records a filter on them may keep."""
+        if environment_name and deployment_name:
+            chosen = self._by_name.get((environment_name, deployment_name), [])
+        elif environment_name:
+            chosen = self._by_environment.get(environment_name, [])
+        else:
+            chosen = list(self._records.values())
+        return list(reversed(chosen))
 
     @staticmethod
     def _slot(record: JsonObject) -> tuple[str, str, str]:

@@ -44,6 +44,7 @@ import httpx
 
 from slotkeeper.errors import ConfigError, PermanentTargetError
 from slotkeeper.targets.fence import FencedStream
+from slotkeeper.targets.pools import PoolLender
 
 #: the environment variable holding the operator's allowed networks (comma or space separated)
 EGRESS_ALLOW_ENV = "SLOTKEEPER_EGRESS_ALLOW"
@@ -206,20 +207,31 @@ class EgressPolicy:
         """
         # ``proxy`` is passed only when set: ConnectionPool takes it from httpcore 1.0.7 on
         proxied: dict[str, Any] = {} if proxy is None else {"proxy": _core_proxy(proxy)}
-        pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=trust_env),
+        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+        backend = GuardedBackend(self, resolve=resolve)
+        options = list(socket_options) if socket_options is not None else None
+
+        def one_connection() -> httpcore.ConnectionPool:
+            return httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=1,  # lent to one request at a time (see targets.pools)
+                keepalive_expiry=limits.keepalive_expiry,
+                http1=http1,
+                http2=http2,
+                retries=retries,
+                local_address=local_address,
+                network_backend=backend,
+                socket_options=options,
+                **proxied,
+            )
+
+        pools = PoolLender(
+            one_connection,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            retries=retries,
-            local_address=local_address,
-            network_backend=GuardedBackend(self, resolve=resolve),
-            socket_options=socket_options,
-            **proxied,
         )
-        return _GuardedTransport(self, pool)
+        return _GuardedTransport(self, pools)
 
     def _allowed(self, ip: IPAddress) -> bool:
         candidates: list[IPAddress] = [ip]
@@ -287,7 +299,8 @@ class GuardedBackend(httpcore.NetworkBackend):
 
 
 class _GuardedTransport(httpx.BaseTransport):
-    """httpx's transport contract over an httpcore pool that uses :class:`GuardedBackend`.
+    """httpx's transport contract over httpcore pools that use :class:`GuardedBackend`, one
+    lent to each request in flight (:class:`slotkeeper.targets.pools.PoolLender`).
 
     This does what ``httpx.HTTPTransport.handle_request`` does (httpx request to httpcore
     request, httpcore errors to httpx errors, also while the body is read) with public API only.
@@ -296,9 +309,9 @@ class _GuardedTransport(httpx.BaseTransport):
     not httpcore's — :class:`EgressRefused` — pass through unchanged, as in httpx.
     """
 
-    def __init__(self, policy: EgressPolicy, pool: httpcore.ConnectionPool) -> None:
+    def __init__(self, policy: EgressPolicy, pools: PoolLender) -> None:
         self._policy = policy
-        self._pool = pool
+        self._pools = pools
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(request.stream, httpx.SyncByteStream):  # pragma: no cover
@@ -320,36 +333,50 @@ class _GuardedTransport(httpx.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
+        timeout = request.extensions.get("timeout", {}).get("pool")
         with _httpx_errors():
-            core_response = self._pool.handle_request(core_request)
+            pool = self._pools.borrow(timeout)
+        try:
+            with _httpx_errors():
+                core_response = pool.handle_request(core_request)
+        except BaseException:
+            self._pools.give_back(pool)
+            raise
         body = core_response.stream
         if not isinstance(body, Iterable):  # pragma: no cover
             raise TypeError("httpcore returned an async body to a synchronous transport")
         return httpx.Response(
             status_code=core_response.status,
             headers=core_response.headers,
-            stream=_ResponseStream(body),
+            stream=_ResponseStream(body, lambda: self._pools.give_back(pool)),
             extensions=core_response.extensions,
         )
 
     def close(self) -> None:
-        self._pool.close()
+        self._pools.close()
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    """A response body whose read errors are httpx errors, as with ``httpx.HTTPTransport``."""
+    """A response body whose read errors are httpx errors, as with ``httpx.HTTPTransport``;
+    once closed, its connection's pool goes back to the lender (``done``, run once)."""
 
-    def __init__(self, stream: Iterable[bytes]) -> None:
+    def __init__(self, stream: Iterable[bytes], done: Callable[[], None]) -> None:
         self._stream = stream
+        self._done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpx_errors():
             yield from self._stream
 
     def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            done, self._done = self._done, None
+            if done is not None:
+                done()
 
 
 # httpcore's errors and the httpx errors httpx.HTTPTransport turns them into, most specific

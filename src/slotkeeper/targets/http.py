@@ -110,31 +110,53 @@ def base_of(url: str) -> str:
     """A base URL as stored and compared: lower-case scheme and host, the port only when it is
     not the scheme's default, the path without its trailing slash."""
     parsed = httpx.URL(url)
-    port = f":{parsed.port}" if parsed.port not in (None, _DEFAULT_PORTS.get(parsed.scheme)) else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path.rstrip('/')}"
+    return f"{_origin(parsed)}{parsed.path.rstrip('/')}"
 
 
 def origin_of(url: str) -> str:
     """``scheme://host[:port]`` of a URL: what may be named in a message (no path, no query)."""
-    parsed = httpx.URL(url)
+    return _origin(httpx.URL(url))
+
+
+def _origin(parsed: httpx.URL) -> str:
     port = f":{parsed.port}" if parsed.port not in (None, _DEFAULT_PORTS.get(parsed.scheme)) else ""
     return f"{parsed.scheme}://{parsed.host}{port}"
 
 
 def within(base_url: str, url: str) -> bool:
     """Whether ``url`` is on the origin of ``base_url`` and under its path (no dot segments)."""
-    if origin_of(url) != origin_of(base_url):
-        return False
-    path = httpx.URL(url).path  # percent-decoded: an encoded ``..`` is seen as one
-    if any(segment in (".", "..") for segment in path.split("/")):
-        return False
-    prefix = httpx.URL(base_url).path.rstrip("/")
-    return path == prefix or path.startswith(prefix + "/")
+    return _Base.of(base_url).holds(httpx.URL(url))
 
 
-def _path(url: str) -> str:
-    """A URL without scheme, host or query, for messages and logs."""
-    return httpx.URL(url).path if "://" in url else url.split("?")[0]
+@dataclass(frozen=True)
+class _Base:
+    """A target's base URL taken apart once, for checking every request's URL against it."""
+
+    origin: str
+    prefix: str  # the path without its trailing slash
+    stored: str  # :func:`base_of`'s form
+
+    @classmethod
+    def of(cls, url: str) -> _Base:
+        parsed = httpx.URL(url)
+        origin = _origin(parsed)
+        prefix = parsed.path.rstrip("/")
+        return cls(origin=origin, prefix=prefix, stored=f"{origin}{prefix}")
+
+    def holds(self, url: httpx.URL) -> bool:
+        """Whether ``url`` is on this origin and under this path (no dot segments)."""
+        if _origin(url) != self.origin:
+            return False
+        path = url.path  # percent-decoded: an encoded ``..`` is seen as one
+        if any(segment in (".", "..") for segment in path.split("/")):
+            return False
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+def _shown_path(url: str, request: httpx.Request) -> str:
+    """The ``url`` a request was built from without scheme, host or query, for messages and
+    logs: a relative one as given, an absolute one's path (parsed once, in the request)."""
+    return request.url.path if "://" in url else url.split("?")[0]
 
 
 class ApiClient:
@@ -167,6 +189,8 @@ class ApiClient:
             # while this process is the ledger's writer
             transport=fenced(transport or guarded_transport(settings.base_url), may_write),
         )
+        #: the base URL taken apart once: every call's URL is checked against it
+        self._base = _Base.of(settings.base_url)
 
     def close(self) -> None:
         self.client.close()
@@ -174,10 +198,22 @@ class ApiClient:
     @property
     def base_url(self) -> str:
         """This target's base URL in the form :func:`base_of` gives (stored with each sync)."""
-        return base_of(self._settings.base_url)
+        return self._base.stored
 
     def url(self, path: str, params: dict[str, str] | None = None) -> str:
-        return str(self.client.build_request("GET", path, params=params or {}).url)
+        """The absolute URL a request for ``path`` (and ``params``) goes to: the URL of
+        ``client.build_request("GET", path, params=params or {})``, without building the rest
+        of a request (headers, cookies) only to read its URL."""
+        return str(httpx.URL(self._merged(path), params=params or {}))
+
+    def _merged(self, url: str) -> httpx.URL:
+        """``url`` on the client's base URL, joined as httpx joins a request's: a relative URL
+        is appended to the base path (which ends with a slash), an absolute one is kept."""
+        given = httpx.URL(url)
+        if not given.is_relative_url:
+            return given
+        base = self.client.base_url
+        return base.copy_with(raw_path=base.raw_path + given.raw_path.lstrip(b"/"))
 
     def send(
         self,
@@ -190,16 +226,21 @@ class ApiClient:
         idempotent: bool = True,
         accept: tuple[int, ...] = (200, 201, 202, 204),
     ) -> httpx.Response:
-        """One logical call: paced if a write, retried when safe, errors translated."""
-        resolved = self.url(url)
-        if not within(self._settings.base_url, resolved):
-            there = origin_of(resolved)
-            if there == origin_of(self._settings.base_url):
-                there += _path(resolved)
+        """One logical call: paced if a write, retried when safe, errors translated.
+
+        The request is built once and its URL checked before anything is sent; a retry sends
+        a request built again (as ``client.request`` would)."""
+        built = self._request(method, url, json, headers)
+        resolved = built.url
+        if not self._base.holds(resolved):
+            there = _origin(resolved)
+            if there == self._base.origin:
+                there += resolved.path
             raise PermanentTargetError(
                 f"{self.name}: refused to send {method} to {there}: it is outside this target's "
                 f"base URL {self.base_url}, the only place its credential is sent"
             )
+        unsent: httpx.Request | None = built
         try:
             for attempt in stamina.retry_context(
                 on=_backoff_hook,
@@ -209,15 +250,12 @@ class ApiClient:
                 wait_max=10,
             ):
                 with attempt:
+                    request = unsent or self._request(method, url, json, headers)
+                    unsent = None
                     budget = self._budget if write else None
                     with budget.write() if budget is not None else nullcontext():
                         return self._send_once(
-                            method,
-                            url,
-                            json=json,
-                            headers=headers,
-                            accept=accept,
-                            idempotent=idempotent,
+                            method, url, request, accept=accept, idempotent=idempotent
                         )
         except _Retry as exc:
             if exc.status is None:
@@ -227,27 +265,36 @@ class ApiClient:
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _request(
+        self,
+        method: str,
+        url: str,
+        json: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Request:
+        return self.client.build_request(method, url, json=json, headers=headers)
+
     def _send_once(
         self,
         method: str,
         url: str,
+        request: httpx.Request,
         *,
-        json: dict[str, Any] | None,
-        headers: dict[str, str] | None,
         accept: tuple[int, ...],
         idempotent: bool,
     ) -> httpx.Response:
-        where = f"{self.name}: {method} {_path(url)}"
+        path = _shown_path(url, request)
+        where = f"{self.name}: {method} {path}"
         started = self._clock()
         try:
-            response = self.client.request(method, url, json=json, headers=headers)
+            response = self.client.send(request)
         except EgressRefused as exc:  # never sent: the address is not one the operator allows
             obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             raise PermanentTargetError(f"{where}: {exc}") from exc
         except httpx.TransportError as exc:
             obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             self._log.warning(
-                obs.TARGET_REQUEST_FAILED, method=method, path=_path(url), error=type(exc).__name__
+                obs.TARGET_REQUEST_FAILED, method=method, path=path, error=type(exc).__name__
             )
             never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             if not idempotent and not never_sent:
@@ -260,7 +307,7 @@ class ApiClient:
         self._log.debug(
             obs.TARGET_REQUEST,
             method=method,
-            path=_path(url),
+            path=path,
             status=response.status_code,
             duration_ms=round(elapsed, 1),
             request_id=_request_id(response),
