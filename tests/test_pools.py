@@ -157,3 +157,20 @@ def test_close_closes_idle_pools_now_and_lent_ones_when_they_come_back() -> None
     assert made[0].closed and not made[1].closed
     pools.give_back(lent)
     assert made[1].closed
+
+
+def test_a_pool_that_cannot_be_made_frees_its_place() -> None:
+    """When making a pool fails, the request's place among ``max_connections`` is free again."""
+    attempts: list[int] = []
+
+    def broken() -> httpcore.ConnectionPool:
+        attempts.append(1)
+        raise OSError("no")
+
+    pools = PoolLender(
+        broken, max_connections=1, max_keepalive_connections=1, keepalive_expiry=None
+    )
+    for _ in range(3):
+        with pytest.raises(OSError):
+            pools.borrow(0.05)
+    assert len(attempts) == 3

@@ -56,11 +56,16 @@ class PoolLender:
         requests are in flight (at most ``timeout`` seconds, None: as long as it takes)."""
         if self._slots is not None and not self._slots.acquire(timeout=timeout):
             raise httpcore.PoolTimeout("no connection came free in time")
-        with self._lock:
-            expired = self._expired()
-            lent = self._idle.pop()[0] if self._idle else None
-        _close(expired)
-        return lent if lent is not None else self._make()
+        try:
+            with self._lock:
+                expired = self._expired()
+                lent = self._idle.pop()[0] if self._idle else None
+            _close(expired)
+            return lent if lent is not None else self._make()
+        except BaseException:  # nothing was lent: the request's place is free again
+            if self._slots is not None:
+                self._slots.release()
+            raise
 
     def give_back(self, pool: httpcore.ConnectionPool) -> None:
         """Take a pool back once its request is done (its response closed, or it failed)."""
