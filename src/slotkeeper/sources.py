@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 from urllib.parse import unquote, urlsplit
 
 from slotkeeper.credentials import private_dirs, read_credential_file
@@ -441,13 +442,19 @@ def _password(url: str) -> str | None:
 
 
 def _digest_tree(root: Path) -> str:
+    """A version of a directory that is no git work tree: its manifest files' names, sizes and
+    modification times (a write changes them; the files are read once, by the load)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        if (
-            path.is_file()
-            and is_yaml_name(path)
-            and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        if is_yaml_name(path) and not any(
+            part.startswith(".") for part in path.relative_to(root).parts
         ):
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if S_ISREG(stat.st_mode):
+                digest.update(
+                    f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+                )
     return digest.hexdigest()[:16]
