@@ -4,9 +4,10 @@ exactly what a parse gives: the same environments, slots, lines and errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from slotkeeper.errors import ManifestErrors
+from slotkeeper.ledger import open_ledger
 from slotkeeper.manifests import (
     NO_TARGETS,
     PARSE_FORMAT,
@@ -106,29 +108,35 @@ def _loaded(run: Run) -> dict[str, Any]:
 
 
 def test_a_plan_after_an_apply_parses_only_the_changed_file(
-    sk: Callable[..., Run], workdir: Path
+    sk: Callable[..., Run], workdir: Path, ledger_url: str
 ) -> None:
-    """Through the command line: an apply stores each file's parse; a plan of the same tree
-    parses none and finds nothing to do; an edit of one file is parsed alone, and planned; the
-    next apply stores it and drops the parse of its old content."""
+    """Through the command line, on SQLite and PostgreSQL: an apply stores each file's parse; a
+    plan of the same tree parses none and finds nothing to do; an edit of one file is parsed
+    alone, and planned; the next apply stores it and drops the parse of its old content."""
     root = workdir / "m"
     for name in ("a", "b", "c"):
         put(root, name, environment(name, {"api": image()}))
     log = ("--log-format", "json", "--log-level", "debug")
-    applied = sk(*log, "apply", "--yes", "-m", "m")
+    state = ("-m", "m", "--state", ledger_url)
+    applied = sk(*log, "apply", "--yes", *state)
     assert applied.code == 0, applied.err
     assert (_loaded(applied)["files"], _loaded(applied)["parsed"]) == (3, 3)
 
-    plan = sk(*log, "plan", "-m", "m", "--detailed-exitcode")
+    plan = sk(*log, "plan", *state, "--detailed-exitcode")
     assert plan.code == 0 and "No changes" in plan.out
     assert (_loaded(plan)["parsed"], _loaded(plan)["stored"]) == (0, 3)
 
     put(root, "b", environment("b", {"api": image(version="v2")}))
-    plan = sk(*log, "plan", "-m", "m", "--detailed-exitcode")
+    plan = sk(*log, "plan", *state, "--detailed-exitcode")
     assert plan.code == 2 and "b/api" in plan.out and "a/api" not in plan.out
     assert (_loaded(plan)["parsed"], _loaded(plan)["stored"]) == (1, 2)
 
-    assert sk("apply", "--yes", "-m", "m").code == 0
-    with sqlite3.connect(workdir / ".slotkeeper" / "state.db") as db:
-        rows = db.execute("SELECT digest, format FROM manifest_parses").fetchall()
-    assert len(rows) == 3 and {f for _, f in rows} == {PARSE_FORMAT}
+    assert sk("apply", "--yes", *state).code == 0
+    ledger = open_ledger(ledger_url, now=datetime.now(UTC))
+    try:
+        digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*.yaml")}
+        kept = ledger.stored_parses(digests | {"0" * 64}, PARSE_FORMAT)
+        assert set(kept) == digests  # the new content's stored, the old content's dropped
+        assert ledger.stored_parses(digests, "another-format") == {}
+    finally:
+        ledger.close()
