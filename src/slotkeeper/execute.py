@@ -154,6 +154,8 @@ class _Context:
         self.revision = plan.revision.sha if plan.revision else None
         #: target work produced by the ledger actions, one group per slot or key
         self.groups: dict[str, list[SyncWork]] = {}
+        #: the environment of each group (its lane: see ``lanes``)
+        self.group_environments: dict[str, str] = {}
         #: secret files written by this apply: never removed by it
         self.written: set[str] = set()
         #: the places beyond the secrets directory (Kubernetes Secrets, Actions secrets)
@@ -263,10 +265,22 @@ class _Context:
             return None
         return self.brought.get((action.environment, self.bases[action.id], action.ref))
 
-    def enqueue(self, group: str, work: SyncWork) -> None:
+    def enqueue(self, group: str, work: SyncWork, environment: str) -> None:
         # Work for a target that is not configured is queued too: it fails, loudly, rather
         # than being dropped (the planner blocks such retirements; a stale saved plan may not).
         self.groups.setdefault(group, []).append(work)
+        self.group_environments.setdefault(group, environment)
+
+    def lanes(self, environments: Mapping[str, EnvironmentRecord]) -> list[str]:
+        """The write budget each group spends from, in the groups' order: its work's
+        repository (a deploy key's), else its environment's, else the environment's name."""
+        found = []
+        for group, works in self.groups.items():
+            environment = self.group_environments[group]
+            known = environments.get(environment)
+            repository = next((w.repository for w in works if w.repository), None)
+            found.append(repository or (known and known.repository) or environment)
+        return found
 
     def remove_secret(self, name: str) -> str:
         """Remove a retired key's private file, unless an ACTIVE key uses it or this apply
@@ -301,6 +315,7 @@ class _Context:
                 label=action.label,
                 action_id=action.id,
             ),
+            action.environment,
         )
 
 
@@ -447,7 +462,7 @@ def execute(
         syncer.run(
             list(context.groups.values()),
             on_outcome=lambda o: report(_sync_result(o)),
-            lanes=[_lane(name, known) for name in context.groups],
+            lanes=context.lanes(known),
         )
 
     outcome = ApplyResult(serial=serial, results=tuple(results))
@@ -550,16 +565,6 @@ def _apply(action: _LedgerAction, context: _Context) -> _Applied:
             return _revoke_key(action, context)
 
 
-def _lane(group: str, environments: Mapping[str, EnvironmentRecord]) -> str:
-    """The write budget a group spends from, as near as its name tells: the repository of its
-    environment (``ENV/SLOT``, ``key:ENV/…``), else what precedes its last ``/``."""
-    name = group.removeprefix("key:")
-    known = environments.get(name.split("/", 1)[0])
-    if known is not None and known.repository:
-        return known.repository
-    return name.rsplit("/", 1)[0]
-
-
 def _enqueue_sync(action: SyncAction, context: _Context) -> None:
     group = f"{action.environment}/{action.slot}" if action.slot else f"key:{action.label}"
     context.enqueue(
@@ -576,6 +581,7 @@ def _enqueue_sync(action: SyncAction, context: _Context) -> None:
             repository=action.repository,
             reported=action.reported,
         ),
+        action.environment,
     )
 
 
