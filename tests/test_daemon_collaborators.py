@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from slotkeeper import observability as obs
+from slotkeeper import metrics
 from slotkeeper.daemon import gauges
 from slotkeeper.daemon.watch import watch
 from slotkeeper.ledger import open_ledger
@@ -104,7 +104,7 @@ def test_a_watched_directory_triggers_on_a_manifest_edit(tmp_path: Path) -> None
 
 
 def sample(name: str, **labels: str) -> float:
-    return obs.REGISTRY.get_sample_value(name, labels) or 0.0
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_a_finished_reconcile_is_counted_and_a_success_is_dated() -> None:

@@ -13,8 +13,9 @@ from slotkeeper.errors import StalePlanError
 from slotkeeper.execute import BATCH_SIZE, Outcome, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import Ledger, open_ledger
+from slotkeeper.metrics import REGISTRY
 from slotkeeper.model import DesiredState, EnvironmentSpec
-from slotkeeper.observability import REGISTRY, configure_logging
+from slotkeeper.observability import configure_logging
 from slotkeeper.plan import PlanOptions, diff
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -135,7 +135,7 @@ def snapshot(
     digests = frozenset(hashlib.sha256(content).hexdigest() for content in tree.files.values())
     cache = ParseCache(stored.stored_parses(digests, PARSE_FORMAT)) if stored is not None else None
     desired = parse(tree.files, errors=tree.errors, targets=operator, parse_cache=cache)
-    if cache is not None:
+    if cache is not None and obs.enabled("debug"):
         obs.get_logger().debug(
             "manifests.loaded", files=len(tree.files), parsed=cache.misses, stored=cache.hits
         )
@@ -165,9 +165,11 @@ def tolerant_snapshot(
         parse_cache=parse_cache,
     )
     if parse_cache is not None:
+        from slotkeeper import metrics  # not imported by a plan: see slotkeeper.metrics
+
         reused, parsed = parse_cache.forget_unused()
-        obs.MANIFEST_FILES.labels("reused").inc(reused)
-        obs.MANIFEST_FILES.labels("parsed").inc(parsed)
+        metrics.MANIFEST_FILES.labels("reused").inc(reused)
+        metrics.MANIFEST_FILES.labels("parsed").inc(parsed)
     if desired.broken:
         obs.get_logger().error(
             "manifests.invalid",
@@ -502,7 +504,9 @@ def reconcile(
             sink=sink,
             scope=scope,
         )
-        obs.PLANS.labels("whole" if scope is None else "scoped").inc()
+        from slotkeeper import metrics
+
+        metrics.PLANS.labels("whole" if scope is None else "scoped").inc()
         plan = select(planned)
         if not confirm(plan):
             return Reconciliation(plan, None)

@@ -52,8 +52,9 @@ import structlog
 from slotkeeper.execute import ApplyResult, Outcome, execute
 from slotkeeper.keys import SecretSink
 from slotkeeper.ledger import open_ledger
+from slotkeeper.metrics import REGISTRY
 from slotkeeper.model import RecordStatus
-from slotkeeper.observability import REGISTRY, configure_logging
+from slotkeeper.observability import configure_logging
 from slotkeeper.plan import PlanOptions
 from slotkeeper.reconcile import RunOptions, make_plan
 from tests.bench.generate import Tree, write

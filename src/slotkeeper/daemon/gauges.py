@@ -1,6 +1,6 @@
 """The daemon's Prometheus figures (``/metrics``), each set from what one step just learnt.
 
-The metrics themselves are declared in ``observability``; this module says when they move:
+The metrics themselves are declared in ``slotkeeper.metrics``; this module says when they move:
 after an election, after the manifests are loaded, for each action of a reconcile, and at its
 end (with the ledger's slot and key figures, read once per reconcile rather than per scrape).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from slotkeeper import observability as obs
+from slotkeeper import metrics
 from slotkeeper.dora.metrics import Rules
 from slotkeeper.dora.report import Query, by_environment, report
 from slotkeeper.errors import SlotkeeperError
@@ -28,20 +28,20 @@ from slotkeeper.plan import Plan
 
 def track_leader(leading: Callable[[], bool]) -> None:
     """``slotkeeper_leader`` is read at each scrape from ``leading`` (a local check)."""
-    obs.LEADER.set_function(lambda: 1.0 if leading() else 0.0)
+    metrics.LEADER.set_function(lambda: 1.0 if leading() else 0.0)
 
 
 def elected(takeover: Takeover) -> None:
     """A lease acquired: its epoch, one more takeover, and how long the ledger had no writer."""
-    obs.LEADER_EPOCH.set(takeover.epoch)
-    obs.LEADER_TAKEOVERS.inc()
+    metrics.LEADER_EPOCH.set(takeover.epoch)
+    metrics.LEADER_TAKEOVERS.inc()
     if takeover.gap_seconds is not None:
-        obs.TAKEOVER_SECONDS.observe(max(0.0, takeover.gap_seconds))
+        metrics.TAKEOVER_SECONDS.observe(max(0.0, takeover.gap_seconds))
 
 
 def manifests_loaded(broken_files: int) -> None:
     """Files that do not validate (alert when above 0: their last good version is in use)."""
-    obs.MANIFESTS_INVALID.set(broken_files)
+    metrics.MANIFESTS_INVALID.set(broken_files)
 
 
 def actions_done(plan: Plan, result: ApplyResult) -> None:
@@ -49,7 +49,7 @@ def actions_done(plan: Plan, result: ApplyResult) -> None:
     by_id = {a.id: a for a in plan.actions}
     for item in result.results:
         action = by_id.get(item.action_id)
-        obs.ACTIONS.labels(
+        metrics.ACTIONS.labels(
             type=item.type.value,
             # every label starts with the environment: "production/api", "production/key:…"
             environment=action.environment if action else item.label.partition("/")[0],
@@ -60,10 +60,10 @@ def actions_done(plan: Plan, result: ApplyResult) -> None:
 
 def reconcile_finished(result: str, seconds: float) -> None:
     """One more reconcile of this result, and its duration; the time of the last success."""
-    obs.RECONCILES.labels(result=result).inc()
-    obs.RECONCILE_SECONDS.labels(result=result).observe(seconds)
+    metrics.RECONCILES.labels(result=result).inc()
+    metrics.RECONCILE_SECONDS.labels(result=result).observe(seconds)
     if result == "success":
-        obs.LAST_SUCCESS.set(time.time())
+        metrics.LAST_SUCCESS.set(time.time())
 
 
 def ledger_figures(ledger: StateReads, *, now: datetime) -> None:
@@ -74,11 +74,11 @@ def ledger_figures(ledger: StateReads, *, now: datetime) -> None:
         keys = ledger.keys()
     except SlotkeeperError:
         return
-    for status in obs.SLOT_STATUSES:
-        obs.SLOTS.labels(status=status).set(counts.get(RecordStatus(status), 0))
+    for status in metrics.SLOT_STATUSES:
+        metrics.SLOTS.labels(status=status).set(counts.get(RecordStatus(status), 0))
     for key in keys:
         if key.status is KeyStatus.ACTIVE:
-            obs.KEY_AGE.labels(repository=key.repository, title=key.title).set(
+            metrics.KEY_AGE.labels(repository=key.repository, title=key.title).set(
                 (now - key.created_at).total_seconds()
             )
 
@@ -119,36 +119,38 @@ class DeliveryGauges:
                 query = Query(
                     environments=(environment,), since=now - length, until=now, rules=rules
                 )
-                metrics = report(own, query)["metrics"]
-                self._set(environment, window, metrics)
+                figures = report(own, query)["metrics"]
+                self._set(environment, window, figures)
                 shown.add((environment, window))
         for environment, window in self._shown - shown:
             self._clear(environment, window)
         self._shown = shown
 
     @staticmethod
-    def _set(environment: str, window: str, metrics: dict[str, Any]) -> None:
+    def _set(environment: str, window: str, figures: dict[str, Any]) -> None:
         labels = {"environment": environment, "window": window}
-        obs.DORA_DEPLOYMENTS.labels(**labels).set(metrics["deployment_frequency"]["deployments"])
+        metrics.DORA_DEPLOYMENTS.labels(**labels).set(
+            figures["deployment_frequency"]["deployments"]
+        )
         pairs = (
-            (obs.DORA_LEAD_TIME, metrics["lead_time"]),
-            (obs.DORA_RECOVERY, metrics["recovery_time"]),
+            (metrics.DORA_LEAD_TIME, figures["lead_time"]),
+            (metrics.DORA_RECOVERY, figures["recovery_time"]),
         )
         for gauge, figure in pairs:
             for quantile, key in (("0.5", "median_seconds"), ("0.9", "p90_seconds")):
                 _set_or_clear(gauge, figure[key], **labels, quantile=quantile)
-        _set_or_clear(obs.DORA_FAILURE_RATE, metrics["change_failure_rate"]["rate"], **labels)
-        _set_or_clear(obs.DORA_REWORK_RATE, metrics["rework_rate"]["rate"], **labels)
+        _set_or_clear(metrics.DORA_FAILURE_RATE, figures["change_failure_rate"]["rate"], **labels)
+        _set_or_clear(metrics.DORA_REWORK_RATE, figures["rework_rate"]["rate"], **labels)
 
     @staticmethod
     def _clear(environment: str, window: str) -> None:
         labels = {"environment": environment, "window": window}
-        obs.DORA_DEPLOYMENTS.labels(**labels).set(0)
-        for gauge in (obs.DORA_LEAD_TIME, obs.DORA_RECOVERY):
+        metrics.DORA_DEPLOYMENTS.labels(**labels).set(0)
+        for gauge in (metrics.DORA_LEAD_TIME, metrics.DORA_RECOVERY):
             for quantile in ("0.5", "0.9"):
                 _set_or_clear(gauge, None, **labels, quantile=quantile)
-        _set_or_clear(obs.DORA_FAILURE_RATE, None, **labels)
-        _set_or_clear(obs.DORA_REWORK_RATE, None, **labels)
+        _set_or_clear(metrics.DORA_FAILURE_RATE, None, **labels)
+        _set_or_clear(metrics.DORA_REWORK_RATE, None, **labels)
 
 
 def _set_or_clear(gauge: Gauge, value: float | None, **labels: str) -> None:

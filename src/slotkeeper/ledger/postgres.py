@@ -38,6 +38,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
+from slotkeeper import metrics
 from slotkeeper import observability as obs
 from slotkeeper.errors import ConfigError, FencedError, LedgerError, NoLedgerError
 from slotkeeper.ledger.lease import (
@@ -299,7 +300,7 @@ class PostgresLedger(SqlLedger):
                 "(state is written under the writer lock)"
             )
         if not self._local.valid():
-            obs.FENCED_WRITES.labels(by="deadline").inc()
+            metrics.FENCED_WRITES.labels(by="deadline").inc()
             obs.get_logger().warning("ledger.write_fenced", epoch=epoch, by="deadline")
             raise FencedError(
                 f"not written to {self.url}: the writer lease of epoch {epoch} was not renewed "
@@ -307,7 +308,7 @@ class PostgresLedger(SqlLedger):
             )
         cursor.execute(_FENCE, (epoch,))
         if cursor.fetchone() is None:
-            obs.FENCED_WRITES.labels(by="ledger").inc()
+            metrics.FENCED_WRITES.labels(by="ledger").inc()
             obs.get_logger().warning("ledger.write_fenced", epoch=epoch, by="ledger")
             self._local.lose()
             raise FencedError(
@@ -359,7 +360,7 @@ class PostgresLedger(SqlLedger):
 
 
 def _count_renewal(outcome: Renewal) -> None:
-    obs.LEASE_RENEWALS.labels(result=outcome.value).inc()
+    metrics.LEASE_RENEWALS.labels(result=outcome.value).inc()
     if outcome is not Renewal.RENEWED:
         obs.get_logger().warning("leader.lease_renewal", result=outcome.value)
 

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from slotkeeper import observability as obs
 from slotkeeper.errors import LedgerError, LedgerLockedError, SchemaVersionError, StalePlanError
 from slotkeeper.ledger import holds as slot_holds
 from slotkeeper.ledger.base import (
@@ -668,6 +667,10 @@ class SqlTransaction:
         )
 
 
+#: every migration's version
+_VERSIONS = frozenset(migration.version for migration in MIGRATIONS)
+
+
 class SqlLedger:
     """Every role of ``ledger.base`` (``Ledger``) over SQL, shared by the backends; subclasses
     supply the connection and the writer lock itself (``_try_lock``, ``_unlock``,
@@ -796,7 +799,9 @@ class SqlLedger:
                 self._rollback(cursor)
                 raise
             else:
-                obs.LEDGER_COMMITS.inc()
+                from slotkeeper import metrics  # not imported by a plan: see slotkeeper.metrics
+
+                metrics.LEDGER_COMMITS.inc()
             finally:
                 cursor.close()
 
@@ -827,6 +832,8 @@ class SqlLedger:
 
         ``lock`` is a statement that serialises concurrent migrations where the transaction
         alone does not (SQLite's BEGIN IMMEDIATE does)."""
+        if lock is None and self._migrated():
+            return
         with self._transaction(fenced=False) as tx:  # at open, before any writer lock
             if lock is not None:
                 tx._run(lock)
@@ -863,6 +870,18 @@ class SqlLedger:
                     "INSERT INTO ledger (id, lineage, serial, created_at) VALUES (1, ?, 0, ?)",
                     (lineage or str(uuid.uuid4()), to_text(now)),
                 )
+
+    def _migrated(self) -> bool:
+        """Whether every migration is applied and the ledger row made, read without taking the
+        write lock: a plan that opens a current ledger waits for no apply (where a failed read
+        leaves nothing behind: SQLite, outside a transaction)."""
+        with self._mutex:
+            try:
+                rows = self._fetch("SELECT version FROM schema_migrations", ())
+                made = self._fetch("SELECT 1 FROM ledger WHERE id = 1", ())
+            except self._dialect.error:
+                return False
+        return bool(made) and {int(row[0]) for row in rows} == _VERSIONS
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-
-import filelock
+from typing import TYPE_CHECKING
 
 from slotkeeper.credentials import private_dirs, private_file
 from slotkeeper.errors import LedgerError, NoLedgerError
 from slotkeeper.ledger.sql import Dialect, SqlLedger
+
+if TYPE_CHECKING:
+    import filelock
 
 SQLITE = Dialect(
     placeholder="?",
@@ -76,21 +78,32 @@ class SqliteLedger(SqlLedger):
         except BaseException:
             connection.close()
             raise
-        # Not thread-local: the daemon asks whether it still holds the lock from worker threads.
-        self._lock = filelock.FileLock(f"{path}.lock", thread_local=False, mode=0o600)
+        self._lock_path = f"{path}.lock"
+        #: made by the first writer (a reader, like ``plan``, takes no lock)
+        self._lock: filelock.FileLock | None = None
+
+    def _file_lock(self) -> filelock.FileLock:
+        if self._lock is None:
+            import filelock
+
+            # Not thread-local: the daemon asks whether it still holds it from worker threads.
+            self._lock = filelock.FileLock(self._lock_path, thread_local=False, mode=0o600)
+        return self._lock
 
     def _try_lock(self) -> bool:
+        import filelock
+
         try:
-            self._lock.acquire(timeout=0)
+            self._file_lock().acquire(timeout=0)
         except filelock.Timeout:
             return False
         return True
 
     def _unlock(self) -> None:
-        self._lock.release()
+        self._file_lock().release()
 
     def _lock_alive(self) -> bool:
-        return self._lock.is_locked
+        return self._lock is not None and self._lock.is_locked
 
 
 def _has_ledger(connection: sqlite3.Connection) -> bool:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
+from slotkeeper import metrics
 from slotkeeper import observability as obs
 from slotkeeper.errors import SlotkeeperError
 from slotkeeper.ledger.base import Event, Ledger, NotifyState, OutboxMessage
@@ -232,7 +233,7 @@ class Notifications:
                 by_notifier.setdefault(row.notifier, []).append(row)
             for name, rows in by_notifier.items():
                 sent += self._send_all(name, rows, now)
-            obs.NOTIFICATIONS_QUEUED.set(len(self._ledger.due_messages(now=now, limit=10_000)))
+            metrics.NOTIFICATIONS_QUEUED.set(len(self._ledger.due_messages(now=now, limit=10_000)))
             return sent
 
     def _send_all(self, name: str, rows: list[OutboxMessage], now: datetime) -> int:
@@ -240,7 +241,7 @@ class Notifications:
         if spec is None or name in self._gone:
             why = self._gone.get(name, "the notifier is no longer configured")
             self._ledger.give_up([r.id for r in rows], at=now, error=why)
-            obs.NOTIFICATIONS.labels(notifier=name, outcome="given_up").inc(len(rows))
+            metrics.NOTIFICATIONS.labels(notifier=name, outcome="given_up").inc(len(rows))
             return 0
         groups: list[list[OutboxMessage]]
         if spec.digest:
@@ -273,7 +274,7 @@ class Notifications:
             return False
         answer = channel.send(_message(group))
         outcome = answer.next
-        obs.NOTIFICATIONS.labels(notifier=name, outcome=outcome.value).inc(len(group))
+        metrics.NOTIFICATIONS.labels(notifier=name, outcome=outcome.value).inc(len(group))
         if outcome is Next.SENT:
             self._ledger.mark_sent(ids, at=now)
             self._log.info(
@@ -302,7 +303,7 @@ class Notifications:
             return False
         if outcome is Next.REFUSED or now - group[0].created_at > GIVE_UP_AFTER:
             self._ledger.give_up(ids, at=now, error=answer.reason)
-            obs.NOTIFICATIONS.labels(notifier=name, outcome="given_up").inc(len(group))
+            metrics.NOTIFICATIONS.labels(notifier=name, outcome="given_up").inc(len(group))
             self._log.error("notify.given_up", notifier=name, reason=answer.reason)
             return False
         attempts = max(row.attempts for row in group)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpcore
 
-from slotkeeper import observability as obs
+from slotkeeper import metrics
 from slotkeeper.errors import FencedError
 
 #: the writer check of the write request this thread is sending (None: a read, or no lease)
@@ -35,7 +35,7 @@ class FencedStream(httpcore.NetworkStream):
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         check = WRITE_FENCE.get()
         if check is not None and not check():
-            obs.FENCED_WRITES.labels(by="remote").inc()
+            metrics.FENCED_WRITES.labels(by="remote").inc()
             raise FencedError(
                 "a write request was not sent: this process no longer holds the ledger's "
                 "writer lock"

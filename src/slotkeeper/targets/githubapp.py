@@ -33,6 +33,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from slotkeeper import metrics
 from slotkeeper import observability as obs
 from slotkeeper.errors import ConfigError, PermanentTargetError
 from slotkeeper.targets.github import Lane
@@ -134,7 +135,7 @@ class AppTokens:
             fresh = target not in self._targets
             self._targets.setdefault(target, set()).add((app, installation))
         if fresh:
-            obs.CREDENTIAL_EXPIRY.labels(target=target).set_function(
+            metrics.CREDENTIAL_EXPIRY.labels(target=target).set_function(
                 lambda: self.seconds_left(target)
             )
 

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import stamina
 
+from slotkeeper import metrics
 from slotkeeper import observability as obs
 from slotkeeper.errors import (
     FencedError,
@@ -289,10 +290,10 @@ class ApiClient:
         try:
             response = self.client.send(request)
         except EgressRefused as exc:  # never sent: the address is not one the operator allows
-            obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
+            metrics.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             raise PermanentTargetError(f"{where}: {exc}") from exc
         except httpx.TransportError as exc:
-            obs.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
+            metrics.TARGET_REQUESTS.labels(target=self.name, code="0").inc()
             self._log.warning(
                 obs.TARGET_REQUEST_FAILED, method=method, path=path, error=type(exc).__name__
             )
@@ -303,7 +304,7 @@ class ApiClient:
                 ) from exc
             raise _Retry(f"{where}: {type(exc).__name__}") from exc
         elapsed = (self._clock() - started).total_seconds() * 1000
-        obs.TARGET_REQUESTS.labels(target=self.name, code=str(response.status_code)).inc()
+        metrics.TARGET_REQUESTS.labels(target=self.name, code=str(response.status_code)).inc()
         self._log.debug(
             obs.TARGET_REQUEST,
             method=method,
@@ -351,7 +352,7 @@ class FencedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method not in READ_METHODS and not self._may_write():
-            obs.FENCED_WRITES.labels(by="remote").inc()
+            metrics.FENCED_WRITES.labels(by="remote").inc()
             obs.get_logger().warning(
                 "target.write_fenced", method=request.method, path=request.url.path
             )

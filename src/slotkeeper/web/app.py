@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from slotkeeper import metrics
 from slotkeeper import observability as obs
 from slotkeeper.dashboard.pages import JSON, Answer, Dashboard
 from slotkeeper.errors import SlotkeeperError
@@ -132,7 +133,7 @@ def _pages(dashboard: Dashboard) -> Callable[[Request], Response]:
 
 
 def _metrics(request: Request) -> Response:
-    return Response(generate_latest(obs.REGISTRY), 200, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.REGISTRY), 200, media_type=CONTENT_TYPE_LATEST)
 
 
 #: an oversized body is never read: the connection is closed after the answer, so what is left
