@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
+from slotkeeper.fanout import split_map
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -290,8 +291,9 @@ def parse(
     content it has seen is not parsed again."""
     collector = _Collector(operator=targets)
     collector.errors.extend(errors)
+    ahead = _read_ahead(files, collector.kind, parse_cache)
     for path in sorted(files):
-        _parse_file(path, files[path], collector, parse_cache=parse_cache)
+        _parse_file(path, files[path], collector, parse_cache=parse_cache, ahead=ahead.get(path))
     _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
@@ -539,7 +541,17 @@ class ParseCache:
         #: the files the last load parsed (new, or changed since the load before)
         self.last_parsed: frozenset[Path] = frozenset()
 
-    def result(self, path: Path, raw: bytes, kind: str, empty_ok: bool) -> _FileResult:
+    def needs(self, path: Path, raw: bytes, kind: str, empty_ok: bool) -> bool:
+        """Whether ``result`` would parse this file (it has neither a parse nor a stored one)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        if (path, digest, kind, empty_ok) in self._entries:
+            return False
+        return not (kind == "Environment" and digest in self._stored)
+
+    def result(
+        self, path: Path, raw: bytes, kind: str, empty_ok: bool, ahead: _FileResult | None = None
+    ) -> _FileResult:
+        """The file's parse: kept, stored, or made now (``ahead``: made already)."""
         digest = hashlib.sha256(raw).hexdigest()
         key = (path, digest, kind, empty_ok)
         self._used.add(key)
@@ -555,7 +567,9 @@ class ParseCache:
                 return found
         self.misses += 1
         self._parsed.add(path)
-        found = self._entries[key] = _read_documents(path, raw, kind, empty_ok=empty_ok)
+        if ahead is None:
+            ahead = _read_documents(path, raw, kind, empty_ok=empty_ok)
+        found = self._entries[key] = ahead
         if found.kept is not None and self._keep_fresh:
             self.fresh[digest] = found.kept
         return found
@@ -623,12 +637,39 @@ def _parse_file(
     *,
     empty_ok: bool = False,
     parse_cache: ParseCache | None = None,
+    ahead: _FileResult | None = None,
 ) -> None:
     if parse_cache is not None:
-        found = parse_cache.result(path, raw, collector.kind, empty_ok)
+        found = parse_cache.result(path, raw, collector.kind, empty_ok, ahead)
     else:
-        found = _read_documents(path, raw, collector.kind, empty_ok=empty_ok)
+        found = ahead or _read_documents(path, raw, collector.kind, empty_ok=empty_ok)
     found.apply(collector)
+
+
+#: the bytes of manifests to parse from which a second processor takes half of them: below,
+#: forking a worker and sending its results back would cost about what it saves
+READ_AHEAD_BYTES = 1_000_000
+
+
+def _read_ahead(
+    files: Mapping[Path, bytes], kind: str, parse_cache: ParseCache | None
+) -> dict[Path, _FileResult]:
+    """The parses of the files a load must parse, made ahead (in two processes when there is
+    enough to parse, see :mod:`slotkeeper.fanout`); nothing when there is too little."""
+    todo = [
+        (path, raw, kind)
+        for path, raw in sorted(files.items())
+        if parse_cache is None or parse_cache.needs(path, raw, kind, False)
+    ]
+    if sum(len(raw) for _, raw, _ in todo) < READ_AHEAD_BYTES:
+        return {}
+    results = split_map(_read_one, todo, weight=lambda item: len(item[1]), worth=0)
+    return {path: result for (path, _, _), result in zip(todo, results, strict=True)}
+
+
+def _read_one(item: tuple[Path, bytes, str]) -> _FileResult:
+    path, raw, kind = item
+    return _read_documents(path, raw, kind, empty_ok=False)
 
 
 def _read_documents(path: Path, raw: bytes, kind: str, *, empty_ok: bool) -> _FileResult:
