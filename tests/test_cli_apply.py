@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from tests.helpers import DIGEST_A, Run, environment, image, recorded_state, write_manifests
 
@@ -278,6 +279,19 @@ def test_status_and_history_human_output(sk: Sk, manifests: Path) -> None:
     history = sk("history", "production").out.splitlines()
     assert "SUPERSEDED" in history[2] and "#2" in history[2]
     assert sk("history", "nowhere").code == 1
+
+
+def test_plan_columns_stay_aligned_with_wide_characters(sk: Sk, manifests: Path) -> None:
+    """A version in characters that take two terminal cells each still lines the next column
+    up: widths are counted in cells, not characters."""
+    wide, narrow = image(name="x", version="v1-日本"), image(name="x", version="v1")
+    write_manifests(manifests, environment("production", {"api": wide, "web": narrow}))
+    rows = [line for line in sk("plan", "-m", "manifests").out.splitlines() if "new slot" in line]
+    assert len(rows) == 2
+    assert {cell_len(row[: row.index("new slot")]) for row in rows} == {
+        cell_len(rows[0][: rows[0].index("new slot")])
+    }
+    assert rows[1].index("new slot") == rows[0].index("new slot") + 2  # two wide characters
 
 
 def test_no_color_is_respected(sk: Sk, manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:

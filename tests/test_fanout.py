@@ -23,10 +23,18 @@ def _pid_of(item: int) -> tuple[int, int]:
     return item, os.getpid()
 
 
+def _as_sent(_item: int, sent: tuple[int, int]) -> tuple[int, int]:
+    return sent
+
+
 def _dies_in_worker(item: int) -> int:
     if os.getpid() != PARENT:
         os._exit(3)  # the worker dies without a word
     return item * 2
+
+
+def _doubled(_item: int, sent: int) -> int:
+    return sent
 
 
 PARENT = os.getpid()
@@ -36,19 +44,24 @@ AT = "2026-12-01T00:00:00Z"
 
 @pytest.mark.skipif(not fanout.may_fork(), reason="needs Linux and two processors")
 def test_the_later_half_is_mapped_by_a_worker_and_the_order_kept() -> None:
-    """Above the weight worth it, the later items making half the weight go to one forked
-    worker; the results come back in the items' order."""
-    done = fanout.split_map(_pid_of, list(range(10)), weight=lambda _: 1, worth=5)
-    assert [item for item, _ in done] == list(range(10))
-    here = {pid for item, pid in done if item < 5}
-    there = {pid for item, pid in done if item >= 5}
+    """Above the weight worth it, the later items making the worker's share of the weight go
+    to one forked worker; what it sends back is landed here, in the items' order."""
+    done = fanout.split_map(
+        _pid_of, list(range(20)), weight=lambda _: 1, worth=5, ship=_pid_of, land=_as_sent
+    )
+    assert [item for item, _ in done] == list(range(20))
+    split = round(20 * (1 - fanout.WORKER_SHARE))
+    here = {pid for item, pid in done if item < split}
+    there = {pid for item, pid in done if item >= split}
     assert here == {os.getpid()}
     assert len(there) == 1 and there != here
 
 
 def test_below_the_weight_worth_it_everything_is_mapped_here() -> None:
     """A map too small to gain from a worker forks none."""
-    done = fanout.split_map(_pid_of, list(range(10)), weight=lambda _: 1, worth=11)
+    done = fanout.split_map(
+        _pid_of, list(range(10)), weight=lambda _: 1, worth=11, ship=_pid_of, land=_as_sent
+    )
     assert done == [(item, os.getpid()) for item in range(10)]
 
 
@@ -60,7 +73,9 @@ def test_with_another_thread_running_nothing_is_forked() -> None:
     other.start()
     try:
         assert not fanout.may_fork()
-        done = fanout.split_map(_pid_of, list(range(10)), weight=lambda _: 1, worth=1)
+        done = fanout.split_map(
+            _pid_of, list(range(10)), weight=lambda _: 1, worth=1, ship=_pid_of, land=_as_sent
+        )
     finally:
         stop.set()
         other.join()
@@ -70,7 +85,14 @@ def test_with_another_thread_running_nothing_is_forked() -> None:
 @pytest.mark.skipif(not fanout.may_fork(), reason="needs Linux and two processors")
 def test_a_worker_that_dies_leaves_its_half_to_be_done_here() -> None:
     """The worker exits mid-way: its half is mapped by this process, nothing is lost."""
-    done = fanout.split_map(_dies_in_worker, list(range(8)), weight=lambda _: 1, worth=1)
+    done = fanout.split_map(
+        _dies_in_worker,
+        list(range(8)),
+        weight=lambda _: 1,
+        worth=1,
+        ship=_dies_in_worker,
+        land=_doubled,
+    )
     assert done == [item * 2 for item in range(8)]
 
 
@@ -90,9 +112,9 @@ def test_a_large_load_in_two_processes_equals_the_load_in_one(
     files = {path: path.read_bytes() for path in large_tree.glob("*.yaml")}
     handed: list[int] = []
 
-    def spy(function, items, *, weight, worth):  # type: ignore[no-untyped-def]
+    def spy(function, items, **how):  # type: ignore[no-untyped-def]
         handed.append(len(items))
-        return fanout.split_map(function, items, weight=weight, worth=worth)
+        return fanout.split_map(function, items, **how)
 
     monkeypatch.setattr(manifests, "split_map", spy)
     shared = parse(files)

@@ -241,6 +241,8 @@ class _ActionBase(_Value):
         if not isinstance(data, dict):
             return data
         carried = cls.model_fields
+        if data.keys() <= carried.keys() and data.get("approval", True) is not None:
+            return data  # no foreign key: what the planner builds (10,000 times a first plan)
         if data.get("approval", True) is None:
             data = {name: value for name, value in data.items() if name != "approval"}
         return {

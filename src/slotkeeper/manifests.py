@@ -293,7 +293,10 @@ def parse(
     collector.errors.extend(errors)
     ahead = _read_ahead(files, collector.kind, parse_cache)
     for path in sorted(files):
-        _parse_file(path, files[path], collector, parse_cache=parse_cache, ahead=ahead.get(path))
+        # popped: a parse is let go once added (a plan keeps no file's lines it does not need)
+        _parse_file(
+            path, files[path], collector, parse_cache=parse_cache, ahead=ahead.pop(path, None)
+        )
     _check_references(collector)
     if collector.errors:
         raise ManifestErrors(collector.errors)
@@ -663,13 +666,29 @@ def _read_ahead(
     ]
     if sum(len(raw) for _, raw, _ in todo) < READ_AHEAD_BYTES:
         return {}
-    results = split_map(_read_one, todo, weight=lambda item: len(item[1]), worth=0)
+    results = split_map(
+        _read_one, todo, weight=lambda item: len(item[1]), worth=0, ship=_shipped, land=_landed
+    )
     return {path: result for (path, _, _), result in zip(todo, results, strict=True)}
 
 
 def _read_one(item: tuple[Path, bytes, str]) -> _FileResult:
     path, raw, kind = item
     return _read_documents(path, raw, kind, empty_ok=False)
+
+
+def _shipped(item: tuple[Path, bytes, str]) -> str | None:
+    """A file's parse in the worker, sent back as its stored parse (JSON: quick to send and
+    to validate again, see ``stored_parse``); None for one that has none (errors, another
+    kind of file, a value JSON cannot hold), which is parsed here."""
+    result = _read_one(item)
+    return stored_parse(result.kept) if item[2] == "Environment" and result.kept else None
+
+
+def _landed(item: tuple[Path, bytes, str], shipped: str | None) -> _FileResult:
+    """What ``_shipped`` sent back, as the file's parse (the same as ``_read_one`` gives)."""
+    landed = _from_stored(item[0], shipped) if shipped is not None else None
+    return landed if landed is not None else _read_one(item)
 
 
 def _read_documents(path: Path, raw: bytes, kind: str, *, empty_ok: bool) -> _FileResult:
