@@ -43,6 +43,27 @@ def test_the_entry_point_tunes_the_interpreter_once_for_the_process() -> None:
     assert done.stdout.splitlines()[-1] == "100000 0.0005"
 
 
+def test_the_process_freezes_its_objects_at_exit_and_a_caller_keeps_its_collector() -> None:
+    """Run as the process (no argv), main freezes the collector's objects before it exits (the
+    interpreter's last collection would walk them all); called with arguments, it leaves the
+    caller's collector as it was."""
+    done = python(
+        "import atexit, gc, sys\n"
+        "from slotkeeper.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    print('frozen:', gc.get_freeze_count())\n"
+        "atexit.register(lambda: print(gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['slotkeeper', '--version']\n"
+        "main()\n"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "frozen: 0" in lines
+    assert lines[-1] == "True"
+
+
 def test_no_library_module_changes_the_process() -> None:
     """Only the entry point (the cli package: its main and the commands that run for long)
     calls gc.set_threshold, sys.setswitchinterval, resource.setrlimit and the like."""
