@@ -50,10 +50,8 @@ def scope_of(changed: Iterable[str], desired: DesiredState) -> Scope | None:
             by_repository.setdefault(repository, set()).add(name)
     chosen: set[str] = set()
     repositories: set[str] = set()
-    while pending:
+    while pending:  # a name joins pending only while not chosen, so each is chosen once
         name = pending.pop()
-        if name in chosen:
-            continue
         chosen.add(name)
         for repository in repositories_of(environments[name]) - repositories:
             repositories.add(repository)
