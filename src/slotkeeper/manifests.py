@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
-from slotkeeper.fanout import split_map
+from slotkeeper.fanout import may_fork, split_map
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -645,7 +645,11 @@ def _parse_file(
     if parse_cache is not None:
         found = parse_cache.result(path, raw, collector.kind, empty_ok, ahead)
     else:
-        found = ahead or _read_documents(path, raw, collector.kind, empty_ok=empty_ok)
+        found = (
+            ahead
+            if ahead is not None
+            else _read_documents(path, raw, collector.kind, empty_ok=empty_ok)
+        )
     found.apply(collector)
 
 
@@ -657,8 +661,12 @@ READ_AHEAD_BYTES = 1_000_000
 def _read_ahead(
     files: Mapping[Path, bytes], kind: str, parse_cache: ParseCache | None
 ) -> dict[Path, _FileResult]:
-    """The parses of the files a load must parse, made ahead (in two processes when there is
-    enough to parse, see :mod:`slotkeeper.fanout`); nothing when there is too little."""
+    """The parses of the files a load must parse, made ahead in two processes (see
+    :mod:`slotkeeper.fanout`); nothing when there is too little to parse or no worker may be
+    forked (the daemon): each file is then parsed in turn, as without this, and no file's
+    digest is taken twice on the daemon's path."""
+    if sum(map(len, files.values())) < READ_AHEAD_BYTES or not may_fork():
+        return {}
     todo = [
         (path, raw, kind)
         for path, raw in sorted(files.items())

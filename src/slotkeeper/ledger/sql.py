@@ -832,8 +832,6 @@ class SqlLedger:
 
         ``lock`` is a statement that serialises concurrent migrations where the transaction
         alone does not (SQLite's BEGIN IMMEDIATE does)."""
-        if lock is None and self._migrated():
-            return
         with self._transaction(fenced=False) as tx:  # at open, before any writer lock
             if lock is not None:
                 tx._run(lock)
@@ -873,8 +871,8 @@ class SqlLedger:
 
     def _migrated(self) -> bool:
         """Whether every migration is applied and the ledger row made, read without taking the
-        write lock: a plan that opens a current ledger waits for no apply (where a failed read
-        leaves nothing behind: SQLite, outside a transaction)."""
+        write lock (for a backend where a failed read outside a transaction leaves nothing
+        behind: SQLite)."""
         with self._mutex:
             try:
                 rows = self._fetch("SELECT version FROM schema_migrations", ())

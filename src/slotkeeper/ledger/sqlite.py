@@ -71,7 +71,9 @@ class SqliteLedger(SqlLedger):
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
             super().__init__(connection, SQLITE, url=f"sqlite:///{path}")
-            self.migrate(now=now, lineage=lineage)
+            # a current ledger is opened without a write transaction: a plan waits for no apply
+            if not self._migrated():
+                self.migrate(now=now, lineage=lineage)
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise LedgerError(f"{path} is not a usable slotkeeper ledger: {exc}") from exc
