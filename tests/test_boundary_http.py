@@ -392,3 +392,77 @@ def test_each_request_is_logged_with_its_duration_and_request_id() -> None:
             "request_id": "AB:12",
         }
     ]
+
+
+def test_a_cookie_a_server_sets_is_never_sent_back() -> None:
+    """A target's credential is its token: a ``Set-Cookie`` in one answer is not kept, so no
+    later request carries a ``Cookie`` (issue 22: requests go to the transport without httpx's
+    cookie jar)."""
+    transport = Recorder(httpx.Response(200, headers={"set-cookie": "session=s3cr3t; Path=/"}))
+    api = client(transport)
+    api.send("GET", "a")
+    api.send("POST", "b", json={"x": 1}, write=True)
+    assert len(transport.requests) == 2
+    assert all("cookie" not in request.headers for request in transport.requests)
+
+
+def test_a_redirect_is_answered_not_followed() -> None:
+    """A 301 is an answer like any other 3xx not asked for (permanent, one request): the
+    credential is never sent where a ``Location`` points."""
+    transport = Recorder(
+        httpx.Response(301, headers={"location": "https://elsewhere.example/v3/a"})
+    )
+    with pytest.raises(PermanentTargetError) as caught:
+        client(transport).send("GET", "a")
+    assert caught.value.http_status == 301
+    assert [str(r.url) for r in transport.requests] == [f"{BASE}/a"]
+
+
+class RefreshingAuth(httpx.Auth):
+    """Like a GitHub App's installation auth: a token per request, a 401 sends it once more
+    with a fresh one."""
+
+    def __init__(self) -> None:
+        self.minted = 0
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        self.minted += 1
+        request.headers["Authorization"] = f"Bearer token-{self.minted}"
+        response = yield request
+        if response.status_code == 401:
+            self.minted += 1
+            request.headers["Authorization"] = f"Bearer token-{self.minted}"
+            yield request
+
+
+def test_an_auth_flow_sets_each_requests_credential_and_may_send_it_again() -> None:
+    """The client's auth flow runs for every request: a 401 answered by the flow with a new
+    token is sent once more, and that second answer is the call's."""
+    transport = Recorder(answer(401), answer(201), answer(200))
+    sent: list[tuple[str, bytes]] = []  # as each left: the flow changes the same request
+
+    def recorded(request: httpx.Request) -> httpx.Response:
+        sent.append((request.headers["authorization"], request.content))
+        return transport(request)
+
+    api = ApiClient(
+        name="t",
+        settings=HttpSettings(base_url=BASE, headers={}),
+        clock=lambda: NOW,
+        transport=httpx.MockTransport(recorded),
+        auth=RefreshingAuth(),
+    )
+    assert api.send("POST", "deployments", json={}, write=True).status_code == 201
+    assert api.send("GET", "deployments").status_code == 200
+    assert sent == [("Bearer token-1", b"{}"), ("Bearer token-2", b"{}"), ("Bearer token-3", b"")]
+
+
+def test_a_closed_client_sends_nothing() -> None:
+    """Once closed (a reconcile's targets are closed at its end), a call fails and no request
+    leaves."""
+    transport = Recorder(answer(200))
+    api = client(transport)
+    api.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        api.send("GET", "a")
+    assert transport.requests == []
