@@ -148,3 +148,42 @@ def test_a_plan_without_a_refresh_loads_neither_the_executor_nor_the_clients(
         "filelock",
     ):
         assert module not in imported, module
+
+
+def test_a_plan_of_manifests_already_applied_does_not_load_the_yaml_parser(
+    tmp_path: Path,
+) -> None:
+    """Once applied, every file's parse is kept in the ledger: the next plan of the same files
+    reads those and never imports PyYAML (nor the parser's module). A file edited since is
+    parsed, and its change planned."""
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    env = manifests / "env.yaml"
+    env.write_text(
+        "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: dev}\n"
+        "spec:\n  slots:\n    api:\n      artifact: {kind: CONTAINER_IMAGE, name: x, version: v1}\n"
+    )
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    common = ["--no-refresh", "-m", str(manifests), "--state", state]
+
+    def run(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "slotkeeper", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        return done, {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+
+    applied, _ = run("apply", "--yes", *common, "--secrets-dir", str(tmp_path / "s"))
+    assert applied.returncode == 0, applied.stderr
+    unchanged, imported = run("plan", *common, "--detailed-exitcode")
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
+    assert "slotkeeper.manifests" in imported
+    assert not {"yaml", "slotkeeper.yamlsource"} & imported
+    env.write_text(env.read_text().replace("version: v1", "version: v2"))
+    edited, imported = run("plan", *common, "--detailed-exitcode")
+    assert edited.returncode == 2, edited.stdout + edited.stderr
+    assert "dev/api" in edited.stdout and {"yaml", "slotkeeper.yamlsource"} <= imported

@@ -18,12 +18,19 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from slotkeeper.errors import ConfigError, ManifestError, ManifestErrors
 from slotkeeper.fanout import may_fork, split_map
+from slotkeeper.lined import (
+    LineDict,
+    LineList,
+    is_yaml_name,
+    line_of,
+    lined_to_plain,
+    plain_to_lined,
+)
 from slotkeeper.model import (
     API_VERSION,
     DIGEST_PATTERN,
@@ -46,17 +53,6 @@ from slotkeeper.model import (
     target_types,
 )
 from slotkeeper.notify.spec import NOTIFIER_TYPES, NotifierDocument, NotifierSpec
-from slotkeeper.yamlsource import (
-    LineDict,
-    LineList,
-    YamlRefused,
-    describe_yaml_error,
-    is_yaml_name,
-    line_of,
-    lined_to_plain,
-    parse_documents,
-    plain_to_lined,
-)
 
 #: compared in lower case: ``prod.YAML`` is read like ``prod.yaml``, never silently skipped
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -592,7 +588,7 @@ class ParseCache:
 PARSE_FORMAT = hashlib.sha256(
     b"".join(
         (Path(__file__).parent / name).read_bytes()
-        for name in ("model.py", "manifests.py", "yamlsource.py")
+        for name in ("model.py", "manifests.py", "yamlsource.py", "lined.py")
     )
 ).hexdigest()[:16]
 
@@ -711,6 +707,12 @@ def _read_documents(path: Path, raw: bytes, kind: str, *, empty_ok: bool) -> _Fi
     except UnicodeDecodeError as exc:
         error(raw.count(b"\n", 0, exc.start) + 1, None, f"not valid UTF-8 (byte {exc.start})")
         return _FileResult(tuple(errors), ())
+    # the parser (and PyYAML) is imported by the first file that is parsed: a load whose files
+    # all have a stored parse (a plan with nothing new) never needs it
+    import yaml
+
+    from slotkeeper.yamlsource import YamlRefused, describe_yaml_error, parse_documents
+
     try:
         documents, problems = parse_documents(text)
     except yaml.YAMLError as exc:

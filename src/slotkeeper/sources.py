@@ -17,10 +17,10 @@ from urllib.parse import unquote, urlsplit
 
 from slotkeeper.credentials import private_dirs, read_credential_file
 from slotkeeper.errors import ConfigError, SlotkeeperError
+from slotkeeper.lined import is_yaml_name
 from slotkeeper.model import CommitInfo, Revision
 from slotkeeper.redact import redact_text, without_userinfo
 from slotkeeper.targets.base import Commit
-from slotkeeper.yamlsource import is_yaml_name
 
 _FIELD = "%x1f"
 #: the branches slotkeeper pushes its proposals (auto-promotion) to: nothing else
