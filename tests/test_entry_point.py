@@ -30,6 +30,19 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def slotkeeper_imports(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """``slotkeeper ARGS`` in its own process, and the modules it imported."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "slotkeeper", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
+    return done, {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+
+
 def test_the_entry_point_tunes_the_interpreter_once_for_the_process() -> None:
     """`main` raises the young-generation threshold to 100,000 and the switch interval to
     0.5 ms, whatever the command (here --version)."""
@@ -123,18 +136,10 @@ def test_a_plan_without_a_refresh_loads_neither_the_executor_nor_the_clients(
     state = f"sqlite:///{tmp_path / 'state.db'}"
     command = ["plan", "--no-refresh", "-m", str(manifests), "--state", state]
     for _ in ("no ledger yet", "the ledger exists"):
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "slotkeeper", *command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=tmp_path,
-        )
+        done, imported = slotkeeper_imports(tmp_path, *command)
         assert done.returncode == 0, done.stderr
         open_ledger(state, now=datetime.now(UTC)).close()  # empty: the slot stays planned
     assert "dev/api" in done.stdout, done.stdout
-    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "slotkeeper.reconcile" in imported and "slotkeeper.plan" in imported
     for module in (
         "slotkeeper.execute",
@@ -165,25 +170,15 @@ def test_a_plan_of_manifests_already_applied_does_not_load_the_yaml_parser(
     )
     state = f"sqlite:///{tmp_path / 'state.db'}"
     common = ["--no-refresh", "-m", str(manifests), "--state", state]
-
-    def run(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "slotkeeper", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=tmp_path,
-        )
-        return done, {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
-
-    applied, _ = run("apply", "--yes", *common, "--secrets-dir", str(tmp_path / "s"))
+    applied, _ = slotkeeper_imports(
+        tmp_path, "apply", "--yes", *common, "--secrets-dir", str(tmp_path / "s")
+    )
     assert applied.returncode == 0, applied.stderr
-    unchanged, imported = run("plan", *common, "--detailed-exitcode")
+    unchanged, imported = slotkeeper_imports(tmp_path, "plan", *common, "--detailed-exitcode")
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr
     assert "slotkeeper.manifests" in imported
     assert not {"yaml", "slotkeeper.yamlsource"} & imported
     env.write_text(env.read_text().replace("version: v1", "version: v2"))
-    edited, imported = run("plan", *common, "--detailed-exitcode")
+    edited, imported = slotkeeper_imports(tmp_path, "plan", *common, "--detailed-exitcode")
     assert edited.returncode == 2, edited.stdout + edited.stderr
     assert "dev/api" in edited.stdout and {"yaml", "slotkeeper.yamlsource"} <= imported
