@@ -466,3 +466,31 @@ def test_a_closed_client_sends_nothing() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         api.send("GET", "a")
     assert transport.requests == []
+
+
+def test_a_retry_after_the_first_answer_keeps_its_schedule() -> None:
+    """The first attempt runs outside the retry machinery, and its retryable answer is handed
+    to it as the first attempt's: the retry is the first one (numbered 1), waits what that
+    answer asked for, and the attempts left are the same (a call of three attempts sends three
+    requests)."""
+    from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
+
+    seen: list[tuple[int, float]] = []
+
+    def hook(details: RetryDetails) -> None:
+        seen.append((details.retry_num, details.wait_for))
+
+    saved = get_on_retry_hooks()
+    set_on_retry_hooks([hook])
+    try:
+        with stamina.set_testing(False):  # the real wait (a second), as scheduled
+            transport = Recorder(answer(429, **{"retry-after": "1"}), answer(200))
+            assert client(transport).send("GET", "a").status_code == 200
+        assert len(transport.requests) == 2 and seen == [(1, 1.0)]
+        seen.clear()
+        transport = Recorder(answer(503))
+        with pytest.raises(TemporaryTargetError):
+            client(transport, attempts=3).send("GET", "b")
+        assert len(transport.requests) == 3 and [n for n, _ in seen] == [1, 2]
+    finally:
+        set_on_retry_hooks(saved)

@@ -21,6 +21,7 @@ connect could resolve differently the second time (DNS rebinding); here there is
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -448,8 +449,10 @@ def _parse_entry(entry: str, source: str) -> IPNetwork:
         ) from exc
 
 
+@functools.lru_cache(maxsize=256)
 def _literal(host: str) -> IPAddress | None:
-    """The address when ``host`` is an IP literal (brackets allowed), else None."""
+    """The address when ``host`` is an IP literal (brackets allowed), else None (asked for
+    every request: a target's few hosts are parsed once)."""
     try:
         return ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:

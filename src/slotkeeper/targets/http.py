@@ -23,6 +23,7 @@ raised because of an answer carries its status code (``http_status``): what publ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -160,6 +161,9 @@ def _shown_path(url: str, request: httpx.Request) -> str:
     return request.url.path if "://" in url else url.split("?")[0]
 
 
+#: the longest a call's attempts and the waits between them may take, the first one included
+RETRY_SECONDS = 120.0
+
 #: how many absolute URLs a client remembers (see ``ApiClient._located``)
 URLS_KEPT = 256
 
@@ -249,19 +253,30 @@ class ApiClient:
                 f"{self.name}: refused to send {method} to {there}: it is outside this target's "
                 f"base URL {self.base_url}, the only place its credential is sent"
             )
-        unsent: httpx.Request | None = built
+        budget = self._budget if write else None
+        started = time.monotonic()
+        # The first attempt runs without the retry machinery (a twentieth of a request's
+        # interpreter time): nearly every call ends with it. A retryable answer is handed to
+        # the machinery as its first attempt's, so the waits and the attempts left are the same.
+        first: _Retry | None = None
+        try:
+            with budget.write() if budget is not None else nullcontext():
+                return self._send_once(method, url, built, accept=accept, idempotent=idempotent)
+        except _Retry as failed:
+            first = failed
         try:
             for attempt in stamina.retry_context(
                 on=_backoff_hook,
                 attempts=self._settings.attempts,
-                timeout=120,
+                timeout=max(RETRY_SECONDS - (time.monotonic() - started), 0.001),
                 wait_initial=0.5,
                 wait_max=10,
             ):
                 with attempt:
-                    request = unsent or self._request(method, url, json, headers)
-                    unsent = None
-                    budget = self._budget if write else None
+                    if first is not None:
+                        answered, first = first, None
+                        raise answered
+                    request = self._request(method, url, json, headers)
                     with budget.write() if budget is not None else nullcontext():
                         return self._send_once(
                             method, url, request, accept=accept, idempotent=idempotent
