@@ -4,6 +4,8 @@ library changes it), and the HTTP server's libraries loaded only by the commands
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -182,3 +184,45 @@ def test_a_plan_of_manifests_already_applied_does_not_load_the_yaml_parser(
     edited, imported = slotkeeper_imports(tmp_path, "plan", *common, "--detailed-exitcode")
     assert edited.returncode == 2, edited.stdout + edited.stderr
     assert "dev/api" in edited.stdout and {"yaml", "slotkeeper.yamlsource"} <= imported
+
+
+def test_an_apply_that_logs_nothing_does_not_load_the_logging_library_and_one_that_does_logs(
+    tmp_path: Path,
+) -> None:
+    """At the default level an apply that goes well logs nothing: it never imports structlog.
+    One whose target call fails logs the warning from the worker that made it, as JSON on
+    stderr with the context that worker bound (target, action) and nothing on stdout."""
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    env = manifests / "env.yaml"
+    head = "apiVersion: slotkeeper/v1\nkind: Environment\nmetadata: {name: dev}\n"
+    slots = "  slots:\n    api:\n      artifact: {kind: CONTAINER_IMAGE, name: x, version: v1}\n"
+    env.write_text(head + "spec:\n" + slots)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    common = ["--no-refresh", "-m", str(manifests), "--state", state]
+    common += ["--secrets-dir", str(tmp_path / "s")]
+    quiet, imported = slotkeeper_imports(tmp_path, "apply", "--yes", *common)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "slotkeeper.execute" in imported and "structlog" not in imported
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "apiVersion: slotkeeper/v1\nkind: Target\nmetadata: {name: github}\n"
+        "spec: {type: github, baseUrl: 'http://127.0.0.1:9', token: {env: GITHUB_TOKEN}}\n"
+    )
+    github = "spec:\n  targets: [github]\n  repository: o/r\n"
+    env.write_text(head + github + slots + "      ref: main\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "slotkeeper", "apply", "--yes", *common, "--targets", str(targets)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "GITHUB_TOKEN": "ghp_" + "x" * 36, "SLOTKEEPER_EGRESS_ALLOW": ""},
+    )
+    events = [json.loads(line) for line in refused.stderr.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "target.sync_failed"]
+    assert failed, refused.stderr
+    assert failed[0]["target"] == "github" and failed[0]["action_id"], failed[0]
+    assert failed[0]["level"] == "warning" and failed[0]["error"].startswith("github: ")
+    assert "target.sync_failed" not in refused.stdout

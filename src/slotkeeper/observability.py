@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Literal
+import threading
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import structlog
@@ -57,13 +58,23 @@ def enabled(level: str) -> bool:
     return levels[level.upper()] >= levels[_level.upper()]
 
 
+#: held while the settings are handed to structlog: a logger made meanwhile, in another
+#: thread, waits for them (structlog's defaults print to stdout)
+_applying = threading.Lock()
+
+
 def _apply() -> None:
+    if _pending is None:
+        return
+    with _applying:
+        if _pending is not None:
+            _hand_over(*_pending)
+
+
+def _hand_over(fmt: LogFormat, level: str) -> None:
     import structlog
 
     global _pending
-    if _pending is None:
-        return
-    (fmt, level), _pending = _pending, None
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
@@ -85,11 +96,63 @@ def _apply() -> None:
         logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _pending = None
 
 
-def get_logger() -> structlog.typing.FilteringBoundLogger:
+class Logger(Protocol):
+    """What slotkeeper asks of a logger: structlog's filtering logger, or :class:`_Deferred`."""
+
+    def bind(self, **context: Any) -> Logger: ...
+    def debug(self, event: str, **fields: Any) -> Any: ...
+    def info(self, event: str, **fields: Any) -> Any: ...
+    def warning(self, event: str, **fields: Any) -> Any: ...
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
+def get_logger() -> Logger:
+    """The logger events go through. Until structlog is imported (the command line configured
+    logging, and nothing was logged yet), one that imports it only for an event at a level
+    that is logged: a command that logs nothing (an apply that goes well, at the default
+    level) never imports it."""
+    if _pending is not None and "structlog" not in sys.modules:
+        return _Deferred({})
+    return _structlog_logger()
+
+
+def _structlog_logger() -> structlog.typing.FilteringBoundLogger:
     import structlog
 
     _apply()
     logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("slotkeeper")
     return logger
+
+
+class _Deferred:
+    """A logger whose events below the configured level are dropped here, and the others
+    handed to structlog's (imported then) with the context bound so far."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **context: Any) -> Logger:
+        return _Deferred({**self._context, **context})
+
+    def debug(self, event: str, **fields: Any) -> Any:
+        return self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> Any:
+        return self._log("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> Any:
+        return self._log("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> Any:
+        return self._log("error", event, fields)
+
+    def _log(self, level: str, event: str, fields: dict[str, Any]) -> Any:
+        if not enabled(level):
+            return None
+        logger = _structlog_logger().bind(**self._context)
+        return getattr(logger, level)(event, **fields)
