@@ -8,6 +8,7 @@ other end of the wire. Name resolution is injected where a test needs a name to 
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.targets import egress
 from slotkeeper.targets.egress import (
     EGRESS_ALLOW_ENV,
     AddrInfo,
@@ -607,6 +609,37 @@ def test_tls_refuses_a_certificate_for_the_address_but_not_the_name(tmp_path: Pa
         _get_over_tls(ca, server.port)
     assert sni == ["api.example.test"]
     assert server.requests == []
+
+
+def test_the_default_tls_context_follows_the_ca_bundle_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transports verifying against the default CA bundle (here ``SSL_CERT_FILE``'s) share
+    one TLS context while the bundle is unchanged; one opened after the bundle was replaced
+    (a mounted trust bundle rotated) trusts the new bundle, not the old one."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ca, cert, key = _tls_files(tmp_path / "a", name="api.example.test")
+    other_ca, _, _ = _tls_files(tmp_path / "b", name="api.example.test")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    dns = Dns({"api.example.test": [("127.0.0.1",)]})
+
+    def get(port: int) -> str:
+        with httpx.Client(transport=LOOPBACK.transport(resolve=dns), timeout=5) as client:
+            return client.get(f"https://api.example.test:{port}/tls").text
+
+    with serving(_tls_server(cert, key, [])) as server:
+        assert get(server.port) == "ok"
+        assert egress._ssl_context(True, True) is egress._ssl_context(True, True)
+        before = egress._ssl_context(True, True)
+        bundle.write_bytes(other_ca.read_bytes())
+        later = bundle.stat().st_mtime_ns + 1_000_000_000  # a second later, whatever the clock
+        os.utime(bundle, ns=(later, later))
+        assert egress._ssl_context(True, True) is not before
+        with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+            get(server.port)
 
 
 # -- the policy -------------------------------------------------------------------------------

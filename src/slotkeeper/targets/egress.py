@@ -38,6 +38,7 @@ from ipaddress import (
     ip_address,
     ip_network,
 )
+from pathlib import Path
 from typing import Any
 
 import httpcore
@@ -208,7 +209,7 @@ class EgressPolicy:
         """
         # ``proxy`` is passed only when set: ConnectionPool takes it from httpcore 1.0.7 on
         proxied: dict[str, Any] = {} if proxy is None else {"proxy": _core_proxy(proxy)}
-        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+        ssl_context = _ssl_context(verify, trust_env)
         backend = GuardedBackend(self, resolve=resolve)
         options = list(socket_options) if socket_options is not None else None
 
@@ -447,6 +448,36 @@ def _parse_entry(entry: str, source: str) -> IPNetwork:
             f"{source}: {entry!r} has host bits set; write {wider} for the network "
             f"or {entry.split('/')[0]} for the single address"
         ) from exc
+
+
+def _ssl_context(verify: ssl.SSLContext | bool, trust_env: bool) -> ssl.SSLContext:
+    """httpx's TLS context for ``verify``; the default one (verify the certificates against
+    the CA bundle) made once and shared by the process's transports as long as the bundle it
+    was made from is unchanged on disk: loading it took 20 ms for every target opened, and
+    each of the daemon's reconciles opens its targets again. A bundle replaced (a mounted
+    trust bundle rotated) gives a new context to the transports opened after it."""
+    if verify is not True:
+        return httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+    return _default_context(trust_env, *_bundle(trust_env))
+
+
+def _bundle(trust_env: bool) -> tuple[str, int, int]:
+    """Where the default context's certificates come from, as httpx chooses: the file or
+    directory ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names, with its modification time and
+    size; else certifi's bundle ("", which changes only with the installed package)."""
+    named = trust_env and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
+    if not named:
+        return "", 0, 0
+    try:
+        found = Path(named).stat()
+    except OSError:
+        return named, 0, -1
+    return named, found.st_mtime_ns, found.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _default_context(trust_env: bool, path: str, modified: int, size: int) -> ssl.SSLContext:
+    return httpx.create_ssl_context(verify=True, trust_env=trust_env)
 
 
 @functools.lru_cache(maxsize=256)
