@@ -32,8 +32,11 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def slotkeeper_imports(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """``slotkeeper ARGS`` in its own process, and the modules it imported."""
+def slotkeeper_imports(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """``slotkeeper ARGS`` in its own process (``env`` added to this one's), and the modules
+    it imported."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "slotkeeper", *args],
         capture_output=True,
@@ -41,6 +44,7 @@ def slotkeeper_imports(cwd: Path, *args: str) -> tuple[subprocess.CompletedProce
         timeout=60,
         check=False,
         cwd=cwd,
+        env={**os.environ, **(env or {})},
     )
     return done, {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
 
@@ -191,7 +195,8 @@ def test_an_apply_that_logs_nothing_does_not_load_the_logging_library_and_one_th
 ) -> None:
     """At the default level an apply that goes well logs nothing: it never imports structlog.
     One whose target call fails logs the warning from the worker that made it, as JSON on
-    stderr with the context that worker bound (target, action) and nothing on stdout."""
+    stderr with the context that worker bound (target, action) and nothing on stdout. A
+    target that authenticates with a token loads neither the App module nor cryptography."""
     manifests = tmp_path / "m"
     manifests.mkdir()
     env = manifests / "env.yaml"
@@ -211,15 +216,14 @@ def test_an_apply_that_logs_nothing_does_not_load_the_logging_library_and_one_th
     )
     github = "spec:\n  targets: [github]\n  repository: o/r\n"
     env.write_text(head + github + slots + "      ref: main\n")
-    refused = subprocess.run(
-        [sys.executable, "-m", "slotkeeper", "apply", "--yes", *common, "--targets", str(targets)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, "GITHUB_TOKEN": "ghp_" + "x" * 36, "SLOTKEEPER_EGRESS_ALLOW": ""},
+    refused, imported = slotkeeper_imports(
+        tmp_path,
+        *("apply", "--yes", *common, "--targets", str(targets)),
+        env={"GITHUB_TOKEN": "ghp_" + "x" * 36, "SLOTKEEPER_EGRESS_ALLOW": ""},
     )
+    # a token target: the App module and the key cryptography are not loaded
+    assert "slotkeeper.targets.registry" in imported
+    assert not {"slotkeeper.targets.githubapp", "cryptography"} & imported
     events = [json.loads(line) for line in refused.stderr.splitlines() if line.startswith("{")]
     failed = [e for e in events if e["event"] == "target.sync_failed"]
     assert failed, refused.stderr

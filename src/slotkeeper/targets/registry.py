@@ -46,7 +46,6 @@ from slotkeeper.targets.github import (
     github_api,
     token_target,
 )
-from slotkeeper.targets.githubapp import App, AppKey, InstallationAuth, InstallationLanes, JwtAuth
 from slotkeeper.targets.iftrue import IftrueTarget
 from slotkeeper.targets.pacing import Window, WriteBudget
 from slotkeeper.targets.stores import LedgerHttpCache, LedgerWriteLog, TargetsLedger
@@ -138,7 +137,16 @@ def _app_lanes(
     context: TargetContext,
 ) -> Lanes:
     """A GitHub App's lanes: one per installation, each its own write budget (kept in the
-    ledger as ``NAME@installation-ID``) and conditional-request cache."""
+    ledger as ``NAME@installation-ID``) and conditional-request cache. The App's module (and
+    the key cryptography it loads) is imported only for a target that authenticates as one."""
+    from slotkeeper.targets.githubapp import (
+        App,
+        AppKey,
+        InstallationAuth,
+        InstallationLanes,
+        JwtAuth,
+    )
+
     owner = f"target {name!r} auth.app.privateKey"
     pem = context.credential(app_spec.private_key, owner=owner, pem=True)
     key = AppKey(app_spec.issuer, pem, owner=owner)
