@@ -13,6 +13,7 @@ import httpx
 import pytest
 import stamina
 import structlog
+from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 from structlog.testing import capture_logs
 
 from slotkeeper.errors import (
@@ -473,8 +474,6 @@ def test_a_retry_after_the_first_answer_keeps_its_schedule() -> None:
     to it as the first attempt's: the retry is the first one (numbered 1), waits what that
     answer asked for, and the attempts left are the same (a call of three attempts sends three
     requests)."""
-    from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
-
     seen: list[tuple[int, float]] = []
 
     def hook(details: RetryDetails) -> None:

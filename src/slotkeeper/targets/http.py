@@ -254,14 +254,18 @@ class ApiClient:
                 f"base URL {self.base_url}, the only place its credential is sent"
             )
         budget = self._budget if write else None
-        started = time.monotonic()
+
+        def sent(request: httpx.Request) -> httpx.Response:
+            with budget.write() if budget is not None else nullcontext():
+                return self._send_once(method, url, request, accept=accept, idempotent=idempotent)
+
         # The first attempt runs without the retry machinery (a twentieth of a request's
         # interpreter time): nearly every call ends with it. A retryable answer is handed to
         # the machinery as its first attempt's, so the waits and the attempts left are the same.
+        started = time.monotonic()
         first: _Retry | None = None
         try:
-            with budget.write() if budget is not None else nullcontext():
-                return self._send_once(method, url, built, accept=accept, idempotent=idempotent)
+            return sent(built)
         except _Retry as failed:
             first = failed
         try:
@@ -276,11 +280,7 @@ class ApiClient:
                     if first is not None:
                         answered, first = first, None
                         raise answered
-                    request = self._request(method, url, json, headers)
-                    with budget.write() if budget is not None else nullcontext():
-                        return self._send_once(
-                            method, url, request, accept=accept, idempotent=idempotent
-                        )
+                    return sent(self._request(method, url, json, headers))
         except _Retry as exc:
             if exc.status is None:
                 raise TargetUnreachable(f"{exc} (gave up after retries)") from exc
@@ -314,20 +314,23 @@ class ApiClient:
         """Send a built request to the transport and read the answer, through the auth flow
         when there is one: the part of ``httpx.Client.send`` a target call uses. The rest is
         what no call here wants — redirects (never followed), cookies (an API's credential is
-        its token; nothing a server sets is kept or sent back), event hooks — and cost a third
+        its token; nothing a server sets is kept or sent back), event hooks — and cost a quarter
         of the interpreter's time per request (issue 22: the latency-bound apply)."""
         if self.client.is_closed:
             raise RuntimeError(f"{self.name}: the client was closed")
         if self._auth is None:
             return self._answer(request)
         flow = self._auth.sync_auth_flow(request)
-        request = next(flow)
-        while True:
-            response = self._answer(request)
-            try:
-                request = flow.send(response)
-            except StopIteration:
-                return response
+        try:
+            request = next(flow)
+            while True:
+                response = self._answer(request)
+                try:
+                    request = flow.send(response)
+                except StopIteration:
+                    return response
+        finally:
+            flow.close()
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         """One request through the transport, its body read (the connection goes back then)."""
