@@ -1037,6 +1037,34 @@ def test_latency_delays_every_answer(gh: httpx.Client, github: FakeGitHub) -> No
     assert time.monotonic() - started >= 0.2
 
 
+def test_round_trip_handles_at_once_and_answers_that_long_after_arrival(
+    gh: httpx.Client, github: FakeGitHub
+) -> None:
+    """round_trip (the benchmarks' latency): a write is done as soon as it arrives, and its
+    answer leaves round_trip seconds after it arrived."""
+    github.round_trip = 0.6
+    answered: list[float] = []
+
+    def create() -> None:
+        started = time.monotonic()
+        gh.post(
+            f"{REPO}/deployments",
+            json={"ref": "main", "auto_merge": False, "required_contexts": []},
+        )
+        answered.append(time.monotonic() - started)
+
+    writer = threading.Thread(target=create)
+    writer.start()
+    deadline = time.monotonic() + 0.5
+    while not github.deployments("acme", "app") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    done_while_held = len(github.deployments("acme", "app"))
+    writer.join()
+
+    assert done_while_held == 1
+    assert answered[0] >= 0.6
+
+
 def test_primary_rate_limit_exhaustion_is_403_with_remaining_0(
     gh: httpx.Client, github: FakeGitHub
 ) -> None:

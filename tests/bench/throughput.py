@@ -6,6 +6,11 @@ takes 20 ms, no rate limits; 1,000 new slots are applied to both. slotkeeper (a 
 apply is measured again while another process keeps one core busy (a shared machine) and held
 to the same bound: slotkeeper's CPU per request is what keeps it near the floor then. The CPU
 time of the apply process per request is reported for both.
+
+The fakes answer each request 20 ms after it arrived (their ``round_trip``), whatever their own
+work took, which is what the floor assumes. Each condition is measured ``RUNS`` times and its
+fastest run kept, as for the other whole-process figures: a virtual machine's neighbours only
+ever add time.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ CONCURRENCY = 16
 CHAINLOOP_TOKEN = "cl_benchtoken0123456789"
 #: slotkeeper's time over the floor, quiet and with another process on one core
 BOUND = 1.3
+#: runs of each condition in a full benchmark (its fastest is kept; one in the quick version)
+RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,8 @@ def measure_slotkeeper(work: Path, slots: int, latency: float, concurrency: int)
         FakeGitHub(TOKEN, rate_limit=10_000_000) as github,
         FakeChainloop(CHAINLOOP_TOKEN) as chainloop,
     ):
-        github.latency = latency
-        chainloop.latency = latency
+        github.round_trip = latency
+        chainloop.round_trip = latency
         tree = Tree(
             max(1, slots // 50),
             min(slots, 50),
@@ -86,11 +93,21 @@ def measure_slotkeeper(work: Path, slots: int, latency: float, concurrency: int)
     return Throughput(tree.slots, requests, step.seconds, child.cpu_seconds)
 
 
+def fastest(work: Path, slots: int, runs: int) -> Throughput:
+    """The fastest of ``runs`` applies of ``slots`` new slots, each on a fresh ledger and
+    fresh fakes."""
+    measured = [
+        measure_slotkeeper(work / str(run), slots, LATENCY, CONCURRENCY) for run in range(runs)
+    ]
+    return min(measured, key=lambda t: t.seconds / t.floor(LATENCY, CONCURRENCY))
+
+
 def run(work: Path, *, quick: bool) -> list[Figure]:
     slots = 40 if quick else 1000
-    ours = measure_slotkeeper(work / "slotkeeper", slots, LATENCY, CONCURRENCY)
+    runs = 1 if quick else RUNS
+    ours = fastest(work / "slotkeeper", slots, runs)
     with one_core_busy():
-        loaded = measure_slotkeeper(work / "slotkeeper-loaded", slots, LATENCY, CONCURRENCY)
+        loaded = fastest(work / "slotkeeper-loaded", slots, runs)
     baseline = measure_baseline(work / "baseline", slots, None, latency=LATENCY)
     floor = ours.floor(LATENCY, CONCURRENCY)
     loaded_floor = loaded.floor(LATENCY, CONCURRENCY)

@@ -6,7 +6,8 @@ class serves real HTTP/1.1 with keep-alive on ``127.0.0.1:<free port>`` from a d
 the adapter under test goes through httpx, sockets, timeouts and connection pools as in
 production. Each request runs through one pipeline (``_serve``):
 
-1. read the request, sleep ``latency``;
+1. read the request, sleep ``latency`` (the fake's own work comes on top: a test that stops a
+   client in the middle of a request has this long to do it before anything is handled);
 2. ``_admit``: refusals before any processing (routing, auth, rate limits); the default checks
    ``Authorization: Bearer <token>``;
 3. the fault knobs, drawn from ``random.Random(seed)``: ``error_rate`` answers a 5xx without
@@ -18,6 +19,12 @@ production. Each request runs through one pipeline (``_serve``):
 
 Every request is recorded as a ``RecordedRequest`` (``requests``, ``writes()``, ``reset_log()``),
 which is what the spec checkers in ``spec.py`` and ``iftrue_schema.py`` walk at teardown.
+
+``round_trip`` is the benchmarks' latency: the request is handled at once and its answer held
+back until ``round_trip`` seconds after the request arrived, so every exchange takes that long
+whatever the fake's own work took (as a remote API's answer time does not grow with the load on
+the client's machine), the time a latency floor assumes. An answer leaves in one write, headers
+and body together, as a production server sends a small response.
 """
 
 from __future__ import annotations
@@ -195,12 +202,15 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections close eventually
+    #: an answer is buffered and leaves in one write when the request is done (the server
+    #: flushes after each request), not as headers and body in two
+    wbufsize = 64 * 1024
     server: _Server
 
     def setup(self) -> None:
         super().setup()
-        # Headers and body go out in separate writes; without this, Nagle's algorithm and
-        # delayed ACKs add ~40 ms to every exchange.
+        # A write the buffer cannot hold goes out in parts; without this, Nagle's algorithm
+        # and delayed ACKs add ~40 ms to such an exchange.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
@@ -248,6 +258,7 @@ class FakeServer:
         self.prefix = prefix.rstrip("/")
         # Knobs: read on every request, so tests may change them while the server runs.
         self.latency: float = 0.0
+        self.round_trip: float = 0.0
         self.error_rate: float = 0.0
         self.drop_rate: float = 0.0
         self.stall_rate: float = 0.0
@@ -394,6 +405,7 @@ class FakeServer:
             inside = path.startswith(self.prefix + "/")
             path = path.removeprefix(self.prefix) if inside else OUTSIDE_PREFIX + path
         arrived_at = self._now()
+        answer_at = time.monotonic() + self.round_trip
         incoming = Incoming(
             method=handler.command,
             target=handler.path,
@@ -433,6 +445,9 @@ class FakeServer:
                     arrived_at=arrived_at,
                 )
             )
+        held = answer_at - time.monotonic()
+        if held > 0:
+            time.sleep(held)
         if drop:
             handler.close_connection = True
             with contextlib.suppress(OSError):
