@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from slotkeeper.errors import ConfigError, PermanentTargetError
+from slotkeeper.errors import ConfigError, FencedError, PermanentTargetError
 from slotkeeper.targets import egress
 from slotkeeper.targets.egress import (
     EGRESS_ALLOW_ENV,
@@ -39,7 +39,9 @@ from slotkeeper.targets.egress import (
     EgressPolicy,
     EgressRefused,
 )
+from slotkeeper.targets.fence import WRITE_FENCE
 from slotkeeper.targets.http import ApiClient, HttpSettings
+from slotkeeper.targets.wire import DirectTransport
 
 #: what a test operator allows to reach the loopback server
 LOOPBACK = EgressPolicy.parse(["127.0.0.0/8"], source="--egress-allow")
@@ -61,13 +63,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"ok")
             self.close_connection = True
             return
+        if self.path == "/silent":  # hangs up without answering
+            self.close_connection = True
+            return
         if self.path == "/slow":  # answered late: requests sent together overlap
             time.sleep(0.3)
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
+        if self.path == "/last":  # says so: the connection ends with this answer
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+        if self.path in ("/last", "/then-hang-up"):  # the second one without saying so
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.do_GET()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -442,19 +455,119 @@ def _httpcore_errors() -> list[type[Exception]]:
 def test_httpcore_errors_become_the_httpx_errors_httpx_itself_raises(
     core_error: type[Exception],
 ) -> None:
-    """Each httpcore error through the guarded transport becomes the httpx error of its name."""
+    """Each httpcore error through the guarded httpcore transport (taken when socket options
+    are given) becomes the httpx error of its name."""
 
     # raised from inside the network layer (the resolver runs in it), as a socket error would be
     def failing(host: str, port: int, family: int = 0, type: int = 0) -> list[AddrInfo]:
         raise core_error("boom")
 
+    pools = EgressPolicy().transport(resolve=failing, socket_options=())
     with (
-        httpx.Client(transport=EgressPolicy().transport(resolve=failing), timeout=5) as client,
+        httpx.Client(transport=pools, timeout=5) as client,
         pytest.raises(httpx.TransportError) as raised,
     ):
         client.get("http://api.example.test/")
     assert type(raised.value) is getattr(httpx, core_error.__name__)
     assert str(raised.value) == "boom"
+
+
+# -- the direct transport: http.client under the guard ---------------------------------------
+
+
+def test_direct_connections_take_the_standard_library_and_a_proxy_takes_httpcore(
+    server: LoopbackServer,
+) -> None:
+    """Without a proxy the transport is the direct one; a proxy (or an option only httpcore
+    has) takes httpcore's pools."""
+    assert isinstance(LOOPBACK.transport(), DirectTransport)
+    assert not isinstance(LOOPBACK.transport(proxy=server.url("")), DirectTransport)
+    assert not isinstance(LOOPBACK.transport(retries=1), DirectTransport)
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_used_again(
+    server: LoopbackServer,
+) -> None:
+    """A kept connection that the server hung up on while it was idle is replaced before the
+    next request is written to it, so the request is sent once, on a new connection; an
+    answer that says ``Connection: close`` is not kept either."""
+    with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+        assert client.get(server.url("/then-hang-up")).text == "ok"
+        time.sleep(0.2)  # the server's close reaches the idle connection
+        assert client.post(server.url("/after"), content=b"x").text == "ok"
+        assert client.get(server.url("/last")).text == "ok"
+        assert client.get(server.url("/after-last")).text == "ok"
+    assert server.connections == 3
+    assert [path for path, _ in server.requests] == [
+        "/then-hang-up",
+        "/after",
+        "/last",
+        "/after-last",
+    ]
+
+
+def test_no_answer_is_a_protocol_error_and_a_refused_connect_a_connect_error(
+    server: LoopbackServer,
+) -> None:
+    """A server that hangs up without answering is httpx's RemoteProtocolError (the request
+    was sent: a write's outcome is unknown); a port nobody listens on is a ConnectError (nothing
+    was sent)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(server.url("/silent"))
+        with pytest.raises(httpx.ConnectError):
+            client.get(f"http://127.0.0.1:{closed_port}/")
+        assert client.get(server.url("/still-fine")).text == "ok"
+
+
+def test_a_late_answer_is_a_read_timeout_and_a_full_pool_a_pool_timeout(
+    server: LoopbackServer,
+) -> None:
+    """An answer slower than the read timeout is httpx's ReadTimeout; with every connection
+    lent out, a request that waits longer than the pool timeout is httpx's PoolTimeout."""
+    one = LOOPBACK.transport(limits=httpx.Limits(max_connections=1))
+    with httpx.Client(transport=one, timeout=httpx.Timeout(5, pool=0.05)) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.get(server.url("/slow"), timeout=0.1)
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(client.get, server.url("/slow"))
+            time.sleep(0.1)  # the slow request holds the only connection
+            waiting = pool.submit(client.get, server.url("/fine"))
+            with pytest.raises(httpx.PoolTimeout):
+                waiting.result()
+            assert slow.result().text == "ok"
+
+
+def test_a_fenced_write_leaves_no_byte_on_the_wire(server: LoopbackServer) -> None:
+    """With the write fence closed (this process lost the writer lock), the direct transport
+    raises FencedError at the socket, before anything of the request is written."""
+    token = WRITE_FENCE.set(lambda: False)
+    try:
+        with (
+            httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client,
+            pytest.raises(FencedError),
+        ):
+            client.post(server.url("/write"), content=b"x")
+    finally:
+        WRITE_FENCE.reset(token)
+    time.sleep(0.1)
+    assert server.requests == []
+
+
+def test_an_invalid_header_value_is_refused_without_quoting_it(server: LoopbackServer) -> None:
+    """A header value that is not valid HTTP (a credential with a line break) is refused as
+    httpx's LocalProtocolError, and neither the message nor its cause quotes the value."""
+    with (
+        httpx.Client(transport=LOOPBACK.transport(), timeout=5) as client,
+        pytest.raises(httpx.LocalProtocolError) as refused,
+    ):
+        client.get(server.url("/fine"), headers={"Authorization": "Bearer s3cr3t\nX: y"})
+    assert "s3cr3t" not in str(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    assert server.requests == []
 
 
 # -- proxies ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ page) is never connected to, whoever changed the DNS. Every address is checked a
 - an IPv6 form that carries an IPv4 address (``::ffff:127.0.0.1``, NAT64, 6to4, IPv4-compatible)
   is judged as the IPv4 address it carries, since that is where the packets end up.
 
-The check runs **after** DNS resolution, in the network layer of httpx
+The check runs **after** DNS resolution, where the transport connects
 (:meth:`EgressPolicy.transport`): the name is resolved once, every answer is checked, and the
 socket connects to an address that was checked. A name checked first and resolved again to
 connect could resolve differently the second time (DNS rebinding); here there is no second time.
@@ -47,6 +47,7 @@ import httpx
 from slotkeeper.errors import ConfigError, PermanentTargetError
 from slotkeeper.targets.fence import FencedStream
 from slotkeeper.targets.pools import PoolLender
+from slotkeeper.targets.wire import Connect, DirectTransport
 
 #: the environment variable holding the operator's allowed networks (comma or space separated)
 EGRESS_ALLOW_ENV = "SLOTKEEPER_EGRESS_ALLOW"
@@ -195,10 +196,14 @@ class EgressPolicy:
 
         The keyword arguments mean what they mean for :class:`httpx.HTTPTransport` (``trust_env``
         there and here only decides whether ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are read).
+        Direct HTTP/1.1 connections, the usual case, go through the standard library
+        (:class:`slotkeeper.targets.wire.DirectTransport`, half the interpreter's time per
+        request); a proxy, HTTP/2, connect retries, a local address or socket options take
+        httpcore's pools with the guard in their network layer (:class:`GuardedBackend`).
 
         TLS is unaffected by the guard: the socket goes to a checked IP address, and the TLS
         handshake on it still sends the URL's host name (SNI) and verifies the certificate
-        against that name, as httpcore starts TLS with the origin's host, not the address.
+        against that name: TLS starts with the origin's host, not the address.
 
         Proxies: an ``httpx.Client`` given a transport ignores ``HTTP_PROXY``/``HTTPS_PROXY``/
         ``ALL_PROXY`` (httpx reads them only when it builds its own transport), so by default
@@ -207,9 +212,12 @@ class EgressPolicy:
         target names itself; the guard can then only refuse target URLs whose host is a refused
         IP literal, and the proxy must enforce its own egress rules for names.
         """
+        ssl_context = _ssl_context(verify, trust_env)
+        direct = proxy is None and http1 and not http2
+        if direct and not retries and local_address is None and socket_options is None:
+            return DirectTransport(self._connector(resolve, ssl_context), limits=limits)
         # ``proxy`` is passed only when set: ConnectionPool takes it from httpcore 1.0.7 on
         proxied: dict[str, Any] = {} if proxy is None else {"proxy": _core_proxy(proxy)}
-        ssl_context = _ssl_context(verify, trust_env)
         backend = GuardedBackend(self, resolve=resolve)
         options = list(socket_options) if socket_options is not None else None
 
@@ -234,6 +242,33 @@ class EgressPolicy:
             keepalive_expiry=limits.keepalive_expiry,
         )
         return _GuardedTransport(self, pools)
+
+    def _connector(self, resolve: Resolver, ssl_context: ssl.SSLContext) -> Connect:
+        """How the direct transport opens a connection: the host resolved once through this
+        policy, the checked addresses tried in order (as :func:`socket.create_connection`
+        would), then TLS for ``https`` with the URL's host name (SNI, certificate check)."""
+
+        def connect(scheme: str, host: str, port: int, timeout: float | None) -> socket.socket:
+            failure: OSError | None = None
+            for address in self.checked_addresses(host, port, resolve=resolve):
+                try:
+                    sock = socket.create_connection((str(address), port), timeout)
+                    break
+                except OSError as exc:
+                    failure = exc
+            else:
+                assert failure is not None  # checked_addresses returns at least one address
+                raise failure
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if scheme == "https":
+                    return ssl_context.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return connect
 
     def _allowed(self, ip: IPAddress) -> bool:
         candidates: list[IPAddress] = [ip]
@@ -311,7 +346,7 @@ class _GuardedTransport(httpx.BaseTransport):
     not httpcore's — :class:`EgressRefused` — pass through unchanged, as in httpx.
     """
 
-    def __init__(self, policy: EgressPolicy, pools: PoolLender) -> None:
+    def __init__(self, policy: EgressPolicy, pools: PoolLender[httpcore.ConnectionPool]) -> None:
         self._policy = policy
         self._pools = pools
 

@@ -5,9 +5,10 @@ longer holds the ledger's writer lease, but between that check and the moment th
 bytes are handed to the socket, the connection pool is asked for a connection and the request
 is serialised: a process frozen there (SIGSTOP, a paused VM) and woken after it lost the lease
 would send the request anyway. So the transport also puts its check in :data:`WRITE_FENCE` for
-the duration of a write request, and every connection's stream (:class:`FencedStream`, which
-the egress-guarded backend hands out) runs it again immediately before each ``write`` to the
-socket. What remains is the time between that check and the system call itself.
+the duration of a write request, and every connection runs it again immediately before each
+write to the socket (:func:`check_write`: :class:`FencedStream` in httpcore's connections, the
+direct transport's connections in :mod:`slotkeeper.targets.wire`). What remains is the time
+between that check and the system call itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ from slotkeeper.errors import FencedError
 WRITE_FENCE: ContextVar[Callable[[], bool] | None] = ContextVar("write_fence", default=None)
 
 
+def check_write() -> None:
+    """Run the write fence of the request this thread is sending: :class:`FencedError` when
+    this process no longer holds the ledger's writer lock. A connection calls it immediately
+    before each write to its socket."""
+    check = WRITE_FENCE.get()
+    if check is not None and not check():
+        metrics.FENCED_WRITES.labels(by="remote").inc()
+        raise FencedError(
+            "a write request was not sent: this process no longer holds the ledger's writer lock"
+        )
+
+
 class FencedStream(httpcore.NetworkStream):
     """A connection's stream that runs :data:`WRITE_FENCE` before every write."""
 
@@ -33,13 +46,7 @@ class FencedStream(httpcore.NetworkStream):
         self._inner = inner
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        check = WRITE_FENCE.get()
-        if check is not None and not check():
-            metrics.FENCED_WRITES.labels(by="remote").inc()
-            raise FencedError(
-                "a write request was not sent: this process no longer holds the ledger's "
-                "writer lock"
-            )
+        check_write()
         self._inner.write(buffer, timeout)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:

@@ -1,4 +1,4 @@
-"""One connection pool per request in flight: a target's connections without a shared scan.
+"""One connection (pool) per request in flight: a target's connections without a shared scan.
 
 httpcore's :class:`httpcore.ConnectionPool` looks at every connection it holds each time a
 request starts and each time a response is closed: whether it was closed, whether it expired (a
@@ -10,7 +10,8 @@ twice per request, against 20 ms of waiting on the network.
 A :class:`PoolLender` lends each request a pool of its own, which therefore holds one
 connection at most, and takes it back when the response is closed. Idle pools are kept newest
 first, so the connection a request gets is the one used last (kept alive, its TLS session
-done). The limits mean what they mean for httpcore's pool:
+done). The direct transport (:mod:`slotkeeper.targets.wire`) lends its connections the same way:
+whatever is lent only needs a ``close``. The limits mean what they mean for httpcore's pool:
 
 - at most ``max_connections`` requests are in flight at once; one more waits for a pool to come
   back, as long as the request's pool timeout, then fails with :class:`httpcore.PoolTimeout`;
@@ -25,16 +26,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 import httpcore
 
 
-class PoolLender:
-    """Lends single-connection pools made by ``make``, one per request in flight."""
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+Lent = TypeVar("Lent", bound=Closeable)
+
+
+class PoolLender(Generic[Lent]):
+    """Lends single-connection pools (or connections) made by ``make``, one per request in
+    flight."""
 
     def __init__(
         self,
-        make: Callable[[], httpcore.ConnectionPool],
+        make: Callable[[], Lent],
         *,
         max_connections: int | None,
         max_keepalive_connections: int | None,
@@ -47,11 +57,11 @@ class PoolLender:
         self._clock = clock
         self._lock = threading.Lock()
         #: idle pools with the time each was given back, oldest first
-        self._idle: deque[tuple[httpcore.ConnectionPool, float]] = deque()
+        self._idle: deque[tuple[Lent, float]] = deque()
         self._slots = threading.BoundedSemaphore(max_connections) if max_connections else None
         self._closed = False
 
-    def borrow(self, timeout: float | None) -> httpcore.ConnectionPool:
+    def borrow(self, timeout: float | None) -> Lent:
         """The idle pool used last, or a new one; waits for one while ``max_connections``
         requests are in flight (at most ``timeout`` seconds, None: as long as it takes)."""
         if self._slots is not None and not self._slots.acquire(timeout=timeout):
@@ -67,7 +77,7 @@ class PoolLender:
                 self._slots.release()
             raise
 
-    def give_back(self, pool: httpcore.ConnectionPool) -> None:
+    def give_back(self, pool: Lent) -> None:
         """Take a pool back once its request is done (its response closed, or it failed)."""
         with self._lock:
             expired = self._expired()
@@ -86,7 +96,7 @@ class PoolLender:
             self._idle.clear()
         _close(idle)
 
-    def _expired(self) -> list[httpcore.ConnectionPool]:
+    def _expired(self) -> list[Lent]:
         """Take out the idle pools unused for longer than the keep-alive expiry (the lock is
         held)."""
         if self._expiry is None:
@@ -98,6 +108,6 @@ class PoolLender:
         return expired
 
 
-def _close(pools: list[httpcore.ConnectionPool]) -> None:
+def _close(pools: list[Lent]) -> None:
     for pool in pools:
         pool.close()
