@@ -23,6 +23,7 @@ raised because of an answer carries its status code (``http_status``): what publ
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -167,6 +168,10 @@ RETRY_SECONDS = 120.0
 #: how many absolute URLs a client remembers (see ``ApiClient._located``)
 URLS_KEPT = 256
 
+#: a relative URL that joins its base as text does (no scheme, fragment, space or other
+#: character whose meaning a URL parser decides): one parse of the joined text, not two
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._~/?=&%+,;@!$'()*-]*")
+
 
 class ApiClient:
     """An httpx client with the retry, rate-limit and error rules above."""
@@ -204,6 +209,11 @@ class ApiClient:
         #: the base URL taken apart once: every call's URL is checked against it
         self._base = _Base.of(settings.base_url)
         self._urls: dict[str, httpx.URL] = {}
+        #: what ``client.build_request`` would give every request: the client's headers (httpx's
+        #: defaults, then the settings') and its timeouts
+        self._headers = self.client.headers
+        self._timeout = self.client.timeout.as_dict()
+        self._joined = str(self.client.base_url)  # ends with a slash
 
     def close(self) -> None:
         self.client.close()
@@ -217,11 +227,16 @@ class ApiClient:
         """The absolute URL a request for ``path`` (and ``params``) goes to: the URL of
         ``client.build_request("GET", path, params=params or {})``, without building the rest
         of a request (headers, cookies) only to read its URL."""
-        return str(httpx.URL(self._merged(path), params=params or {}))
+        located = httpx.URL(self._merged(path), params=params or {})
+        text = str(located)
+        self._remember(text, located)  # the call that follows sends to it: parsed once
+        return text
 
     def _merged(self, url: str) -> httpx.URL:
         """``url`` on the client's base URL, joined as httpx joins a request's: a relative URL
         is appended to the base path (which ends with a slash), an absolute one is kept."""
+        if _PLAIN_PATH.fullmatch(url) and not url.startswith("//"):  # joined as text
+            return httpx.URL(self._joined + url.lstrip("/"))
         given = httpx.URL(url)
         if not given.is_relative_url:
             return given
@@ -296,7 +311,20 @@ class ApiClient:
         json: dict[str, Any] | None,
         headers: dict[str, str] | None,
     ) -> httpx.Request:
-        return self.client.build_request(method, self._located(url), json=json, headers=headers)
+        """What ``client.build_request(method, url, json=json, headers=headers)`` gives, built
+        without that method's merging of cookies and parameters (a client here has neither)
+        and of a URL it was given already joined."""
+        merged = self._headers
+        if headers:  # a call's own headers replace the client's of the same name
+            merged = httpx.Headers(self._headers)
+            merged.update(headers)
+        return httpx.Request(
+            method,
+            self._located(url),
+            headers=merged,
+            json=json,
+            extensions={"timeout": self._timeout},
+        )
 
     def _located(self, url: str) -> httpx.URL:
         """:meth:`_merged`, remembered for the URLs a target calls again and again (its
@@ -305,10 +333,13 @@ class ApiClient:
         found = self._urls.get(url)
         if found is None:
             found = self._merged(url)
-            if len(self._urls) >= URLS_KEPT:  # one-off URLs (a query, an id) come and go
-                self._urls.clear()
-            self._urls[url] = found
+            self._remember(url, found)
         return found
+
+    def _remember(self, url: str, located: httpx.URL) -> None:
+        if len(self._urls) >= URLS_KEPT:  # one-off URLs (a query, an id) come and go
+            self._urls.clear()
+        self._urls[url] = located
 
     def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send a built request to the transport and read the answer, through the auth flow
