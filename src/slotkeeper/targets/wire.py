@@ -9,7 +9,8 @@ one ``send``, in about half the time. This module only adapts it to httpx's tran
 - httpx requests in, httpx responses out (the body read whole: a target reads every answer
   whole anyway), errors as httpx names them — :class:`httpx.ConnectError` or
   :class:`httpx.ConnectTimeout` only when no byte of the request was sent (the client retries
-  a write only then), :class:`httpx.RemoteProtocolError` for a malformed or cut answer;
+  a write only then), :class:`httpx.RemoteProtocolError` for a malformed or cut answer (or
+  one with more than 100 header lines, http.client's limit; an API sends a few dozen);
 - connections are made by the caller's ``connect`` (the egress guard: resolved once, checked,
   then connected, see :mod:`slotkeeper.targets.egress`), one lent per request in flight by a
   :class:`PoolLender`, and every write to a socket runs the write fence first
@@ -131,8 +132,9 @@ class DirectTransport(httpx.BaseTransport):
                 )
                 for name, value in request.headers.raw:
                     connection.putheader(name, value)
-            except ValueError:  # its message quotes the value: it may be a credential
-                raise httpx.LocalProtocolError("a request header is not valid HTTP") from None
+            except ValueError:  # its message quotes the value (a header may hold a credential)
+                invalid = "a request line or header is not valid HTTP"
+                raise httpx.LocalProtocolError(invalid) from None
             connection.endheaders(body or None)
         read_timeout = timeouts.get("read")
         if read_timeout != write_timeout:
