@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
+from typing import Any
 
 import httpx
 import pytest
@@ -460,6 +461,42 @@ def test_an_auth_flow_sets_each_requests_credential_and_may_send_it_again() -> N
     assert api.send("POST", "deployments", json={}, write=True).status_code == 201
     assert api.send("GET", "deployments").status_code == 200
     assert sent == [("Bearer token-1", b"{}"), ("Bearer token-2", b"{}"), ("Bearer token-3", b"")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "json", "headers"),
+    [
+        ("GET", "repos/o/r/deployments?per_page=100", None, None),
+        ("POST", "/v1/deployments", {"ref": "main", "ü": [1, None]}, None),
+        ("GET", "a", None, {"If-None-Match": '"abc"', "ACCEPT": "application/vnd.x+json"}),
+    ],
+)
+def test_a_sent_request_is_the_request_httpx_builds(
+    method: str, path: str, json: dict[str, Any] | None, headers: dict[str, str] | None
+) -> None:
+    """A call's request is built without ``client.build_request`` and is the request it builds:
+    the same URL, headers (a call's own replacing the client's of the same name, whatever their
+    case), body and timeouts."""
+    sent: list[httpx.Request] = []
+
+    def recorded(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return answer(200)
+
+    api = ApiClient(
+        name="t",
+        settings=HttpSettings(
+            base_url=BASE, headers={"Accept": "application/json", "User-Agent": "slotkeeper"}
+        ),
+        clock=lambda: NOW,
+        transport=httpx.MockTransport(recorded),
+    )
+    api.send(method, path, json=json, headers=headers)
+    built = api.client.build_request(method, path, json=json, headers=headers)
+    assert sent[0].url == built.url
+    assert sent[0].headers.multi_items() == built.headers.multi_items()
+    assert sent[0].content == built.content
+    assert sent[0].extensions["timeout"] == built.extensions["timeout"]
 
 
 def test_a_closed_client_sends_nothing() -> None:

@@ -46,6 +46,7 @@ from slotkeeper.errors import (
 from slotkeeper.targets.egress import EgressRefused, guarded_transport
 from slotkeeper.targets.fence import WRITE_FENCE
 from slotkeeper.targets.pacing import WriteBudget
+from slotkeeper.targets.wire import DEFAULT_PORTS
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,6 @@ def default_message(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
 def base_of(url: str) -> str:
     """A base URL as stored and compared: lower-case scheme and host, the port only when it is
     not the scheme's default, the path without its trailing slash."""
@@ -122,7 +120,7 @@ def origin_of(url: str) -> str:
 
 
 def _origin(parsed: httpx.URL) -> str:
-    port = f":{parsed.port}" if parsed.port not in (None, _DEFAULT_PORTS.get(parsed.scheme)) else ""
+    port = f":{parsed.port}" if parsed.port not in (None, DEFAULT_PORTS.get(parsed.scheme)) else ""
     return f"{parsed.scheme}://{parsed.host}{port}"
 
 

@@ -41,7 +41,8 @@ from slotkeeper.targets.pools import PoolLender
 #: opens a connected socket (TLS started for ``https``) to ``host``:``port``, within a timeout
 Connect = Callable[[str, str, int, float | None], socket.socket]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: the port a URL without one means
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Connection(http.client.HTTPConnection):
@@ -108,7 +109,7 @@ class DirectTransport(httpx.BaseTransport):
         self, slot: _Slot, request: httpx.Request, timeouts: dict[str, float | None]
     ) -> httpx.Response:
         url = request.url
-        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0))
+        origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 0))
         if slot.connection is not None and (slot.origin != origin or _dropped(slot.connection)):
             slot.close()
         connection = slot.connection
